@@ -1,0 +1,34 @@
+"""mlfn: a predict function and an ONNX model as endpoints on Azure Functions.
+
+Importing this package is cheap on purpose (it runs on every cold start): onnxruntime, numpy
+and the storage SDKs load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from runtime.endpoint import Endpoint, Limits, Model
+from runtime.errors import MlfnError, ValidationFailed
+from runtime.models.onnx_model import OnnxModel, TensorSpec
+
+if TYPE_CHECKING:
+    import azure.functions as func
+
+__all__ = [
+    "Endpoint",
+    "Limits",
+    "MlfnError",
+    "Model",
+    "OnnxModel",
+    "TensorSpec",
+    "ValidationFailed",
+    "build_app",
+]
+
+
+def build_app(functions_dir: Any, **kwargs: Any) -> func.FunctionApp:
+    """Build the Functions app from ``functions_dir`` (see ``runtime.app.build_app``)."""
+    from runtime.app import build_app as _build
+
+    return _build(functions_dir, **kwargs)

@@ -1,0 +1,111 @@
+"""What a user declares in ``functions/NAME/endpoint.py``: schemas, model, limits, predict."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from runtime.models.onnx_model import OnnxModel
+
+PredictFn: TypeAlias = Callable[[list[Any], "OnnxModel"], Sequence[Any]]
+
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Model:
+    """Where an endpoint's ONNX file lives.
+
+    uri: a path (relative ones resolve against ``MLFN_MODEL_STORE``), ``file://...`` or
+        ``az://CONTAINER/PATH``.
+    sha256: pin the exact bytes; a download with another digest is refused.
+    version: reported to clients; defaults to the first 12 hex digits of the file's sha256.
+    """
+
+    uri: str
+    sha256: str | None = None
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.uri.strip():
+            raise ValueError("Model uri must not be empty")
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise ValueError(f"Model sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-endpoint limits. A request larger than ``max_batch_size`` instances is scored in
+    chunks of that size; the byte limit is checked before the body is parsed."""
+
+    max_batch_size: int = 64
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_batch_wait_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.max_request_bytes < 1:
+            raise ValueError("max_request_bytes must be >= 1")
+        if self.max_batch_wait_ms < 0:
+            raise ValueError("max_batch_wait_ms must be >= 0")
+
+
+class Endpoint:
+    """An ML endpoint: validated instances in, a batch-first ``predict`` over one ONNX model.
+
+    Declare it at module level in ``functions/NAME/endpoint.py``; the folder name is the
+    endpoint's name. Without a predict function the endpoint serves tensors only.
+    """
+
+    def __init__(
+        self,
+        input: type[BaseModel],
+        output: type[BaseModel],
+        *,
+        model: Model | str,
+        limits: Limits | None = None,
+        predict: PredictFn | None = None,
+    ) -> None:
+        for role, schema in (("input", input), ("output", output)):
+            if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+                raise TypeError(f"Endpoint {role} must be a pydantic BaseModel subclass")
+        self.input = input
+        self.output = output
+        self.model = model if isinstance(model, Model) else Model(model)
+        self.limits = limits or Limits()
+        self.predict_fn = predict
+
+    def predict(self, fn: PredictFn) -> PredictFn:
+        """Decorator: register ``fn(instances, model) -> outputs`` (same length, same order)."""
+        self.predict_fn = fn
+        return fn
+
+    def __repr__(self) -> str:
+        return f"Endpoint(input={self.input.__name__}, output={self.output.__name__}, model={self.model.uri!r})"
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+
+
+@dataclass(frozen=True)
+class BoundEndpoint:
+    """An endpoint with the name it is served under (its folder's name)."""
+
+    name: str
+    endpoint: Endpoint
+
+    def __post_init__(self) -> None:
+        # The name becomes a route segment, a function name and (with '-') queue names, whose
+        # rules (lowercase, 3-63 chars incl. '-requests-poison') are the strictest of the three.
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"endpoint folder {self.name!r} must match {_NAME.pattern} "
+                "(lowercase letters, digits and '_', 2-40 characters, starting with a letter)"
+            )

@@ -1,0 +1,132 @@
+"""The loaded model handed to ``predict``: one onnxruntime session and its tensor metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import ModelLoadFailed
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime
+
+# ONNX element type (as onnxruntime spells it) -> numpy dtype name.
+ELEMENT_DTYPES: dict[str, str] = {
+    "float": "float32",
+    "double": "float64",
+    "float16": "float16",
+    "int8": "int8",
+    "int16": "int16",
+    "int32": "int32",
+    "int64": "int64",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "uint64": "uint64",
+    "bool": "bool",
+    "string": "object",
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output. ``shape`` uses None for dynamic dimensions; ``element_type``
+    is the ONNX name (``float``, ``int64``, ``string``...), or None for non-tensor values
+    such as sequences of maps."""
+
+    name: str
+    element_type: str | None
+    shape: tuple[int | None, ...] | None
+    onnx_type: str
+
+    @classmethod
+    def from_node_arg(cls, arg: Any) -> TensorSpec:
+        onnx_type: str = arg.type
+        element = None
+        if onnx_type.startswith("tensor(") and onnx_type.endswith(")"):
+            element = onnx_type[len("tensor(") : -1]
+        shape = None
+        if arg.shape is not None and element is not None:
+            shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in arg.shape)
+        return cls(arg.name, element, shape, onnx_type)
+
+    @property
+    def dtype(self) -> str | None:
+        return ELEMENT_DTYPES.get(self.element_type or "")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Where a cold start's time went, in seconds."""
+
+    source_uri: str
+    bytes: int
+    downloaded: bool
+    fetch_s: float
+    session_s: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class OnnxModel:
+    """An ONNX model ready to run. ``run`` is thread-safe (onnxruntime sessions are)."""
+
+    def __init__(
+        self,
+        name: str,
+        session: onnxruntime.InferenceSession,
+        *,
+        sha256: str,
+        version: str,
+        report: LoadReport | None = None,
+    ) -> None:
+        self.name = name
+        self.sha256 = sha256
+        self.version = version
+        self.report = report
+        self._session = session
+        self.inputs = [TensorSpec.from_node_arg(a) for a in session.get_inputs()]
+        self.outputs = [TensorSpec.from_node_arg(a) for a in session.get_outputs()]
+        self._input_by_name = {spec.name: spec for spec in self.inputs}
+
+    @classmethod
+    def load(cls, name: str, path: Path, *, sha256: str, version: str) -> OnnxModel:
+        try:
+            import onnxruntime
+        except ImportError as exc:  # pragma: no cover - a dependency of the runtime
+            raise ImportError("mlfn needs onnxruntime: pip install onnxruntime") from exc
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated exception types
+            raise ModelLoadFailed(
+                f"onnxruntime cannot load model {name!r}: {str(exc).strip().splitlines()[0]}",
+                detail={"model": name},
+            ) from exc
+        return cls(name, session, sha256=sha256, version=version)
+
+    def run(
+        self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Run the model. Feed values may be arrays or nested lists; each is converted to its
+        input's element type. Returns every output (or those named) by name."""
+        import numpy as np
+
+        missing = [name for name in self._input_by_name if name not in feeds]
+        unknown = [name for name in feeds if name not in self._input_by_name]
+        if missing or unknown:
+            raise ValueError(
+                f"model {self.name!r} takes inputs {sorted(self._input_by_name)}; "
+                f"feeds miss {missing} and add unknown {unknown}"
+            )
+        arrays = {}
+        for name, value in feeds.items():
+            dtype = self._input_by_name[name].dtype
+            arrays[name] = np.asarray(value, dtype=dtype) if dtype else value
+        names = list(output_names) if output_names else [o.name for o in self.outputs]
+        results = self._session.run(names, arrays)
+        return dict(zip(names, results, strict=True))
+
+    def __repr__(self) -> str:
+        return f"OnnxModel({self.name!r}, version={self.version!r})"

@@ -1,0 +1,53 @@
+"""The V1 predict body (KServe V1 / TF-Serving style): ``{"instances": [...]}`` in,
+``{"predictions": [...], "model": {...}}`` out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from runtime.errors import BadRequest, PayloadTooLarge
+from runtime.serving import Scored
+
+
+def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:
+    """The raw instances of a predict body; size is checked before anything is parsed."""
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(len(body), max_bytes)
+    if not body.strip():
+        raise BadRequest('the body is empty; send {"instances": [...]}')
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(
+            f'the body must be a JSON object {{"instances": [...]}}, not {_kind(doc)}',
+            detail=[{"field": "(body)", "message": f"expected an object, got {_kind(doc)}"}],
+        )
+    if "instances" not in doc:
+        raise BadRequest(
+            'the body has no "instances" field',
+            detail=[{"field": "instances", "message": "field required"}],
+        )
+    instances = doc["instances"]
+    if not isinstance(instances, list):
+        raise BadRequest(
+            f'"instances" must be a list, not {_kind(instances)}',
+            detail=[{"field": "instances", "message": f"expected a list, got {_kind(instances)}"}],
+        )
+    return instances
+
+
+def encode_response(scored: Scored) -> dict[str, Any]:
+    m = scored.model
+    return {
+        "predictions": scored.predictions,
+        "model": {"name": m.name, "version": m.version, "sha256": m.sha256},
+    }
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )

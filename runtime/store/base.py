@@ -1,0 +1,33 @@
+"""The model store interface: where the bytes of a model come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a store says about one object: enough to cache and revalidate it."""
+
+    uri: str
+    size: int
+    etag: str | None
+
+
+class ModelSource(Protocol):
+    """One model object in one store. Implementations raise ``ModelNotInStore`` when it does
+    not exist and ``StoreUnavailable`` when the store cannot be reached in time."""
+
+    uri: str
+
+    def local_path(self) -> Path | None:
+        """The object as a file already on this machine, or None if it must be downloaded."""
+        ...
+
+    def stat(self) -> StoredObject: ...
+
+    def download(self, into: BinaryIO) -> StoredObject:
+        """Stream the object's bytes into ``into``; return what was downloaded."""
+        ...
