@@ -25,11 +25,19 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
     for bound in endpoints:
         if bound.endpoint.predict_fn is None:
             continue  # tensor-only endpoints are served by the Open Inference Protocol routes
-        _route(app, f"{bound.name}_predict", f"{bound.name}/predict", "POST",
-               func.AuthLevel.FUNCTION, http.predict_function(bound.name, state))
+        _route(
+            app,
+            f"{bound.name}_predict",
+            f"{bound.name}/predict",
+            "POST",
+            func.AuthLevel.FUNCTION,
+            http.predict_function(bound.name, state),
+        )
 
     _route(app, "health_live", "v2/health/live", "GET", func.AuthLevel.ANONYMOUS, http.health_live)
-    _route(app, "health_ready", "v2/health/ready", "GET", func.AuthLevel.ANONYMOUS, http.health_ready)
+    _route(
+        app, "health_ready", "v2/health/ready", "GET", func.AuthLevel.ANONYMOUS, http.health_ready
+    )
     return app
 
 

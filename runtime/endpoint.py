@@ -88,7 +88,8 @@ class Endpoint:
         return fn
 
     def __repr__(self) -> str:
-        return f"Endpoint(input={self.input.__name__}, output={self.output.__name__}, model={self.model.uri!r})"
+        schemas = f"input={self.input.__name__}, output={self.output.__name__}"
+        return f"Endpoint({schemas}, model={self.model.uri!r})"
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
@@ -102,10 +103,15 @@ class BoundEndpoint:
     endpoint: Endpoint
 
     def __post_init__(self) -> None:
-        # The name becomes a route segment, a function name and (with '-') queue names, whose
-        # rules (lowercase, 3-63 chars incl. '-requests-poison') are the strictest of the three.
-        if not _NAME.match(self.name):
-            raise ValueError(
-                f"endpoint folder {self.name!r} must match {_NAME.pattern} "
-                "(lowercase letters, digits and '_', 2-40 characters, starting with a letter)"
-            )
+        check_endpoint_name(self.name)
+
+
+def check_endpoint_name(name: str) -> None:
+    """Raise ValueError unless ``name`` can be an endpoint's (and its folder's) name."""
+    # The name becomes a route segment, a function name and (with '-') queue names, whose
+    # rules (lowercase, 3-63 chars including '-requests-poison') are the strictest of the three.
+    if not _NAME.match(name):
+        raise ValueError(
+            f"endpoint name {name!r} must match {_NAME.pattern} "
+            "(lowercase letters, digits and '_', 2-40 characters, starting with a letter)"
+        )

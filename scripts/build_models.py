@@ -1,6 +1,6 @@
 """Build the example ONNX models deterministically from scikit-learn's bundled data sets.
 
-    python -m scripts.build_models [OUT_DIR]      # default: build/models
+python -m scripts.build_models [OUT_DIR]      # default: build/models
 """
 
 from __future__ import annotations

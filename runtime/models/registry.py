@@ -105,6 +105,11 @@ class ModelRegistry:
         )
         log.info(
             "model loaded name=%s uri=%s bytes=%d downloaded=%s fetch_s=%.4f session_s=%.4f",
-            name, uri, cached.size, cached.downloaded, model.report.fetch_s, model.report.session_s,
+            name,
+            uri,
+            cached.size,
+            cached.downloaded,
+            model.report.fetch_s,
+            model.report.session_s,
         )
         return model

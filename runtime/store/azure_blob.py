@@ -61,7 +61,9 @@ class AzureBlob:
                     overwrite=True,
                     metadata={"sha256": digest},
                     max_concurrency=4,
-                    progress_hook=(lambda done, _: on_progress(done, total)) if on_progress else None,
+                    progress_hook=(lambda done, _: on_progress(done, total))
+                    if on_progress
+                    else None,
                 )
 
         self._call(run)
@@ -86,7 +88,9 @@ class AzureBlob:
                 read_timeout=s.store_read_timeout_s,
                 # The SDK's default policy backs off 15 s and more per try, so a caller hears
                 # nothing for minutes. A short linear back-off says "unavailable" in seconds.
-                retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=s.store_retries),
+                retry_policy=LinearRetry(
+                    backoff=1, random_jitter_range=1, retry_total=s.store_retries
+                ),
             )
         except ValueError as exc:
             raise ConfigError(
@@ -117,4 +121,6 @@ class AzureBlob:
     def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
         text = str(exc).strip().splitlines()
         reason = text[0] if text else type(exc).__name__
-        return StoreUnavailable(f"blob store for {self.uri} {what}: {reason}", detail={"uri": self.uri})
+        return StoreUnavailable(
+            f"blob store for {self.uri} {what}: {reason}", detail={"uri": self.uri}
+        )

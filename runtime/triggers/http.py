@@ -23,7 +23,9 @@ class InternalError(MlfnError):
     status = 500
 
 
-def json_response(status: int, doc: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+def json_response(
+    status: int, doc: Any, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(doc, separators=(",", ":")),
         status_code=status,

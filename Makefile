@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both set up what is missing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+MLFN := $(VENV)/bin/mlfn
+PORT ?= 7071
+MODELS := build/models/iris.onnx build/models/diabetes.onnx
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test lint clean
+
+setup: $(VENV)/.installed node_modules/.bin/azurite $(MODELS) local.settings.json
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+node_modules/.bin/azurite: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(MODELS) &: scripts/build_models.py $(VENV)/.installed
+	$(PY) -m scripts.build_models build/models
+
+local.settings.json:
+	cp local.settings.example.json $@
+
+serve: setup
+	$(PY) -m scripts.azurite run --default-ports --location .azurite -- bash -c '\
+	  set -e; \
+	  $(MLFN) upload build/models/iris.onnx az://models/iris.onnx; \
+	  $(MLFN) upload build/models/diabetes.onnx az://models/diabetes.onnx; \
+	  echo; echo "Try it:"; \
+	  echo "  curl -s -X POST http://127.0.0.1:$(PORT)/api/iris/predict -H \"Content-Type: application/json\" \\"; \
+	  echo "    -d '"'"'{\"instances\": [{\"sepal_length\": 5.1, \"sepal_width\": 3.5, \"petal_length\": 1.4, \"petal_width\": 0.2}]}'"'"'"; \
+	  echo; \
+	  exec $(MLFN) serve --port $(PORT)'
+
+test: setup
+	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) node_modules build .azurite .pytest_cache .mypy_cache .ruff_cache

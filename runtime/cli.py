@@ -1,0 +1,133 @@
+"""The ``mlfn`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+
+from runtime.config import Settings
+
+
+def _settings(app_dir: Path) -> Settings:
+    from runtime.host.local_settings import apply_local_settings
+
+    apply_local_settings(app_dir)
+    return Settings.from_mapping(os.environ)
+
+
+@click.group()
+@click.version_option(package_name="mlfn")
+def main() -> None:
+    """mlfn: ONNX models and predict functions as Azure Functions endpoints."""
+
+
+@main.command()
+@click.option("--port", default=7071, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+def serve(port: int, host: str) -> None:
+    """Serve the Functions app in the current folder on a local host."""
+    from runtime.host.serve import serve as run
+
+    run(Path.cwd(), host=host, port=port)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--model", "source", required=True, help="A local .onnx file or a store URI.")
+@click.option("--template", default="tensor", show_default=True, help="Scaffold to render.")
+def new(name: str, source: str, template: str) -> None:
+    """Create functions/NAME/ from a model's inputs and outputs."""
+    from runtime.scaffold import ScaffoldError, render_tensor_endpoint
+
+    app_dir = Path.cwd()
+    try:
+        path = render_tensor_endpoint(name, source, app_dir, _settings(app_dir), template)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created {path.relative_to(app_dir)}")
+    click.echo(f"serve it: mlfn serve, then POST /api/{name}/predict")
+    if "://" not in source and not source.startswith(("./", "../")) and Path(source).is_absolute():
+        click.echo(
+            "note: the model is a file on this machine; upload it to the model store "
+            "(mlfn upload) and reference that URI before deploying"
+        )
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("uri")
+def upload(file: Path, uri: str) -> None:
+    """Upload a model FILE to URI (az://CONTAINER/PATH or a path) and print its sha256."""
+    import shutil
+
+    from runtime.digest import sha256_file
+    from runtime.errors import MlfnError
+    from runtime.store import locate, resolve_uri
+    from runtime.store.azure_blob import AzureBlob
+
+    app_dir = Path.cwd()
+    settings = _settings(app_dir)
+    try:
+        target = locate(resolve_uri(uri, settings, app_dir), settings)
+        total = file.stat().st_size
+        if isinstance(target, AzureBlob):
+            with click.progressbar(
+                length=total, label=f"uploading {file.name}", file=sys.stderr
+            ) as bar:
+                last = [0]
+
+                def progress(done: int, _total: int) -> None:
+                    bar.update(done - last[0])
+                    last[0] = done
+
+                digest = target.upload(file, on_progress=progress)
+        else:
+            dest = target.local_path()
+            assert dest is not None
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, dest)
+            digest = sha256_file(dest)
+    except MlfnError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"uploaded {file} ({total} bytes) to {target.uri}")
+    click.echo(f"sha256 {digest}")
+    click.echo(f'pin it: Model("{uri}", sha256="{digest}")')
+
+
+@main.command()
+@click.argument("name")
+@click.option("--data", required=True, help='JSON body, or @FILE: {"instances": [...]}.')
+@click.option("--url", default="http://127.0.0.1:7071", show_default=True, help="App base URL.")
+@click.option("--key", default=None, envvar="MLFN_FUNCTION_KEY", help="Function key, if needed.")
+def invoke(name: str, data: str, url: str, key: str | None) -> None:
+    """POST a predict request to endpoint NAME and print the response."""
+    body = Path(data[1:]).read_bytes() if data.startswith("@") else data.encode()
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/api/{name}/predict",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", **({"x-functions-key": key} if key else {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        click.echo(_pretty(payload), err=True)
+        raise SystemExit(1) from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+    click.echo(_pretty(payload))
+
+
+def _pretty(payload: bytes) -> str:
+    try:
+        return json.dumps(json.loads(payload), indent=2)
+    except ValueError:
+        return payload.decode(errors="replace")

@@ -1,0 +1,174 @@
+"""The HTTP side of the local host: an ASGI app that routes requests to HTTP-triggered
+functions, as real ``func.HttpRequest``s, and sends their ``func.HttpResponse``s back."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import azure.functions as func
+
+from runtime.host.invoke import Invoker
+from runtime.host.metadata import FunctionInfo
+from runtime.host.routing import Router, RouteTemplate
+
+log = logging.getLogger("mlfn.host")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Azure Functions refuses HTTP requests over 100 MB before any function runs.
+MAX_REQUEST_BYTES = 100 * 1024 * 1024
+
+
+def http_route(info: FunctionInfo, route_prefix: str) -> str:
+    return "/".join(p for p in (route_prefix, info.route.strip("/")) if p)
+
+
+class HttpHost:
+    """ASGI app serving the HTTP-triggered functions of an indexed app."""
+
+    def __init__(
+        self,
+        functions: list[FunctionInfo],
+        route_prefix: str,
+        invoker: Invoker,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
+        self.functions = [f for f in functions if f.trigger.type == "httpTrigger"]
+        self._router: Router[FunctionInfo] = Router(
+            (RouteTemplate(http_route(f, route_prefix)), f) for f in self.functions
+        )
+        self._invoker = invoker
+        self._max = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"].upper()
+        # Match on the raw path: route values are decoded after matching, so an encoded '/'
+        # inside a value cannot create a segment.
+        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1").split("?", 1)[0]
+        headers = _headers(scope)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._max:
+            return await _send(
+                send, 413, _error("PayloadTooLarge", f"request body over {self._max} bytes")
+            )
+        candidates = self._router.match(path)
+        chosen = next(
+            ((f, values) for f, values in candidates if f.methods is None or method in f.methods),
+            None,
+        )
+        if chosen is None:
+            if candidates:
+                allowed = sorted({m for f, _ in candidates for m in (f.methods or ())})
+                message = f"no function accepts {method} {path} (allowed: {', '.join(allowed)})"
+            else:
+                message = f"no function is registered for {path}"
+            return await _send(send, 404, _error("NotFound", message))
+        info, route_values = chosen
+        body = await _read_body(receive, self._max)
+        if body is None:
+            return await _send(
+                send, 413, _error("PayloadTooLarge", f"request body over {self._max} bytes")
+            )
+        query = scope.get("query_string", b"").decode("latin-1")
+        request = func.HttpRequest(
+            method=method,
+            url=_url(scope, headers, query),
+            headers=headers,
+            params=_params(query),
+            route_params=route_values,
+            body=body,
+        )
+        try:
+            invocation = await self._invoker.call(info, request)
+        except Exception:
+            log.exception("Executed 'Functions.%s' (Failed)", info.name)
+            return await _send(send, 500, b"", {})
+        http_out = next(b.name for b in info.outputs if b.type == "http")
+        result = invocation.returned if http_out == "$return" else invocation.outputs.get(http_out)
+        await _send_result(send, info, result)
+
+
+async def _send_result(send: Send, info: FunctionInfo, result: Any) -> None:
+    if isinstance(result, func.HttpResponse):
+        headers = dict(result.headers.items())
+        if not any(k.lower() == "content-type" for k in headers):
+            ct = result.mimetype
+            headers["content-type"] = (
+                f"{ct}; charset={result.charset}" if ct.startswith("text/") else ct
+            )
+        return await _send(send, result.status_code, result.get_body() or b"", headers)
+    if isinstance(result, str | bytes):
+        data = result.encode() if isinstance(result, str) else result
+        return await _send(send, 200, data, {"content-type": "text/plain; charset=utf-8"})
+    if result is None:
+        return await _send(send, 204, b"", {})
+    log.error(
+        "function %s returned %s, not an HttpResponse or str", info.name, type(result).__name__
+    )
+    await _send(send, 500, b"", {})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for raw_key, raw_value in scope.get("headers", []):
+        key, value = raw_key.decode("latin-1").lower(), raw_value.decode("latin-1")
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    return merged
+
+
+def _params(query: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        params[key] = f"{params[key]},{value}" if key in params else value
+    return params
+
+
+def _url(scope: Scope, headers: dict[str, str], query: str) -> str:
+    server = scope.get("server") or ("127.0.0.1", 80)
+    host = headers.get("host") or f"{server[0]}:{server[1]}"
+    url = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
+    return f"{url}?{query}" if query else url
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _error(kind: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": kind, "message": message}}).encode()
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> None:
+    if headers is None:
+        headers = {"content-type": "application/json"}
+    raw = [
+        (k.lower().encode("latin-1"), str(v).encode("latin-1"))
+        for k, v in headers.items()
+        if k.lower() != "content-length"
+    ]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

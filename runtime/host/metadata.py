@@ -1,0 +1,109 @@
+"""Indexing an app as the Functions worker does: import ``function_app.py`` from the app root,
+find the one ``FunctionRegister``, read each function's bindings."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCRIPT = "function_app.py"
+
+
+class IndexingError(Exception):
+    """The app cannot be indexed; on Azure no function of it would load."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    name: str
+    type: str
+    direction: str
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """One function of the app, as the host sees it."""
+
+    name: str
+    trigger: Binding
+    bindings: tuple[Binding, ...]
+    fn: Callable[..., Any]
+    is_async: bool
+    wants_context: bool
+
+    @property
+    def outputs(self) -> tuple[Binding, ...]:
+        return tuple(b for b in self.bindings if b.direction == "OUT")
+
+    @property
+    def auth_level(self) -> str:
+        return str(self.trigger.raw.get("authLevel", "FUNCTION")).upper()
+
+    @property
+    def methods(self) -> tuple[str, ...] | None:
+        """HTTP methods, or None when the function accepts every method."""
+        methods = self.trigger.raw.get("methods")
+        return tuple(str(m).upper() for m in methods) if methods else None
+
+    @property
+    def route(self) -> str:
+        return str(self.trigger.raw.get("route") or self.name)
+
+
+def index_app(app_dir: Path) -> list[FunctionInfo]:
+    """Import ``app_dir/function_app.py`` by module name, with ``app_dir`` on ``sys.path``."""
+    import azure.functions as func
+
+    app_dir = app_dir.resolve()
+    if not (app_dir / SCRIPT).is_file():
+        raise IndexingError(f"{app_dir / SCRIPT} not found: not a Python v2 Functions app")
+    if str(app_dir) not in sys.path:
+        sys.path.insert(0, str(app_dir))
+    module = importlib.import_module(Path(SCRIPT).stem)
+    apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
+    if not apps:
+        raise IndexingError("Could not find top level function app instances in function_app.py.")
+    if len(apps) > 1:
+        raise IndexingError(
+            "More than one FunctionApp or other top level function app instances are defined."
+        )
+    # get_functions() is not idempotent (a second call fails on "unique function name").
+    return [_describe(f) for f in apps[0].get_functions()]
+
+
+def _describe(f: Any) -> FunctionInfo:
+    bindings = tuple(_binding(json.loads(raw)) for raw in f.get_raw_bindings())
+    trigger_name = f.get_trigger().name
+    trigger = next(b for b in bindings if b.name == trigger_name)
+    fn = f.get_user_function()
+    params = set(inspect.signature(fn).parameters)
+    wants_context = "context" in params
+    declared = {b.name for b in bindings if b.name != "$return"}
+    extra = params - declared - {"context"}
+    missing = declared - params
+    if extra or missing:
+        # The worker refuses such a function (FunctionLoadError); refuse it here too.
+        raise IndexingError(
+            f"cannot load the {f.get_function_name()} function: parameters {sorted(extra)} are "
+            f"declared in Python but not as bindings, and bindings {sorted(missing)} have no "
+            "parameter"
+        )
+    return FunctionInfo(
+        name=f.get_function_name(),
+        trigger=trigger,
+        bindings=bindings,
+        fn=fn,
+        is_async=inspect.iscoroutinefunction(fn),
+        wants_context=wants_context,
+    )
+
+
+def _binding(raw: dict[str, Any]) -> Binding:
+    return Binding(raw["name"], raw["type"], str(raw.get("direction", "IN")).upper(), raw)

@@ -1,0 +1,87 @@
+"""Fixtures: Azurite (the one `make test` started, else our own), models, blob containers."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scripts import azurite as azurite_script
+from scripts.build_models import build_all
+
+
+@dataclass(frozen=True)
+class AzuriteInfo:
+    connection_string: str
+    blob_port: int
+    queue_port: int
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteInfo]:
+    if os.environ.get("MLFN_AZURITE_LOG"):
+        yield AzuriteInfo(
+            os.environ["AzureWebJobsStorage"],  # noqa: SIM112 - Azure's own name
+            int(os.environ["MLFN_AZURITE_BLOB_PORT"]),
+            int(os.environ["MLFN_AZURITE_QUEUE_PORT"]),
+            Path(os.environ["MLFN_AZURITE_LOG"]),
+        )
+        return
+    tmp = tmp_path_factory.mktemp("azurite")
+    server = azurite_script.start(tmp / "data", tmp / "azurite.log")
+    try:
+        yield AzuriteInfo(
+            server.connection_string, server.blob_port, server.queue_port, server.log_path
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def example_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def container(azurite: AzuriteInfo) -> Iterator[str]:
+    """A fresh, empty blob container for one test."""
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"t{uuid.uuid4().hex[:20]}"
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    service.create_container(name)
+    yield name
+    service.delete_container(name)
+
+
+@pytest.fixture
+def models_in_blob(azurite: AzuriteInfo, container: str, example_models: dict[str, Path]) -> str:
+    """The example models uploaded as ``az://CONTAINER/NAME.onnx``; returns the container."""
+    from azure.storage.blob import ContainerClient
+
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    for name, path in example_models.items():
+        client.upload_blob(f"{name}.onnx", path.read_bytes(), overwrite=True)
+    return container
+
+
+@pytest.fixture
+def isolated_imports() -> Iterator[None]:
+    """Each in-process test app imports its own ``function_app`` and ``functions`` package."""
+    saved_path = list(sys.path)
+
+    def purge() -> None:
+        for name in list(sys.modules):
+            if name in ("function_app", "functions") or name.startswith("functions."):
+                del sys.modules[name]
+
+    purge()
+    yield
+    purge()
+    sys.path[:] = saved_path

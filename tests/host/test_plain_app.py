@@ -1,0 +1,122 @@
+"""The local host knows nothing of mlfn: a hand-written Python v2 app runs under it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import LocalHost
+
+PLAIN_APP = """
+import json
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+bp = func.Blueprint()
+
+
+@app.route(route="items/{id:int}", methods=["GET", "PUT"])
+def get_item(req: func.HttpRequest) -> func.HttpResponse:
+    body = {
+        "id": int(req.route_params["id"]),
+        "method": req.method,
+        "q": req.params.get("q"),
+        "header": req.headers.get("x-custom"),
+        "url": req.url,
+        "body": req.get_body().decode(),
+    }
+    return func.HttpResponse(json.dumps(body), mimetype="application/json", headers={"X-Reply": "yes"})
+
+
+@app.route(route="items/special")
+def special(req: func.HttpRequest) -> str:
+    return "literal route wins"
+
+
+@app.function_name("teapot")
+@app.route(route="brew/{kind?}", methods=["POST"])
+async def brew(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    kind = req.route_params.get("kind", "tea")
+    return func.HttpResponse(f"{context.function_name} brews {kind}", status_code=418)
+
+
+@bp.route(route="files/{*path}")
+def files(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(req.route_params.get("path", ""), status_code=200)
+
+
+@app.route(route="boom")
+def boom(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("a bug in the user's function")
+
+
+app.register_functions(bp)
+"""
+
+
+@pytest.fixture
+def plain_host(tmp_path: Path) -> Iterator[LocalHost]:
+    (tmp_path / "function_app.py").write_text(PLAIN_APP)
+    (tmp_path / "host.json").write_text(
+        json.dumps({"version": "2.0", "extensions": {"http": {"routePrefix": "v1"}}})
+    )
+    host = LocalHost(tmp_path, env={}).start()
+    yield host
+    host.stop()
+
+
+def test_route_params_query_headers_and_body_reach_the_function(plain_host: LocalHost) -> None:
+    with plain_host.client() as http:
+        r = http.put("/v1/items/42?q=hello", headers={"X-Custom": "abc"}, content=b"payload")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["x-reply"] == "yes"
+    assert r.json() == {
+        "id": 42,
+        "method": "PUT",
+        "q": "hello",
+        "header": "abc",
+        "url": f"{plain_host.url}/v1/items/42?q=hello",
+        "body": "payload",
+    }
+
+
+def test_literal_route_beats_parameter_and_str_return_is_text(plain_host: LocalHost) -> None:
+    with plain_host.client() as http:
+        r = http.get("/v1/items/special")
+    assert (r.status_code, r.text) == (200, "literal route wins")
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_async_function_gets_context_status_and_optional_param(plain_host: LocalHost) -> None:
+    with plain_host.client() as http:
+        default = http.post("/v1/brew")
+        coffee = http.post("/v1/brew/coffee")
+    assert (default.status_code, default.text) == (418, "teapot brews tea")
+    assert coffee.text == "teapot brews coffee"
+
+
+def test_blueprint_catch_all_route(plain_host: LocalHost) -> None:
+    with plain_host.client() as http:
+        assert http.get("/v1/files/a/b/c.txt").text == "a/b/c.txt"
+
+
+def test_constraint_method_and_unknown_route_give_404(plain_host: LocalHost) -> None:
+    with plain_host.client() as http:
+        assert http.get("/v1/items/notanint").status_code == 404
+        wrong_method = http.delete("/v1/items/1")
+        unknown = http.get("/api/items/1")  # routePrefix is v1 in this app's host.json
+    assert wrong_method.status_code == 404
+    assert "GET, PUT" in wrong_method.json()["error"]["message"]
+    assert unknown.status_code == 404
+
+
+def test_unhandled_exception_is_a_500_without_traceback(plain_host: LocalHost) -> None:
+    with plain_host.client() as http:
+        r = http.get("/v1/boom")
+    assert r.status_code == 500
+    assert b"Traceback" not in r.content and b"RuntimeError" not in r.content
+    assert "a bug in the user's function" in plain_host.output()  # logged, not returned

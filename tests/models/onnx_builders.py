@@ -1,0 +1,56 @@
+"""Tiny ONNX models built with onnx.helper for scenarios the example models do not cover."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="mlfn tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def multi_io(path: Path) -> Path:
+    """Inputs ``features:0`` float [N,2,2], ``count`` int64 [N], ``mask`` bool [N,2]; outputs
+    ``doubled`` = features*2, ``next`` = count+1, ``not_mask`` = not mask."""
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    one = helper.make_tensor("one", TensorProto.INT64, [], [1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["features:0", "two"], ["doubled"]),
+            helper.make_node("Add", ["count", "one"], ["next"]),
+            helper.make_node("Not", ["mask"], ["not_mask"]),
+        ],
+        "multi_io",
+        [
+            helper.make_tensor_value_info("features:0", TensorProto.FLOAT, ["N", 2, 2]),
+            helper.make_tensor_value_info("count", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 2]),
+        ],
+        [
+            helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["N", 2, 2]),
+            helper.make_tensor_value_info("next", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("not_mask", TensorProto.BOOL, ["N", 2]),
+        ],
+        initializer=[two, one],
+    )
+    return _save(graph, path)
+
+
+def fixed_batch(path: Path, batch: int = 8) -> Path:
+    """Identity over float [batch, 3]: a model exported without a dynamic batch dimension."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "fixed_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
+    )
+    return _save(graph, path)

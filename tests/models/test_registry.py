@@ -1,0 +1,132 @@
+"""The model lifecycle: lazy, single-flight, atomic on disk, and recovering after failures."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from runtime.config import Settings
+from runtime.endpoint import Model
+from runtime.errors import IntegrityError, ModelNotInStore, StoreUnavailable
+from runtime.models.cache import DiskCache
+from runtime.models.registry import ModelRegistry, ModelState
+from runtime.store.base import StoredObject
+from tests.conftest import AzuriteInfo
+from tests.support import count_blob_gets
+
+
+def _registry(azurite: AzuriteInfo, tmp_path: Path, container: str) -> ModelRegistry:
+    settings = Settings(
+        model_store=f"az://{container}",
+        store_connection=azurite.connection_string,
+        cache_dir=tmp_path / "cache",
+    )
+    return ModelRegistry(settings, app_root=tmp_path)
+
+
+def test_concurrent_first_requests_download_the_model_once(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _registry(azurite, tmp_path, models_in_blob)
+    callers = 48
+    barrier = threading.Barrier(callers)
+
+    def first_request(_: int) -> object:
+        barrier.wait()
+        return registry.get("iris", Model("iris.onnx"))
+
+    with caplog.at_level(logging.INFO, logger="mlfn.models"), ThreadPoolExecutor(callers) as pool:
+        models = list(pool.map(first_request, range(callers)))
+
+    assert len({id(m) for m in models}) == 1  # one session, shared
+    assert count_blob_gets(azurite.log_path, models_in_blob, "iris.onnx") == 1
+    assert sum("model loaded name=iris" in r.getMessage() for r in caplog.records) == 1
+    assert registry.state("iris") is ModelState.READY
+
+
+def test_nothing_loads_before_the_first_request(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    registry = _registry(azurite, tmp_path, models_in_blob)
+    assert registry.state("iris") is ModelState.ABSENT
+    assert count_blob_gets(azurite.log_path, models_in_blob, "iris.onnx") == 0
+
+
+def test_a_failed_load_keeps_its_error_and_the_next_request_retries(
+    azurite: AzuriteInfo, container: str, tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    from azure.storage.blob import ContainerClient
+
+    registry = _registry(azurite, tmp_path, container)
+    with pytest.raises(ModelNotInStore):
+        registry.get("iris", Model("iris.onnx"))
+    assert registry.state("iris") is ModelState.FAILED
+    assert isinstance(registry.error("iris"), ModelNotInStore)
+
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    client.upload_blob("iris.onnx", example_models["iris"].read_bytes())
+    model = registry.get("iris", Model("iris.onnx"))  # uploaded late: served without a restart
+    assert registry.state("iris") is ModelState.READY and [o.name for o in model.outputs] == [
+        "label",
+        "probabilities",
+    ]
+
+
+def test_a_pinned_digest_that_does_not_match_is_refused_and_not_cached(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    registry = _registry(azurite, tmp_path, models_in_blob)
+    with pytest.raises(IntegrityError) as info:
+        registry.get("iris", Model("iris.onnx", sha256="0" * 64))
+    assert "0" * 64 in info.value.message and info.value.detail["actual"] in info.value.message
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_a_pinned_digest_that_matches_loads(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    from runtime.digest import sha256_file
+
+    digest = sha256_file(example_models["iris"])
+    model = _registry(azurite, tmp_path, models_in_blob).get(
+        "iris", Model("iris.onnx", sha256=digest, version="7")
+    )
+    assert (model.sha256, model.version) == (digest, "7")
+    assert model.report is not None and model.report.downloaded and model.report.bytes > 0
+
+
+class _CutShort:
+    """A source whose download stops half way, as a dropped connection would."""
+
+    uri = "az://flaky/model.onnx"
+
+    def local_path(self) -> None:
+        return None
+
+    def stat(self) -> StoredObject:
+        return StoredObject(self.uri, 1000, "etag")
+
+    def download(self, into: io.BufferedWriter) -> StoredObject:  # type: ignore[override]
+        into.write(b"x" * 500)
+        return self.stat()
+
+
+def test_a_truncated_download_leaves_no_file_in_the_cache(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "cache")
+    with pytest.raises(StoreUnavailable, match="cut short: 500 of 1000"):
+        cache.fetch(_CutShort())  # type: ignore[arg-type]
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_local_models_are_used_in_place(tmp_path: Path, example_models: dict[str, Path]) -> None:
+    settings = Settings(
+        model_store=str(example_models["iris"].parent), cache_dir=tmp_path / "cache"
+    )
+    model = ModelRegistry(settings, tmp_path).get("iris", Model("iris.onnx"))
+    assert model.report is not None and not model.report.downloaded
+    assert not (tmp_path / "cache").exists()

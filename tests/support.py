@@ -1,0 +1,113 @@
+"""Helpers shared by the tests: test apps on disk, a local host in a subprocess, Azurite logs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MLFN = Path(sys.executable).parent / "mlfn"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_app(app_dir: Path, endpoints: dict[str, str]) -> Path:
+    """An mlfn app like the repository's, with the given ``functions/NAME/endpoint.py`` texts."""
+    app_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("function_app.py", "host.json"):
+        shutil.copy(ROOT / name, app_dir / name)
+    functions = app_dir / "functions"
+    functions.mkdir(exist_ok=True)
+    (functions / "__init__.py").write_text("")
+    for name, text in endpoints.items():
+        (functions / name).mkdir()
+        (functions / name / "__init__.py").write_text("")
+        (functions / name / "endpoint.py").write_text(text)
+    return app_dir
+
+
+def copy_examples(app_dir: Path) -> Path:
+    """The repository's own app (function_app.py, host.json, functions/) in ``app_dir``."""
+    make_app(app_dir, {})
+    shutil.rmtree(app_dir / "functions")
+    shutil.copytree(
+        ROOT / "functions", app_dir / "functions", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return app_dir
+
+
+@dataclass
+class LocalHost:
+    """``mlfn serve`` running in a subprocess, reached over real HTTP."""
+
+    app_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> LocalHost:
+        self.log_path = self.app_dir / f"host-{self.port}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFN_", "AzureWebJobs"))}
+        env.update(self.env)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(MLFN), "serve", "--port", str(self.port)],
+                cwd=self.app_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlfn serve exited {self.process.returncode}:\n{self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"mlfn serve did not listen within {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+def count_blob_gets(azurite_log: Path, container: str, blob: str) -> int:
+    """GET requests for one blob that reached Azurite, from its access log."""
+    pattern = re.compile(
+        rf'"GET /devstoreaccount1/{re.escape(container)}/{re.escape(blob)}(\?[^ ]*)? HTTP'
+    )
+    return sum(
+        1 for line in azurite_log.read_text(errors="replace").splitlines() if pattern.search(line)
+    )
