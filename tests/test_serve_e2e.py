@@ -68,7 +68,9 @@ def test_diabetes_predictions_equal_onnxruntime(
     assert r.json()["model"]["name"] == "diabetes"
 
 
-def test_the_readme_request_answers(host: LocalHost) -> None:
+def test_the_readme_request_answers_with_onnxruntimes_own_output(
+    host: LocalHost, example_models: dict[str, Path]
+) -> None:
     readme = (ROOT / "README.md").read_text()
     body = re.search(r"-d '(\{\"instances\".*?\})'", readme)
     assert body, "README should show a curl line with a predict body"
@@ -76,7 +78,13 @@ def test_the_readme_request_answers(host: LocalHost) -> None:
         r = http.post(
             "/api/iris/predict", content=body.group(1), headers={"Content-Type": "application/json"}
         )
-    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "setosa"
+    assert r.status_code == 200, r.text
+    rows = json.loads(body.group(1))["instances"]
+    x = np.array([[row[f] for f in IRIS_FIELDS] for row in rows], dtype=np.float32)
+    labels, probs = ort.InferenceSession(str(example_models["iris"])).run(None, {"input": x})
+    (prediction,) = r.json()["predictions"]
+    assert prediction["label"] == SPECIES[labels[0]]
+    assert [prediction["probabilities"][s] for s in SPECIES] == probs[0].tolist()
 
 
 def test_64_concurrent_first_requests_cause_one_download_and_one_session(
