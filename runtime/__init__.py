@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.endpoint import Endpoint, Limits, Model
+from runtime.endpoint import Endpoint, Limits, Model, Queues
 from runtime.errors import MlfnError, ValidationFailed
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 
@@ -21,6 +21,7 @@ __all__ = [
     "MlfnError",
     "Model",
     "OnnxModel",
+    "Queues",
     "TensorSpec",
     "ValidationFailed",
     "build_app",

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import azure.functions as func
 
-from runtime.config import Settings
+from runtime.config import STORAGE_SETTING, Settings
 from runtime.discovery import discover
 from runtime.state import AppState
-from runtime.triggers import http
+from runtime.triggers import http, queue
 
 
 def build_app(functions_dir: str | Path, *, settings: Settings | None = None) -> func.FunctionApp:
     """One ``FunctionApp`` with, per endpoint NAME, ``POST /api/NAME/predict`` (auth level
-    FUNCTION), plus the anonymous health routes. Imports the endpoint modules and nothing
-    heavy: no onnxruntime, no storage SDK, no network, no model."""
+    FUNCTION) and a trigger on queue ``NAME-requests`` that writes to ``NAME-results``, plus the
+    anonymous health routes. Imports the endpoint modules and nothing heavy: no onnxruntime,
+    no storage SDK, no network, no model."""
     functions_dir = Path(functions_dir).resolve()
     endpoints = discover(functions_dir)
     state = AppState(endpoints, app_root=functions_dir.parent, settings=settings)
@@ -25,19 +26,13 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
     for bound in endpoints:
         if bound.endpoint.predict_fn is None:
             continue  # tensor-only endpoints are served by the Open Inference Protocol routes
-        _route(
-            app,
-            f"{bound.name}_predict",
-            f"{bound.name}/predict",
-            "POST",
-            func.AuthLevel.FUNCTION,
-            http.predict_function(bound.name, state),
-        )
+        predict = http.predict_function(bound.name, state)
+        _route(app, f"{bound.name}_predict", f"{bound.name}/predict", "POST", predict)
+        score = queue.queue_function(bound.name, state)
+        _queue(app, f"{bound.name}_queue", bound.requests_queue, bound.results_queue, score)
 
-    _route(app, "health_live", "v2/health/live", "GET", func.AuthLevel.ANONYMOUS, http.health_live)
-    _route(
-        app, "health_ready", "v2/health/ready", "GET", func.AuthLevel.ANONYMOUS, http.health_ready
-    )
+    _route(app, "health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
+    _route(app, "health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
     return app
 
 
@@ -46,7 +41,16 @@ def _route(
     name: str,
     route: str,
     method: str,
-    auth: func.AuthLevel,
-    handler: http.HttpFunction,
+    handler: http.HttpFunction | http.AsyncHttpFunction,
+    anonymous: bool = False,
 ) -> None:
+    auth = func.AuthLevel.ANONYMOUS if anonymous else func.AuthLevel.FUNCTION
     app.function_name(name)(app.route(route=route, methods=[method], auth_level=auth)(handler))
+
+
+def _queue(
+    app: func.FunctionApp, name: str, requests: str, results: str, handler: queue.QueueFunction
+) -> None:
+    trigger = app.queue_trigger(arg_name="msg", queue_name=requests, connection=STORAGE_SETTING)
+    output = app.queue_output(arg_name="out", queue_name=results, connection=STORAGE_SETTING)
+    app.function_name(name)(output(trigger(handler)))

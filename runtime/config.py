@@ -19,11 +19,14 @@ class Settings:
     """Everything the runtime reads from its environment.
 
     ``store_connection`` is the storage connection string for ``az://`` models: the value of
-    ``MLFN_MODEL_STORE_CONNECTION``, else of ``AzureWebJobsStorage``.
+    ``MLFN_MODEL_STORE_CONNECTION``, else of ``AzureWebJobsStorage``. ``storage_connection``
+    is the app's own storage account (``AzureWebJobsStorage``): queues, claim-check payloads
+    and large results live there.
     """
 
     model_store: str | None = None
     store_connection: str | None = None
+    storage_connection: str | None = None
     cache_dir: Path = Path("/tmp/mlfn-cache")
     store_connect_timeout_s: float = 3.0
     store_read_timeout_s: float = 30.0
@@ -38,6 +41,7 @@ class Settings:
             store_connection=reader.text("MODEL_STORE_CONNECTION")
             or env.get(STORAGE_SETTING)
             or None,
+            storage_connection=env.get(STORAGE_SETTING) or None,
             cache_dir=Path(reader.text("CACHE_DIR") or cls.cache_dir),
             store_connect_timeout_s=reader.number("STORE_CONNECT_TIMEOUT_S", 3.0),
             store_read_timeout_s=reader.number("STORE_READ_TIMEOUT_S", 30.0),

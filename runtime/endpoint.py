@@ -57,6 +57,32 @@ class Limits:
             raise ValueError("max_batch_wait_ms must be >= 0")
 
 
+_QUEUE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+
+
+def check_queue_name(name: str) -> None:
+    """Raise ValueError unless ``name`` follows Azure's queue naming rules."""
+    if not _QUEUE.match(name):
+        raise ValueError(
+            f"queue name {name!r} is invalid: Azure queue names are 3-63 lowercase letters, "
+            "digits and single hyphens, starting and ending with a letter or digit"
+        )
+
+
+@dataclass(frozen=True)
+class Queues:
+    """The storage queues of an endpoint. Defaults: ``NAME-requests`` and ``NAME-results``
+    (``_`` in the endpoint name becomes ``-``)."""
+
+    requests: str | None = None
+    results: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in (self.requests, self.results):
+            if name is not None:
+                check_queue_name(name)
+
+
 class Endpoint:
     """An ML endpoint: validated instances in, a batch-first ``predict`` over one ONNX model.
 
@@ -71,6 +97,7 @@ class Endpoint:
         *,
         model: Model | str,
         limits: Limits | None = None,
+        queues: Queues | None = None,
         predict: PredictFn | None = None,
     ) -> None:
         for role, schema in (("input", input), ("output", output)):
@@ -80,6 +107,7 @@ class Endpoint:
         self.output = output
         self.model = model if isinstance(model, Model) else Model(model)
         self.limits = limits or Limits()
+        self.queues = queues or Queues()
         self.predict_fn = predict
 
     def predict(self, fn: PredictFn) -> PredictFn:
@@ -104,6 +132,16 @@ class BoundEndpoint:
 
     def __post_init__(self) -> None:
         check_endpoint_name(self.name)
+        check_queue_name(self.requests_queue)
+        check_queue_name(self.results_queue)
+
+    @property
+    def requests_queue(self) -> str:
+        return self.endpoint.queues.requests or f"{self.name.replace('_', '-')}-requests"
+
+    @property
+    def results_queue(self) -> str:
+        return self.endpoint.queues.results or f"{self.name.replace('_', '-')}-results"
 
 
 def check_endpoint_name(name: str) -> None:

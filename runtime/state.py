@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime import config
+from runtime.batching import Batcher
 from runtime.endpoint import BoundEndpoint
+from runtime.jobs import JobRunner
 from runtime.models.registry import ModelRegistry
-from runtime.serving import Scorer
+from runtime.payloads import Payloads
+from runtime.serving import Scored, Scorer
 
 
 @dataclass(frozen=True)
@@ -17,10 +22,12 @@ class Services:
     settings: config.Settings
     registry: ModelRegistry
     scorer: Scorer
+    batchers: dict[str, Batcher[Any, Scored]]
+    jobs: JobRunner
 
 
 class AppState:
-    """Builds the settings, model registry and scorer once, on the first ``get``."""
+    """Builds the settings, model registry, scorer and batchers once, on the first ``get``."""
 
     def __init__(
         self,
@@ -37,7 +44,24 @@ class AppState:
     def get(self) -> Services:
         with self._lock:
             if self._services is None:
-                settings = self._settings or config.current()
-                registry = ModelRegistry(settings, self.app_root)
-                self._services = Services(settings, registry, Scorer(self.endpoints, registry))
+                self._services = self._build(self._settings or config.current())
             return self._services
+
+    def _build(self, settings: config.Settings) -> Services:
+        registry = ModelRegistry(settings, self.app_root)
+        scorer = Scorer(self.endpoints, registry)
+        batchers: dict[str, Batcher[Any, Scored]] = {
+            name: Batcher(
+                functools.partial(scorer.predict, name),
+                _split,
+                max_batch_size=bound.endpoint.limits.max_batch_size,
+                max_wait_s=bound.endpoint.limits.max_batch_wait_ms / 1000,
+            )
+            for name, bound in self.endpoints.items()
+        }
+        jobs = JobRunner(scorer, batchers, Payloads(settings))
+        return Services(settings, registry, scorer, batchers, jobs)
+
+
+def _split(scored: Scored, start: int, count: int) -> Scored:
+    return Scored(scored.predictions[start : start + count], scored.model)

@@ -1,7 +1,4 @@
-"""Models in Azure Blob Storage (``az://CONTAINER/PATH``), Azurite included.
-
-The SDK is imported on first use: importing the runtime must stay cheap for cold starts.
-"""
+"""Models in Azure Blob Storage (``az://CONTAINER/PATH``), Azurite included."""
 
 from __future__ import annotations
 
@@ -9,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
+from runtime.azure_storage import NotFound, container_client, storage_errors
 from runtime.config import Settings
 from runtime.digest import sha256_file
-from runtime.errors import ConfigError, ModelNotInStore, StoreUnavailable
+from runtime.errors import ModelNotInStore
 from runtime.store.base import StoredObject
 
 if TYPE_CHECKING:
@@ -69,58 +67,15 @@ class AzureBlob:
         self._call(run)
         return digest
 
-    def _container(self) -> ContainerClient:
-        from azure.storage.blob import ContainerClient, LinearRetry
-
-        conn = self._settings.store_connection
-        if not conn:
-            raise ConfigError(
-                "MLFN_MODEL_STORE_CONNECTION",
-                "",
-                "a storage connection string (or AzureWebJobsStorage) for az:// models",
-            )
-        s = self._settings
-        try:
-            return ContainerClient.from_connection_string(
-                conn,
-                self.container,
-                connection_timeout=s.store_connect_timeout_s,
-                read_timeout=s.store_read_timeout_s,
-                # The SDK's default policy backs off 15 s and more per try, so a caller hears
-                # nothing for minutes. A short linear back-off says "unavailable" in seconds.
-                retry_policy=LinearRetry(
-                    backoff=1, random_jitter_range=1, retry_total=s.store_retries
-                ),
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                "MLFN_MODEL_STORE_CONNECTION", "<hidden>", f"a storage connection string ({exc})"
-            ) from None
-
     def _call(self, fn: Callable[[ContainerClient], T]) -> T:
-        from azure.core.exceptions import (
-            ClientAuthenticationError,
-            HttpResponseError,
-            ResourceNotFoundError,
-            ServiceRequestError,
-            ServiceResponseError,
+        client = container_client(
+            self._settings.store_connection,
+            self.container,
+            self._settings,
+            "MLFN_MODEL_STORE_CONNECTION",
         )
-
         try:
-            with self._container() as container:
-                return fn(container)
-        except ResourceNotFoundError:
+            with storage_errors(self.uri), client:
+                return fn(client)
+        except NotFound:
             raise ModelNotInStore(self.uri) from None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise self._unavailable("cannot be reached", exc) from exc
-        except ClientAuthenticationError as exc:
-            raise self._unavailable("refused the credentials", exc) from exc
-        except HttpResponseError as exc:
-            raise self._unavailable(f"failed with HTTP {exc.status_code}", exc) from exc
-
-    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
-        text = str(exc).strip().splitlines()
-        reason = text[0] if text else type(exc).__name__
-        return StoreUnavailable(
-            f"blob store for {self.uri} {what}: {reason}", detail={"uri": self.uri}
-        )

@@ -3,9 +3,10 @@ out. Nothing below this module sees an azure.functions type."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import azure.functions as func
@@ -17,6 +18,7 @@ from runtime.state import AppState
 log = logging.getLogger("mlfn.http")
 
 HttpFunction = Callable[[func.HttpRequest], func.HttpResponse]
+AsyncHttpFunction = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
 
 class InternalError(MlfnError):
@@ -34,38 +36,40 @@ def json_response(
     )
 
 
-def error_response(err: MlfnError) -> func.HttpResponse:
-    return json_response(err.status, {"error": err.to_dict()}, err.headers() or None)
+def error_response(req: func.HttpRequest, exc: Exception) -> func.HttpResponse:
+    """JSON error body for a runtime error; anything else is a bug: logged with its traceback,
+    answered with a 500 that carries none."""
+    if isinstance(exc, MlfnError):
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", req.method, req.url, exc.status, exc.message)
+        return json_response(exc.status, {"error": exc.to_dict()}, exc.headers() or None)
+    log.error("unhandled error in %s %s", req.method, req.url, exc_info=exc)
+    err = InternalError("internal error; the server log has the details")
+    return json_response(err.status, {"error": err.to_dict()})
 
 
-def guarded(fn: Callable[[func.HttpRequest], func.HttpResponse]) -> HttpFunction:
-    """Turn runtime errors into JSON error bodies; anything else is a bug: logged with its
-    traceback, answered with a 500 that carries no traceback."""
+def predict_function(name: str, state: AppState) -> AsyncHttpFunction:
+    """``POST /api/NAME/predict``: a V1 body scored by the endpoint's predict function, through
+    the endpoint's batcher (concurrent requests share model calls)."""
 
-    def handler(req: func.HttpRequest) -> func.HttpResponse:
+    async def predict(req: func.HttpRequest) -> func.HttpResponse:
         try:
-            return fn(req)
-        except MlfnError as err:
-            if err.status >= 500:
-                log.warning("%s %s -> %d %s", req.method, req.url, err.status, err.message)
-            return error_response(err)
-        except Exception:
-            log.exception("unhandled error in %s %s", req.method, req.url)
-            return error_response(InternalError("internal error; the server log has the details"))
+            services = state.get()
+            scorer = services.scorer
+            limits = scorer.endpoint(name).endpoint.limits
 
-    return handler
+            def decode() -> list[Any]:
+                raw = v1.decode_request(req.get_body(), max_bytes=limits.max_request_bytes)
+                return scorer.validate(name, raw)
 
+            # Parsing and validating a large body is CPU work: keep it off the event loop.
+            instances = await asyncio.to_thread(decode)
+            scored = await services.batchers[name].submit(instances)
+            return json_response(200, v1.encode_response(scored))
+        except Exception as exc:
+            return error_response(req, exc)
 
-def predict_function(name: str, state: AppState) -> HttpFunction:
-    """``POST /api/NAME/predict``: a V1 body scored by the endpoint's predict function."""
-
-    def predict(req: func.HttpRequest) -> func.HttpResponse:
-        scorer = state.get().scorer
-        limits = scorer.endpoint(name).endpoint.limits
-        instances = v1.decode_request(req.get_body(), max_bytes=limits.max_request_bytes)
-        return json_response(200, v1.encode_response(scorer.score(name, instances)))
-
-    return guarded(predict)
+    return predict
 
 
 def health_live(req: func.HttpRequest) -> func.HttpResponse:

@@ -3,6 +3,7 @@ func.HttpResponse out. One test per error status of the contract."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,7 @@ def _app(
 
 def _post(fn: Call, body: bytes | str) -> tuple[int, dict[str, Any], func.HttpResponse]:
     raw = body.encode() if isinstance(body, str) else body
-    resp = fn(req=func.HttpRequest("POST", "http://localhost/api/iris/predict", body=raw))
+    resp = asyncio.run(fn(req=func.HttpRequest("POST", "http://localhost/api/iris/predict", body=raw)))
     return resp.status_code, json.loads(resp.get_body()), resp
 
 
@@ -204,19 +205,21 @@ def test_health_routes_answer_without_loading_anything(
     assert (ready.status_code, json.loads(ready.get_body())) == (200, {"ready": True})
 
 
-def test_registered_functions_carry_the_contracts_routes_and_auth_levels(
+def test_registered_functions_carry_the_contracts_routes_queues_and_auth_levels(
     tmp_path: Path, example_models: dict[str, Path], isolated_imports: None
 ) -> None:
     source = IRIS.replace("MODEL", repr(str(example_models["iris"]))).replace("BEHAVIOUR", "pass")
     app = build_app(make_app(tmp_path / "app", {"iris": source}) / "functions", settings=Settings())
-    triggers = {
-        f.get_function_name(): json.loads(
-            next(b for b in f.get_raw_bindings() if "httpTrigger" in b)
-        )
+    bindings = {
+        f.get_function_name(): {(b := json.loads(raw))["type"]: b for raw in f.get_raw_bindings()}
         for f in app.get_functions()
     }
-    assert triggers["iris_predict"]["route"] == "iris/predict"
-    assert triggers["iris_predict"]["methods"] == ["POST"]
-    assert triggers["iris_predict"]["authLevel"] == "FUNCTION"
-    assert triggers["health_live"]["authLevel"] == "ANONYMOUS"
-    assert triggers["health_ready"]["route"] == "v2/health/ready"
+    assert sorted(bindings) == ["health_live", "health_ready", "iris_predict", "iris_queue"]
+    predict = bindings["iris_predict"]["httpTrigger"]
+    assert (predict["route"], predict["methods"], predict["authLevel"]) == ("iris/predict", ["POST"], "FUNCTION")
+    assert bindings["health_live"]["httpTrigger"]["authLevel"] == "ANONYMOUS"
+    assert bindings["health_ready"]["httpTrigger"]["route"] == "v2/health/ready"
+    queue = bindings["iris_queue"]
+    assert queue["queueTrigger"]["queueName"] == "iris-requests"
+    assert queue["queue"]["queueName"] == "iris-results" and queue["queue"]["direction"] == "OUT"
+    assert queue["queueTrigger"]["connection"] == "AzureWebJobsStorage"

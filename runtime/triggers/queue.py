@@ -1,0 +1,21 @@
+"""The queue trigger adapter: a ``func.QueueMessage`` in, the runtime's result text out through
+the queue output binding. Transient failures propagate so the host retries the message."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import azure.functions as func
+
+from runtime.state import AppState
+
+QueueFunction = Callable[[func.QueueMessage, func.Out[str]], Awaitable[None]]
+
+
+def queue_function(name: str, state: AppState) -> QueueFunction:
+    """Score one request message of endpoint NAME and write its result (or error result)."""
+
+    async def score_message(msg: func.QueueMessage, out: func.Out[str]) -> None:
+        out.set(await state.get().jobs.process(name, msg.get_body(), msg.id))
+
+    return score_message
