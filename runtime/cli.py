@@ -8,10 +8,14 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from runtime.config import Settings
+
+if TYPE_CHECKING:
+    from runtime.queue_client import EndpointQueues
 
 
 def _settings(app_dir: Path) -> Settings:
@@ -30,11 +34,19 @@ def main() -> None:
 @main.command()
 @click.option("--port", default=7071, show_default=True, help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-def serve(port: int, host: str) -> None:
+@click.option("--no-queues", is_flag=True, help="Serve HTTP only; do not run queue triggers.")
+def serve(port: int, host: str, no_queues: bool) -> None:
     """Serve the Functions app in the current folder on a local host."""
+    from runtime.host.host_json import HostConfigError
+    from runtime.host.local_settings import LocalSettingsError
+    from runtime.host.metadata import IndexingError
+    from runtime.host.queue_listener import ListenerError
     from runtime.host.serve import serve as run
 
-    run(Path.cwd(), host=host, port=port)
+    try:
+        run(Path.cwd(), host=host, port=port, queues=not no_queues)
+    except (HostConfigError, LocalSettingsError, IndexingError, ListenerError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -124,6 +136,68 @@ def invoke(name: str, data: str, url: str, key: str | None) -> None:
     except urllib.error.URLError as exc:
         raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
     click.echo(_pretty(payload))
+
+
+def _endpoint_queues(name: str) -> EndpointQueues:
+    """The queues of endpoint NAME of the app in the current folder, as the app declares them."""
+    from runtime.host.host_json import HostConfig
+    from runtime.host.metadata import IndexingError, index_app
+    from runtime.host.queue_options import QueueOptions
+    from runtime.queue_client import EndpointQueues
+
+    app_dir = Path.cwd()
+    _settings(app_dir)
+    try:
+        functions = {f.name: f for f in index_app(app_dir)}
+    except IndexingError as exc:
+        raise click.ClickException(str(exc)) from None
+    info = functions.get(f"{name}_queue")
+    if info is None:
+        known = sorted(n.removesuffix("_queue") for n in functions if n.endswith("_queue"))
+        raise click.ClickException(f"no queue-triggered endpoint {name!r}; known: {known}")
+    results = next(b for b in info.outputs if b.type == "queue").raw["queueName"]
+    setting = str(info.trigger.raw.get("connection") or "AzureWebJobsStorage")
+    connection = os.environ.get(setting)
+    if not connection:
+        raise click.ClickException(f"{setting} is not set (local.settings.json Values)")
+    encoding = QueueOptions.from_host(HostConfig.load(app_dir, os.environ)).message_encoding
+    return EndpointQueues(connection, info.trigger.raw["queueName"], results, encoding)
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--data", required=True, help='JSON {"instances": [...]} or a list, or @FILE (.json, .jsonl).'
+)
+@click.option("--id", "job_id", default=None, help="The request's id (default: a new uuid).")
+def enqueue(name: str, data: str, job_id: str | None) -> None:
+    """Send a scoring request to endpoint NAME's request queue."""
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        if data.startswith("@") and data.endswith(".jsonl"):
+            instances = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            doc = json.loads(text)
+            instances = doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(f"--data is not JSON instances: {exc}") from None
+    if not isinstance(instances, list):
+        raise click.ClickException('--data must be {"instances": [...]} or a list of instances')
+    sent = _endpoint_queues(name).send(name, instances, job_id)
+    via = f" (instances in blob {sent.instances_blob})" if sent.instances_blob else ""
+    click.echo(f"queued {sent.id} on {sent.queue}{via}")
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--wait", "wait_s", type=float, default=0.0, help="Seconds to wait for a first result."
+)
+@click.option("--keep", is_flag=True, help="Leave the messages on the queue.")
+def results(name: str, wait_s: float, keep: bool) -> None:
+    """Print (and remove) the result messages of endpoint NAME, one JSON document a line."""
+    for doc in _endpoint_queues(name).receive(wait_s=wait_s, delete=not keep):
+        click.echo(json.dumps(doc))
 
 
 def _pretty(payload: bytes) -> str:

@@ -71,15 +71,21 @@ class Azurite:
 
 
 def start(
-    location: Path, log_path: Path, *, default_ports: bool = False, timeout: float = 60
+    location: Path,
+    log_path: Path,
+    *,
+    default_ports: bool = False,
+    ports: dict[str, int] | None = None,
+    timeout: float = 60,
 ) -> Azurite:
-    """Start Azurite with its data in ``location``; ports are free ones unless ``default_ports``."""
+    """Start Azurite with its data in ``location``. Ports: ``ports`` if given (blob, queue,
+    table), the defaults with ``default_ports``, else free ones."""
     if not BINARY.exists():
         raise SystemExit(f"{BINARY} is missing: run `make setup` (npm installs Azurite there)")
     location.mkdir(parents=True, exist_ok=True)
     args = [str(BINARY), "--location", str(location), "--disableTelemetry", "--skipApiVersionCheck"]
     for service in ("blob", "queue", "table"):
-        port = DEFAULT_PORTS[service] if default_ports else 0
+        port = (ports or {}).get(service, DEFAULT_PORTS[service] if default_ports else 0)
         args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(

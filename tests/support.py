@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -9,10 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFN = Path(sys.executable).parent / "mlfn"
@@ -55,6 +61,7 @@ class LocalHost:
 
     app_dir: Path
     env: dict[str, str]
+    args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -69,7 +76,7 @@ class LocalHost:
         env.update(self.env)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(MLFN), "serve", "--port", str(self.port)],
+                [str(MLFN), "serve", "--port", str(self.port), *self.args],
                 cwd=self.app_dir,
                 env=env,
                 stdout=log,
@@ -111,3 +118,23 @@ def count_blob_gets(azurite_log: Path, container: str, blob: str) -> int:
     return sum(
         1 for line in azurite_log.read_text(errors="replace").splitlines() if pattern.search(line)
     )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def queue_client(connection: str, name: str) -> QueueClient:
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(connection, name)
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    return client

@@ -40,7 +40,7 @@ def test_new_endpoint_from_a_local_model_is_served_and_matches_onnxruntime(tmp_p
         {"features:0": [[1.5, 2.0], [3.0, -4.0]], "count": 7, "mask": [True, False]},
         {"features:0": [[0.0, 0.5], [1.0, 1.0]], "count": -1, "mask": [False, False]},
     ]
-    server = LocalHost(app, {"MLFN_CACHE_DIR": str(tmp_path / "cache")}).start()
+    server = LocalHost(app, {"MLFN_CACHE_DIR": str(tmp_path / "cache")}, ("--no-queues",)).start()
     try:
         with server.client() as http:
             ok = http.post("/api/tensors/predict", json={"instances": rows})

@@ -9,41 +9,70 @@ import logging
 import os
 from pathlib import Path
 
+from runtime.host.app import HostApp
 from runtime.host.host_json import HostConfig
 from runtime.host.http_server import HttpHost, http_route
 from runtime.host.invoke import Invoker
 from runtime.host.local_settings import apply_local_settings
 from runtime.host.metadata import FunctionInfo, index_app
+from runtime.host.queue_listener import QueueListener, StorageAccounts
+from runtime.host.queue_options import QueueOptions
 
 log = logging.getLogger("mlfn.host")
 
+# How long a fetched message stays invisible before its lease is renewed or lapses. Azure uses
+# 10 minutes; locally a crashed host's messages should come back sooner.
+LEASE_SETTING = "MLFN_HOST_QUEUE_LEASE_S"
+DEFAULT_LEASE_S = 30.0
 
-def build_host(app_dir: Path) -> tuple[HttpHost, HostConfig, list[FunctionInfo]]:
+
+def build_host(
+    app_dir: Path, *, queues: bool = True
+) -> tuple[HostApp, HostConfig, list[FunctionInfo]]:
     """Apply local settings, read host.json and index the app, as the Functions host does at
-    start-up; return the HTTP host, the configuration and every function."""
+    start-up; return the host app, the configuration and every function."""
     apply_local_settings(app_dir)
     config = HostConfig.load(app_dir, os.environ)
     functions = index_app(app_dir)
-    return HttpHost(functions, config.route_prefix, Invoker(str(app_dir))), config, functions
+    invoker = Invoker(str(app_dir))
+    http = HttpHost(functions, config.route_prefix, invoker)
+    listeners: list[QueueListener] = []
+    if queues:
+        options = QueueOptions.from_host(config)
+        accounts = StorageAccounts(os.environ)
+        lease = float(os.environ.get(LEASE_SETTING) or DEFAULT_LEASE_S)
+        listeners = [
+            QueueListener(f, invoker, options, accounts, os.environ, lease)
+            for f in functions
+            if f.trigger.type == "queueTrigger"
+        ]
+    return HostApp(http, listeners), config, functions
 
 
-def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071) -> None:
+def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool = True) -> None:
     import uvicorn
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    http, config, functions = build_host(app_dir)
+    # The storage SDK logs every request and response header at INFO.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    app, config, functions = build_host(app_dir, queues=queues)
     base = f"http://{host}:{port}"
+    listening = {listener.info.name: listener for listener in app.listeners}
     print("mlfn local host: emulates the Azure Functions host from the app's metadata (not func)\n")
     print("Functions:\n")
-    for info in http.functions:
-        methods = ",".join(info.methods or ("ALL",))
-        print(f"\t{info.name}: [{methods}] {base}/{http_route(info, config.route_prefix)}")
     for info in functions:
-        if info not in http.functions:
+        if info in app.http.functions:
+            methods = ",".join(info.methods or ("ALL",))
+            print(f"\t{info.name}: [{methods}] {base}/{http_route(info, config.route_prefix)}")
+        elif info.name in listening:
+            print(f"\t{info.name}: queueTrigger on {listening[info.name].queue_name}")
+        elif info.trigger.type == "queueTrigger":
+            print(f"\t{info.name}: queueTrigger, not run (--no-queues)")
+        else:
             print(f"\t{info.name}: {info.trigger.type}, not run by this host yet")
-    if any(f.auth_level != "ANONYMOUS" for f in http.functions):
+    if any(f.auth_level != "ANONYMOUS" for f in app.http.functions):
         print("\nFunction keys are not enforced locally (as with func start); on Azure they are.")
     print(flush=True)
-    uvicorn.run(http, host=host, port=port, log_config=None, lifespan="off", access_log=True)
+    uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on", access_log=True)

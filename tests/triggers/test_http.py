@@ -56,7 +56,9 @@ def _app(
 
 def _post(fn: Call, body: bytes | str) -> tuple[int, dict[str, Any], func.HttpResponse]:
     raw = body.encode() if isinstance(body, str) else body
-    resp = asyncio.run(fn(req=func.HttpRequest("POST", "http://localhost/api/iris/predict", body=raw)))
+    resp = asyncio.run(
+        fn(req=func.HttpRequest("POST", "http://localhost/api/iris/predict", body=raw))
+    )
     return resp.status_code, json.loads(resp.get_body()), resp
 
 
@@ -216,7 +218,11 @@ def test_registered_functions_carry_the_contracts_routes_queues_and_auth_levels(
     }
     assert sorted(bindings) == ["health_live", "health_ready", "iris_predict", "iris_queue"]
     predict = bindings["iris_predict"]["httpTrigger"]
-    assert (predict["route"], predict["methods"], predict["authLevel"]) == ("iris/predict", ["POST"], "FUNCTION")
+    assert (predict["route"], predict["methods"], predict["authLevel"]) == (
+        "iris/predict",
+        ["POST"],
+        "FUNCTION",
+    )
     assert bindings["health_live"]["httpTrigger"]["authLevel"] == "ANONYMOUS"
     assert bindings["health_ready"]["httpTrigger"]["route"] == "v2/health/ready"
     queue = bindings["iris_queue"]

@@ -1,0 +1,59 @@
+"""The local host as one ASGI app: HTTP functions served by ``HttpHost``, queue-triggered ones
+run by listeners started and stopped through the ASGI lifespan, so every async function (and
+the runtime's batchers) shares one event loop, as on the Python worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from runtime.host.http_server import HttpHost, Receive, Scope, Send
+from runtime.host.queue_listener import QueueListener
+
+log = logging.getLogger("mlfn.host")
+
+DRAIN_S = 30.0
+
+
+class HostApp:
+    def __init__(self, http: HttpHost, listeners: list[QueueListener]) -> None:
+        self.http = http
+        self.listeners = listeners
+        self._stop: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._stop = asyncio.Event()
+                self._tasks = [
+                    asyncio.create_task(self._guard(listener), name=listener.info.name)
+                    for listener in self.listeners
+                ]
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._stop is not None:
+                    self._stop.set()
+                if self._tasks:
+                    # Stop fetching; let messages already running finish (within reason).
+                    await asyncio.wait(self._tasks, timeout=DRAIN_S)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _guard(self, listener: QueueListener) -> None:
+        assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                await listener.run(self._stop)
+            except Exception:
+                log.exception("queue listener of %s failed; restarting in 5s", listener.info.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 5)

@@ -1,0 +1,300 @@
+"""The queue side of the local host: poll each queue-triggered function's queue, invoke the
+function per message, and settle the message as the Functions host does.
+
+Delete on success; on failure make it visible again after ``visibilityTimeout``; when its
+dequeue count reaches ``maxDequeueCount``, copy the body to ``<queue>-poison`` and delete it.
+A fetched message is leased (made invisible) and the lease is renewed while the function runs,
+so a host that dies mid-batch loses nothing: its messages reappear when their lease lapses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import azure.functions as func
+
+from runtime.host.invoke import Invoker
+from runtime.host.metadata import Binding, FunctionInfo
+from runtime.host.queue_options import QueueOptions
+
+if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
+
+log = logging.getLogger("mlfn.host.queues")
+
+MIN_POLLING_S = 0.1
+POISON_SUFFIX = "-poison"
+
+
+class ListenerError(Exception):
+    """A queue trigger that cannot be listened to (missing connection setting, ...)."""
+
+
+def resolve(value: str, env: Mapping[str, str]) -> str:
+    """Binding expressions ``%Setting%`` are read from app settings, as the host does."""
+
+    def lookup(m: re.Match[str]) -> str:
+        if m.group(1) not in env:
+            raise ListenerError(f"binding expression %{m.group(1)}% names no app setting")
+        return env[m.group(1)]
+
+    return re.sub(r"%([^%]+)%", lookup, value)
+
+
+class StorageAccounts:
+    """One service client per connection setting, shared by the listeners and outputs."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._clients: dict[str, QueueServiceClient] = {}
+        self._created: set[tuple[str, str]] = set()
+
+    def queue(self, setting: str, name: str) -> QueueClient:
+        from azure.storage.queue import QueueServiceClient
+
+        if setting not in self._clients:
+            conn = self._env.get(setting)
+            if not conn:
+                raise ListenerError(
+                    f"connection setting {setting!r} of a queue trigger is not set: add it to "
+                    "local.settings.json Values, or serve HTTP only with --no-queues"
+                )
+            self._clients[setting] = QueueServiceClient.from_connection_string(conn)
+        return self._clients[setting].get_queue_client(name)
+
+    def ensure(self, setting: str, name: str) -> QueueClient:
+        """The queue, created if missing (output bindings and poison queues do this)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        client = self.queue(setting, name)
+        if (setting, name) not in self._created:
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
+            self._created.add((setting, name))
+        return client
+
+
+class QueueListener:
+    """Runs one queue-triggered function against its queue until ``stop`` is set."""
+
+    def __init__(
+        self,
+        info: FunctionInfo,
+        invoker: Invoker,
+        options: QueueOptions,
+        accounts: StorageAccounts,
+        env: Mapping[str, str],
+        lease_s: float,
+    ) -> None:
+        self.info = info
+        self._invoker = invoker
+        self._options = options
+        self._accounts = accounts
+        self._env = env
+        self._lease_s = lease_s
+        self.setting = str(info.trigger.raw.get("connection") or "AzureWebJobsStorage")
+        self.queue_name = resolve(str(info.trigger.raw["queueName"]), env)
+        self._queue = accounts.queue(self.setting, self.queue_name)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.to_thread(self._accounts.ensure, self.setting, self.queue_name)
+        in_flight: set[asyncio.Task[None]] = set()
+        delay = MIN_POLLING_S
+        while not stop.is_set():
+            if len(in_flight) > self._options.new_batch_threshold:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                messages = await asyncio.to_thread(self._receive)
+            except Exception as exc:  # storage down: keep polling, as the host does
+                log.warning(
+                    "polling queue %s failed: %s", self.queue_name, str(exc).splitlines()[0]
+                )
+                messages = []
+            if messages:
+                delay = MIN_POLLING_S
+                for message in messages:
+                    task = asyncio.create_task(self._process(message))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, self._options.max_polling_interval_s)
+        if in_flight:
+            await asyncio.wait(in_flight)
+
+    def _receive(self) -> list[QueueMessage]:
+        pages = self._queue.receive_messages(
+            messages_per_page=self._options.batch_size,
+            max_messages=self._options.batch_size,
+            visibility_timeout=max(1, round(self._lease_s)),
+        )
+        return list(pages)
+
+    async def _process(self, message: QueueMessage) -> None:
+        name = self.info.name
+        lease = _Lease(self._queue, message, self._lease_s)
+        if (message.dequeue_count or 0) > self._options.max_dequeue_count:
+            await self._poison(lease)
+            return
+        started = time.perf_counter()
+        renewer = asyncio.create_task(lease.keep())
+        try:
+            body = self._decode(message.content)
+            trigger = func.queue.QueueMessage(  # type: ignore[no-untyped-call]
+                id=message.id,
+                body=body,
+                dequeue_count=message.dequeue_count,
+                expiration_time=message.expires_on,
+                insertion_time=message.inserted_on,
+                time_next_visible=message.next_visible_on,
+                pop_receipt=message.pop_receipt,
+            )
+            invocation = await self._invoker.call(self.info, trigger)
+            await asyncio.to_thread(self._write_outputs, invocation.outputs)
+        except Exception as exc:
+            renewer.cancel()
+            ms = (time.perf_counter() - started) * 1000
+            log.error(
+                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms, DequeueCount=%d): %s",
+                name,
+                message.id,
+                ms,
+                message.dequeue_count,
+                exc,
+                exc_info=not isinstance(exc, _DecodeError),
+            )
+            if (message.dequeue_count or 0) >= self._options.max_dequeue_count:
+                await self._poison(lease)
+            else:
+                await asyncio.to_thread(lease.release, self._options.visibility_timeout_s)
+            return
+        renewer.cancel()
+        await asyncio.to_thread(lease.delete)
+        log.info(
+            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
+            name,
+            message.id,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    async def _poison(self, lease: _Lease) -> None:
+        if (
+            self.queue_name.endswith(POISON_SUFFIX)
+            or len(self.queue_name) + len(POISON_SUFFIX) > 63
+        ):
+            log.error(
+                "message %s failed %d times; queue %s has no poison queue, leaving it invisible",
+                lease.message.id,
+                lease.message.dequeue_count,
+                self.queue_name,
+            )
+            return
+        poison = self.queue_name + POISON_SUFFIX
+        log.warning(
+            "Message has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
+            self._options.max_dequeue_count,
+            poison,
+        )
+
+        def move() -> None:
+            # The body is copied as stored (still encoded), as the host does.
+            self._accounts.ensure(self.setting, poison).send_message(lease.message.content)
+            lease.delete()
+
+        await asyncio.to_thread(move)
+
+    def _decode(self, content: Any) -> bytes:
+        text = content if isinstance(content, str) else bytes(content).decode()
+        if self._options.message_encoding == "none":
+            return text.encode()
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise _DecodeError(
+                "message is not base64 (host.json messageEncoding is base64): "
+                "send with TextBase64EncodePolicy, or set messageEncoding to none"
+            ) from None
+
+    def _encode(self, data: bytes) -> str:
+        if self._options.message_encoding == "none":
+            return data.decode()
+        return base64.b64encode(data).decode()
+
+    def _write_outputs(self, outputs: Mapping[str, Any]) -> None:
+        for binding in self.info.outputs:
+            value = outputs.get(binding.name)
+            if value is None or binding.type != "queue":
+                if value is not None:
+                    log.warning(
+                        "output binding %s (%s) is not supported by this host; dropped",
+                        binding.name,
+                        binding.type,
+                    )
+                continue
+            queue = self._output_queue(binding)
+            for item in value if isinstance(value, list) else [value]:
+                queue.send_message(self._encode(_as_bytes(item)))
+
+    def _output_queue(self, binding: Binding) -> QueueClient:
+        setting = str(binding.raw.get("connection") or "AzureWebJobsStorage")
+        return self._accounts.ensure(setting, resolve(str(binding.raw["queueName"]), self._env))
+
+
+class _DecodeError(Exception):
+    pass
+
+
+def _as_bytes(item: Any) -> bytes:
+    if isinstance(item, func.QueueMessage):
+        return item.get_body()
+    if isinstance(item, str):
+        return item.encode()
+    if isinstance(item, bytes | bytearray):
+        return bytes(item)
+    raise TypeError(f"queue output takes str, bytes or QueueMessage, not {type(item).__name__}")
+
+
+class _Lease:
+    """A fetched message's invisibility, renewed while its function runs."""
+
+    def __init__(self, queue: QueueClient, message: QueueMessage, lease_s: float) -> None:
+        self._queue = queue
+        self.message = message
+        self._lease_s = lease_s
+        self._receipt = message.pop_receipt
+        # Renewal runs in a worker thread that cancelling its task does not stop; the lock
+        # makes a release or delete wait for it and use the receipt it got back.
+        self._lock = threading.Lock()
+
+    async def keep(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 2)
+            try:
+                await asyncio.to_thread(self._update, self._lease_s)
+            except Exception as exc:
+                log.warning("renewing the lease of message %s failed: %s", self.message.id, exc)
+
+    def _update(self, seconds: float) -> None:
+        with self._lock:
+            receipt = self._queue.update_message(
+                self.message.id, self._receipt, visibility_timeout=max(0, round(seconds))
+            )
+            self._receipt = receipt.pop_receipt
+
+    def release(self, after_s: float) -> None:
+        self._update(after_s)
+
+    def delete(self) -> None:
+        with self._lock:
+            self._queue.delete_message(self.message.id, self._receipt)

@@ -1,0 +1,124 @@
+"""The local host's queue listener is generic: a hand-written v2 app with a queue trigger and a
+queue output runs under it, against Azurite, with the Functions host's delivery semantics."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AzuriteInfo
+from tests.support import LocalHost, queue_client, wait_for
+
+PLAIN_QUEUE_APP = """
+import azure.functions as func
+
+app = func.FunctionApp()
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%JOBS_QUEUE%", connection="AzureWebJobsStorage")
+@app.queue_output(arg_name="out", queue_name="%JOBS_QUEUE%-out", connection="AzureWebJobsStorage")
+def shout(msg: func.QueueMessage, out: func.Out[str]) -> None:
+    text = msg.get_body().decode()
+    if text == "fail":
+        raise ValueError("this message always fails")
+    out.set([text.upper(), f"dequeue_count={msg.dequeue_count} id={msg.id}"])
+"""
+
+
+@pytest.fixture
+def queue_app(tmp_path: Path, azurite: AzuriteInfo) -> Iterator[tuple[LocalHost, str]]:
+    name = f"jobs{uuid.uuid4().hex[:12]}"
+    (tmp_path / "function_app.py").write_text(PLAIN_QUEUE_APP)
+    host_json = {
+        "version": "2.0",
+        "extensions": {"queues": {"maxPollingInterval": "00:00:01", "maxDequeueCount": 2}},
+    }
+    (tmp_path / "host.json").write_text(json.dumps(host_json))
+    env = {"AzureWebJobsStorage": azurite.connection_string, "JOBS_QUEUE": name}
+    host = LocalHost(tmp_path, env).start()
+    yield host, name
+    host.stop()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_messages_run_the_function_and_outputs_are_written_base64(
+    queue_app: tuple[LocalHost, str], azurite: AzuriteInfo
+) -> None:
+    _, name = queue_app
+    queue_client(azurite.connection_string, name).send_message(_b64("hello"))
+    out = queue_client(azurite.connection_string, f"{name}-out")
+    got: list[str] = []
+    wait_for(
+        lambda: bool(
+            got.extend(base64.b64decode(m.content).decode() for m in out.receive_messages())
+            or len(got) >= 2
+        ),
+        30,
+        "two outputs",
+    )
+    assert got[0] == "HELLO"
+    assert got[1].startswith("dequeue_count=1 id=")
+    wait_for(
+        lambda: (
+            queue_client(azurite.connection_string, name)
+            .get_queue_properties()
+            .approximate_message_count
+            == 0
+        ),
+        10,
+        "the message to be deleted",
+    )
+
+
+def test_a_failing_message_goes_to_poison_after_max_dequeue_count(
+    queue_app: tuple[LocalHost, str], azurite: AzuriteInfo
+) -> None:
+    host, name = queue_app
+    queue_client(azurite.connection_string, name).send_message(_b64("fail"))
+    poison = queue_client(azurite.connection_string, f"{name}-poison")
+    seen: list[str] = []
+    wait_for(
+        lambda: bool(seen.extend(m.content for m in poison.receive_messages())) or bool(seen),
+        60,
+        "the poison message",
+    )
+    assert [base64.b64decode(c).decode() for c in seen] == ["fail"]  # the body, copied as stored
+    assert host.output().count("Executed 'Functions.shout' (Failed") == 2
+    assert "Moving message to queue" in host.output()
+    assert queue_client(azurite.connection_string, name).peek_messages() == []
+
+
+def test_a_message_that_is_not_base64_fails_like_on_azure(
+    queue_app: tuple[LocalHost, str], azurite: AzuriteInfo
+) -> None:
+    host, name = queue_app
+    queue_client(azurite.connection_string, name).send_message("plain text, not base64!")
+    poison = queue_client(azurite.connection_string, f"{name}-poison")
+    wait_for(lambda: bool(poison.peek_messages()), 60, "the poison message")
+    assert "not base64" in host.output()
+
+
+def test_a_queue_trigger_without_its_connection_setting_stops_the_host_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from tests.support import MLFN
+
+    (tmp_path / "function_app.py").write_text(PLAIN_QUEUE_APP)
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+    env = {"PATH": "/usr/bin:/bin", "JOBS_QUEUE": "jobs"}
+    done = subprocess.run(
+        [str(MLFN), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "'AzureWebJobsStorage'" in done.stderr and "--no-queues" in done.stderr
+    assert "Traceback" not in done.stderr

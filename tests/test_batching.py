@@ -1,0 +1,92 @@
+"""Micro-batching: concurrent requests share model calls; one bad request fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from runtime.batching import Batcher
+
+
+def _batcher(
+    max_batch_size: int, wait_s: float = 0.0, poison: int | None = None
+) -> tuple[Batcher[int, list[int]], list[list[int]]]:
+    calls: list[list[int]] = []
+    lock = threading.Lock()
+
+    def run(instances: list[int]) -> list[int]:
+        with lock:
+            calls.append(list(instances))
+        if poison is not None and poison in instances:
+            raise ValueError(f"cannot score {poison}")
+        return [i * 10 for i in instances]
+
+    return Batcher(run, lambda out, start, n: out[start : start + n], max_batch_size, wait_s), calls
+
+
+def test_concurrent_requests_are_merged_up_to_max_batch_size_and_split_back() -> None:
+    batcher, calls = _batcher(max_batch_size=8)
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(10)))
+
+    results = asyncio.run(main())
+    assert results == [[i * 10, (i + 100) * 10] for i in range(10)]
+    assert all(len(c) <= 8 for c in calls)
+    assert len(calls) == 3  # 20 instances in runs of at most 8: 8 + 8 + 4
+    assert batcher.stats.requests == 10
+
+
+def test_a_request_larger_than_max_batch_size_runs_alone() -> None:
+    batcher, calls = _batcher(max_batch_size=4)
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(
+            batcher.submit([1]), batcher.submit(list(range(10))), batcher.submit([2])
+        )
+
+    small, big, other = asyncio.run(main())
+    assert big == [i * 10 for i in range(10)] and small == [10] and other == [20]
+    assert list(range(10)) in calls
+
+
+def test_a_failing_request_does_not_fail_its_neighbours() -> None:
+    batcher, calls = _batcher(max_batch_size=16, poison=13)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.submit([i]) for i in range(10, 16)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert isinstance(results[3], ValueError)
+    assert [r for i, r in enumerate(results) if i != 3] == [[100], [110], [120], [140], [150]]
+    assert calls[0] == list(range(10, 16))  # merged first, then each alone
+
+
+def test_wait_gathers_requests_that_arrive_later() -> None:
+    batcher, calls = _batcher(max_batch_size=16, wait_s=0.2)
+
+    async def main() -> None:
+        first = asyncio.create_task(batcher.submit([1]))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, batcher.submit([2]))
+
+    asyncio.run(main())
+    assert calls == [[1, 2]]
+
+
+def test_the_batcher_follows_a_new_event_loop() -> None:
+    batcher, _ = _batcher(max_batch_size=4)
+    assert asyncio.run(batcher.submit([1])) == [10]
+    assert asyncio.run(batcher.submit([2])) == [20]
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_max_batch_size_must_be_positive_in_limits(size: int) -> None:
+    from runtime.endpoint import Limits
+
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Limits(max_batch_size=size)
