@@ -75,36 +75,30 @@ def new(name: str, source: str, template: str) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("uri")
 def upload(file: Path, uri: str) -> None:
-    """Upload a model FILE to URI (az://CONTAINER/PATH or a path) and print its sha256."""
-    import shutil
-
+    """Upload a model FILE to URI (az://, s3://, a blob URL or a path) and print its sha256."""
     from runtime.digest import sha256_file
     from runtime.errors import MlfnError
     from runtime.store import locate, resolve_uri
-    from runtime.store.azure_blob import AzureBlob
 
     app_dir = Path.cwd()
     settings = _settings(app_dir)
+    digest = sha256_file(file)
+    total = file.stat().st_size
     try:
         target = locate(resolve_uri(uri, settings, app_dir), settings)
-        total = file.stat().st_size
-        if isinstance(target, AzureBlob):
-            with click.progressbar(
-                length=total, label=f"uploading {file.name}", file=sys.stderr
-            ) as bar:
-                last = [0]
+        with click.progressbar(
+            length=total, label=f"uploading {file.name}", file=sys.stderr
+        ) as bar:
+            sent = [0]
 
-                def progress(done: int, _total: int) -> None:
-                    bar.update(done - last[0])
-                    last[0] = done
+            def progress(done: int, _total: int) -> None:
+                bar.update(done - sent[0])
+                sent[0] = done
 
-                digest = target.upload(file, on_progress=progress)
-        else:
-            dest = target.local_path()
-            assert dest is not None
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(file, dest)
-            digest = sha256_file(dest)
+            if target.local_path() is not None:
+                target.upload(file)  # type: ignore[attr-defined]
+            else:
+                target.upload(file, on_progress=progress, sha256=digest)  # type: ignore[attr-defined]
     except MlfnError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"uploaded {file} ({total} bytes) to {target.uri}")

@@ -27,11 +27,15 @@ class Settings:
     model_store: str | None = None
     store_connection: str | None = None
     storage_connection: str | None = None
+    s3_endpoint_url: str | None = None
     cache_dir: Path = Path("/tmp/mlfn-cache")
     store_connect_timeout_s: float = 3.0
     store_read_timeout_s: float = 30.0
     store_retries: int = 2
     load_timeout_s: float = 120.0
+    memory_budget_mb: float | None = None
+    idle_unload_s: float | None = None
+    preload: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -42,11 +46,17 @@ class Settings:
             or env.get(STORAGE_SETTING)
             or None,
             storage_connection=env.get(STORAGE_SETTING) or None,
+            s3_endpoint_url=reader.text("S3_ENDPOINT_URL"),
             cache_dir=Path(reader.text("CACHE_DIR") or cls.cache_dir),
             store_connect_timeout_s=reader.number("STORE_CONNECT_TIMEOUT_S", 3.0),
             store_read_timeout_s=reader.number("STORE_READ_TIMEOUT_S", 30.0),
             store_retries=int(reader.number("STORE_RETRIES", 2)),
             load_timeout_s=reader.number("LOAD_TIMEOUT_S", 120.0),
+            memory_budget_mb=reader.optional_number("MEMORY_BUDGET_MB"),
+            idle_unload_s=reader.optional_number("IDLE_UNLOAD_S"),
+            preload=tuple(
+                n.strip() for n in (reader.text("PRELOAD") or "").split(",") if n.strip()
+            ),
         )
 
 
@@ -56,6 +66,11 @@ class _Reader:
 
     def text(self, name: str) -> str | None:
         value = self._env.get(PREFIX + name, "").strip()
+        return value or None
+
+    def optional_number(self, name: str) -> float | None:
+        """A positive number, or None when unset or 0 (the feature is off)."""
+        value = self.number(name, 0.0)
         return value or None
 
     def number(self, name: str, default: float) -> float:

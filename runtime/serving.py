@@ -89,21 +89,21 @@ class Scorer:
         endpoint = bound.endpoint
         if endpoint.predict_fn is None:
             raise EndpointNotFound(name)
-        model = self.registry.get(name, endpoint.model)
         size = endpoint.limits.max_batch_size
         predictions: list[dict[str, Any]] = []
-        for start in range(0, len(instances), size):
-            chunk = instances[start : start + size]
-            try:
-                outputs = endpoint.predict_fn(chunk, model)
-            except MlfnError:
-                raise
-            except Exception as exc:
-                log.exception("predict of endpoint %r raised", name)
-                raise PredictFailed(
-                    f"predict of endpoint {name!r} raised {type(exc).__name__}: {exc}"
-                ) from exc
-            predictions.extend(self._dump_outputs(bound, chunk, outputs, start))
+        with self.registry.use(name, endpoint.model) as model:
+            for start in range(0, len(instances), size):
+                chunk = instances[start : start + size]
+                try:
+                    outputs = endpoint.predict_fn(chunk, model)
+                except MlfnError:
+                    raise
+                except Exception as exc:
+                    log.exception("predict of endpoint %r raised", name)
+                    raise PredictFailed(
+                        f"predict of endpoint {name!r} raised {type(exc).__name__}: {exc}"
+                    ) from exc
+                predictions.extend(self._dump_outputs(bound, chunk, outputs, start))
         return Scored(predictions, ModelInfo(name, model.version, model.sha256))
 
     def _dump_outputs(

@@ -1,17 +1,34 @@
-"""The disk cache: model files downloaded once per machine, written atomically."""
+"""The disk cache: model files downloaded once per machine, verified, written atomically.
+
+Layout under ``MLFN_CACHE_DIR``: ``blobs/<sha256>`` holds content (so two URIs with the same
+bytes share one file), ``index/<key>.json`` maps a source URI to the ETag and digest last seen,
+``locks/<key>.lock`` makes worker processes of one instance share a download.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime.digest import sha256_file
-from runtime.errors import IntegrityError, StoreUnavailable
+from runtime.errors import IntegrityError, ModelLoadTimeout, StoreUnavailable
 from runtime.store import ModelSource
+
+log = logging.getLogger("mlfn.cache")
+
+HIT_LOCAL = "local"  # the store is this machine's disk: nothing to cache
+MISS = "miss"  # downloaded
+REVALIDATED = "revalidated"  # the store confirmed the cached ETag: nothing downloaded
+STALE = "stale"  # the store could not be reached; a verified cached copy was used
 
 
 @dataclass(frozen=True)
@@ -21,54 +38,149 @@ class CachedFile:
     path: Path
     sha256: str
     size: int
-    downloaded: bool
-    seconds: float
+    outcome: str
+    downloaded_bytes: int
+    fetch_s: float
+    verify_s: float
+
+    @property
+    def downloaded(self) -> bool:
+        return self.downloaded_bytes > 0
 
 
 class DiskCache:
-    """Model files under ``root`` (``MLFN_CACHE_DIR``), one folder per source URI.
-
-    A download goes to a temporary file in the target folder and is renamed into place only
-    once its size (and pinned digest) check out, so readers never see a partial file.
-    """
-
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lock_timeout_s: float = 600.0) -> None:
         self.root = root
+        self._lock_timeout_s = lock_timeout_s
 
     def fetch(self, source: ModelSource, expected_sha256: str | None = None) -> CachedFile:
-        started = time.perf_counter()
         local = source.local_path()
         if local is not None:
+            started = time.perf_counter()
             size = source.stat().size
             digest = sha256_file(local)
             _check_digest(source.uri, expected_sha256, digest)
-            return CachedFile(local, digest, size, False, time.perf_counter() - started)
+            return CachedFile(local, digest, size, HIT_LOCAL, 0, 0.0, time.perf_counter() - started)
+        key = hashlib.sha256(source.uri.encode()).hexdigest()[:32]
+        with self._locked(key, source.uri):
+            return self._fetch_remote(source, key, expected_sha256)
 
-        target = self._path_for(source.uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+    def _fetch_remote(self, source: ModelSource, key: str, expected: str | None) -> CachedFile:
+        started = time.perf_counter()
+        entry = self._read_index(key)
+        cached = self._verified(entry, expected)
+        verify_s = time.perf_counter() - started
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="download-")
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
-                info = source.download(out)
-                out.flush()
-                os.fsync(out.fileno())
+            fetch_started = time.perf_counter()
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    info = source.download(out, if_none_match=cached["etag"] if cached else None)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except StoreUnavailable as exc:
+                if cached is None:
+                    raise
+                log.warning(
+                    "store unavailable, serving the verified cached copy of %s: %s",
+                    source.uri,
+                    exc.message,
+                )
+                return self._hit(cached, STALE, time.perf_counter() - fetch_started, verify_s)
+            fetch_s = time.perf_counter() - fetch_started
+            if info is None:
+                assert cached is not None
+                return self._hit(cached, REVALIDATED, fetch_s, verify_s)
             size = tmp.stat().st_size
             if size != info.size:
                 raise StoreUnavailable(
                     f"download of {source.uri} was cut short: {size} of {info.size} bytes",
                     detail={"uri": source.uri},
                 )
+            verify_started = time.perf_counter()
             digest = sha256_file(tmp)
-            _check_digest(source.uri, expected_sha256, digest)
+            _check_digest(source.uri, expected, digest)
+            target = self._blob_path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
+            self._write_index(
+                key, {"uri": source.uri, "etag": info.etag, "sha256": digest, "size": size}
+            )
+            if cached and cached["sha256"] != digest:
+                self._collect(cached["sha256"])
+            verify_s += time.perf_counter() - verify_started
+            return CachedFile(target, digest, size, MISS, size, fetch_s, verify_s)
         finally:
             tmp.unlink(missing_ok=True)
-        return CachedFile(target, digest, size, True, time.perf_counter() - started)
 
-    def _path_for(self, uri: str) -> Path:
-        key = hashlib.sha256(uri.encode()).hexdigest()[:32]
-        return self.root / key / (uri.rsplit("/", 1)[-1] or "model.onnx")
+    def _verified(
+        self, entry: dict[str, Any] | None, expected: str | None
+    ) -> dict[str, Any] | None:
+        """The index entry if its content file is whole (size and digest), else None."""
+        if entry is None:
+            return None
+        path = self._blob_path(entry["sha256"])
+        try:
+            if path.stat().st_size != entry["size"]:
+                raise ValueError("size")
+            if sha256_file(path) != entry["sha256"]:
+                raise ValueError("digest")
+        except (OSError, ValueError) as exc:
+            log.warning("cached copy of %s is damaged (%s); fetching it again", entry["uri"], exc)
+            path.unlink(missing_ok=True)
+            return None
+        if expected is not None and entry["sha256"] != expected:
+            return None  # the pin changed: the cached bytes are not the ones wanted
+        return entry
+
+    def _hit(
+        self, entry: dict[str, Any], outcome: str, fetch_s: float, verify_s: float
+    ) -> CachedFile:
+        path = self._blob_path(entry["sha256"])
+        return CachedFile(path, entry["sha256"], entry["size"], outcome, 0, fetch_s, verify_s)
+
+    def _blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / digest
+
+    def _index_path(self, key: str) -> Path:
+        return self.root / "index" / f"{key}.json"
+
+    def _read_index(self, key: str) -> dict[str, Any] | None:
+        try:
+            entry: dict[str, Any] = json.loads(self._index_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+        return entry if {"uri", "etag", "sha256", "size"} <= entry.keys() else None
+
+    def _write_index(self, key: str, entry: dict[str, Any]) -> None:
+        path = self._index_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, path)
+
+    def _collect(self, digest: str) -> None:
+        """Delete content no index entry refers to any more (an old version of a model)."""
+        for index in (self.root / "index").glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(index.read_text()).get("sha256") == digest:
+                    return
+        self._blob_path(digest).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str, uri: str) -> Iterator[None]:
+        from filelock import FileLock, Timeout
+
+        lock_dir = self.root / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(lock_dir / f"{key}.lock"), timeout=self._lock_timeout_s):
+                yield
+        except Timeout:
+            raise ModelLoadTimeout(uri, self._lock_timeout_s) from None
 
 
 def _check_digest(uri: str, expected: str | None, actual: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,14 +60,26 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """Where a cold start's time went, in seconds."""
+    """Where a cold start went: seconds per phase, bytes, and what the disk cache did
+    (``miss``, ``revalidated``, ``stale`` or ``local``)."""
 
     source_uri: str
     bytes: int
-    downloaded: bool
+    cache: str
+    downloaded_bytes: int
     fetch_s: float
+    verify_s: float
     session_s: float
-    details: dict[str, Any] = field(default_factory=dict)
+    warmup_s: float
+    total_s: float
+    memory_bytes: int
+
+    @property
+    def downloaded(self) -> bool:
+        return self.downloaded_bytes > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class OnnxModel:
@@ -105,6 +117,27 @@ class OnnxModel:
                 detail={"model": name},
             ) from exc
         return cls(name, session, sha256=sha256, version=version)
+
+    def warm_up(self) -> bool:
+        """Run the model once on zeros (dynamic dimensions as 1), so the first real request
+        does not pay for lazy allocations. Returns False if the model refused dummy inputs."""
+        import numpy as np
+
+        feeds: dict[str, Any] = {}
+        for spec in self.inputs:
+            if spec.dtype is None or spec.shape is None:
+                return False
+            shape = tuple(d if d is not None else 1 for d in spec.shape)
+            feeds[spec.name] = (
+                np.zeros(shape, dtype=spec.dtype)
+                if spec.dtype != "object"
+                else np.full(shape, "", dtype=object)
+            )
+        try:
+            self._session.run(None, feeds)
+        except Exception:  # some models reject zeros (e.g. index inputs); warm-up is optional
+            return False
+        return True
 
     def run(
         self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None

@@ -1,4 +1,5 @@
-"""Model lifecycle: each model is absent, loading, ready or failed, and loads once, lazily."""
+"""Model lifecycle: each model is absent, loading, ready or failed; it loads once, lazily, and
+lives in memory under a budget and an idle timeout."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from runtime.config import Settings
 from runtime.endpoint import Model
 from runtime.errors import ModelLoadTimeout
 from runtime.models.cache import DiskCache
+from runtime.models.memory import MB, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
 from runtime.store import locate, resolve_uri
 
@@ -34,50 +38,48 @@ class _Slot:
     model: OnnxModel | None = None
     error: BaseException | None = None
     flight: Future[OnnxModel] | None = None
+    in_use: int = 0
+    last_used: float = 0.0
+    size: int = 0
 
 
 class ModelRegistry:
     """Loaded models by name.
 
-    The first caller of ``get`` for a model loads it; callers that arrive meanwhile wait for
-    that same load (single flight), bounded by ``MLFN_LOAD_TIMEOUT_S``. A failed load keeps its
-    error for ``error()`` and is tried again by the next caller, so a model uploaded late or a
-    store that comes back is picked up without a restart.
+    The first caller that needs a model loads it; callers arriving meanwhile wait for that same
+    load (single flight), bounded by ``MLFN_LOAD_TIMEOUT_S``. A failed load keeps its error for
+    ``error()`` and is tried again by the next caller, so a model uploaded late or a store that
+    comes back is picked up without a restart.
+
+    With ``MLFN_MEMORY_BUDGET_MB``, loading a model first unloads the least recently used idle
+    ones until it fits; a model serving a request (inside ``use``) is never unloaded. With
+    ``MLFN_IDLE_UNLOAD_S``, models idle that long are unloaded.
     """
 
     def __init__(self, settings: Settings, app_root: Path, cache: DiskCache | None = None) -> None:
         self._settings = settings
         self._app_root = app_root
-        self._cache = cache or DiskCache(settings.cache_dir)
+        self._cache = cache or DiskCache(settings.cache_dir, settings.load_timeout_s)
+        self._budget = int(settings.memory_budget_mb * MB) if settings.memory_budget_mb else None
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
+
+    @contextmanager
+    def use(self, name: str, ref: Model) -> Iterator[OnnxModel]:
+        """The model, loaded if needed, held in memory until the block ends."""
+        model, slot = self._acquire(name, ref)
+        try:
+            yield model
+        finally:
+            with self._lock:
+                slot.in_use -= 1
+                slot.last_used = time.monotonic()
 
     def get(self, name: str, ref: Model) -> OnnxModel:
-        with self._lock:
-            slot = self._slots.setdefault(name, _Slot())
-            if slot.model is not None:
-                return slot.model
-            flight = slot.flight
-            leader = flight is None
-            if flight is None:
-                flight = slot.flight = Future()
-                slot.state = ModelState.LOADING
-        if not leader:
-            try:
-                return flight.result(timeout=self._settings.load_timeout_s)
-            except FutureTimeout:
-                raise ModelLoadTimeout(name, self._settings.load_timeout_s) from None
-        try:
-            model = self._load(name, ref)
-        except BaseException as exc:
-            with self._lock:
-                slot.state, slot.error, slot.flight = ModelState.FAILED, exc, None
-            flight.set_exception(exc)
-            raise
-        with self._lock:
-            slot.state, slot.model, slot.error, slot.flight = ModelState.READY, model, None, None
-        flight.set_result(model)
-        return model
+        """Load (if needed) and return the model, without holding it."""
+        with self.use(name, ref) as model:
+            return model
 
     def state(self, name: str) -> ModelState:
         with self._lock:
@@ -89,27 +91,145 @@ class ModelRegistry:
             slot = self._slots.get(name)
             return slot.error if slot else None
 
-    def _load(self, name: str, ref: Model) -> OnnxModel:
+    def resident(self) -> dict[str, int]:
+        """Models in memory and their estimated sizes in bytes."""
+        with self._lock:
+            return {n: s.size for n, s in self._slots.items() if s.model is not None}
+
+    def unload(self, name: str, reason: str = "requested") -> bool:
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or slot.model is None or slot.in_use:
+                return False
+            self._drop(name, slot, reason)
+            return True
+
+    def _acquire(self, name: str, ref: Model) -> tuple[OnnxModel, _Slot]:
+        deadline = time.monotonic() + self._settings.load_timeout_s
+        while True:
+            with self._lock:
+                slot = self._slots.setdefault(name, _Slot())
+                if slot.model is not None:
+                    slot.in_use += 1
+                    return slot.model, slot
+                flight = slot.flight
+                leader = flight is None
+                if flight is None:
+                    flight = slot.flight = Future()
+                    slot.state = ModelState.LOADING
+            if leader:
+                return self._lead(name, ref, slot, flight), slot
+            try:
+                flight.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                raise ModelLoadTimeout(name, self._settings.load_timeout_s) from None
+            # Loaded: take it through the lock again (it may have been evicted meanwhile).
+
+    def _lead(self, name: str, ref: Model, slot: _Slot, flight: Future[OnnxModel]) -> OnnxModel:
+        try:
+            model, size = self._load(name, ref)
+        except BaseException as exc:
+            with self._lock:
+                slot.state, slot.error, slot.flight = ModelState.FAILED, exc, None
+            flight.set_exception(exc)
+            raise
+        with self._lock:
+            slot.state, slot.model, slot.error, slot.flight = ModelState.READY, model, None, None
+            slot.size, slot.in_use, slot.last_used = size, 1, time.monotonic()
+            self._make_room(0, keep=name)
+            resident = sorted(n for n, s in self._slots.items() if s.model is not None)
+        flight.set_result(model)
+        self._start_reaper()
+        report = model.report
+        assert report is not None
+        log.info(
+            "model loaded name=%s uri=%s cache=%s bytes=%d downloaded_bytes=%d fetch_s=%.4f "
+            "verify_s=%.4f session_s=%.4f warmup_s=%.4f total_s=%.4f memory_mb=%.1f resident=%s",
+            name, report.source_uri, report.cache, report.bytes, report.downloaded_bytes,
+            report.fetch_s, report.verify_s, report.session_s, report.warmup_s, report.total_s,
+            report.memory_bytes / MB, ",".join(resident),
+        )  # fmt: skip
+        return model
+
+    def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int]:
+        started = time.perf_counter()
         uri = resolve_uri(ref.uri, self._settings, self._app_root)
         cached = self._cache.fetch(locate(uri, self._settings), ref.sha256)
-        started = time.perf_counter()
+        with self._lock:
+            # Estimated from the file until the session exists and its growth is measured.
+            self._make_room(cached.size, keep=name)
+        rss_before = rss_bytes()
+        session_started = time.perf_counter()
         model = OnnxModel.load(
             name, cached.path, sha256=cached.sha256, version=ref.version or cached.sha256[:12]
         )
+        session_s = time.perf_counter() - session_started
+        warmup_started = time.perf_counter()
+        model.warm_up()
+        warmup_s = time.perf_counter() - warmup_started
+        rss_after = rss_bytes()
+        grown = (rss_after - rss_before) if rss_before is not None and rss_after is not None else 0
+        size = max(cached.size, grown)
         model.report = LoadReport(
             source_uri=uri,
             bytes=cached.size,
-            downloaded=cached.downloaded,
-            fetch_s=round(cached.seconds, 4),
-            session_s=round(time.perf_counter() - started, 4),
+            cache=cached.outcome,
+            downloaded_bytes=cached.downloaded_bytes,
+            fetch_s=round(cached.fetch_s, 4),
+            verify_s=round(cached.verify_s, 4),
+            session_s=round(session_s, 4),
+            warmup_s=round(warmup_s, 4),
+            total_s=round(time.perf_counter() - started, 4),
+            memory_bytes=size,
         )
-        log.info(
-            "model loaded name=%s uri=%s bytes=%d downloaded=%s fetch_s=%.4f session_s=%.4f",
-            name,
-            uri,
-            cached.size,
-            cached.downloaded,
-            model.report.fetch_s,
-            model.report.session_s,
-        )
-        return model
+        return model, size
+
+    def _make_room(self, needed: int, keep: str) -> None:
+        """Unload least recently used idle models until ``needed`` more bytes fit the budget.
+        Call with the lock held."""
+        if self._budget is None:
+            return
+        while sum(s.size for s in self._slots.values() if s.model) + needed > self._budget:
+            idle = [
+                (s.last_used, n)
+                for n, s in self._slots.items()
+                if s.model is not None and s.in_use == 0 and n != keep
+            ]
+            if not idle:
+                log.warning(
+                    "memory budget of %d MB exceeded: every resident model is in use",
+                    self._budget // MB,
+                )
+                return
+            _, victim = min(idle)
+            self._drop(victim, self._slots[victim], "memory budget")
+
+    def _drop(self, name: str, slot: _Slot, reason: str) -> None:
+        slot.model, slot.state, slot.size = None, ModelState.ABSENT, 0
+        resident = sorted(n for n, s in self._slots.items() if s.model is not None)
+        log.info("model unloaded name=%s reason=%s resident=%s", name, reason, ",".join(resident))
+
+    def _start_reaper(self) -> None:
+        idle_s = self._settings.idle_unload_s
+        if idle_s is None or self._reaper is not None:
+            return
+        with self._lock:
+            if self._reaper is not None:
+                return
+            self._reaper = threading.Thread(
+                target=self._reap, args=(idle_s,), name="mlfn-idle-unload", daemon=True
+            )
+        self._reaper.start()
+
+    def _reap(self, idle_s: float) -> None:
+        while True:
+            time.sleep(min(max(idle_s / 4, 0.05), 5.0))
+            now = time.monotonic()
+            with self._lock:
+                for name, slot in self._slots.items():
+                    if (
+                        slot.model is not None
+                        and slot.in_use == 0
+                        and now - slot.last_used >= idle_s
+                    ):
+                        self._drop(name, slot, "idle")

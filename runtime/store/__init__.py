@@ -11,13 +11,15 @@ from runtime.store.base import ModelSource, StoredObject
 
 __all__ = ["ModelSource", "StoredObject", "locate", "resolve_uri"]
 
+SCHEMES = "a path, file://, az://CONTAINER/PATH, s3://BUCKET/KEY or a blob https:// URL"
+
 
 def resolve_uri(uri: str, settings: Settings, app_root: Path) -> str:
     """Make a model reference absolute.
 
-    ``az://`` and ``file://`` URIs and absolute paths stand as they are; ``./x`` and ``../x``
-    are files relative to the app root (so a model can ship inside the app package); any other
-    relative path is an object under ``MLFN_MODEL_STORE``.
+    URIs with a scheme and absolute paths stand as they are; ``./x`` and ``../x`` are files
+    relative to the app root (so a model can ship inside the app package); any other relative
+    path is an object under ``MLFN_MODEL_STORE``.
     """
     if "://" in uri or uri.startswith("/"):
         return uri
@@ -36,17 +38,21 @@ def resolve_uri(uri: str, settings: Settings, app_root: Path) -> str:
 
 def locate(uri: str, settings: Settings) -> ModelSource:
     """The source for an absolute model URI (see ``resolve_uri``)."""
-    if uri.startswith("/"):
-        from runtime.store.local import LocalFile
-
-        return LocalFile(Path(uri))
     parts = urlsplit(uri)
-    if parts.scheme == "file":
+    if uri.startswith("/") or parts.scheme == "file":
         from runtime.store.local import LocalFile
 
         return LocalFile(Path(unquote(parts.path)))
     if parts.scheme == "az":
         from runtime.store.azure_blob import AzureBlob
 
-        return AzureBlob(parts.netloc, parts.path.lstrip("/"), settings)
-    raise ConfigError("model uri", uri, "a path, file://, or az://CONTAINER/PATH")
+        return AzureBlob.from_az_uri(parts.netloc, parts.path.lstrip("/"), settings)
+    if parts.scheme == "s3":
+        from runtime.store.s3 import S3Object
+
+        return S3Object(parts.netloc, parts.path.lstrip("/"), settings)
+    if parts.scheme in ("https", "http"):
+        from runtime.store.azure_blob import AzureBlob
+
+        return AzureBlob.from_url(uri, settings)
+    raise ConfigError("model uri", uri, SCHEMES)

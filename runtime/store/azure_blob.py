@@ -1,63 +1,114 @@
-"""Models in Azure Blob Storage (``az://CONTAINER/PATH``), Azurite included."""
+"""Models in Azure Blob Storage: ``az://CONTAINER/PATH`` on the configured account, and blob
+URLs (``https://ACCOUNT.blob.core.windows.net/CONTAINER/PATH``, with a SAS or an identity)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
 
-from runtime.azure_storage import NotFound, container_client, storage_errors
+from runtime.azure_storage import NotFound, client_options, storage_errors
 from runtime.config import Settings
-from runtime.digest import sha256_file
-from runtime.errors import ModelNotInStore
+from runtime.errors import ConfigError, ModelNotInStore
 from runtime.store.base import StoredObject
 
 if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
+    from azure.storage.blob import BlobClient
 
 T = TypeVar("T")
 ProgressFn = Callable[[int, int], None]
+SETTING = "MLFN_MODEL_STORE_CONNECTION"
 
 
 class AzureBlob:
-    def __init__(self, container: str, blob: str, settings: Settings) -> None:
+    """One blob. ``make_client`` builds a fresh ``BlobClient`` per operation."""
+
+    def __init__(self, uri: str, make_client: Callable[[], BlobClient]) -> None:
+        self.uri = uri
+        self._make_client = make_client
+
+    @classmethod
+    def from_az_uri(cls, container: str, blob: str, settings: Settings) -> AzureBlob:
+        """``az://CONTAINER/PATH``: the account is ``MLFN_MODEL_STORE_CONNECTION`` (else
+        ``AzureWebJobsStorage``): a connection string, or an account URL for managed identity."""
         if not container or not blob:
             raise ValueError(f"az:// URIs need a container and a path: az://{container}/{blob}")
-        self.container = container
-        self.blob = blob
-        self.uri = f"az://{container}/{blob}"
-        self._settings = settings
+
+        def make() -> BlobClient:
+            from azure.storage.blob import BlobClient
+
+            conn = settings.store_connection
+            if not conn:
+                raise ConfigError(SETTING, "", "a storage connection string or account URL")
+            options = client_options(settings)
+            if conn.startswith(("https://", "http://")):
+                account = conn.rstrip("/")
+                return BlobClient(account, container, blob, credential=_identity(), **options)
+            try:
+                return BlobClient.from_connection_string(conn, container, blob, **options)
+            except ValueError as exc:
+                raise ConfigError(
+                    SETTING, "<hidden>", f"a storage connection string ({exc})"
+                ) from None
+
+        return cls(f"az://{container}/{blob}", make)
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> AzureBlob:
+        """A blob URL. A SAS in the query authorises it; without one, ``DefaultAzureCredential``
+        (managed identity on Azure) does."""
+
+        def make() -> BlobClient:
+            from azure.storage.blob import BlobClient
+
+            credential = None if urlsplit(url).query else _identity()
+            return BlobClient.from_blob_url(url, credential=credential, **client_options(settings))
+
+        return cls(_redact(url), make)
 
     def local_path(self) -> Path | None:
         return None
 
     def stat(self) -> StoredObject:
-        props = self._call(lambda c: c.get_blob_client(self.blob).get_blob_properties())
+        props = self._call(lambda c: c.get_blob_properties())
         return StoredObject(self.uri, int(props.size), str(props.etag))
 
-    def download(self, into: BinaryIO) -> StoredObject:
-        def run(container: ContainerClient) -> StoredObject:
-            downloader = container.get_blob_client(self.blob).download_blob(max_concurrency=4)
+    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceNotModifiedError
+
+        def run(client: BlobClient) -> StoredObject | None:
+            condition: dict[str, Any] = {}
+            if if_none_match:
+                condition = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
+            try:
+                downloader = client.download_blob(max_concurrency=4, **condition)
+            except ResourceNotModifiedError:
+                return None
             downloader.readinto(into)
             return StoredObject(self.uri, int(downloader.size), str(downloader.properties.etag))
 
         return self._call(run)
 
-    def upload(self, path: Path, on_progress: ProgressFn | None = None) -> str:
-        """Upload a file here, creating the container if needed; the file's sha256 is stored
-        as blob metadata and returned."""
-        digest = sha256_file(path)
+    def upload(
+        self, path: Path, on_progress: ProgressFn | None = None, sha256: str | None = None
+    ) -> None:
+        """Upload a file here, creating the container if needed; ``sha256`` is recorded as
+        blob metadata."""
         total = path.stat().st_size
 
-        def run(container: ContainerClient) -> None:
+        def run(client: BlobClient) -> None:
+            # The SDK has no public way from a blob to its container; this one is stable.
+            container = client._get_container_client()
             if not container.exists():
                 container.create_container()
             with path.open("rb") as src:
-                container.get_blob_client(self.blob).upload_blob(
+                client.upload_blob(
                     src,
                     length=total,
                     overwrite=True,
-                    metadata={"sha256": digest},
+                    metadata={"sha256": sha256} if sha256 else None,
                     max_concurrency=4,
                     progress_hook=(lambda done, _: on_progress(done, total))
                     if on_progress
@@ -65,17 +116,27 @@ class AzureBlob:
                 )
 
         self._call(run)
-        return digest
 
-    def _call(self, fn: Callable[[ContainerClient], T]) -> T:
-        client = container_client(
-            self._settings.store_connection,
-            self.container,
-            self._settings,
-            "MLFN_MODEL_STORE_CONNECTION",
-        )
+    def _call(self, fn: Callable[[BlobClient], T]) -> T:
         try:
-            with storage_errors(self.uri), client:
+            with storage_errors(self.uri), self._make_client() as client:
                 return fn(client)
         except NotFound:
             raise ModelNotInStore(self.uri) from None
+
+
+def _identity() -> Any:
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise ImportError(
+            "a blob store without a key or SAS needs azure-identity: pip install 'mlfn[identity]' "
+            "(and add azure-identity to requirements.txt for Azure)"
+        ) from None
+    return DefaultAzureCredential()
+
+
+def _redact(url: str) -> str:
+    """The URL without its query: a SAS is a secret and must not reach logs or responses."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

@@ -28,6 +28,7 @@ class ModelSource(Protocol):
 
     def stat(self) -> StoredObject: ...
 
-    def download(self, into: BinaryIO) -> StoredObject:
-        """Stream the object's bytes into ``into``; return what was downloaded."""
+    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
+        """Stream the object's bytes into ``into`` and describe them. With ``if_none_match``
+        (an ETag), return None without writing anything when the object still has that ETag."""
         ...

@@ -25,8 +25,14 @@ class LocalFile:
             raise ModelNotInStore(self.uri) from None
         return StoredObject(self.uri, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
 
-    def download(self, into: BinaryIO) -> StoredObject:
+    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
         info = self.stat()
+        if if_none_match is not None and if_none_match == info.etag:
+            return None
         with self.path.open("rb") as src:
             shutil.copyfileobj(src, into, 1024 * 1024)
         return info
+
+    def upload(self, path: Path) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, self.path)

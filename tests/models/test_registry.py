@@ -20,6 +20,11 @@ from tests.conftest import AzuriteInfo
 from tests.support import count_blob_gets
 
 
+def _cached_content(cache: Path) -> list[Path]:
+    """Model bytes and index entries in a cache (lock files do not count)."""
+    return [p for folder in ("blobs", "index") for p in (cache / folder).glob("*") if p.is_file()]
+
+
 def _registry(azurite: AzuriteInfo, tmp_path: Path, container: str) -> ModelRegistry:
     settings = Settings(
         model_store=f"az://{container}",
@@ -84,7 +89,7 @@ def test_a_pinned_digest_that_does_not_match_is_refused_and_not_cached(
     with pytest.raises(IntegrityError) as info:
         registry.get("iris", Model("iris.onnx", sha256="0" * 64))
     assert "0" * 64 in info.value.message and info.value.detail["actual"] in info.value.message
-    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert _cached_content(tmp_path / "cache") == []
 
 
 def test_a_pinned_digest_that_matches_loads(
@@ -111,7 +116,7 @@ class _CutShort:
     def stat(self) -> StoredObject:
         return StoredObject(self.uri, 1000, "etag")
 
-    def download(self, into: io.BufferedWriter) -> StoredObject:  # type: ignore[override]
+    def download(self, into: io.BufferedWriter, if_none_match: str | None = None) -> StoredObject:  # type: ignore[override]
         into.write(b"x" * 500)
         return self.stat()
 
@@ -120,7 +125,7 @@ def test_a_truncated_download_leaves_no_file_in_the_cache(tmp_path: Path) -> Non
     cache = DiskCache(tmp_path / "cache")
     with pytest.raises(StoreUnavailable, match="cut short: 500 of 1000"):
         cache.fetch(_CutShort())  # type: ignore[arg-type]
-    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert _cached_content(tmp_path / "cache") == []
 
 
 def test_local_models_are_used_in_place(tmp_path: Path, example_models: dict[str, Path]) -> None:

@@ -47,15 +47,15 @@ def test_upload_records_sha256_metadata(
 
     from runtime.digest import sha256_file
 
-    target = AzureBlob(
-        container, "nested/diabetes.onnx", Settings(store_connection=azurite.connection_string)
-    )
-    digest = target.upload(example_models["diabetes"])
-    assert digest == sha256_file(example_models["diabetes"])
+    settings = Settings(store_connection=azurite.connection_string)
+    target = AzureBlob.from_az_uri(container, "nested/diabetes.onnx", settings)
+    digest = sha256_file(example_models["diabetes"])
+    target.upload(example_models["diabetes"], sha256=digest)
     props = BlobClient.from_connection_string(
         azurite.connection_string, container, "nested/diabetes.onnx"
     ).get_blob_properties()
     assert props.metadata["sha256"] == digest
+    assert props.size == example_models["diabetes"].stat().st_size
 
 
 def _conn(port: int) -> str:

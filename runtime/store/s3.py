@@ -1,0 +1,102 @@
+"""Models in S3 or an S3-compatible store (``s3://BUCKET/KEY``), through boto3.
+
+boto3 is optional (``pip install 'mlfn[s3]'``) and imported on first use. Credentials come from
+boto3's usual chain; ``MLFN_S3_ENDPOINT_URL`` points at an S3-compatible service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from runtime.config import Settings
+from runtime.errors import ModelNotInStore, StoreUnavailable
+from runtime.store.base import StoredObject
+
+ProgressFn = Callable[[int, int], None]
+MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+
+
+class S3Object:
+    def __init__(self, bucket: str, key: str, settings: Settings) -> None:
+        if not bucket or not key:
+            raise ValueError(f"s3:// URIs need a bucket and a key: s3://{bucket}/{key}")
+        self.bucket = bucket
+        self.key = key
+        self.uri = f"s3://{bucket}/{key}"
+        self._settings = settings
+
+    def local_path(self) -> Path | None:
+        return None
+
+    def stat(self) -> StoredObject:
+        with self._errors():
+            head = self._client().head_object(Bucket=self.bucket, Key=self.key)
+        return StoredObject(self.uri, int(head["ContentLength"]), str(head["ETag"]))
+
+    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
+        info = self.stat()
+        if if_none_match is not None and info.etag == if_none_match:
+            return None
+        from boto3.s3.transfer import TransferConfig
+
+        with self._errors():
+            # IfMatch: a ranged, parallel download must not mix two versions of the object.
+            self._client().download_fileobj(
+                self.bucket, self.key, into,
+                ExtraArgs={"IfMatch": info.etag},
+                Config=TransferConfig(max_concurrency=4),
+            )  # fmt: skip
+        return info
+
+    def upload(
+        self, path: Path, on_progress: ProgressFn | None = None, sha256: str | None = None
+    ) -> None:
+        total = path.stat().st_size
+        done = [0]
+
+        def callback(chunk: int) -> None:
+            done[0] += chunk
+            if on_progress:
+                on_progress(done[0], total)
+
+        with self._errors():
+            self._client().upload_file(
+                str(path), self.bucket, self.key,
+                ExtraArgs={"Metadata": {"sha256": sha256}} if sha256 else None,
+                Callback=callback,
+            )  # fmt: skip
+
+    def _client(self) -> Any:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ImportError("s3:// models need boto3: pip install 'mlfn[s3]'") from None
+        s = self._settings
+        config = Config(
+            connect_timeout=s.store_connect_timeout_s,
+            read_timeout=s.store_read_timeout_s,
+            retries={"max_attempts": s.store_retries + 1, "mode": "standard"},
+        )
+        return boto3.client("s3", endpoint_url=s.s3_endpoint_url, config=config)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in MISSING:
+                raise ModelNotInStore(self.uri) from None
+            raise StoreUnavailable(
+                f"s3 store for {self.uri} failed ({code}): {exc}", detail={"uri": self.uri}
+            ) from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailable(
+                f"s3 store for {self.uri} cannot be reached: {exc}", detail={"uri": self.uri}
+            ) from exc
