@@ -33,6 +33,7 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
 
     _route(app, "health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
     _route(app, "health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
+    state.start_preload()
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import Any
 from runtime import config
 from runtime.batching import Batcher
 from runtime.endpoint import BoundEndpoint
+from runtime.errors import MlfnError
 from runtime.jobs import JobRunner
 from runtime.models.registry import ModelRegistry
 from runtime.payloads import Payloads
 from runtime.serving import Scored, Scorer
+
+log = logging.getLogger("mlfn.models")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,35 @@ class AppState:
             if self._services is None:
                 self._services = self._build(self._settings or config.current())
             return self._services
+
+    def start_preload(self) -> None:
+        """Load the endpoints named in ``MLFN_PRELOAD`` in a background thread, so an
+        always-ready instance has them in memory before traffic, without delaying indexing."""
+        try:
+            settings = self._settings or config.current()
+        except MlfnError as exc:  # reported again on every request; indexing must not fail
+            log.error("settings are invalid: %s", exc.message)
+            return
+        unknown = [n for n in settings.preload if n not in self.endpoints]
+        if unknown:
+            log.error(
+                "MLFN_PRELOAD names unknown endpoints %s; known: %s",
+                unknown,
+                sorted(self.endpoints),
+            )
+        names = [n for n in settings.preload if n in self.endpoints]
+        if names:
+            threading.Thread(
+                target=self._preload, args=(names,), name="mlfn-preload", daemon=True
+            ).start()
+
+    def _preload(self, names: list[str]) -> None:
+        registry = self.get().registry
+        for name in names:
+            try:
+                registry.get(name, self.endpoints[name].endpoint.model)
+            except Exception as exc:
+                log.error("preloading %s failed: %s", name, exc)
 
     def _build(self, settings: config.Settings) -> Services:
         registry = ModelRegistry(settings, self.app_root)

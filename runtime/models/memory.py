@@ -14,3 +14,16 @@ def rss_bytes() -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def release_to_os() -> None:
+    """Return freed heap to the OS after a model is unloaded. glibc keeps freed memory in its
+    arenas; without a trim an unloaded session's memory still counts in RSS."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass

@@ -18,7 +18,7 @@ from runtime.config import Settings
 from runtime.endpoint import Model
 from runtime.errors import ModelLoadTimeout
 from runtime.models.cache import DiskCache
-from runtime.models.memory import MB, rss_bytes
+from runtime.models.memory import MB, release_to_os, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
 from runtime.store import locate, resolve_uri
 
@@ -102,7 +102,8 @@ class ModelRegistry:
             if slot is None or slot.model is None or slot.in_use:
                 return False
             self._drop(name, slot, reason)
-            return True
+        release_to_os()
+        return True
 
     def _acquire(self, name: str, ref: Model) -> tuple[OnnxModel, _Slot]:
         deadline = time.monotonic() + self._settings.load_timeout_s
@@ -136,9 +137,11 @@ class ModelRegistry:
         with self._lock:
             slot.state, slot.model, slot.error, slot.flight = ModelState.READY, model, None, None
             slot.size, slot.in_use, slot.last_used = size, 1, time.monotonic()
-            self._make_room(0, keep=name)
+            evicted = self._make_room(0, keep=name)
             resident = sorted(n for n, s in self._slots.items() if s.model is not None)
         flight.set_result(model)
+        if evicted:
+            release_to_os()
         self._start_reaper()
         report = model.report
         assert report is not None
@@ -157,7 +160,10 @@ class ModelRegistry:
         cached = self._cache.fetch(locate(uri, self._settings), ref.sha256)
         with self._lock:
             # Estimated from the file until the session exists and its growth is measured.
-            self._make_room(cached.size, keep=name)
+            evicted = self._make_room(cached.size, keep=name)
+        # Trimmed first, so the growth measured below is this session's, not freed heap
+        # that the allocator happens to hand out again.
+        release_to_os()
         rss_before = rss_bytes()
         session_started = time.perf_counter()
         model = OnnxModel.load(
@@ -184,11 +190,12 @@ class ModelRegistry:
         )
         return model, size
 
-    def _make_room(self, needed: int, keep: str) -> None:
-        """Unload least recently used idle models until ``needed`` more bytes fit the budget.
-        Call with the lock held."""
+    def _make_room(self, needed: int, keep: str) -> bool:
+        """Unload least recently used idle models until ``needed`` more bytes fit the budget;
+        True if any was unloaded. Call with the lock held."""
+        evicted = False
         if self._budget is None:
-            return
+            return evicted
         while sum(s.size for s in self._slots.values() if s.model) + needed > self._budget:
             idle = [
                 (s.last_used, n)
@@ -200,9 +207,11 @@ class ModelRegistry:
                     "memory budget of %d MB exceeded: every resident model is in use",
                     self._budget // MB,
                 )
-                return
+                return evicted
             _, victim = min(idle)
             self._drop(victim, self._slots[victim], "memory budget")
+            evicted = True
+        return evicted
 
     def _drop(self, name: str, slot: _Slot, reason: str) -> None:
         slot.model, slot.state, slot.size = None, ModelState.ABSENT, 0
@@ -225,6 +234,7 @@ class ModelRegistry:
         while True:
             time.sleep(min(max(idle_s / 4, 0.05), 5.0))
             now = time.monotonic()
+            evicted = False
             with self._lock:
                 for name, slot in self._slots.items():
                     if (
@@ -233,3 +243,6 @@ class ModelRegistry:
                         and now - slot.last_used >= idle_s
                     ):
                         self._drop(name, slot, "idle")
+                        evicted = True
+            if evicted:
+                release_to_os()

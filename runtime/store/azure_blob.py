@@ -76,7 +76,7 @@ class AzureBlob:
 
     def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceNotModifiedError
+        from azure.core.exceptions import HttpResponseError
 
         def run(client: BlobClient) -> StoredObject | None:
             condition: dict[str, Any] = {}
@@ -84,8 +84,12 @@ class AzureBlob:
                 condition = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
             try:
                 downloader = client.download_blob(max_concurrency=4, **condition)
-            except ResourceNotModifiedError:
-                return None
+            except HttpResponseError as exc:
+                # The SDK raises ResourceNotModifiedError for some operations and a bare
+                # HttpResponseError for a conditional download; 304 is the answer either way.
+                if exc.status_code == 304:
+                    return None
+                raise
             downloader.readinto(into)
             return StoredObject(self.uri, int(downloader.size), str(downloader.properties.etag))
 

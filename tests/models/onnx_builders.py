@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -54,3 +55,29 @@ def fixed_batch(path: Path, batch: int = 8) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
     )
     return _save(graph, path)
+
+
+def heavy(path: Path, seed: int, megabytes: int = 24) -> Path:
+    """``y[N] = sum(x[N,4] @ W)`` with a random float32 ``W`` of about ``megabytes`` MB: a
+    model whose memory is dominated by its weights, for memory-budget tests."""
+    import numpy as np
+
+    columns = megabytes * 1024 * 1024 // (4 * 4)
+    weights = np.random.default_rng(seed).standard_normal((4, columns), dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("ReduceSum", ["xw", "axes"], ["y"], keepdims=0),
+        ],
+        f"heavy_{seed}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+        initializer=[
+            onnx.numpy_helper.from_array(weights, "W"),
+            onnx.numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="mlfn tests")
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path

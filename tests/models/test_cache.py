@@ -1,0 +1,156 @@
+"""The disk cache across restarts: revalidate instead of re-download, notice replaced blobs,
+refetch damaged files, keep serving a verified copy while the store is down."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from azure.storage.blob import ContainerClient
+
+from runtime.config import Settings
+from runtime.digest import sha256_file
+from runtime.endpoint import Model
+from runtime.models.registry import ModelRegistry
+from tests.conftest import AzuriteInfo
+from tests.support import ROOT
+
+DEAD_STORE = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+
+
+def _full_downloads(azurite: AzuriteInfo, container: str, blob: str) -> int:
+    """GETs of the blob that returned content (200/206), not 304 Not Modified."""
+    pattern = re.compile(rf'"GET /devstoreaccount1/{container}/{re.escape(blob)}[^"]*" (\d+)')
+    statuses = [m.group(1) for m in pattern.finditer(azurite.log_path.read_text())]
+    return sum(s in ("200", "206") for s in statuses)
+
+
+def _not_modified(azurite: AzuriteInfo, container: str, blob: str) -> int:
+    pattern = re.compile(rf'"GET /devstoreaccount1/{container}/{re.escape(blob)}[^"]*" 304')
+    return len(pattern.findall(azurite.log_path.read_text()))
+
+
+def _registry(tmp_path: Path, container: str, connection: str) -> ModelRegistry:
+    """A new registry over the same cache folder: what a restarted process sees."""
+    settings = Settings(
+        model_store=f"az://{container}",
+        store_connection=connection,
+        cache_dir=tmp_path / "cache",
+        store_retries=0,
+    )
+    return ModelRegistry(settings, tmp_path)
+
+
+def _predict(model_path_or_registry: ModelRegistry) -> np.ndarray:
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+    return model_path_or_registry.get("iris", Model("iris.onnx")).run({"input": x})["probabilities"]
+
+
+def test_a_restart_with_a_warm_cache_downloads_nothing(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    first = _registry(tmp_path, models_in_blob, azurite.connection_string).get(
+        "iris", Model("iris.onnx")
+    )
+    second = _registry(tmp_path, models_in_blob, azurite.connection_string).get(
+        "iris", Model("iris.onnx")
+    )
+    assert first.report is not None and first.report.cache == "miss"
+    assert second.report is not None and second.report.cache == "revalidated"
+    assert second.report.downloaded_bytes == 0
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 1
+    assert _not_modified(azurite, models_in_blob, "iris.onnx") == 1
+    assert second.sha256 == first.sha256
+
+
+def test_a_replaced_blob_is_fetched_and_the_new_version_served(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    old = _registry(tmp_path, models_in_blob, azurite.connection_string).get(
+        "iris", Model("iris.onnx")
+    )
+    ContainerClient.from_connection_string(azurite.connection_string, models_in_blob).upload_blob(
+        "iris.onnx", example_models["diabetes"].read_bytes(), overwrite=True
+    )
+    new = _registry(tmp_path, models_in_blob, azurite.connection_string).get(
+        "iris", Model("iris.onnx")
+    )
+    assert new.report is not None and new.report.cache == "miss"
+    assert new.sha256 == sha256_file(example_models["diabetes"]) != old.sha256
+    assert [o.name for o in new.outputs] == ["variable"]
+    assert not (tmp_path / "cache" / "blobs" / old.sha256).exists()  # the old version is collected
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_cache_file_is_detected_and_fetched_again(
+    azurite: AzuriteInfo,
+    models_in_blob: str,
+    tmp_path: Path,
+    example_models: dict[str, Path],
+    damage: str,
+) -> None:
+    first = _registry(tmp_path, models_in_blob, azurite.connection_string)
+    expected = _predict(first)
+    content = tmp_path / "cache" / "blobs" / sha256_file(example_models["iris"])
+    data = bytearray(content.read_bytes())
+    if damage == "truncate":
+        content.write_bytes(data[: len(data) // 2])
+    else:
+        data[len(data) // 2] ^= 0xFF  # same size, other bytes
+        content.write_bytes(bytes(data))
+    again = _registry(tmp_path, models_in_blob, azurite.connection_string)
+    np.testing.assert_array_equal(_predict(again), expected)
+    report = again.get("iris", Model("iris.onnx")).report
+    assert report is not None and report.cache == "miss"
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 2
+    assert sha256_file(content) == sha256_file(example_models["iris"])
+
+
+def test_a_verified_cached_copy_is_served_while_the_store_is_down(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    expected = _predict(_registry(tmp_path, models_in_blob, azurite.connection_string))
+    down = _registry(tmp_path, models_in_blob, DEAD_STORE)
+    np.testing.assert_array_equal(_predict(down), expected)
+    report = down.get("iris", Model("iris.onnx")).report
+    assert report is not None and report.cache == "stale"
+    (labels, probs) = ort.InferenceSession(str(example_models["iris"])).run(
+        None, {"input": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)}
+    )
+    np.testing.assert_array_equal(expected, probs)
+
+
+def test_worker_processes_on_one_machine_share_one_download(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from runtime.config import Settings
+        from runtime.models.cache import DiskCache
+        from runtime.store import locate
+        settings = Settings(store_connection={azurite.connection_string!r})
+        while time.time() < float(sys.argv[1]):  # start together
+            time.sleep(0.001)
+        cached = DiskCache(Path({str(tmp_path / "cache")!r})).fetch(locate("az://{models_in_blob}/iris.onnx", settings))
+        print(cached.outcome)
+    """)
+    import time
+
+    start_at = str(time.time() + 2.0)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, start_at], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outcomes = sorted(w.communicate(timeout=60)[0].strip() for w in workers)
+    assert outcomes == ["miss", "revalidated", "revalidated", "revalidated"]
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 1
