@@ -160,7 +160,7 @@ class ModelRegistry:
         cached = self._cache.fetch(locate(uri, self._settings), ref.sha256)
         with self._lock:
             # Estimated from the file until the session exists and its growth is measured.
-            evicted = self._make_room(cached.size, keep=name)
+            self._make_room(cached.size, keep=name)
         # Trimmed first, so the growth measured below is this session's, not freed heap
         # that the allocator happens to hand out again.
         release_to_os()

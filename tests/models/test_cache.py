@@ -120,7 +120,7 @@ def test_a_verified_cached_copy_is_served_while_the_store_is_down(
     np.testing.assert_array_equal(_predict(down), expected)
     report = down.get("iris", Model("iris.onnx")).report
     assert report is not None and report.cache == "stale"
-    (labels, probs) = ort.InferenceSession(str(example_models["iris"])).run(
+    (_labels, probs) = ort.InferenceSession(str(example_models["iris"])).run(
         None, {"input": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)}
     )
     np.testing.assert_array_equal(expected, probs)
