@@ -19,11 +19,10 @@ def rss_bytes() -> int | None:
 def release_to_os() -> None:
     """Return freed heap to the OS after a model is unloaded. glibc keeps freed memory in its
     arenas; without a trim an unloaded session's memory still counts in RSS."""
+    import contextlib
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
