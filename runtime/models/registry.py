@@ -156,8 +156,8 @@ class ModelRegistry:
 
     def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int]:
         started = time.perf_counter()
-        uri = resolve_uri(ref.uri, self._settings, self._app_root)
-        cached = self._cache.fetch(locate(uri, self._settings), ref.sha256)
+        source = locate(resolve_uri(ref.uri, self._settings, self._app_root), self._settings)
+        cached = self._cache.fetch(source, ref.sha256)
         with self._lock:
             # Estimated from the file until the session exists and its growth is measured.
             self._make_room(cached.size, keep=name)
@@ -177,7 +177,7 @@ class ModelRegistry:
         grown = (rss_after - rss_before) if rss_before is not None and rss_after is not None else 0
         size = max(cached.size, grown)
         model.report = LoadReport(
-            source_uri=uri,
+            source_uri=source.uri,  # as the store names it: a SAS query is left out
             bytes=cached.size,
             cache=cached.outcome,
             downloaded_bytes=cached.downloaded_bytes,

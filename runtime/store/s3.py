@@ -43,12 +43,13 @@ class S3Object:
         from boto3.s3.transfer import TransferConfig
 
         with self._errors():
-            # IfMatch: a ranged, parallel download must not mix two versions of the object.
             self._client().download_fileobj(
-                self.bucket, self.key, into,
-                ExtraArgs={"IfMatch": info.etag},
-                Config=TransferConfig(max_concurrency=4),
-            )  # fmt: skip
+                self.bucket, self.key, into, Config=TransferConfig(max_concurrency=4)
+            )
+        # A ranged, parallel download must not mix two versions of the object, and the
+        # transfer manager takes no IfMatch: check that the object did not change meanwhile.
+        if self.stat().etag != info.etag:
+            raise StoreUnavailable(f"{self.uri} changed while it was downloaded; try again", detail={"uri": self.uri})
         return info
 
     def upload(

@@ -62,7 +62,7 @@ def test_a_model_serving_a_request_is_never_unloaded(
 
 
 def test_idle_models_are_unloaded(heavy_models: dict[str, Path], tmp_path: Path) -> None:
-    registry = _registry(tmp_path, idle_unload_s=0.3)
+    registry = _registry(tmp_path, idle_unload_s=2.0)  # longer than loading b takes on a busy CI
     registry.get("a", Model(str(heavy_models["a"])))
     registry.get("b", Model(str(heavy_models["b"])))
     assert sorted(registry.resident()) == ["a", "b"]
