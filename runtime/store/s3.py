@@ -49,7 +49,9 @@ class S3Object:
         # A ranged, parallel download must not mix two versions of the object, and the
         # transfer manager takes no IfMatch: check that the object did not change meanwhile.
         if self.stat().etag != info.etag:
-            raise StoreUnavailable(f"{self.uri} changed while it was downloaded; try again", detail={"uri": self.uri})
+            raise StoreUnavailable(
+                f"{self.uri} changed while it was downloaded; try again", detail={"uri": self.uri}
+            )
         return info
 
     def upload(

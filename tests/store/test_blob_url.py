@@ -35,7 +35,10 @@ def test_a_sas_url_loads_and_the_secret_never_reaches_the_report(
     model = registry.get("iris", Model(url))
     assert model.report is not None
     assert model.report.cache == "miss"
-    assert model.report.source_uri == f"http://127.0.0.1:{azurite.blob_port}/{ACCOUNT}/{models_in_blob}/iris.onnx"
+    assert (
+        model.report.source_uri
+        == f"http://127.0.0.1:{azurite.blob_port}/{ACCOUNT}/{models_in_blob}/iris.onnx"
+    )
     assert [o.name for o in model.outputs] == ["label", "probabilities"]
     again = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path).get("iris", Model(url))
     assert again.report is not None and again.report.cache == "revalidated"
@@ -46,7 +49,9 @@ def test_a_sas_signed_with_the_wrong_key_is_refused_as_unavailable(
 ) -> None:
     import base64
 
-    forged = _sas_url(azurite, models_in_blob, "iris.onnx", key=base64.b64encode(b"x" * 64).decode())
+    forged = _sas_url(
+        azurite, models_in_blob, "iris.onnx", key=base64.b64encode(b"x" * 64).decode()
+    )
     source = locate(forged, Settings(store_retries=0))
     with pytest.raises(StoreUnavailable) as info:
         source.download(io.BytesIO())

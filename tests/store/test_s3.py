@@ -18,7 +18,11 @@ from runtime.models.registry import ModelRegistry
 from runtime.store import locate
 from tests.support import MLFN, free_port
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,9 @@ def test_mlfn_upload_to_s3_then_the_model_loads_and_revalidates(
 
     import boto3
 
-    head = boto3.client("s3", endpoint_url=moto_endpoint).head_object(Bucket=bucket, Key="iris/v1.onnx")
+    head = boto3.client("s3", endpoint_url=moto_endpoint).head_object(
+        Bucket=bucket, Key="iris/v1.onnx"
+    )
     assert head["Metadata"]["sha256"] == digest
 
     ref = Model(f"s3://{bucket}/iris/v1.onnx", sha256=digest)
@@ -74,7 +80,9 @@ def test_mlfn_upload_to_s3_then_the_model_loads_and_revalidates(
     assert [o.name for o in again.outputs] == ["label", "probabilities"]
 
 
-def test_a_missing_key_or_bucket_is_model_not_in_store(moto_endpoint: str, bucket: str, tmp_path: Path) -> None:
+def test_a_missing_key_or_bucket_is_model_not_in_store(
+    moto_endpoint: str, bucket: str, tmp_path: Path
+) -> None:
     for uri in (f"s3://{bucket}/absent.onnx", "s3://no-such-bucket/x.onnx"):
         with pytest.raises(ModelNotInStore):
             locate(uri, _settings(moto_endpoint, tmp_path)).download(io.BytesIO())
