@@ -8,7 +8,7 @@ PORT ?= 7071
 MODELS := build/models/iris.onnx build/models/diabetes.onnx
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test lint clean
+.PHONY: setup serve test lint bench clean
 
 setup: $(VENV)/.installed node_modules/.bin/azurite $(MODELS) local.settings.json
 
@@ -40,6 +40,9 @@ serve: setup
 
 test: setup
 	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m scripts.azurite run -- $(PY) -m bench.cold_start
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
