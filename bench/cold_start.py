@@ -189,7 +189,7 @@ def main() -> None:
         (
             "throughput, 16 clients",
             f"{many:.0f} req/s",
-            f"{many / single:.1f}x of one client (micro-batching, 2 cores)",
+            f"{many / single:.1f}x of one client, 2 cores",
         ),
     ]
     width = max(len(r[0]) for r in rows)
