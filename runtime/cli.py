@@ -7,8 +7,10 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -55,13 +57,19 @@ def serve(port: int, host: str, no_queues: bool) -> None:
 @click.option("--template", default="tensor", show_default=True, help="Scaffold to render.")
 def new(name: str, source: str, template: str) -> None:
     """Create functions/NAME/ from a model's inputs and outputs."""
+    from runtime.errors import MlfnError
     from runtime.scaffold import ScaffoldError, render_tensor_endpoint
 
     app_dir = Path.cwd()
     try:
-        path = render_tensor_endpoint(name, source, app_dir, _settings(app_dir), template)
+        with _progress_bar(f"fetching {source.rsplit('/', 1)[-1]}") as progress:
+            path = render_tensor_endpoint(
+                name, source, app_dir, _settings(app_dir), template, progress=progress
+            )
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from None
+    except MlfnError as exc:
+        raise click.ClickException(exc.message) from None
     click.echo(f"created {path.relative_to(app_dir)}")
     click.echo(f"serve it: mlfn serve, then POST /api/{name}/predict")
     if "://" not in source and not source.startswith(("./", "../")) and Path(source).is_absolute():
@@ -86,15 +94,7 @@ def upload(file: Path, uri: str) -> None:
     total = file.stat().st_size
     try:
         target = locate(resolve_uri(uri, settings, app_dir), settings)
-        with click.progressbar(
-            length=total, label=f"uploading {file.name}", file=sys.stderr
-        ) as bar:
-            sent = [0]
-
-            def progress(done: int, _total: int) -> None:
-                bar.update(done - sent[0])
-                sent[0] = done
-
+        with _progress_bar(f"uploading {file.name}") as progress:
             if target.local_path() is not None:
                 target.upload(file)  # type: ignore[attr-defined]
             else:
@@ -192,6 +192,27 @@ def results(name: str, wait_s: float, keep: bool) -> None:
     """Print (and remove) the result messages of endpoint NAME, one JSON document a line."""
     for doc in _endpoint_queues(name).receive(wait_s=wait_s, delete=not keep):
         click.echo(json.dumps(doc))
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback (done, total) drawing a bar on stderr once a transfer starts."""
+    bar: Any = None
+    shown = [0]
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - shown[0])
+        shown[0] = done
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
 def _pretty(payload: bytes) -> str:

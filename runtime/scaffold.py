@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from runtime.config import Settings
 from runtime.endpoint import Model, check_endpoint_name
 from runtime.models.onnx_model import TensorSpec
+from runtime.store.base import Progress
 
 PYTHON_TYPES = {
     "float": "float", "double": "float", "float16": "float",
@@ -43,7 +44,12 @@ def scaffold_dirs(app_dir: Path) -> list[Path]:
 
 
 def render_tensor_endpoint(
-    name: str, source: str, app_dir: Path, settings: Settings, template: str = "tensor"
+    name: str,
+    source: str,
+    app_dir: Path,
+    settings: Settings,
+    template: str = "tensor",
+    progress: Progress | None = None,
 ) -> Path:
     """Write ``functions/NAME/`` for the model at ``source`` (a local file or a store URI,
     referenced as given; a relative local file gets an explicit ``./``). Returns the new
@@ -62,7 +68,7 @@ def render_tensor_endpoint(
             model_uri = "./" + source
         inputs, outputs = _signature(local)
     else:
-        inputs, outputs = _signature(_fetch(source, app_dir, settings))
+        inputs, outputs = _signature(_fetch(source, app_dir, settings, progress))
 
     batch = _batch_size(inputs)
     in_fields = [_field(spec, "input") for spec in inputs]
@@ -104,12 +110,12 @@ def _template(app_dir: Path, template: str) -> Template:
     )
 
 
-def _fetch(source: str, app_dir: Path, settings: Settings) -> Path:
+def _fetch(source: str, app_dir: Path, settings: Settings, progress: Progress | None) -> Path:
     from runtime.models.cache import DiskCache
     from runtime.store import locate, resolve_uri
 
     uri = resolve_uri(Model(source).uri, settings, app_dir)
-    return DiskCache(settings.cache_dir).fetch(locate(uri, settings)).path
+    return DiskCache(settings.cache_dir).fetch(locate(uri, settings), progress=progress).path
 
 
 def _signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:

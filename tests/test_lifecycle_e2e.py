@@ -133,3 +133,22 @@ def test_three_models_round_robin_stay_within_the_memory_budget_and_idle_unload_
             assert after_idle <= baseline + 64 * MB, (baseline / MB, after_idle / MB)
     finally:
         host.stop()
+
+
+def test_preload_loads_named_models_at_start_before_any_request(
+    tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str
+) -> None:
+    env = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "MLFN_MODEL_STORE": f"az://{models_in_blob}",
+        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
+        "MLFN_PRELOAD": "iris, tulips",
+    }
+    host = LocalHost(copy_examples(tmp_path / "app"), env, ("--no-queues",)).start()
+    try:
+        wait_for(lambda: "model loaded name=iris" in host.output(), 30, "iris to preload")
+        assert "name=diabetes" not in host.output()
+        assert "MLFN_PRELOAD names unknown endpoints ['tulips']" in host.output()
+        assert "POST /api" not in host.output()  # no request was needed
+    finally:
+        host.stop()

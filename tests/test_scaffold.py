@@ -81,6 +81,7 @@ def test_new_endpoint_from_a_store_uri_references_it_verbatim(
     assert done.returncode == 0, done.stderr
     source = (app / "functions" / "flowers" / "endpoint.py").read_text()
     assert f'Model("az://{models_in_blob}/iris.onnx")' in source
+    assert "fetching iris.onnx" in done.stderr  # downloads run from the CLI show progress
     assert "input: Annotated[list[float], Field(min_length=4, max_length=4)]" in source
     assert (
         "label: int" in source

@@ -22,6 +22,7 @@ from typing import Any
 from runtime.digest import sha256_file
 from runtime.errors import IntegrityError, ModelLoadTimeout, StoreUnavailable
 from runtime.store import ModelSource
+from runtime.store.base import Progress
 
 log = logging.getLogger("mlfn.cache")
 
@@ -53,7 +54,12 @@ class DiskCache:
         self.root = root
         self._lock_timeout_s = lock_timeout_s
 
-    def fetch(self, source: ModelSource, expected_sha256: str | None = None) -> CachedFile:
+    def fetch(
+        self,
+        source: ModelSource,
+        expected_sha256: str | None = None,
+        progress: Progress | None = None,
+    ) -> CachedFile:
         local = source.local_path()
         if local is not None:
             started = time.perf_counter()
@@ -63,9 +69,11 @@ class DiskCache:
             return CachedFile(local, digest, size, HIT_LOCAL, 0, 0.0, time.perf_counter() - started)
         key = hashlib.sha256(source.uri.encode()).hexdigest()[:32]
         with self._locked(key, source.uri):
-            return self._fetch_remote(source, key, expected_sha256)
+            return self._fetch_remote(source, key, expected_sha256, progress)
 
-    def _fetch_remote(self, source: ModelSource, key: str, expected: str | None) -> CachedFile:
+    def _fetch_remote(
+        self, source: ModelSource, key: str, expected: str | None, progress: Progress | None
+    ) -> CachedFile:
         started = time.perf_counter()
         entry = self._read_index(key)
         cached = self._verified(entry, expected)
@@ -78,7 +86,8 @@ class DiskCache:
             fetch_started = time.perf_counter()
             try:
                 with os.fdopen(fd, "wb") as out:
-                    info = source.download(out, if_none_match=cached["etag"] if cached else None)
+                    etag = cached["etag"] if cached else None
+                    info = source.download(out, if_none_match=etag, progress=progress)
                     out.flush()
                     os.fsync(out.fileno())
             except StoreUnavailable as exc:

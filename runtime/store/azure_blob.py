@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from runtime.azure_storage import NotFound, client_options, storage_errors
 from runtime.config import Settings
 from runtime.errors import ConfigError, ModelNotInStore
-from runtime.store.base import StoredObject
+from runtime.store.base import Progress, StoredObject
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
@@ -74,7 +74,9 @@ class AzureBlob:
         props = self._call(lambda c: c.get_blob_properties())
         return StoredObject(self.uri, int(props.size), str(props.etag))
 
-    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
+    def download(
+        self, into: BinaryIO, if_none_match: str | None = None, progress: Progress | None = None
+    ) -> StoredObject | None:
         from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError
 
@@ -83,7 +85,9 @@ class AzureBlob:
             if if_none_match:
                 condition = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
             try:
-                downloader = client.download_blob(max_concurrency=4, **condition)
+                downloader = client.download_blob(
+                    max_concurrency=4, progress_hook=progress, **condition
+                )
             except HttpResponseError as exc:
                 # The SDK raises ResourceNotModifiedError for some operations and a bare
                 # HttpResponseError for a conditional download; 304 is the answer either way.

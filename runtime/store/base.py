@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes in all) as a transfer goes on."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,9 @@ class ModelSource(Protocol):
 
     def stat(self) -> StoredObject: ...
 
-    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
+    def download(
+        self, into: BinaryIO, if_none_match: str | None = None, progress: Progress | None = None
+    ) -> StoredObject | None:
         """Stream the object's bytes into ``into`` and describe them. With ``if_none_match``
         (an ETag), return None without writing anything when the object still has that ETag."""
         ...

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from runtime.errors import ModelNotInStore
-from runtime.store.base import StoredObject
+from runtime.store.base import Progress, StoredObject
 
 
 class LocalFile:
@@ -25,7 +25,9 @@ class LocalFile:
             raise ModelNotInStore(self.uri) from None
         return StoredObject(self.uri, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
 
-    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
+    def download(
+        self, into: BinaryIO, if_none_match: str | None = None, progress: Progress | None = None
+    ) -> StoredObject | None:
         info = self.stat()
         if if_none_match is not None and if_none_match == info.etag:
             return None

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 from runtime.config import Settings
 from runtime.errors import ModelNotInStore, StoreUnavailable
-from runtime.store.base import StoredObject
+from runtime.store.base import Progress, StoredObject
 
 ProgressFn = Callable[[int, int], None]
 MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
@@ -36,15 +36,28 @@ class S3Object:
             head = self._client().head_object(Bucket=self.bucket, Key=self.key)
         return StoredObject(self.uri, int(head["ContentLength"]), str(head["ETag"]))
 
-    def download(self, into: BinaryIO, if_none_match: str | None = None) -> StoredObject | None:
+    def download(
+        self, into: BinaryIO, if_none_match: str | None = None, progress: Progress | None = None
+    ) -> StoredObject | None:
         info = self.stat()
         if if_none_match is not None and info.etag == if_none_match:
             return None
         from boto3.s3.transfer import TransferConfig
 
         with self._errors():
+            done = [0]
+
+            def callback(chunk: int) -> None:
+                done[0] += chunk
+                if progress:
+                    progress(done[0], info.size)
+
             self._client().download_fileobj(
-                self.bucket, self.key, into, Config=TransferConfig(max_concurrency=4)
+                self.bucket,
+                self.key,
+                into,
+                Config=TransferConfig(max_concurrency=4),
+                Callback=callback,
             )
         # A ranged, parallel download must not mix two versions of the object, and the
         # transfer manager takes no IfMatch: check that the object did not change meanwhile.
