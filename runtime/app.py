@@ -9,7 +9,7 @@ import azure.functions as func
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.discovery import discover
 from runtime.state import AppState
-from runtime.triggers import http, queue
+from runtime.triggers import http, queue, v2
 
 
 def build_app(functions_dir: str | Path, *, settings: Settings | None = None) -> func.FunctionApp:
@@ -33,6 +33,14 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
 
     _route(app, "health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
     _route(app, "health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
+    _route(app, "v2_server_metadata", "v2", "GET", v2.server_metadata, anonymous=True)
+    model, version = "v2/models/{model_name}", "v2/models/{model_name}/versions/{model_version}"
+    for prefix, route in (("v2_model", model), ("v2_model_version", version)):
+        _route(app, f"{prefix}_metadata", route, "GET", v2.model_metadata(state), anonymous=True)
+        _route(
+            app, f"{prefix}_ready", f"{route}/ready", "GET", v2.model_ready(state), anonymous=True
+        )
+        _route(app, f"{prefix}_infer", f"{route}/infer", "POST", v2.model_infer(state))
     state.start_preload()
     return app
 

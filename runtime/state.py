@@ -17,6 +17,7 @@ from runtime.jobs import JobRunner
 from runtime.models.registry import ModelRegistry
 from runtime.payloads import Payloads
 from runtime.serving import Scored, Scorer
+from runtime.tensor_serving import TensorService
 
 log = logging.getLogger("mlfn.models")
 
@@ -28,6 +29,7 @@ class Services:
     scorer: Scorer
     batchers: dict[str, Batcher[Any, Scored]]
     jobs: JobRunner
+    tensors: TensorService
 
 
 class AppState:
@@ -93,7 +95,8 @@ class AppState:
             for name, bound in self.endpoints.items()
         }
         jobs = JobRunner(scorer, batchers, Payloads(settings))
-        return Services(settings, registry, scorer, batchers, jobs)
+        tensors = TensorService(self.endpoints, registry)
+        return Services(settings, registry, scorer, batchers, jobs, tensors)
 
 
 def _split(scored: Scored, start: int, count: int) -> Scored:

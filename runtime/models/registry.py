@@ -57,8 +57,8 @@ class ModelRegistry:
     """
 
     def __init__(self, settings: Settings, app_root: Path, cache: DiskCache | None = None) -> None:
-        self._settings = settings
-        self._app_root = app_root
+        self.settings = settings
+        self.app_root = app_root
         self._cache = cache or DiskCache(settings.cache_dir, settings.load_timeout_s)
         self._budget = int(settings.memory_budget_mb * MB) if settings.memory_budget_mb else None
         self._slots: dict[str, _Slot] = {}
@@ -106,7 +106,7 @@ class ModelRegistry:
         return True
 
     def _acquire(self, name: str, ref: Model) -> tuple[OnnxModel, _Slot]:
-        deadline = time.monotonic() + self._settings.load_timeout_s
+        deadline = time.monotonic() + self.settings.load_timeout_s
         while True:
             with self._lock:
                 slot = self._slots.setdefault(name, _Slot())
@@ -123,7 +123,7 @@ class ModelRegistry:
             try:
                 flight.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
-                raise ModelLoadTimeout(name, self._settings.load_timeout_s) from None
+                raise ModelLoadTimeout(name, self.settings.load_timeout_s) from None
             # Loaded: take it through the lock again (it may have been evicted meanwhile).
 
     def _lead(self, name: str, ref: Model, slot: _Slot, flight: Future[OnnxModel]) -> OnnxModel:
@@ -156,7 +156,7 @@ class ModelRegistry:
 
     def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int]:
         started = time.perf_counter()
-        source = locate(resolve_uri(ref.uri, self._settings, self._app_root), self._settings)
+        source = locate(resolve_uri(ref.uri, self.settings, self.app_root), self.settings)
         cached = self._cache.fetch(source, ref.sha256)
         with self._lock:
             # Estimated from the file until the session exists and its growth is measured.
@@ -219,7 +219,7 @@ class ModelRegistry:
         log.info("model unloaded name=%s reason=%s resident=%s", name, reason, ",".join(resident))
 
     def _start_reaper(self) -> None:
-        idle_s = self._settings.idle_unload_s
+        idle_s = self.settings.idle_unload_s
         if idle_s is None or self._reaper is not None:
             return
         with self._lock:

@@ -1,0 +1,171 @@
+"""Model-level inference (the Open Inference Protocol's view): tensors in, tensors out, run on
+the endpoint's ONNX model itself, the same loaded model the predict routes use."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.endpoint import BoundEndpoint
+from runtime.errors import BadRequest, EndpointNotFound, ModelNotInStore, StoreUnavailable
+from runtime.models.onnx_model import OnnxModel, TensorSpec
+from runtime.models.registry import ModelRegistry, ModelState
+from runtime.protocol.v2 import ONNX_TO_V2, InferRequest, Tensor
+from runtime.store import locate, resolve_uri
+
+PLATFORM = "onnxruntime_onnx"
+
+
+class VersionNotFound(EndpointNotFound):
+    def __init__(self, name: str, version: str, serving: str) -> None:
+        super(EndpointNotFound, self).__init__(
+            f"model '{name}' has no version '{version}'; it serves version '{serving}'",
+            detail={"name": name, "version": version},
+        )
+
+
+@dataclass(frozen=True)
+class InferResult:
+    model: OnnxModel
+    outputs: list[Tensor]
+    binary: dict[str, bool]
+
+
+def v2_datatype(spec: TensorSpec) -> str:
+    return ONNX_TO_V2.get(spec.element_type or "", "BYTES")
+
+
+def v2_shape(spec: TensorSpec) -> list[int]:
+    return [-1 if d is None else d for d in (spec.shape or ())]
+
+
+class TensorService:
+    def __init__(self, endpoints: Mapping[str, BoundEndpoint], registry: ModelRegistry) -> None:
+        self._endpoints = endpoints
+        self._registry = registry
+
+    def _bound(self, name: str) -> BoundEndpoint:
+        bound = self._endpoints.get(name)
+        if bound is None:
+            raise EndpointNotFound(name)
+        return bound
+
+    def _model(self, name: str, version: str | None) -> OnnxModel:
+        bound = self._bound(name)
+        model = self._registry.get(name, bound.endpoint.model)
+        if version is not None and version != model.version:
+            raise VersionNotFound(name, version, model.version)
+        return model
+
+    def metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self._model(name, version)
+
+        def describe(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+            return [
+                {"name": s.name, "datatype": v2_datatype(s), "shape": v2_shape(s)} for s in specs
+            ]
+
+        doc: dict[str, Any] = {
+            "name": name,
+            "versions": [model.version],
+            "platform": PLATFORM,
+            "inputs": describe(model.inputs),
+            "outputs": describe(model.outputs),
+        }
+        if model.report is not None:
+            doc["parameters"] = {"sha256": model.sha256, "load": model.report.as_dict()}
+        return doc
+
+    def ready(self, name: str, version: str | None = None) -> bool:
+        """True when the model is in memory, or its file exists in the store; never loads it."""
+        bound = self._bound(name)
+        declared = bound.endpoint.model.version
+        if version is not None and declared is not None and version != declared:
+            raise VersionNotFound(name, version, declared)
+        if self._registry.state(name) is ModelState.READY:
+            return True
+        settings = self._registry.settings
+        try:
+            uri = resolve_uri(bound.endpoint.model.uri, settings, self._registry.app_root)
+            locate(uri, settings).stat()
+        except (ModelNotInStore, StoreUnavailable):
+            return False
+        return True
+
+    async def infer(
+        self, name: str, request: InferRequest, version: str | None = None
+    ) -> InferResult:
+        return await asyncio.to_thread(self._infer, name, request, version)
+
+    def _infer(self, name: str, request: InferRequest, version: str | None) -> InferResult:
+        bound = self._bound(name)
+        with self._registry.use(name, bound.endpoint.model) as model:
+            if version is not None and version != model.version:
+                raise VersionNotFound(name, version, model.version)
+            feeds = self._feeds(model, request)
+            names = self._output_names(model, request)
+            results = model.run(feeds, names)
+        specs = {s.name: s for s in model.outputs}
+        outputs = []
+        for out_name in names:
+            value = results[out_name]
+            if specs[out_name].element_type is None:
+                raise BadRequest(
+                    f"output '{out_name}' is {specs[out_name].onnx_type}, not a tensor"
+                )
+            outputs.append(
+                Tensor(out_name, v2_datatype(specs[out_name]), tuple(value.shape), value)
+            )
+        binary = {n: request.binary_output for n in names}
+        for requested in request.outputs or []:
+            if requested.binary is not None:
+                binary[requested.name] = requested.binary
+        return InferResult(model, outputs, binary)
+
+    def _feeds(self, model: OnnxModel, request: InferRequest) -> dict[str, Any]:
+        specs = {s.name: s for s in model.inputs}
+        given = {t.name: t for t in request.inputs}
+        unknown = sorted(set(given) - set(specs))
+        if unknown:
+            raise BadRequest(
+                f"model '{model.name}' has no input named {', '.join(map(repr, unknown))}; "
+                f"its inputs are {sorted(specs)}"
+            )
+        missing = sorted(set(specs) - set(given))
+        if missing:
+            raise BadRequest(f"model '{model.name}' needs input {', '.join(map(repr, missing))}")
+        feeds = {}
+        for name, tensor in given.items():
+            spec = specs[name]
+            expected = v2_datatype(spec)
+            if tensor.datatype != expected:
+                raise BadRequest(
+                    f"input '{name}' has datatype {tensor.datatype}, "
+                    f"but model '{model.name}' expects {expected}"
+                )
+            if spec.shape is not None and (
+                len(spec.shape) != len(tensor.shape)
+                or any(
+                    d is not None and d != g for d, g in zip(spec.shape, tensor.shape, strict=True)
+                )
+            ):
+                raise BadRequest(
+                    f"input '{name}' has shape {list(tensor.shape)}, "
+                    f"but model '{model.name}' expects {v2_shape(spec)}"
+                )
+            feeds[name] = tensor.data
+        return feeds
+
+    def _output_names(self, model: OnnxModel, request: InferRequest) -> list[str]:
+        known = [s.name for s in model.outputs]
+        if not request.outputs:
+            return known
+        unknown = [o.name for o in request.outputs if o.name not in known]
+        if unknown:
+            raise BadRequest(
+                f"model '{model.name}' has no output named {', '.join(map(repr, unknown))}; "
+                f"its outputs are {known}"
+            )
+        return [o.name for o in request.outputs]

@@ -1,0 +1,131 @@
+"""The Open Inference Protocol routes as HTTP functions: ``func.HttpRequest`` in, the V2
+service, ``func.HttpResponse`` out with the protocol's own error body ``{"error": "..."}``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import azure.functions as func
+
+from runtime.errors import MlfnError
+from runtime.protocol import v2
+from runtime.state import AppState
+
+log = logging.getLogger("mlfn.v2")
+
+AsyncHttpFunction = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+
+
+def _version() -> str:
+    try:
+        return version("mlfn")
+    except PackageNotFoundError:  # running from a checkout without installing
+        return "0"
+
+
+def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(doc, separators=(",", ":")),
+        status_code=status,
+        headers=headers,
+        mimetype="application/json",
+    )
+
+
+def _error(req: func.HttpRequest, exc: Exception) -> func.HttpResponse:
+    if isinstance(exc, MlfnError):
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", req.method, req.url, exc.status, exc.message)
+        return func.HttpResponse(
+            v2.error_body(exc.message),
+            status_code=exc.status,
+            headers=exc.headers() or None,
+            mimetype="application/json",
+        )
+    log.error("unhandled error in %s %s", req.method, req.url, exc_info=exc)
+    return func.HttpResponse(
+        v2.error_body("internal error; the server log has the details"),
+        status_code=500,
+        mimetype="application/json",
+    )
+
+
+def _guarded(fn: Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]) -> AsyncHttpFunction:
+    async def handler(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return await fn(req)
+        except Exception as exc:
+            return _error(req, exc)
+
+    return handler
+
+
+def server_metadata(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/v2``."""
+    return _json(200, {"name": "mlfn", "version": _version(), "extensions": ["binary_tensor_data"]})
+
+
+def model_metadata(state: AppState) -> AsyncHttpFunction:
+    """``GET /api/v2/models/NAME[/versions/V]``: inputs and outputs with V2 datatypes and shapes
+    (-1 for dynamic dimensions), and the last load's cold-start breakdown under ``parameters``.
+    Loads the model if it is not in memory."""
+
+    async def metadata(req: func.HttpRequest) -> func.HttpResponse:
+        tensors = state.get().tensors
+        name, version = req.route_params["model_name"], req.route_params.get("model_version")
+        return _json(200, await asyncio.to_thread(tensors.metadata, name, version))
+
+    return _guarded(metadata)
+
+
+def model_ready(state: AppState) -> AsyncHttpFunction:
+    """``GET /api/v2/models/NAME[/versions/V]/ready``: 200 when the model is in memory or its file
+    exists in the store; does not load it."""
+
+    async def ready(req: func.HttpRequest) -> func.HttpResponse:
+        tensors = state.get().tensors
+        name, version = req.route_params["model_name"], req.route_params.get("model_version")
+        if await asyncio.to_thread(tensors.ready, name, version):
+            return _json(200, {"name": name, "ready": True})
+        return func.HttpResponse(
+            v2.error_body(
+                f"model '{name}' is not ready: its file is not in the store, "
+                "or the store cannot be reached"
+            ),
+            status_code=503,
+            headers={"Retry-After": "5"},
+            mimetype="application/json",
+        )
+
+    return _guarded(ready)
+
+
+def model_infer(state: AppState) -> AsyncHttpFunction:
+    """``POST /api/v2/models/NAME[/versions/V]/infer``: JSON or binary tensors in and out."""
+
+    async def infer(req: func.HttpRequest) -> func.HttpResponse:
+        tensors = state.get().tensors
+        name, version = req.route_params["model_name"], req.route_params.get("model_version")
+        body = req.get_body()
+        request = await asyncio.to_thread(
+            v2.decode_request, body, req.headers.get(v2.HEADER_LENGTH)
+        )
+        result = await tensors.infer(name, request, version)
+        payload, headers = v2.encode_response(
+            name,
+            result.model.version,
+            result.outputs,
+            result.binary,
+            request.id,
+            request.parameters or None,
+        )
+        return func.HttpResponse(
+            payload, status_code=200, headers=headers, mimetype=headers["Content-Type"]
+        )
+
+    return _guarded(infer)
