@@ -33,6 +33,8 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
 
     _route(app, "health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
     _route(app, "health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
+    _route(app, "openapi", "openapi.json", "GET", http.openapi_function(state), anonymous=True)
+    _route(app, "docs", "docs", "GET", http.docs_page, anonymous=True)
     _route(app, "v2_server_metadata", "v2", "GET", v2.server_metadata, anonymous=True)
     model, version = "v2/models/{model_name}", "v2/models/{model_name}/versions/{model_version}"
     for prefix, route in (("v2_model", model), ("v2_model_version", version)):

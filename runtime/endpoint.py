@@ -92,8 +92,8 @@ class Endpoint:
 
     def __init__(
         self,
-        input: type[BaseModel],
-        output: type[BaseModel],
+        input: type[BaseModel] | None = None,
+        output: type[BaseModel] | None = None,
         *,
         model: Model | str,
         limits: Limits | None = None,
@@ -101,22 +101,42 @@ class Endpoint:
         predict: PredictFn | None = None,
     ) -> None:
         for role, schema in (("input", input), ("output", output)):
-            if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            if schema is not None and not (
+                isinstance(schema, type) and issubclass(schema, BaseModel)
+            ):
                 raise TypeError(f"Endpoint {role} must be a pydantic BaseModel subclass")
-        self.input = input
-        self.output = output
+        self._input = input
+        self._output = output
         self.model = model if isinstance(model, Model) else Model(model)
         self.limits = limits or Limits()
         self.queues = queues or Queues()
-        self.predict_fn = predict
+        self.predict_fn: PredictFn | None = None
+        if predict is not None:
+            self.predict(predict)
 
     def predict(self, fn: PredictFn) -> PredictFn:
         """Decorator: register ``fn(instances, model) -> outputs`` (same length, same order)."""
+        if self._input is None or self._output is None:
+            raise TypeError("an Endpoint with a predict function needs input and output models")
         self.predict_fn = fn
         return fn
 
+    @property
+    def input(self) -> type[BaseModel]:
+        if self._input is None:
+            raise TypeError("this tensor-only Endpoint has no input model")
+        return self._input
+
+    @property
+    def output(self) -> type[BaseModel]:
+        if self._output is None:
+            raise TypeError("this tensor-only Endpoint has no output model")
+        return self._output
+
     def __repr__(self) -> str:
-        schemas = f"input={self.input.__name__}, output={self.output.__name__}"
+        if self._input is None or self._output is None:
+            return f"Endpoint(model={self.model.uri!r})"
+        schemas = f"input={self._input.__name__}, output={self._output.__name__}"
         return f"Endpoint({schemas}, model={self.model.uri!r})"
 
 

@@ -53,6 +53,17 @@ class AppState:
                 self._services = self._build(self._settings or config.current())
             return self._services
 
+    def route_prefix(self) -> str:
+        """The app's HTTP route prefix, from host.json beside function_app.py (default api)."""
+        import os
+
+        from runtime.host.host_json import HostConfig, HostConfigError
+
+        try:
+            return HostConfig.load(self.app_root, os.environ).route_prefix
+        except HostConfigError:
+            return "api"
+
     def start_preload(self) -> None:
         """Load the endpoints named in ``MLFN_PRELOAD`` in a background thread, so an
         always-ready instance has them in memory before traffic, without delaying indexing."""

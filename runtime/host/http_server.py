@@ -3,6 +3,7 @@ functions, as real ``func.HttpRequest``s, and sends their ``func.HttpResponse``s
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -39,6 +40,7 @@ class HttpHost:
         route_prefix: str,
         invoker: Invoker,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        function_key: str | None = None,
     ) -> None:
         self.functions = [f for f in functions if f.trigger.type == "httpTrigger"]
         self._router: Router[FunctionInfo] = Router(
@@ -46,6 +48,7 @@ class HttpHost:
         )
         self._invoker = invoker
         self._max = max_request_bytes
+        self.function_key = function_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,17 +76,20 @@ class HttpHost:
                 message = f"no function is registered for {path}"
             return await _send(send, 404, _error("NotFound", message))
         info, route_values = chosen
+        query = scope.get("query_string", b"").decode("latin-1")
+        params = _params(query)
+        if not self._authorized(info, headers, params):
+            return await _send(send, 401, b"", {})
         body = await _read_body(receive, self._max)
         if body is None:
             return await _send(
                 send, 413, _error("PayloadTooLarge", f"request body over {self._max} bytes")
             )
-        query = scope.get("query_string", b"").decode("latin-1")
         request = func.HttpRequest(
             method=method,
             url=_url(scope, headers, query),
             headers=headers,
-            params=_params(query),
+            params=params,
             route_params=route_values,
             body=body,
         )
@@ -95,6 +101,17 @@ class HttpHost:
         http_out = next(b.name for b in info.outputs if b.type == "http")
         result = invocation.returned if http_out == "$return" else invocation.outputs.get(http_out)
         await _send_result(send, info, result)
+
+    def _authorized(
+        self, info: FunctionInfo, headers: dict[str, str], params: dict[str, str]
+    ) -> bool:
+        """Azure's key check: FUNCTION and ADMIN routes need the key as ``x-functions-key`` or
+        ``?code=``; a wrong or missing key is a 401 with no body. Without a configured key the
+        local host, like ``func start``, enforces nothing."""
+        if self.function_key is None or info.auth_level == "ANONYMOUS":
+            return True
+        given = headers.get("x-functions-key") or params.get("code") or ""
+        return hmac.compare_digest(given.encode(), self.function_key.encode())
 
 
 async def _send_result(send: Send, info: FunctionInfo, result: Any) -> None:

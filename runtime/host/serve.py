@@ -23,6 +23,8 @@ log = logging.getLogger("mlfn.host")
 # How long a fetched message stays invisible before its lease is renewed or lapses. Azure uses
 # 10 minutes; locally a crashed host's messages should come back sooner.
 LEASE_SETTING = "MLFN_HOST_QUEUE_LEASE_S"
+# The key FUNCTION-level routes need locally; Azure issues real keys per app and function.
+FUNCTION_KEY_SETTING = "MLFN_FUNCTION_KEY"
 DEFAULT_LEASE_S = 30.0
 
 
@@ -35,7 +37,8 @@ def build_host(
     config = HostConfig.load(app_dir, os.environ)
     functions = index_app(app_dir)
     invoker = Invoker(str(app_dir))
-    http = HttpHost(functions, config.route_prefix, invoker)
+    key = os.environ.get(FUNCTION_KEY_SETTING) or None
+    http = HttpHost(functions, config.route_prefix, invoker, function_key=key)
     listeners: list[QueueListener] = []
     if queues:
         options = QueueOptions.from_host(config)
@@ -73,6 +76,16 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
         else:
             print(f"\t{info.name}: {info.trigger.type}, not run by this host yet")
     if any(f.auth_level != "ANONYMOUS" for f in app.http.functions):
-        print("\nFunction keys are not enforced locally (as with func start); on Azure they are.")
+        if app.http.function_key:
+            print(
+                f"\nFunction keys are enforced ({FUNCTION_KEY_SETTING}): "
+                "send x-functions-key or ?code=."
+            )
+        else:
+            print(
+                "\nFunction keys are not enforced (as with func start): set "
+                f"{FUNCTION_KEY_SETTING} in local.settings.json to require one. "
+                "On Azure they are always enforced."
+            )
     print(flush=True)
     uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on", access_log=True)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -70,6 +71,37 @@ def predict_function(name: str, state: AppState) -> AsyncHttpFunction:
             return error_response(req, exc)
 
     return predict
+
+
+def openapi_function(state: AppState) -> HttpFunction:
+    """``GET /api/openapi.json``: OpenAPI 3.1 for every endpoint of the app."""
+    cached: list[bytes] = []
+
+    def openapi(req: func.HttpRequest) -> func.HttpResponse:
+        if not cached:
+            from runtime.protocol.openapi import build_openapi
+
+            doc = build_openapi(state.endpoints, state.route_prefix(), package_version())
+            cached.append(json.dumps(doc).encode())
+        return func.HttpResponse(cached[0], mimetype="application/json")
+
+    return openapi
+
+
+def docs_page(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/docs``: a dependency-free page that renders openapi.json (no CDN: the machine
+    that serves it may have no internet)."""
+    page = (Path(__file__).resolve().parent.parent / "static" / "docs.html").read_bytes()
+    return func.HttpResponse(page, mimetype="text/html")
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlfn")
+    except PackageNotFoundError:  # a checkout that was not installed
+        return "0"
 
 
 def health_live(req: func.HttpRequest) -> func.HttpResponse:

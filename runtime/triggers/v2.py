@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import azure.functions as func
@@ -15,17 +14,11 @@ import azure.functions as func
 from runtime.errors import MlfnError
 from runtime.protocol import v2
 from runtime.state import AppState
+from runtime.triggers.http import package_version
 
 log = logging.getLogger("mlfn.v2")
 
 AsyncHttpFunction = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
-
-
-def _version() -> str:
-    try:
-        return version("mlfn")
-    except PackageNotFoundError:  # running from a checkout without installing
-        return "0"
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -67,7 +60,9 @@ def _guarded(fn: Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]) -> 
 
 def server_metadata(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/v2``."""
-    return _json(200, {"name": "mlfn", "version": _version(), "extensions": ["binary_tensor_data"]})
+    return _json(
+        200, {"name": "mlfn", "version": package_version(), "extensions": ["binary_tensor_data"]}
+    )
 
 
 def model_metadata(state: AppState) -> AsyncHttpFunction:

@@ -81,3 +81,20 @@ def heavy(path: Path, seed: int, megabytes: int = 24) -> Path:
     model.ir_version = 8
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def strings(path: Path) -> Path:
+    """A BYTES model: ``echo`` is the string input ``text`` [N] as given, ``count`` its size."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["text"], ["echo"]),
+            helper.make_node("Size", ["text"], ["count"]),
+        ],
+        "strings",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])],
+        [
+            helper.make_tensor_value_info("echo", TensorProto.STRING, ["N"]),
+            helper.make_tensor_value_info("count", TensorProto.INT64, []),
+        ],
+    )
+    return _save(graph, path)

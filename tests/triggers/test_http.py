@@ -216,7 +216,15 @@ def test_registered_functions_carry_the_contracts_routes_queues_and_auth_levels(
         f.get_function_name(): {(b := json.loads(raw))["type"]: b for raw in f.get_raw_bindings()}
         for f in app.get_functions()
     }
-    assert sorted(bindings) == ["health_live", "health_ready", "iris_predict", "iris_queue"]
+    assert sorted(bindings) == [
+        "docs", "health_live", "health_ready", "iris_predict", "iris_queue", "openapi",
+        "v2_model_infer", "v2_model_metadata", "v2_model_ready", "v2_model_version_infer",
+        "v2_model_version_metadata", "v2_model_version_ready", "v2_server_metadata",
+    ]  # fmt: skip
+    infer = bindings["v2_model_version_infer"]["httpTrigger"]
+    assert infer["route"] == "v2/models/{model_name}/versions/{model_version}/infer"
+    assert infer["authLevel"] == "FUNCTION"
+    assert bindings["v2_model_metadata"]["httpTrigger"]["authLevel"] == "ANONYMOUS"
     predict = bindings["iris_predict"]["httpTrigger"]
     assert (predict["route"], predict["methods"], predict["authLevel"]) == (
         "iris/predict",
