@@ -116,7 +116,9 @@ class _CutShort:
     def stat(self) -> StoredObject:
         return StoredObject(self.uri, 1000, "etag")
 
-    def download(self, into: io.BufferedWriter, if_none_match: str | None = None, progress: object = None) -> StoredObject:  # type: ignore[override]
+    def download(
+        self, into: io.BufferedWriter, if_none_match: str | None = None, progress: object = None
+    ) -> StoredObject:  # type: ignore[override]
         into.write(b"x" * 500)
         return self.stat()
 
