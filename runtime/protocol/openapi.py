@@ -141,7 +141,7 @@ def build_openapi(
                 "operationId": f"{name}_predict",
                 "summary": f"Predict with endpoint {name}",
                 "description": (
-                    f"Scores instances with `{ep.model.uri}`; "
+                    f"Scores instances with {ep.model.uri}; "
                     f"at most {ep.limits.max_request_bytes} bytes per request."
                 ),
                 "tags": [name],
