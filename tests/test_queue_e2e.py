@@ -23,46 +23,26 @@ from tests.support import LocalHost, make_app, queue_client, wait_for
 FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 SPECIES = ("setosa", "versicolor", "virginica")
 
-ENDPOINT = """
-import time
-from pydantic import BaseModel, Field
-from runtime import Endpoint, Limits, OnnxModel, Queues
+IRIS = (Path(__file__).resolve().parents[1] / "functions" / "iris" / "endpoint.py").read_text()
 
-SPECIES = ("setosa", "versicolor", "virginica")
 
-class Flower(BaseModel):
-    sepal_length: float = Field(gt=0, le=50)
-    sepal_width: float = Field(gt=0, le=50)
-    petal_length: float = Field(gt=0, le=50)
-    petal_width: float = Field(gt=0, le=50)
-
-class Species(BaseModel):
-    label: str
-    probabilities: dict[str, float]
-
-endpoint = Endpoint(
-    Flower, Species, model="iris.onnx", limits=Limits(max_batch_size=MAX_BATCH),
-    queues=Queues(requests="PREFIX-requests", results="PREFIX-results"),
-)
-
-@endpoint.predict
-def predict(flowers, model: OnnxModel):
-    time.sleep(SLEEP_S)
-    out = model.run({"input": [[f.sepal_length, f.sepal_width, f.petal_length, f.petal_width] for f in flowers]})
-    return [
-        Species(label=SPECIES[i], probabilities=dict(zip(SPECIES, p)))
-        for i, p in zip(out["label"].tolist(), out["probabilities"].tolist())
-    ]
-"""
+def _endpoint(prefix: str, max_batch: int, sleep_s: float) -> str:
+    """The iris example with its own queues, batch size and (for the kill test) a slow predict."""
+    declared = (
+        'endpoint = Endpoint(Flower, Species, model="iris.onnx", limits=Limits(max_batch_size=256))'
+    )
+    rows = "    rows = [[f.sepal_length"
+    assert declared in IRIS and rows in IRIS, "the iris example changed; update this test"
+    queues = f'Queues(requests="{prefix}-requests", results="{prefix}-results")'
+    source = IRIS.replace(
+        declared,
+        f'endpoint = Endpoint(Flower, Species, model="iris.onnx", limits=Limits(max_batch_size={max_batch}), queues={queues})',
+    ).replace(rows, f"    time.sleep({sleep_s})\n{rows}")
+    return "import time\nfrom runtime import Queues\n" + source
 
 
 def _app(tmp_path: Path, prefix: str, max_batch: int = 256, sleep_s: float = 0.0) -> Path:
-    source = (
-        ENDPOINT.replace("MAX_BATCH", str(max_batch))
-        .replace("PREFIX", prefix)
-        .replace("SLEEP_S", str(sleep_s))
-    )
-    app = make_app(tmp_path / "app", {"flowers": source})
+    app = make_app(tmp_path / "app", {"flowers": _endpoint(prefix, max_batch, sleep_s)})
     host_json = json.loads((app / "host.json").read_text())
     host_json["extensions"]["queues"] = {
         "maxPollingInterval": "00:00:01",

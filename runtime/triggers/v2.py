@@ -4,30 +4,19 @@ service, ``func.HttpResponse`` out with the protocol's own error body ``{"error"
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import azure.functions as func
 
 from runtime.errors import MlfnError
 from runtime.protocol import v2
 from runtime.state import AppState
-from runtime.triggers.http import package_version
+from runtime.triggers.http import json_response, package_version
 
 log = logging.getLogger("mlfn.v2")
 
 AsyncHttpFunction = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
-
-
-def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(doc, separators=(",", ":")),
-        status_code=status,
-        headers=headers,
-        mimetype="application/json",
-    )
 
 
 def _error(req: func.HttpRequest, exc: Exception) -> func.HttpResponse:
@@ -60,7 +49,7 @@ def _guarded(fn: Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]) -> 
 
 def server_metadata(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/v2``."""
-    return _json(
+    return json_response(
         200, {"name": "mlfn", "version": package_version(), "extensions": ["binary_tensor_data"]}
     )
 
@@ -73,7 +62,7 @@ def model_metadata(state: AppState) -> AsyncHttpFunction:
     async def metadata(req: func.HttpRequest) -> func.HttpResponse:
         tensors = state.get().tensors
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
-        return _json(200, await asyncio.to_thread(tensors.metadata, name, version))
+        return json_response(200, await asyncio.to_thread(tensors.metadata, name, version))
 
     return _guarded(metadata)
 
@@ -86,7 +75,7 @@ def model_ready(state: AppState) -> AsyncHttpFunction:
         tensors = state.get().tensors
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
         if await asyncio.to_thread(tensors.ready, name, version):
-            return _json(200, {"name": name, "ready": True})
+            return json_response(200, {"name": name, "ready": True})
         return func.HttpResponse(
             v2.error_body(
                 f"model '{name}' is not ready: its file is not in the store, "
