@@ -90,7 +90,12 @@ class Batcher(Generic[I, O]):
                     break
                 batch.append(nxt)
                 size += len(nxt.instances)
-            await self._dispatch(batch)
+            try:
+                await self._dispatch(batch)
+            except Exception as exc:  # a bug in split: fail these requests, keep the worker
+                log.exception("batch dispatch failed")
+                for request in batch:
+                    _settle(request.future, exc=exc)
 
     async def _dispatch(self, batch: list[_Request[I, O]]) -> None:
         batch = [r for r in batch if not r.future.cancelled()]

@@ -90,3 +90,23 @@ def test_max_batch_size_must_be_positive_in_limits(size: int) -> None:
 
     with pytest.raises(ValueError, match="max_batch_size"):
         Limits(max_batch_size=size)
+
+
+def test_a_failing_split_fails_its_requests_and_the_batcher_keeps_working() -> None:
+    calls = {"split": 0}
+
+    def split(out: list[int], start: int, n: int) -> list[int]:
+        calls["split"] += 1
+        if calls["split"] == 1:
+            raise RuntimeError("bug in split")
+        return out[start : start + n]
+
+    batcher: Batcher[int, list[int]] = Batcher(lambda xs: [x * 10 for x in xs], split, 8)
+
+    async def main() -> tuple[object, list[int]]:
+        first = await asyncio.gather(batcher.submit([1]), return_exceptions=True)
+        return first[0], await asyncio.wait_for(batcher.submit([2]), 5)
+
+    failed, later = asyncio.run(main())
+    assert isinstance(failed, RuntimeError)
+    assert later == [20]
