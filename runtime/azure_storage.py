@@ -77,4 +77,6 @@ def storage_errors(what: str) -> Iterator[None]:
     except ClientAuthenticationError as exc:
         raise unavailable("refused the credentials", exc) from exc
     except HttpResponseError as exc:
-        raise unavailable(f"failed with HTTP {exc.status_code}", exc) from exc
+        # No status: the response broke off (e.g. a body cut short), after the SDK's retries.
+        verb = f"failed with HTTP {exc.status_code}" if exc.status_code else "broke off"
+        raise unavailable(verb, exc) from exc

@@ -154,3 +154,26 @@ def test_worker_processes_on_one_machine_share_one_download(
     outcomes = sorted(w.communicate(timeout=60)[0].strip() for w in workers)
     assert outcomes == ["miss", "revalidated", "revalidated", "revalidated"]
     assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 1
+
+
+def test_a_download_cut_short_on_the_wire_is_unavailable_and_never_cached(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    from runtime.errors import StoreUnavailable
+    from tests.store.truncating_proxy import truncating_proxy
+
+    with truncating_proxy(azurite.blob_port) as port:
+        through_proxy = azurite.connection_string.replace(
+            f"127.0.0.1:{azurite.blob_port}", f"127.0.0.1:{port}"
+        )
+        with pytest.raises(StoreUnavailable, match="IncompleteRead"):
+            _registry(tmp_path, models_in_blob, through_proxy).get("iris", Model("iris.onnx"))
+    cached = [p for folder in ("blobs", "index") for p in (tmp_path / "cache" / folder).glob("*")]
+    assert cached == []
+    np.testing.assert_array_equal(  # the store itself is fine: straight to it, the model loads
+        _predict(_registry(tmp_path, models_in_blob, azurite.connection_string)),
+        ort.InferenceSession(str(example_models["iris"])).run(
+            None,
+            {"input": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)},
+        )[1],
+    )
