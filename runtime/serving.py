@@ -80,10 +80,6 @@ class Scorer:
             more = f" and {len(detail) - 5} more" if len(detail) > 5 else ""
             raise ValidationFailed(f"invalid {field}: {shown}{more}", detail=detail) from None
 
-    def score(self, name: str, raw: Sequence[Any], field: str = "instances") -> Scored:
-        instances = self.validate(name, raw, field)
-        return self.predict(name, instances)
-
     def predict(self, name: str, instances: list[BaseModel]) -> Scored:
         bound = self.endpoint(name)
         endpoint = bound.endpoint
