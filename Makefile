@@ -10,7 +10,9 @@ PYTEST_ARGS ?=
 
 .PHONY: setup serve test lint bench clean
 
-setup: $(VENV)/.installed node_modules/.bin/azurite $(MODELS) local.settings.json
+WORKER_INDEX := build/worker-index/.installed
+
+setup: $(VENV)/.installed node_modules/.bin/azurite $(MODELS) local.settings.json $(WORKER_INDEX)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,13 @@ $(MODELS) &: scripts/build_models.py $(VENV)/.installed
 
 local.settings.json:
 	cp local.settings.example.json $@
+
+# The Functions worker's own loader, for the indexing test only. It targets Python 3.13 and
+# runs offline on 3.11 for this purpose; it is never part of the app.
+$(WORKER_INDEX): $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
+	  --target build/worker-index azure-functions-runtime==1.3.0 azurefunctions-extensions-base==1.2.0
+	touch $@
 
 serve: setup
 	$(PY) -m scripts.azurite run --default-ports --location .azurite -- bash -c '\

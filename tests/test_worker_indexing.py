@@ -1,0 +1,55 @@
+"""The app as the Functions worker indexes it: its own loader, with its stricter checks of
+parameters against bindings, output annotations and return types."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT
+
+WORKER = ROOT / "build" / "worker-index"
+PROBE = Path(__file__).with_name("worker_index_probe.py")
+
+
+def _index(app_dir: Path) -> subprocess.CompletedProcess[str]:
+    assert (WORKER / "azure_functions_runtime").is_dir(), (
+        "run `make setup` (installs the worker's loader)"
+    )
+    return subprocess.run(
+        [sys.executable, str(PROBE), str(WORKER), str(app_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_worker_loads_every_function_of_the_app() -> None:
+    done = _index(ROOT)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert {
+        "iris_predict",
+        "iris_queue",
+        "diabetes_predict",
+        "diabetes_queue",
+        "health_live",
+    } <= loaded
+    assert {"v2_model_infer", "v2_model_version_infer", "openapi", "docs"} <= loaded
+    assert len(loaded) == 15
+
+
+def test_the_worker_refuses_a_function_whose_parameters_do_not_match_its_bindings(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "function_app.py").write_text(
+        "import azure.functions as func\n"
+        "app = func.FunctionApp()\n"
+        '@app.queue_trigger(arg_name="msg", queue_name="q", connection="AzureWebJobsStorage")\n'
+        "def f(message: func.QueueMessage) -> None:\n"
+        "    pass\n"
+    )
+    done = _index(tmp_path)
+    assert done.returncode != 0
+    assert "FunctionLoadError" in done.stderr and "message" in done.stderr
