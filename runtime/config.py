@@ -35,6 +35,7 @@ class Settings:
     load_timeout_s: float = 120.0
     memory_budget_mb: float | None = None
     idle_unload_s: float | None = None
+    revalidate_s: float | None = None
     preload: tuple[str, ...] = ()
 
     @classmethod
@@ -54,6 +55,7 @@ class Settings:
             load_timeout_s=reader.number("LOAD_TIMEOUT_S", 120.0),
             memory_budget_mb=reader.optional_number("MEMORY_BUDGET_MB"),
             idle_unload_s=reader.optional_number("IDLE_UNLOAD_S"),
+            revalidate_s=reader.optional_number("REVALIDATE_S"),
             preload=tuple(
                 n.strip() for n in (reader.text("PRELOAD") or "").split(",") if n.strip()
             ),

@@ -43,6 +43,7 @@ class CachedFile:
     downloaded_bytes: int
     fetch_s: float
     verify_s: float
+    etag: str | None = None  # the store's version of these bytes, for later revalidation
 
     @property
     def downloaded(self) -> bool:
@@ -63,10 +64,11 @@ class DiskCache:
         local = source.local_path()
         if local is not None:
             started = time.perf_counter()
-            size = source.stat().size
+            info = source.stat()
             digest = sha256_file(local)
             _check_digest(source.uri, expected_sha256, digest)
-            return CachedFile(local, digest, size, HIT_LOCAL, 0, 0.0, time.perf_counter() - started)
+            verify_s = time.perf_counter() - started
+            return CachedFile(local, digest, info.size, HIT_LOCAL, 0, 0.0, verify_s, info.etag)
         key = hashlib.sha256(source.uri.encode()).hexdigest()[:32]
         with self._locked(key, source.uri):
             return self._fetch_remote(source, key, expected_sha256, progress)
@@ -121,7 +123,7 @@ class DiskCache:
             if cached and cached["sha256"] != digest:
                 self._collect(cached["sha256"])
             verify_s += time.perf_counter() - verify_started
-            return CachedFile(target, digest, size, MISS, size, fetch_s, verify_s)
+            return CachedFile(target, digest, size, MISS, size, fetch_s, verify_s, info.etag)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -149,7 +151,9 @@ class DiskCache:
         self, entry: dict[str, Any], outcome: str, fetch_s: float, verify_s: float
     ) -> CachedFile:
         path = self._blob_path(entry["sha256"])
-        return CachedFile(path, entry["sha256"], entry["size"], outcome, 0, fetch_s, verify_s)
+        return CachedFile(
+            path, entry["sha256"], entry["size"], outcome, 0, fetch_s, verify_s, entry["etag"]
+        )
 
     def _blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / digest

@@ -41,6 +41,9 @@ class _Slot:
     in_use: int = 0
     last_used: float = 0.0
     size: int = 0
+    etag: str | None = None
+    checked: float = 0.0
+    refreshing: bool = False
 
 
 class ModelRegistry:
@@ -53,7 +56,10 @@ class ModelRegistry:
 
     With ``MLFN_MEMORY_BUDGET_MB``, loading a model first unloads the least recently used idle
     ones until it fits; a model serving a request (inside ``use``) is never unloaded. With
-    ``MLFN_IDLE_UNLOAD_S``, models idle that long are unloaded.
+    ``MLFN_IDLE_UNLOAD_S``, models idle that long are unloaded. With ``MLFN_REVALIDATE_S``, a
+    loaded model is checked against its store at most that often, in the background; a changed
+    model is loaded beside the old one and swapped in, and the old session is released once the
+    requests using it finish.
     """
 
     def __init__(self, settings: Settings, app_root: Path, cache: DiskCache | None = None) -> None:
@@ -112,6 +118,7 @@ class ModelRegistry:
                 slot = self._slots.setdefault(name, _Slot())
                 if slot.model is not None:
                     slot.in_use += 1
+                    self._maybe_revalidate(name, ref, slot)
                     return slot.model, slot
                 flight = slot.flight
                 leader = flight is None
@@ -128,7 +135,7 @@ class ModelRegistry:
 
     def _lead(self, name: str, ref: Model, slot: _Slot, flight: Future[OnnxModel]) -> OnnxModel:
         try:
-            model, size = self._load(name, ref)
+            model, size, etag = self._load(name, ref)
         except BaseException as exc:
             with self._lock:
                 slot.state, slot.error, slot.flight = ModelState.FAILED, exc, None
@@ -137,6 +144,7 @@ class ModelRegistry:
         with self._lock:
             slot.state, slot.model, slot.error, slot.flight = ModelState.READY, model, None, None
             slot.size, slot.in_use, slot.last_used = size, 1, time.monotonic()
+            slot.etag, slot.checked = etag, time.monotonic()
             evicted = self._make_room(0, keep=name)
             resident = sorted(n for n, s in self._slots.items() if s.model is not None)
         flight.set_result(model)
@@ -154,7 +162,41 @@ class ModelRegistry:
         )  # fmt: skip
         return model
 
-    def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int]:
+    def _maybe_revalidate(self, name: str, ref: Model, slot: _Slot) -> None:
+        """Start a background check of a loaded model, when one is due. Call with the lock held."""
+        every = self.settings.revalidate_s
+        if every is None or slot.refreshing or time.monotonic() - slot.checked < every:
+            return
+        slot.refreshing = True
+        threading.Thread(target=self._revalidate, args=(name, ref, slot), daemon=True).start()
+
+    def _revalidate(self, name: str, ref: Model, slot: _Slot) -> None:
+        try:
+            uri = resolve_uri(ref.uri, self.settings, self.app_root)
+            current = locate(uri, self.settings).stat().etag
+            if current == slot.etag:
+                return
+            model, size, etag = self._load(name, ref)
+            with self._lock:
+                old = slot.model
+                if old is None:
+                    return  # unloaded meanwhile: the next request loads the new version anyway
+                slot.model, slot.size, slot.etag = model, size, etag
+            log.info(
+                "model refreshed name=%s old_sha256=%s new_sha256=%s",
+                name,
+                old.sha256,
+                model.sha256,
+            )
+            del old
+            release_to_os()
+        except Exception as exc:  # keep serving what is loaded; the next check tries again
+            log.warning("revalidating model %s failed: %s", name, exc)
+        finally:
+            with self._lock:
+                slot.refreshing, slot.checked = False, time.monotonic()
+
+    def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int, str | None]:
         started = time.perf_counter()
         source = locate(resolve_uri(ref.uri, self.settings, self.app_root), self.settings)
         cached = self._cache.fetch(source, ref.sha256)
@@ -188,7 +230,7 @@ class ModelRegistry:
             total_s=round(time.perf_counter() - started, 4),
             memory_bytes=size,
         )
-        return model, size
+        return model, size, cached.etag
 
     def _make_room(self, needed: int, keep: str) -> bool:
         """Unload least recently used idle models until ``needed`` more bytes fit the budget;

@@ -177,3 +177,55 @@ def test_a_download_cut_short_on_the_wire_is_unavailable_and_never_cached(
             {"input": np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)},
         )[1],
     )
+
+
+def test_a_loaded_model_whose_blob_changes_is_refreshed_in_the_background(
+    azurite: AzuriteInfo,
+    models_in_blob: str,
+    tmp_path: Path,
+    example_models: dict[str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+    import time
+
+    settings = Settings(
+        model_store=f"az://{models_in_blob}", store_connection=azurite.connection_string,
+        cache_dir=tmp_path / "cache", revalidate_s=0.2,
+    )  # fmt: skip
+    registry = ModelRegistry(settings, tmp_path)
+    old = registry.get("iris", Model("iris.onnx"))
+    ContainerClient.from_connection_string(azurite.connection_string, models_in_blob).upload_blob(
+        "iris.onnx", example_models["diabetes"].read_bytes(), overwrite=True
+    )
+    new_digest = sha256_file(example_models["diabetes"])
+    deadline = time.monotonic() + 15
+    with caplog.at_level(logging.INFO, logger="mlfn.models"):
+        while registry.get("iris", Model("iris.onnx")).sha256 != new_digest:
+            assert time.monotonic() < deadline, "the new version was never served"
+            time.sleep(0.1)
+    assert [o.name for o in registry.get("iris", Model("iris.onnx")).outputs] == ["variable"]
+    assert any("model refreshed name=iris" in r.getMessage() for r in caplog.records)
+    # A request that still holds the old session finishes on it.
+    x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+    assert old.run({"input": x})["probabilities"].shape == (1, 3)
+
+
+def test_an_unchanged_model_is_only_revalidated(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import time
+
+    settings = Settings(
+        model_store=f"az://{models_in_blob}", store_connection=azurite.connection_string,
+        cache_dir=tmp_path / "cache", revalidate_s=0.1,
+    )  # fmt: skip
+    registry = ModelRegistry(settings, tmp_path)
+    with caplog.at_level(logging.INFO, logger="mlfn.models"):
+        first = registry.get("iris", Model("iris.onnx"))
+        for _ in range(10):
+            time.sleep(0.05)
+            assert registry.get("iris", Model("iris.onnx")) is first
+    assert sum("model loaded" in r.getMessage() for r in caplog.records) == 1
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 1
