@@ -120,3 +120,17 @@ def test_unhandled_exception_is_a_500_without_traceback(plain_host: LocalHost) -
     assert r.status_code == 500
     assert b"Traceback" not in r.content and b"RuntimeError" not in r.content
     assert "a bug in the user's function" in plain_host.output()  # logged, not returned
+
+
+def test_a_body_over_azures_100_mb_limit_is_refused_before_it_is_read(
+    plain_host: LocalHost,
+) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", plain_host.port), timeout=10) as conn:
+        conn.sendall(
+            b"PUT /v1/items/1 HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Length: 104857601\r\nConnection: close\r\n\r\n"
+        )  # and no body at all: the host must answer from the header alone
+        reply = conn.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413")
