@@ -95,7 +95,9 @@ def warm_latency(host: LocalHost, n: int = 200) -> float:
     return statistics.median(samples)
 
 
-def throughput(host: LocalHost, clients: int, seconds: float = 3.0) -> float:
+def throughput(
+    host: LocalHost, clients: int, seconds: float = 3.0, endpoint: str = "iris"
+) -> float:
     """Requests per second with ``clients`` concurrent callers (bounded in time)."""
     deadline = time.monotonic() + seconds
 
@@ -103,7 +105,7 @@ def throughput(host: LocalHost, clients: int, seconds: float = 3.0) -> float:
         done = 0
         with httpx.Client(base_url=host.url, timeout=30) as http:
             while time.monotonic() < deadline:
-                http.post("/api/iris/predict", json={"instances": [FLOWER]})
+                http.post(f"/api/{endpoint}/predict", json={"instances": [FLOWER]})
                 done += 1
         return done
 
@@ -130,6 +132,13 @@ def main() -> None:
     (app / "functions" / "heavy").mkdir()
     (app / "functions" / "heavy" / "__init__.py").write_text("")
     (app / "functions" / "heavy" / "endpoint.py").write_text(HEAVY_ENDPOINT)
+    # The control for micro-batching: the same model and code, one instance per model call.
+    iris = (app / "functions" / "iris" / "endpoint.py").read_text()
+    (app / "functions" / "iris_single").mkdir()
+    (app / "functions" / "iris_single" / "__init__.py").write_text("")
+    (app / "functions" / "iris_single" / "endpoint.py").write_text(
+        iris.replace("max_batch_size=256", "max_batch_size=1")
+    )
     env = {
         "AzureWebJobsStorage": conn,
         "MLFN_MODEL_STORE": f"az://{container}",
@@ -147,8 +156,11 @@ def main() -> None:
         with host.client() as http:
             http.post("/api/iris/predict", json={"instances": [FLOWER]})
         hot = warm_latency(host)
+        with host.client() as http:
+            http.post("/api/iris_single/predict", json={"instances": [FLOWER]})
         single = throughput(host, 1)
         many = throughput(host, 16)
+        unbatched = throughput(host, 16, endpoint="iris_single")
     finally:
         host.stop()
 
@@ -190,6 +202,11 @@ def main() -> None:
             "throughput, 16 clients",
             f"{many:.0f} req/s",
             f"{many / single:.1f}x of one client, 2 cores",
+        ),
+        (
+            "throughput, 16 clients, batching off",
+            f"{unbatched:.0f} req/s",
+            f"same model, max_batch_size=1: micro-batching gives {many / unbatched:.1f}x",
         ),
     ]
     width = max(len(r[0]) for r in rows)
