@@ -138,3 +138,14 @@ def queue_client(connection: str, name: str) -> QueueClient:
     with contextlib.suppress(ResourceExistsError):
         client.create_queue()
     return client
+
+
+def app_env(connection: str, container: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Settings for a host serving models from ``az://CONTAINER`` on the storage account
+    ``connection``, with its own cache folder."""
+    return {
+        "AzureWebJobsStorage": connection,
+        "MLFN_MODEL_STORE": f"az://{container}",
+        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
+        **extra,
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AzuriteInfo
-from tests.support import MLFN, LocalHost, copy_examples
+from tests.support import MLFN, LocalHost, app_env, copy_examples
 
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -21,11 +21,7 @@ def app_and_host(
     tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str
 ) -> Iterator[tuple[Path, LocalHost, dict[str, str]]]:
     app = copy_examples(tmp_path / "app")
-    env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MLFN_MODEL_STORE": f"az://{models_in_blob}",
-        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
-    }
+    env = app_env(azurite.connection_string, models_in_blob, tmp_path)
     host = LocalHost(app, env).start()
     yield app, host, env
     host.stop()

@@ -13,7 +13,7 @@ from azure.storage.blob import ContainerClient
 from scripts import azurite as azurite_script
 from tests.conftest import AzuriteInfo
 from tests.models.onnx_builders import heavy
-from tests.support import LocalHost, copy_examples, make_app, wait_for
+from tests.support import LocalHost, app_env, copy_examples, make_app, wait_for
 
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 MB = 1024 * 1024
@@ -138,12 +138,7 @@ def test_three_models_round_robin_stay_within_the_memory_budget_and_idle_unload_
 def test_preload_loads_named_models_at_start_before_any_request(
     tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str
 ) -> None:
-    env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MLFN_MODEL_STORE": f"az://{models_in_blob}",
-        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
-        "MLFN_PRELOAD": "iris, tulips",
-    }
+    env = app_env(azurite.connection_string, models_in_blob, tmp_path, MLFN_PRELOAD="iris, tulips")
     host = LocalHost(copy_examples(tmp_path / "app"), env, ("--no-queues",)).start()
     try:
         wait_for(lambda: "model loaded name=iris" in host.output(), 30, "iris to preload")

@@ -18,7 +18,7 @@ from azure.storage.blob import ContainerClient
 from runtime.queue_client import EndpointQueues
 from scripts import azurite as azurite_script
 from tests.conftest import AzuriteInfo
-from tests.support import LocalHost, make_app, queue_client, wait_for
+from tests.support import LocalHost, app_env, make_app, queue_client, wait_for
 
 FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 SPECIES = ("setosa", "versicolor", "virginica")
@@ -63,12 +63,7 @@ def queues(azurite: AzuriteInfo, prefix: str) -> EndpointQueues:
 
 
 def _env(azurite: AzuriteInfo, container: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MLFN_MODEL_STORE": f"az://{container}",
-        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
-        **extra,
-    }
+    return app_env(azurite.connection_string, container, tmp_path, **extra)
 
 
 def _flowers(rng: np.random.Generator, n: int) -> list[dict[str, float]]:

@@ -17,7 +17,7 @@ from sklearn.datasets import load_diabetes, load_iris
 from functions.diabetes.endpoint import FEATURES
 from functions.iris.endpoint import SPECIES
 from tests.conftest import AzuriteInfo
-from tests.support import ROOT, LocalHost, copy_examples, count_blob_gets
+from tests.support import ROOT, LocalHost, app_env, copy_examples, count_blob_gets
 
 IRIS_FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
@@ -25,11 +25,7 @@ IRIS_FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 @pytest.fixture
 def host(tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str) -> Iterator[LocalHost]:
     app = copy_examples(tmp_path / "app")
-    env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MLFN_MODEL_STORE": f"az://{models_in_blob}",
-        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
-    }
+    env = app_env(azurite.connection_string, models_in_blob, tmp_path)
     server = LocalHost(app, env).start()
     yield server
     server.stop()

@@ -36,13 +36,16 @@ def _not_modified(azurite: AzuriteInfo, container: str, blob: str) -> int:
     return len(pattern.findall(azurite.log_path.read_text()))
 
 
-def _registry(tmp_path: Path, container: str, connection: str) -> ModelRegistry:
+def _registry(
+    tmp_path: Path, container: str, connection: str, revalidate_s: float | None = None
+) -> ModelRegistry:
     """A new registry over the same cache folder: what a restarted process sees."""
     settings = Settings(
         model_store=f"az://{container}",
         store_connection=connection,
         cache_dir=tmp_path / "cache",
         store_retries=0,
+        revalidate_s=revalidate_s,
     )
     return ModelRegistry(settings, tmp_path)
 
@@ -189,11 +192,7 @@ def test_a_loaded_model_whose_blob_changes_is_refreshed_in_the_background(
     import logging
     import time
 
-    settings = Settings(
-        model_store=f"az://{models_in_blob}", store_connection=azurite.connection_string,
-        cache_dir=tmp_path / "cache", revalidate_s=0.2,
-    )  # fmt: skip
-    registry = ModelRegistry(settings, tmp_path)
+    registry = _registry(tmp_path, models_in_blob, azurite.connection_string, revalidate_s=0.2)
     old = registry.get("iris", Model("iris.onnx"))
     ContainerClient.from_connection_string(azurite.connection_string, models_in_blob).upload_blob(
         "iris.onnx", example_models["diabetes"].read_bytes(), overwrite=True
@@ -217,11 +216,7 @@ def test_an_unchanged_model_is_only_revalidated(
     import logging
     import time
 
-    settings = Settings(
-        model_store=f"az://{models_in_blob}", store_connection=azurite.connection_string,
-        cache_dir=tmp_path / "cache", revalidate_s=0.1,
-    )  # fmt: skip
-    registry = ModelRegistry(settings, tmp_path)
+    registry = _registry(tmp_path, models_in_blob, azurite.connection_string, revalidate_s=0.1)
     with caplog.at_level(logging.INFO, logger="mlfn.models"):
         first = registry.get("iris", Model("iris.onnx"))
         for _ in range(10):
