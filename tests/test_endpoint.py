@@ -1,0 +1,70 @@
+"""What a user declares is checked when it is declared, with messages that say the rule."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from runtime.endpoint import BoundEndpoint, Endpoint, Limits, Model, Queues
+
+
+class In(BaseModel):
+    x: float
+
+
+class Out(BaseModel):
+    y: float
+
+
+@pytest.mark.parametrize("name", ["iris-requests", "abc", "a1-b2-c3", "x" * 63])
+def test_valid_queue_names(name: str) -> None:
+    assert Queues(requests=name).requests == name
+
+
+@pytest.mark.parametrize(
+    "name", ["ab", "x" * 64, "Iris-requests", "iris--requests", "-iris", "iris-", "iris_requests"]
+)
+def test_queue_names_follow_azures_rules(name: str) -> None:
+    with pytest.raises(ValueError, match="Azure queue names are 3-63 lowercase"):
+        Queues(requests=name)
+
+
+def test_default_queue_names_come_from_the_endpoint_name() -> None:
+    bound = BoundEndpoint("credit_risk", Endpoint(In, Out, model="m.onnx"))
+    assert (bound.requests_queue, bound.results_queue) == (
+        "credit-risk-requests",
+        "credit-risk-results",
+    )
+    custom = BoundEndpoint(
+        "iris", Endpoint(In, Out, model="m.onnx", queues=Queues(results="scores"))
+    )
+    assert (custom.requests_queue, custom.results_queue) == ("iris-requests", "scores")
+
+
+@pytest.mark.parametrize("name", ["Iris", "1iris", "i", "iris-v2", "x" * 41])
+def test_endpoint_names_are_route_function_and_queue_safe(name: str) -> None:
+    with pytest.raises(ValueError, match="endpoint name"):
+        BoundEndpoint(name, Endpoint(In, Out, model="m.onnx"))
+
+
+def test_an_endpoint_name_whose_queue_name_would_be_invalid_is_refused() -> None:
+    with pytest.raises(ValueError, match="queue name 'a--b-requests'"):
+        BoundEndpoint("a__b", Endpoint(In, Out, model="m.onnx"))
+
+
+def test_model_pins_and_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="64 lowercase hex"):
+        Model("m.onnx", sha256="ABC")
+    with pytest.raises(ValueError, match="must not be empty"):
+        Model(" ")
+    with pytest.raises(ValueError, match="max_request_bytes"):
+        Limits(max_request_bytes=0)
+
+
+def test_a_tensor_only_endpoint_needs_no_schemas_but_predict_does() -> None:
+    tensor_only = Endpoint(model="m.onnx")
+    assert tensor_only.predict_fn is None and "m.onnx" in repr(tensor_only)
+    with pytest.raises(TypeError, match="needs input and output models"):
+        tensor_only.predict(lambda rows, model: rows)
+    with pytest.raises(TypeError, match="pydantic BaseModel"):
+        Endpoint(dict, Out, model="m.onnx")  # type: ignore[arg-type]
