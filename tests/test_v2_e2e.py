@@ -306,3 +306,31 @@ def test_fuzzing_the_predict_routes_finds_no_server_error(host: LocalHost, tmp_p
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Selected: 2/" in done.stdout  # iris and diabetes predict
     assert "No issues found" in done.stdout
+
+
+def test_a_plain_json_client_nested_data_output_selection_id_and_parameters(
+    host: LocalHost, app: Path
+) -> None:
+    body = {
+        "id": "kserve-1",
+        "parameters": {"trace": "abc"},
+        "inputs": [
+            {
+                "name": "features:0",
+                "shape": [1, 2, 2],
+                "datatype": "FP32",
+                "data": [[[1.0, 2.0], [3.0, 4.0]]],
+            },
+            {"name": "count", "shape": [1], "datatype": "INT64", "data": [41]},
+            {"name": "mask", "shape": [1, 2], "datatype": "BOOL", "data": [True, False]},  # flat
+        ],
+        "outputs": [{"name": "next"}],
+    }
+    with host.client() as http:
+        r = http.post("/api/v2/models/tensors/infer", json=body, headers=_key())
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    doc = r.json()
+    assert doc["id"] == "kserve-1" and doc["parameters"] == {"trace": "abc"}
+    assert doc["model_name"] == "tensors"
+    assert doc["outputs"] == [{"name": "next", "datatype": "INT64", "shape": [1], "data": [42]}]
