@@ -150,7 +150,7 @@ def _endpoint_queues(name: str) -> EndpointQueues:
         known = sorted(n.removesuffix("_queue") for n in functions if n.endswith("_queue"))
         raise click.ClickException(f"no queue-triggered endpoint {name!r}; known: {known}")
     results = next(b for b in info.outputs if b.type == "queue").raw["queueName"]
-    setting = str(info.trigger.raw.get("connection") or "AzureWebJobsStorage")
+    setting = info.trigger.connection
     connection = os.environ.get(setting)
     if not connection:
         raise click.ClickException(f"{setting} is not set (local.settings.json Values)")

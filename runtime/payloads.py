@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -22,6 +23,7 @@ class InputBlobMissing(MlfnError):
 class Payloads:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._results_container_ready = False
 
     def read_instances(self, ref: str) -> list[Any]:
         """The instances in blob ``ref`` (``container/path``): a JSON list, or JSON Lines with
@@ -52,12 +54,12 @@ class Payloads:
             self._settings.storage_connection, RESULTS_CONTAINER, self._settings, STORAGE_SETTING
         )
         with storage_errors(f"{RESULTS_CONTAINER}/{path}"), client:
-            if not client.exists():
-                try:
+            if not self._results_container_ready:
+                from azure.core.exceptions import ResourceExistsError
+
+                with contextlib.suppress(ResourceExistsError):
                     client.create_container()
-                except Exception as exc:  # created meanwhile by another worker
-                    if "ContainerAlreadyExists" not in str(exc):
-                        raise
+                self._results_container_ready = True
             client.get_blob_client(path).upload_blob(
                 text.encode(), overwrite=True, content_settings=_json_content()
             )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import time
@@ -11,6 +10,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from runtime import message_encoding
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
@@ -39,6 +40,7 @@ class EndpointQueues:
         self.requests = requests
         self.results = results
         self._encoding = encoding
+        self._queues: dict[str, QueueClient] = {}
 
     def send(self, name: str, instances: list[Any], job_id: str | None = None) -> Sent:
         """Queue ``instances`` under ``job_id``; inputs too large for a message go to blob
@@ -86,13 +88,16 @@ class EndpointQueues:
         return doc
 
     def _queue(self, name: str) -> QueueClient:
+        """The queue's client, created (with the queue, if missing) once per queue."""
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.queue import QueueClient
 
-        client = QueueClient.from_connection_string(self._connection, name)
-        with contextlib.suppress(ResourceExistsError):
-            client.create_queue()
-        return client
+        if name not in self._queues:
+            client = QueueClient.from_connection_string(self._connection, name)
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
+            self._queues[name] = client
+        return self._queues[name]
 
     def _upload(self, path: str, text: str) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -106,7 +111,7 @@ class EndpointQueues:
             client.upload_blob(blob, text.encode(), overwrite=True)
 
     def _encode(self, text: str) -> str:
-        return text if self._encoding == "none" else base64.b64encode(text.encode()).decode()
+        return message_encoding.encode(text.encode(), self._encoding)
 
     def _decode(self, content: str) -> str:
-        return content if self._encoding == "none" else base64.b64decode(content).decode()
+        return message_encoding.decode(content, self._encoding).decode()

@@ -104,6 +104,7 @@ class AppState:
                 max_wait_s=bound.endpoint.limits.max_batch_wait_ms / 1000,
             )
             for name, bound in self.endpoints.items()
+            if bound.endpoint.predict_fn is not None  # tensor-only endpoints are never batched
         }
         jobs = JobRunner(scorer, batchers, Payloads(settings))
         tensors = TensorService(self.endpoints, registry)

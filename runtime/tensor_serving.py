@@ -13,7 +13,6 @@ from runtime.errors import BadRequest, EndpointNotFound, ModelNotInStore, StoreU
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.registry import ModelRegistry, ModelState
 from runtime.protocol.v2 import ONNX_TO_V2, InferRequest, Tensor
-from runtime.store import locate, resolve_uri
 
 PLATFORM = "onnxruntime_onnx"
 
@@ -86,10 +85,8 @@ class TensorService:
             raise VersionNotFound(name, version, declared)
         if self._registry.state(name) is ModelState.READY:
             return True
-        settings = self._registry.settings
         try:
-            uri = resolve_uri(bound.endpoint.model.uri, settings, self._registry.app_root)
-            locate(uri, settings).stat()
+            self._registry.source(bound.endpoint.model).stat()
         except (ModelNotInStore, StoreUnavailable):
             return False
         return True

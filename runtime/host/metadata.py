@@ -26,6 +26,11 @@ class Binding:
     direction: str
     raw: dict[str, Any]
 
+    @property
+    def connection(self) -> str:
+        """The app setting naming the storage account; Functions defaults to AzureWebJobsStorage."""
+        return str(self.raw.get("connection") or "AzureWebJobsStorage")
+
 
 @dataclass(frozen=True)
 class FunctionInfo:

@@ -10,8 +10,6 @@ so a host that dies mid-batch loses nothing: its messages reappear when their le
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import re
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
+from runtime import message_encoding
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import Binding, FunctionInfo
 from runtime.host.queue_options import QueueOptions
@@ -101,7 +100,7 @@ class QueueListener:
         self._accounts = accounts
         self._env = env
         self._lease_s = lease_s
-        self.setting = str(info.trigger.raw.get("connection") or "AzureWebJobsStorage")
+        self.setting = info.trigger.connection
         self.queue_name = resolve(str(info.trigger.raw["queueName"]), env)
         self._queue = accounts.queue(self.setting, self.queue_name)
 
@@ -150,7 +149,7 @@ class QueueListener:
         started = time.perf_counter()
         renewer = asyncio.create_task(lease.keep())
         try:
-            body = self._decode(message.content)
+            body = message_encoding.decode(message.content, self._options.message_encoding)
             trigger = func.queue.QueueMessage(  # type: ignore[no-untyped-call]
                 id=message.id,
                 body=body,
@@ -172,7 +171,7 @@ class QueueListener:
                 ms,
                 message.dequeue_count,
                 exc,
-                exc_info=not isinstance(exc, _DecodeError),
+                exc_info=not isinstance(exc, message_encoding.NotEncoded),
             )
             if (message.dequeue_count or 0) >= self._options.max_dequeue_count:
                 await self._poison(lease)
@@ -214,23 +213,6 @@ class QueueListener:
 
         await asyncio.to_thread(move)
 
-    def _decode(self, content: Any) -> bytes:
-        text = content if isinstance(content, str) else bytes(content).decode()
-        if self._options.message_encoding == "none":
-            return text.encode()
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise _DecodeError(
-                "message is not base64 (host.json messageEncoding is base64): "
-                "send with TextBase64EncodePolicy, or set messageEncoding to none"
-            ) from None
-
-    def _encode(self, data: bytes) -> str:
-        if self._options.message_encoding == "none":
-            return data.decode()
-        return base64.b64encode(data).decode()
-
     def _write_outputs(self, outputs: Mapping[str, Any]) -> None:
         for binding in self.info.outputs:
             value = outputs.get(binding.name)
@@ -244,15 +226,13 @@ class QueueListener:
                 continue
             queue = self._output_queue(binding)
             for item in value if isinstance(value, list) else [value]:
-                queue.send_message(self._encode(_as_bytes(item)))
+                queue.send_message(
+                    message_encoding.encode(_as_bytes(item), self._options.message_encoding)
+                )
 
     def _output_queue(self, binding: Binding) -> QueueClient:
-        setting = str(binding.raw.get("connection") or "AzureWebJobsStorage")
+        setting = binding.connection
         return self._accounts.ensure(setting, resolve(str(binding.raw["queueName"]), self._env))
-
-
-class _DecodeError(Exception):
-    pass
 
 
 def _as_bytes(item: Any) -> bytes:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.host.host_json import HostConfig, HostConfigError
+from runtime.message_encoding import ENCODINGS
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?$")
 
@@ -58,7 +59,7 @@ class QueueOptions:
         polling = get("maxPollingInterval")
         visibility = get("visibilityTimeout")
         encoding = str(get("messageEncoding") or "base64").lower()
-        if encoding not in ("base64", "none"):
+        if encoding not in ENCODINGS:
             raise HostConfigError(f'host.json messageEncoding={encoding!r}: use "base64" or "none"')
         return cls(
             batch_size=batch,

@@ -20,7 +20,7 @@ from runtime.errors import ModelLoadTimeout
 from runtime.models.cache import DiskCache
 from runtime.models.memory import MB, release_to_os, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
-from runtime.store import locate, resolve_uri
+from runtime.store import ModelSource, locate, resolve_uri
 
 log = logging.getLogger("mlfn.models")
 
@@ -102,6 +102,14 @@ class ModelRegistry:
         with self._lock:
             return {n: s.size for n, s in self._slots.items() if s.model is not None}
 
+    def source(self, ref: Model) -> ModelSource:
+        """Where the model's bytes are: its reference resolved against the store settings."""
+        return locate(resolve_uri(ref.uri, self.settings, self.app_root), self.settings)
+
+    def _resident_names(self) -> str:
+        """Comma-separated names of the models in memory. Call with the lock held."""
+        return ",".join(sorted(n for n, s in self._slots.items() if s.model is not None))
+
     def unload(self, name: str, reason: str = "requested") -> bool:
         with self._lock:
             slot = self._slots.get(name)
@@ -146,7 +154,7 @@ class ModelRegistry:
             slot.size, slot.in_use, slot.last_used = size, 1, time.monotonic()
             slot.etag, slot.checked = etag, time.monotonic()
             evicted = self._make_room(0, keep=name)
-            resident = sorted(n for n, s in self._slots.items() if s.model is not None)
+            resident = self._resident_names()
         flight.set_result(model)
         if evicted:
             release_to_os()
@@ -158,7 +166,7 @@ class ModelRegistry:
             "verify_s=%.4f session_s=%.4f warmup_s=%.4f total_s=%.4f memory_mb=%.1f resident=%s",
             name, report.source_uri, report.cache, report.bytes, report.downloaded_bytes,
             report.fetch_s, report.verify_s, report.session_s, report.warmup_s, report.total_s,
-            report.memory_bytes / MB, ",".join(resident),
+            report.memory_bytes / MB, resident,
         )  # fmt: skip
         return model
 
@@ -172,8 +180,7 @@ class ModelRegistry:
 
     def _revalidate(self, name: str, ref: Model, slot: _Slot) -> None:
         try:
-            uri = resolve_uri(ref.uri, self.settings, self.app_root)
-            current = locate(uri, self.settings).stat().etag
+            current = self.source(ref).stat().etag
             if current == slot.etag:
                 return
             model, size, etag = self._load(name, ref)
@@ -198,7 +205,7 @@ class ModelRegistry:
 
     def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int, str | None]:
         started = time.perf_counter()
-        source = locate(resolve_uri(ref.uri, self.settings, self.app_root), self.settings)
+        source = self.source(ref)
         cached = self._cache.fetch(source, ref.sha256)
         with self._lock:
             # Estimated from the file until the session exists and its growth is measured.
@@ -257,8 +264,8 @@ class ModelRegistry:
 
     def _drop(self, name: str, slot: _Slot, reason: str) -> None:
         slot.model, slot.state, slot.size = None, ModelState.ABSENT, 0
-        resident = sorted(n for n, s in self._slots.items() if s.model is not None)
-        log.info("model unloaded name=%s reason=%s resident=%s", name, reason, ",".join(resident))
+        resident = self._resident_names()
+        log.info("model unloaded name=%s reason=%s resident=%s", name, reason, resident)
 
     def _start_reaper(self) -> None:
         idle_s = self.settings.idle_unload_s

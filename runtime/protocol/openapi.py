@@ -196,48 +196,26 @@ def build_openapi(
         "required": True,
         "schema": {"type": "string", "enum": sorted(endpoints)},
     }
-    paths[f"{base}/v2"] = {
-        "get": {
-            "operationId": "v2_server_metadata",
-            "summary": "Server metadata",
+    v2_reads = (  # route, operation id, summary, what 200 means, takes a model name
+        ("v2", "v2_server_metadata", "Server metadata", "Name, version, extensions.", False),
+        ("v2/health/live", "v2_live", "Liveness", "Live.", False),
+        ("v2/health/ready", "v2_ready", "Readiness", "Ready.", False),
+        ("v2/models/{model_name}", "v2_model_metadata",
+         "Model metadata: tensors, datatypes, shapes (-1 dynamic)", "Metadata.", True),
+        ("v2/models/{model_name}/ready", "v2_model_ready",
+         "Model readiness (does not load the model)", "Ready.", True),
+    )  # fmt: skip
+    for route, operation_id, summary, ok, per_model in v2_reads:
+        operation: dict[str, Any] = {
+            "operationId": operation_id,
+            "summary": summary,
             "tags": ["v2"],
-            "responses": {"200": {"description": "Name, version, extensions."}},
+            "responses": {"200": {"description": ok}},
         }
-    }
-    paths[f"{base}/v2/health/live"] = {
-        "get": {
-            "operationId": "v2_live",
-            "summary": "Liveness",
-            "tags": ["v2"],
-            "responses": {"200": {"description": "Live."}},
-        }
-    }
-    paths[f"{base}/v2/health/ready"] = {
-        "get": {
-            "operationId": "v2_ready",
-            "summary": "Readiness",
-            "tags": ["v2"],
-            "responses": {"200": {"description": "Ready."}},
-        }
-    }
-    paths[f"{base}/v2/models/{{model_name}}"] = {
-        "get": {
-            "operationId": "v2_model_metadata",
-            "summary": "Model metadata: tensors, datatypes, shapes (-1 dynamic)",
-            "tags": ["v2"],
-            "parameters": [model_param],
-            "responses": {"200": {"description": "Metadata."}, **v2_errors},
-        }
-    }
-    paths[f"{base}/v2/models/{{model_name}}/ready"] = {
-        "get": {
-            "operationId": "v2_model_ready",
-            "summary": "Model readiness (does not load the model)",
-            "tags": ["v2"],
-            "parameters": [model_param],
-            "responses": {"200": {"description": "Ready."}, **v2_errors},
-        }
-    }
+        if per_model:
+            operation["parameters"] = [model_param]
+            operation["responses"].update(v2_errors)
+        paths[f"{base}/{route}"] = {"get": operation}
     paths[f"{base}/v2/models/{{model_name}}/infer"] = {
         "post": {
             "operationId": "v2_model_infer",

@@ -269,8 +269,3 @@ def _to_binary(tensor: Tensor) -> bytes:
         return b"".join(parts)
     dtype = np.dtype(DATATYPES[tensor.datatype]).newbyteorder("<")
     return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()
-
-
-def error_body(message: str) -> bytes:
-    """The protocol's own error shape, which V2 clients display."""
-    return json.dumps({"error": message}).encode()

@@ -37,16 +37,41 @@ def json_response(
     )
 
 
-def error_response(req: func.HttpRequest, exc: Exception) -> func.HttpResponse:
-    """JSON error body for a runtime error; anything else is a bug: logged with its traceback,
-    answered with a 500 that carries none."""
-    if isinstance(exc, MlfnError):
-        if exc.status >= 500:
-            log.warning("%s %s -> %d %s", req.method, req.url, exc.status, exc.message)
-        return json_response(exc.status, {"error": exc.to_dict()}, exc.headers() or None)
-    log.error("unhandled error in %s %s", req.method, req.url, exc_info=exc)
-    err = InternalError("internal error; the server log has the details")
-    return json_response(err.status, {"error": err.to_dict()})
+ErrorBody = Callable[[MlfnError], Any]
+
+
+def mlfn_error_body(err: MlfnError) -> Any:
+    """mlfn's structured error body: ``{"error": {"type", "message", "detail"?}}``."""
+    return {"error": err.to_dict()}
+
+
+def error_response(
+    req: func.HttpRequest, exc: Exception, body: ErrorBody = mlfn_error_body
+) -> func.HttpResponse:
+    """The JSON error response for a runtime error; anything else is a bug: logged with its
+    traceback, answered with a 500 that carries none. ``body`` shapes the JSON, which differs
+    between protocols."""
+    if not isinstance(exc, MlfnError):
+        log.error("unhandled error in %s %s", req.method, req.url, exc_info=exc)
+        exc = InternalError("internal error; the server log has the details")
+    elif exc.status >= 500:
+        log.warning("%s %s -> %d %s", req.method, req.url, exc.status, exc.message)
+    return json_response(exc.status, body(exc), exc.headers() or None)
+
+
+def guarded(
+    fn: Callable[[func.HttpRequest], Awaitable[func.HttpResponse]],
+    body: ErrorBody = mlfn_error_body,
+) -> AsyncHttpFunction:
+    """An HTTP function that answers every exception of ``fn`` with ``error_response``."""
+
+    async def handler(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return await fn(req)
+        except Exception as exc:
+            return error_response(req, exc, body)
+
+    return handler
 
 
 def predict_function(name: str, state: AppState) -> AsyncHttpFunction:
@@ -54,23 +79,20 @@ def predict_function(name: str, state: AppState) -> AsyncHttpFunction:
     the endpoint's batcher (concurrent requests share model calls)."""
 
     async def predict(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            services = state.get()
-            scorer = services.scorer
-            limits = scorer.endpoint(name).endpoint.limits
+        services = state.get()
+        scorer = services.scorer
+        limits = scorer.endpoint(name).endpoint.limits
 
-            def decode() -> list[Any]:
-                raw = v1.decode_request(req.get_body(), max_bytes=limits.max_request_bytes)
-                return scorer.validate(name, raw)
+        def decode() -> list[Any]:
+            raw = v1.decode_request(req.get_body(), max_bytes=limits.max_request_bytes)
+            return scorer.validate(name, raw)
 
-            # Parsing and validating a large body is CPU work: keep it off the event loop.
-            instances = await asyncio.to_thread(decode)
-            scored = await services.batchers[name].submit(instances)
-            return json_response(200, v1.encode_response(scored))
-        except Exception as exc:
-            return error_response(req, exc)
+        # Parsing and validating a large body is CPU work: keep it off the event loop.
+        instances = await asyncio.to_thread(decode)
+        scored = await services.batchers[name].submit(instances)
+        return json_response(200, v1.encode_response(scored))
 
-    return predict
+    return guarded(predict)
 
 
 def openapi_function(state: AppState) -> HttpFunction:

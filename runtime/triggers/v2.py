@@ -4,7 +4,6 @@ service, ``func.HttpResponse`` out with the protocol's own error body ``{"error"
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 
 import azure.functions as func
@@ -12,39 +11,15 @@ import azure.functions as func
 from runtime.errors import MlfnError
 from runtime.protocol import v2
 from runtime.state import AppState
-from runtime.triggers.http import json_response, package_version
-
-log = logging.getLogger("mlfn.v2")
-
-AsyncHttpFunction = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+from runtime.triggers.http import AsyncHttpFunction, guarded, json_response, package_version
 
 
-def _error(req: func.HttpRequest, exc: Exception) -> func.HttpResponse:
-    if isinstance(exc, MlfnError):
-        if exc.status >= 500:
-            log.warning("%s %s -> %d %s", req.method, req.url, exc.status, exc.message)
-        return func.HttpResponse(
-            v2.error_body(exc.message),
-            status_code=exc.status,
-            headers=exc.headers() or None,
-            mimetype="application/json",
-        )
-    log.error("unhandled error in %s %s", req.method, req.url, exc_info=exc)
-    return func.HttpResponse(
-        v2.error_body("internal error; the server log has the details"),
-        status_code=500,
-        mimetype="application/json",
-    )
+def _v2_error_body(err: MlfnError) -> dict[str, str]:
+    return {"error": err.message}
 
 
 def _guarded(fn: Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]) -> AsyncHttpFunction:
-    async def handler(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return await fn(req)
-        except Exception as exc:
-            return _error(req, exc)
-
-    return handler
+    return guarded(fn, _v2_error_body)
 
 
 def server_metadata(req: func.HttpRequest) -> func.HttpResponse:
@@ -76,15 +51,12 @@ def model_ready(state: AppState) -> AsyncHttpFunction:
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
         if await asyncio.to_thread(tensors.ready, name, version):
             return json_response(200, {"name": name, "ready": True})
-        return func.HttpResponse(
-            v2.error_body(
-                f"model '{name}' is not ready: its file is not in the store, "
-                "or the store cannot be reached"
-            ),
-            status_code=503,
-            headers={"Retry-After": "5"},
-            mimetype="application/json",
+        # An expected answer to a probe, not a fault: no exception, no warning in the log.
+        message = (
+            f"model '{name}' is not ready: its file is not in the store, "
+            "or the store cannot be reached"
         )
+        return json_response(503, {"error": message}, {"Retry-After": "5"})
 
     return _guarded(ready)
 
