@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.endpoint import Endpoint, Limits, Model, Queues
+from runtime.endpoint import Endpoint, Limits, Queues
 from runtime.errors import MlfnError, ValidationFailed
 from runtime.models.onnx_model import OnnxModel, TensorSpec
+from runtime.models.reference import Model
 
 if TYPE_CHECKING:
     import azure.functions as func
@@ -29,7 +30,7 @@ __all__ = [
 
 
 def build_app(functions_dir: Any, **kwargs: Any) -> func.FunctionApp:
-    """Build the Functions app from ``functions_dir`` (see ``runtime.app.build_app``)."""
-    from runtime.app import build_app as _build
+    """Build the Functions app from ``functions_dir`` (see ``runtime.registration.build_app``)."""
+    from runtime.registration import build_app as _build
 
     return _build(functions_dir, **kwargs)

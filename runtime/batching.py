@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 log = logging.getLogger("mlfn.batching")
@@ -22,17 +23,16 @@ class _Request(Generic[I, O]):
 
 @dataclass
 class BatchStats:
-    """Counters for tests and telemetry: how many runs served how many requests."""
+    """How many requests the batcher has taken (for tests; telemetry will add more)."""
 
-    runs: int = 0
     requests: int = 0
-    sizes: list[int] = field(default_factory=list)
 
 
 class Batcher(Generic[I, O]):
-    """Runs ``run(instances)`` in a worker thread for the instances of as many waiting requests
-    as fit in ``max_batch_size``, waiting up to ``max_wait_s`` for company, then hands each
-    request its share via ``split(result, start, count)``.
+    """Runs ``run(instances)`` for the instances of as many waiting requests as fit in
+    ``max_batch_size`` (a sync ``run`` in a worker thread, an async one on the loop), waiting
+    up to ``max_wait_s`` for company, then hands each request its share via
+    ``split(result, start, count)``.
 
     A request larger than ``max_batch_size`` runs alone (``run`` chunks it). If a merged run
     fails, each of its requests is run again on its own, so one bad request cannot fail its
@@ -41,7 +41,7 @@ class Batcher(Generic[I, O]):
 
     def __init__(
         self,
-        run: Callable[[list[I]], O],
+        run: Callable[[list[I]], O] | Callable[[list[I]], Awaitable[O]],
         split: Callable[[O, int, int], O],
         max_batch_size: int,
         max_wait_s: float = 0.0,
@@ -66,6 +66,12 @@ class Batcher(Generic[I, O]):
         future: asyncio.Future[O] = loop.create_future()
         self._queue.put_nowait(_Request(instances, future))
         return await future
+
+    async def _call(self, instances: list[I]) -> O:
+        if inspect.iscoroutinefunction(self._run):
+            result: O = await self._run(instances)
+            return result
+        return await asyncio.to_thread(self._run, instances)  # type: ignore[arg-type]
 
     async def _work(self, queue: asyncio.Queue[_Request[I, O]]) -> None:
         carry: _Request[I, O] | None = None
@@ -102,11 +108,9 @@ class Batcher(Generic[I, O]):
         if not batch:
             return
         instances = [i for r in batch for i in r.instances]
-        self.stats.runs += 1
         self.stats.requests += len(batch)
-        self.stats.sizes.append(len(instances))
         try:
-            result = await asyncio.to_thread(self._run, instances)
+            result = await self._call(instances)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, exc=exc)

@@ -15,16 +15,29 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runtime.config import Settings
+from runtime.errors import HostError, MlfnError
 
 if TYPE_CHECKING:
-    from runtime.queue_client import EndpointQueues
+    from runtime.storage.queues import EndpointQueues
 
 
 def _settings(app_dir: Path) -> Settings:
+    """The app folder's settings: local.settings.json Values under the environment's."""
     from runtime.host.local_settings import apply_local_settings
 
     apply_local_settings(app_dir)
     return Settings.from_mapping(os.environ)
+
+
+@contextmanager
+def _told() -> Iterator[None]:
+    """Errors a person can act on, as one line at the prompt rather than a traceback."""
+    try:
+        yield
+    except HostError as exc:
+        raise click.ClickException(str(exc)) from None
+    except MlfnError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 @click.group()
@@ -39,16 +52,10 @@ def main() -> None:
 @click.option("--no-queues", is_flag=True, help="Serve HTTP only; do not run queue triggers.")
 def serve(port: int, host: str, no_queues: bool) -> None:
     """Serve the Functions app in the current folder on a local host."""
-    from runtime.host.host_json import HostConfigError
-    from runtime.host.local_settings import LocalSettingsError
-    from runtime.host.metadata import IndexingError
-    from runtime.host.queue_listener import ListenerError
     from runtime.host.serve import serve as run
 
-    try:
+    with _told():
         run(Path.cwd(), host=host, port=port, queues=not no_queues)
-    except (HostConfigError, LocalSettingsError, IndexingError, ListenerError) as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -57,19 +64,13 @@ def serve(port: int, host: str, no_queues: bool) -> None:
 @click.option("--template", default="tensor", show_default=True, help="Scaffold to render.")
 def new(name: str, source: str, template: str) -> None:
     """Create functions/NAME/ from a model's inputs and outputs."""
-    from runtime.errors import MlfnError
-    from runtime.scaffold import ScaffoldError, render_tensor_endpoint
+    from runtime.scaffold import render_tensor_endpoint
 
     app_dir = Path.cwd()
-    try:
-        with _progress_bar(f"fetching {source.rsplit('/', 1)[-1]}") as progress:
-            path = render_tensor_endpoint(
-                name, source, app_dir, _settings(app_dir), template, progress=progress
-            )
-    except ScaffoldError as exc:
-        raise click.ClickException(str(exc)) from None
-    except MlfnError as exc:
-        raise click.ClickException(exc.message) from None
+    with _told(), _progress_bar(f"fetching {source.rsplit('/', 1)[-1]}") as progress:
+        path = render_tensor_endpoint(
+            name, source, app_dir, _settings(app_dir), template, progress=progress
+        )
     click.echo(f"created {path.relative_to(app_dir)}")
     click.echo(f"serve it: mlfn serve, then POST /api/{name}/predict")
     if "://" not in source and not source.startswith(("./", "../")) and Path(source).is_absolute():
@@ -85,22 +86,19 @@ def new(name: str, source: str, template: str) -> None:
 def upload(file: Path, uri: str) -> None:
     """Upload a model FILE to URI (az://, s3://, a blob URL or a path) and print its sha256."""
     from runtime.digest import sha256_file
-    from runtime.errors import MlfnError
     from runtime.store import locate, resolve_uri
 
     app_dir = Path.cwd()
-    settings = _settings(app_dir)
     digest = sha256_file(file)
     total = file.stat().st_size
-    try:
+    with _told():
+        settings = _settings(app_dir)
         target = locate(resolve_uri(uri, settings, app_dir), settings)
         with _progress_bar(f"uploading {file.name}") as progress:
             if target.local_path() is not None:
                 target.upload(file)  # type: ignore[attr-defined]
             else:
                 target.upload(file, on_progress=progress, sha256=digest)  # type: ignore[attr-defined]
-    except MlfnError as exc:
-        raise click.ClickException(exc.message) from None
     click.echo(f"uploaded {file} ({total} bytes) to {target.uri}")
     click.echo(f"sha256 {digest}")
     click.echo(f'pin it: Model("{uri}", sha256="{digest}")')
@@ -134,28 +132,33 @@ def invoke(name: str, data: str, url: str, key: str | None) -> None:
 
 def _endpoint_queues(name: str) -> EndpointQueues:
     """The queues of endpoint NAME of the app in the current folder, as the app declares them."""
-    from runtime.host.host_json import HostConfig
-    from runtime.host.metadata import IndexingError, index_app
+    from runtime.host.metadata import index_app
     from runtime.host.queue_options import QueueOptions
-    from runtime.queue_client import EndpointQueues
+    from runtime.host_json import HostConfig
+    from runtime.protocol.jobs import endpoint_of_queue_function, queue_function_name
+    from runtime.storage import clients
+    from runtime.storage.queues import EndpointQueues
 
     app_dir = Path.cwd()
-    _settings(app_dir)
-    try:
+    with _told():
+        settings = _settings(app_dir)
         functions = {f.name: f for f in index_app(app_dir)}
-    except IndexingError as exc:
-        raise click.ClickException(str(exc)) from None
-    info = functions.get(f"{name}_queue")
-    if info is None:
-        known = sorted(n.removesuffix("_queue") for n in functions if n.endswith("_queue"))
-        raise click.ClickException(f"no queue-triggered endpoint {name!r}; known: {known}")
-    results = next(b for b in info.outputs if b.type == "queue").raw["queueName"]
-    setting = info.trigger.connection
-    connection = os.environ.get(setting)
-    if not connection:
-        raise click.ClickException(f"{setting} is not set (local.settings.json Values)")
-    encoding = QueueOptions.from_host(HostConfig.load(app_dir, os.environ)).message_encoding
-    return EndpointQueues(connection, info.trigger.raw["queueName"], results, encoding)
+        info = functions.get(queue_function_name(name))
+        if info is None:
+            known = sorted(filter(None, map(endpoint_of_queue_function, functions)))
+            raise click.ClickException(f"no queue-triggered endpoint {name!r}; known: {known}")
+        results = next(b for b in info.outputs if b.type == "queue").raw["queueName"]
+        setting = info.trigger.connection
+        connection = clients.connection(setting, os.environ)
+        encoding = QueueOptions.from_host(HostConfig.load(app_dir, os.environ)).message_encoding
+    return EndpointQueues(
+        connection,
+        info.trigger.raw["queueName"],
+        results,
+        encoding,
+        setting=setting,
+        settings=settings,
+    )
 
 
 @main.command()

@@ -1,91 +1,211 @@
-"""Settings, read once from a mapping (the process environment unless a test passes a dict)."""
+"""Settings: each one declared once (its variable, type, default and meaning), read once from a
+mapping (the process environment unless a test passes a dict), with errors that name it."""
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from runtime.errors import ConfigError
+
+log = logging.getLogger("mlfn.config")
 
 PREFIX = "MLFN_"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
+Parse = Callable[[str, str], Any]
+"""Turns a variable's raw text into its value; called with (variable name, text)."""
+
+
+def text(name: str, raw: str) -> str:
+    return raw
+
+
+def number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "a number") from None
+    if not value >= 0:  # also refuses nan
+        raise ConfigError(name, raw, "a number >= 0")
+    return value
+
+
+def optional_number(name: str, raw: str) -> float | None:
+    """A positive number, or None for 0 (the feature is off)."""
+    return number(name, raw) or None
+
+
+def whole_number(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "a whole number") from None
+    if value < 0:
+        raise ConfigError(name, raw, "a whole number >= 0")
+    return value
+
+
+def positive_whole_number(name: str, raw: str) -> int:
+    value = whole_number(name, raw)
+    if value < 1:
+        raise ConfigError(name, raw, "a whole number >= 1")
+    return value
+
+
+def path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def names(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+def setting(variable: str, default: Any, parse: Parse, help: str) -> Any:
+    """A field of ``Settings`` read from ``variable``; unset or blank means ``default``."""
+    return field(default=default, metadata={"variable": variable, "parse": parse, "help": help})
+
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the runtime reads from its environment.
+    """Everything mlfn reads from its environment: the runtime's settings, then the local
+    host's. ``describe()`` lists them; docs and tests are generated from the same fields."""
 
-    ``store_connection`` is the storage connection string for ``az://`` models: the value of
-    ``MLFN_MODEL_STORE_CONNECTION``, else of ``AzureWebJobsStorage``. ``storage_connection``
-    is the app's own storage account (``AzureWebJobsStorage``): queues, claim-check payloads
-    and large results live there.
-    """
-
-    model_store: str | None = None
-    store_connection: str | None = None
-    storage_connection: str | None = None
-    s3_endpoint_url: str | None = None
-    cache_dir: Path = Path("/tmp/mlfn-cache")
-    store_connect_timeout_s: float = 3.0
-    store_read_timeout_s: float = 30.0
-    store_retries: int = 2
-    load_timeout_s: float = 120.0
-    memory_budget_mb: float | None = None
-    idle_unload_s: float | None = None
-    revalidate_s: float | None = None
-    preload: tuple[str, ...] = ()
+    model_store: str | None = setting(
+        "MLFN_MODEL_STORE",
+        None,
+        text,
+        "Store URI or folder that relative model paths resolve against.",
+    )
+    store_connection: str | None = setting(
+        "MLFN_MODEL_STORE_CONNECTION",
+        None,
+        text,
+        "Storage account of az:// models: a connection string or an account URL (managed "
+        "identity). Default: AzureWebJobsStorage.",
+    )
+    storage_connection: str | None = setting(
+        STORAGE_SETTING,
+        None,
+        text,
+        "The app's own storage account: queues, claim-check payloads and large results.",
+    )
+    s3_endpoint_url: str | None = setting(
+        "MLFN_S3_ENDPOINT_URL", None, text, "Endpoint of an S3-compatible store for s3:// models."
+    )
+    cache_dir: Path = setting(
+        "MLFN_CACHE_DIR", Path("/tmp/mlfn-cache"), path, "Disk cache of downloaded models."
+    )
+    store_connect_timeout_s: float = setting(
+        "MLFN_STORE_CONNECT_TIMEOUT_S", 3.0, number, "Seconds to connect to a store."
+    )
+    store_read_timeout_s: float = setting(
+        "MLFN_STORE_READ_TIMEOUT_S", 30.0, number, "Seconds to wait for a store's answer."
+    )
+    store_retries: int = setting(
+        "MLFN_STORE_RETRIES", 2, whole_number, "Retries of a failed store request."
+    )
+    load_timeout_s: float = setting(
+        "MLFN_LOAD_TIMEOUT_S",
+        120.0,
+        number,
+        "Seconds a request waits for a model another request is loading.",
+    )
+    memory_budget_mb: float | None = setting(
+        "MLFN_MEMORY_BUDGET_MB",
+        None,
+        optional_number,
+        "Memory for loaded models; least recently used idle ones are unloaded. 0: no limit.",
+    )
+    idle_unload_s: float | None = setting(
+        "MLFN_IDLE_UNLOAD_S",
+        None,
+        optional_number,
+        "Unload a model idle this many seconds. 0: never.",
+    )
+    revalidate_s: float | None = setting(
+        "MLFN_REVALIDATE_S",
+        None,
+        optional_number,
+        "Check a loaded model against its store this often, swapping in a changed one. 0: never.",
+    )
+    preload: tuple[str, ...] = setting(
+        "MLFN_PRELOAD", (), names, "Endpoints whose models load at start, comma-separated."
+    )
+    # The local host's (mlfn serve); Azure's host has its own equivalents.
+    function_key: str | None = setting(
+        "MLFN_FUNCTION_KEY",
+        None,
+        text,
+        "Key FUNCTION-level routes require locally (x-functions-key or ?code=). Unset: none.",
+    )
+    host_queue_lease_s: float = setting(
+        "MLFN_HOST_QUEUE_LEASE_S",
+        30.0,
+        number,
+        "Seconds a fetched queue message stays invisible before its lease is renewed.",
+    )
+    thread_count: int | None = setting(
+        "PYTHON_THREADPOOL_THREAD_COUNT", None, positive_whole_number,
+        "Threads that run sync functions, as the Python worker sizes them. Default: "
+        "min(32, cores + 4).",
+    )  # fmt: skip
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
-        reader = _Reader(env)
-        return cls(
-            model_store=reader.text("MODEL_STORE"),
-            store_connection=reader.text("MODEL_STORE_CONNECTION")
-            or env.get(STORAGE_SETTING)
-            or None,
-            storage_connection=env.get(STORAGE_SETTING) or None,
-            s3_endpoint_url=reader.text("S3_ENDPOINT_URL"),
-            cache_dir=Path(reader.text("CACHE_DIR") or cls.cache_dir),
-            store_connect_timeout_s=reader.number("STORE_CONNECT_TIMEOUT_S", 3.0),
-            store_read_timeout_s=reader.number("STORE_READ_TIMEOUT_S", 30.0),
-            store_retries=int(reader.number("STORE_RETRIES", 2)),
-            load_timeout_s=reader.number("LOAD_TIMEOUT_S", 120.0),
-            memory_budget_mb=reader.optional_number("MEMORY_BUDGET_MB"),
-            idle_unload_s=reader.optional_number("IDLE_UNLOAD_S"),
-            revalidate_s=reader.optional_number("REVALIDATE_S"),
-            preload=tuple(
-                n.strip() for n in (reader.text("PRELOAD") or "").split(",") if n.strip()
-            ),
-        )
+        values: dict[str, Any] = {}
+        for f in _settings_fields():
+            raw = env.get(f.metadata["variable"], "").strip()
+            if raw:
+                values[f.name] = f.metadata["parse"](f.metadata["variable"], raw)
+        if "store_connection" not in values:
+            values["store_connection"] = values.get("storage_connection")
+        return cls(**values)
+
+    @staticmethod
+    def describe() -> list[tuple[str, Any, str]]:
+        """(variable, default, meaning) of every setting, in declaration order."""
+        return [(f.metadata["variable"], f.default, f.metadata["help"]) for f in _settings_fields()]
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
+def _settings_fields() -> tuple[Field[Any], ...]:
+    return fields(Settings)
 
-    def text(self, name: str) -> str | None:
-        value = self._env.get(PREFIX + name, "").strip()
-        return value or None
 
-    def optional_number(self, name: str) -> float | None:
-        """A positive number, or None when unset or 0 (the feature is off)."""
-        value = self.number(name, 0.0)
-        return value or None
+def known_variables() -> frozenset[str]:
+    return frozenset(f.metadata["variable"] for f in _settings_fields())
 
-    def number(self, name: str, default: float) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(PREFIX + name, raw, "a number") from None
-        if value < 0:
-            raise ConfigError(PREFIX + name, raw, "a number >= 0")
-        return value
+
+def unknown_settings(env: Mapping[str, str]) -> list[str]:
+    """A sentence for each ``MLFN_*`` variable no setting reads, naming the closest one."""
+    known = known_variables()
+    found = []
+    for name in sorted(n for n in env if n.upper().startswith(PREFIX) and n not in known):
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        found.append(f"{name} is not an mlfn setting and is ignored{hint}")
+    return found
+
+
+_warned = False
+
+
+def warn_unknown(env: Mapping[str, str]) -> None:
+    """Log one warning per unknown ``MLFN_*`` variable, once per process (a typo must not
+    switch a setting off without a word)."""
+    global _warned
+    with _lock:
+        if _warned:
+            return
+        _warned = True
+    for sentence in unknown_settings(env):
+        log.warning("%s", sentence)
 
 
 _current: Settings | None = None
@@ -99,4 +219,5 @@ def current() -> Settings:
     with _lock:
         if _current is None:
             _current = Settings.from_mapping(os.environ)
-        return _current
+    warn_unknown(os.environ)
+    return _current

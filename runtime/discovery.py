@@ -7,10 +7,7 @@ import sys
 from pathlib import Path
 
 from runtime.endpoint import BoundEndpoint, Endpoint
-
-
-class DiscoveryError(Exception):
-    """An endpoint folder that cannot be served; the message names the file and the fix."""
+from runtime.errors import DiscoveryError
 
 
 def discover(functions_dir: Path) -> list[BoundEndpoint]:

@@ -9,34 +9,15 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import BaseModel
 
+from runtime.models.reference import Model as Model  # users declare it beside Endpoint
+from runtime.protocol.jobs import check_queue_name, requests_queue, results_queue
+
 if TYPE_CHECKING:
     from runtime.models.onnx_model import OnnxModel
 
 PredictFn: TypeAlias = Callable[[list[Any], "OnnxModel"], Sequence[Any]]
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class Model:
-    """Where an endpoint's ONNX file lives.
-
-    uri: a path (relative ones resolve against ``MLFN_MODEL_STORE``), ``file://...`` or
-        ``az://CONTAINER/PATH``.
-    sha256: pin the exact bytes; a download with another digest is refused.
-    version: reported to clients; defaults to the first 12 hex digits of the file's sha256.
-    """
-
-    uri: str
-    sha256: str | None = None
-    version: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.uri.strip():
-            raise ValueError("Model uri must not be empty")
-        if self.sha256 is not None and not _SHA256.match(self.sha256):
-            raise ValueError(f"Model sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
 
 
 @dataclass(frozen=True)
@@ -55,18 +36,6 @@ class Limits:
             raise ValueError("max_request_bytes must be >= 1")
         if self.max_batch_wait_ms < 0:
             raise ValueError("max_batch_wait_ms must be >= 0")
-
-
-_QUEUE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
-
-
-def check_queue_name(name: str) -> None:
-    """Raise ValueError unless ``name`` follows Azure's queue naming rules."""
-    if not _QUEUE.match(name):
-        raise ValueError(
-            f"queue name {name!r} is invalid: Azure queue names are 3-63 lowercase letters, "
-            "digits and single hyphens, starting and ending with a letter or digit"
-        )
 
 
 @dataclass(frozen=True)
@@ -157,11 +126,11 @@ class BoundEndpoint:
 
     @property
     def requests_queue(self) -> str:
-        return self.endpoint.queues.requests or f"{self.name.replace('_', '-')}-requests"
+        return self.endpoint.queues.requests or requests_queue(self.name)
 
     @property
     def results_queue(self) -> str:
-        return self.endpoint.queues.results or f"{self.name.replace('_', '-')}-results"
+        return self.endpoint.queues.results or results_queue(self.name)
 
 
 def check_endpoint_name(name: str) -> None:

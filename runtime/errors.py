@@ -1,4 +1,9 @@
-"""One error hierarchy for the runtime; only the trigger adapters turn it into responses."""
+"""Every error the runtime raises on purpose, in one place.
+
+``MlfnError`` subclasses carry the HTTP status they map to and whether a retry can help; only
+the trigger adapters turn them into responses or error results. ``HostError`` subclasses are
+the local host's and the CLI's: a problem with the app folder, told to a person at a prompt.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ class MlfnError(Exception):
         return body
 
 
+# --- the client's fault (4xx) -----------------------------------------------------------------
+
+
 class BadRequest(MlfnError):
     """The body cannot be read as a request at all (not JSON, wrong top-level shape)."""
 
@@ -63,6 +71,30 @@ class EndpointNotFound(MlfnError):
         super().__init__(f"no endpoint named {name!r}", detail={"name": name})
 
 
+class ModelVersionNotFound(MlfnError):
+    """A versioned Open Inference Protocol route named a version the endpoint does not serve."""
+
+    status = 404
+
+    def __init__(self, name: str, version: str, serving: str) -> None:
+        super().__init__(
+            f"model '{name}' has no version '{version}'; it serves version '{serving}'",
+            detail={"name": name, "version": version},
+        )
+
+
+class InputBlobMissing(MlfnError):
+    """A queue message names an inputs blob that does not exist: retrying cannot help."""
+
+    status = 404
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"inputs blob {ref} does not exist", detail={"instances_blob": ref})
+
+
+# --- the store's fault: retry later (503) ------------------------------------------------------
+
+
 class StoreUnavailable(MlfnError):
     """The model store could not be reached or did not answer in time: retry later."""
 
@@ -89,6 +121,9 @@ class ModelLoadTimeout(StoreUnavailable):
         )
 
 
+# --- the deployment's or mlfn's fault (500) ----------------------------------------------------
+
+
 class IntegrityError(MlfnError):
     """Downloaded bytes do not match the pinned digest: they are never served."""
 
@@ -106,6 +141,20 @@ class ModelLoadFailed(MlfnError):
 
     status = 500
 
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"onnxruntime cannot load model {name!r}: {reason}", detail={"model": name}
+        )
+
+
+class PredictFailed(MlfnError):
+    """The endpoint's predict function raised: a server-side fault, never the client's."""
+
+    status = 500
+
+    def __init__(self, name: str, exc: BaseException) -> None:
+        super().__init__(f"predict of endpoint {name!r} raised {type(exc).__name__}: {exc}")
+
 
 class PredictContractError(MlfnError):
     """The endpoint's predict function broke its contract (wrong count or type of outputs)."""
@@ -119,5 +168,48 @@ class ConfigError(MlfnError):
     status = 500
 
     def __init__(self, key: str, value: str, expected: str) -> None:
-        super().__init__(f"setting {key}={value!r} is invalid: expected {expected}")
+        if value:
+            super().__init__(f"setting {key}={value!r} is invalid: expected {expected}")
+        else:
+            super().__init__(f"setting {key} is not set: expected {expected}")
         self.key = key
+
+
+class InternalError(MlfnError):
+    """What a client is told about a bug: the traceback goes to the log, not the body."""
+
+    status = 500
+
+    def __init__(self) -> None:
+        super().__init__("internal error; the server log has the details")
+
+
+# --- the local host and the CLI ----------------------------------------------------------------
+
+
+class HostError(Exception):
+    """The app folder cannot be served or used as it is; the message names the file and fix."""
+
+
+class HostConfigError(HostError):
+    """host.json is missing or holds a value the host refuses."""
+
+
+class LocalSettingsError(HostError):
+    """local.settings.json is not what the Functions tools accept."""
+
+
+class IndexingError(HostError):
+    """The app cannot be indexed; on Azure no function of it would load."""
+
+
+class DiscoveryError(HostError):
+    """An endpoint folder that cannot be served."""
+
+
+class ListenerError(HostError):
+    """A queue trigger that cannot be listened to (missing connection setting, ...)."""
+
+
+class ScaffoldError(HostError):
+    """``mlfn new`` cannot render the endpoint asked for."""

@@ -11,20 +11,12 @@ from string import Template
 from pydantic import BaseModel
 
 from runtime.config import Settings
-from runtime.endpoint import Model, check_endpoint_name
+from runtime.element_types import BY_ONNX
+from runtime.endpoint import check_endpoint_name
+from runtime.errors import ScaffoldError
 from runtime.models.onnx_model import TensorSpec
+from runtime.models.reference import Model
 from runtime.store.base import Progress
-
-PYTHON_TYPES = {
-    "float": "float", "double": "float", "float16": "float",
-    "int8": "int", "int16": "int", "int32": "int", "int64": "int",
-    "uint8": "int", "uint16": "int", "uint32": "int", "uint64": "int",
-    "bool": "bool", "string": "str",
-}  # fmt: skip
-
-
-class ScaffoldError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -156,12 +148,12 @@ def _field(spec: TensorSpec, role: str) -> _Field:
             f"{role} {spec.name!r} is {spec.onnx_type}, not a tensor; the tensor scaffold handles "
             "tensors only (for scikit-learn classifiers, convert with zipmap=False)"
         )
-    py = PYTHON_TYPES.get(spec.element_type)
-    if py is None:
+    known = BY_ONNX.get(spec.element_type)
+    if known is None:
         raise ScaffoldError(
             f"{role} {spec.name!r} has element type {spec.element_type}, unsupported"
         )
-    annotation = py
+    annotation = known.python
     for dim in reversed((spec.shape or (None,))[1:]):
         annotation = (
             f"list[{annotation}]"

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from azure.storage.blob import ContainerClient
 
-from runtime.queue_client import EndpointQueues
+from runtime.storage.queues import EndpointQueues
 from scripts import azurite as azurite_script
 from tests.conftest import AzuriteInfo
 from tests.support import LocalHost, app_env, make_app, queue_client, wait_for

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import azure.functions as func
 
-from runtime.app import build_app
 from runtime.config import Settings
+from runtime.registration import build_app
 from tests.support import ROOT, make_app
 
 

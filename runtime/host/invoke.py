@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -70,10 +69,10 @@ class Invocation:
 
 
 class Invoker:
+    """Calls the app's functions. ``threads`` sizes the pool for sync functions (None:
+    Python's default, min(32, cpus + 4), as the worker does when the setting is unset)."""
+
     def __init__(self, function_directory: str, threads: int | None = None) -> None:
-        if threads is None:
-            raw = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "").strip()
-            threads = int(raw) if raw else None  # None: Python's default, min(32, cpus + 4)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="func")
         self._dir = function_directory
 

@@ -7,9 +7,7 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-
-class LocalSettingsError(Exception):
-    pass
+from runtime.errors import LocalSettingsError
 
 
 def apply_local_settings(

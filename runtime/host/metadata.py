@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.config import STORAGE_SETTING
+from runtime.errors import IndexingError
+
 SCRIPT = "function_app.py"
-
-
-class IndexingError(Exception):
-    """The app cannot be indexed; on Azure no function of it would load."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class Binding:
     @property
     def connection(self) -> str:
         """The app setting naming the storage account; Functions defaults to AzureWebJobsStorage."""
-        return str(self.raw.get("connection") or "AzureWebJobsStorage")
+        return str(self.raw.get("connection") or STORAGE_SETTING)
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from runtime import message_encoding
+from runtime.config import Settings
+from runtime.errors import ConfigError, ListenerError
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import Binding, FunctionInfo
 from runtime.host.queue_options import QueueOptions
+from runtime.protocol import message_encoding
+from runtime.storage import clients
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
@@ -32,10 +35,6 @@ log = logging.getLogger("mlfn.host.queues")
 
 MIN_POLLING_S = 0.1
 POISON_SUFFIX = "-poison"
-
-
-class ListenerError(Exception):
-    """A queue trigger that cannot be listened to (missing connection setting, ...)."""
 
 
 def resolve(value: str, env: Mapping[str, str]) -> str:
@@ -52,32 +51,29 @@ def resolve(value: str, env: Mapping[str, str]) -> str:
 class StorageAccounts:
     """One service client per connection setting, shared by the listeners and outputs."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], settings: Settings) -> None:
         self._env = env
+        self._settings = settings
         self._clients: dict[str, QueueServiceClient] = {}
         self._created: set[tuple[str, str]] = set()
 
     def queue(self, setting: str, name: str) -> QueueClient:
-        from azure.storage.queue import QueueServiceClient
-
         if setting not in self._clients:
-            conn = self._env.get(setting)
-            if not conn:
+            try:
+                conn = clients.connection(setting, self._env)
+            except ConfigError:
                 raise ListenerError(
                     f"connection setting {setting!r} of a queue trigger is not set: add it to "
                     "local.settings.json Values, or serve HTTP only with --no-queues"
-                )
-            self._clients[setting] = QueueServiceClient.from_connection_string(conn)
+                ) from None
+            self._clients[setting] = clients.queue_service(conn, self._settings, setting)
         return self._clients[setting].get_queue_client(name)
 
     def ensure(self, setting: str, name: str) -> QueueClient:
         """The queue, created if missing (output bindings and poison queues do this)."""
-        from azure.core.exceptions import ResourceExistsError
-
         client = self.queue(setting, name)
         if (setting, name) not in self._created:
-            with contextlib.suppress(ResourceExistsError):
-                client.create_queue()
+            clients.create_if_missing(client.create_queue)
             self._created.add((setting, name))
         return client
 

@@ -7,8 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.host.host_json import HostConfig, HostConfigError
-from runtime.message_encoding import ENCODINGS
+from runtime.errors import HostConfigError
+from runtime.host_json import HostConfig
+from runtime.protocol.message_encoding import ENCODINGS
 
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?$")
 

@@ -9,23 +9,17 @@ import logging
 import os
 from pathlib import Path
 
-from runtime.host.app import HostApp
-from runtime.host.host_json import HostConfig
+from runtime import config
+from runtime.host.asgi import HostApp
 from runtime.host.http_server import HttpHost, http_route
 from runtime.host.invoke import Invoker
 from runtime.host.local_settings import apply_local_settings
 from runtime.host.metadata import FunctionInfo, index_app
 from runtime.host.queue_listener import QueueListener, StorageAccounts
 from runtime.host.queue_options import QueueOptions
+from runtime.host_json import HostConfig
 
 log = logging.getLogger("mlfn.host")
-
-# How long a fetched message stays invisible before its lease is renewed or lapses. Azure uses
-# 10 minutes; locally a crashed host's messages should come back sooner.
-LEASE_SETTING = "MLFN_HOST_QUEUE_LEASE_S"
-# The key FUNCTION-level routes need locally; Azure issues real keys per app and function.
-FUNCTION_KEY_SETTING = "MLFN_FUNCTION_KEY"
-DEFAULT_LEASE_S = 30.0
 
 
 def build_host(
@@ -34,22 +28,24 @@ def build_host(
     """Apply local settings, read host.json and index the app, as the Functions host does at
     start-up; return the host app, the configuration and every function."""
     apply_local_settings(app_dir)
-    config = HostConfig.load(app_dir, os.environ)
+    settings = config.Settings.from_mapping(os.environ)
+    config.warn_unknown(os.environ)
+    host_config = HostConfig.load(app_dir, os.environ)
     functions = index_app(app_dir)
-    invoker = Invoker(str(app_dir))
-    key = os.environ.get(FUNCTION_KEY_SETTING) or None
-    http = HttpHost(functions, config.route_prefix, invoker, function_key=key)
+    invoker = Invoker(str(app_dir), settings.thread_count)
+    http = HttpHost(
+        functions, host_config.route_prefix, invoker, function_key=settings.function_key
+    )
     listeners: list[QueueListener] = []
     if queues:
-        options = QueueOptions.from_host(config)
-        accounts = StorageAccounts(os.environ)
-        lease = float(os.environ.get(LEASE_SETTING) or DEFAULT_LEASE_S)
+        options = QueueOptions.from_host(host_config)
+        accounts = StorageAccounts(os.environ, settings)
         listeners = [
-            QueueListener(f, invoker, options, accounts, os.environ, lease)
+            QueueListener(f, invoker, options, accounts, os.environ, settings.host_queue_lease_s)
             for f in functions
             if f.trigger.type == "queueTrigger"
         ]
-    return HostApp(http, listeners), config, functions
+    return HostApp(http, listeners, invoker), host_config, functions
 
 
 def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool = True) -> None:
@@ -60,7 +56,7 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
     )
     # The storage SDK logs every request and response header at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    app, config, functions = build_host(app_dir, queues=queues)
+    app, host_config, functions = build_host(app_dir, queues=queues)
     base = f"http://{host}:{port}"
     listening = {listener.info.name: listener for listener in app.listeners}
     print("mlfn local host: emulates the Azure Functions host from the app's metadata (not func)\n")
@@ -68,23 +64,22 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
     for info in functions:
         if info in app.http.functions:
             methods = ",".join(info.methods or ("ALL",))
-            print(f"\t{info.name}: [{methods}] {base}/{http_route(info, config.route_prefix)}")
+            route = http_route(info, host_config.route_prefix)
+            print(f"\t{info.name}: [{methods}] {base}/{route}")
         elif info.name in listening:
             print(f"\t{info.name}: queueTrigger on {listening[info.name].queue_name}")
         elif info.trigger.type == "queueTrigger":
             print(f"\t{info.name}: queueTrigger, not run (--no-queues)")
         else:
             print(f"\t{info.name}: {info.trigger.type}, not run by this host yet")
+    key_setting = "MLFN_FUNCTION_KEY"
     if any(f.auth_level != "ANONYMOUS" for f in app.http.functions):
         if app.http.function_key:
-            print(
-                f"\nFunction keys are enforced ({FUNCTION_KEY_SETTING}): "
-                "send x-functions-key or ?code=."
-            )
+            print(f"\nFunction keys are enforced ({key_setting}): send x-functions-key or ?code=.")
         else:
             print(
                 "\nFunction keys are not enforced (as with func start): set "
-                f"{FUNCTION_KEY_SETTING} in local.settings.json to require one. "
+                f"{key_setting} in local.settings.json to require one. "
                 "On Azure they are always enforced."
             )
     print(flush=True)

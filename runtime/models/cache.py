@@ -45,10 +45,6 @@ class CachedFile:
     verify_s: float
     etag: str | None = None  # the store's version of these bytes, for later revalidation
 
-    @property
-    def downloaded(self) -> bool:
-        return self.downloaded_bytes > 0
-
 
 class DiskCache:
     def __init__(self, root: Path, lock_timeout_s: float = 600.0) -> None:

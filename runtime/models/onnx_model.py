@@ -7,28 +7,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.element_types import BY_ONNX
 from runtime.errors import ModelLoadFailed
 
 if TYPE_CHECKING:
     import numpy as np
     import onnxruntime
-
-# ONNX element type (as onnxruntime spells it) -> numpy dtype name.
-ELEMENT_DTYPES: dict[str, str] = {
-    "float": "float32",
-    "double": "float64",
-    "float16": "float16",
-    "int8": "int8",
-    "int16": "int16",
-    "int32": "int32",
-    "int64": "int64",
-    "uint8": "uint8",
-    "uint16": "uint16",
-    "uint32": "uint32",
-    "uint64": "uint64",
-    "bool": "bool",
-    "string": "object",
-}
 
 
 @dataclass(frozen=True)
@@ -55,7 +39,8 @@ class TensorSpec:
 
     @property
     def dtype(self) -> str | None:
-        return ELEMENT_DTYPES.get(self.element_type or "")
+        known = BY_ONNX.get(self.element_type or "")
+        return known.numpy if known else None
 
 
 @dataclass(frozen=True)
@@ -112,10 +97,7 @@ class OnnxModel:
         try:
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated exception types
-            raise ModelLoadFailed(
-                f"onnxruntime cannot load model {name!r}: {str(exc).strip().splitlines()[0]}",
-                detail={"model": name},
-            ) from exc
+            raise ModelLoadFailed(name, str(exc).strip().splitlines()[0]) from exc
         return cls(name, session, sha256=sha256, version=version)
 
     def warm_up(self) -> bool:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.config import Settings
-from runtime.endpoint import Model
 from runtime.errors import ModelLoadTimeout
 from runtime.models.cache import DiskCache
 from runtime.models.memory import MB, release_to_os, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
+from runtime.models.reference import Model
 from runtime.store import ModelSource, locate, resolve_uri
 
 log = logging.getLogger("mlfn.models")
@@ -109,15 +109,6 @@ class ModelRegistry:
     def _resident_names(self) -> str:
         """Comma-separated names of the models in memory. Call with the lock held."""
         return ",".join(sorted(n for n, s in self._slots.items() if s.model is not None))
-
-    def unload(self, name: str, reason: str = "requested") -> bool:
-        with self._lock:
-            slot = self._slots.get(name)
-            if slot is None or slot.model is None or slot.in_use:
-                return False
-            self._drop(name, slot, reason)
-        release_to_os()
-        return True
 
     def _acquire(self, name: str, ref: Model) -> tuple[OnnxModel, _Slot]:
         deadline = time.monotonic() + self.settings.load_timeout_s

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from runtime.element_types import V2_DATATYPES
 from runtime.endpoint import BoundEndpoint
 
 REF = "#/components/schemas/{model}"
@@ -49,21 +50,7 @@ V2_TENSOR = {
         "shape": {"type": "array", "items": {"type": "integer"}},
         "datatype": {
             "type": "string",
-            "enum": [
-                "BOOL",
-                "UINT8",
-                "UINT16",
-                "UINT32",
-                "UINT64",
-                "INT8",
-                "INT16",
-                "INT32",
-                "INT64",
-                "FP16",
-                "FP32",
-                "FP64",
-                "BYTES",
-            ],
+            "enum": list(V2_DATATYPES),
         },
         "data": {"description": "Row-major, flat or nested."},
         "parameters": {"type": "object"},

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from runtime.errors import BadRequest, PayloadTooLarge
-from runtime.serving import Scored
+from runtime.scored import Scored
 
 
 def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:
@@ -40,11 +40,7 @@ def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:
 
 
 def encode_response(scored: Scored) -> dict[str, Any]:
-    m = scored.model
-    return {
-        "predictions": scored.predictions,
-        "model": {"name": m.name, "version": m.version, "sha256": m.sha256},
-    }
+    return {"predictions": scored.predictions, "model": scored.model.as_dict()}
 
 
 def _kind(value: Any) -> str:

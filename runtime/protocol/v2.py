@@ -9,35 +9,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runtime.element_types import BY_V2, V2_DATATYPES
 from runtime.errors import BadRequest
 
 if TYPE_CHECKING:
     import numpy as np
 
 HEADER_LENGTH = "inference-header-content-length"
-
-# V2 datatype <-> numpy dtype name ("object" holds BYTES elements).
-DATATYPES: dict[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-    "BYTES": "object",
-}
-# ONNX element type (as onnxruntime names it) -> V2 datatype.
-ONNX_TO_V2: dict[str, str] = {
-    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
-    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-    "float16": "FP16", "float": "FP32", "double": "FP64", "string": "BYTES",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -96,10 +74,10 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
         if not isinstance(name, str):
             raise BadRequest(f"inputs[{i}] has no name")
-        if datatype not in DATATYPES:
+        if datatype not in BY_V2:
             raise BadRequest(
                 f"input '{name}' has unknown datatype {datatype!r}; "
-                f"use one of {', '.join(DATATYPES)}"
+                f"use one of {', '.join(V2_DATATYPES)}"
             )
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise BadRequest(f"input '{name}' needs a shape: a list of non-negative integers")
@@ -161,7 +139,7 @@ def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray[An
     ):
         raise BadRequest(f"input '{name}' is {datatype}: its data must be whole numbers")
     try:
-        return np.array(flat, dtype=DATATYPES[datatype])
+        return np.array(flat, dtype=BY_V2[datatype].numpy)
     except OverflowError:
         raise BadRequest(f"input '{name}' has values out of range for {datatype}") from None
 
@@ -206,7 +184,7 @@ def _from_binary(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray
                 f"input '{name}' has {len(items)} BYTES elements, its shape needs {count}"
             )
         return np.array(items, dtype=object)
-    dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+    dtype = np.dtype(BY_V2[datatype].numpy).newbyteorder("<")
     if len(raw) != count * dtype.itemsize:
         raise BadRequest(
             f"input '{name}' has {len(raw)} bytes of data; its shape needs {count} "
@@ -267,5 +245,5 @@ def _to_binary(tensor: Tensor) -> bytes:
             data = item if isinstance(item, bytes) else str(item).encode()
             parts.append(struct.pack("<I", len(data)) + data)
         return b"".join(parts)
-    dtype = np.dtype(DATATYPES[tensor.datatype]).newbyteorder("<")
+    dtype = np.dtype(BY_V2[tensor.datatype].numpy).newbyteorder("<")
     return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()

@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
-from runtime.azure_storage import NotFound, client_options, storage_errors
 from runtime.config import Settings
 from runtime.errors import ConfigError, ModelNotInStore
+from runtime.storage import clients
 from runtime.store.base import Progress, StoredObject
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
 
 T = TypeVar("T")
-ProgressFn = Callable[[int, int], None]
 SETTING = "MLFN_MODEL_STORE_CONNECTION"
 
 
@@ -36,21 +35,10 @@ class AzureBlob:
             raise ValueError(f"az:// URIs need a container and a path: az://{container}/{blob}")
 
         def make() -> BlobClient:
-            from azure.storage.blob import BlobClient
-
             conn = settings.store_connection
             if not conn:
                 raise ConfigError(SETTING, "", "a storage connection string or account URL")
-            options = client_options(settings)
-            if conn.startswith(("https://", "http://")):
-                account = conn.rstrip("/")
-                return BlobClient(account, container, blob, credential=_identity(), **options)
-            try:
-                return BlobClient.from_connection_string(conn, container, blob, **options)
-            except ValueError as exc:
-                raise ConfigError(
-                    SETTING, "<hidden>", f"a storage connection string ({exc})"
-                ) from None
+            return clients.blob(conn, container, blob, settings, SETTING)
 
         return cls(f"az://{container}/{blob}", make)
 
@@ -58,14 +46,7 @@ class AzureBlob:
     def from_url(cls, url: str, settings: Settings) -> AzureBlob:
         """A blob URL. A SAS in the query authorises it; without one, ``DefaultAzureCredential``
         (managed identity on Azure) does."""
-
-        def make() -> BlobClient:
-            from azure.storage.blob import BlobClient
-
-            credential = None if urlsplit(url).query else _identity()
-            return BlobClient.from_blob_url(url, credential=credential, **client_options(settings))
-
-        return cls(_redact(url), make)
+        return cls(_redact(url), lambda: clients.blob_from_url(url, settings))
 
     def local_path(self) -> Path | None:
         return None
@@ -100,7 +81,7 @@ class AzureBlob:
         return self._call(run)
 
     def upload(
-        self, path: Path, on_progress: ProgressFn | None = None, sha256: str | None = None
+        self, path: Path, on_progress: Progress | None = None, sha256: str | None = None
     ) -> None:
         """Upload a file here, creating the container if needed; ``sha256`` is recorded as
         blob metadata."""
@@ -108,9 +89,7 @@ class AzureBlob:
 
         def run(client: BlobClient) -> None:
             # The SDK has no public way from a blob to its container; this one is stable.
-            container = client._get_container_client()
-            if not container.exists():
-                container.create_container()
+            clients.create_if_missing(client._get_container_client().create_container)
             with path.open("rb") as src:
                 client.upload_blob(
                     src,
@@ -127,21 +106,10 @@ class AzureBlob:
 
     def _call(self, fn: Callable[[BlobClient], T]) -> T:
         try:
-            with storage_errors(self.uri), self._make_client() as client:
+            with clients.storage_errors(self.uri), self._make_client() as client:
                 return fn(client)
-        except NotFound:
+        except clients.NotFound:
             raise ModelNotInStore(self.uri) from None
-
-
-def _identity() -> Any:
-    try:
-        from azure.identity import DefaultAzureCredential
-    except ImportError:
-        raise ImportError(
-            "a blob store without a key or SAS needs azure-identity: pip install 'mlfn[identity]' "
-            "(and add azure-identity to requirements.txt for Azure)"
-        ) from None
-    return DefaultAzureCredential()
 
 
 def _redact(url: str) -> str:

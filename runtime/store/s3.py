@@ -7,7 +7,7 @@ boto3's usual chain; ``MLFN_S3_ENDPOINT_URL`` points at an S3-compatible service
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -15,7 +15,6 @@ from runtime.config import Settings
 from runtime.errors import ModelNotInStore, StoreUnavailable
 from runtime.store.base import Progress, StoredObject
 
-ProgressFn = Callable[[int, int], None]
 MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 
 
@@ -68,7 +67,7 @@ class S3Object:
         return info
 
     def upload(
-        self, path: Path, on_progress: ProgressFn | None = None, sha256: str | None = None
+        self, path: Path, on_progress: Progress | None = None, sha256: str | None = None
     ) -> None:
         total = path.stat().st_size
         done = [0]

@@ -8,18 +8,14 @@ from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
-from runtime.errors import MlfnError
 from runtime.protocol import v2
-from runtime.state import AppState
-from runtime.triggers.http import AsyncHttpFunction, guarded, json_response, package_version
-
-
-def _v2_error_body(err: MlfnError) -> dict[str, str]:
-    return {"error": err.message}
+from runtime.services import Services
+from runtime.triggers.responses import AsyncHttpFunction, guarded, json_response, v2_error_body
+from runtime.version import package_version
 
 
 def _guarded(fn: Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]) -> AsyncHttpFunction:
-    return guarded(fn, _v2_error_body)
+    return guarded(fn, v2_error_body)
 
 
 def server_metadata(req: func.HttpRequest) -> func.HttpResponse:
@@ -29,27 +25,27 @@ def server_metadata(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-def model_metadata(state: AppState) -> AsyncHttpFunction:
+def model_metadata(services: Services) -> AsyncHttpFunction:
     """``GET /api/v2/models/NAME[/versions/V]``: inputs and outputs with V2 datatypes and shapes
     (-1 for dynamic dimensions), and the last load's cold-start breakdown under ``parameters``.
     Loads the model if it is not in memory."""
 
     async def metadata(req: func.HttpRequest) -> func.HttpResponse:
-        tensors = state.get().tensors
+        service = services.infer
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
-        return json_response(200, await asyncio.to_thread(tensors.metadata, name, version))
+        return json_response(200, await asyncio.to_thread(service.metadata, name, version))
 
     return _guarded(metadata)
 
 
-def model_ready(state: AppState) -> AsyncHttpFunction:
+def model_ready(services: Services) -> AsyncHttpFunction:
     """``GET /api/v2/models/NAME[/versions/V]/ready``: 200 when the model is in memory or its file
     exists in the store; does not load it."""
 
     async def ready(req: func.HttpRequest) -> func.HttpResponse:
-        tensors = state.get().tensors
+        service = services.infer
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
-        if await asyncio.to_thread(tensors.ready, name, version):
+        if await asyncio.to_thread(service.ready, name, version):
             return json_response(200, {"name": name, "ready": True})
         # An expected answer to a probe, not a fault: no exception, no warning in the log.
         message = (
@@ -61,17 +57,17 @@ def model_ready(state: AppState) -> AsyncHttpFunction:
     return _guarded(ready)
 
 
-def model_infer(state: AppState) -> AsyncHttpFunction:
+def model_infer(services: Services) -> AsyncHttpFunction:
     """``POST /api/v2/models/NAME[/versions/V]/infer``: JSON or binary tensors in and out."""
 
     async def infer(req: func.HttpRequest) -> func.HttpResponse:
-        tensors = state.get().tensors
+        service = services.infer
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
         body = req.get_body()
         request = await asyncio.to_thread(
             v2.decode_request, body, req.headers.get(v2.HEADER_LENGTH)
         )
-        result = await tensors.infer(name, request, version)
+        result = await service.infer(name, request, version)
         payload, headers = v2.encode_response(
             name,
             result.model.version,

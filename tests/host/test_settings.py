@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.host.host_json import HostConfig, HostConfigError
-from runtime.host.local_settings import LocalSettingsError, apply_local_settings
+from runtime.errors import HostConfigError, LocalSettingsError
+from runtime.host.local_settings import apply_local_settings
+from runtime.host_json import HostConfig
 
 
 def _host_json(tmp_path: Path, doc: object) -> Path:

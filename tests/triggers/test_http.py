@@ -13,8 +13,8 @@ import azure.functions as func
 import onnxruntime as ort
 import pytest
 
-from runtime.app import build_app
 from runtime.config import Settings
+from runtime.registration import build_app
 from tests.support import make_app
 
 IRIS = """

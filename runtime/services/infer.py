@@ -1,5 +1,6 @@
-"""Model-level inference (the Open Inference Protocol's view): tensors in, tensors out, run on
-the endpoint's ONNX model itself, the same loaded model the predict routes use."""
+"""The Open Inference Protocol service: model-level inference, tensors in, tensors out, run on
+the endpoint's ONNX model itself (the same loaded model the predict routes use), metadata and
+readiness."""
 
 from __future__ import annotations
 
@@ -8,21 +9,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.element_types import BY_ONNX
 from runtime.endpoint import BoundEndpoint
-from runtime.errors import BadRequest, EndpointNotFound, ModelNotInStore, StoreUnavailable
+from runtime.errors import (
+    BadRequest,
+    EndpointNotFound,
+    ModelNotInStore,
+    ModelVersionNotFound,
+    StoreUnavailable,
+)
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.registry import ModelRegistry, ModelState
-from runtime.protocol.v2 import ONNX_TO_V2, InferRequest, Tensor
+from runtime.protocol.v2 import InferRequest, Tensor
 
 PLATFORM = "onnxruntime_onnx"
-
-
-class VersionNotFound(EndpointNotFound):
-    def __init__(self, name: str, version: str, serving: str) -> None:
-        super(EndpointNotFound, self).__init__(
-            f"model '{name}' has no version '{version}'; it serves version '{serving}'",
-            detail={"name": name, "version": version},
-        )
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,15 @@ class InferResult:
 
 
 def v2_datatype(spec: TensorSpec) -> str:
-    return ONNX_TO_V2.get(spec.element_type or "", "BYTES")
+    known = BY_ONNX.get(spec.element_type or "")
+    return known.v2 if known else "BYTES"
 
 
 def v2_shape(spec: TensorSpec) -> list[int]:
     return [-1 if d is None else d for d in (spec.shape or ())]
 
 
-class TensorService:
+class InferService:
     def __init__(self, endpoints: Mapping[str, BoundEndpoint], registry: ModelRegistry) -> None:
         self._endpoints = endpoints
         self._registry = registry
@@ -55,7 +56,7 @@ class TensorService:
         bound = self._bound(name)
         model = self._registry.get(name, bound.endpoint.model)
         if version is not None and version != model.version:
-            raise VersionNotFound(name, version, model.version)
+            raise ModelVersionNotFound(name, version, model.version)
         return model
 
     def metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
@@ -82,7 +83,7 @@ class TensorService:
         bound = self._bound(name)
         declared = bound.endpoint.model.version
         if version is not None and declared is not None and version != declared:
-            raise VersionNotFound(name, version, declared)
+            raise ModelVersionNotFound(name, version, declared)
         if self._registry.state(name) is ModelState.READY:
             return True
         try:
@@ -100,7 +101,7 @@ class TensorService:
         bound = self._bound(name)
         with self._registry.use(name, bound.endpoint.model) as model:
             if version is not None and version != model.version:
-                raise VersionNotFound(name, version, model.version)
+                raise ModelVersionNotFound(name, version, model.version)
             feeds = self._feeds(model, request)
             names = self._output_names(model, request)
             results = model.run(feeds, names)

@@ -1,18 +1,22 @@
-"""``host.json``, with the app-setting overrides Azure applies (``AzureFunctionsJobHost__a__b``)."""
+"""``host.json``, with the app-setting overrides Azure applies (``AzureFunctionsJobHost__a__b``).
+
+Read by the app itself (its HTTP route prefix) and by the local host, so it lives outside
+``runtime.host``: a deployed app never imports the local host.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import HostConfigError
+
 OVERRIDE_PREFIX = "azurefunctionsjobhost__"
-
-
-class HostConfigError(Exception):
-    pass
+DEFAULT_ROUTE_PREFIX = "api"
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,16 @@ class HostConfig:
 
     @property
     def route_prefix(self) -> str:
-        prefix = self.get("extensions", "http", "routePrefix", default="api")
+        prefix = self.get("extensions", "http", "routePrefix", default=DEFAULT_ROUTE_PREFIX)
         return str(prefix).strip("/")
+
+
+def route_prefix(app_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """The app's HTTP route prefix (``api`` unless host.json or an override says otherwise)."""
+    try:
+        return HostConfig.load(app_dir, os.environ if env is None else env).route_prefix
+    except HostConfigError:
+        return DEFAULT_ROUTE_PREFIX
 
 
 def _set(doc: dict[str, Any], path: list[str], value: str) -> None:

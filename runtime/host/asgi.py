@@ -9,6 +9,7 @@ import contextlib
 import logging
 
 from runtime.host.http_server import HttpHost, Receive, Scope, Send
+from runtime.host.invoke import Invoker
 from runtime.host.queue_listener import QueueListener
 
 log = logging.getLogger("mlfn.host")
@@ -17,9 +18,10 @@ DRAIN_S = 30.0
 
 
 class HostApp:
-    def __init__(self, http: HttpHost, listeners: list[QueueListener]) -> None:
+    def __init__(self, http: HttpHost, listeners: list[QueueListener], invoker: Invoker) -> None:
         self.http = http
         self.listeners = listeners
+        self._invoker = invoker
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -45,6 +47,7 @@ class HostApp:
                 if self._tasks:
                     # Stop fetching; let messages already running finish (within reason).
                     await asyncio.wait(self._tasks, timeout=DRAIN_S)
+                self._invoker.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

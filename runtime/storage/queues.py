@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
@@ -11,13 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime import message_encoding
+from runtime.config import Settings
+from runtime.protocol import jobs, message_encoding
+from runtime.storage import clients
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
-
-MESSAGE_LIMIT = 64 * 1024
-REQUESTS_CONTAINER = "requests"
 
 
 @dataclass(frozen=True)
@@ -30,13 +28,24 @@ class Sent:
 class EndpointQueues:
     """The request and result queues of one endpoint, on one storage account.
 
+    connection: a connection string (or account URL) of the account; ``setting`` names the app
+        setting it came from, for errors.
     encoding: the app's host.json ``messageEncoding``; ``base64`` (the default) or ``none``.
     """
 
     def __init__(
-        self, connection: str, requests: str, results: str, encoding: str = "base64"
+        self,
+        connection: str,
+        requests: str,
+        results: str,
+        encoding: str = "base64",
+        *,
+        setting: str = "AzureWebJobsStorage",
+        settings: Settings | None = None,
     ) -> None:
         self._connection = connection
+        self._setting = setting
+        self._settings = settings or Settings()
         self.requests = requests
         self.results = results
         self._encoding = encoding
@@ -44,16 +53,15 @@ class EndpointQueues:
 
     def send(self, name: str, instances: list[Any], job_id: str | None = None) -> Sent:
         """Queue ``instances`` under ``job_id``; inputs too large for a message go to blob
-        ``requests/NAME/<id>.jsonl`` and the message carries that path (claim check)."""
+        (claim check) and the message carries that path."""
         job_id = job_id or uuid.uuid4().hex
-        body = json.dumps({"id": job_id, "instances": instances}, separators=(",", ":"))
+        body = jobs.encode_request(job_id, instances)
         blob = None
-        if len(self._encode(body)) > MESSAGE_LIMIT:
-            blob = f"{REQUESTS_CONTAINER}/{name}/{job_id}.jsonl"
-            self._upload(blob, "\n".join(json.dumps(i, separators=(",", ":")) for i in instances))
-            body = json.dumps({"id": job_id, "instances_blob": blob})
-        queue = self._queue(self.requests)
-        queue.send_message(self._encode(body))
+        if len(self._encode(body)) > jobs.MESSAGE_LIMIT:
+            blob = jobs.request_blob(name, job_id)
+            self._upload(blob, jobs.encode_instances(instances))
+            body = jobs.encode_claim_check(job_id, blob)
+        self._queue(self.requests).send_message(self._encode(body))
         return Sent(job_id, self.requests, blob)
 
     def send_raw(self, body: str) -> None:
@@ -77,38 +85,28 @@ class EndpointQueues:
                 return
             time.sleep(0.2)
 
-    def read_blob(self, path: str) -> dict[str, Any]:
+    def read_blob(self, ref: str) -> dict[str, Any]:
         """A result written to blob (``predictions_blob``)."""
-        from azure.storage.blob import BlobClient
-
-        container, _, blob = path.partition("/")
-        client = BlobClient.from_connection_string(self._connection, container, blob)
+        container, path = jobs.split_blob_ref(ref, "predictions_blob")
+        client = clients.blob(self._connection, container, path, self._settings, self._setting)
         with client:
             doc: dict[str, Any] = json.loads(client.download_blob().readall())
         return doc
 
     def _queue(self, name: str) -> QueueClient:
         """The queue's client, created (with the queue, if missing) once per queue."""
-        from azure.core.exceptions import ResourceExistsError
-        from azure.storage.queue import QueueClient
-
         if name not in self._queues:
-            client = QueueClient.from_connection_string(self._connection, name)
-            with contextlib.suppress(ResourceExistsError):
-                client.create_queue()
+            client = clients.queue(self._connection, name, self._settings, self._setting)
+            clients.create_if_missing(client.create_queue)
             self._queues[name] = client
         return self._queues[name]
 
-    def _upload(self, path: str, text: str) -> None:
-        from azure.core.exceptions import ResourceExistsError
-        from azure.storage.blob import ContainerClient
-
-        container, _, blob = path.partition("/")
-        client = ContainerClient.from_connection_string(self._connection, container)
+    def _upload(self, ref: str, data: bytes) -> None:
+        container, path = jobs.split_blob_ref(ref)
+        client = clients.container(self._connection, container, self._settings, self._setting)
         with client:
-            with contextlib.suppress(ResourceExistsError):
-                client.create_container()
-            client.upload_blob(blob, text.encode(), overwrite=True)
+            clients.create_if_missing(client.create_container)
+            client.upload_blob(path, data, overwrite=True)
 
     def _encode(self, text: str) -> str:
         return message_encoding.encode(text.encode(), self._encoding)

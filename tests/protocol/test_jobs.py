@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.errors import BadRequest
-from runtime.jobs import parse_job
+from runtime.protocol.jobs import parse_job
 
 
 def test_a_request_with_instances() -> None:

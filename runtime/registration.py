@@ -1,15 +1,20 @@
-"""Building the Azure Functions app from the endpoints in ``functions/``."""
+"""Registering the app's functions: one ``FunctionApp`` with the triggers of every endpoint in
+``functions/``, plus the app-wide health, OpenAPI and Open Inference Protocol routes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import azure.functions as func
 
+from runtime import config
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.discovery import discover
-from runtime.state import AppState
+from runtime.protocol.jobs import queue_function_name
+from runtime.services import Services
 from runtime.triggers import http, queue, v2
+from runtime.triggers.responses import AsyncHttpFunction, HttpFunction
 
 
 def build_app(functions_dir: str | Path, *, settings: Settings | None = None) -> func.FunctionApp:
@@ -19,31 +24,33 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
     no storage SDK, no network, no model."""
     functions_dir = Path(functions_dir).resolve()
     endpoints = discover(functions_dir)
-    state = AppState(endpoints, app_root=functions_dir.parent, settings=settings)
+    services = Services(endpoints, app_root=functions_dir.parent, settings=settings)
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-    app.state = state  # type: ignore[attr-defined]  # for tools and tests: the app's runtime
+    app.services = services  # type: ignore[attr-defined]  # for tools and tests
 
     for bound in endpoints:
         if bound.endpoint.predict_fn is None:
             continue  # tensor-only endpoints are served by the Open Inference Protocol routes
-        predict = http.predict_function(bound.name, state)
+        predict = http.predict_function(bound.name, services)
         _route(app, f"{bound.name}_predict", f"{bound.name}/predict", "POST", predict)
-        score = queue.queue_function(bound.name, state)
-        _queue(app, f"{bound.name}_queue", bound.requests_queue, bound.results_queue, score)
+        score = queue.queue_function(bound.name, services)
+        name = queue_function_name(bound.name)
+        _queue(app, name, bound.requests_queue, bound.results_queue, score)
 
     _route(app, "health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
     _route(app, "health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
-    _route(app, "openapi", "openapi.json", "GET", http.openapi_function(state), anonymous=True)
+    _route(app, "openapi", "openapi.json", "GET", http.openapi_function(services), anonymous=True)
     _route(app, "docs", "docs", "GET", http.docs_page, anonymous=True)
     _route(app, "v2_server_metadata", "v2", "GET", v2.server_metadata, anonymous=True)
     model, version = "v2/models/{model_name}", "v2/models/{model_name}/versions/{model_version}"
     for prefix, route in (("v2_model", model), ("v2_model_version", version)):
-        _route(app, f"{prefix}_metadata", route, "GET", v2.model_metadata(state), anonymous=True)
-        _route(
-            app, f"{prefix}_ready", f"{route}/ready", "GET", v2.model_ready(state), anonymous=True
-        )
-        _route(app, f"{prefix}_infer", f"{route}/infer", "POST", v2.model_infer(state))
-    state.start_preload()
+        metadata, ready = v2.model_metadata(services), v2.model_ready(services)
+        _route(app, f"{prefix}_metadata", route, "GET", metadata, anonymous=True)
+        _route(app, f"{prefix}_ready", f"{route}/ready", "GET", ready, anonymous=True)
+        _route(app, f"{prefix}_infer", f"{route}/infer", "POST", v2.model_infer(services))
+    if settings is None:
+        config.warn_unknown(os.environ)
+    services.start_preload()
     return app
 
 
@@ -52,7 +59,7 @@ def _route(
     name: str,
     route: str,
     method: str,
-    handler: http.HttpFunction | http.AsyncHttpFunction,
+    handler: HttpFunction | AsyncHttpFunction,
     anonymous: bool = False,
 ) -> None:
     auth = func.AuthLevel.ANONYMOUS if anonymous else func.AuthLevel.FUNCTION

@@ -1,0 +1,29 @@
+"""A reference to an endpoint's model: where its bytes live and, optionally, which bytes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Model:
+    """Where an endpoint's ONNX file lives.
+
+    uri: a path (relative ones resolve against ``MLFN_MODEL_STORE``; ``./x`` is a file in the
+        app folder), ``file://...``, ``az://CONTAINER/PATH``, ``s3://BUCKET/KEY`` or a blob URL.
+    sha256: pin the exact bytes; a download with another digest is refused.
+    version: reported to clients; defaults to the first 12 hex digits of the file's sha256.
+    """
+
+    uri: str
+    sha256: str | None = None
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.uri.strip():
+            raise ValueError("Model uri must not be empty")
+        if self.sha256 is not None and not SHA256.fullmatch(self.sha256):
+            raise ValueError(f"Model sha256 must be 64 lowercase hex digits, got {self.sha256!r}")

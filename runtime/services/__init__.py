@@ -1,0 +1,118 @@
+"""The app's services, built once, on first use rather than at import (cold start): the model
+registry, the predict service, the Open Inference Protocol service and the jobs service."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runtime import config
+from runtime.endpoint import BoundEndpoint
+from runtime.errors import MlfnError
+
+if TYPE_CHECKING:
+    from runtime.models.registry import ModelRegistry
+    from runtime.services.infer import InferService
+    from runtime.services.jobs import JobService
+    from runtime.services.predict import PredictService
+
+log = logging.getLogger("mlfn.services")
+
+
+@dataclass(frozen=True)
+class _Built:
+    registry: ModelRegistry
+    predict: PredictService
+    infer: InferService
+    jobs: JobService
+
+
+class Services:
+    """The services of one app. Triggers hold this and call one service per request."""
+
+    def __init__(
+        self,
+        endpoints: Iterable[BoundEndpoint],
+        app_root: Path,
+        settings: config.Settings | None = None,
+    ) -> None:
+        self.endpoints = {b.name: b for b in endpoints}
+        self.app_root = app_root
+        self._settings = settings
+        self._built: _Built | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self._get().registry
+
+    @property
+    def predict(self) -> PredictService:
+        return self._get().predict
+
+    @property
+    def infer(self) -> InferService:
+        return self._get().infer
+
+    @property
+    def jobs(self) -> JobService:
+        return self._get().jobs
+
+    def settings(self) -> config.Settings:
+        return self._settings or config.current()
+
+    def _get(self) -> _Built:
+        with self._lock:
+            if self._built is None:
+                self._built = self._build(self.settings())
+            return self._built
+
+    def _build(self, settings: config.Settings) -> _Built:
+        # Imported here: the function app's indexing needs none of this.
+        from runtime.models.registry import ModelRegistry
+        from runtime.services.infer import InferService
+        from runtime.services.jobs import JobService
+        from runtime.services.predict import PredictService
+        from runtime.storage.payloads import Payloads
+
+        registry = ModelRegistry(settings, self.app_root)
+        predict = PredictService(self.endpoints, registry)
+        return _Built(
+            registry,
+            predict,
+            InferService(self.endpoints, registry),
+            JobService(predict, Payloads(settings)),
+        )
+
+    def start_preload(self) -> None:
+        """Load the endpoints named in ``MLFN_PRELOAD`` in a background thread, so an
+        always-ready instance has them in memory before traffic, without delaying indexing."""
+        try:
+            settings = self.settings()
+        except MlfnError as exc:  # reported again on every request; indexing must not fail
+            log.error("settings are invalid: %s", exc.message)
+            return
+        unknown = [n for n in settings.preload if n not in self.endpoints]
+        if unknown:
+            log.error(
+                "MLFN_PRELOAD names unknown endpoints %s; known: %s",
+                unknown,
+                sorted(self.endpoints),
+            )
+        names = [n for n in settings.preload if n in self.endpoints]
+        if names:
+            threading.Thread(
+                target=self._preload, args=(names,), name="mlfn-preload", daemon=True
+            ).start()
+
+    def _preload(self, names: list[str]) -> None:
+        registry = self.registry
+        for name in names:
+            try:
+                registry.get(name, self.endpoints[name].endpoint.model)
+            except Exception as exc:
+                log.error("preloading %s failed: %s", name, exc)

@@ -1,0 +1,47 @@
+"""The jobs service: where a queue message becomes a result. Parse, fetch a claim-checked
+payload, score through the predict service (micro-batched with HTTP requests), answer.
+
+Transport-neutral: the queue trigger hands in the message body and sends the returned text to
+the results queue. A message that can never succeed gets an error result; a transient failure
+raises, so the host retries it and finally moves it to the poison queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from runtime.errors import MlfnError
+from runtime.protocol import jobs
+from runtime.services.predict import PredictService
+from runtime.storage.payloads import Payloads
+
+
+class JobService:
+    def __init__(self, predict: PredictService, payloads: Payloads) -> None:
+        self._predict = predict
+        self._payloads = payloads
+
+    async def process(self, name: str, body: bytes, message_id: str | None = None) -> str:
+        """The result message (JSON text) for one request message. Raises only for transient
+        failures (``err.retryable``) and bugs, which the host retries. Error results carry the
+        queue's message id too, for messages whose own id could not be read."""
+        try:
+            return await self._process(name, body)
+        except MlfnError as err:
+            if err.retryable:
+                raise
+            return jobs.encode_error(jobs.job_id_of(body), message_id, err)
+
+    async def _process(self, name: str, body: bytes) -> str:
+        job = jobs.parse_job(body)
+        raw: list[Any] | None = job.instances
+        if job.instances_blob is not None:
+            raw = await asyncio.to_thread(self._payloads.read_instances, job.instances_blob)
+        assert raw is not None
+        scored = await self._predict.predict(name, raw)
+        text = jobs.encode_result(job.id, scored)
+        if jobs.fits_in_message(text):
+            return text
+        path = await asyncio.to_thread(self._payloads.write_result, name, job.id, text)
+        return jobs.encode_blob_result(job.id, path, scored)

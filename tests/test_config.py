@@ -1,0 +1,97 @@
+"""Settings: every setting has a default, reads a valid value, refuses an invalid one with an
+error that names it; an unknown MLFN_* variable is reported with the closest known name."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime import config
+from runtime.config import Settings
+from runtime.errors import ConfigError
+
+# Per parser: a valid raw value with what it reads as, and raw values it must refuse.
+SAMPLES: dict[Any, tuple[str, Any, tuple[str, ...]]] = {
+    config.text: ("some text", "some text", ()),
+    config.number: ("2.5", 2.5, ("fast", "-1", "nan")),
+    config.optional_number: ("7", 7.0, ("soon", "-3")),
+    config.whole_number: ("4", 4, ("2.5", "-1", "many")),
+    config.positive_whole_number: ("8", 8, ("0", "-2", "1.5")),
+    config.path: ("/srv/cache", Path("/srv/cache"), ()),
+    config.names: (" iris, ,diabetes ", ("iris", "diabetes"), ()),
+}
+SETTINGS = [(f.name, f.metadata["variable"], f.metadata["parse"]) for f in fields(Settings)]
+
+
+def test_every_setting_is_described_and_its_parser_has_samples() -> None:
+    described = Settings.describe()
+    assert [v for v, _, _ in described] == [v for _, v, _ in SETTINGS]
+    assert all(help_text.strip() for _, _, help_text in described)
+    assert {parse for _, _, parse in SETTINGS} <= set(SAMPLES)
+
+
+@pytest.mark.parametrize(("field", "variable", "parse"), SETTINGS)
+def test_a_setting_left_unset_or_blank_has_its_default(field: str, variable: str, parse: Any) -> None:
+    default = getattr(Settings(), field)
+    if field == "store_connection":
+        default = None  # falls back to AzureWebJobsStorage, unset here too
+    assert getattr(Settings.from_mapping({}), field) == default
+    assert getattr(Settings.from_mapping({variable: "   "}), field) == default
+
+
+@pytest.mark.parametrize(("field", "variable", "parse"), SETTINGS)
+def test_a_setting_reads_a_valid_value(field: str, variable: str, parse: Any) -> None:
+    raw, expected, _ = SAMPLES[parse]
+    assert getattr(Settings.from_mapping({variable: raw}), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "variable", "raw"),
+    [(f, v, raw) for f, v, parse in SETTINGS for raw in SAMPLES[parse][2]],
+)
+def test_an_invalid_value_is_an_error_naming_the_setting(field: str, variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({variable: raw})
+    assert caught.value.key == variable
+    assert variable in caught.value.message and repr(raw) in caught.value.message
+
+
+def test_zero_switches_an_optional_feature_off() -> None:
+    settings = Settings.from_mapping({"MLFN_MEMORY_BUDGET_MB": "0", "MLFN_IDLE_UNLOAD_S": "0"})
+    assert settings.memory_budget_mb is None and settings.idle_unload_s is None
+
+
+def test_the_model_store_account_defaults_to_the_apps_own() -> None:
+    assert Settings.from_mapping({"AzureWebJobsStorage": "A"}).store_connection == "A"
+    both = {"AzureWebJobsStorage": "A", "MLFN_MODEL_STORE_CONNECTION": "B"}
+    assert Settings.from_mapping(both).store_connection == "B"
+
+
+def test_unknown_mlfn_variables_are_named_with_the_closest_setting() -> None:
+    env = {"MLFN_CACHE_DRI": "/x", "MLFN_MEMORY_BUDGET": "9", "MLFN_CACHE_DIR": "/y", "PATH": "/"}
+    found = config.unknown_settings(env)
+    assert found == [
+        "MLFN_CACHE_DRI is not an mlfn setting and is ignored; did you mean MLFN_CACHE_DIR?",
+        "MLFN_MEMORY_BUDGET is not an mlfn setting and is ignored; "
+        "did you mean MLFN_MEMORY_BUDGET_MB?",
+    ]
+    assert config.unknown_settings({"MLFN_ZZZ": "1"}) == [
+        "MLFN_ZZZ is not an mlfn setting and is ignored"
+    ]
+
+
+def test_unknown_variables_are_warned_about_once_per_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(config, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger="mlfn.config"):
+        config.warn_unknown({"MLFN_PRELAOD": "iris"})
+        config.warn_unknown({"MLFN_PRELAOD": "iris"})
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "MLFN_PRELAOD is not an mlfn setting and is ignored; did you mean MLFN_PRELOAD?"
+    ]
