@@ -35,7 +35,9 @@ def test_every_setting_is_described_and_its_parser_has_samples() -> None:
 
 
 @pytest.mark.parametrize(("field", "variable", "parse"), SETTINGS)
-def test_a_setting_left_unset_or_blank_has_its_default(field: str, variable: str, parse: Any) -> None:
+def test_a_setting_left_unset_or_blank_has_its_default(
+    field: str, variable: str, parse: Any
+) -> None:
     default = getattr(Settings(), field)
     if field == "store_connection":
         default = None  # falls back to AzureWebJobsStorage, unset here too
@@ -53,7 +55,9 @@ def test_a_setting_reads_a_valid_value(field: str, variable: str, parse: Any) ->
     ("field", "variable", "raw"),
     [(f, v, raw) for f, v, parse in SETTINGS for raw in SAMPLES[parse][2]],
 )
-def test_an_invalid_value_is_an_error_naming_the_setting(field: str, variable: str, raw: str) -> None:
+def test_an_invalid_value_is_an_error_naming_the_setting(
+    field: str, variable: str, raw: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_mapping({variable: raw})
     assert caught.value.key == variable

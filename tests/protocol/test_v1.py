@@ -32,7 +32,7 @@ def test_size_is_checked_before_parsing() -> None:
         (b"[1, 2]", "not a list", "(body)"),
         (b'"text"', "not a string", "(body)"),
         (b"{}", 'no "instances" field', "instances"),
-        (b'{"instances": {"x": 1}}', 'must be a list, not an object', "instances"),
+        (b'{"instances": {"x": 1}}', "must be a list, not an object", "instances"),
         (b'{"instances": 3}', "not a number", "instances"),
         (b'{"instances": null}', "not null", "instances"),
     ],
