@@ -7,7 +7,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from runtime.errors import HostError, MlfnError
 
 if TYPE_CHECKING:
     from runtime.storage.queues import EndpointQueues
+    from runtime.store.base import Progress
 
 
 def _settings(app_dir: Path) -> Settings:
@@ -198,7 +199,7 @@ def results(name: str, wait_s: float, keep: bool) -> None:
 
 
 @contextmanager
-def _progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+def _progress_bar(label: str) -> Iterator[Progress]:
     """A progress callback (done, total) drawing a bar on stderr once a transfer starts."""
     bar: Any = None
     shown = [0]

@@ -32,6 +32,12 @@ def test_importing_function_app_loads_no_heavy_library() -> None:
     assert [m for m in HEAVY if m in loaded] == []
 
 
+def test_a_deployed_app_imports_neither_the_local_host_nor_the_cli_nor_its_tooling() -> None:
+    loaded = _modules_after("import function_app")
+    local = ("runtime.host", "runtime.cli", "uvicorn", "click")
+    assert sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in local)) == []
+
+
 def test_importing_runtime_loads_neither_heavy_libraries_nor_azure_functions() -> None:
     loaded = _modules_after("import runtime")
     assert [m for m in (*HEAVY, "azure.functions") if m in loaded] == []

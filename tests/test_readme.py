@@ -46,3 +46,10 @@ def test_the_readme_endpoint_serves_as_written(
     (prediction,) = json.loads(response.get_body())["predictions"]
     assert prediction["label"] == "virginica"
     assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-5
+
+
+def test_the_readme_lists_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Settings") : readme.index("## Deploy")]
+    listed = set(re.findall(r"`([A-Za-z0-9_]+)`", section))
+    assert [v for v, _, _ in Settings.describe() if v not in listed] == []

@@ -1,0 +1,195 @@
+"""The predict service: validation, micro-batching, the predict function's contract, and where
+a sync or an async predict function runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from runtime.config import Settings
+from runtime.endpoint import BoundEndpoint, Endpoint, Limits
+from runtime.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    PredictContractError,
+    PredictFailed,
+    ValidationFailed,
+)
+from runtime.models.onnx_model import OnnxModel
+from runtime.models.registry import ModelRegistry
+from runtime.services.predict import PredictService
+from tests.models.onnx_builders import multi_io
+
+
+class In(BaseModel):
+    count: int = Field(ge=0)
+
+
+class Out(BaseModel):
+    next: int
+
+
+def _run(model: OnnxModel, rows: list[In]) -> list[Out]:
+    n = len(rows)
+    feeds = {
+        "features:0": [[[0.0, 0.0], [0.0, 0.0]]] * n,
+        "count": [r.count for r in rows],
+        "mask": [[True, False]] * n,
+    }
+    return [Out(next=v) for v in model.run(feeds)["next"].tolist()]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return multi_io(tmp_path_factory.mktemp("models") / "multi.onnx")
+
+
+Service = Callable[..., PredictService]
+
+
+@pytest.fixture
+def service(model_file: Path, tmp_path: Path) -> Service:
+    def make(predict: Any, max_batch_size: int = 64, max_request_bytes: int = 1024) -> Any:
+        limits = Limits(max_batch_size=max_batch_size, max_request_bytes=max_request_bytes)
+        endpoint = Endpoint(In, Out, model=str(model_file), limits=limits, predict=predict)
+        registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+        return PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry)
+
+    return make
+
+
+def _counts(*counts: int) -> list[dict[str, int]]:
+    return [{"count": c} for c in counts]
+
+
+def test_a_sync_predict_runs_in_a_worker_thread(service: Service) -> None:
+    threads: list[int] = []
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        threads.append(threading.get_ident())
+        return _run(model, rows)
+
+    async def main() -> tuple[Any, int]:
+        return await service(predict).predict("ep", _counts(1, 41)), threading.get_ident()
+
+    scored, loop_thread = asyncio.run(main())
+    assert scored.predictions == [{"next": 2}, {"next": 42}]
+    assert scored.model.name == "ep" and len(scored.model.sha256) == 64
+    assert threads and loop_thread not in threads
+
+
+def test_an_async_predict_is_awaited_on_the_event_loop(service: Service) -> None:
+    threads: list[int] = []
+
+    async def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        threads.append(threading.get_ident())
+        await asyncio.sleep(0)  # a real coroutine, suspended once
+        return _run(model, rows)
+
+    async def main() -> tuple[list[Any], int]:
+        svc = service(predict, max_batch_size=2)
+        both = await asyncio.gather(
+            svc.predict("ep", _counts(1, 2, 3)), svc.predict("ep", _counts(9))
+        )
+        return list(both), threading.get_ident()
+
+    (first, second), loop_thread = asyncio.run(main())
+    assert first.predictions == [{"next": 2}, {"next": 3}, {"next": 4}]
+    assert second.predictions == [{"next": 10}]
+    assert set(threads) == {loop_thread}
+
+
+def test_a_callable_object_with_an_async_call_is_awaited(service: Service) -> None:
+    class Predictor:
+        async def __call__(self, rows: list[In], model: OnnxModel) -> list[Out]:
+            return _run(model, rows)
+
+    scored = asyncio.run(service(Predictor()).predict("ep", _counts(5)))
+    assert scored.predictions == [{"next": 6}]
+
+
+def test_requests_over_max_batch_size_reach_predict_in_chunks(service: Service) -> None:
+    sizes: list[int] = []
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        sizes.append(len(rows))
+        return _run(model, rows)
+
+    scored = asyncio.run(service(predict, max_batch_size=2).predict("ep", _counts(*range(5))))
+    assert [p["next"] for p in scored.predictions] == [1, 2, 3, 4, 5]
+    assert sizes == [2, 2, 1]
+
+
+def test_a_sync_predict_that_returns_an_awaitable_breaks_the_contract(service: Service) -> None:
+    async def inner(rows: list[In], model: OnnxModel) -> list[Out]:
+        return _run(model, rows)
+
+    def predict(rows: list[In], model: OnnxModel) -> Any:
+        return inner(rows, model)  # forgot to declare predict itself async def
+
+    with pytest.raises(PredictContractError, match="async def"):
+        asyncio.run(service(predict).predict("ep", _counts(1)))
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (lambda rows: [], "returned 0 outputs for 2 instances"),
+        (lambda rows: None, "returned no list outputs for 2 instances"),
+        (lambda rows: [{"next": "x"}, {"next": 1}], "invalid output for instance 0"),
+    ],
+)
+def test_outputs_that_break_the_contract_are_a_server_error(
+    service: Service, returned: Callable[[list[In]], Any], message: str
+) -> None:
+    with pytest.raises(PredictContractError, match=message) as caught:
+        asyncio.run(service(lambda rows, model: returned(rows)).predict("ep", _counts(1, 2)))
+    assert caught.value.status == 500
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_predict_that_raises_is_a_server_error_naming_the_exception(
+    service: Service, asynchronous: bool
+) -> None:
+    def fail(rows: list[In], model: OnnxModel) -> list[Out]:
+        raise ZeroDivisionError("no")
+
+    async def fail_async(rows: list[In], model: OnnxModel) -> list[Out]:
+        raise ZeroDivisionError("no")
+
+    with pytest.raises(PredictFailed, match="raised ZeroDivisionError: no") as caught:
+        asyncio.run(service(fail_async if asynchronous else fail).predict("ep", _counts(1)))
+    assert caught.value.status == 500
+
+
+def test_an_mlfn_error_from_predict_keeps_its_status(service: Service) -> None:
+    def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        raise ValidationFailed("count 7 is unlucky", detail=[{"field": "instances[0].count"}])
+
+    with pytest.raises(ValidationFailed, match="unlucky"):
+        asyncio.run(service(predict).predict("ep", _counts(7)))
+
+
+def test_validation_names_each_failing_field(service: Service) -> None:
+    svc = service(lambda rows, model: _run(model, rows))
+    with pytest.raises(ValidationFailed) as caught:
+        asyncio.run(svc.predict("ep", [{"count": 1}, {"count": -1}, {}]))
+    assert [d["field"] for d in caught.value.detail] == ["instances[1].count", "instances[2].count"]
+    with pytest.raises(ValidationFailed, match="at least one instance"):
+        asyncio.run(svc.predict("ep", []))
+
+
+def test_a_v1_body_is_decoded_within_the_endpoints_byte_limit(service: Service) -> None:
+    svc = service(lambda rows, model: _run(model, rows), max_request_bytes=64)
+    scored = asyncio.run(svc.predict_body("ep", b'{"instances": [{"count": 3}]}'))
+    assert scored.predictions == [{"next": 4}]
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(svc.predict_body("ep", b'{"instances": [' + b'{"count": 3},' * 10 + b"]}"))
+    with pytest.raises(BadRequest):
+        asyncio.run(svc.predict_body("ep", b"[]"))
