@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 log = logging.getLogger("mlfn.batching")
 
@@ -47,6 +47,7 @@ class Batcher(Generic[I, O]):
         max_wait_s: float = 0.0,
     ) -> None:
         self._run = run
+        self._run_is_async = inspect.iscoroutinefunction(run)
         self._split = split
         self._max = max_batch_size
         self._wait = max_wait_s
@@ -68,10 +69,9 @@ class Batcher(Generic[I, O]):
         return await future
 
     async def _call(self, instances: list[I]) -> O:
-        if inspect.iscoroutinefunction(self._run):
-            result: O = await self._run(instances)
-            return result
-        return await asyncio.to_thread(self._run, instances)  # type: ignore[arg-type]
+        if self._run_is_async:
+            return await cast(Awaitable[O], self._run(instances))
+        return await asyncio.to_thread(cast(Callable[[list[I]], O], self._run), instances)
 
     async def _work(self, queue: asyncio.Queue[_Request[I, O]]) -> None:
         carry: _Request[I, O] | None = None

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runtime.config import Settings
-from runtime.errors import HostError, MlfnError
+from runtime.config import HostSettings, Settings
+from runtime.errors import ConfigError, HostError, MlfnError
 
 if TYPE_CHECKING:
     from runtime.storage.queues import EndpointQueues
@@ -109,7 +109,12 @@ def upload(file: Path, uri: str) -> None:
 @click.argument("name")
 @click.option("--data", required=True, help='JSON body, or @FILE: {"instances": [...]}.')
 @click.option("--url", default="http://127.0.0.1:7071", show_default=True, help="App base URL.")
-@click.option("--key", default=None, envvar="MLFN_FUNCTION_KEY", help="Function key, if needed.")
+@click.option(
+    "--key",
+    default=None,
+    envvar=HostSettings.variable("function_key"),
+    help="Function key, if needed.",
+)
 def invoke(name: str, data: str, url: str, key: str | None) -> None:
     """POST a predict request to endpoint NAME and print the response."""
     body = Path(data[1:]).read_bytes() if data.startswith("@") else data.encode()
@@ -150,7 +155,10 @@ def _endpoint_queues(name: str) -> EndpointQueues:
             raise click.ClickException(f"no queue-triggered endpoint {name!r}; known: {known}")
         results = next(b for b in info.outputs if b.type == "queue").raw["queueName"]
         setting = info.trigger.connection
-        connection = clients.connection(setting, os.environ)
+        try:
+            connection = clients.connection(setting, os.environ)
+        except ConfigError as exc:
+            raise click.ClickException(f"{exc.message} (local.settings.json Values)") from None
         encoding = QueueOptions.from_host(HostConfig.load(app_dir, os.environ)).message_encoding
     return EndpointQueues(
         connection,

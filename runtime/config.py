@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,8 @@ def number(name: str, raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(name, raw, "a number") from None
-    if not value >= 0:  # also refuses nan
-        raise ConfigError(name, raw, "a number >= 0")
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise ConfigError(name, raw, "a finite number >= 0")
     return value
 
 
@@ -44,12 +45,12 @@ def optional_number(name: str, raw: str) -> float | None:
 
 def whole_number(name: str, raw: str) -> int:
     try:
-        value = int(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(name, raw, "a whole number") from None
-    if value < 0:
+    if not (value.is_integer() and value >= 0):  # "2" and "2.0" alike; not 2.5, inf or nan
         raise ConfigError(name, raw, "a whole number >= 0")
-    return value
+    return int(value)
 
 
 def positive_whole_number(name: str, raw: str) -> int:
@@ -72,10 +73,34 @@ def setting(variable: str, default: Any, parse: Parse, help: str) -> Any:
     return field(default=default, metadata={"variable": variable, "parse": parse, "help": help})
 
 
+class _FromEnvironment:
+    """Reading a dataclass of ``setting()`` fields from a mapping of variables."""
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            variable = f.metadata["variable"]
+            raw = env.get(variable, "").strip()
+            if raw:
+                values[f.name] = f.metadata["parse"](variable, raw)
+        return values
+
+    @classmethod
+    def variable(cls, field_name: str) -> str:
+        """The environment variable of a setting, by field name."""
+        found: str = next(
+            f.metadata["variable"]
+            for f in fields(cls)  # type: ignore[arg-type]
+            if f.name == field_name
+        )
+        return found
+
+
 @dataclass(frozen=True)
-class Settings:
-    """Everything mlfn reads from its environment: the runtime's settings, then the local
-    host's. ``describe()`` lists them; docs and tests are generated from the same fields."""
+class Settings(_FromEnvironment):
+    """What the runtime reads from its environment. ``describe()`` lists every setting (these and
+    ``HostSettings``); the README's table and the tests are checked against it."""
 
     model_store: str | None = setting(
         "MLFN_MODEL_STORE",
@@ -138,14 +163,27 @@ class Settings:
     preload: tuple[str, ...] = setting(
         "MLFN_PRELOAD", (), names, "Endpoints whose models load at start, comma-separated."
     )
-    # The local host's (mlfn serve); Azure's host has its own equivalents.
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        values = cls._read(env)
+        if "store_connection" not in values:
+            values["store_connection"] = values.get("storage_connection")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class HostSettings(_FromEnvironment):
+    """The local host's settings (``mlfn serve``); the Functions host on Azure has its own.
+    Read only by the local host, so a deployed app never fails on one of them."""
+
     function_key: str | None = setting(
         "MLFN_FUNCTION_KEY",
         None,
         text,
         "Key FUNCTION-level routes require locally (x-functions-key or ?code=). Unset: none.",
     )
-    host_queue_lease_s: float = setting(
+    queue_lease_s: float = setting(
         "MLFN_HOST_QUEUE_LEASE_S",
         30.0,
         number,
@@ -158,28 +196,21 @@ class Settings:
     )  # fmt: skip
 
     @classmethod
-    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
-        values: dict[str, Any] = {}
-        for f in _settings_fields():
-            raw = env.get(f.metadata["variable"], "").strip()
-            if raw:
-                values[f.name] = f.metadata["parse"](f.metadata["variable"], raw)
-        if "store_connection" not in values:
-            values["store_connection"] = values.get("storage_connection")
-        return cls(**values)
-
-    @staticmethod
-    def describe() -> list[tuple[str, Any, str]]:
-        """(variable, default, meaning) of every setting, in declaration order."""
-        return [(f.metadata["variable"], f.default, f.metadata["help"]) for f in _settings_fields()]
+    def from_mapping(cls, env: Mapping[str, str]) -> HostSettings:
+        return cls(**cls._read(env))
 
 
-def _settings_fields() -> tuple[Field[Any], ...]:
-    return fields(Settings)
+def describe() -> list[tuple[str, Any, str]]:
+    """(variable, default, meaning) of every setting, the runtime's then the local host's."""
+    return [
+        (f.metadata["variable"], f.default, f.metadata["help"])
+        for cls in (Settings, HostSettings)
+        for f in fields(cls)
+    ]
 
 
 def known_variables() -> frozenset[str]:
-    return frozenset(f.metadata["variable"] for f in _settings_fields())
+    return frozenset(variable for variable, _, _ in describe())
 
 
 def unknown_settings(env: Mapping[str, str]) -> list[str]:
@@ -196,15 +227,15 @@ def unknown_settings(env: Mapping[str, str]) -> list[str]:
 _warned = False
 
 
-def warn_unknown(env: Mapping[str, str]) -> None:
-    """Log one warning per unknown ``MLFN_*`` variable, once per process (a typo must not
-    switch a setting off without a word)."""
+def warn_unknown(env: Mapping[str, str] | None = None) -> None:
+    """Log one warning per unknown ``MLFN_*`` variable (of the process environment by default),
+    once per process: a typo must not switch a setting off without a word."""
     global _warned
     with _lock:
         if _warned:
             return
         _warned = True
-    for sentence in unknown_settings(env):
+    for sentence in unknown_settings(os.environ if env is None else env):
         log.warning("%s", sentence)
 
 
@@ -219,5 +250,9 @@ def current() -> Settings:
     with _lock:
         if _current is None:
             _current = Settings.from_mapping(os.environ)
-    warn_unknown(os.environ)
+            first = True
+        else:
+            first = False
+    if first:
+        warn_unknown()
     return _current

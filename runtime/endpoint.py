@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from pydantic import BaseModel
 
@@ -15,7 +15,9 @@ from runtime.protocol.jobs import check_queue_name, requests_queue, results_queu
 if TYPE_CHECKING:
     from runtime.models.onnx_model import OnnxModel
 
-PredictFn: TypeAlias = Callable[[list[Any], "OnnxModel"], Sequence[Any]]
+PredictFn: TypeAlias = Callable[[list[Any], "OnnxModel"], Sequence[Any] | Awaitable[Sequence[Any]]]
+"""``predict(instances, model) -> outputs``, a plain function or an ``async def`` one."""
+F = TypeVar("F", bound=PredictFn)
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
@@ -83,7 +85,7 @@ class Endpoint:
         if predict is not None:
             self.predict(predict)
 
-    def predict(self, fn: PredictFn) -> PredictFn:
+    def predict(self, fn: F) -> F:
         """Decorator: register ``fn(instances, model) -> outputs`` (same length, same order)."""
         if self._input is None or self._output is None:
             raise TypeError("an Endpoint with a predict function needs input and output models")

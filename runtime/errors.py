@@ -2,7 +2,9 @@
 
 ``MlfnError`` subclasses carry the HTTP status they map to and whether a retry can help; only
 the trigger adapters turn them into responses or error results. ``HostError`` subclasses are
-the local host's and the CLI's: a problem with the app folder, told to a person at a prompt.
+problems with the app folder itself (host.json, local settings, an endpoint that cannot be
+declared, an app that cannot be indexed): no request is involved, so they carry no status; the
+local host and the CLI tell them as one line, and on Azure they fail indexing.
 """
 
 from __future__ import annotations
@@ -184,11 +186,12 @@ class InternalError(MlfnError):
         super().__init__("internal error; the server log has the details")
 
 
-# --- the local host and the CLI ----------------------------------------------------------------
+# --- the app folder: the local host, the CLI, indexing ------------------------------------------
 
 
 class HostError(Exception):
-    """The app folder cannot be served or used as it is; the message names the file and fix."""
+    """The app folder cannot be indexed, served or used as it is; the message names the file
+    and the fix."""
 
 
 class HostConfigError(HostError):

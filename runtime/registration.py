@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import azure.functions as func
@@ -49,7 +48,7 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
         _route(app, f"{prefix}_ready", f"{route}/ready", "GET", ready, anonymous=True)
         _route(app, f"{prefix}_infer", f"{route}/infer", "POST", v2.model_infer(services))
     if settings is None:
-        config.warn_unknown(os.environ)
+        config.warn_unknown()
     services.start_preload()
     return app
 

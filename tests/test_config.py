@@ -11,57 +11,73 @@ from typing import Any
 import pytest
 
 from runtime import config
-from runtime.config import Settings
+from runtime.config import HostSettings, Settings
 from runtime.errors import ConfigError
 
 # Per parser: a valid raw value with what it reads as, and raw values it must refuse.
 SAMPLES: dict[Any, tuple[str, Any, tuple[str, ...]]] = {
     config.text: ("some text", "some text", ()),
-    config.number: ("2.5", 2.5, ("fast", "-1", "nan")),
+    config.number: ("2.5", 2.5, ("fast", "-1", "nan", "inf")),
     config.optional_number: ("7", 7.0, ("soon", "-3")),
-    config.whole_number: ("4", 4, ("2.5", "-1", "many")),
+    config.whole_number: ("4.0", 4, ("2.5", "-1", "many", "inf")),
     config.positive_whole_number: ("8", 8, ("0", "-2", "1.5")),
     config.path: ("/srv/cache", Path("/srv/cache"), ()),
     config.names: (" iris, ,diabetes ", ("iris", "diabetes"), ()),
 }
-SETTINGS = [(f.name, f.metadata["variable"], f.metadata["parse"]) for f in fields(Settings)]
+Kind = type[Settings] | type[HostSettings]
+FIELDS = [(kind, f) for kind in (Settings, HostSettings) for f in fields(kind)]
+SETTINGS = [
+    pytest.param(kind, f.name, f.metadata["variable"], f.metadata["parse"], id=f.name)
+    for kind, f in FIELDS
+]
+INVALID = [
+    pytest.param(kind, f.metadata["variable"], raw, id=f"{f.metadata['variable']}={raw}")
+    for kind, f in FIELDS
+    for raw in SAMPLES[f.metadata["parse"]][2]
+]
 
 
 def test_every_setting_is_described_and_its_parser_has_samples() -> None:
-    described = Settings.describe()
-    assert [v for v, _, _ in described] == [v for _, v, _ in SETTINGS]
+    described = config.describe()
+    assert [v for v, _, _ in described] == [f.metadata["variable"] for _, f in FIELDS]
     assert all(help_text.strip() for _, _, help_text in described)
-    assert {parse for _, _, parse in SETTINGS} <= set(SAMPLES)
+    assert {f.metadata["parse"] for _, f in FIELDS} <= set(SAMPLES)
+    assert Settings.variable("cache_dir") == "MLFN_CACHE_DIR"
+    assert HostSettings.variable("function_key") == "MLFN_FUNCTION_KEY"
 
 
-@pytest.mark.parametrize(("field", "variable", "parse"), SETTINGS)
+@pytest.mark.parametrize(("kind", "field", "variable", "parse"), SETTINGS)
 def test_a_setting_left_unset_or_blank_has_its_default(
-    field: str, variable: str, parse: Any
+    kind: Kind, field: str, variable: str, parse: Any
 ) -> None:
-    default = getattr(Settings(), field)
+    default = getattr(kind(), field)
     if field == "store_connection":
         default = None  # falls back to AzureWebJobsStorage, unset here too
-    assert getattr(Settings.from_mapping({}), field) == default
-    assert getattr(Settings.from_mapping({variable: "   "}), field) == default
+    assert getattr(kind.from_mapping({}), field) == default
+    assert getattr(kind.from_mapping({variable: "   "}), field) == default
 
 
-@pytest.mark.parametrize(("field", "variable", "parse"), SETTINGS)
-def test_a_setting_reads_a_valid_value(field: str, variable: str, parse: Any) -> None:
+@pytest.mark.parametrize(("kind", "field", "variable", "parse"), SETTINGS)
+def test_a_setting_reads_a_valid_value(kind: Kind, field: str, variable: str, parse: Any) -> None:
     raw, expected, _ = SAMPLES[parse]
-    assert getattr(Settings.from_mapping({variable: raw}), field) == expected
+    assert getattr(kind.from_mapping({variable: raw}), field) == expected
 
 
-@pytest.mark.parametrize(
-    ("field", "variable", "raw"),
-    [(f, v, raw) for f, v, parse in SETTINGS for raw in SAMPLES[parse][2]],
-)
+@pytest.mark.parametrize(("kind", "variable", "raw"), INVALID)
 def test_an_invalid_value_is_an_error_naming_the_setting(
-    field: str, variable: str, raw: str
+    kind: Kind, variable: str, raw: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_mapping({variable: raw})
+        kind.from_mapping({variable: raw})
     assert caught.value.key == variable
     assert variable in caught.value.message and repr(raw) in caught.value.message
+
+
+def test_the_deployed_app_never_reads_the_local_hosts_settings() -> None:
+    env = {"MLFN_HOST_QUEUE_LEASE_S": "soon", "PYTHON_THREADPOOL_THREAD_COUNT": "0"}
+    assert Settings.from_mapping(env) == Settings()
+    with pytest.raises(ConfigError):
+        HostSettings.from_mapping(env)
 
 
 def test_zero_switches_an_optional_feature_off() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import azure.functions as func
 
+from runtime import config
 from runtime.config import Settings
 from runtime.registration import build_app
 from tests.support import ROOT, make_app
@@ -52,4 +53,4 @@ def test_the_readme_lists_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Settings") : readme.index("## Deploy")]
     listed = set(re.findall(r"`([A-Za-z0-9_]+)`", section))
-    assert [v for v, _, _ in Settings.describe() if v not in listed] == []
+    assert [v for v, _, _ in config.describe() if v not in listed] == []

@@ -29,19 +29,18 @@ def build_host(
     start-up; return the host app, the configuration and every function."""
     apply_local_settings(app_dir)
     settings = config.Settings.from_mapping(os.environ)
-    config.warn_unknown(os.environ)
+    local = config.HostSettings.from_mapping(os.environ)
+    config.warn_unknown()
     host_config = HostConfig.load(app_dir, os.environ)
     functions = index_app(app_dir)
-    invoker = Invoker(str(app_dir), settings.thread_count)
-    http = HttpHost(
-        functions, host_config.route_prefix, invoker, function_key=settings.function_key
-    )
+    invoker = Invoker(str(app_dir), local.thread_count)
+    http = HttpHost(functions, host_config.route_prefix, invoker, function_key=local.function_key)
     listeners: list[QueueListener] = []
     if queues:
         options = QueueOptions.from_host(host_config)
         accounts = StorageAccounts(os.environ, settings)
         listeners = [
-            QueueListener(f, invoker, options, accounts, os.environ, settings.host_queue_lease_s)
+            QueueListener(f, invoker, options, accounts, os.environ, local.queue_lease_s)
             for f in functions
             if f.trigger.type == "queueTrigger"
         ]
@@ -72,7 +71,7 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
             print(f"\t{info.name}: queueTrigger, not run (--no-queues)")
         else:
             print(f"\t{info.name}: {info.trigger.type}, not run by this host yet")
-    key_setting = "MLFN_FUNCTION_KEY"
+    key_setting = config.HostSettings.variable("function_key")
     if any(f.auth_level != "ANONYMOUS" for f in app.http.functions):
         if app.http.function_key:
             print(f"\nFunction keys are enforced ({key_setting}): send x-functions-key or ?code=.")

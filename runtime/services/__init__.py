@@ -62,13 +62,14 @@ class Services:
     def jobs(self) -> JobService:
         return self._get().jobs
 
+    @property
     def settings(self) -> config.Settings:
         return self._settings or config.current()
 
     def _get(self) -> _Built:
         with self._lock:
             if self._built is None:
-                self._built = self._build(self.settings())
+                self._built = self._build(self.settings)
             return self._built
 
     def _build(self, settings: config.Settings) -> _Built:
@@ -92,7 +93,7 @@ class Services:
         """Load the endpoints named in ``MLFN_PRELOAD`` in a background thread, so an
         always-ready instance has them in memory before traffic, without delaying indexing."""
         try:
-            settings = self.settings()
+            settings = self.settings
         except MlfnError as exc:  # reported again on every request; indexing must not fail
             log.error("settings are invalid: %s", exc.message)
             return

@@ -20,6 +20,7 @@ from runtime.errors import (
 )
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.registry import ModelRegistry, ModelState
+from runtime.protocol import v2
 from runtime.protocol.v2 import InferRequest, Tensor
 
 PLATFORM = "onnxruntime_onnx"
@@ -95,7 +96,29 @@ class InferService:
     async def infer(
         self, name: str, request: InferRequest, version: str | None = None
     ) -> InferResult:
+        """Run a decoded request on the model."""
         return await asyncio.to_thread(self._infer, name, request, version)
+
+    async def infer_body(
+        self, name: str, body: bytes, header_length: str | None, version: str | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """An inference request's body in, the response body and headers out (JSON or binary
+        tensors): decoding, the run and encoding take one hop off the event loop."""
+        return await asyncio.to_thread(self._infer_body, name, body, header_length, version)
+
+    def _infer_body(
+        self, name: str, body: bytes, header_length: str | None, version: str | None
+    ) -> tuple[bytes, dict[str, str]]:
+        request = v2.decode_request(body, header_length)
+        result = self._infer(name, request, version)
+        return v2.encode_response(
+            name,
+            result.model.version,
+            result.outputs,
+            result.binary,
+            request.id,
+            request.parameters or None,
+        )
 
     def _infer(self, name: str, request: InferRequest, version: str | None) -> InferResult:
         bound = self._bound(name)

@@ -110,14 +110,22 @@ class PredictService:
 
     async def _run_async(self, name: str, instances: list[BaseModel]) -> Scored:
         bound = self.endpoint(name)
+        predict = bound.endpoint.predict_fn
+        assert predict is not None
         held = self._registry.use(name, bound.endpoint.model)
-        # Loading may block on a download: in a thread. The model is held until the block ends.
-        model = await asyncio.to_thread(held.__enter__)
+        # Loading may block on a download: in a thread. If this task is cancelled meanwhile,
+        # the model the thread goes on to take is released when it arrives, not leaked.
+        acquiring = asyncio.ensure_future(asyncio.to_thread(held.__enter__))
+        try:
+            model = await asyncio.shield(acquiring)
+        except asyncio.CancelledError:
+            acquiring.add_done_callback(lambda f: _release_if_taken(f, held))
+            raise
         try:
             predictions: list[dict[str, Any]] = []
             for start, chunk in self._chunks(bound, instances):
                 try:
-                    outputs = await self._call(bound, chunk, model)
+                    outputs = await predict(chunk, model)  # type: ignore[misc]
                 except MlfnError:
                     raise
                 except Exception as exc:
@@ -158,9 +166,14 @@ class PredictService:
         if inspect.isawaitable(outputs):
             if inspect.iscoroutine(outputs):
                 outputs.close()  # never awaited: close it, or Python warns at collection
+            fix = (
+                "await it inside predict"
+                if _is_async(bound.endpoint.predict_fn)
+                else "declare predict async def, or return the outputs"
+            )
             raise PredictContractError(
-                f"predict of endpoint {bound.name!r} returned an awaitable from a function that "
-                "is not declared async def; declare it async def, or return the outputs"
+                f"predict of endpoint {bound.name!r} returned an awaitable instead of its "
+                f"outputs; {fix}"
             )
         try:
             count = len(outputs)
@@ -182,6 +195,11 @@ class PredictService:
                 ) from None
             dumped.append(value.model_dump(mode="json", by_alias=True))
         return dumped
+
+
+def _release_if_taken(acquired: asyncio.Future[Any], held: Any) -> None:
+    if not acquired.cancelled() and acquired.exception() is None:
+        held.__exit__(None, None, None)
 
 
 def _is_async(fn: Any) -> bool:

@@ -7,6 +7,7 @@ The SDKs are imported on first use: importing the runtime must stay cheap for co
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from runtime.config import Settings
 from runtime.errors import ConfigError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+    from azure.storage.blob import BlobClient, ContainerClient
     from azure.storage.queue import QueueClient, QueueServiceClient
 
 
@@ -25,10 +26,14 @@ class NotFound(Exception):
 
 def connection(setting: str, env: Mapping[str, str]) -> str:
     """The value of app setting ``setting`` (a binding's ``connection``), or an error naming it."""
-    value = env.get(setting, "").strip()
-    if not value:
+    return require(env.get(setting, "").strip() or None, setting)
+
+
+def require(conn: str | None, setting: str) -> str:
+    """``conn``, read from ``setting``; a missing one is an error that names the setting."""
+    if not conn:
         raise ConfigError(setting, "", "a storage connection string or account URL")
-    return value
+    return conn
 
 
 def _options(settings: Settings, retry: type[Any]) -> dict[str, Any]:
@@ -41,54 +46,64 @@ def _options(settings: Settings, retry: type[Any]) -> dict[str, Any]:
     }
 
 
-def _is_url(conn: str) -> bool:
-    return conn.startswith(("https://", "http://"))
-
-
-def blob_service(conn: str, settings: Settings, setting: str) -> BlobServiceClient:
-    """The blob service of an account; ``setting`` names where ``conn`` came from, for errors."""
-    from azure.storage.blob import BlobServiceClient, LinearRetry
-
-    options = _options(settings, LinearRetry)
-    if _is_url(conn):
-        return BlobServiceClient(conn.rstrip("/"), credential=identity(), **options)
-    client: BlobServiceClient = _from_connection_string(BlobServiceClient, conn, setting, **options)
-    return client
+def _build(cls: Any, conn: str, setting: str, *names: str, options: dict[str, Any]) -> Any:
+    """A client of ``cls`` for the account ``conn`` (a connection string, or an account URL
+    that the machine's identity authorises), addressing ``names`` (container, blob or queue).
+    Each client owns its transport, so ``with client:`` closes its connections."""
+    if conn.startswith(("https://", "http://")):
+        return cls(conn.rstrip("/"), *names, credential=identity(), **options)
+    try:
+        return cls.from_connection_string(conn, *names, **options)
+    except ValueError as exc:
+        raise ConfigError(setting, "<hidden>", f"a storage connection string ({exc})") from None
 
 
 def container(conn: str, name: str, settings: Settings, setting: str) -> ContainerClient:
-    return blob_service(conn, settings, setting).get_container_client(name)
+    """A container of the account ``conn``; ``setting`` names where ``conn`` came from."""
+    from azure.storage.blob import ContainerClient, LinearRetry
 
-
-def blob(conn: str, container_name: str, path: str, settings: Settings, setting: str) -> BlobClient:
-    return blob_service(conn, settings, setting).get_blob_client(container_name, path)
-
-
-def blob_from_url(url: str, settings: Settings, credential: Any = None) -> BlobClient:
-    """A blob by URL: a SAS in its query, ``credential``, or else the machine's identity."""
-    from urllib.parse import urlsplit
-
-    from azure.storage.blob import BlobClient, LinearRetry
-
-    if credential is None and not urlsplit(url).query:
-        credential = identity()
-    return BlobClient.from_blob_url(url, credential=credential, **_options(settings, LinearRetry))
-
-
-def queue_service(conn: str, settings: Settings, setting: str) -> QueueServiceClient:
-    from azure.storage.queue import LinearRetry, QueueServiceClient
-
-    options = _options(settings, LinearRetry)
-    if _is_url(conn):
-        return QueueServiceClient(conn.rstrip("/"), credential=identity(), **options)
-    client: QueueServiceClient = _from_connection_string(
-        QueueServiceClient, conn, setting, **options
+    client: ContainerClient = _build(
+        ContainerClient, conn, setting, name, options=_options(settings, LinearRetry)
     )
     return client
 
 
+def blob(conn: str, container_name: str, path: str, settings: Settings, setting: str) -> BlobClient:
+    from azure.storage.blob import BlobClient, LinearRetry
+
+    client: BlobClient = _build(
+        BlobClient, conn, setting, container_name, path, options=_options(settings, LinearRetry)
+    )
+    return client
+
+
+def blob_from_url(url: str, settings: Settings) -> BlobClient:
+    """A blob by URL: a SAS in its query authorises it, or else the machine's identity."""
+    from urllib.parse import urlsplit
+
+    from azure.storage.blob import BlobClient, LinearRetry
+
+    credential = None if urlsplit(url).query else identity()
+    return BlobClient.from_blob_url(url, credential=credential, **_options(settings, LinearRetry))
+
+
 def queue(conn: str, name: str, settings: Settings, setting: str) -> QueueClient:
-    return queue_service(conn, settings, setting).get_queue_client(name)
+    from azure.storage.queue import LinearRetry, QueueClient
+
+    client: QueueClient = _build(
+        QueueClient, conn, setting, name, options=_options(settings, LinearRetry)
+    )
+    return client
+
+
+def queue_service(conn: str, settings: Settings, setting: str) -> QueueServiceClient:
+    """The queue service of an account: for a long-lived holder of many queues (a listener)."""
+    from azure.storage.queue import LinearRetry, QueueServiceClient
+
+    client: QueueServiceClient = _build(
+        QueueServiceClient, conn, setting, options=_options(settings, LinearRetry)
+    )
+    return client
 
 
 def create_if_missing(create: Callable[[], object]) -> None:
@@ -99,8 +114,10 @@ def create_if_missing(create: Callable[[], object]) -> None:
         create()
 
 
+@functools.cache
 def identity() -> Any:
-    """``DefaultAzureCredential``: managed identity on Azure, a developer login elsewhere."""
+    """``DefaultAzureCredential``: managed identity on Azure, a developer login elsewhere.
+    One per process, so its tokens are fetched once and refreshed, not per client."""
     try:
         from azure.identity import DefaultAzureCredential
     except ImportError:
@@ -109,13 +126,6 @@ def identity() -> Any:
             "(and add azure-identity to requirements.txt for Azure)"
         ) from None
     return DefaultAzureCredential()
-
-
-def _from_connection_string(cls: Any, conn: str, setting: str, **options: Any) -> Any:
-    try:
-        return cls.from_connection_string(conn, **options)
-    except ValueError as exc:
-        raise ConfigError(setting, "<hidden>", f"a storage connection string ({exc})") from None
 
 
 @contextmanager

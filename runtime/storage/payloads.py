@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.config import STORAGE_SETTING, Settings
-from runtime.errors import ConfigError, InputBlobMissing
+from runtime.errors import InputBlobMissing
 from runtime.protocol import jobs
 from runtime.storage import clients
 
@@ -43,9 +43,7 @@ class Payloads:
         return ref
 
     def _container(self, name: str) -> Any:
-        conn = self._settings.storage_connection
-        if not conn:
-            raise ConfigError(STORAGE_SETTING, "", "a storage connection string")
+        conn = clients.require(self._settings.storage_connection, STORAGE_SETTING)
         return clients.container(conn, name, self._settings, STORAGE_SETTING)
 
 

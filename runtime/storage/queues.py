@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.config import Settings
+from runtime.config import STORAGE_SETTING, Settings
 from runtime.protocol import jobs, message_encoding
 from runtime.storage import clients
 
@@ -40,7 +40,7 @@ class EndpointQueues:
         results: str,
         encoding: str = "base64",
         *,
-        setting: str = "AzureWebJobsStorage",
+        setting: str = STORAGE_SETTING,
         settings: Settings | None = None,
     ) -> None:
         self._connection = connection

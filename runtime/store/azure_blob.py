@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from runtime.config import Settings
-from runtime.errors import ConfigError, ModelNotInStore
+from runtime.errors import ModelNotInStore
 from runtime.storage import clients
 from runtime.store.base import Progress, StoredObject
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
 
 T = TypeVar("T")
-SETTING = "MLFN_MODEL_STORE_CONNECTION"
+SETTING = Settings.variable("store_connection")
 
 
 class AzureBlob:
@@ -35,9 +35,7 @@ class AzureBlob:
             raise ValueError(f"az:// URIs need a container and a path: az://{container}/{blob}")
 
         def make() -> BlobClient:
-            conn = settings.store_connection
-            if not conn:
-                raise ConfigError(SETTING, "", "a storage connection string or account URL")
+            conn = clients.require(settings.store_connection, SETTING)
             return clients.blob(conn, container, blob, settings, SETTING)
 
         return cls(f"az://{container}/{blob}", make)

@@ -61,20 +61,9 @@ def model_infer(services: Services) -> AsyncHttpFunction:
     """``POST /api/v2/models/NAME[/versions/V]/infer``: JSON or binary tensors in and out."""
 
     async def infer(req: func.HttpRequest) -> func.HttpResponse:
-        service = services.infer
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
-        body = req.get_body()
-        request = await asyncio.to_thread(
-            v2.decode_request, body, req.headers.get(v2.HEADER_LENGTH)
-        )
-        result = await service.infer(name, request, version)
-        payload, headers = v2.encode_response(
-            name,
-            result.model.version,
-            result.outputs,
-            result.binary,
-            request.id,
-            request.parameters or None,
+        payload, headers = await services.infer.infer_body(
+            name, req.get_body(), req.headers.get(v2.HEADER_LENGTH), version
         )
         return func.HttpResponse(
             payload, status_code=200, headers=headers, mimetype=headers["Content-Type"]

@@ -133,7 +133,7 @@ def test_a_sync_predict_that_returns_an_awaitable_breaks_the_contract(service: S
     def predict(rows: list[In], model: OnnxModel) -> Any:
         return inner(rows, model)  # forgot to declare predict itself async def
 
-    with pytest.raises(PredictContractError, match="async def"):
+    with pytest.raises(PredictContractError, match="declare predict async def"):
         asyncio.run(service(predict).predict("ep", _counts(1)))
 
 

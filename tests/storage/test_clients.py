@@ -26,7 +26,7 @@ def test_a_missing_connection_setting_is_named() -> None:
 
 def test_a_malformed_connection_string_is_a_config_error_that_hides_it() -> None:
     with pytest.raises(ConfigError) as caught:
-        clients.blob_service("AccountKey=secret;no-account", Settings(), "AzureWebJobsStorage")
+        clients.container("AccountKey=secret;no-account", "c", Settings(), "AzureWebJobsStorage")
     assert caught.value.key == "AzureWebJobsStorage" and "secret" not in caught.value.message
 
 
