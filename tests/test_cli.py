@@ -3,68 +3,96 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from runtime import config
+from runtime.cli import main
 from tests.conftest import AzuriteInfo
-from tests.support import MLFN, LocalHost, app_env, copy_examples
+from tests.support import LocalHost, app_env, copy_examples
 
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
+Mlfn = Callable[..., Result]
+
 
 @pytest.fixture
-def app_and_host(
-    tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str
-) -> Iterator[tuple[Path, LocalHost, dict[str, str]]]:
-    app = copy_examples(tmp_path / "app")
-    env = app_env(azurite.connection_string, models_in_blob, tmp_path)
-    host = LocalHost(app, env).start()
-    yield app, host, env
+def app(tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str) -> tuple[Path, dict[str, str]]:
+    """The repository's app and the settings that serve its models from Azurite."""
+    app_dir = copy_examples(tmp_path / "app")
+    return app_dir, app_env(azurite.connection_string, models_in_blob, tmp_path)
+
+
+@pytest.fixture
+def host(app: tuple[Path, dict[str, str]]) -> Iterator[LocalHost]:
+    host = LocalHost(*app).start()
+    yield host
     host.stop()
 
 
-def _mlfn(app: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(MLFN), *args],
-        cwd=app,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+@pytest.fixture
+def mlfn(
+    app: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch, isolated_imports: None
+) -> Mlfn:
+    """``mlfn ARGS`` typed in the app folder with the app's settings, run in this process
+    (a host stays a subprocess: the CLI reaches it over real HTTP and real queues)."""
+    app_dir, env = app
+    monkeypatch.chdir(app_dir)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Process-wide state the app's import sets, which a subprocess would start without.
+    monkeypatch.setattr(config, "_current", None)
+    monkeypatch.setattr(config, "_warned", False)
+
+    def run(*args: str) -> Result:
+        # Each command imports the app afresh, as its own process would: the app's
+        # FunctionApp lists its functions only once (get_functions() is not idempotent).
+        for name in list(sys.modules):
+            if name in ("function_app", "functions") or name.startswith("functions."):
+                del sys.modules[name]
+        return CliRunner().invoke(main, list(args))
+
+    return run
+
+
+def _failed(result: Result) -> object:
+    return result.output, result.exc_info
 
 
 def test_invoke_prints_predictions_and_fails_on_an_error_status(
-    app_and_host: tuple[Path, LocalHost, dict[str, str]],
+    app: tuple[Path, dict[str, str]], host: LocalHost, mlfn: Mlfn
 ) -> None:
-    app, host, env = app_and_host
-    ok = _mlfn(
-        app, env, "invoke", "iris", "--url", host.url, "--data", json.dumps({"instances": [FLOWER]})
-    )
-    assert ok.returncode == 0, ok.stderr
+    ok = mlfn("invoke", "iris", "--url", host.url, "--data", json.dumps({"instances": [FLOWER]}))
+    assert ok.exit_code == 0, _failed(ok)
     assert json.loads(ok.stdout)["predictions"][0]["label"] == "setosa"
-    (app / "bad.json").write_text(json.dumps({"instances": [{"sepal_length": -1}]}))
-    bad = _mlfn(app, env, "invoke", "iris", "--url", host.url, "--data", "@bad.json")
-    assert bad.returncode == 1
+    app_dir, _ = app
+    (app_dir / "bad.json").write_text(json.dumps({"instances": [{"sepal_length": -1}]}))
+    bad = mlfn("invoke", "iris", "--url", host.url, "--data", "@bad.json")
+    assert bad.exit_code == 1, _failed(bad)
+    assert isinstance(bad.exception, SystemExit), bad.exc_info  # the response, not a crash
     assert json.loads(bad.stderr)["error"]["type"] == "ValidationFailed"
 
 
 def test_enqueue_then_results_through_the_cli(
-    app_and_host: tuple[Path, LocalHost, dict[str, str]],
+    app: tuple[Path, dict[str, str]], host: LocalHost, mlfn: Mlfn
 ) -> None:
-    app, _, env = app_and_host
-    (app / "many.jsonl").write_text("\n".join(json.dumps(FLOWER) for _ in range(700)))  # over 64 KB
-    small = _mlfn(app, env, "enqueue", "iris", "--data", json.dumps([FLOWER]), "--id", "cli-1")
-    large = _mlfn(app, env, "enqueue", "iris", "--data", "@many.jsonl", "--id", "cli-2")
-    assert small.returncode == 0 and "queued cli-1 on iris-requests" in small.stdout
-    assert large.returncode == 0 and "requests/iris/cli-2.jsonl" in large.stdout
+    app_dir, _ = app
+    many = "\n".join(json.dumps(FLOWER) for _ in range(700))  # over 64 KB
+    (app_dir / "many.jsonl").write_text(many)
+    small = mlfn("enqueue", "iris", "--data", json.dumps([FLOWER]), "--id", "cli-1")
+    large = mlfn("enqueue", "iris", "--data", "@many.jsonl", "--id", "cli-2")
+    assert small.exit_code == 0, _failed(small)
+    assert large.exit_code == 0, _failed(large)
+    assert "queued cli-1 on iris-requests" in small.stdout
+    assert "requests/iris/cli-2.jsonl" in large.stdout
     seen: dict[str, dict[str, object]] = {}
     for _ in range(10):
-        done = _mlfn(app, env, "results", "iris", "--wait", "5")
+        done = mlfn("results", "iris", "--wait", "5")
+        assert done.exit_code == 0, _failed(done)
         seen.update({d["id"]: d for d in map(json.loads, done.stdout.splitlines())})
         if len(seen) == 2:
             break
@@ -73,10 +101,8 @@ def test_enqueue_then_results_through_the_cli(
     assert str(seen["cli-2"]["predictions_blob"]) == "results/iris/cli-2.json"
 
 
-def test_unknown_endpoint_names_the_known_ones(
-    app_and_host: tuple[Path, LocalHost, dict[str, str]],
-) -> None:
-    app, _, env = app_and_host
-    done = _mlfn(app, env, "enqueue", "tulips", "--data", "[]")
-    assert done.returncode == 1
+def test_unknown_endpoint_names_the_known_ones(mlfn: Mlfn) -> None:
+    done = mlfn("enqueue", "tulips", "--data", "[]")
+    assert done.exit_code == 1, _failed(done)
+    assert isinstance(done.exception, SystemExit), done.exc_info  # a message, not a crash
     assert "no queue-triggered endpoint 'tulips'" in done.stderr and "iris" in done.stderr

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner, Result
 
+from runtime.cli import main
 from tests.conftest import AzuriteInfo
 from tests.models.onnx_builders import fixed_batch, multi_io
-from tests.support import MLFN, LocalHost, make_app
+from tests.support import LocalHost, make_app
 
 
-def _new(
-    app: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(MLFN), "new", *args], cwd=app, capture_output=True, text=True, env=env, timeout=120
-    )
+def _new(monkeypatch: pytest.MonkeyPatch, app: Path, *args: str) -> Result:
+    """``mlfn new ARGS`` typed in the app folder, run in this process."""
+    monkeypatch.chdir(app)
+    return CliRunner().invoke(main, ["new", *args])
 
 
-def test_new_endpoint_from_a_local_model_is_served_and_matches_onnxruntime(tmp_path: Path) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """The environment of a fresh shell: no mlfn settings or storage account but ``env``."""
+    for key in list(os.environ):
+        if key.startswith(("MLFN_", "AzureWebJobs")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_new_endpoint_from_a_local_model_is_served_and_matches_onnxruntime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = make_app(tmp_path / "app", {})
     model = multi_io(app / "multi.onnx")
-    done = _new(app, "tensors", "--model", "multi.onnx")
-    assert done.returncode == 0, done.stderr
+    done = _new(monkeypatch, app, "tensors", "--model", "multi.onnx")
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert done.stdout.startswith(f"created {Path('functions', 'tensors', 'endpoint.py')}\n")
     source = (app / "functions" / "tensors" / "endpoint.py").read_text()
     assert 'Model("./multi.onnx")' in source
     assert (
@@ -67,18 +79,13 @@ def test_new_endpoint_from_a_local_model_is_served_and_matches_onnxruntime(tmp_p
 
 
 def test_new_endpoint_from_a_store_uri_references_it_verbatim(
-    tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str
+    tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     app = make_app(tmp_path / "app", {})
-    env = {
-        **os.environ,
-        "AzureWebJobsStorage": azurite.connection_string,
-        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    done = _new(app, "flowers", "--model", f"az://{models_in_blob}/iris.onnx", env=env)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("MLFN_CACHE_DIR", str(tmp_path / "cache"))
+    done = _new(monkeypatch, app, "flowers", "--model", f"az://{models_in_blob}/iris.onnx")
+    assert done.exit_code == 0, (done.output, done.exc_info)
     source = (app / "functions" / "flowers" / "endpoint.py").read_text()
     assert f'Model("az://{models_in_blob}/iris.onnx")' in source
     assert "fetching iris.onnx" in done.stderr  # downloads run from the CLI show progress
@@ -98,12 +105,14 @@ def test_new_endpoint_from_a_store_uri_references_it_verbatim(
     ],
 )
 def test_new_refuses_what_it_cannot_serve_with_a_clear_message(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(tmp_path / "app", {})
     multi_io(app / "m.onnx")
     fixed_batch(app / "fixed.onnx")
-    done = _new(app, *args, env={"PATH": "/usr/bin:/bin", "MLFN_CACHE_DIR": str(tmp_path / "c")})
-    assert done.returncode != 0
-    assert message in done.stderr
+    _clean_env(monkeypatch, MLFN_CACHE_DIR=str(tmp_path / "c"))
+    done = _new(monkeypatch, app, *args)
+    assert done.exit_code == 1, (done.output, done.exc_info)
+    assert isinstance(done.exception, SystemExit), done.exc_info  # a message, not a crash
+    assert message in done.stderr and "Traceback" not in done.stderr
     assert not (app / "functions" / args[0]).exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,18 +109,35 @@ def test_a_message_that_is_not_base64_fails_like_on_azure(
 
 
 def test_a_queue_trigger_without_its_connection_setting_stops_the_host_with_a_clear_error(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_imports: None
 ) -> None:
-    import subprocess
+    import uvicorn
+    from click.testing import CliRunner
 
-    from tests.support import MLFN
+    from runtime import config
+    from runtime.cli import main
 
     (tmp_path / "function_app.py").write_text(PLAIN_QUEUE_APP)
     (tmp_path / "host.json").write_text('{"version": "2.0"}')
-    env = {"PATH": "/usr/bin:/bin", "JOBS_QUEUE": "jobs"}
-    done = subprocess.run(
-        [str(MLFN), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 1
-    assert "'AzureWebJobsStorage'" in done.stderr and "--no-queues" in done.stderr
-    assert "Traceback" not in done.stderr
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):  # as in a fresh shell: no storage account, no mlfn settings
+        if key.startswith(("MLFN_", "AzureWebJobs")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("JOBS_QUEUE", "jobs")
+    monkeypatch.setattr(config, "_current", None)  # process-wide state a subprocess starts without
+    monkeypatch.setattr(config, "_warned", False)
+
+    def listening(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the host started serving")
+
+    monkeypatch.setattr(uvicorn, "run", listening)
+    azure_log = logging.getLogger("azure")  # `mlfn serve` quietens it, for the whole process
+    level = azure_log.level
+    try:
+        result = CliRunner().invoke(main, ["serve"])
+    finally:
+        azure_log.setLevel(level)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exc_info  # a message, not a crash
+    assert "'AzureWebJobsStorage'" in result.stderr and "--no-queues" in result.stderr
+    assert "Traceback" not in result.stderr
