@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
+
+from runtime.errors import Overloaded
 
 log = logging.getLogger("mlfn.batching")
 
@@ -30,9 +34,16 @@ class BatchStats:
 
 class Batcher(Generic[I, O]):
     """Runs ``run(instances)`` for the instances of as many waiting requests as fit in
-    ``max_batch_size`` (a sync ``run`` in a worker thread, an async one on the loop), waiting
-    up to ``max_wait_s`` for company, then hands each request its share via
-    ``split(result, start, count)``.
+    ``max_batch_size`` (a sync ``run`` in a worker thread, an async one as it is), then hands
+    each request its share via ``split(result, start, count)``.
+
+    There is no batching thread or task: the request that finds a free run slot leads. It lets
+    requests that arrived with it join, runs the batch, and when it is done hands the requests
+    still waiting to a new leader. Up to ``max_concurrency`` batches run at once. An idle
+    endpoint runs a request at once; ``max_wait_s`` is spent gathering company only when other
+    requests are in flight (under load, where a fuller batch pays). At most ``max_pending``
+    requests wait; more are refused with ``Overloaded`` (503 + Retry-After) rather than let
+    latency grow without limit.
 
     A request larger than ``max_batch_size`` runs alone (``run`` chunks it). If a merged run
     fails, each of its requests is run again on its own, so one bad request cannot fail its
@@ -45,70 +56,130 @@ class Batcher(Generic[I, O]):
         split: Callable[[O, int, int], O],
         max_batch_size: int,
         max_wait_s: float = 0.0,
+        max_concurrency: int = 1,
+        max_pending: int | None = None,
     ) -> None:
         self._run = run
         self._run_is_async = inspect.iscoroutinefunction(run)
         self._split = split
         self._max = max_batch_size
         self._wait = max_wait_s
+        self._concurrency = max_concurrency
+        self._max_pending = max_pending
         self.stats = BatchStats()
-        # Created inside the running loop on first use: asyncio primitives belong to one loop,
-        # and the Functions worker's loop (or a test's) does not exist at import time.
-        self._queue: asyncio.Queue[_Request[I, O]] | None = None
+        # Bound to the running loop on first use: futures belong to one loop, and the
+        # Functions worker's loop (or a test's) does not exist at import time.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._pending: collections.deque[_Request[I, O]] = collections.deque()
+        self._arrived: asyncio.Event | None = None
+        self._running = 0
 
     async def submit(self, instances: list[I]) -> O:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._worker is None or self._worker.done():
-            self._loop, self._queue = loop, asyncio.Queue()
-            self._worker = loop.create_task(self._work(self._queue), name="mlfn-batcher")
-        assert self._queue is not None
-        future: asyncio.Future[O] = loop.create_future()
-        self._queue.put_nowait(_Request(instances, future))
-        return await future
+        if self._loop is not loop:
+            self._loop, self._pending, self._running = loop, collections.deque(), 0
+            self._arrived = asyncio.Event()
+        if self._max_pending is not None and len(self._pending) >= self._max_pending:
+            raise Overloaded(len(self._pending))
+        request: _Request[I, O] = _Request(instances, loop.create_future())
+        self._pending.append(request)
+        assert self._arrived is not None
+        self._arrived.set()
+        self.stats.requests += 1
+        if self._running < self._concurrency:
+            self._running += 1
+            try:
+                await self._lead(request)
+            finally:
+                self._running -= 1
+                self._hand_over(loop)
+        return await request.future
+
+    async def _lead(self, own: _Request[I, O]) -> None:
+        """Run batches until this leader's own request is answered."""
+        # Requests that arrived in the same loop iteration are still on their way in: one
+        # yield lets them join this batch instead of waiting for the next.
+        await asyncio.sleep(0)
+        while not own.future.done():
+            batch = self._take()
+            if not batch:
+                return  # another leader took it; its answer arrives on the future
+            if self._wait and self._fill(batch) < self._max and self._busy(batch):
+                await self._gather(batch)
+            try:
+                await self._dispatch(batch)
+            except Exception as exc:  # a bug in split: fail these requests, keep going
+                log.exception("batch dispatch failed")
+                for request in batch:
+                    _settle(request.future, exc=exc)
+
+    async def _gather(self, batch: list[_Request[I, O]]) -> None:
+        """Add requests arriving within ``max_wait_s`` to ``batch``, until it is full."""
+        assert self._arrived is not None
+        deadline = asyncio.get_running_loop().time() + self._wait
+        while (room := self._max - self._fill(batch)) > 0:
+            more = self._take(room)
+            if more:
+                batch += more
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or self._pending:  # time is up, or the next does not fit
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Requests still waiting when a leader leaves get a leader of their own."""
+        if self._pending and self._running < self._concurrency:
+            waiting = self._pending[0]
+            self._running += 1
+            task = loop.create_task(self._lead(waiting), name="mlfn-batch")
+            task.add_done_callback(lambda _: self._leave(loop))
+
+    def _leave(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._running -= 1
+        self._hand_over(loop)
+
+    def _busy(self, batch: list[_Request[I, O]]) -> bool:
+        """Other requests in flight (this batch has company, or another batch is running):
+        waiting for more is worth it. A lone request on an idle endpoint never waits."""
+        return len(batch) > 1 or self._running > 1
+
+    def _fill(self, batch: list[_Request[I, O]]) -> int:
+        return sum(len(r.instances) for r in batch)
+
+    def _take(self, room: int | None = None) -> list[_Request[I, O]]:
+        """The oldest waiting requests that fit ``room`` instances (a full batch by default);
+        an oversized request is taken alone."""
+        room = self._max if room is None else room
+        batch: list[_Request[I, O]] = []
+        size = 0
+        while self._pending:
+            nxt = self._pending[0]
+            if nxt.future.done():  # cancelled by its caller while waiting
+                self._pending.popleft()
+                continue
+            if batch and size + len(nxt.instances) > room:
+                break
+            if not batch and len(nxt.instances) > room and room < self._max:
+                break
+            batch.append(self._pending.popleft())
+            size += len(nxt.instances)
+            if size >= room:
+                break
+        return batch
 
     async def _call(self, instances: list[I]) -> O:
         if self._run_is_async:
             return await cast(Awaitable[O], self._run(instances))
         return await asyncio.to_thread(cast(Callable[[list[I]], O], self._run), instances)
 
-    async def _work(self, queue: asyncio.Queue[_Request[I, O]]) -> None:
-        carry: _Request[I, O] | None = None
-        while True:
-            first = carry or await queue.get()
-            carry = None
-            batch, size = [first], len(first.instances)
-            deadline = asyncio.get_running_loop().time() + self._wait
-            while size < self._max:
-                try:
-                    nxt = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        nxt = await asyncio.wait_for(queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                if size + len(nxt.instances) > self._max:
-                    carry = nxt  # starts the next batch
-                    break
-                batch.append(nxt)
-                size += len(nxt.instances)
-            try:
-                await self._dispatch(batch)
-            except Exception as exc:  # a bug in split: fail these requests, keep the worker
-                log.exception("batch dispatch failed")
-                for request in batch:
-                    _settle(request.future, exc=exc)
-
     async def _dispatch(self, batch: list[_Request[I, O]]) -> None:
-        batch = [r for r in batch if not r.future.cancelled()]
+        batch = [r for r in batch if not r.future.done()]
         if not batch:
             return
         instances = [i for r in batch for i in r.instances]
-        self.stats.requests += len(batch)
         try:
             result = await self._call(instances)
         except Exception as exc:

@@ -24,18 +24,29 @@ DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-endpoint limits. A request larger than ``max_batch_size`` instances is scored in
-    chunks of that size; the byte limit is checked before the body is parsed."""
+    """Per-endpoint limits.
+
+    max_batch_size: instances per predict call; concurrent requests are merged up to it, and
+        a larger request is scored in chunks of that size.
+    max_request_bytes: checked before the body is parsed.
+    max_batch_wait_ms: how long a batch may wait for company when other requests are in
+        flight (an idle endpoint never waits).
+    max_concurrent_batches: predict calls of this endpoint that may run at once.
+    max_pending_requests: requests that may wait for a run; more are answered 503 with
+        Retry-After (a queue message is retried later) instead of waiting without limit.
+    """
 
     max_batch_size: int = 64
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_batch_wait_ms: float = 0.0
+    max_concurrent_batches: int = 1
+    max_pending_requests: int = 512
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
-        if self.max_request_bytes < 1:
-            raise ValueError("max_request_bytes must be >= 1")
+        for name in ("max_batch_size", "max_request_bytes", "max_concurrent_batches",
+                     "max_pending_requests"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
         if self.max_batch_wait_ms < 0:
             raise ValueError("max_batch_wait_ms must be >= 0")
 

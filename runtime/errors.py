@@ -116,6 +116,22 @@ class ModelNotInStore(StoreUnavailable):
         super().__init__(f"model {uri} does not exist in its store", detail={"uri": uri})
 
 
+class Overloaded(MlfnError):
+    """An endpoint has as many requests waiting as it may queue: come back in a moment."""
+
+    status = 503
+    retryable = True
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(
+            f"the endpoint is at capacity ({waiting} requests waiting); retry shortly",
+            detail={"waiting": waiting},
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class ModelLoadTimeout(StoreUnavailable):
     def __init__(self, name: str, seconds: float) -> None:
         super().__init__(

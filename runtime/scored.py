@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import json
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,12 @@ class ModelInfo:
     name: str
     version: str
     sha256: str
+    json: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Encoded once per loaded model, not once per response.
+        doc = {"name": self.name, "version": self.version, "sha256": self.sha256}
+        object.__setattr__(self, "json", json.dumps(doc, separators=(",", ":")).encode())
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
@@ -20,11 +26,17 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Scored:
-    """Predictions as JSON-ready dicts (by the output schema's aliases), one per instance."""
+    """Predictions, one per instance, each already encoded as a JSON document (by the output
+    schema's aliases): they are serialised once, where they are made, and the codecs only join
+    them into a response or a result."""
 
-    predictions: list[dict[str, Any]]
+    predictions: list[bytes]
     model: ModelInfo
 
     def slice(self, start: int, count: int) -> Scored:
         """The predictions of ``count`` instances from ``start`` (one request of a batch)."""
         return Scored(self.predictions[start : start + count], self.model)
+
+    def predictions_json(self) -> bytes:
+        """The predictions as one JSON array."""
+        return b"[" + b",".join(self.predictions) + b"]"

@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "element_types": set(),
     "version": set(),
     "digest": set(),
-    "batching": set(),
+    "batching": {"errors"},
     "config": {"errors"},
     "host_json": {"errors"},
     "storage": {"config", "errors", "protocol"},

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from runtime.batching import Batcher
+from runtime.errors import Overloaded
 
 
 def _batcher(
@@ -66,16 +67,75 @@ def test_a_failing_request_does_not_fail_its_neighbours() -> None:
     assert calls[0] == list(range(10, 16))  # merged first, then each alone
 
 
-def test_wait_gathers_requests_that_arrive_later() -> None:
-    batcher, calls = _batcher(max_batch_size=16, wait_s=0.2)
+def test_under_load_a_batch_waits_for_company_until_it_is_full() -> None:
+    batcher, calls = _batcher(max_batch_size=3, wait_s=60)  # full long before the wait is up
 
     async def main() -> None:
-        first = asyncio.create_task(batcher.submit([1]))
+        together = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
         await asyncio.sleep(0.05)
-        await asyncio.gather(first, batcher.submit([2]))
+        await asyncio.gather(*together, batcher.submit([3]))
 
     asyncio.run(main())
-    assert calls == [[1, 2]]
+    assert calls == [[1, 2, 3]]
+
+
+def test_a_lone_request_on_an_idle_endpoint_never_waits() -> None:
+    batcher, calls = _batcher(max_batch_size=16, wait_s=60)
+
+    async def main() -> list[int]:
+        return await asyncio.wait_for(batcher.submit([1]), 10)  # far less than the wait
+
+    assert asyncio.run(main()) == [10]
+    assert calls == [[1]]
+
+
+def test_requests_beyond_the_pending_limit_are_refused_as_overloaded() -> None:
+    release = threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        release.wait(10)
+        return instances
+
+    batcher: Batcher[int, list[int]] = Batcher(
+        run, lambda out, start, n: out[start : start + n], 1, max_pending=2
+    )
+
+    async def main() -> list[object]:
+        first = asyncio.create_task(batcher.submit([0]))  # running, no longer pending
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as caught:
+            await batcher.submit([3])
+        assert caught.value.status == 503 and caught.value.headers() == {"Retry-After": "1"}
+        release.set()
+        return list(await asyncio.gather(first, *waiting))
+
+    assert asyncio.run(main()) == [[0], [1], [2]]
+
+
+def test_up_to_max_concurrency_batches_run_at_once() -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+    both = threading.Barrier(2, timeout=10)  # fails unless two runs overlap
+
+    def run(instances: list[int]) -> list[int]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        both.wait()
+        with lock:
+            running[0] -= 1
+        return instances
+
+    batcher: Batcher[int, list[int]] = Batcher(
+        run, lambda out, start, n: out[start : start + n], 1, max_concurrency=2
+    )
+
+    async def main() -> list[list[int]]:
+        return list(await asyncio.gather(*(batcher.submit([i]) for i in range(4))))
+
+    assert asyncio.run(main()) == [[0], [1], [2], [3]]
+    assert peak[0] == 2
 
 
 def test_the_batcher_follows_a_new_event_loop() -> None:

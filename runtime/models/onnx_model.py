@@ -128,9 +128,9 @@ class OnnxModel:
         input's element type. Returns every output (or those named) by name."""
         import numpy as np
 
-        missing = [name for name in self._input_by_name if name not in feeds]
-        unknown = [name for name in feeds if name not in self._input_by_name]
-        if missing or unknown:
+        if feeds.keys() != self._input_by_name.keys():
+            missing = [name for name in self._input_by_name if name not in feeds]
+            unknown = [name for name in feeds if name not in self._input_by_name]
             raise ValueError(
                 f"model {self.name!r} takes inputs {sorted(self._input_by_name)}; "
                 f"feeds miss {missing} and add unknown {unknown}"

@@ -7,10 +7,8 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,16 +69,15 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._reaper: threading.Thread | None = None
 
-    @contextmanager
-    def use(self, name: str, ref: Model) -> Iterator[OnnxModel]:
-        """The model, loaded if needed, held in memory until the block ends."""
-        model, slot = self._acquire(name, ref)
-        try:
-            yield model
-        finally:
-            with self._lock:
-                slot.in_use -= 1
-                slot.last_used = time.monotonic()
+    def use(self, name: str, ref: Model) -> _Held:
+        """``with registry.use(name, ref) as model``: the model, loaded if needed, held in
+        memory until the block ends."""
+        return _Held(self, name, ref)
+
+    def _release(self, slot: _Slot) -> None:
+        with self._lock:
+            slot.in_use -= 1
+            slot.last_used = time.monotonic()
 
     def get(self, name: str, ref: Model) -> OnnxModel:
         """Load (if needed) and return the model, without holding it."""
@@ -114,7 +111,9 @@ class ModelRegistry:
         deadline = time.monotonic() + self.settings.load_timeout_s
         while True:
             with self._lock:
-                slot = self._slots.setdefault(name, _Slot())
+                slot = self._slots.get(name)
+                if slot is None:
+                    slot = self._slots[name] = _Slot()
                 if slot.model is not None:
                     slot.in_use += 1
                     self._maybe_revalidate(name, ref, slot)
@@ -286,3 +285,23 @@ class ModelRegistry:
                         evicted = True
             if evicted:
                 release_to_os()
+
+
+class _Held:
+    """A model held in memory for the length of a ``with`` block (a class, not a generator:
+    this is on every request's path)."""
+
+    __slots__ = ("_name", "_ref", "_registry", "_slot")
+
+    def __init__(self, registry: ModelRegistry, name: str, ref: Model) -> None:
+        self._registry, self._name, self._ref = registry, name, ref
+        self._slot: _Slot | None = None
+
+    def __enter__(self) -> OnnxModel:
+        model, self._slot = self._registry._acquire(self._name, self._ref)
+        return model
+
+    def __exit__(self, *exc: object) -> None:
+        if self._slot is not None:
+            self._registry._release(self._slot)
+            self._slot = None

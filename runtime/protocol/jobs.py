@@ -166,9 +166,10 @@ def parse_instances(data: bytes, ref: str) -> list[Any]:
 def encode_result(job_id: str, scored: Scored) -> str:
     """``{"id", "predictions", "model"}``; it may be too large for a message (see
     ``fits_in_message``), in which case it goes to blob and ``encode_blob_result`` points there."""
-    return _dumps(
-        {"id": job_id, "predictions": scored.predictions, "model": scored.model.as_dict()}
-    )
+    # The predictions are JSON already: joined, not parsed and dumped again.
+    head = f'{{"id":{_dumps(job_id)},"predictions":'
+    tail = f',"model":{scored.model.json.decode()}}}'
+    return head + scored.predictions_json().decode() + tail
 
 
 def fits_in_message(text: str) -> bool:

@@ -39,8 +39,9 @@ def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:
     return instances
 
 
-def encode_response(scored: Scored) -> dict[str, Any]:
-    return {"predictions": scored.predictions, "model": scored.model.as_dict()}
+def encode_response(scored: Scored) -> bytes:
+    """``{"predictions": [...], "model": {...}}`` as JSON bytes."""
+    return b'{"predictions":' + scored.predictions_json() + b',"model":' + scored.model.json + b"}"
 
 
 def _kind(value: Any) -> str:

@@ -4,29 +4,35 @@ predict function, checked against its contract, predictions out. Every trigger c
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
 from runtime.batching import Batcher
 from runtime.endpoint import BoundEndpoint
 from runtime.errors import (
     EndpointNotFound,
     MlfnError,
+    PayloadTooLarge,
     PredictContractError,
     PredictFailed,
     ValidationFailed,
 )
 from runtime.models.onnx_model import OnnxModel
-from runtime.models.registry import ModelRegistry
+from runtime.models.registry import ModelRegistry, ModelState
 from runtime.protocol import v1
 from runtime.scored import ModelInfo, Scored
+from runtime.services.placement import Placement
 
 log = logging.getLogger("mlfn.predict")
+
+# Bodies up to this size are parsed and validated on the event loop: that takes less than a
+# trip to a worker thread and back would (pydantic parses JSON natively and holds the GIL in a
+# thread too). Larger ones go to a thread, so one huge body cannot stall every other request.
+INLINE_BODY_BYTES = 256 * 1024
 
 
 class PredictService:
@@ -34,62 +40,100 @@ class PredictService:
 
     Concurrent requests to one endpoint share model calls (micro-batching, up to the endpoint's
     ``max_batch_size``); a request larger than that is scored in chunks of that size. A sync
-    predict function runs in a worker thread, an ``async def`` one on the event loop.
+    predict function runs in a worker thread (on the event loop when the model is loaded and
+    its runs are shorter than a thread hop), an ``async def`` one on the event loop.
     """
 
     def __init__(self, endpoints: Mapping[str, BoundEndpoint], registry: ModelRegistry) -> None:
-        self._endpoints = {n: b for n, b in endpoints.items() if b.endpoint.predict_fn is not None}
-        self._registry = registry
-        self._adapters: dict[str, TypeAdapter[list[Any]]] = {}
-        self._batchers: dict[str, Batcher[Any, Scored]] = {}
-        for name, bound in self._endpoints.items():
-            limits = bound.endpoint.limits
-            asynchronous = _is_async(bound.endpoint.predict_fn)
-            run = self._run_async if asynchronous else self._run_sync
-            self._batchers[name] = Batcher(
-                functools.partial(run, name),
-                Scored.slice,
-                max_batch_size=limits.max_batch_size,
-                max_wait_s=limits.max_batch_wait_ms / 1000,
-            )
+        self._scorers = {
+            name: _Scorer(bound, registry)
+            for name, bound in endpoints.items()
+            if bound.endpoint.predict_fn is not None
+        }
 
     def endpoint(self, name: str) -> BoundEndpoint:
-        try:
-            return self._endpoints[name]
-        except KeyError:
-            raise EndpointNotFound(name) from None
+        return self._scorer(name).bound
 
     async def predict(self, name: str, raw_instances: Sequence[Any]) -> Scored:
         """Validate and score instances as decoded from JSON (a queue message, a file)."""
+        scorer = self._scorer(name)
         # Validating hundreds of instances is CPU work: keep it off the event loop.
-        instances = await asyncio.to_thread(self.validate, name, raw_instances)
-        return await self._batchers[name].submit(instances)
+        instances = await asyncio.to_thread(scorer.validate, raw_instances)
+        return await scorer.batcher.submit(instances)
 
     async def predict_body(self, name: str, body: bytes) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit."""
-        limit = self.endpoint(name).endpoint.limits.max_request_bytes
-
-        def decode() -> list[BaseModel]:
-            return self.validate(name, v1.decode_request(body, max_bytes=limit))
-
-        # Parsing and validating a large body is CPU work: one hop off the event loop for both.
-        instances = await asyncio.to_thread(decode)
-        return await self._batchers[name].submit(instances)
+        scorer = self._scorer(name)
+        if len(body) <= INLINE_BODY_BYTES:
+            instances = scorer.decode(body)
+        else:
+            instances = await asyncio.to_thread(scorer.decode, body)
+        return await scorer.batcher.submit(instances)
 
     def validate(self, name: str, raw: Sequence[Any], field: str = "instances") -> list[BaseModel]:
         """Validate raw instances against the endpoint's input schema; every failing field is
         reported, as a path such as ``instances[3].petal_width``."""
-        bound = self.endpoint(name)
+        return self._scorer(name).validate(raw, field)
+
+    def _scorer(self, name: str) -> _Scorer:
+        try:
+            return self._scorers[name]
+        except KeyError:
+            raise EndpointNotFound(name) from None
+
+
+class _Scorer:
+    """One endpoint's validation, batcher and predict calls."""
+
+    def __init__(self, bound: BoundEndpoint, registry: ModelRegistry) -> None:
+        endpoint = bound.endpoint
+        self.bound = bound
+        self.name = bound.name
+        self._registry = registry
+        self._predict = endpoint.predict_fn
+        self._is_async = _is_async(self._predict)
+        self._limits = endpoint.limits
+        rows: Any = list[endpoint.input]  # type: ignore[name-defined]
+        self._instances: TypeAdapter[list[Any]] = TypeAdapter(rows)
+        # The whole V1 body as one model, so pydantic parses and validates it in one pass.
+        body = create_model(f"{endpoint.input.__name__}Body", instances=(rows, ...))
+        self._body: TypeAdapter[Any] = TypeAdapter(body)
+        self._output = endpoint.output
+        self._output_json: TypeAdapter[Any] = TypeAdapter(endpoint.output)
+        self._placement = Placement()  # sync runs: on the loop once loaded and proved fast
+        self._info: ModelInfo | None = None
+        limits = self._limits
+        self.batcher: Batcher[BaseModel, Scored] = Batcher(
+            self._run,
+            Scored.slice,
+            max_batch_size=limits.max_batch_size,
+            max_wait_s=limits.max_batch_wait_ms / 1000,
+            max_concurrency=limits.max_concurrent_batches,
+            max_pending=limits.max_pending_requests,
+        )
+
+    def decode(self, body: bytes) -> list[BaseModel]:
+        """The validated instances of a V1 body."""
+        if len(body) > self._limits.max_request_bytes:
+            raise PayloadTooLarge(len(body), self._limits.max_request_bytes)
+        try:
+            instances: list[BaseModel] = self._body.validate_json(body).instances
+        except ValidationError:
+            # The error path keeps the contract's exact answers: 400 for a body that is no
+            # predict request, 422 naming each failing field.
+            return self.validate(v1.decode_request(body, max_bytes=self._limits.max_request_bytes))
+        if not instances:
+            self.validate(instances)  # raises the contract's "at least one instance"
+        return instances
+
+    def validate(self, raw: Sequence[Any], field: str = "instances") -> list[BaseModel]:
         if not raw:
             raise ValidationFailed(
                 f"{field} must hold at least one instance",
                 detail=[{"field": field, "message": "empty list", "type": "too_short"}],
             )
-        adapter = self._adapters.get(name)
-        if adapter is None:
-            adapter = self._adapters[name] = TypeAdapter(list[bound.endpoint.input])  # type: ignore[name-defined]
         try:
-            return adapter.validate_python(list(raw))
+            return self._instances.validate_python(list(raw))
         except ValidationError as exc:
             detail = [
                 {"field": field + _path(e["loc"]), "message": e["msg"], "type": e["type"]}
@@ -99,20 +143,24 @@ class PredictService:
             more = f" and {len(detail) - 5} more" if len(detail) > 5 else ""
             raise ValidationFailed(f"invalid {field}: {shown}{more}", detail=detail) from None
 
-    def _run_sync(self, name: str, instances: list[BaseModel]) -> Scored:
-        bound = self.endpoint(name)
-        with self._registry.use(name, bound.endpoint.model) as model:
-            predictions: list[dict[str, Any]] = []
-            for start, chunk in self._chunks(bound, instances):
-                outputs = self._call(bound, chunk, model)
-                predictions.extend(self._dump_outputs(bound, chunk, outputs, start))
-        return Scored(predictions, ModelInfo(name, model.version, model.sha256))
+    async def _run(self, instances: list[BaseModel]) -> Scored:
+        if self._is_async:
+            return await self._run_async(instances)
+        loaded = self._registry.state(self.name) is ModelState.READY
+        run = lambda: self._run_sync(instances)  # noqa: E731
+        return await self._placement.run(run, len(instances), may_inline=loaded)
 
-    async def _run_async(self, name: str, instances: list[BaseModel]) -> Scored:
-        bound = self.endpoint(name)
-        predict = bound.endpoint.predict_fn
+    def _run_sync(self, instances: list[BaseModel]) -> Scored:
+        with self._registry.use(self.name, self.bound.endpoint.model) as model:
+            predictions: list[bytes] = []
+            for start, chunk in self._chunks(instances):
+                predictions += self._dump(chunk, self._call(chunk, model), start)
+        return Scored(predictions, self._model_info(model))
+
+    async def _run_async(self, instances: list[BaseModel]) -> Scored:
+        predict = self._predict
         assert predict is not None
-        held = self._registry.use(name, bound.endpoint.model)
+        held = self._registry.use(self.name, self.bound.endpoint.model)
         # Loading may block on a download: in a thread. If this task is cancelled meanwhile,
         # the model the thread goes on to take is released when it arrives, not leaked.
         acquiring = asyncio.ensure_future(asyncio.to_thread(held.__enter__))
@@ -122,58 +170,58 @@ class PredictService:
             acquiring.add_done_callback(lambda f: _release_if_taken(f, held))
             raise
         try:
-            predictions: list[dict[str, Any]] = []
-            for start, chunk in self._chunks(bound, instances):
+            predictions: list[bytes] = []
+            for start, chunk in self._chunks(instances):
                 try:
                     outputs = await predict(chunk, model)  # type: ignore[misc]
                 except MlfnError:
                     raise
                 except Exception as exc:
-                    raise self._failed(bound.name, exc) from exc
-                predictions.extend(self._dump_outputs(bound, chunk, outputs, start))
+                    raise self._failed(exc) from exc
+                predictions += self._dump(chunk, outputs, start)
         finally:
             held.__exit__(None, None, None)
-        return Scored(predictions, ModelInfo(name, model.version, model.sha256))
+        return Scored(predictions, self._model_info(model))
 
-    @staticmethod
-    def _chunks(
-        bound: BoundEndpoint, instances: list[BaseModel]
-    ) -> list[tuple[int, list[BaseModel]]]:
-        size = bound.endpoint.limits.max_batch_size
+    def _model_info(self, model: OnnxModel) -> ModelInfo:
+        """Which model answered; made (and its JSON encoded) once per loaded version."""
+        info = self._info
+        if info is None or (info.sha256, info.version) != (model.sha256, model.version):
+            info = self._info = ModelInfo(self.name, model.version, model.sha256)
+        return info
+
+    def _chunks(self, instances: list[BaseModel]) -> list[tuple[int, list[BaseModel]]]:
+        size = self._limits.max_batch_size
         return [
             (start, instances[start : start + size]) for start in range(0, len(instances), size)
         ]
 
-    def _call(self, bound: BoundEndpoint, chunk: list[BaseModel], model: OnnxModel) -> Any:
-        predict = bound.endpoint.predict_fn
-        assert predict is not None
+    def _call(self, chunk: list[BaseModel], model: OnnxModel) -> Any:
+        assert self._predict is not None
         try:
-            return predict(chunk, model)
+            return self._predict(chunk, model)
         except MlfnError:
             raise
         except Exception as exc:
-            raise self._failed(bound.name, exc) from exc
+            raise self._failed(exc) from exc
 
-    @staticmethod
-    def _failed(name: str, exc: Exception) -> PredictFailed:
-        log.error("predict of endpoint %r raised", name, exc_info=exc)
-        return PredictFailed(name, exc)
+    def _failed(self, exc: Exception) -> PredictFailed:
+        log.error("predict of endpoint %r raised", self.name, exc_info=exc)
+        return PredictFailed(self.name, exc)
 
-    def _dump_outputs(
-        self, bound: BoundEndpoint, chunk: list[BaseModel], outputs: Any, offset: int
-    ) -> list[dict[str, Any]]:
-        schema = bound.endpoint.output
+    def _dump(self, chunk: list[BaseModel], outputs: Any, offset: int) -> list[bytes]:
+        """Check what predict returned against its contract and encode each output as JSON."""
+        name = self.name
         if inspect.isawaitable(outputs):
             if inspect.iscoroutine(outputs):
                 outputs.close()  # never awaited: close it, or Python warns at collection
             fix = (
                 "await it inside predict"
-                if _is_async(bound.endpoint.predict_fn)
+                if self._is_async
                 else "declare predict async def, or return the outputs"
             )
             raise PredictContractError(
-                f"predict of endpoint {bound.name!r} returned an awaitable instead of its "
-                f"outputs; {fix}"
+                f"predict of endpoint {name!r} returned an awaitable instead of its outputs; {fix}"
             )
         try:
             count = len(outputs)
@@ -181,20 +229,21 @@ class PredictService:
             count = -1
         if count != len(chunk):
             raise PredictContractError(
-                f"predict of endpoint {bound.name!r} returned {count if count >= 0 else 'no list'} "
+                f"predict of endpoint {name!r} returned {count if count >= 0 else 'no list'} "
                 f"outputs for {len(chunk)} instances; it must return one output per instance"
             )
-        dumped = []
+        encoded = []
+        schema, dump = self._output, self._output_json.dump_json
         for i, out in enumerate(outputs):
             try:
                 value = out if isinstance(out, schema) else schema.model_validate(out)
             except ValidationError as exc:
                 raise PredictContractError(
-                    f"predict of endpoint {bound.name!r} returned an invalid output for instance "
+                    f"predict of endpoint {name!r} returned an invalid output for instance "
                     f"{offset + i}: {exc.errors(include_url=False)[0]['msg']}"
                 ) from None
-            dumped.append(value.model_dump(mode="json", by_alias=True))
-        return dumped
+            encoded.append(dump(value, by_alias=True))
+        return encoded
 
 
 def _release_if_taken(acquired: asyncio.Future[Any], held: Any) -> None:

@@ -21,7 +21,7 @@ def predict_function(name: str, services: Services) -> AsyncHttpFunction:
 
     async def predict(req: func.HttpRequest) -> func.HttpResponse:
         scored = await services.predict.predict_body(name, req.get_body())
-        return json_response(200, v1.encode_response(scored))
+        return func.HttpResponse(v1.encode_response(scored), mimetype="application/json")
 
     return guarded(predict)
 

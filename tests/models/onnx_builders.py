@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import onnx
@@ -96,5 +97,37 @@ def strings(path: Path) -> Path:
             helper.make_tensor_value_info("echo", TensorProto.STRING, ["N"]),
             helper.make_tensor_value_info("count", TensorProto.INT64, []),
         ],
+    )
+    return _save(graph, path)
+
+
+def mlp(path: Path, sizes: tuple[int, ...] = (256, 512, 512, 10), seed: int = 0) -> Path:
+    """A multi-layer perceptron ``x`` float [N, sizes[0]] -> ``y`` float [N, sizes[-1]]: MatMul,
+    Add and Relu per layer, weights drawn from a seeded generator (the same bytes every run)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    nodes, initializers, current = [], [], "x"
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        b = np.zeros(fan_out, dtype=np.float32)
+        initializers += [
+            onnx.numpy_helper.from_array(w, f"w{i}"),
+            onnx.numpy_helper.from_array(b, f"b{i}"),
+        ]
+        last = i == len(sizes) - 2
+        nodes += [
+            helper.make_node("MatMul", [current, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"b{i}"], ["y" if last else f"a{i}"]),
+        ]
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"a{i}"], [f"h{i}"]))
+            current = f"h{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", sizes[-1]])],
+        initializer=initializers,
     )
     return _save(graph, path)

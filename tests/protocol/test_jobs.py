@@ -80,7 +80,7 @@ def test_a_blob_reference_needs_a_container_and_a_path(ref: str) -> None:
 
 
 def test_results_carry_the_id_predictions_or_their_blob_and_the_model() -> None:
-    scored = Scored([{"y": 1.5}], ModelInfo("iris", "v1", "a" * 64))
+    scored = Scored([b'{"y":1.5}'], ModelInfo("iris", "v1", "a" * 64))
     model = {"name": "iris", "version": "v1", "sha256": "a" * 64}
     assert json.loads(jobs.encode_result("r", scored)) == {
         "id": "r",

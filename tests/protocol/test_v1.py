@@ -52,8 +52,8 @@ def test_an_empty_instances_list_is_left_to_validation() -> None:
 
 
 def test_the_response_carries_predictions_and_the_model_that_made_them() -> None:
-    scored = Scored([{"label": 1}, {"label": 0}], ModelInfo("iris", "abc", "f" * 64))
-    assert v1.encode_response(scored) == {
+    scored = Scored([b'{"label":1}', b'{"label":0}'], ModelInfo("iris", "abc", "f" * 64))
+    assert json.loads(v1.encode_response(scored)) == {
         "predictions": [{"label": 1}, {"label": 0}],
         "model": {"name": "iris", "version": "abc", "sha256": "f" * 64},
     }

@@ -4,7 +4,9 @@ a sync or an async predict function runs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from runtime.errors import (
 )
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
+from runtime.protocol import v1
+from runtime.scored import Scored
 from runtime.services.predict import PredictService
 from tests.models.onnx_builders import multi_io
 
@@ -64,6 +68,10 @@ def service(model_file: Path, tmp_path: Path) -> Service:
     return make
 
 
+def _decoded(scored: Scored) -> list[Any]:
+    return [json.loads(p) for p in scored.predictions]
+
+
 def _counts(*counts: int) -> list[dict[str, int]]:
     return [{"count": c} for c in counts]
 
@@ -79,7 +87,7 @@ def test_a_sync_predict_runs_in_a_worker_thread(service: Service) -> None:
         return await service(predict).predict("ep", _counts(1, 41)), threading.get_ident()
 
     scored, loop_thread = asyncio.run(main())
-    assert scored.predictions == [{"next": 2}, {"next": 42}]
+    assert _decoded(scored) == [{"next": 2}, {"next": 42}]
     assert scored.model.name == "ep" and len(scored.model.sha256) == 64
     assert threads and loop_thread not in threads
 
@@ -100,8 +108,8 @@ def test_an_async_predict_is_awaited_on_the_event_loop(service: Service) -> None
         return list(both), threading.get_ident()
 
     (first, second), loop_thread = asyncio.run(main())
-    assert first.predictions == [{"next": 2}, {"next": 3}, {"next": 4}]
-    assert second.predictions == [{"next": 10}]
+    assert _decoded(first) == [{"next": 2}, {"next": 3}, {"next": 4}]
+    assert _decoded(second) == [{"next": 10}]
     assert set(threads) == {loop_thread}
 
 
@@ -111,7 +119,7 @@ def test_a_callable_object_with_an_async_call_is_awaited(service: Service) -> No
             return _run(model, rows)
 
     scored = asyncio.run(service(Predictor()).predict("ep", _counts(5)))
-    assert scored.predictions == [{"next": 6}]
+    assert _decoded(scored) == [{"next": 6}]
 
 
 def test_requests_over_max_batch_size_reach_predict_in_chunks(service: Service) -> None:
@@ -122,7 +130,7 @@ def test_requests_over_max_batch_size_reach_predict_in_chunks(service: Service) 
         return _run(model, rows)
 
     scored = asyncio.run(service(predict, max_batch_size=2).predict("ep", _counts(*range(5))))
-    assert [p["next"] for p in scored.predictions] == [1, 2, 3, 4, 5]
+    assert [p["next"] for p in _decoded(scored)] == [1, 2, 3, 4, 5]
     assert sizes == [2, 2, 1]
 
 
@@ -188,8 +196,56 @@ def test_validation_names_each_failing_field(service: Service) -> None:
 def test_a_v1_body_is_decoded_within_the_endpoints_byte_limit(service: Service) -> None:
     svc = service(lambda rows, model: _run(model, rows), max_request_bytes=64)
     scored = asyncio.run(svc.predict_body("ep", b'{"instances": [{"count": 3}]}'))
-    assert scored.predictions == [{"next": 4}]
+    assert _decoded(scored) == [{"next": 4}]
     with pytest.raises(PayloadTooLarge):
         asyncio.run(svc.predict_body("ep", b'{"instances": [' + b'{"count": 3},' * 10 + b"]}"))
     with pytest.raises(BadRequest):
         asyncio.run(svc.predict_body("ep", b"[]"))
+
+
+@pytest.mark.parametrize(("pause_s", "inline"), [(0.0, True), (0.002, False)])
+def test_a_loaded_model_faster_than_a_thread_hop_runs_on_the_loop(
+    service: Service, pause_s: float, inline: bool
+) -> None:
+    threads: list[int] = []
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        threads.append(threading.get_ident())
+        time.sleep(pause_s)  # a slow predict: never on the loop
+        return _run(model, rows)
+
+    async def main() -> int:
+        svc = service(predict)
+        for count in range(5):
+            await svc.predict("ep", _counts(count))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] != loop_thread  # the first run loads the model and is measured
+    assert all((t == loop_thread) is inline for t in threads[2:])
+
+
+def test_the_fast_and_the_careful_decoder_agree() -> None:
+    """Bodies pydantic parses natively and the ones it refuses (then read the careful way for
+    the contract's answer) give what the V1 codec and validation give."""
+    bound = BoundEndpoint("ep", Endpoint(In, Out, model="m.onnx", predict=lambda r, m: r))
+    svc = PredictService({"ep": bound}, ModelRegistry(Settings(), Path(".")))
+    scorer = svc._scorer("ep")
+    good = b'{"instances": [{"count": 1}, {"count": 2.0}], "other": null}'
+    assert [i.count for i in scorer.decode(good)] == [1, 2]
+    for body, error in [
+        (b"{", BadRequest),
+        (b'{"instances": 1}', BadRequest),
+        (b"[]", BadRequest),
+        (b'{"instances": []}', ValidationFailed),
+        (b'{"instances": [{"count": -1}, {}]}', ValidationFailed),
+        (b'{"instances": [{"count": NaN}]}', ValidationFailed),
+    ]:
+        with pytest.raises(error) as fast:
+            scorer.decode(body)
+        with pytest.raises(error) as careful:
+            svc.validate("ep", v1.decode_request(body, max_bytes=1024))
+        assert (fast.value.message, fast.value.detail) == (
+            careful.value.message,
+            careful.value.detail,
+        )
