@@ -1,8 +1,8 @@
 """The comparison point for the host: the least any HTTP endpoint can do for the same model.
 
 A raw ASGI app under uvicorn, the same server ``mlfn serve`` uses: read the body, orjson to a
-numpy array, ``session.run`` on the event loop, orjson back. No validation, no batching, no routing. Run with
-``MLFN_BENCH_MODEL=path.onnx uvicorn bench.bare_endpoint:app``.
+numpy array, ``session.run`` on the event loop, orjson back. No validation, no batching, no
+routing. Run with ``MLFN_BENCH_MODEL=path.onnx uvicorn bench.bare_endpoint:app``.
 """
 
 from __future__ import annotations

@@ -197,8 +197,12 @@ def profile(functions: dict[str, Any], cases: list[Case], out_dir: Path) -> None
             request = func.HttpRequest("POST", f"http://localhost/api/{case.route}", body=case.body)
             loop.run_until_complete(fn(req=request))
 
-            async def many(fn: Any = fn, request: func.HttpRequest = request) -> None:
-                for _ in range(2000 if "batch 1" in case.label else 400):
+            count = 2000 if "batch 1" in case.label else 400
+
+            async def many(
+                fn: Any = fn, request: func.HttpRequest = request, n: int = count
+            ) -> None:
+                for _ in range(n):
                     await fn(req=request)
 
             profiler = Profiler(interval=0.0002, async_mode="enabled")
