@@ -199,11 +199,9 @@ def profile(functions: dict[str, Any], cases: list[Case], out_dir: Path) -> None
 
             count = 2000 if "batch 1" in case.label else 400
 
-            async def many(
-                fn: Any = fn, request: func.HttpRequest = request, n: int = count
-            ) -> None:
+            async def many(fn: Any = fn, req: func.HttpRequest = request, n: int = count) -> None:
                 for _ in range(n):
-                    await fn(req=request)
+                    await fn(req=req)
 
             profiler = Profiler(interval=0.0002, async_mode="enabled")
             profiler.start()

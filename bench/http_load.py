@@ -116,8 +116,9 @@ class Bare:
         self.port = free_port()
         env = {**os.environ, "MLFN_BENCH_MODEL": str(model)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.bare_endpoint:app", "--port", str(self.port),
-             "--log-level", "warning"],
+            # uvicorn's defaults, as mlfn serve runs it: one process, an access log line per
+            # request (mlfn serve writes one too).
+            [sys.executable, "-m", "uvicorn", "bench.bare_endpoint:app", "--port", str(self.port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         _wait_listening(self.port)

@@ -63,12 +63,16 @@ class HttpHost:
             return await _send(
                 send, 413, _error("PayloadTooLarge", f"request body over {self._max} bytes")
             )
-        candidates = self._router.match(path)
         chosen = next(
-            ((f, values) for f, values in candidates if f.methods is None or method in f.methods),
+            (
+                (f, values)
+                for f, values in self._router.matches(path)
+                if f.methods is None or method in f.methods
+            ),
             None,
         )
         if chosen is None:
+            candidates = self._router.match(path)
             if candidates:
                 allowed = sorted({m for f, _ in candidates for m in (f.methods or ())})
                 message = f"no function accepts {method} {path} (allowed: {', '.join(allowed)})"

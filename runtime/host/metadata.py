@@ -3,6 +3,7 @@ find the one ``FunctionRegister``, read each function's bindings."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -50,7 +51,7 @@ class FunctionInfo:
     def auth_level(self) -> str:
         return str(self.trigger.raw.get("authLevel", "FUNCTION")).upper()
 
-    @property
+    @functools.cached_property
     def methods(self) -> tuple[str, ...] | None:
         """HTTP methods, or None when the function accepts every method."""
         methods = self.trigger.raw.get("methods")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -171,16 +171,36 @@ class RouteTemplate:
 
 
 class Router(Generic[T]):
-    """Routes in ASP.NET precedence order; ``match`` returns the first route that accepts."""
+    """Routes in ASP.NET precedence order; ``matches`` yields those that accept a path, best
+    first. Routes without parameters are looked up in a dict (they outrank every route with a
+    parameter that could match the same path); the others are tried in order."""
 
     def __init__(self, routes: Iterable[tuple[RouteTemplate, T]]) -> None:
-        self._routes = sorted(routes, key=lambda r: (r[0].precedence, r[0].template.lower()))
+        ordered = sorted(routes, key=lambda r: (r[0].precedence, r[0].template.lower()))
+        self._literal: dict[str, list[T]] = {}
+        for template, target in ordered:
+            if not template.params:
+                self._literal.setdefault(_literal_key(template.template), []).append(target)
+        self._patterned = [(t, target) for t, target in ordered if t.params]
+
+    def matches(self, path: str) -> Iterator[tuple[T, dict[str, str]]]:
+        """The routes that match ``path``, best first, with their route values."""
+        for target in self._literal.get(_literal_key(path), ()):
+            yield target, {}
+        for template, target in self._patterned:
+            values = template.match(path)
+            if values is not None:
+                yield target, values
 
     def match(self, path: str) -> list[tuple[T, dict[str, str]]]:
         """Every route that matches ``path``, best first, with its route values."""
-        found = []
-        for template, target in self._routes:
-            values = template.match(path)
-            if values is not None:
-                found.append((target, values))
-        return found
+        return list(self.matches(path))
+
+
+def _literal_key(path: str) -> str:
+    """A path as a template without parameters matches it: one leading '/', an optional
+    trailing '/', any case."""
+    path = path if path.startswith("/") else "/" + path
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    return path.lower()
