@@ -60,6 +60,27 @@ def positive_whole_number(name: str, raw: str) -> int:
     return value
 
 
+def optional_positive_whole_number(name: str, raw: str) -> int | None:
+    """A whole number >= 1, or None for 0 (the default applies)."""
+    return whole_number(name, raw) or None
+
+
+def boolean(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, raw, "true or false")
+
+
+def optimization_level(name: str, raw: str) -> str:
+    value = raw.lower()
+    if value not in ("disabled", "basic", "extended", "all"):
+        raise ConfigError(name, raw, "one of disabled, basic, extended, all")
+    return value
+
+
 def path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -159,6 +180,39 @@ class Settings(_FromEnvironment):
         None,
         optional_number,
         "Check a loaded model against its store this often, swapping in a changed one. 0: never.",
+    )
+    ort_intra_op_threads: int | None = setting(
+        "MLFN_ORT_INTRA_OP_THREADS",
+        None,
+        optional_positive_whole_number,
+        "Threads one model run may use. Default (or 0): every CPU the process may use.",
+    )
+    ort_inter_op_threads: int = setting(
+        "MLFN_ORT_INTER_OP_THREADS",
+        1,
+        positive_whole_number,
+        "Threads for running independent parts of a graph in parallel.",
+    )
+    ort_optimization: str = setting(
+        "MLFN_ORT_OPTIMIZATION",
+        "all",
+        optimization_level,
+        "onnxruntime graph optimisation: disabled, basic, extended or all.",
+    )
+    ort_providers: tuple[str, ...] = setting(
+        "MLFN_ORT_PROVIDERS",
+        (),
+        names,
+        "Execution providers in order of preference, comma-separated. Default (or auto): "
+        "CUDAExecutionProvider when onnxruntime-gpu sees a device, else the CPU.",
+    )
+    ort_keep_optimized: bool = setting(
+        "MLFN_ORT_KEEP_OPTIMIZED",
+        False,
+        boolean,
+        "Keep each model's optimised graph in the cache, so later cold starts skip optimising "
+        "(worth it for graphs that take long to optimise; the saving process holds about one "
+        "more copy of the weights).",
     )
     preload: tuple[str, ...] = setting(
         "MLFN_PRELOAD", (), names, "Endpoints whose models load at start, comma-separated."

@@ -21,6 +21,9 @@ SAMPLES: dict[Any, tuple[str, Any, tuple[str, ...]]] = {
     config.optional_number: ("7", 7.0, ("soon", "-3")),
     config.whole_number: ("4.0", 4, ("2.5", "-1", "many", "inf")),
     config.positive_whole_number: ("8", 8, ("0", "-2", "1.5")),
+    config.optional_positive_whole_number: ("3", 3, ("-1", "1.5", "x")),
+    config.boolean: ("Yes", True, ("maybe", "2")),
+    config.optimization_level: ("Extended", "extended", ("fast", "none")),
     config.path: ("/srv/cache", Path("/srv/cache"), ()),
     config.names: (" iris, ,diabetes ", ("iris", "diabetes"), ()),
 }

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.element_types import BY_ONNX
-from runtime.errors import ModelLoadFailed
+from runtime.models.session import SessionConfig, SessionInfo
+from runtime.models.session import create as create_session
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,6 +59,8 @@ class LoadReport:
     warmup_s: float
     total_s: float
     memory_bytes: int
+    provider: str = "CPUExecutionProvider"
+    optimized: str = "off"  # the optimised-graph cache: hit, saved or off
 
     @property
     def downloaded(self) -> bool:
@@ -87,18 +90,22 @@ class OnnxModel:
         self.inputs = [TensorSpec.from_node_arg(a) for a in session.get_inputs()]
         self.outputs = [TensorSpec.from_node_arg(a) for a in session.get_outputs()]
         self._input_by_name = {spec.name: spec for spec in self.inputs}
+        self.session_info: SessionInfo | None = None
 
     @classmethod
-    def load(cls, name: str, path: Path, *, sha256: str, version: str) -> OnnxModel:
-        try:
-            import onnxruntime
-        except ImportError as exc:  # pragma: no cover - a dependency of the runtime
-            raise ImportError("mlfn needs onnxruntime: pip install onnxruntime") from exc
-        try:
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several unrelated exception types
-            raise ModelLoadFailed(name, str(exc).strip().splitlines()[0]) from exc
-        return cls(name, session, sha256=sha256, version=version)
+    def load(
+        cls,
+        name: str,
+        path: Path,
+        *,
+        sha256: str,
+        version: str,
+        config: SessionConfig | None = None,
+    ) -> OnnxModel:
+        created, info = create_session(name, path, sha256, config or SessionConfig())
+        model = cls(name, created, sha256=sha256, version=version)
+        model.session_info = info
+        return model
 
     def warm_up(self) -> bool:
         """Run the model once on zeros (dynamic dimensions as 1), so the first real request

@@ -16,11 +16,14 @@ class Model:
         app folder), ``file://...``, ``az://CONTAINER/PATH``, ``s3://BUCKET/KEY`` or a blob URL.
     sha256: pin the exact bytes; a download with another digest is refused.
     version: reported to clients; defaults to the first 12 hex digits of the file's sha256.
+    providers: onnxruntime execution providers for this model, in order of preference (e.g.
+        ``("CUDAExecutionProvider", "CPUExecutionProvider")``); default: ``MLFN_ORT_PROVIDERS``.
     """
 
     uri: str
     sha256: str | None = None
     version: str | None = None
+    providers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.uri.strip():

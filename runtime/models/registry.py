@@ -3,6 +3,7 @@ lives in memory under a budget and an idle timeout."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import threading
@@ -18,6 +19,7 @@ from runtime.models.cache import DiskCache
 from runtime.models.memory import MB, release_to_os, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
 from runtime.models.reference import Model
+from runtime.models.session import SessionConfig
 from runtime.store import ModelSource, locate, resolve_uri
 
 log = logging.getLogger("mlfn.models")
@@ -65,6 +67,7 @@ class ModelRegistry:
         self.app_root = app_root
         self._cache = cache or DiskCache(settings.cache_dir, settings.load_timeout_s)
         self._budget = int(settings.memory_budget_mb * MB) if settings.memory_budget_mb else None
+        self._session_config = SessionConfig.from_settings(settings)
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._reaper: threading.Thread | None = None
@@ -153,10 +156,11 @@ class ModelRegistry:
         assert report is not None
         log.info(
             "model loaded name=%s uri=%s cache=%s bytes=%d downloaded_bytes=%d fetch_s=%.4f "
-            "verify_s=%.4f session_s=%.4f warmup_s=%.4f total_s=%.4f memory_mb=%.1f resident=%s",
+            "verify_s=%.4f session_s=%.4f warmup_s=%.4f total_s=%.4f memory_mb=%.1f "
+            "provider=%s optimized=%s resident=%s",
             name, report.source_uri, report.cache, report.bytes, report.downloaded_bytes,
             report.fetch_s, report.verify_s, report.session_s, report.warmup_s, report.total_s,
-            report.memory_bytes / MB, resident,
+            report.memory_bytes / MB, report.provider, report.optimized, resident,
         )  # fmt: skip
         return model
 
@@ -205,13 +209,21 @@ class ModelRegistry:
         release_to_os()
         rss_before = rss_bytes()
         session_started = time.perf_counter()
+        config = self._session_config
+        if ref.providers is not None:
+            config = dataclasses.replace(config, providers=ref.providers)
         model = OnnxModel.load(
-            name, cached.path, sha256=cached.sha256, version=ref.version or cached.sha256[:12]
+            name,
+            cached.path,
+            sha256=cached.sha256,
+            version=ref.version or cached.sha256[:12],
+            config=config,
         )
         session_s = time.perf_counter() - session_started
         warmup_started = time.perf_counter()
         model.warm_up()
         warmup_s = time.perf_counter() - warmup_started
+        release_to_os()  # what building the session freed (e.g. buffers of the saved graph)
         rss_after = rss_bytes()
         grown = (rss_after - rss_before) if rss_before is not None and rss_after is not None else 0
         size = max(cached.size, grown)
@@ -226,6 +238,8 @@ class ModelRegistry:
             warmup_s=round(warmup_s, 4),
             total_s=round(time.perf_counter() - started, 4),
             memory_bytes=size,
+            provider=model.session_info.provider if model.session_info else "",
+            optimized=model.session_info.optimized if model.session_info else "off",
         )
         return model, size, cached.etag
 

@@ -22,8 +22,8 @@ class Placement:
     below ``inline_below_s``, and only when the caller allows it (a model load, which must
     never block the loop, is not allowed)."""
 
-    def __init__(self, inline_below_s: float = INLINE_BELOW_S) -> None:
-        self._limit = inline_below_s
+    def __init__(self, inline_below_s: float | None = None) -> None:
+        self._limit = INLINE_BELOW_S if inline_below_s is None else inline_below_s
         self._per_unit_s: float | None = None
 
     def expected_s(self, size: int) -> float | None:
