@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from runtime.host.http_server import HttpHost, Receive, Scope, Send
 from runtime.host.invoke import Invoker
@@ -18,10 +19,17 @@ DRAIN_S = 30.0
 
 
 class HostApp:
-    def __init__(self, http: HttpHost, listeners: list[QueueListener], invoker: Invoker) -> None:
+    def __init__(
+        self,
+        http: HttpHost,
+        listeners: list[QueueListener],
+        invoker: Invoker,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         self.http = http
         self.listeners = listeners
         self._invoker = invoker
+        self.on_started = on_started  # called once the host takes requests
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -41,6 +49,8 @@ class HostApp:
                     for listener in self.listeners
                 ]
                 await send({"type": "lifespan.startup.complete"})
+                if self.on_started is not None:
+                    self.on_started()
             elif message["type"] == "lifespan.shutdown":
                 if self._stop is not None:
                     self._stop.set()

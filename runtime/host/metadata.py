@@ -64,14 +64,22 @@ class FunctionInfo:
 
 def index_app(app_dir: Path) -> list[FunctionInfo]:
     """Import ``app_dir/function_app.py`` by module name, with ``app_dir`` on ``sys.path``."""
-    import azure.functions as func
 
     app_dir = app_dir.resolve()
     if not (app_dir / SCRIPT).is_file():
         raise IndexingError(f"{app_dir / SCRIPT} not found: not a Python v2 Functions app")
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
-    module = importlib.import_module(Path(SCRIPT).stem)
+    importlib.import_module(Path(SCRIPT).stem)
+    # get_functions() is not idempotent (a second call fails on "unique function name").
+    return [_describe(f) for f in registered_app().get_functions()]
+
+
+def registered_app() -> Any:
+    """The one ``FunctionRegister`` of the imported ``function_app`` module."""
+    import azure.functions as func
+
+    module = sys.modules[Path(SCRIPT).stem]
     apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
     if not apps:
         raise IndexingError("Could not find top level function app instances in function_app.py.")
@@ -79,8 +87,7 @@ def index_app(app_dir: Path) -> list[FunctionInfo]:
         raise IndexingError(
             "More than one FunctionApp or other top level function app instances are defined."
         )
-    # get_functions() is not idempotent (a second call fails on "unique function name").
-    return [_describe(f) for f in apps[0].get_functions()]
+    return apps[0]
 
 
 def _describe(f: Any) -> FunctionInfo:

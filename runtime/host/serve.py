@@ -14,7 +14,7 @@ from runtime.host.asgi import HostApp
 from runtime.host.http_server import HttpHost, http_route
 from runtime.host.invoke import Invoker
 from runtime.host.local_settings import apply_local_settings
-from runtime.host.metadata import FunctionInfo, index_app
+from runtime.host.metadata import FunctionInfo, index_app, registered_app
 from runtime.host.queue_listener import QueueListener, StorageAccounts
 from runtime.host.queue_options import QueueOptions
 from runtime.host_json import HostConfig
@@ -44,7 +44,11 @@ def build_host(
             for f in functions
             if f.trigger.type == "queueTrigger"
         ]
-    return HostApp(http, listeners, invoker), host_config, functions
+    # An mlfn app says what its first request will need; importing it while the host waits
+    # for that request takes it off the cold start (a plain v2 app has no such hook).
+    services = getattr(registered_app(), "services", None)
+    on_started = getattr(services, "import_ahead", None)
+    return HostApp(http, listeners, invoker, on_started), host_config, functions
 
 
 def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool = True) -> None:

@@ -16,13 +16,17 @@ def rss_bytes() -> int | None:
         return None
 
 
-def release_to_os() -> None:
+def release_to_os(collect: bool = True) -> None:
     """Return freed heap to the OS after a model is unloaded. glibc keeps freed memory in its
-    arenas; without a trim an unloaded session's memory still counts in RSS."""
+    arenas; without a trim an unloaded session's memory still counts in RSS. ``collect``
+    first frees unreachable cycles (an unloaded session may sit in one); a full collection
+    costs tens of milliseconds in a process with many objects, so a load measuring its own
+    growth only trims."""
     import contextlib
     import ctypes
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -20,6 +20,7 @@ from runtime.models.memory import MB, release_to_os, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
 from runtime.models.reference import Model
 from runtime.models.session import SessionConfig
+from runtime.models.warm import import_in_background
 from runtime.store import ModelSource, locate, resolve_uri
 
 log = logging.getLogger("mlfn.models")
@@ -199,6 +200,7 @@ class ModelRegistry:
 
     def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int, str | None]:
         started = time.perf_counter()
+        import_in_background("onnxruntime")  # while the bytes are fetched, not after
         source = self.source(ref)
         cached = self._cache.fetch(source, ref.sha256)
         with self._lock:
@@ -206,7 +208,7 @@ class ModelRegistry:
             self._make_room(cached.size, keep=name)
         # Trimmed first, so the growth measured below is this session's, not freed heap
         # that the allocator happens to hand out again.
-        release_to_os()
+        release_to_os(collect=False)
         rss_before = rss_bytes()
         session_started = time.perf_counter()
         config = self._session_config
@@ -223,7 +225,7 @@ class ModelRegistry:
         warmup_started = time.perf_counter()
         model.warm_up()
         warmup_s = time.perf_counter() - warmup_started
-        release_to_os()  # what building the session freed (e.g. buffers of the saved graph)
+        release_to_os(collect=False)  # what building the session freed
         rss_after = rss_bytes()
         grown = (rss_after - rss_before) if rss_before is not None and rss_after is not None else 0
         size = max(cached.size, grown)

@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlfn.services")
 
+_STORE_SDKS = {
+    "az": ["azure.storage.blob"],
+    "https": ["azure.storage.blob"],
+    "http": ["azure.storage.blob"],
+    "s3": ["boto3"],
+}
+
 
 @dataclass(frozen=True)
 class _Built:
@@ -88,6 +95,22 @@ class Services:
             InferService(self.endpoints, registry),
             JobService(predict, Payloads(settings)),
         )
+
+    def import_ahead(self) -> None:
+        """Start importing, in the background, what the first request will need: onnxruntime
+        and the SDK of each model's store. For a host that is up and waiting for traffic."""
+        from runtime.models.warm import import_in_background
+
+        try:
+            store = self.settings.model_store or ""
+        except MlfnError:
+            store = ""  # said again, with the setting's name, by the first request
+        modules = ["onnxruntime", "runtime.services.predict", "runtime.services.infer"]
+        for bound in self.endpoints.values():
+            uri = bound.endpoint.model.uri
+            uri = uri if "://" in uri else store  # a relative path lives under the store
+            modules += _STORE_SDKS.get(uri.partition("://")[0] if "://" in uri else "", [])
+        import_in_background(*dict.fromkeys(modules))
 
     def start_preload(self) -> None:
         """Load the endpoints named in ``MLFN_PRELOAD`` in a background thread, so an
