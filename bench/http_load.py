@@ -55,7 +55,16 @@ def wrk(url: str, body: bytes, connections: int, seconds: float) -> Load:
         f"wrk.body = [[{body.decode()}]]\n"
     )
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],  # fmt: skip
         check=True,
         capture_output=True,
         text=True,

@@ -49,6 +49,7 @@ class HostApp:
                     for listener in self.listeners
                 ]
                 await send({"type": "lifespan.startup.complete"})
+                log.info("host started")
                 if self.on_started is not None:
                     self.on_started()
             elif message["type"] == "lifespan.shutdown":

@@ -1,0 +1,137 @@
+"""Every benchmark, one table each, and bench/RESULTS.md.
+
+    make bench            (python -m scripts.azurite run -- python -m bench.run)
+    python -m scripts.azurite run -- python -m bench.run --quick --no-write   (the smoke run)
+
+Numbers are from one run on whatever machine runs it, which here is shared and noisy: read
+the ratios, measured side by side in the same run, not the absolutes. Nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import onnxruntime
+import pydantic
+
+from bench import cold_start, hot_path, http_load, queue_load
+from tests.support import ROOT, LocalHost
+
+PROFILE_LINES = 28
+
+
+def machine() -> str:
+    cpu = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = found.group(1).strip() if found else ""
+    return (
+        f"{os.cpu_count()} cores ({cpu or platform.machine()}), Python {sys.version.split()[0]}, "
+        f"onnxruntime {onnxruntime.__version__}, pydantic {pydantic.VERSION}, "
+        f"{datetime.date.today().isoformat()}"
+    )
+
+
+def hot_path_profiles() -> str:
+    """pyinstrument's top frames for the in-process path (MLP, batch 1 and 32)."""
+    out = Path(tempfile.mkdtemp(prefix="mlfn-profile-"))
+    with tempfile.TemporaryDirectory(prefix="mlfn-hot-") as tmp:
+        functions, cases = hot_path.build_cases(Path(tmp))
+        hot_path.profile(functions, [c for c in cases if c.label.startswith("MLP")], out)
+    parts = []
+    for path in sorted(out.glob("*.txt")):
+        lines = [line for line in path.read_text().splitlines() if line.strip()][5:]
+        parts.append(f"{path.stem}:\n\n```\n" + "\n".join(lines[:PROFILE_LINES]) + "\n```")
+    return "\n\n".join(parts)
+
+
+def host_profile(seconds: float = 6.0) -> str:
+    """py-spy's busiest frames (own time) in mlfn serve while wrk drives it at 16 connections."""
+    with tempfile.TemporaryDirectory(prefix="mlfn-spy-") as name:
+        tmp = Path(name)
+        app, _ = http_load.build_app(tmp)
+        host = LocalHost(app, {"MLFN_CACHE_DIR": str(tmp / "cache")}, ("--no-queues",)).start()
+        try:
+            url = f"{host.url}/api/mlp/predict"
+            body = http_load._body()
+            http_load.drive(url, body, 1, 0.5)  # loads the model
+            assert host.process is not None
+            raw = tmp / "host.raw"
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                 str(host.process.pid), "--duration", str(int(seconds)), "--rate", "250",
+                 "--format", "raw", "--output", str(raw), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(0.5)
+            http_load.drive(url, body, 16, seconds)
+            spy.wait(timeout=seconds + 30)
+        finally:
+            host.stop()
+        if not raw.exists():
+            return "(py-spy could not attach here)"
+        own: Counter[str] = Counter()
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            own[stack.split(";")[-1]] += int(count)
+            total += int(count)
+    rows = [f"{n / total * 100:5.1f}%  {frame}" for frame, n in own.most_common(15)]
+    return "```\n" + "\n".join(rows) + "\n```"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiles")
+    args = parser.parse_args()
+    quick = args.quick
+
+    with tempfile.TemporaryDirectory(prefix="mlfn-hot-") as tmp:
+        functions, cases = hot_path.build_cases(Path(tmp))
+        hot = hot_path.table(hot_path.measure(functions, cases, 0.05 if quick else 2.0))
+    print(hot, flush=True)
+    load = http_load.table(*http_load.run(0.5 if quick else 5.0))
+    print(load, flush=True)
+    queue = queue_load.table(*queue_load.run(10 if quick else 400))
+    print(queue, flush=True)
+    cold, loads = cold_start.run(quick)
+    print(cold + "\n" + loads, flush=True)
+    profiles = ""
+    if not args.no_profile and not quick:
+        profiles = (
+            "\n\n## Profiles (this run)\n\nIn process, the app's predict function "
+            "(pyinstrument, 0.2 ms sampling):\n\n" + hot_path_profiles() + "\n\n"
+            "`mlfn serve` under wrk at 16 connections, busiest frames by own time (py-spy):\n\n"
+            + host_profile()
+        )
+        print(profiles)
+    if args.no_write:
+        return
+    notes = (ROOT / "bench" / "NOTES.md").read_text()
+    (ROOT / "bench" / "RESULTS.md").write_text(
+        "# Benchmark results\n\n"
+        "Reproduce: `make bench` (`python -m scripts.azurite run -- python -m bench.run`).\n"
+        f"Machine: {machine()}.\n"
+        "Shared and noisy: read the ratios, measured side by side in one run.\n\n"
+        f"## In process\n\n{hot}\n\n## Over HTTP\n\n{load}\n\n## Queues\n\n{queue}\n\n"
+        f"## Cold start\n\n{cold}\n\nLoad lines (each load's own breakdown):\n\n{loads}\n\n"
+        f"{notes}{profiles}\n"
+    )
+    print(f"\nwrote {(ROOT / 'bench' / 'RESULTS.md').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
