@@ -64,7 +64,7 @@ def wrk(url: str, body: bytes, connections: int, seconds: float) -> Load:
             "-s",
             str(script),
             url,
-        ],  # fmt: skip
+        ],
         check=True,
         capture_output=True,
         text=True,
