@@ -233,7 +233,8 @@ def profile(functions: dict[str, Any], cases: list[Case], out_dir: Path) -> None
 
             async def many(fn: Any = fn, req: func.HttpRequest = request, n: int = count) -> None:
                 for _ in range(n):
-                    await fn(req=req)
+                    response = await fn(req=req)
+                    assert response.status_code == 200, response.get_body()[:300]
 
             profiler = Profiler(interval=0.0002, async_mode="enabled")
             profiler.start()

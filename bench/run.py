@@ -43,6 +43,22 @@ def machine() -> str:
     )
 
 
+def import_time_top(count: int = 10) -> str:
+    """``python -X importtime -c "import function_app"``: the most expensive imports, by
+    cumulative microseconds (what the Functions worker pays to index the app)."""
+    err = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import function_app"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stderr  # fmt: skip
+    rows = []
+    for line in err.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((int(parts[1]), parts[2].rstrip()))
+    top = sorted(rows, reverse=True)[:count]
+    return "```\n" + "\n".join(f"{us / 1000:8.1f} ms  {name}" for us, name in top) + "\n```"
+
+
 def hot_path_profiles() -> str:
     """pyinstrument's top frames for the in-process path (MLP, batch 1 and 32)."""
     out = Path(tempfile.mkdtemp(prefix="mlfn-profile-"))
@@ -108,7 +124,8 @@ def main() -> None:
     queue = queue_load.table(*queue_load.run(10 if quick else 400))
     print(queue, flush=True)
     cold, loads = cold_start.run(quick)
-    print(cold + "\n" + loads, flush=True)
+    imports = import_time_top()
+    print(cold + "\n" + loads + "\n" + imports, flush=True)
     profiles = ""
     if not args.no_profile and not quick:
         profiles = (
@@ -128,6 +145,9 @@ def main() -> None:
         "Shared and noisy: read the ratios, measured side by side in one run.\n\n"
         f"## In process\n\n{hot}\n\n## Over HTTP\n\n{load}\n\n## Queues\n\n{queue}\n\n"
         f"## Cold start\n\n{cold}\n\nLoad lines (each load's own breakdown):\n\n{loads}\n\n"
+        "The costliest imports of `import function_app` (`python -X importtime`, cumulative; "
+        "nothing heavy: no onnxruntime, numpy or storage SDK):\n\n"
+        f"{imports}\n\n"
         f"{notes}{profiles}\n"
     )
     print(f"\nwrote {(ROOT / 'bench' / 'RESULTS.md').relative_to(ROOT)}")
