@@ -37,9 +37,9 @@ class Batcher(Generic[I, O]):
     ``max_batch_size`` (a sync ``run`` in a worker thread, an async one as it is), then hands
     each request its share via ``split(result, start, count)``.
 
-    There is no batching thread or task: the request that finds a free run slot leads. It lets
-    requests that arrived with it join, runs the batch, and when it is done hands the requests
-    still waiting to a new leader. Up to ``max_concurrency`` batches run at once. An idle
+    There is no standing batching task: when a request finds a run slot free, a task starts
+    that runs batches while requests wait, and ends when none does. Up to ``max_concurrency``
+    such tasks run at once. An idle
     endpoint runs a request at once; ``max_wait_s`` is spent gathering company only when other
     requests are in flight (under load, where a fuller batch pays). At most ``max_pending``
     requests wait; more are refused with ``Overloaded`` (503 + Retry-After) rather than let
@@ -74,36 +74,48 @@ class Batcher(Generic[I, O]):
         self._arrived: asyncio.Event | None = None
         self._running = 0
 
-    async def submit(self, instances: list[I]) -> O:
+    async def submit(self, instances: list[I], *, bounded: bool = True) -> O:
+        """Score ``instances`` with whatever else is waiting. ``bounded`` False: never refused
+        as overloaded (a caller whose own concurrency is bounded, like a queue listener)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
+        if self._loop is not loop:  # a new event loop (a test's, a restarted worker's)
             self._loop, self._pending, self._running = loop, collections.deque(), 0
             self._arrived = asyncio.Event()
-        if self._max_pending is not None and len(self._pending) >= self._max_pending:
-            raise Overloaded(len(self._pending))
+        if bounded and self._max_pending is not None and len(self._pending) >= self._max_pending:
+            self._drop_answered()  # callers that gave up no longer count
+            if len(self._pending) >= self._max_pending:
+                raise Overloaded(len(self._pending))
         request: _Request[I, O] = _Request(instances, loop.create_future())
         self._pending.append(request)
         assert self._arrived is not None
         self._arrived.set()
         self.stats.requests += 1
-        if self._running < self._concurrency:
-            self._running += 1
-            try:
-                await self._lead(request)
-            finally:
-                self._running -= 1
-                self._hand_over(loop)
+        self._start_leader(loop)
+        # A caller that is cancelled here cancels only its own future: the batch its request
+        # is in runs in the leader's task, for the other requests in it.
         return await request.future
 
-    async def _lead(self, own: _Request[I, O]) -> None:
-        """Run batches until this leader's own request is answered."""
-        # Requests that arrived in the same loop iteration are still on their way in: one
-        # yield lets them join this batch instead of waiting for the next.
-        await asyncio.sleep(0)
-        while not own.future.done():
-            batch = self._take()
-            if not batch:
-                return  # another leader took it; its answer arrives on the future
+    def _start_leader(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a task that runs batches while requests wait, if a run slot is free. Starting
+        it as a task also lets requests that arrived in the same loop iteration join its first
+        batch."""
+        if self._running >= self._concurrency:
+            return
+        self._running += 1
+        task = loop.create_task(self._lead(), name="mlfn-batch")
+        task.add_done_callback(lambda _: self._leave(loop))
+
+    def _leave(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            return  # a task of a loop this batcher has left behind
+        self._running -= 1
+        self._drop_answered()
+        if self._pending:
+            self._start_leader(loop)
+
+    async def _lead(self) -> None:
+        """Run batches until no request waits."""
+        while batch := self._take():
             if self._wait and self._fill(batch) < self._max and self._busy(batch):
                 await self._gather(batch)
             try:
@@ -112,6 +124,15 @@ class Batcher(Generic[I, O]):
                 log.exception("batch dispatch failed")
                 for request in batch:
                     _settle(request.future, exc=exc)
+            except BaseException:  # cancelled (the loop shuts down): nobody is left unanswered
+                for request in batch:
+                    request.future.cancel()
+                raise
+
+    def _drop_answered(self) -> None:
+        """Forget waiting requests that are already answered (their callers gave up)."""
+        if any(r.future.done() for r in self._pending):
+            self._pending = collections.deque(r for r in self._pending if not r.future.done())
 
     async def _gather(self, batch: list[_Request[I, O]]) -> None:
         """Add requests arriving within ``max_wait_s`` to ``batch``, until it is full."""
@@ -128,18 +149,6 @@ class Batcher(Generic[I, O]):
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
-
-    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Requests still waiting when a leader leaves get a leader of their own."""
-        if self._pending and self._running < self._concurrency:
-            waiting = self._pending[0]
-            self._running += 1
-            task = loop.create_task(self._lead(waiting), name="mlfn-batch")
-            task.add_done_callback(lambda _: self._leave(loop))
-
-    def _leave(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._running -= 1
-        self._hand_over(loop)
 
     def _busy(self, batch: list[_Request[I, O]]) -> bool:
         """Other requests in flight (this batch has company, or another batch is running):

@@ -32,8 +32,12 @@ class Limits:
     max_batch_wait_ms: how long a batch may wait for company when other requests are in
         flight (an idle endpoint never waits).
     max_concurrent_batches: predict calls of this endpoint that may run at once.
-    max_pending_requests: requests that may wait for a run; more are answered 503 with
-        Retry-After (a queue message is retried later) instead of waiting without limit.
+    max_pending_requests: HTTP requests that may wait for a run; more are answered 503 with
+        Retry-After instead of waiting without limit (queue messages wait: the listener
+        bounds how many run at once).
+    inline_fast_runs: a sync predict whose runs (at a batch's size) have proved shorter than
+        a trip to a worker thread runs on the event loop instead. Set False if predict may
+        block now and then, or runs an event loop of its own.
     """
 
     max_batch_size: int = 64
@@ -41,6 +45,7 @@ class Limits:
     max_batch_wait_ms: float = 0.0
     max_concurrent_batches: int = 1
     max_pending_requests: int = 512
+    inline_fast_runs: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_request_bytes", "max_concurrent_batches",

@@ -170,3 +170,66 @@ def test_a_failing_split_fails_its_requests_and_the_batcher_keeps_working() -> N
     failed, later = asyncio.run(main())
     assert isinstance(failed, RuntimeError)
     assert later == [20]
+
+
+def test_a_cancelled_waiting_request_does_not_stall_the_endpoint() -> None:
+    release = threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        release.wait(10)
+        return instances
+
+    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, start, n: out[start : start + n], 1)
+
+    async def main() -> list[list[int]]:
+        first = asyncio.create_task(batcher.submit([1]))
+        await asyncio.sleep(0.05)  # running
+        gone = asyncio.create_task(batcher.submit([2]))
+        await asyncio.sleep(0)
+        gone.cancel()  # its caller gave up while it waited
+        later = asyncio.create_task(batcher.submit([3]))
+        release.set()
+        return list(await asyncio.wait_for(asyncio.gather(first, later), 10))
+
+    assert asyncio.run(main()) == [[1], [3]]
+
+
+def test_a_cancelled_caller_does_not_strand_the_requests_batched_with_it() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        started.set()
+        release.wait(10)
+        return [i * 10 for i in instances]
+
+    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, start, n: out[start : start + n], 8)
+
+    async def main() -> list[int]:
+        first = asyncio.create_task(batcher.submit([1]))
+        second = asyncio.create_task(batcher.submit([2]))  # joins the same batch
+        await asyncio.to_thread(started.wait, 10)
+        first.cancel()  # e.g. a timeout around the first caller's request
+        release.set()
+        return await asyncio.wait_for(second, 10)
+
+    assert asyncio.run(main()) == [20]
+
+
+def test_a_queue_caller_is_never_refused_as_overloaded() -> None:
+    release = threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        release.wait(10)
+        return instances
+
+    batcher: Batcher[int, list[int]] = Batcher(
+        run, lambda out, start, n: out[start : start + n], 1, max_pending=1
+    )
+
+    async def main() -> list[object]:
+        tasks = [asyncio.create_task(batcher.submit([i], bounded=False)) for i in range(4)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), 10))
+
+    assert asyncio.run(main()) == [[0], [1], [2], [3]]

@@ -78,6 +78,17 @@ class ModelRegistry:
         memory until the block ends."""
         return _Held(self, name, ref)
 
+    def use_loaded(self, name: str, ref: Model) -> _Held | None:
+        """Like ``use``, but only for a model in memory now: None rather than a load (for
+        callers that must not block, e.g. on an event loop)."""
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or slot.model is None:
+                return None
+            slot.in_use += 1
+            self._maybe_revalidate(name, ref, slot)
+            return _Held(self, name, ref, (slot.model, slot))
+
     def _release(self, slot: _Slot) -> None:
         with self._lock:
             slot.in_use -= 1
@@ -205,10 +216,11 @@ class ModelRegistry:
         cached = self._cache.fetch(source, ref.sha256)
         with self._lock:
             # Estimated from the file until the session exists and its growth is measured.
-            self._make_room(cached.size, keep=name)
+            evicted = self._make_room(cached.size, keep=name)
         # Trimmed first, so the growth measured below is this session's, not freed heap
-        # that the allocator happens to hand out again.
-        release_to_os(collect=False)
+        # that the allocator happens to hand out again; an evicted session may sit in a
+        # reference cycle, which only a collection frees before the new one is built.
+        release_to_os(collect=evicted)
         rss_before = rss_bytes()
         session_started = time.perf_counter()
         config = self._session_config
@@ -307,14 +319,22 @@ class _Held:
     """A model held in memory for the length of a ``with`` block (a class, not a generator:
     this is on every request's path)."""
 
-    __slots__ = ("_name", "_ref", "_registry", "_slot")
+    __slots__ = ("_name", "_ref", "_registry", "_slot", "_taken")
 
-    def __init__(self, registry: ModelRegistry, name: str, ref: Model) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        name: str,
+        ref: Model,
+        taken: tuple[OnnxModel, _Slot] | None = None,
+    ) -> None:
         self._registry, self._name, self._ref = registry, name, ref
+        self._taken = taken
         self._slot: _Slot | None = None
 
     def __enter__(self) -> OnnxModel:
-        model, self._slot = self._registry._acquire(self._name, self._ref)
+        model, self._slot = self._taken or self._registry._acquire(self._name, self._ref)
+        self._taken = None
         return model
 
     def __exit__(self, *exc: object) -> None:

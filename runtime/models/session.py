@@ -5,6 +5,8 @@ skip the optimisation."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import platform
@@ -75,28 +77,44 @@ def create(name: str, path: Path, sha256: str, config: SessionConfig) -> tuple[A
         except Exception as exc:  # a damaged or foreign file: make it again from the model
             log.warning("optimised graph of %s is unusable (%s); rebuilding it", name, exc)
             kept.unlink(missing_ok=True)
-    options = _options(onnxruntime, config, threads, config.optimization)
-    scratch = None
     if kept is not None:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        fd, scratch_name = tempfile.mkstemp(dir=kept.parent, prefix=".saving-", suffix=".onnx")
-        os.close(fd)
-        scratch = Path(scratch_name)
-        options.optimized_model_filepath = str(scratch)
+        try:
+            session = _create_saving(onnxruntime, path, config, threads, providers, kept)
+            return session, SessionInfo(session.get_providers()[0], "saved", threads)
+        except Exception as exc:  # a full disk, a graph too large to save, a provider that
+            # compiles nodes: the optimised graph is a shortcut, so serve without keeping it
+            log.warning("cannot keep the optimised graph of %s (%s); not keeping it", name, exc)
+    options = _options(onnxruntime, config, threads, config.optimization)
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated exception types
-        if scratch is not None:
-            scratch.unlink(missing_ok=True)
         raise ModelLoadFailed(name, str(exc).strip().splitlines()[0]) from exc
-    optimized = "off"
-    if scratch is not None and kept is not None:
-        if scratch.stat().st_size > 0:
-            os.replace(scratch, kept)  # whole or not at all: never a half-written graph
-            optimized = "saved"
-        else:
-            scratch.unlink()
-    return session, SessionInfo(session.get_providers()[0], optimized, threads)
+    return session, SessionInfo(session.get_providers()[0], "off", threads)
+
+
+def _create_saving(
+    onnxruntime: Any,
+    path: Path,
+    config: SessionConfig,
+    threads: int,
+    providers: list[str],
+    kept: Path,
+) -> Any:
+    """A session that also writes its optimised graph to ``kept``, whole or not at all."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    fd, scratch_name = tempfile.mkstemp(dir=kept.parent, prefix=".saving-", suffix=".onnx")
+    os.close(fd)
+    scratch = Path(scratch_name)
+    try:
+        options = _options(onnxruntime, config, threads, config.optimization)
+        options.optimized_model_filepath = str(scratch)
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        if scratch.stat().st_size == 0:
+            raise OSError("onnxruntime wrote no optimised graph")
+        os.replace(scratch, kept)
+        return session
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def _options(
@@ -132,8 +150,21 @@ def _kept_path(
     if config.optimized_dir is None or config.optimization == "disabled":
         return None
     provider = providers[0].removesuffix("ExecutionProvider").lower()
-    key = f"{sha256}-ort{version}-{config.optimization}-{provider}-{platform.machine()}.onnx"
+    machine = f"{platform.machine()}-{_cpu_features()}"
+    key = f"{sha256}-ort{version}-{config.optimization}-{provider}-{machine}.onnx"
     return config.optimized_dir / key
+
+
+@functools.cache
+def _cpu_features() -> str:
+    """A short digest of the CPU's feature flags: an optimised graph may use AVX-512 kernels
+    that another x86_64 machine sharing the cache lacks."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "any"
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return hashlib.sha256(flags.encode()).hexdigest()[:8]
 
 
 def _cpus() -> int:

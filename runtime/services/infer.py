@@ -108,18 +108,28 @@ class InferService:
         """An inference request's body in, the response body and headers out (JSON or binary
         tensors): decoding, the run and encoding take one hop off the event loop, or none for
         a loaded model whose requests of this size have proved faster than a hop."""
-        placement = self._placements.get(name)
-        if placement is None:
-            raise EndpointNotFound(name)
-        loaded = self._registry.state(name) is ModelState.READY
-        work = lambda: self._infer_body(name, body, header_length, version)  # noqa: E731
-        return await placement.run(work, len(body), may_inline=loaded)
+        bound, placement = self._bound(name), self._placements[name]
+        size = len(body)
+        if placement.fast(size):
+            held = self._registry.use_loaded(name, bound.endpoint.model)
+            if held is not None:  # never a load on the event loop
+                with held as model:
+                    work = lambda: self._infer_body(model, body, header_length, version)  # noqa: E731
+                    return placement.timed(work, size)
+
+        def in_thread() -> tuple[bytes, dict[str, str]]:
+            with self._registry.use(name, bound.endpoint.model) as model:
+                work = lambda: self._infer_body(model, body, header_length, version)  # noqa: E731
+                return placement.timed(work, size)
+
+        return await asyncio.to_thread(in_thread)
 
     def _infer_body(
-        self, name: str, body: bytes, header_length: str | None, version: str | None
+        self, model: OnnxModel, body: bytes, header_length: str | None, version: str | None
     ) -> tuple[bytes, dict[str, str]]:
+        name = model.name
         request = v2.decode_request(body, header_length)
-        result = self._infer(name, request, version)
+        result = self._run(model, request, version)
         return v2.encode_response(
             name,
             result.model.version,
@@ -130,13 +140,16 @@ class InferService:
         )
 
     def _infer(self, name: str, request: InferRequest, version: str | None) -> InferResult:
-        bound = self._bound(name)
-        with self._registry.use(name, bound.endpoint.model) as model:
-            if version is not None and version != model.version:
-                raise ModelVersionNotFound(name, version, model.version)
-            feeds = self._feeds(model, request)
-            names = self._output_names(model, request)
-            results = model.run(feeds, names)
+        with self._registry.use(name, self._bound(name).endpoint.model) as model:
+            return self._run(model, request, version)
+
+    def _run(self, model: OnnxModel, request: InferRequest, version: str | None) -> InferResult:
+        name = model.name
+        if version is not None and version != model.version:
+            raise ModelVersionNotFound(name, version, model.version)
+        feeds = self._feeds(model, request)
+        names = self._output_names(model, request)
+        results = model.run(feeds, names)
         specs = {s.name: s for s in model.outputs}
         outputs = []
         for out_name in names:

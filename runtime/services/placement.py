@@ -1,5 +1,5 @@
-"""Where blocking work runs: on the event loop when it has proved shorter than a trip to a
-worker thread and back, in a worker thread otherwise."""
+"""Where blocking work runs: on the event loop when work of its size has proved shorter than a
+trip to a worker thread and back, in a worker thread otherwise."""
 
 from __future__ import annotations
 
@@ -17,33 +17,30 @@ INLINE_BELOW_S = 200e-6
 
 
 class Placement:
-    """Runs one kind of work (a model's runs, say) and learns what it costs per unit of size
-    (instances, bytes): a moving average. Work runs in place only when its expected time is
-    below ``inline_below_s``, and only when the caller allows it (a model load, which must
-    never block the loop, is not allowed)."""
+    """Learns how long one kind of work (a model's runs, say) takes, per size class (sizes
+    in powers of two: 1, 2-3, 4-7, ...), as a moving average of the runs that succeeded. Work
+    of a size class measured below ``inline_below_s`` may run in place; the rest, and any size
+    not measured yet, runs in a worker thread."""
 
     def __init__(self, inline_below_s: float | None = None) -> None:
         self._limit = INLINE_BELOW_S if inline_below_s is None else inline_below_s
-        self._per_unit_s: float | None = None
+        self._seconds: dict[int, float] = {}
 
-    def expected_s(self, size: int) -> float | None:
-        return None if self._per_unit_s is None else self._per_unit_s * max(size, 1)
+    def fast(self, size: int) -> bool:
+        """Work of ``size`` has proved shorter than the limit."""
+        seconds = self._seconds.get(max(size, 1).bit_length())
+        return seconds is not None and seconds < self._limit
 
-    async def run(self, fn: Callable[[], T], size: int, *, may_inline: bool = True) -> T:
-        """Run ``fn`` on work of ``size`` units. ``may_inline`` False: it may block for long
-        this time (a model load), so it runs in a thread and teaches nothing."""
-        if not may_inline:
-            return await asyncio.to_thread(fn)
-        expected = self.expected_s(size)
-        if expected is not None and expected < self._limit:
-            return self._timed(fn, size)
-        return await asyncio.to_thread(self._timed, fn, size)
-
-    def _timed(self, fn: Callable[[], T], size: int) -> T:
+    def timed(self, fn: Callable[[], T], size: int) -> T:
+        """Run ``fn`` here and learn from its duration (not from a failure: a quick error says
+        nothing about how long the work takes)."""
         started = time.perf_counter()
-        try:
-            return fn()
-        finally:
-            per_unit = (time.perf_counter() - started) / max(size, 1)
-            average = self._per_unit_s
-            self._per_unit_s = per_unit if average is None else 0.8 * average + 0.2 * per_unit
+        result = fn()
+        took = time.perf_counter() - started
+        key = max(size, 1).bit_length()
+        average = self._seconds.get(key)
+        self._seconds[key] = took if average is None else 0.8 * average + 0.2 * took
+        return result
+
+    async def in_thread(self, fn: Callable[[], T], size: int) -> T:
+        return await asyncio.to_thread(self.timed, fn, size)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, FailFast, TypeAdapter, ValidationError, create_model
+from pydantic_core import PydanticSerializationError
 
 from runtime.batching import Batcher
 from runtime.endpoint import BoundEndpoint
@@ -22,7 +24,7 @@ from runtime.errors import (
     ValidationFailed,
 )
 from runtime.models.onnx_model import OnnxModel
-from runtime.models.registry import ModelRegistry, ModelState
+from runtime.models.registry import ModelRegistry
 from runtime.protocol import v1
 from runtime.scored import ModelInfo, Scored
 from runtime.services.placement import Placement
@@ -59,14 +61,14 @@ class PredictService:
         scorer = self._scorer(name)
         # Validating hundreds of instances is CPU work: keep it off the event loop.
         instances = await asyncio.to_thread(scorer.validate, raw_instances)
-        return await scorer.batcher.submit(instances)
+        # A queue listener bounds its own concurrency; its messages wait rather than fail.
+        return await scorer.batcher.submit(instances, bounded=False)
 
     async def predict_body(self, name: str, body: bytes) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit."""
         scorer = self._scorer(name)
-        if len(body) <= INLINE_BODY_BYTES:
-            instances = scorer.decode(body)
-        else:
+        instances = scorer.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None
+        if instances is None:  # large, or invalid: read the careful way, in a thread
             instances = await asyncio.to_thread(scorer.decode, body)
         return await scorer.batcher.submit(instances)
 
@@ -96,10 +98,12 @@ class _Scorer:
         rows: Any = list[endpoint.input]  # type: ignore[name-defined]
         self._instances: TypeAdapter[list[Any]] = TypeAdapter(rows)
         # The whole V1 body as one model, so pydantic parses and validates it in one pass.
-        body = create_model(f"{endpoint.input.__name__}Body", instances=(rows, ...))
+        body = create_model(
+            f"{endpoint.input.__name__}Body",
+            instances=(Annotated[rows, FailFast()], ...),  # the careful path lists every error
+        )
         self._body: TypeAdapter[Any] = TypeAdapter(body)
         self._output = endpoint.output
-        self._output_json: TypeAdapter[Any] = TypeAdapter(endpoint.output)
         self._placement = Placement()  # sync runs: on the loop once loaded and proved fast
         self._info: ModelInfo | None = None
         limits = self._limits
@@ -112,19 +116,27 @@ class _Scorer:
             max_pending=limits.max_pending_requests,
         )
 
-    def decode(self, body: bytes) -> list[BaseModel]:
-        """The validated instances of a V1 body."""
+    def decode_valid(self, body: bytes) -> list[BaseModel] | None:
+        """The instances of a valid V1 body, parsed and validated by pydantic in one pass;
+        None for any body that is not (``decode`` then says what is wrong). Stops at the
+        first invalid instance, so a hostile body costs little here."""
         if len(body) > self._limits.max_request_bytes:
-            raise PayloadTooLarge(len(body), self._limits.max_request_bytes)
+            return None
         try:
             instances: list[BaseModel] = self._body.validate_json(body).instances
         except ValidationError:
-            # The error path keeps the contract's exact answers: 400 for a body that is no
-            # predict request, 422 naming each failing field.
-            return self.validate(v1.decode_request(body, max_bytes=self._limits.max_request_bytes))
-        if not instances:
-            self.validate(instances)  # raises the contract's "at least one instance"
-        return instances
+            return None
+        return instances or None
+
+    def decode(self, body: bytes) -> list[BaseModel]:
+        """The validated instances of a V1 body, or the contract's exact error: 413 for a body
+        over the limit, 400 for one that is no predict request, 422 naming failing fields."""
+        if len(body) > self._limits.max_request_bytes:
+            raise PayloadTooLarge(len(body), self._limits.max_request_bytes)
+        instances = self.decode_valid(body)
+        if instances is not None:
+            return instances
+        return self.validate(v1.decode_request(body, max_bytes=self._limits.max_request_bytes))
 
     def validate(self, raw: Sequence[Any], field: str = "instances") -> list[BaseModel]:
         if not raw:
@@ -146,15 +158,23 @@ class _Scorer:
     async def _run(self, instances: list[BaseModel]) -> Scored:
         if self._is_async:
             return await self._run_async(instances)
-        loaded = self._registry.state(self.name) is ModelState.READY
-        run = lambda: self._run_sync(instances)  # noqa: E731
-        return await self._placement.run(run, len(instances), may_inline=loaded)
+        size, ref = len(instances), self.bound.endpoint.model
+        if self._limits.inline_fast_runs and self._placement.fast(size):
+            held = self._registry.use_loaded(self.name, ref)
+            if held is not None:  # never a load on the event loop
+                with held as model:
+                    return self._placement.timed(lambda: self._score(instances, model), size)
+        return await asyncio.to_thread(self._run_sync, instances)
 
     def _run_sync(self, instances: list[BaseModel]) -> Scored:
         with self._registry.use(self.name, self.bound.endpoint.model) as model:
-            predictions: list[bytes] = []
-            for start, chunk in self._chunks(instances):
-                predictions += self._dump(chunk, self._call(chunk, model), start)
+            size = len(instances)
+            return self._placement.timed(lambda: self._score(instances, model), size)
+
+    def _score(self, instances: list[BaseModel], model: OnnxModel) -> Scored:
+        predictions: list[bytes] = []
+        for start, chunk in self._chunks(instances):
+            predictions += self._dump(chunk, self._call(chunk, model), start)
         return Scored(predictions, self._model_info(model))
 
     async def _run_async(self, instances: list[BaseModel]) -> Scored:
@@ -233,7 +253,7 @@ class _Scorer:
                 f"outputs for {len(chunk)} instances; it must return one output per instance"
             )
         encoded = []
-        schema, dump = self._output, self._output_json.dump_json
+        schema = self._output
         for i, out in enumerate(outputs):
             try:
                 value = out if isinstance(out, schema) else schema.model_validate(out)
@@ -242,8 +262,19 @@ class _Scorer:
                     f"predict of endpoint {name!r} returned an invalid output for instance "
                     f"{offset + i}: {exc.errors(include_url=False)[0]['msg']}"
                 ) from None
-            encoded.append(dump(value, by_alias=True))
+            encoded.append(_encode(value))
         return encoded
+
+
+def _encode(value: BaseModel) -> bytes:
+    """One prediction as JSON, by its own class (a subclass keeps its fields) and aliases."""
+    try:
+        return value.__pydantic_serializer__.to_json(value, by_alias=True)
+    except PydanticSerializationError:
+        # What pydantic's JSON cannot write (a lone surrogate echoed from the input, say),
+        # the standard library escapes.
+        doc = value.model_dump(mode="json", by_alias=True)
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _release_if_taken(acquired: asyncio.Future[Any], held: Any) -> None:

@@ -95,3 +95,14 @@ def test_settings_reach_the_registry_and_the_load_report(model_file: Path, tmp_p
     restarted = ModelRegistry(Settings.from_mapping(env), tmp_path)
     report = restarted.get("m", Model(str(model_file))).report
     assert report is not None and report.optimized == "hit"
+
+
+def test_a_graph_that_cannot_be_kept_is_served_all_the_same(
+    model_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "optimized"
+    blocked.write_text("a file where the folder would go")
+    with caplog.at_level(logging.WARNING, logger="mlfn.models"):
+        session, info = create("m", model_file, "f" * 64, SessionConfig(optimized_dir=blocked))
+    assert info.optimized == "off" and session.run(None, X)[0].shape == (2, 4)
+    assert any("cannot keep the optimised graph" in r.getMessage() for r in caplog.records)

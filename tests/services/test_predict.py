@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,7 @@ def test_the_fast_and_the_careful_decoder_agree() -> None:
     svc = PredictService({"ep": bound}, ModelRegistry(Settings(), Path(".")))
     scorer = svc._scorer("ep")
     good = b'{"instances": [{"count": 1}, {"count": 2.0}], "other": null}'
+    assert [i.count for i in scorer.decode_valid(good) or []] == [1, 2]
     assert [i.count for i in scorer.decode(good)] == [1, 2]
     for body, error in [
         (b"{", BadRequest),
@@ -242,6 +244,7 @@ def test_the_fast_and_the_careful_decoder_agree() -> None:
         (b'{"instances": [{"count": -1}, {}]}', ValidationFailed),
         (b'{"instances": [{"count": NaN}]}', ValidationFailed),
     ]:
+        assert scorer.decode_valid(body) is None  # the fast path gives up on it
         with pytest.raises(error) as fast:
             scorer.decode(body)
         with pytest.raises(error) as careful:
@@ -250,3 +253,45 @@ def test_the_fast_and_the_careful_decoder_agree() -> None:
             careful.value.message,
             careful.value.detail,
         )
+
+
+def test_a_model_unloaded_meanwhile_is_loaded_again_in_a_thread_never_on_the_loop(
+    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(placement, "INLINE_BELOW_S", 60.0)  # every run counts as fast
+    threads: list[int] = []
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        threads.append(threading.get_ident())
+        return _run(model, rows)
+
+    endpoint = Endpoint(In, Out, model=str(model_file), predict=predict)
+    settings = Settings(cache_dir=tmp_path / "cache", idle_unload_s=0.05)
+    registry = ModelRegistry(settings, tmp_path)
+    svc = PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry)
+
+    async def main() -> int:
+        await svc.predict("ep", _counts(1))  # loads, in a thread
+        await svc.predict("ep", _counts(2))  # loaded and fast: on the loop
+        deadline = time.monotonic() + 30
+        while registry.resident() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # the idle reaper unloads it
+        assert registry.resident() == {}
+        await svc.predict("ep", _counts(3))  # fast, but not in memory: loaded in a thread
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert [t == loop_thread for t in threads] == [False, True, False]
+
+
+def test_an_output_subclass_keeps_its_fields_and_odd_strings_still_encode(
+    service: Service,
+) -> None:
+    class Richer(Out):
+        note: str
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        return [Richer(next=r.count, note="\ud800 lone") for r in rows]
+
+    scored = asyncio.run(service(predict).predict("ep", _counts(4)))
+    assert _decoded(scored) == [{"next": 4, "note": "\ud800 lone"}]
