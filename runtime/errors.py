@@ -85,6 +85,14 @@ class ModelVersionNotFound(MlfnError):
         )
 
 
+class ModelInputRefused(BadRequest):
+    """The model cannot run on what was sent: arrays that cannot be built (ragged rows), or
+    onnxruntime refusing their shapes or types. The request's fault, not the server's."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model!r} cannot run on these inputs: {reason:.500}")
+
+
 class InputBlobMissing(MlfnError):
     """A queue message names an inputs blob that does not exist: retrying cannot help."""
 

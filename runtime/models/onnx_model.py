@@ -8,12 +8,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.element_types import BY_ONNX
+from runtime.errors import ModelInputRefused
 from runtime.models.session import SessionConfig, SessionInfo
 from runtime.models.session import create as create_session
 
 if TYPE_CHECKING:
     import numpy as np
     import onnxruntime
+
+
+def _refused_input(exc: Exception) -> bool:
+    """onnxruntime's own verdict that the inputs do not fit the graph (INVALID_ARGUMENT, or
+    FAIL while running a node: e.g. two inputs whose batch sizes disagree)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+
+    return isinstance(exc, InvalidArgument | Fail)
 
 
 @dataclass(frozen=True)
@@ -145,9 +154,17 @@ class OnnxModel:
         arrays = {}
         for name, value in feeds.items():
             dtype = self._input_by_name[name].dtype
-            arrays[name] = np.asarray(value, dtype=dtype) if dtype else value
+            try:
+                arrays[name] = np.asarray(value, dtype=dtype) if dtype else value
+            except (ValueError, TypeError, OverflowError) as exc:  # ragged rows, say
+                raise ModelInputRefused(self.name, f"input {name!r}: {exc}") from None
         names = list(output_names) if output_names else [o.name for o in self.outputs]
-        results = self._session.run(names, arrays)
+        try:
+            results = self._session.run(names, arrays)
+        except Exception as exc:
+            if _refused_input(exc):
+                raise ModelInputRefused(self.name, str(exc).strip().splitlines()[0]) from None
+            raise
         return dict(zip(names, results, strict=True))
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import BadRequest, MlfnError
+from runtime.protocol import json_input
 from runtime.scored import Scored
 
 # A queue message holds 64 KB, about 48 KB of payload once base64-encoded.
@@ -22,7 +23,7 @@ INLINE_RESULT_LIMIT = 48 * 1024
 REQUESTS_CONTAINER = "requests"
 RESULTS_CONTAINER = "results"
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _QUEUE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _QUEUE_FUNCTION_SUFFIX = "_queue"
 
@@ -93,14 +94,11 @@ class Job:
 
 def parse_job(body: bytes) -> Job:
     """Read a request message: ``{"id", "instances"}`` or ``{"id", "instances_blob"}``."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the message is not valid JSON: {exc}") from None
+    doc = json_input.loads(body, "the message")
     if not isinstance(doc, dict):
         raise BadRequest('the message must be a JSON object {"id": ..., "instances": [...]}')
     job_id = doc.get("id")
-    if not isinstance(job_id, str) or not _ID.match(job_id):
+    if not isinstance(job_id, str) or not _ID.fullmatch(job_id):
         raise BadRequest(
             '"id" must be a string of 1-128 letters, digits, ".", "_" or "-" (it names the result)',
             detail=[{"field": "id", "message": "missing or invalid"}],
@@ -124,8 +122,8 @@ def parse_job(body: bytes) -> Job:
 def job_id_of(body: bytes) -> str | None:
     """The ``id`` of a message that could not be read as a job, if it has one at all."""
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        doc = json_input.loads(body, "the message")
+    except BadRequest:
         return None
     job_id = doc.get("id") if isinstance(doc, dict) else None
     return job_id if isinstance(job_id, str) else None
@@ -153,9 +151,9 @@ def parse_instances(data: bytes, ref: str) -> list[Any]:
             if isinstance(doc, list):
                 return doc
         return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(
-            f"inputs blob {ref} is neither a JSON list nor JSON Lines: {exc}",
+            f"inputs blob {ref} is neither a JSON list nor JSON Lines: {exc!s:.200}",
             detail=[{"field": "instances_blob", "message": "not JSON or JSON Lines"}],
         ) from None
 

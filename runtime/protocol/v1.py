@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from runtime.errors import BadRequest, PayloadTooLarge
+from runtime.protocol import json_input
 from runtime.scored import Scored
 
 
@@ -16,10 +16,7 @@ def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:
         raise PayloadTooLarge(len(body), max_bytes)
     if not body.strip():
         raise BadRequest('the body is empty; send {"instances": [...]}')
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    doc = json_input.loads(body, "the body")
     if not isinstance(doc, dict):
         raise BadRequest(
             f'the body must be a JSON object {{"instances": [...]}}, not {_kind(doc)}',

@@ -11,11 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.element_types import BY_V2, V2_DATATYPES
 from runtime.errors import BadRequest
+from runtime.protocol import json_input
 
 if TYPE_CHECKING:
     import numpy as np
 
 HEADER_LENGTH = "inference-header-content-length"
+# numpy allows 64 dimensions; no model takes more than a handful. The element count itself is
+# bounded by the body (the data must match it), except for BYTES, where each element becomes a
+# Python string: a few bytes each on the wire, about fifty in memory.
+MAX_DIMENSIONS = 32
+MAX_BYTES_ELEMENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
                 f"Inference-Header-Content-Length {size} is outside the {len(body)}-byte body"
             )
         json_part, binary = body[:size], body[size:]
-    try:
-        doc = json.loads(json_part)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the inference request is not valid JSON: {exc}") from None
+    doc = json_input.loads(json_part, "the inference request")
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise BadRequest('the inference request must be an object with an "inputs" list')
 
@@ -79,10 +82,20 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
                 f"input '{name}' has unknown datatype {datatype!r}; "
                 f"use one of {', '.join(V2_DATATYPES)}"
             )
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
             raise BadRequest(f"input '{name}' needs a shape: a list of non-negative integers")
+        if len(shape) > MAX_DIMENSIONS:
+            raise BadRequest(
+                f"input '{name}' has {len(shape)} dimensions; at most {MAX_DIMENSIONS} are read"
+            )
         count = math.prod(shape)
-        tensor_params = raw.get("parameters") or {}
+        if datatype == "BYTES" and count > MAX_BYTES_ELEMENTS:
+            raise BadRequest(
+                f"input '{name}' has {count} BYTES elements; at most {MAX_BYTES_ELEMENTS} are read"
+            )
+        tensor_params = _object(raw.get("parameters"), f"input '{name}' parameters")
         if "binary_data_size" in tensor_params:
             size = tensor_params["binary_data_size"]
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
@@ -101,21 +114,32 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input")
 
     outputs = None
-    if isinstance(doc.get("outputs"), list):
+    if doc.get("outputs") is not None:
+        if not isinstance(doc["outputs"], list):
+            raise BadRequest('"outputs" must be a list of {"name": ...} objects')
         outputs = []
         for raw in doc["outputs"]:
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise BadRequest('each requested output needs a "name"')
-            binary_flag = (raw.get("parameters") or {}).get("binary_data")
+            where = f"output '{raw['name']}' parameters"
+            binary_flag = _object(raw.get("parameters"), where).get("binary_data")
             outputs.append(
                 RequestedOutput(raw["name"], None if binary_flag is None else bool(binary_flag))
             )
     request_id = doc.get("id")
-    raw_params = doc.get("parameters")
-    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    params = _object(doc.get("parameters"), '"parameters"')
     return InferRequest(
         inputs, outputs, request_id if isinstance(request_id, str) else None, params
     )
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """An optional JSON object of parameters: absent is empty, anything else is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be an object, not {type(value).__name__}")
+    return value
 
 
 def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray[Any, Any]:
@@ -164,8 +188,9 @@ def _from_binary(name: str, datatype: str, raw: bytes, count: int) -> np.ndarray
     import numpy as np
 
     if datatype == "BYTES":
-        items, pos = [], 0
-        while pos < len(raw):
+        items: list[str] = []
+        pos = 0
+        while pos < len(raw) and len(items) <= count:
             if pos + 4 > len(raw):
                 raise BadRequest(f"input '{name}': a BYTES element's 4-byte length is cut short")
             (length,) = struct.unpack_from("<I", raw, pos)

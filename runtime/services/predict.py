@@ -35,6 +35,10 @@ log = logging.getLogger("mlfn.predict")
 # trip to a worker thread and back would (pydantic parses JSON natively and holds the GIL in a
 # thread too). Larger ones go to a thread, so one huge body cannot stall every other request.
 INLINE_BODY_BYTES = 256 * 1024
+# A 422 lists at most this many failing fields (and counts them all); instances are checked
+# in slices of this many, so the errors held at once stay few whatever the body holds.
+MAX_REPORTED = 100
+VALIDATION_SLICE = 256
 
 
 class PredictService:
@@ -97,6 +101,7 @@ class _Scorer:
         self._limits = endpoint.limits
         rows: Any = list[endpoint.input]  # type: ignore[name-defined]
         self._instances: TypeAdapter[list[Any]] = TypeAdapter(rows)
+        self._instances_fast: TypeAdapter[list[Any]] = TypeAdapter(Annotated[rows, FailFast()])
         # The whole V1 body as one model, so pydantic parses and validates it in one pass.
         body = create_model(
             f"{endpoint.input.__name__}Body",
@@ -144,16 +149,34 @@ class _Scorer:
                 f"{field} must hold at least one instance",
                 detail=[{"field": field, "message": "empty list", "type": "too_short"}],
             )
+        items = list(raw)
         try:
-            return self._instances.validate_python(list(raw))
-        except ValidationError as exc:
-            detail = [
-                {"field": field + _path(e["loc"]), "message": e["msg"], "type": e["type"]}
-                for e in exc.errors(include_url=False, include_context=False, include_input=False)
-            ]
-            shown = ", ".join(d["field"] for d in detail[:5])
-            more = f" and {len(detail) - 5} more" if len(detail) > 5 else ""
-            raise ValidationFailed(f"invalid {field}: {shown}{more}", detail=detail) from None
+            return self._instances_fast.validate_python(items)
+        except ValidationError:
+            pass  # what is wrong, told below
+        # Instance by instance in slices, so a body of a million bad instances costs memory
+        # for one slice's errors, and the answer lists at most MAX_REPORTED of them.
+        detail: list[dict[str, Any]] = []
+        total = 0
+        for start in range(0, len(items), VALIDATION_SLICE):
+            try:
+                self._instances.validate_python(items[start : start + VALIDATION_SLICE])
+            except ValidationError as exc:
+                total += exc.error_count()
+                if len(detail) < MAX_REPORTED:
+                    errors = exc.errors(
+                        include_url=False, include_context=False, include_input=False
+                    )
+                    for e in errors[: MAX_REPORTED - len(detail)]:
+                        head, *rest = e["loc"] or ("",)  # the instance's index in the slice
+                        loc = (start + head if isinstance(head, int) else head, *rest)
+                        detail.append(
+                            {"field": field + _path(loc), "message": e["msg"], "type": e["type"]}
+                        )
+        shown = ", ".join(d["field"] for d in detail[:5])
+        more = f" and {total - 5} more" if total > 5 else ""
+        listed = f" ({len(detail)} listed)" if total > len(detail) else ""
+        raise ValidationFailed(f"invalid {field}: {shown}{more}{listed}", detail=detail)
 
     async def _run(self, instances: list[BaseModel]) -> Scored:
         if self._is_async:

@@ -131,3 +131,17 @@ def mlp(path: Path, sizes: tuple[int, ...] = (256, 512, 512, 10), seed: int = 0)
         initializer=initializers,
     )
     return _save(graph, path)
+
+
+def adder(path: Path) -> Path:
+    """``sum`` = ``x`` + ``y``, both float [N, 2]: a model whose inputs must agree on N."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "y"], ["sum"])],
+        "adder",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2]),
+        ],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2])],
+    )
+    return _save(graph, path)

@@ -109,3 +109,23 @@ def test_a_result_fits_a_message_up_to_the_inline_limit() -> None:
     assert jobs.fits_in_message("x" * jobs.INLINE_RESULT_LIMIT)
     assert not jobs.fits_in_message("x" * (jobs.INLINE_RESULT_LIMIT + 1))
     assert not jobs.fits_in_message("é" * (jobs.INLINE_RESULT_LIMIT // 2 + 1))  # bytes, not chars
+
+
+@pytest.mark.parametrize("job_id", ["a\n", "a\r", "ok\nx", " a"])
+def test_an_id_must_match_whole_not_up_to_a_trailing_newline(job_id: str) -> None:
+    with pytest.raises(BadRequest, match='"id"'):
+        parse_job(json.dumps({"id": job_id, "instances": []}).encode())
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"id": "a", "instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "too deeply"),
+        (b'{"id": "a", "instances": [' + b"9" * 5000 + b"]}", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_messages_no_parser_could_read_are_bad_requests(body: bytes, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_job(body)
+    assert jobs.job_id_of(body) is None

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from runtime.config import Settings
-from runtime.endpoint import BoundEndpoint, Endpoint, Limits
+from runtime.endpoint import BoundEndpoint, Endpoint, Limits, Model
 from runtime.errors import (
     BadRequest,
     PayloadTooLarge,
@@ -295,3 +295,30 @@ def test_an_output_subclass_keeps_its_fields_and_odd_strings_still_encode(
 
     scored = asyncio.run(service(predict).predict("ep", _counts(4)))
     assert _decoded(scored) == [{"next": 4, "note": "\ud800 lone"}]
+
+
+def test_a_queue_job_with_thousands_of_invalid_instances_gets_an_error_result_that_fits(
+    service: Service,
+) -> None:
+    from runtime.protocol import jobs
+    from runtime.services.jobs import JobService
+
+    svc = service(lambda rows, model: _run(model, rows))
+    job = JobService(svc, payloads=None)  # type: ignore[arg-type]  # no claim check here
+    body = json.dumps({"id": "many", "instances": [{"count": -1}] * 20_000}).encode()
+    result = asyncio.run(job.process("ep", body, "m-1"))
+    assert len(result.encode()) < jobs.INLINE_RESULT_LIMIT  # fits a queue message
+    error = json.loads(result)["error"]
+    assert error["type"] == "ValidationFailed" and len(error["detail"]) == 100
+    assert "and 19995 more (100 listed)" in error["message"]
+
+
+def test_ragged_rows_are_the_requests_fault(model_file: Path, tmp_path: Path) -> None:
+    from runtime.errors import ModelInputRefused
+
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    model = registry.get("m", Model(str(model_file)))
+    feeds = {"features:0": [[[0.0, 0.0], [0.0]]], "count": [1], "mask": [[True, False]]}
+    with pytest.raises(ModelInputRefused, match="input 'features:0'") as caught:
+        model.run(feeds)
+    assert caught.value.status == 400
