@@ -47,7 +47,8 @@ class Batcher(Generic[I, O]):
 
     A request larger than ``max_batch_size`` runs alone (``run`` chunks it). If a merged run
     fails, each of its requests is run again on its own, so one bad request cannot fail its
-    neighbours.
+    neighbours; unless ``shared_failure(exc)`` says the failure is not any one request's (the
+    model could not be loaded), and then they all get that answer at once.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class Batcher(Generic[I, O]):
         max_wait_s: float = 0.0,
         max_concurrency: int = 1,
         max_pending: int | None = None,
+        shared_failure: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
         self._run = run
         self._run_is_async = inspect.iscoroutinefunction(run)
@@ -66,6 +68,7 @@ class Batcher(Generic[I, O]):
         self._wait = max_wait_s
         self._concurrency = max_concurrency
         self._max_pending = max_pending
+        self._shared_failure = shared_failure
         self.stats = BatchStats()
         # Bound to the running loop on first use: futures belong to one loop, and the
         # Functions worker's loop (or a test's) does not exist at import time.
@@ -192,8 +195,9 @@ class Batcher(Generic[I, O]):
         try:
             result = await self._call(instances)
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0].future, exc=exc)
+            if len(batch) == 1 or self._shared_failure(exc):
+                for request in batch:  # every request would fail the same way alone
+                    _settle(request.future, exc=exc)
                 return
             log.info("merged run of %d requests failed; running each alone", len(batch))
             for request in batch:

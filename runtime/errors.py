@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from runtime import redact
+
 
 class MlfnError(Exception):
     """Base error: carries the HTTP status it maps to and whether a retry can help.
@@ -23,6 +25,10 @@ class MlfnError(Exception):
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, detail: Any = None) -> None:
+        # Messages and details reach clients and logs: no credential may ride along.
+        message = redact.text(message)
+        if isinstance(detail, dict):
+            detail = {k: redact.text(v) if isinstance(v, str) else v for k, v in detail.items()}
         super().__init__(message)
         self.message = message
         self.detail = detail

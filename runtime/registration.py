@@ -44,7 +44,9 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
     model, version = "v2/models/{model_name}", "v2/models/{model_name}/versions/{model_version}"
     for prefix, route in (("v2_model", model), ("v2_model_version", version)):
         metadata, ready = v2.model_metadata(services), v2.model_ready(services)
-        _route(app, f"{prefix}_metadata", route, "GET", metadata, anonymous=True)
+        # Metadata loads the model: behind the key like infer, or an anonymous client could
+        # make the instance download models and evict the ones paying traffic uses.
+        _route(app, f"{prefix}_metadata", route, "GET", metadata)
         _route(app, f"{prefix}_ready", f"{route}/ready", "GET", ready, anonymous=True)
         _route(app, f"{prefix}_infer", f"{route}/infer", "POST", v2.model_infer(services))
     if settings is None:

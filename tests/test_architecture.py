@@ -13,7 +13,8 @@ RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
 # Room -> the rooms it may import besides itself. A room is a top-level module or package of
 # runtime/; "runtime" is the package's own __init__ (the public API).
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(),
+    "redact": set(),
+    "errors": {"redact"},
     "scored": set(),
     "element_types": set(),
     "version": set(),
@@ -24,12 +25,12 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"config", "errors", "protocol"},
     "store": {"storage", "config", "errors"},
     "models": {"store", "config", "errors", "element_types", "digest"},
-    "protocol": {"errors", "scored", "element_types", "endpoint"},
+    "protocol": {"errors", "scored", "element_types", "endpoint", "redact"},
     "endpoint": {"models", "protocol"},
     "discovery": {"endpoint", "errors"},
     "services": {"models", "protocol", "storage", "batching", "endpoint", "errors", "config",
                  "scored", "element_types"},
-    "triggers": {"services", "protocol", "errors", "host_json", "version"},
+    "triggers": {"services", "protocol", "errors", "host_json", "version", "redact"},
     "registration": {"config", "discovery", "protocol", "services", "triggers"},
     "runtime": {"endpoint", "errors", "models", "registration"},
 }  # fmt: skip

@@ -26,6 +26,8 @@ def host(
         "iris": iris.replace('model="iris.onnx"', f"model={str(example_models['iris'])!r}"),
         "tensors": TENSOR_ENDPOINT.format(path=str(multi_io(root / "multi.onnx"))),
         "adder": TENSOR_ENDPOINT.format(path=str(adder(root / "adder.onnx"))),
+        "small": "from runtime import Endpoint, Limits\n\nendpoint = Endpoint(model="
+        f"{str(root / 'multi.onnx')!r}, limits=Limits(max_request_bytes=1024))\n",
     }
     env = {"MLFN_CACHE_DIR": str(root / "cache")}
     server = LocalHost(make_app(root / "app", endpoints), env, ("--no-queues",)).start()
@@ -100,3 +102,11 @@ def test_client_mistakes_are_4xx_naming_the_problem(
     error = r.json()["error"]
     text = error if isinstance(error, str) else error["message"]
     assert message in text
+
+
+def test_v2_infer_honours_the_endpoints_byte_limit(host: LocalHost) -> None:
+    body = json.dumps({"inputs": [{"name": "count", "datatype": "INT64", "shape": [300_000],
+                                   "data": [1] * 300_000}]})  # fmt: skip
+    with host.client() as http:
+        r = http.post("/api/v2/models/small/infer", content=body.encode())
+    assert r.status_code == 413 and "over this endpoint's limit of 1024 bytes" in r.json()["error"]

@@ -44,6 +44,7 @@ def test_store_down_is_503_and_back_up_is_served_without_a_restart(
             assert down.json()["error"]["type"] == "StoreUnavailable"
             restored = azurite_script.start(store_dir / "data", store_dir / "log2.txt", ports=ports)
             try:
+                time.sleep(int(down.headers["retry-after"]))  # as a client honouring it would
                 up = http.post("/api/iris/predict", json={"instances": [FLOWER]})
             finally:
                 restored.stop()

@@ -70,7 +70,7 @@ def test_server_and_model_health_and_metadata(client: triton.InferenceServerClie
     assert client.is_model_ready("tensors")
     assert not client.is_model_ready("absent")  # its file is not in the store
     assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
-    meta = client.get_model_metadata("tensors")
+    meta = client.get_model_metadata("tensors", headers=_key())
     assert meta["platform"] == "onnxruntime_onnx"
     assert meta["inputs"] == [
         {"name": "features:0", "datatype": "FP32", "shape": [-1, 2, 2]},
@@ -191,7 +191,7 @@ def test_bad_tensors_are_4xx_naming_the_problem(client: triton.InferenceServerCl
     unknown_model = _infer_error(client, "tulips", "input", [1, 4], "FP32", x)
     assert unknown_model.status() == "404" and "tulips" in unknown_model.message()
     with pytest.raises(InferenceServerException) as info:
-        client.get_model_metadata("tulips")
+        client.get_model_metadata("tulips", headers=_key())
     assert info.value.status() == "404"
 
 
@@ -220,8 +220,9 @@ def test_malformed_v2_bodies_are_400_with_the_protocols_error_shape(host: LocalH
 
 
 def test_versioned_routes(client: triton.InferenceServerClient) -> None:
-    version = client.get_model_metadata("iris")["versions"][0]
-    assert client.get_model_metadata("iris", model_version=version)["name"] == "iris"
+    version = client.get_model_metadata("iris", headers=_key())["versions"][0]
+    meta = client.get_model_metadata("iris", model_version=version, headers=_key())
+    assert meta["name"] == "iris"
     x = np.zeros((1, 4), dtype=np.float32)
     tensor = triton.InferInput("input", [1, 4], "FP32")
     tensor.set_data_from_numpy(x)
@@ -253,6 +254,8 @@ def test_function_keys_like_azure(host: LocalHost) -> None:
         )
         assert http.post(f"/api/iris/predict?code={KEY}", json=body).status_code == 200
         assert http.post("/api/v2/models/iris/infer", content=b"{}").status_code == 401
+        # Metadata loads the model: an anonymous client must not make the instance do that.
+        assert http.get("/api/v2/models/diabetes").status_code == 401
         for anonymous in (
             "/api/v2/health/live",
             "/api/v2",

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from runtime import config
+from runtime import config, redact
 from runtime.host.asgi import HostApp
 from runtime.host.http_server import HttpHost, http_route
 from runtime.host.invoke import Invoker
@@ -65,6 +65,8 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets())
     # The storage SDK logs every request and response header at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
     app, host_config, functions = build_host(app_dir, queues=queues)
@@ -95,6 +97,18 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
             )
     print(flush=True)
     uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on", access_log=True)
+
+
+class RedactSecrets(logging.Filter):
+    """Every line the host writes, the access log's request lines included, without function
+    keys (``?code=``), SAS tokens or storage keys."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact.text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 def since_process_start() -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.config import Settings
-from runtime.errors import ModelLoadTimeout
+from runtime.errors import MlfnError, ModelLoadTimeout, StoreUnavailable
 from runtime.models.cache import DiskCache
 from runtime.models.memory import MB, release_to_os, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
@@ -24,6 +24,10 @@ from runtime.models.warm import import_in_background
 from runtime.store import ModelSource, locate, resolve_uri
 
 log = logging.getLogger("mlfn.models")
+
+# How long a failed load's error is given to new requests before a load is tried again: the
+# Retry-After a 503 asks clients to wait (StoreUnavailable.retry_after_s).
+FAILED_LOAD_MEMORY_S = float(StoreUnavailable.retry_after_s)
 
 
 class ModelState(enum.Enum):
@@ -45,6 +49,7 @@ class _Slot:
     etag: str | None = None
     checked: float = 0.0
     refreshing: bool = False
+    retry_at: float = 0.0  # a failed load is told again, not tried again, until then
 
 
 class ModelRegistry:
@@ -104,6 +109,14 @@ class ModelRegistry:
             slot = self._slots.get(name)
             return slot.state if slot else ModelState.ABSENT
 
+    def retry_in(self, name: str) -> float:
+        """Seconds until a failed load of ``name`` is tried again (0: the next use tries)."""
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or slot.error is None or slot.flight is not None:
+                return 0.0
+            return max(0.0, slot.retry_at - time.monotonic())
+
     def error(self, name: str) -> BaseException | None:
         with self._lock:
             slot = self._slots.get(name)
@@ -133,6 +146,10 @@ class ModelRegistry:
                     slot.in_use += 1
                     self._maybe_revalidate(name, ref, slot)
                     return slot.model, slot
+                if slot.flight is None and slot.error and time.monotonic() < slot.retry_at:
+                    # Within Retry-After of a failed load: the same answer at once, rather
+                    # than every request waiting out the store's timeout again.
+                    raise slot.error.with_traceback(None)
                 flight = slot.flight
                 leader = flight is None
                 if flight is None:
@@ -152,6 +169,8 @@ class ModelRegistry:
         except BaseException as exc:
             with self._lock:
                 slot.state, slot.error, slot.flight = ModelState.FAILED, exc, None
+                if isinstance(exc, MlfnError):
+                    slot.retry_at = time.monotonic() + FAILED_LOAD_MEMORY_S
             flight.set_exception(exc)
             raise
         with self._lock:

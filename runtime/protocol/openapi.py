@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from runtime import redact
 from runtime.element_types import V2_DATATYPES
 from runtime.endpoint import BoundEndpoint
 
@@ -128,7 +129,7 @@ def build_openapi(
                 "operationId": f"{name}_predict",
                 "summary": f"Predict with endpoint {name}",
                 "description": (
-                    f"Scores instances with {ep.model.uri}; "
+                    f"Scores instances with {redact.url(ep.model.uri)}; "
                     f"at most {ep.limits.max_request_bytes} bytes per request."
                 ),
                 "tags": [name],
@@ -183,16 +184,18 @@ def build_openapi(
         "required": True,
         "schema": {"type": "string", "enum": sorted(endpoints)},
     }
-    v2_reads = (  # route, operation id, summary, what 200 means, takes a model name
-        ("v2", "v2_server_metadata", "Server metadata", "Name, version, extensions.", False),
-        ("v2/health/live", "v2_live", "Liveness", "Live.", False),
-        ("v2/health/ready", "v2_ready", "Readiness", "Ready.", False),
+    v2_reads = (  # route, operation id, summary, what 200 means, takes a model name, key
+        ("v2", "v2_server_metadata", "Server metadata", "Name, version, extensions.", False,
+         False),
+        ("v2/health/live", "v2_live", "Liveness", "Live.", False, False),
+        ("v2/health/ready", "v2_ready", "Readiness", "Ready.", False, False),
         ("v2/models/{model_name}", "v2_model_metadata",
-         "Model metadata: tensors, datatypes, shapes (-1 dynamic)", "Metadata.", True),
+         "Model metadata: tensors, datatypes, shapes (-1 dynamic); loads the model", "Metadata.",
+         True, True),
         ("v2/models/{model_name}/ready", "v2_model_ready",
-         "Model readiness (does not load the model)", "Ready.", True),
+         "Model readiness (does not load the model)", "Ready.", True, False),
     )  # fmt: skip
-    for route, operation_id, summary, ok, per_model in v2_reads:
+    for route, operation_id, summary, ok, per_model, keyed in v2_reads:
         operation: dict[str, Any] = {
             "operationId": operation_id,
             "summary": summary,
@@ -202,6 +205,9 @@ def build_openapi(
         if per_model:
             operation["parameters"] = [model_param]
             operation["responses"].update(v2_errors)
+        if keyed:
+            operation["security"] = KEYS
+            operation["responses"]["401"] = {"description": "Missing or wrong function key."}
         paths[f"{base}/{route}"] = {"get": operation}
     paths[f"{base}/v2/models/{{model_name}}/infer"] = {
         "post": {

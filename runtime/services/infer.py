@@ -16,6 +16,7 @@ from runtime.errors import (
     EndpointNotFound,
     ModelNotInStore,
     ModelVersionNotFound,
+    PayloadTooLarge,
     StoreUnavailable,
 )
 from runtime.models.onnx_model import OnnxModel, TensorSpec
@@ -109,7 +110,9 @@ class InferService:
         tensors): decoding, the run and encoding take one hop off the event loop, or none for
         a loaded model whose requests of this size have proved faster than a hop."""
         bound, placement = self._bound(name), self._placements[name]
-        size = len(body)
+        size, limit = len(body), bound.endpoint.limits.max_request_bytes
+        if size > limit:  # the endpoint's limit holds for tensors as for instances
+            raise PayloadTooLarge(size, limit)
         if placement.fast(size):
             held = self._registry.use_loaded(name, bound.endpoint.model)
             if held is not None:  # never a load on the event loop

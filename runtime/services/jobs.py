@@ -27,7 +27,16 @@ class JobService:
         failures (``err.retryable``) and bugs, which the host retries. Error results carry the
         queue's message id too, for messages whose own id could not be read."""
         try:
-            return await self._process(name, body)
+            try:
+                return await self._process(name, body)
+            except MlfnError as err:
+                wait = self._predict.retry_in(name) if err.retryable else 0.0
+                if not wait:
+                    raise
+                # A load failed moments ago and its error is being repeated until Retry-After.
+                # A message must not spend its deliveries on that: it waits, then really tries.
+                await asyncio.sleep(wait)
+                return await self._process(name, body)
         except MlfnError as err:
             if err.retryable:
                 raise

@@ -16,8 +16,11 @@ from pydantic_core import PydanticSerializationError
 from runtime.batching import Batcher
 from runtime.endpoint import BoundEndpoint
 from runtime.errors import (
+    ConfigError,
     EndpointNotFound,
+    IntegrityError,
     MlfnError,
+    ModelLoadFailed,
     PayloadTooLarge,
     PredictContractError,
     PredictFailed,
@@ -59,6 +62,11 @@ class PredictService:
 
     def endpoint(self, name: str) -> BoundEndpoint:
         return self._scorer(name).bound
+
+    def retry_in(self, name: str) -> float:
+        """Seconds until a failed load of the endpoint's model is tried again; until then
+        requests get that failure again at once (503 with Retry-After)."""
+        return self._scorer(name).retry_in()
 
     async def predict(self, name: str, raw_instances: Sequence[Any]) -> Scored:
         """Validate and score instances as decoded from JSON (a queue message, a file)."""
@@ -119,7 +127,11 @@ class _Scorer:
             max_wait_s=limits.max_batch_wait_ms / 1000,
             max_concurrency=limits.max_concurrent_batches,
             max_pending=limits.max_pending_requests,
+            shared_failure=_not_the_requests_fault,
         )
+
+    def retry_in(self) -> float:
+        return self._registry.retry_in(self.name)
 
     def decode_valid(self, body: bytes) -> list[BaseModel] | None:
         """The instances of a valid V1 body, parsed and validated by pydantic in one pass;
@@ -287,6 +299,14 @@ class _Scorer:
                 ) from None
             encoded.append(_encode(value))
         return encoded
+
+
+def _not_the_requests_fault(exc: BaseException) -> bool:
+    """A failure every request of a batch would meet alone: the store, the model file, the
+    settings. Rerunning each request alone would only repeat it, one timeout after another."""
+    return isinstance(exc, MlfnError) and (
+        exc.retryable or isinstance(exc, ModelLoadFailed | IntegrityError | ConfigError)
+    )
 
 
 def _encode(value: BaseModel) -> bytes:

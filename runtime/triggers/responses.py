@@ -10,6 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
+from runtime import redact
 from runtime.errors import InternalError, MlfnError
 
 log = logging.getLogger("mlfn.http")
@@ -47,10 +48,10 @@ def error_response(
     traceback, answered with a 500 that carries none. ``body`` shapes the JSON, which differs
     between protocols."""
     if not isinstance(exc, MlfnError):
-        log.error("unhandled error in %s %s", req.method, req.url, exc_info=exc)
+        log.error("unhandled error in %s %s", req.method, redact.url(req.url), exc_info=exc)
         exc = InternalError()
     elif exc.status >= 500:
-        log.warning("%s %s -> %d %s", req.method, req.url, exc.status, exc.message)
+        log.warning("%s %s -> %d %s", req.method, redact.url(req.url), exc.status, exc.message)
     return json_response(exc.status, body(exc), exc.headers() or None)
 
 

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +26,29 @@ from tests.support import ROOT
 DEAD_STORE = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
 
 
-def _full_downloads(azurite: AzuriteInfo, container: str, blob: str) -> int:
+def _full_downloads(azurite: AzuriteInfo, container: str, blob: str, expect: int = 0) -> int:
     """GETs of the blob that returned content (200/206), not 304 Not Modified."""
     pattern = re.compile(rf'"GET /devstoreaccount1/{container}/{re.escape(blob)}[^"]*" (\d+)')
-    statuses = [m.group(1) for m in pattern.finditer(azurite.log_path.read_text())]
-    return sum(s in ("200", "206") for s in statuses)
+
+    def count() -> int:
+        statuses = [m.group(1) for m in pattern.finditer(azurite.log_path.read_text())]
+        return sum(s in ("200", "206") for s in statuses)
+
+    return _logged(count, expect)
 
 
-def _not_modified(azurite: AzuriteInfo, container: str, blob: str) -> int:
+def _not_modified(azurite: AzuriteInfo, container: str, blob: str, expect: int = 0) -> int:
     pattern = re.compile(rf'"GET /devstoreaccount1/{container}/{re.escape(blob)}[^"]*" 304')
-    return len(pattern.findall(azurite.log_path.read_text()))
+    return _logged(lambda: len(pattern.findall(azurite.log_path.read_text())), expect)
+
+
+def _logged(count: Callable[[], int], expect: int) -> int:
+    """Azurite writes its access log a moment after it answers: wait (up to 10 s) until the
+    ``expect`` lines a test knows were caused are there, then count them all."""
+    deadline = time.monotonic() + 10
+    while count() < expect and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count()
 
 
 def _registry(
@@ -67,8 +82,8 @@ def test_a_restart_with_a_warm_cache_downloads_nothing(
     assert first.report is not None and first.report.cache == "miss"
     assert second.report is not None and second.report.cache == "revalidated"
     assert second.report.downloaded_bytes == 0
-    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 1
-    assert _not_modified(azurite, models_in_blob, "iris.onnx") == 1
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx", expect=1) == 1
+    assert _not_modified(azurite, models_in_blob, "iris.onnx", expect=1) == 1
     assert second.sha256 == first.sha256
 
 
@@ -111,7 +126,7 @@ def test_a_damaged_cache_file_is_detected_and_fetched_again(
     np.testing.assert_array_equal(_predict(again), expected)
     report = again.get("iris", Model("iris.onnx")).report
     assert report is not None and report.cache == "miss"
-    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 2
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx", expect=2) == 2
     assert sha256_file(content) == sha256_file(example_models["iris"])
 
 
@@ -156,7 +171,7 @@ def test_worker_processes_on_one_machine_share_one_download(
     ]
     outcomes = sorted(w.communicate(timeout=60)[0].strip() for w in workers)
     assert outcomes == ["miss", "revalidated", "revalidated", "revalidated"]
-    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 1
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx", expect=1) == 1
 
 
 def test_a_download_cut_short_on_the_wire_is_unavailable_and_never_cached(
@@ -223,4 +238,4 @@ def test_an_unchanged_model_is_only_revalidated(
             time.sleep(0.05)
             assert registry.get("iris", Model("iris.onnx")) is first
     assert sum("model loaded" in r.getMessage() for r in caplog.records) == 1
-    assert _full_downloads(azurite, models_in_blob, "iris.onnx") == 1
+    assert _full_downloads(azurite, models_in_blob, "iris.onnx", expect=1) == 1

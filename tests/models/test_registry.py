@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,10 +64,17 @@ def test_nothing_loads_before_the_first_request(
 
 
 def test_a_failed_load_keeps_its_error_and_the_next_request_retries(
-    azurite: AzuriteInfo, container: str, tmp_path: Path, example_models: dict[str, Path]
+    azurite: AzuriteInfo,
+    container: str,
+    tmp_path: Path,
+    example_models: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from azure.storage.blob import ContainerClient
 
+    from runtime.models import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "FAILED_LOAD_MEMORY_S", 0.5)  # stands for Retry-After
     registry = _registry(azurite, tmp_path, container)
     with pytest.raises(ModelNotInStore):
         registry.get("iris", Model("iris.onnx"))
@@ -75,6 +83,11 @@ def test_a_failed_load_keeps_its_error_and_the_next_request_retries(
 
     client = ContainerClient.from_connection_string(azurite.connection_string, container)
     client.upload_blob("iris.onnx", example_models["iris"].read_bytes())
+    asked = _store_requests(azurite, container)
+    with pytest.raises(ModelNotInStore):  # within Retry-After: told again, the store not asked
+        registry.get("iris", Model("iris.onnx"))
+    assert _store_requests(azurite, container) == asked
+    time.sleep(0.5)
     model = registry.get("iris", Model("iris.onnx"))  # uploaded late: served without a restart
     assert registry.state("iris") is ModelState.READY and [o.name for o in model.outputs] == [
         "label",
@@ -137,3 +150,9 @@ def test_local_models_are_used_in_place(tmp_path: Path, example_models: dict[str
     model = ModelRegistry(settings, tmp_path).get("iris", Model("iris.onnx"))
     assert model.report is not None and not model.report.downloaded
     assert not (tmp_path / "cache").exists()
+
+
+def _store_requests(azurite: AzuriteInfo, container: str) -> int:
+    """Requests for the container's iris.onnx that reached Azurite, from its access log."""
+    log = azurite.log_path.read_text(errors="replace")
+    return log.count(f"/devstoreaccount1/{container}/iris.onnx")

@@ -322,3 +322,53 @@ def test_ragged_rows_are_the_requests_fault(model_file: Path, tmp_path: Path) ->
     with pytest.raises(ModelInputRefused, match="input 'features:0'") as caught:
         model.run(feeds)
     assert caught.value.status == 400
+
+
+def test_a_hanging_store_answers_a_whole_batch_once_not_one_timeout_per_request(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    from runtime.errors import StoreUnavailable
+
+    accepted: list[socket.socket] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def hang() -> None:  # accepts, reads nothing, answers nothing
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:  # closed by the test
+                return
+
+    threading.Thread(target=hang, daemon=True).start()
+    port = server.getsockname()[1]
+    endpoint = Endpoint(
+        In, Out, model=f"http://127.0.0.1:{port}/c/m.onnx?sig=x", limits=Limits(max_batch_size=8)
+    )
+    endpoint.predict(lambda rows, model: _run(model, rows))
+    settings = Settings(cache_dir=tmp_path / "cache", store_read_timeout_s=1, store_retries=0)
+    svc = PredictService({"ep": BoundEndpoint("ep", endpoint)}, ModelRegistry(settings, tmp_path))
+
+    async def main() -> list[object]:
+        together = [svc.predict("ep", _counts(i)) for i in range(8)]
+        answers = await asyncio.gather(*together, return_exceptions=True)
+        try:
+            await svc.predict("ep", _counts(9))  # within Retry-After: the same answer at once
+        except StoreUnavailable as exc:
+            answers.append(exc)
+        return answers
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        stop.set()
+        server.close()
+        for connection in accepted:
+            connection.close()
+    assert len(answers) == 9 and all(isinstance(a, StoreUnavailable) for a in answers)
+    assert len(accepted) == 1  # one attempt for all nine, not one per request

@@ -224,7 +224,9 @@ def test_registered_functions_carry_the_contracts_routes_queues_and_auth_levels(
     infer = bindings["v2_model_version_infer"]["httpTrigger"]
     assert infer["route"] == "v2/models/{model_name}/versions/{model_version}/infer"
     assert infer["authLevel"] == "FUNCTION"
-    assert bindings["v2_model_metadata"]["httpTrigger"]["authLevel"] == "ANONYMOUS"
+    # Metadata loads the model, so it needs the key (docs/decisions.md); readiness does not.
+    assert bindings["v2_model_metadata"]["httpTrigger"]["authLevel"] == "FUNCTION"
+    assert bindings["v2_model_ready"]["httpTrigger"]["authLevel"] == "ANONYMOUS"
     predict = bindings["iris_predict"]["httpTrigger"]
     assert (predict["route"], predict["methods"], predict["authLevel"]) == (
         "iris/predict",
