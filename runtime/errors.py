@@ -146,6 +146,17 @@ class Overloaded(MlfnError):
         return {"Retry-After": "1"}
 
 
+class CacheUnavailable(StoreUnavailable):
+    """The model cache's own disk failed (full, read-only): the instance may recover (space
+    freed, a restart elsewhere), so like a store outage it is a 503 to retry."""
+
+    def __init__(self, root: Any, exc: OSError) -> None:
+        super().__init__(
+            f"the model cache at {root} cannot be used: {exc.strerror or exc}",
+            detail={"cache": str(root)},
+        )
+
+
 class ModelLoadTimeout(StoreUnavailable):
     def __init__(self, name: str, seconds: float) -> None:
         super().__init__(

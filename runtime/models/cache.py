@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,11 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from runtime.digest import sha256_file
-from runtime.errors import IntegrityError, ModelLoadTimeout, StoreUnavailable
+from runtime.errors import (
+    CacheUnavailable,
+    ConfigError,
+    IntegrityError,
+    ModelLoadTimeout,
+    StoreUnavailable,
+)
 from runtime.store import ModelSource
 from runtime.store.base import Progress
 
 log = logging.getLogger("mlfn.cache")
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# A temporary file older than this has no writer left (a download holds the model's file lock
+# and is bounded by MLFN_LOAD_TIMEOUT_S); one from a killed process is swept at start.
+STALE_AFTER_S = 3600.0
 
 HIT_LOCAL = "local"  # the store is this machine's disk: nothing to cache
 MISS = "miss"  # downloaded
@@ -50,6 +62,7 @@ class DiskCache:
     def __init__(self, root: Path, lock_timeout_s: float = 600.0) -> None:
         self.root = root
         self._lock_timeout_s = lock_timeout_s
+        self._prepared = False
 
     def fetch(
         self,
@@ -66,8 +79,41 @@ class DiskCache:
             verify_s = time.perf_counter() - started
             return CachedFile(local, digest, info.size, HIT_LOCAL, 0, 0.0, verify_s, info.etag)
         key = hashlib.sha256(source.uri.encode()).hexdigest()[:32]
-        with self._locked(key, source.uri):
-            return self._fetch_remote(source, key, expected_sha256, progress)
+        self._prepare()
+        try:
+            with self._locked(key, source.uri):
+                return self._fetch_remote(source, key, expected_sha256, progress)
+        except OSError as exc:  # the cache's own disk: full, read-only, gone
+            raise CacheUnavailable(self.root, exc) from exc
+
+    def _prepare(self) -> None:
+        """Once per process: the cache folder made private (0700) or refused when someone
+        else owns it (another user could plant or swap models there), and what killed
+        processes left half-written swept away."""
+        if self._prepared:
+            return
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            status = self.root.stat()
+        except OSError as exc:
+            raise CacheUnavailable(self.root, exc) from exc
+        getuid = getattr(os, "getuid", None)
+        if getuid is not None:  # POSIX: owners and modes mean something
+            if status.st_uid != getuid():
+                raise ConfigError(
+                    "MLFN_CACHE_DIR",
+                    str(self.root),
+                    f"a folder this user owns (it belongs to uid {status.st_uid})",
+                )
+            if status.st_mode & 0o077:
+                self.root.chmod(0o700)
+        cutoff = time.time() - STALE_AFTER_S
+        for pattern in ("tmp/download-*", "index/*.tmp"):
+            for leftover in self.root.glob(pattern):
+                with contextlib.suppress(OSError):
+                    if leftover.stat().st_mtime < cutoff:
+                        leftover.unlink()
+        self._prepared = True
 
     def _fetch_remote(
         self, source: ModelSource, key: str, expected: str | None, progress: Progress | None
@@ -152,6 +198,8 @@ class DiskCache:
         )
 
     def _blob_path(self, digest: str) -> Path:
+        if not SHA256.fullmatch(digest):  # it becomes a file name: never a path of its own
+            raise ValueError(f"not a sha256 digest: {digest[:80]!r}")
         return self.root / "blobs" / digest
 
     def _index_path(self, key: str) -> Path:
@@ -162,7 +210,7 @@ class DiskCache:
             entry: dict[str, Any] = json.loads(self._index_path(key).read_text())
         except (OSError, ValueError):
             return None
-        return entry if {"uri", "etag", "sha256", "size"} <= entry.keys() else None
+        return entry if _well_formed(entry) else None
 
     def _write_index(self, key: str, entry: dict[str, Any]) -> None:
         path = self._index_path(key)
@@ -174,7 +222,7 @@ class DiskCache:
     def _collect(self, digest: str) -> None:
         """Delete content no index entry refers to any more (an old version of a model)."""
         for index in (self.root / "index").glob("*.json"):
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
                 if json.loads(index.read_text()).get("sha256") == digest:
                     return
         self._blob_path(digest).unlink(missing_ok=True)
@@ -190,6 +238,20 @@ class DiskCache:
                 yield
         except Timeout:
             raise ModelLoadTimeout(uri, self._lock_timeout_s) from None
+
+
+def _well_formed(entry: Any) -> bool:
+    """An index entry as this module writes it; anything else (a crafted or damaged file) is
+    ignored, and the model fetched again."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("uri"), str)
+        and isinstance(entry.get("sha256"), str)
+        and SHA256.fullmatch(entry["sha256"]) is not None
+        and isinstance(entry.get("size"), int)
+        and entry["size"] >= 0
+        and isinstance(entry.get("etag"), str | None)
+    )
 
 
 def _check_digest(uri: str, expected: str | None, actual: str) -> None:

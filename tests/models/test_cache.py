@@ -3,6 +3,7 @@ refetch damaged files, keep serving a verified copy while the store is down."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -239,3 +240,84 @@ def test_an_unchanged_model_is_only_revalidated(
             assert registry.get("iris", Model("iris.onnx")) is first
     assert sum("model loaded" in r.getMessage() for r in caplog.records) == 1
     assert _full_downloads(azurite, models_in_blob, "iris.onnx", expect=1) == 1
+
+
+def test_a_crafted_index_entry_cannot_reach_outside_the_cache(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    import hashlib
+    import json
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    uri = f"az://{models_in_blob}/iris.onnx"
+    index = tmp_path / "cache" / "index" / f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json"
+    index.parent.mkdir(parents=True)
+    (tmp_path / "cache" / "blobs").mkdir()  # as any cache that has downloaded before has
+    index.write_text(json.dumps({"uri": uri, "etag": "x", "sha256": "../../victim.txt", "size": 8}))
+    model = _registry(tmp_path, models_in_blob, azurite.connection_string).get(
+        "iris", Model("iris.onnx")
+    )
+    assert model.report is not None and model.report.cache == "miss"  # fetched afresh
+    assert victim.read_text() == "precious"
+
+
+def test_the_cache_is_private_and_a_stranger_s_is_refused(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    from runtime.errors import ConfigError
+
+    _registry(tmp_path, models_in_blob, azurite.connection_string).get("iris", Model("iris.onnx"))
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    if os.getuid() != 0:
+        pytest.skip("handing the cache to another user needs root")
+    os.chown(tmp_path / "cache", 4242, 4242)
+    with pytest.raises(ConfigError, match=r"MLFN_CACHE_DIR.*belongs to uid 4242"):
+        _registry(tmp_path, models_in_blob, azurite.connection_string).get(
+            "iris", Model("iris.onnx")
+        )
+
+
+def test_what_killed_processes_left_half_written_is_swept(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    leftovers = [
+        tmp_path / "cache" / "tmp" / "download-dead",
+        tmp_path / "cache" / "index" / "k.9.tmp",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    fresh = tmp_path / "cache" / "tmp" / "download-alive"
+    fresh.write_bytes(b"being written")
+    _registry(tmp_path, models_in_blob, azurite.connection_string).get("iris", Model("iris.onnx"))
+    assert [p.exists() for p in leftovers] == [False, False]
+    assert fresh.exists()  # a live download's file is left alone
+
+
+def test_a_full_cache_disk_is_a_503_not_a_500(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path
+) -> None:
+    # A real write failure: this process may write files of at most 64 bytes.
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        from pathlib import Path
+        from runtime.config import Settings
+        from runtime.endpoint import Model
+        from runtime.errors import MlfnError
+        from runtime.models.registry import ModelRegistry
+        settings = Settings(model_store="az://{models_in_blob}", store_connection=sys.argv[1],
+                            cache_dir=Path(sys.argv[2]), store_retries=0)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+        try:
+            ModelRegistry(settings, Path(sys.argv[2])).get("iris", Model("iris.onnx"))
+        except MlfnError as exc:
+            print(exc.status, exc.type, exc.message)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script, azurite.connection_string, str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.stdout.startswith("503 CacheUnavailable the model cache at"), done.stderr[-2000:]
