@@ -214,6 +214,11 @@ class Settings(_FromEnvironment):
         "(worth it for graphs that take long to optimise; the saving process holds about one "
         "more copy of the weights).",
     )
+    claim_check_containers: tuple[str, ...] = setting(
+        "MLFN_CLAIM_CHECK_CONTAINERS", (), names,
+        "Containers queue messages may name in instances_blob, comma-separated. Unset: any "
+        "of the app's account but the Functions host's own (azure-webjobs-*).",
+    )  # fmt: skip
     preload: tuple[str, ...] = setting(
         "MLFN_PRELOAD", (), names, "Endpoints whose models load at start, comma-separated."
     )

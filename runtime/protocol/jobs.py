@@ -40,6 +40,14 @@ def check_queue_name(name: str) -> None:
         )
 
 
+_CONTAINER = re.compile(r"(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]")
+
+
+def is_container_name(name: str) -> bool:
+    """Azure's blob container naming rules (those of queues, as it happens)."""
+    return _CONTAINER.fullmatch(name) is not None
+
+
 def requests_queue(endpoint: str) -> str:
     """The default request queue of an endpoint: ``NAME-requests`` (``_`` becomes ``-``)."""
     return f"{endpoint.replace('_', '-')}-requests"

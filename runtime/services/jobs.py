@@ -46,7 +46,8 @@ class JobService:
         job = jobs.parse_job(body)
         raw: list[Any] | None = job.instances
         if job.instances_blob is not None:
-            raw = await asyncio.to_thread(self._payloads.read_instances, job.instances_blob)
+            limit = self._predict.endpoint(name).endpoint.limits.max_request_bytes
+            raw = await asyncio.to_thread(self._payloads.read_instances, job.instances_blob, limit)
         assert raw is not None
         scored = await self._predict.predict(name, raw)
         text = jobs.encode_result(job.id, scored)

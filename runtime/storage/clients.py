@@ -13,7 +13,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import Settings
-from runtime.errors import ConfigError, StoreUnavailable
+from runtime.errors import BadRequest, ConfigError, StoreUnavailable
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, ContainerClient
@@ -129,9 +129,11 @@ def identity() -> Any:
 
 
 @contextmanager
-def storage_errors(what: str) -> Iterator[None]:
+def storage_errors(what: str, caller_errors: bool = False) -> Iterator[None]:
     """Map SDK exceptions: a missing resource to ``NotFound``, everything the network or the
-    service did to ``StoreUnavailable`` (retryable) naming ``what`` was being accessed."""
+    service did to ``StoreUnavailable`` (retryable) naming ``what`` was being accessed.
+    ``caller_errors``: ``what`` came from a client, so the service refusing it (a 4xx other
+    than a throttling 429) is the client's mistake, a ``BadRequest``, not an outage."""
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,
@@ -154,6 +156,13 @@ def storage_errors(what: str) -> Iterator[None]:
     except ClientAuthenticationError as exc:
         raise unavailable("refused the credentials", exc) from exc
     except HttpResponseError as exc:
+        status = exc.status_code or 0
+        if caller_errors and 400 <= status < 500 and status != 429:
+            lines = str(exc).strip().splitlines()
+            raise BadRequest(
+                f"storage refused {what} (HTTP {status}): {lines[0] if lines else ''}",
+                detail={"uri": what, "status": status},
+            ) from exc
         # No status: the response broke off (e.g. a body cut short), after the SDK's retries.
-        verb = f"failed with HTTP {exc.status_code}" if exc.status_code else "broke off"
+        verb = f"failed with HTTP {status}" if status else "broke off"
         raise unavailable(verb, exc) from exc

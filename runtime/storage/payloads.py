@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.config import STORAGE_SETTING, Settings
-from runtime.errors import InputBlobMissing
+from runtime.errors import BadRequest, InputBlobMissing, PayloadTooLarge
 from runtime.protocol import jobs
 from runtime.storage import clients
+
+HOST_CONTAINER_PREFIX = "azure-webjobs-"
 
 
 class Payloads:
@@ -16,16 +18,43 @@ class Payloads:
         self._settings = settings
         self._results_container_ready = False
 
-    def read_instances(self, ref: str) -> list[Any]:
-        """The instances in blob ``ref`` (``container/path``)."""
+    def read_instances(self, ref: str, max_bytes: int) -> list[Any]:
+        """The instances in blob ``ref`` (``container/path``), at most ``max_bytes`` of them
+        (the endpoint's request limit holds for claim checks too)."""
         container, path = jobs.split_blob_ref(ref)
+        self._check_container(container, ref)
         client = self._container(container)
         try:
-            with clients.storage_errors(ref), client:
-                data = client.get_blob_client(path).download_blob().readall()
+            with clients.storage_errors(ref, caller_errors=True), client:
+                blob = client.get_blob_client(path)
+                size = int(blob.get_blob_properties().size)
+                if size > max_bytes:  # told before a byte is read
+                    raise PayloadTooLarge(size, max_bytes)
+                # At most one byte past the limit, in case the blob grew since: never whole.
+                data = blob.download_blob(offset=0, length=max_bytes + 1).readall()
         except clients.NotFound:
             raise InputBlobMissing(ref) from None
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(len(data), max_bytes)
         return jobs.parse_instances(data, ref)
+
+    def _check_container(self, container: str, ref: str) -> None:
+        """Claim checks are the caller's blobs: never the host's own (its keys, leases and
+        receipts live in ``azure-webjobs-*``), a system container, or one outside the
+        allow-list when ``MLFN_CLAIM_CHECK_CONTAINERS`` sets one."""
+        allowed = self._settings.claim_check_containers
+        if not jobs.is_container_name(container):
+            why = "is not a valid container name"
+        elif container.startswith(HOST_CONTAINER_PREFIX) or container.startswith("$"):
+            why = "belongs to the Functions host"
+        elif allowed and container not in allowed:
+            why = f"is not one of MLFN_CLAIM_CHECK_CONTAINERS ({', '.join(allowed)})"
+        else:
+            return
+        raise BadRequest(
+            f'"instances_blob" {ref!r}: container {container!r} {why}',
+            detail=[{"field": "instances_blob", "message": f"container {why}"}],
+        )
 
     def write_result(self, name: str, job_id: str, text: str) -> str:
         """Write a result document to its blob (overwriting: a redelivered message rewrites the

@@ -3,6 +3,7 @@ real Azurite: connection settings named in errors, create-if-missing, bounded fa
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -10,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from runtime.config import Settings
-from runtime.errors import BadRequest, ConfigError, InputBlobMissing, StoreUnavailable
+from runtime.errors import (
+    BadRequest,
+    ConfigError,
+    InputBlobMissing,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
 from runtime.protocol import jobs
 from runtime.storage import clients
 from runtime.storage.payloads import Payloads
@@ -48,7 +55,7 @@ def test_an_unreachable_account_is_unavailable_within_the_configured_bounds() ->
     settings = Settings(storage_connection=dead, store_connect_timeout_s=0.5, store_retries=1)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="cannot be reached"):
-        Payloads(settings).read_instances("inputs/a.jsonl")
+        Payloads(settings).read_instances("inputs/a.jsonl", 1024)
     assert time.monotonic() - started < 15  # the SDK's own policy would back off for minutes
 
 
@@ -60,12 +67,12 @@ def test_claim_checked_instances_and_large_results_round_trip(
         azurite.connection_string, container, Settings(), "AzureWebJobsStorage"
     )
     blob.upload_blob("in.jsonl", jobs.encode_instances([{"x": 1}, {"x": 2}]))
-    assert payloads.read_instances(f"{container}/in.jsonl") == [{"x": 1}, {"x": 2}]
+    assert payloads.read_instances(f"{container}/in.jsonl", 1024) == [{"x": 1}, {"x": 2}]
     with pytest.raises(InputBlobMissing) as missing:
-        payloads.read_instances(f"{container}/nothing.jsonl")
+        payloads.read_instances(f"{container}/nothing.jsonl", 1024)
     assert missing.value.status == 404
     with pytest.raises(BadRequest):
-        payloads.read_instances("no-path")
+        payloads.read_instances("no-path", 1024)
 
     ref = payloads.write_result("iris", "job-1", '{"id": "job-1"}')
     assert ref == jobs.result_blob("iris", "job-1")
@@ -76,3 +83,36 @@ def test_claim_checked_instances_and_large_results_round_trip(
         azurite.connection_string, container_name, Settings(), "AzureWebJobsStorage"
     )
     assert results.download_blob(path).readall() == b'{"id": "job-1", "again": true}'
+
+
+@pytest.mark.parametrize(
+    ("ref", "allowed", "why"),
+    [
+        ("azure-webjobs-secrets/host.json", (), "belongs to the Functions host"),
+        ("azure-webjobs-hosts/locks/x", (), "belongs to the Functions host"),
+        ("$logs/blob/x", (), "is not a valid container name"),
+        ("Bad_Name/x.jsonl", (), "is not a valid container name"),
+        ("other/x.jsonl", ("inputs",), "is not one of MLFN_CLAIM_CHECK_CONTAINERS (inputs)"),
+    ],
+)
+def test_claim_checks_never_read_the_hosts_containers_or_outside_the_allow_list(
+    ref: str, allowed: tuple[str, ...], why: str
+) -> None:
+    payloads = Payloads(Settings(storage_connection="UseDevelopmentStorage=true",
+                                 claim_check_containers=allowed))  # fmt: skip
+    with pytest.raises(BadRequest, match=re.escape(why)) as caught:
+        payloads.read_instances(ref, 1024)  # refused before any storage call
+    assert not caught.value.retryable
+
+
+def test_a_claim_check_over_the_endpoints_limit_is_refused_from_its_size(
+    azurite: AzuriteInfo, container: str
+) -> None:
+    payloads = Payloads(Settings(storage_connection=azurite.connection_string))
+    blob = clients.container(
+        azurite.connection_string, container, Settings(), "AzureWebJobsStorage"
+    )
+    blob.upload_blob("big.jsonl", b'{"x": 1}\n' * 1000)  # 9 KB
+    with pytest.raises(PayloadTooLarge) as caught:
+        payloads.read_instances(f"{container}/big.jsonl", 1024)
+    assert caught.value.status == 413 and caught.value.detail == {"size": 9000, "limit": 1024}
