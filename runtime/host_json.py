@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from runtime.errors import HostConfigError
 
 OVERRIDE_PREFIX = "azurefunctionsjobhost__"
 DEFAULT_ROUTE_PREFIX = "api"
+DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,38 @@ class HostConfig:
         return node
 
     @property
+    def function_timeout_s(self) -> float | None:
+        """``functionTimeout`` in seconds; None for unbounded (``-1``). Unset: 30 minutes,
+        the default of the Flex Consumption, Premium and Dedicated plans."""
+        value = self.get("functionTimeout")
+        if value is None:
+            return DEFAULT_FUNCTION_TIMEOUT_S
+        if str(value).strip() == "-1":
+            return None
+        seconds = parse_timespan(value, "functionTimeout")
+        if seconds <= 0:
+            raise HostConfigError(f"host.json functionTimeout={value!r} must be positive or -1")
+        return seconds
+
+    @property
     def route_prefix(self) -> str:
         prefix = self.get("extensions", "http", "routePrefix", default=DEFAULT_ROUTE_PREFIX)
         return str(prefix).strip("/")
+
+
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?$")
+
+
+def parse_timespan(value: Any, key: str) -> float:
+    """Seconds in a .NET TimeSpan (``[d.]hh:mm:ss[.fff]``); a bare number is milliseconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) / 1000
+    m = _TIMESPAN.match(str(value).strip())
+    if not m:
+        raise HostConfigError(f"host.json {key}={value!r} is not a time span like 00:00:05")
+    days, hours, minutes, seconds, fraction = m.groups()
+    total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    return total + (float(f"0.{fraction}") if fraction else 0.0)
 
 
 def route_prefix(app_dir: Path, env: Mapping[str, str] | None = None) -> str:

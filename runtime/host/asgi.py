@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable
 
 from runtime.host.http_server import HttpHost, Receive, Scope, Send
-from runtime.host.invoke import Invoker
 from runtime.host.queue_listener import QueueListener
 
 log = logging.getLogger("mlfn.host")
@@ -23,12 +22,12 @@ class HostApp:
         self,
         http: HttpHost,
         listeners: list[QueueListener],
-        invoker: Invoker,
+        closers: list[Callable[[], None]],
         on_started: Callable[[], None] | None = None,
     ) -> None:
         self.http = http
         self.listeners = listeners
-        self._invoker = invoker
+        self._closers = closers  # thread pools and the like, closed with the host
         self.on_started = on_started  # called once the host takes requests
         self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -58,7 +57,8 @@ class HostApp:
                 if self._tasks:
                     # Stop fetching; let messages already running finish (within reason).
                     await asyncio.wait(self._tasks, timeout=DRAIN_S)
-                self._invoker.close()
+                for close in self._closers:
+                    close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -49,6 +49,10 @@ class Context(func.Context):
         return None
 
 
+class FunctionTimedOut(Exception):
+    """An invocation ran past host.json's functionTimeout: it fails, as on Azure."""
+
+
 class Out(func.Out[Any]):
     def __init__(self) -> None:
         self._value: Any = None
@@ -72,7 +76,10 @@ class Invoker:
     """Calls the app's functions. ``threads`` sizes the pool for sync functions (None:
     Python's default, min(32, cpus + 4), as the worker does when the setting is unset)."""
 
-    def __init__(self, function_directory: str, threads: int | None = None) -> None:
+    def __init__(
+        self, function_directory: str, threads: int | None = None, timeout_s: float | None = None
+    ) -> None:
+        self._timeout_s = timeout_s  # host.json functionTimeout
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="func")
         self._dir = function_directory
 
@@ -83,10 +90,19 @@ class Invoker:
         if info.wants_context:
             kwargs["context"] = Context(info.name, self._dir)
         if info.is_async:
-            returned = await info.fn(**kwargs)
+            running = info.fn(**kwargs)
         else:
             loop = asyncio.get_running_loop()
-            returned = await loop.run_in_executor(self._pool, functools.partial(info.fn, **kwargs))
+            running = loop.run_in_executor(self._pool, functools.partial(info.fn, **kwargs))
+        try:
+            returned = await asyncio.wait_for(running, self._timeout_s)
+        except TimeoutError:
+            # As the host says it. A sync function's thread runs on (Python cannot stop it);
+            # on Azure the host would restart the worker process.
+            raise FunctionTimedOut(
+                f"Timeout value of {self._timeout_s:g}s exceeded by function "
+                f"'Functions.{info.name}'"
+            ) from None
         if returned is not None and not any(b.name == "$return" for b in info.bindings):
             raise RuntimeError(
                 f"function {info.name} returned a value but declares no $return binding"

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import azure.functions as func
 
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 
 log = logging.getLogger("mlfn.host.queues")
+
+T = TypeVar("T")
+IO = Callable[..., Awaitable[Any]]
 
 MIN_POLLING_S = 0.1
 POISON_SUFFIX = "-poison"
@@ -54,8 +59,21 @@ class StorageAccounts:
     def __init__(self, env: Mapping[str, str], settings: Settings) -> None:
         self._env = env
         self._settings = settings
+        # The listeners' own threads: polling, lease renewal and settling must not wait behind
+        # model loads or claim checks in the shared default pool, or a slow store would let
+        # leases lapse and messages run twice.
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlfn-queue-io")
         self._clients: dict[str, QueueServiceClient] = {}
         self._created: set[tuple[str, str]] = set()
+
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking storage call of the listeners on their own threads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(fn, *args)
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def queue(self, setting: str, name: str) -> QueueClient:
         if setting not in self._clients:
@@ -101,7 +119,7 @@ class QueueListener:
         self._queue = accounts.queue(self.setting, self.queue_name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.to_thread(self._accounts.ensure, self.setting, self.queue_name)
+        await self._accounts.io(self._accounts.ensure, self.setting, self.queue_name)
         in_flight: set[asyncio.Task[None]] = set()
         delay = MIN_POLLING_S
         while not stop.is_set():
@@ -109,7 +127,7 @@ class QueueListener:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                messages = await asyncio.to_thread(self._receive)
+                messages = await self._accounts.io(self._receive)
             except Exception as exc:  # storage down: keep polling, as the host does
                 log.warning(
                     "polling queue %s failed: %s", self.queue_name, str(exc).splitlines()[0]
@@ -143,7 +161,7 @@ class QueueListener:
             await self._poison(lease)
             return
         started = time.perf_counter()
-        renewer = asyncio.create_task(lease.keep())
+        renewer = asyncio.create_task(lease.keep(self._accounts.io))
         try:
             body = message_encoding.decode(message.content, self._options.message_encoding)
             trigger = func.queue.QueueMessage(  # type: ignore[no-untyped-call]
@@ -156,7 +174,7 @@ class QueueListener:
                 pop_receipt=message.pop_receipt,
             )
             invocation = await self._invoker.call(self.info, trigger)
-            await asyncio.to_thread(self._write_outputs, invocation.outputs)
+            await self._accounts.io(self._write_outputs, invocation.outputs)
         except Exception as exc:
             renewer.cancel()
             ms = (time.perf_counter() - started) * 1000
@@ -172,10 +190,10 @@ class QueueListener:
             if (message.dequeue_count or 0) >= self._options.max_dequeue_count:
                 await self._poison(lease)
             else:
-                await asyncio.to_thread(lease.release, self._options.visibility_timeout_s)
+                await self._accounts.io(lease.release, self._options.visibility_timeout_s)
             return
         renewer.cancel()
-        await asyncio.to_thread(lease.delete)
+        await self._accounts.io(lease.delete)
         log.info(
             "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
             name,
@@ -207,7 +225,7 @@ class QueueListener:
             self._accounts.ensure(self.setting, poison).send_message(lease.message.content)
             lease.delete()
 
-        await asyncio.to_thread(move)
+        await self._accounts.io(move)
 
     def _write_outputs(self, outputs: Mapping[str, Any]) -> None:
         for binding in self.info.outputs:
@@ -253,11 +271,11 @@ class _Lease:
         # makes a release or delete wait for it and use the receipt it got back.
         self._lock = threading.Lock()
 
-    async def keep(self) -> None:
+    async def keep(self, io: IO) -> None:
         while True:
             await asyncio.sleep(self._lease_s / 2)
             try:
-                await asyncio.to_thread(self._update, self._lease_s)
+                await io(self._update, self._lease_s)
             except Exception as exc:
                 log.warning("renewing the lease of message %s failed: %s", self.message.id, exc)
 

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import HostConfigError
-from runtime.host_json import HostConfig
+from runtime.host_json import HostConfig, parse_timespan
 from runtime.protocol.message_encoding import ENCODINGS
-
-_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?$")
-
-
-def parse_timespan(value: Any, key: str) -> float:
-    """Seconds in a .NET TimeSpan (``[d.]hh:mm:ss[.fff]``); a bare number is milliseconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) / 1000
-    m = _TIMESPAN.match(str(value).strip())
-    if not m:
-        raise HostConfigError(f"host.json {key}={value!r} is not a time span like 00:00:05")
-    days, hours, minutes, seconds, fraction = m.groups()
-    total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
-    return total + (float(f"0.{fraction}") if fraction else 0.0)
 
 
 def _int(value: Any, key: str, low: int, high: int) -> int:

@@ -41,12 +41,14 @@ def build_host(
         (time.perf_counter() - indexing) * 1000,
         since_process_start() * 1000,
     )
-    invoker = Invoker(str(app_dir), local.thread_count)
+    invoker = Invoker(str(app_dir), local.thread_count, host_config.function_timeout_s)
     http = HttpHost(functions, host_config.route_prefix, invoker, function_key=local.function_key)
     listeners: list[QueueListener] = []
+    closers = [invoker.close]
     if queues:
         options = QueueOptions.from_host(host_config)
         accounts = StorageAccounts(os.environ, settings)
+        closers.append(accounts.close)
         listeners = [
             QueueListener(f, invoker, options, accounts, os.environ, local.queue_lease_s)
             for f in functions
@@ -56,7 +58,7 @@ def build_host(
     # for that request takes it off the cold start (a plain v2 app has no such hook).
     services = getattr(registered_app(), "services", None)
     on_started = getattr(services, "import_ahead", None)
-    return HostApp(http, listeners, invoker, on_started), host_config, functions
+    return HostApp(http, listeners, closers, on_started), host_config, functions
 
 
 def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool = True) -> None:

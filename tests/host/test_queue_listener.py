@@ -141,3 +141,48 @@ def test_a_queue_trigger_without_its_connection_setting_stops_the_host_with_a_cl
     assert isinstance(result.exception, SystemExit), result.exc_info  # a message, not a crash
     assert "'AzureWebJobsStorage'" in result.stderr and "--no-queues" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+HANGING_APP = """
+import asyncio
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%JOBS_QUEUE%", connection="AzureWebJobsStorage")
+async def hang(msg: func.QueueMessage) -> None:
+    await asyncio.sleep(3600)
+
+
+@app.route(route="hang")
+async def hang_http(req: func.HttpRequest) -> func.HttpResponse:
+    await asyncio.sleep(3600)
+    return func.HttpResponse("never")
+"""
+
+
+def test_function_timeout_fails_a_hung_invocation_so_its_message_is_retried_then_poisoned(
+    tmp_path: Path, azurite: AzuriteInfo
+) -> None:
+    name = f"hang{uuid.uuid4().hex[:12]}"
+    (tmp_path / "function_app.py").write_text(HANGING_APP)
+    host_json = {
+        "version": "2.0",
+        "functionTimeout": "00:00:01",
+        "extensions": {"queues": {"maxPollingInterval": "00:00:01", "maxDequeueCount": 2}},
+    }
+    (tmp_path / "host.json").write_text(json.dumps(host_json))
+    env = {"AzureWebJobsStorage": azurite.connection_string, "JOBS_QUEUE": name}
+    host = LocalHost(tmp_path, env).start()
+    try:
+        queue_client(azurite.connection_string, name).send_message(_b64("stuck"))
+        poison = queue_client(azurite.connection_string, f"{name}-poison")
+        wait_for(lambda: bool(poison.peek_messages()), 60, "the hung message in the poison queue")
+        with host.client() as http:
+            assert http.get("/api/hang").status_code == 500  # after the timeout, not never
+    finally:
+        host.stop()
+    output = host.output()
+    assert output.count("Executed 'Functions.hang' (Failed") == 2  # maxDequeueCount
+    assert "Timeout value of 1s exceeded by function 'Functions.hang'" in output

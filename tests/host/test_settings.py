@@ -60,3 +60,24 @@ def test_local_settings_values_must_be_strings(tmp_path: Path) -> None:
 def test_missing_local_settings_apply_nothing(tmp_path: Path) -> None:
     env: dict[str, str] = {}
     assert apply_local_settings(tmp_path, env) == {} and env == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 1800.0), ("00:00:05", 5.0), ("01:00:00", 3600.0), ("-1", None), (-1, None)],
+)
+def test_function_timeout_as_the_host_reads_it(
+    tmp_path: Path, value: object, seconds: float | None
+) -> None:
+    doc: dict[str, object] = {"version": "2.0"}
+    if value is not None:
+        doc["functionTimeout"] = value
+    (tmp_path / "host.json").write_text(json.dumps(doc))
+    assert HostConfig.load(tmp_path, {}).function_timeout_s == seconds
+
+
+@pytest.mark.parametrize("value", ["five minutes", "00:00:00"])
+def test_a_function_timeout_the_host_would_refuse_is_named(tmp_path: Path, value: str) -> None:
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "functionTimeout": value}))
+    with pytest.raises(HostConfigError, match="functionTimeout"):
+        _ = HostConfig.load(tmp_path, {}).function_timeout_s
