@@ -67,6 +67,12 @@ HUGE = "9" * 5000
     [
         ("iris/predict", f'{{"instances": {NESTED}}}', "nested too deeply"),
         ("iris/predict", f'{{"instances": [{{"sepal_length": {HUGE}}}]}}', "not valid JSON"),
+        ("iris/predict", '{"instances": [{"sepal_length": NaN, "sepal_width": 3.5, '
+         '"petal_length": 1.4, "petal_width": 0.2}]}', "NaN, which is not a finite JSON number"),
+        ("iris/predict", '{"instances": [{"sepal_length": 1e999, "sepal_width": 3.5, '
+         '"petal_length": 1.4, "petal_width": 0.2}]}', "1e999, which is not a finite JSON"),
+        ("v2/models/tensors/infer", '{"inputs": [{"name": "count", "datatype": "FP32", '
+         '"shape": [1], "data": [Infinity]}]}', "Infinity, which is not a finite JSON number"),
         ("v2/models/tensors/infer", NESTED, "nested too deeply"),
         ("v2/models/tensors/infer", f'{{"inputs": [], "id": {HUGE}}}', "not valid JSON"),
         ("v2/models/tensors/infer", '{"inputs": [], "parameters": [1]}',

@@ -152,16 +152,18 @@ def encode_instances(instances: list[Any]) -> bytes:
 
 def parse_instances(data: bytes, ref: str) -> list[Any]:
     """The instances in a claim-check blob: a JSON list, or JSON Lines (one per line)."""
+    what = f"inputs blob {ref}"
     try:
         text = data.decode()
         if text.lstrip().startswith("["):
-            doc = json.loads(text)
+            doc = json_input.loads(text, what)
             if isinstance(doc, list):
                 return doc
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (ValueError, RecursionError) as exc:
+        return [json_input.loads(line, what) for line in text.splitlines() if line.strip()]
+    except (ValueError, BadRequest) as exc:
+        reason = exc.message if isinstance(exc, BadRequest) else str(exc)
         raise BadRequest(
-            f"inputs blob {ref} is neither a JSON list nor JSON Lines: {exc!s:.200}",
+            f"inputs blob {ref} is neither a JSON list nor JSON Lines: {reason:.200}",
             detail=[{"field": "instances_blob", "message": "not JSON or JSON Lines"}],
         ) from None
 

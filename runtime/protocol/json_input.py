@@ -4,15 +4,40 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from runtime.errors import BadRequest
 
+# Tokens and exponents that may parse to a non-finite float: a body holding none of them is
+# safe for pydantic's own parser, which would accept them.
+MAY_NOT_BE_FINITE = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9][0-9]{2,}")
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_json(token: str) -> Any:
+    raise _NotFinite(token)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotFinite(text[:40])
+    return value
+
 
 def loads(data: bytes | str, what: str) -> Any:
-    """``data`` parsed; ``what`` names it in the error ("the body", "the message")."""
+    """``data`` parsed; ``what`` names it in the error ("the body", "the message"). NaN and
+    Infinity are not JSON, and a number too large for a float is not one either: both are
+    refused here rather than reaching a model as a non-finite value."""
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_not_json, parse_float=_finite)
+    except _NotFinite as exc:
+        raise BadRequest(f"{what} holds {exc}, which is not a finite JSON number") from None
     except RecursionError:
         raise BadRequest(f"{what} is nested too deeply to read") from None
     except ValueError as exc:  # also bad UTF-8, and integers over Python's digit limit

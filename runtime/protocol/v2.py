@@ -240,8 +240,7 @@ def encode_response(
             doc["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            flat = tensor.data.reshape(-1)
-            doc["data"] = [v.decode() if isinstance(v, bytes) else v for v in flat.tolist()]
+            doc["data"] = _json_data(tensor)
         docs.append(doc)
     head: dict[str, Any] = {
         "model_name": model_name,
@@ -259,6 +258,17 @@ def encode_response(
         "Content-Type": "application/octet-stream",
         "Inference-Header-Content-Length": str(len(header)),
     }
+
+
+def _json_data(tensor: Tensor) -> list[Any]:
+    """A tensor's elements for a JSON body, row-major; NaN and infinities (which JSON cannot
+    hold) as null, as in mlfn's predictions."""
+    import numpy as np
+
+    flat = tensor.data.reshape(-1)
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return [v if math.isfinite(v) else None for v in flat.tolist()]
+    return [v.decode() if isinstance(v, bytes) else v for v in flat.tolist()]
 
 
 def _to_binary(tensor: Tensor) -> bytes:

@@ -136,3 +136,13 @@ def test_bytes_elements_cut_short_are_refused() -> None:
     body, length = _binary_body(head, struct.pack("<I", 9) + b"ab")
     with pytest.raises(BadRequest, match="runs past the tensor's data"):
         v2.decode_request(body, length)
+
+
+def test_non_finite_json_outputs_are_null_and_binary_ones_kept() -> None:
+    data = np.array([1.0, np.nan, -np.inf], dtype=np.float32)
+    tensor = v2.Tensor("y", "FP32", (3,), data)
+    payload, _ = v2.encode_response("m", "1", [tensor], {})
+    assert json.loads(payload)["outputs"][0]["data"] == [1.0, None, None]
+    raw, headers = v2.encode_response("m", "1", [tensor], {"y": True})
+    size = int(headers["Inference-Header-Content-Length"])
+    assert np.frombuffer(raw[size:], dtype="<f4").tobytes() == data.astype("<f4").tobytes()

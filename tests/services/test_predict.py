@@ -242,7 +242,7 @@ def test_the_fast_and_the_careful_decoder_agree() -> None:
         (b"[]", BadRequest),
         (b'{"instances": []}', ValidationFailed),
         (b'{"instances": [{"count": -1}, {}]}', ValidationFailed),
-        (b'{"instances": [{"count": NaN}]}', ValidationFailed),
+        (b'{"instances": [{"count": NaN}]}', BadRequest),  # NaN is not JSON
     ]:
         assert scorer.decode_valid(body) is None  # the fast path gives up on it
         with pytest.raises(error) as fast:
@@ -372,3 +372,18 @@ def test_a_hanging_store_answers_a_whole_batch_once_not_one_timeout_per_request(
             connection.close()
     assert len(answers) == 9 and all(isinstance(a, StoreUnavailable) for a in answers)
     assert len(accepted) == 1  # one attempt for all nine, not one per request
+
+
+def test_non_finite_predictions_are_encoded_as_null(service: Service) -> None:
+    class Loose(BaseModel):
+        next: float
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Any]:
+        return [{"next": float("nan")}, {"next": float("inf")}]
+
+    endpoint = Endpoint(In, Loose, model="m.onnx", predict=predict)
+    registry = ModelRegistry(Settings(), Path("."))
+    svc = PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry)
+    scorer = svc._scorer("ep")
+    encoded = scorer._dump([In(count=1), In(count=2)], predict([], None), 0)  # type: ignore[arg-type]
+    assert encoded == [b'{"next":null}', b'{"next":null}']  # standard JSON, not NaN
