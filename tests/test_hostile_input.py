@@ -3,14 +3,21 @@ says what is wrong, never a 500, and the host's memory stays bounded (issue 10).
 
 from __future__ import annotations
 
+import base64
 import json
+import random
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import AzuriteInfo
 from tests.models.onnx_builders import adder, multi_io
-from tests.support import ROOT, LocalHost, make_app
+from tests.support import ROOT, LocalHost, make_app, queue_client
 
 TENSOR_ENDPOINT = "from runtime import Endpoint\n\nendpoint = Endpoint(model={path!r})\n"
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -116,3 +123,109 @@ def test_v2_infer_honours_the_endpoints_byte_limit(host: LocalHost) -> None:
     with host.client() as http:
         r = http.post("/api/v2/models/small/infer", content=body.encode())
     assert r.status_code == 413 and "over this endpoint's limit of 1024 bytes" in r.json()["error"]
+
+
+def test_fuzzing_the_v2_routes_finds_no_server_error(host: LocalHost, tmp_path: Path) -> None:
+    """schemathesis over the Open Inference Protocol routes, from the served OpenAPI spec."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"), "run", f"{host.url}/api/openapi.json",
+            "--checks", "not_a_server_error", "--include-path-regex", "/v2/models/",
+            "--max-examples", "30", "--seed", "2", "--workers", "1", "--request-timeout", "30",
+        ],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "Server error" not in done.stdout and " passed" in done.stdout
+    print(f"host peak RSS after the fuzz: {_peak_rss_mb(host):.0f} MB")
+
+
+def _hostile_messages() -> list[tuple[str, bytes]]:
+    """Queue messages a careless or hostile producer could send: (expected, body). Each
+    deserves an answer on the results queue, a result or an error result; none a retry."""
+    flower = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    cases: list[tuple[str, object]] = [
+        ("result", {"id": "ok-1", "instances": [flower]}),
+        ("result", {"id": "ok-2", "instances": [flower] * 300, "extra": {"x": [1, 2]}}),
+        ("error", {"id": "bad-1", "instances": [{}] * 5000}),
+        ("error", {"id": "bad-2", "instances": []}),
+        ("error", {"id": "bad-3", "instances": {"a": 1}}),
+        ("error", {"id": "bad-4"}),
+        ("error", {"instances": [flower]}),
+        ("error", {"id": "../../etc/passwd", "instances": [flower]}),
+        ("error", {"id": "x" * 500, "instances": [flower]}),
+        ("error", {"id": "bad-5", "instances_blob": "azure-webjobs-secrets/host.json"}),
+        ("error", {"id": "bad-6", "instances_blob": "Not_A_Container/x"}),
+        ("error", {"id": "bad-7", "instances_blob": "inputs/nothing-here.jsonl"}),
+        ("error", {"id": "bad-8", "instances_blob": 42}),
+        ("error", {"id": "bad-9", "instances": [flower], "instances_blob": "a/b"}),
+        ("error", {"id": "bad-10", "instances": [{**flower, "sepal_length": "many"}]}),
+        ("error", [1, 2, 3]),
+        ("error", "just a string"),
+    ]
+    raw: list[tuple[str, bytes]] = [(kind, json.dumps(doc).encode()) for kind, doc in cases]
+    raw += [
+        ("error", b'{"id": "deep", "instances": ' + b"[" * 17_000 + b"]" * 17_000 + b"}"),
+        ("error", b'{"id": "huge", "instances": [' + b"7" * 5000 + b"]}"),
+        ("error", b'{"id": "nan", "instances": [{"sepal_length": NaN}]}'),
+        ("error", b"\xff\xfe not utf-8"),
+        ("error", b""),
+        ("error", b"{" * 10),
+    ]
+    rng = random.Random(7)
+    for i in range(20):  # random structures of random depth and type
+        raw.append(("error", json.dumps({"id": f"r-{i}", "instances": _junk(rng, 4)}).encode()))
+    return raw
+
+
+def _junk(rng: random.Random, depth: int) -> object:
+    kind = rng.randrange(6 if depth else 4)
+    if kind == 0:
+        return rng.choice([None, True, -1, 2**70, 3.5, ""])
+    if kind == 1:
+        return "".join(rng.choice("aé\u0000\ud7ff{}[]") for _ in range(rng.randrange(8)))
+    if kind == 2:
+        return rng.random() * 10 ** rng.randrange(-5, 300)
+    if kind == 3:
+        return {}
+    if kind == 4:
+        return [_junk(rng, depth - 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(["sepal_length", "x", ""]): _junk(rng, depth - 1) for _ in range(3)}
+
+
+def test_hostile_queue_messages_all_end_as_results_or_error_results_none_poisoned(
+    tmp_path: Path, example_models: dict[str, Path], azurite: AzuriteInfo
+) -> None:
+    prefix = f"h{uuid.uuid4().hex[:10]}"
+    iris = (ROOT / "functions" / "iris" / "endpoint.py").read_text()
+    iris = iris.replace('model="iris.onnx"', f"model={str(example_models['iris'])!r}")
+    iris = iris.replace(
+        "limits=Limits(", f'queues=Queues("{prefix}-requests", "{prefix}-results"), limits=Limits('
+    ).replace("from runtime import Endpoint,", "from runtime import Endpoint, Queues,")
+    app = make_app(tmp_path / "app", {"iris": iris})
+    env = {"AzureWebJobsStorage": azurite.connection_string, "MLFN_CACHE_DIR": str(tmp_path / "c")}
+    requests = queue_client(azurite.connection_string, f"{prefix}-requests")
+    results = queue_client(azurite.connection_string, f"{prefix}-results")
+    poison = queue_client(azurite.connection_string, f"{prefix}-requests-poison")
+    messages = _hostile_messages()
+    for _, body in messages:
+        requests.send_message(base64.b64encode(body).decode())
+    host = LocalHost(app, env).start()
+    answers: list[dict[str, object]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(answers) < len(messages) and time.monotonic() < deadline:
+            for message in results.receive_messages(max_messages=32):
+                answers.append(json.loads(base64.b64decode(message.content)))
+                results.delete_message(message)
+            time.sleep(0.2)
+        rss = _peak_rss_mb(host)
+    finally:
+        host.stop()
+    assert len(answers) == len(messages), host.output()[-3000:]
+    assert list(poison.peek_messages()) == []
+    expected = sorted(kind for kind, _ in messages)
+    assert sorted("error" if "error" in a else "result" for a in answers) == expected
+    assert all(len(json.dumps(a)) < 48 * 1024 for a in answers)
+    assert "Traceback" not in host.output()
+    print(f"host peak RSS after {len(messages)} hostile messages: {rss:.0f} MB")

@@ -77,7 +77,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
         if not isinstance(name, str):
             raise BadRequest(f"inputs[{i}] has no name")
-        if datatype not in BY_V2:
+        if not isinstance(datatype, str) or datatype not in BY_V2:
             raise BadRequest(
                 f"input '{name}' has unknown datatype {datatype!r}; "
                 f"use one of {', '.join(V2_DATATYPES)}"

@@ -88,6 +88,8 @@ def test_json_outputs_are_flat_row_major_and_carry_the_id_and_parameters() -> No
         (b'{"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}', None, "has no name"),
         (_json_body({"name": "x", "datatype": "FP8", "shape": [1], "data": [1]}), None,
          "unknown datatype 'FP8'"),
+        (_json_body({"name": "x", "datatype": {}, "shape": [1], "data": [1]}), None,
+         "unknown datatype {}"),  # found by schemathesis: a dict is no datatype (was a 500)
         (_json_body({"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}), None,
          "non-negative integers"),
         (_json_body({"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2]}), None,
