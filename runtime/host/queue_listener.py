@@ -158,7 +158,7 @@ class QueueListener:
         name = self.info.name
         lease = _Lease(self._queue, message, self._lease_s)
         if (message.dequeue_count or 0) > self._options.max_dequeue_count:
-            await self._poison(lease)
+            await self._settle(self._poison(lease), "moving it to the poison queue", message.id)
             return
         started = time.perf_counter()
         renewer = asyncio.create_task(lease.keep(self._accounts.io))
@@ -188,18 +188,30 @@ class QueueListener:
                 exc_info=not isinstance(exc, message_encoding.NotEncoded),
             )
             if (message.dequeue_count or 0) >= self._options.max_dequeue_count:
-                await self._poison(lease)
+                await self._settle(self._poison(lease), "moving it to the poison queue", message.id)
             else:
-                await self._accounts.io(lease.release, self._options.visibility_timeout_s)
+                release = self._accounts.io(lease.release, self._options.visibility_timeout_s)
+                await self._settle(release, "releasing it for a retry", message.id)
             return
         renewer.cancel()
-        await self._accounts.io(lease.delete)
+        await self._settle(self._accounts.io(lease.delete), "deleting it", message.id)
         log.info(
             "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
             name,
             message.id,
             (time.perf_counter() - started) * 1000,
         )
+
+    async def _settle(self, step: Awaitable[Any], doing: str, message_id: str) -> None:
+        """Settle a message; a failure is logged with its id (the message comes back when its
+        lease lapses, as after a crash), never raised into the listener."""
+        try:
+            await step
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.error(
+                "message %s of queue %s: %s failed: %s", message_id, self.queue_name, doing, reason
+            )
 
     async def _poison(self, lease: _Lease) -> None:
         if (
