@@ -59,8 +59,12 @@ def test_new_endpoint_from_a_local_model_is_served_and_matches_onnxruntime(
             bad = http.post(
                 "/api/tensors/predict", json={"instances": [{**rows[0], "mask": [True]}]}
             )
+            nan = {**rows[0], "features:0": [["NaN", 2.0], [3.0, 4.0]]}
+            non_finite = http.post("/api/tensors/predict", json={"instances": [nan]})
     finally:
         server.stop()
+    assert non_finite.status_code == 422  # the generated input model refuses NaN
+    assert non_finite.json()["error"]["detail"][0]["field"] == "instances[0].features:0[0][0]"
     assert ok.status_code == 200, ok.text + server.output()
     feeds = {
         "features:0": np.array([r["features:0"] for r in rows], dtype=np.float32),

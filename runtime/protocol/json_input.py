@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 from runtime.errors import BadRequest
-
-# Tokens and exponents that may parse to a non-finite float: a body holding none of them is
-# safe for pydantic's own parser, which would accept them.
-MAY_NOT_BE_FINITE = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9][0-9]{2,}")
 
 
 class _NotFinite(ValueError):

@@ -28,7 +28,7 @@ from runtime.errors import (
 )
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
-from runtime.protocol import json_input, v1
+from runtime.protocol import v1
 from runtime.scored import ModelInfo, Scored
 from runtime.services.placement import Placement
 
@@ -139,8 +139,6 @@ class _Scorer:
         first invalid instance, so a hostile body costs little here."""
         if len(body) > self._limits.max_request_bytes:
             return None
-        if json_input.MAY_NOT_BE_FINITE.search(body):
-            return None  # pydantic's parser takes NaN and 1e999; the careful one refuses them
         try:
             instances: list[BaseModel] = self._body.validate_json(body).instances
         except ValidationError:
