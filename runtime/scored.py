@@ -16,12 +16,9 @@ class ModelInfo:
     json: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Encoded once per loaded model, not once per response.
+        # Encoded once per loaded model, not once per response: every result joins these bytes.
         doc = {"name": self.name, "version": self.version, "sha256": self.sha256}
         object.__setattr__(self, "json", json.dumps(doc, separators=(",", ":")).encode())
-
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,17 @@ def test_valid_queue_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["ab", "x" * 64, "Iris-requests", "iris--requests", "-iris", "iris-", "iris_requests"]
+    "name",
+    [
+        "ab",
+        "x" * 64,
+        "Iris-requests",
+        "iris--requests",
+        "-iris",
+        "iris-",
+        "iris_requests",
+        "iris-requests\n",  # a trailing newline once passed the end-of-string check
+    ],
 )
 def test_queue_names_follow_azures_rules(name: str) -> None:
     with pytest.raises(ValueError, match="Azure queue names are 3-63 lowercase"):

@@ -24,7 +24,9 @@ REQUESTS_CONTAINER = "requests"
 RESULTS_CONTAINER = "results"
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_QUEUE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+# Azure's rule for queue and blob container names alike: 3-63 lowercase letters, digits and
+# single hyphens, starting and ending with a letter or digit.
+_AZURE_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]")
 _QUEUE_FUNCTION_SUFFIX = "_queue"
 
 
@@ -33,19 +35,16 @@ _QUEUE_FUNCTION_SUFFIX = "_queue"
 
 def check_queue_name(name: str) -> None:
     """Raise ValueError unless ``name`` follows Azure's queue naming rules."""
-    if not _QUEUE.match(name):
+    if not _AZURE_NAME.fullmatch(name):
         raise ValueError(
             f"queue name {name!r} is invalid: Azure queue names are 3-63 lowercase letters, "
             "digits and single hyphens, starting and ending with a letter or digit"
         )
 
 
-_CONTAINER = re.compile(r"(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]")
-
-
 def is_container_name(name: str) -> bool:
-    """Azure's blob container naming rules (those of queues, as it happens)."""
-    return _CONTAINER.fullmatch(name) is not None
+    """Azure's blob container naming rules (those of queues)."""
+    return _AZURE_NAME.fullmatch(name) is not None
 
 
 def requests_queue(endpoint: str) -> str:
@@ -185,9 +184,8 @@ def fits_in_message(text: str) -> bool:
 
 
 def encode_blob_result(job_id: str, predictions_blob: str, scored: Scored) -> str:
-    return _dumps(
-        {"id": job_id, "predictions_blob": predictions_blob, "model": scored.model.as_dict()}
-    )
+    head = f'{{"id":{_dumps(job_id)},"predictions_blob":{_dumps(predictions_blob)},'
+    return head + f'"model":{scored.model.json.decode()}}}'
 
 
 def encode_error(job_id: str | None, message_id: str | None, err: MlfnError) -> str:

@@ -97,12 +97,6 @@ class InferService:
             return False
         return True
 
-    async def infer(
-        self, name: str, request: InferRequest, version: str | None = None
-    ) -> InferResult:
-        """Run a decoded request on the model."""
-        return await asyncio.to_thread(self._infer, name, request, version)
-
     async def infer_body(
         self, name: str, body: bytes, header_length: str | None, version: str | None = None
     ) -> tuple[bytes, dict[str, str]]:
@@ -113,17 +107,21 @@ class InferService:
         size, limit = len(body), bound.endpoint.limits.max_request_bytes
         if size > limit:  # the endpoint's limit holds for tensors as for instances
             raise PayloadTooLarge(size, limit)
+
+        def run(model: OnnxModel) -> tuple[bytes, dict[str, str]]:
+            return placement.timed(
+                lambda: self._infer_body(model, body, header_length, version), size
+            )
+
         if placement.fast(size):
             held = self._registry.use_loaded(name, bound.endpoint.model)
             if held is not None:  # never a load on the event loop
                 with held as model:
-                    work = lambda: self._infer_body(model, body, header_length, version)  # noqa: E731
-                    return placement.timed(work, size)
+                    return run(model)
 
         def in_thread() -> tuple[bytes, dict[str, str]]:
             with self._registry.use(name, bound.endpoint.model) as model:
-                work = lambda: self._infer_body(model, body, header_length, version)  # noqa: E731
-                return placement.timed(work, size)
+                return run(model)
 
         return await asyncio.to_thread(in_thread)
 
@@ -141,10 +139,6 @@ class InferService:
             request.id,
             request.parameters or None,
         )
-
-    def _infer(self, name: str, request: InferRequest, version: str | None) -> InferResult:
-        with self._registry.use(name, self._bound(name).endpoint.model) as model:
-            return self._run(model, request, version)
 
     def _run(self, model: OnnxModel, request: InferRequest, version: str | None) -> InferResult:
         name = model.name

@@ -3,7 +3,6 @@ trip to a worker thread and back, in a worker thread otherwise."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -41,6 +40,3 @@ class Placement:
         average = self._seconds.get(key)
         self._seconds[key] = took if average is None else 0.8 * average + 0.2 * took
         return result
-
-    async def in_thread(self, fn: Callable[[], T], size: int) -> T:
-        return await asyncio.to_thread(self.timed, fn, size)
