@@ -3,6 +3,8 @@ function per message, and settle the message as the Functions host does.
 
 Delete on success; on failure make it visible again after ``visibilityTimeout``; when its
 dequeue count reaches ``maxDequeueCount``, copy the body to ``<queue>-poison`` and delete it.
+A queue whose name leaves no room for ``-poison`` keeps such a message, hidden as long as the
+service allows, rather than running it again every lease.
 A fetched message is leased (made invisible) and the lease is renewed while the function runs,
 so a host that dies mid-batch loses nothing: its messages reappear when their lease lapses.
 """
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import azure.functions as func
@@ -40,6 +43,7 @@ IO = Callable[..., Awaitable[Any]]
 
 MIN_POLLING_S = 0.1
 POISON_SUFFIX = "-poison"
+MAX_INVISIBLE_S = 7 * 24 * 3600.0  # the queue service's limit on a visibility timeout
 
 
 def resolve(value: str, env: Mapping[str, str]) -> str:
@@ -218,11 +222,16 @@ class QueueListener:
             self.queue_name.endswith(POISON_SUFFIX)
             or len(self.queue_name) + len(POISON_SUFFIX) > 63
         ):
+            # Left alone it would come back every lease and fail again, forever; parked for
+            # as long as storage allows, it stays in the queue for an operator to inspect.
+            parked_s = await self._accounts.io(lease.park)
             log.error(
-                "message %s failed %d times; queue %s has no poison queue, leaving it invisible",
+                "message %s failed %d times; queue %s cannot have a poison queue (name too "
+                "long), so the message is left in it, invisible for %.0f s",
                 lease.message.id,
                 lease.message.dequeue_count,
                 self.queue_name,
+                parked_s,
             )
             return
         poison = self.queue_name + POISON_SUFFIX
@@ -300,6 +309,15 @@ class _Lease:
 
     def release(self, after_s: float) -> None:
         self._update(after_s)
+
+    def park(self) -> float:
+        """Hide the message as long as the service allows: 7 days, or until it expires."""
+        seconds = MAX_INVISIBLE_S
+        if self.message.expires_on is not None:
+            left = (self.message.expires_on - datetime.now(UTC)).total_seconds()
+            seconds = max(1.0, min(seconds, left - 1))
+        self._update(seconds)
+        return seconds
 
     def delete(self) -> None:
         with self._lock:

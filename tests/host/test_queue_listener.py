@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +187,85 @@ def test_function_timeout_fails_a_hung_invocation_so_its_message_is_retried_then
     output = host.output()
     assert output.count("Executed 'Functions.hang' (Failed") == 2  # maxDequeueCount
     assert "Timeout value of 1s exceeded by function 'Functions.hang'" in output
+
+
+def test_a_message_that_cannot_have_a_poison_queue_is_parked_not_redelivered_forever(
+    tmp_path: Path, azurite: AzuriteInfo
+) -> None:
+    # 57 characters: a valid queue name, but "-poison" takes it past the 63 the service allows.
+    name = f"long{uuid.uuid4().hex}{'x' * 21}"
+    assert len(name) == 57
+    (tmp_path / "function_app.py").write_text(PLAIN_QUEUE_APP)
+    host_json = {
+        "version": "2.0",
+        "extensions": {"queues": {"maxPollingInterval": "00:00:01", "maxDequeueCount": 1}},
+    }
+    (tmp_path / "host.json").write_text(json.dumps(host_json))
+    env = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "JOBS_QUEUE": name,
+        "MLFN_HOST_QUEUE_LEASE_S": "1",
+    }
+    host = LocalHost(tmp_path, env).start()
+    try:
+        queue = queue_client(azurite.connection_string, name)
+        queue.send_message(_b64("fail"))
+        wait_for(lambda: "cannot have a poison queue" in host.output(), 30, "the failure")
+        # Unparked, the message would be back after its 1 s lease and fail again each second.
+        time.sleep(4)
+        assert queue.get_queue_properties().approximate_message_count == 1  # kept, not lost
+        assert list(queue.receive_messages(visibility_timeout=1)) == []  # and not redelivered
+    finally:
+        host.stop()
+    output = host.output()
+    assert output.count("Executed 'Functions.shout' (Failed") == 1
+    assert output.count("cannot have a poison queue") == 1
+
+
+STARVING_APP = """
+import asyncio
+import time
+
+import azure.functions as func
+
+app = func.FunctionApp()
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%JOBS_QUEUE%", connection="AzureWebJobsStorage")
+async def starve(msg: func.QueueMessage) -> None:
+    # What a store outage does to the app: every thread of the loop's default executor is
+    # stuck in blocking work (model loads, claim-check reads) for longer than a lease.
+    loop = asyncio.get_running_loop()
+    for _ in range(32):  # the most threads a default executor has
+        loop.run_in_executor(None, time.sleep, 10)
+    await asyncio.sleep(10)
+"""
+
+
+def test_lease_renewal_goes_on_while_the_apps_thread_pool_is_starved(
+    tmp_path: Path, azurite: AzuriteInfo
+) -> None:
+    name = f"starve{uuid.uuid4().hex[:12]}"
+    (tmp_path / "function_app.py").write_text(STARVING_APP)
+    host_json = {"version": "2.0", "extensions": {"queues": {"maxPollingInterval": "00:00:01"}}}
+    (tmp_path / "host.json").write_text(json.dumps(host_json))
+    env = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "JOBS_QUEUE": name,
+        "MLFN_HOST_QUEUE_LEASE_S": "3",
+    }
+    host = LocalHost(tmp_path, env).start()
+    try:
+        queue = queue_client(azurite.connection_string, name)
+        queue.send_message(_b64("work"))
+        wait_for(lambda: not queue.peek_messages(), 30, "the host to take the message")
+        time.sleep(7.5)  # 2.5 leases into the 10 s the pool is starved
+        # Another instance polling the queue (this test) must not get the message: its lease
+        # was renewed on the listener's own threads, not queued behind the stuck ones.
+        assert list(queue.receive_messages(visibility_timeout=30)) == []
+        wait_for(
+            lambda: "Executed 'Functions.starve' (Succeeded" in host.output(), 30, "the function"
+        )
+    finally:
+        host.stop()
+    assert host.output().count("Executed 'Functions.starve'") == 1
