@@ -62,18 +62,35 @@ def serve(port: int, host: str, no_queues: bool) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--model", "source", required=True, help="A local .onnx file or a store URI.")
-@click.option("--template", default="tensor", show_default=True, help="Scaffold to render.")
-def new(name: str, source: str, template: str) -> None:
-    """Create functions/NAME/ from a model's inputs and outputs."""
-    from runtime.scaffold import render_tensor_endpoint
+@click.option(
+    "--template",
+    type=click.Choice(["tensor", "classifier", "regressor"]),
+    default="tensor",
+    show_default=True,
+    help="tensor: a field per model output; classifier: the class name and a probability per "
+    "class; regressor: a float per target.",
+)
+@click.option(
+    "--labels",
+    default=None,
+    help="Class names in the model's class order, comma-separated (classifier).",
+)
+def new(name: str, source: str, template: str, labels: str | None) -> None:
+    """Create functions/NAME/ from a model's inputs and outputs (never overwrites)."""
+    from runtime.scaffold import render_endpoint
 
     app_dir = Path.cwd()
+    names = [n.strip() for n in labels.split(",")] if labels is not None else None
     with _told(), _progress_bar(f"fetching {source.rsplit('/', 1)[-1]}") as progress:
-        path = render_tensor_endpoint(
-            name, source, app_dir, _settings(app_dir), template, progress=progress
+        made = render_endpoint(
+            name, source, app_dir, _settings(app_dir), template, labels=names, progress=progress
         )
-    click.echo(f"created {path.relative_to(app_dir)}")
-    click.echo(f"serve it: mlfn serve, then POST /api/{name}/predict")
+    click.echo(f"created {made.path.relative_to(app_dir)}")
+    for note in made.notes:
+        click.echo(note)
+    click.echo("next:")
+    for command in made.next_commands():
+        click.echo(f"  {command}")
     if "://" not in source and not source.startswith(("./", "../")) and Path(source).is_absolute():
         click.echo(
             "note: the model is a file on this machine; upload it to the model store "
@@ -232,3 +249,13 @@ def _pretty(payload: bytes) -> str:
         return json.dumps(json.loads(payload), indent=2)
     except ValueError:
         return payload.decode(errors="replace")
+
+
+def _add_deploy_commands() -> None:
+    from runtime.deploy import commands
+
+    for command in (commands.init, commands.check, commands.pack, commands.publish, commands.kube):
+        main.add_command(command)
+
+
+_add_deploy_commands()

@@ -218,6 +218,18 @@ class ConfigError(MlfnError):
         self.key = key
 
 
+class PackageMissing(ConfigError):
+    """A setting (``key``) asks for what an optional package does, and it is not installed."""
+
+    def __init__(self, key: str, package: str, extra: str) -> None:
+        MlfnError.__init__(
+            self,
+            f"{key} needs {package}, which is not installed: pip install "
+            f"'mlfn[{extra}]' (on Azure, add {package} to requirements.txt)",
+        )
+        self.key = key
+
+
 class InternalError(MlfnError):
     """What a client is told about a bug: the traceback goes to the log, not the body."""
 
@@ -257,3 +269,7 @@ class ListenerError(HostError):
 
 class ScaffoldError(HostError):
     """``mlfn new`` cannot render the endpoint asked for."""
+
+
+class DeployError(HostError):
+    """Deployment files (``mlfn kube``) cannot be generated for the app as it is."""

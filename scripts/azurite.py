@@ -29,15 +29,15 @@ ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
 _LISTENING = re.compile(
-    r"Azurite (Blob|Queue|Table) service is successfully listening at http://[\d.]+:(\d+)"
+    r"Azurite (Blob|Queue|Table) service is successfully listening at https?://[\d.]+:(\d+)"
 )
 
 
-def connection_string(blob_port: int, queue_port: int) -> str:
+def connection_string(blob_port: int, queue_port: int, scheme: str = "http") -> str:
     return (
-        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{blob_port}/{ACCOUNT};"
-        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{ACCOUNT};"
+        f"DefaultEndpointsProtocol={scheme};AccountName={ACCOUNT};AccountKey={KEY};"
+        f"BlobEndpoint={scheme}://127.0.0.1:{blob_port}/{ACCOUNT};"
+        f"QueueEndpoint={scheme}://127.0.0.1:{queue_port}/{ACCOUNT};"
     )
 
 
@@ -47,10 +47,11 @@ class Azurite:
     blob_port: int
     queue_port: int
     log_path: Path
+    scheme: str = "http"
 
     @property
     def connection_string(self) -> str:
-        return connection_string(self.blob_port, self.queue_port)
+        return connection_string(self.blob_port, self.queue_port, self.scheme)
 
     def env(self) -> dict[str, str]:
         return {
@@ -77,13 +78,22 @@ def start(
     default_ports: bool = False,
     ports: dict[str, int] | None = None,
     timeout: float = 60,
+    cert: Path | None = None,
+    key: Path | None = None,
+    oauth: str | None = None,
 ) -> Azurite:
     """Start Azurite with its data in ``location``. Ports: ``ports`` if given (blob, queue,
-    table), the defaults with ``default_ports``, else free ones."""
+    table), the defaults with ``default_ports``, else free ones. ``cert`` and ``key`` (PEM
+    files) serve HTTPS; ``oauth="basic"`` then also takes bearer tokens, checking their
+    audience, issuer and lifetime but not their signature."""
     if not BINARY.exists():
         raise SystemExit(f"{BINARY} is missing: run `make setup` (npm installs Azurite there)")
     location.mkdir(parents=True, exist_ok=True)
     args = [str(BINARY), "--location", str(location), "--disableTelemetry", "--skipApiVersionCheck"]
+    if cert and key:
+        args += ["--cert", str(cert), "--key", str(key)]
+    if oauth:
+        args += ["--oauth", oauth]
     for service in ("blob", "queue", "table"):
         port = (ports or {}).get(service, DEFAULT_PORTS[service] if default_ports else 0)
         args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
@@ -95,7 +105,8 @@ def start(
     while time.monotonic() < deadline:
         ports = dict(_LISTENING.findall(log_path.read_text(errors="replace")))
         if {"Blob", "Queue", "Table"} <= ports.keys():
-            return Azurite(process, int(ports["Blob"]), int(ports["Queue"]), log_path)
+            scheme = "https" if cert else "http"
+            return Azurite(process, int(ports["Blob"]), int(ports["Queue"]), log_path, scheme)
         if process.poll() is not None:
             break
         time.sleep(0.1)

@@ -16,12 +16,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFN = Path(sys.executable).parent / "mlfn"
+# The Functions worker's own indexing code (azure-functions-runtime) runs on Python 3.13 only;
+# `make setup` builds this venv where a python3.13 exists.
+WORKER_PYTHON = ROOT / "build" / "worker313" / "bin" / "python"
+WORKER_PROBE = ROOT / "tests" / "worker_index_probe.py"
+needs_worker = pytest.mark.skipif(
+    not WORKER_PYTHON.exists(),
+    reason="no Python 3.13 venv with azure-functions-runtime (build/worker313): python3.13 "
+    "was not found by make setup",
+)
 
 
 def free_port() -> int:
@@ -65,6 +75,7 @@ class LocalHost:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    mlfn: Path = MLFN  # another install's command (tests of the wheel)
 
     @property
     def url(self) -> str:
@@ -76,7 +87,7 @@ class LocalHost:
         env.update(self.env)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(MLFN), "serve", "--port", str(self.port), *self.args],
+                [str(self.mlfn), "serve", "--port", str(self.port), *self.args],
                 cwd=self.app_dir,
                 env=env,
                 stdout=log,

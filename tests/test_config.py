@@ -26,6 +26,12 @@ SAMPLES: dict[Any, tuple[str, Any, tuple[str, ...]]] = {
     config.optimization_level: ("Extended", "extended", ("fast", "none")),
     config.path: ("/srv/cache", Path("/srv/cache"), ()),
     config.names: (" iris, ,diabetes ", ("iris", "diabetes"), ()),
+    # A connection is read with the name of its setting: ``expected`` takes the variable.
+    config.storage_account: (
+        "UseDevelopmentStorage=true",
+        lambda variable: config.storage_account(variable, "UseDevelopmentStorage=true"),
+        ("http://acct.blob.core.windows.net", "https://"),
+    ),
 }
 Kind = type[Settings] | type[HostSettings]
 FIELDS = [(kind, f) for kind in (Settings, HostSettings) for f in fields(kind)]
@@ -63,6 +69,8 @@ def test_a_setting_left_unset_or_blank_has_its_default(
 @pytest.mark.parametrize(("kind", "field", "variable", "parse"), SETTINGS)
 def test_a_setting_reads_a_valid_value(kind: Kind, field: str, variable: str, parse: Any) -> None:
     raw, expected, _ = SAMPLES[parse]
+    if callable(expected):
+        expected = expected(variable)
     assert getattr(kind.from_mapping({variable: raw}), field) == expected
 
 
@@ -89,9 +97,14 @@ def test_zero_switches_an_optional_feature_off() -> None:
 
 
 def test_the_model_store_account_defaults_to_the_apps_own() -> None:
-    assert Settings.from_mapping({"AzureWebJobsStorage": "A"}).store_connection == "A"
+    own = Settings.from_mapping({"AzureWebJobsStorage": "A"}).store_connection
+    assert own == config.storage_account("AzureWebJobsStorage", "A")
     both = {"AzureWebJobsStorage": "A", "MLFN_MODEL_STORE_CONNECTION": "B"}
-    assert Settings.from_mapping(both).store_connection == "B"
+    store = Settings.from_mapping(both).store_connection
+    assert store == config.storage_account("MLFN_MODEL_STORE_CONNECTION", "B")
+    identity = {"AzureWebJobsStorage": "A", "MLFN_MODEL_STORE_CONNECTION__accountName": "models"}
+    store = Settings.from_mapping(identity).store_connection
+    assert store is not None and store.blob_url == "https://models.blob.core.windows.net"
 
 
 def test_unknown_mlfn_variables_are_named_with_the_closest_setting() -> None:

@@ -2,24 +2,58 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import shutil
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner, Result
+from sklearn.datasets import load_diabetes, load_iris
 
 from runtime.cli import main
 from tests.conftest import AzuriteInfo
 from tests.models.onnx_builders import fixed_batch, multi_io
+from tests.models.sklearn_builders import iris_zipmap, sparse_int_labels, string_labels, two_targets
 from tests.support import LocalHost, make_app
+
+SPECIES = ["setosa", "versicolor", "virginica"]
 
 
 def _new(monkeypatch: pytest.MonkeyPatch, app: Path, *args: str) -> Result:
     """``mlfn new ARGS`` typed in the app folder, run in this process."""
     monkeypatch.chdir(app)
     return CliRunner().invoke(main, ["new", *args])
+
+
+def _served(app: Path, tmp_path: Path, calls: list[tuple[str, Any]]) -> list[httpx.Response]:
+    """POST each (NAME, body) to ``/api/NAME/predict`` of the app served by a local host."""
+    server = LocalHost(app, {"MLFN_CACHE_DIR": str(tmp_path / "cache")}, ("--no-queues",)).start()
+    try:
+        with server.client() as http:
+            answers = [http.post(f"/api/{name}/predict", json=body) for name, body in calls]
+    finally:
+        server.stop()
+    for answer in answers:
+        assert answer.status_code == 200, answer.text + server.output()
+    return answers
+
+
+def _run(model: Path, rows: list[list[float]]) -> list[Any]:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: np.array(rows, dtype=np.float32)})
+
+
+def _printed_body(stdout: str, command: str) -> Any:
+    """The JSON body of the ``curl`` or ``mlfn enqueue`` line ``mlfn new`` printed."""
+    line = next(line for line in stdout.splitlines() if line.strip().startswith(command))
+    words = shlex.split(line)
+    return json.loads(words[words.index("-d" if command == "curl" else "--data") + 1])
 
 
 def _clean_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
@@ -100,23 +134,200 @@ def test_new_endpoint_from_a_store_uri_references_it_verbatim(
     )
 
 
+@pytest.fixture(scope="module")
+def refused_models(
+    tmp_path_factory: pytest.TempPathFactory, example_models: dict[str, Path]
+) -> Path:
+    """Models ``mlfn new`` refuses for one template or another, built once."""
+    folder = tmp_path_factory.mktemp("refused")
+    multi_io(folder / "m.onnx")
+    fixed_batch(folder / "fixed.onnx")
+    shutil.copy(example_models["iris"], folder / "iris.onnx")
+    iris_zipmap(folder / "zip.onnx")
+    iris_zipmap(folder / "badmeta.onnx", {"classes": "setosa,versicolor,virginica"})
+    return folder
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["Bad-Name", "--model", "m.onnx"], "must match"),
+        (["x", "--model", "m.onnx"], "2-40 characters"),
+        (["9lives", "--model", "m.onnx"], "starting with a letter"),
+        (["ab_", "--model", "m.onnx"], "'ab--requests'"),  # its queue names hold "--"
+        (["a__b", "--model", "m.onnx"], "single hyphens"),
         (["fixed", "--model", "fixed.onnx"], "fixed batch dimension of 8"),
         (["nofile", "--model", "./absent.onnx"], "does not exist"),
+        (["zipped", "--model", "zip.onnx"], "--template classifier"),
+        (["notcls", "--model", "m.onnx", "--template", "classifier"], "label output"),
+        (["notreg", "--model", "iris.onnx", "--template", "regressor"], "looks like a classifier"),
+        (["named", "--model", "m.onnx", "--labels", "a,b"], "--template classifier"),
+        (
+            ["short", "--model", "iris.onnx", "--template", "classifier", "--labels", "a,b"],
+            "2 class names from --labels; the model has 3 classes",
+        ),
+        (
+            ["twice", "--model", "iris.onnx", "--template", "classifier", "--labels", "a,b,a"],
+            "class names from --labels repeat: 'a'",
+        ),
+        (
+            ["badmeta", "--model", "badmeta.onnx", "--template", "classifier"],
+            "metadata_props 'classes' must be a JSON list",
+        ),
     ],
 )
 def test_new_refuses_what_it_cannot_serve_with_a_clear_message(
-    tmp_path: Path, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    refused_models: Path,
 ) -> None:
     app = make_app(tmp_path / "app", {})
-    multi_io(app / "m.onnx")
-    fixed_batch(app / "fixed.onnx")
+    shutil.copytree(refused_models, app, dirs_exist_ok=True)
     _clean_env(monkeypatch, MLFN_CACHE_DIR=str(tmp_path / "c"))
     done = _new(monkeypatch, app, *args)
     assert done.exit_code == 1, (done.output, done.exc_info)
     assert isinstance(done.exception, SystemExit), done.exc_info  # a message, not a crash
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not (app / "functions" / args[0]).exists()
+
+
+def test_new_refuses_to_overwrite_an_existing_endpoint_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(tmp_path / "app", {"taken": "# mine\n"})
+    multi_io(app / "m.onnx")
+    before = sorted(p.relative_to(app) for p in app.rglob("*"))
+    done = _new(monkeypatch, app, "taken", "--model", "m.onnx")
+    assert done.exit_code == 1, (done.output, done.exc_info)
+    assert "functions/taken already exists; mlfn new does not overwrite" in done.stderr
+    assert (app / "functions" / "taken" / "endpoint.py").read_text() == "# mine\n"
+    assert sorted(p.relative_to(app) for p in app.rglob("*")) == before
+
+
+def test_classifier_endpoints_name_their_classes_and_answer_what_onnxruntime_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example_models: dict[str, Path]
+) -> None:
+    app = make_app(tmp_path / "app", {})
+    models = {
+        "flowers": shutil.copy(example_models["iris"], app / "iris.onnx"),
+        "zipped": iris_zipmap(app / "zip.onnx", {"mlfn.classes": json.dumps(SPECIES)}),
+        "pets": string_labels(app / "pets.onnx"),
+        "sparse": sparse_int_labels(app / "sparse.onnx"),
+    }
+    made = {
+        name: _new(monkeypatch, app, name, "--model", model.name, "--template", "classifier")
+        for name, model in models.items()
+        if name != "flowers"
+    }
+    made["flowers"] = _new(
+        monkeypatch, app, "flowers", "--model", "iris.onnx", "--template", "classifier",
+        "--labels", ",".join(SPECIES),
+    )  # fmt: skip
+    for done in made.values():
+        assert done.exit_code == 0, (done.output, done.exc_info)
+        assert "hint:" not in done.stdout
+    source = {n: (app / "functions" / n / "endpoint.py").read_text() for n in models}
+    assert '0: "setosa",' in source["flowers"] and "come from --labels." in source["flowers"]
+    assert '0: "setosa",' in source["zipped"] and "metadata (mlfn.classes)." in source["zipped"]
+    assert '"cat": "cat",' in source["pets"] and "own labels." in source["pets"]
+    assert '9: "9",' in source["sparse"] and "names none of its classes" in source["sparse"]
+    assert "allow_inf_nan=False" in source["pets"]
+    assert "classes from the model's metadata (mlfn.classes): setosa, versicolor, virginica\n" in (
+        made["zipped"].stdout
+    )
+
+    iris = load_iris().data[::25].tolist()
+    pets = np.random.default_rng(5).normal(size=(6, 3)).tolist()
+    sparse = np.random.default_rng(6).normal(size=(6, 2)).tolist()
+    sample = _printed_body(made["flowers"].stdout, "curl")
+    assert sample == _printed_body(made["flowers"].stdout, "mlfn enqueue")
+    answers = _served(
+        app,
+        tmp_path,
+        [
+            ("flowers", {"instances": [{"input": r} for r in iris]}),
+            ("zipped", {"instances": [{"measurements": r} for r in iris]}),
+            ("pets", {"instances": [{"x": r} for r in pets]}),
+            ("sparse", {"instances": [{"x": r} for r in sparse]}),
+            ("flowers", sample),  # the body `mlfn new` printed is one the endpoint accepts
+        ],
+    )
+    assert sample == {"instances": [{"input": [0.0, 0.0, 0.0, 0.0]}]}
+
+    def classes(labels: Any, probabilities: Any, names: dict[Any, str]) -> list[Any]:
+        rows = probabilities if isinstance(probabilities, list) else probabilities.tolist()
+        return [
+            {
+                "label": names[label],
+                "probabilities": {names[k]: p for k, p in row.items()}
+                if isinstance(row, dict)
+                else dict(zip(names.values(), row, strict=True)),
+            }
+            for label, row in zip(labels.tolist(), rows, strict=True)
+        ]
+
+    assert answers[0].json()["predictions"] == classes(
+        *_run(models["flowers"], iris), dict(enumerate(SPECIES))
+    )
+    assert answers[1].json()["predictions"] == classes(
+        *_run(models["zipped"], iris), dict(enumerate(SPECIES))
+    )
+    assert answers[2].json()["predictions"] == classes(
+        *_run(models["pets"], pets), {n: n for n in ("cat", "dog", "eel")}
+    )
+    assert answers[3].json()["predictions"] == classes(
+        *_run(models["sparse"], sparse), {n: str(n) for n in (3, 7, 9)}
+    )
+    assert {p["label"] for p in answers[3].json()["predictions"]} > {"7"}  # labels, not indices
+    assert len(answers[4].json()["predictions"]) == 1
+
+
+def test_regressor_endpoints_answer_one_field_per_target_what_onnxruntime_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example_models: dict[str, Path]
+) -> None:
+    app = make_app(tmp_path / "app", {})
+    diabetes = shutil.copy(example_models["diabetes"], app / "diabetes.onnx")
+    pair = two_targets(app / "pair.onnx")
+    for name, model in (("progression", diabetes), ("pair", pair)):
+        done = _new(monkeypatch, app, name, "--model", model.name, "--template", "regressor")
+        assert done.exit_code == 0, (done.output, done.exc_info)
+    source = {
+        n: (app / "functions" / n / "endpoint.py").read_text() for n in ("progression", "pair")
+    }
+    assert "    prediction: float\n" in source["progression"]
+    assert "    prediction_0: float\n    prediction_1: float\n" in source["pair"]
+
+    patients = load_diabetes(scaled=False).data[:5].tolist()
+    points = np.random.default_rng(7).normal(size=(4, 3)).tolist()
+    answers = _served(
+        app,
+        tmp_path,
+        [
+            ("progression", {"instances": [{"input": r} for r in patients]}),
+            ("pair", {"instances": [{"x": r} for r in points]}),
+        ],
+    )
+    (progression,) = _run(diabetes, patients)
+    assert answers[0].json()["predictions"] == [
+        {"prediction": v} for v in progression[:, 0].tolist()
+    ]
+    (values,) = _run(pair, points)
+    assert answers[1].json()["predictions"] == [
+        {"prediction_0": a, "prediction_1": b} for a, b in values.tolist()
+    ]
+
+
+def test_new_hints_at_the_classifier_template_when_the_model_looks_like_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example_models: dict[str, Path]
+) -> None:
+    app = make_app(tmp_path / "app", {})
+    shutil.copy(example_models["iris"], app / "iris.onnx")
+    done = _new(monkeypatch, app, "flowers", "--model", "iris.onnx")
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert "hint: the model looks like a classifier" in done.stdout
+    assert "--template classifier" in done.stdout
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    assert "mlfn serve" in lines
+    assert any(line.startswith("mlfn results flowers") for line in lines)

@@ -4,21 +4,16 @@ parameters against bindings, output annotations and return types."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.support import ROOT, WORKER_PROBE, WORKER_PYTHON, needs_worker
 
-WORKER = ROOT / "build" / "worker-index"
-PROBE = Path(__file__).with_name("worker_index_probe.py")
+pytestmark = needs_worker
 
 
 def _index(app_dir: Path) -> subprocess.CompletedProcess[str]:
-    assert (WORKER / "azure_functions_runtime").is_dir(), (
-        "run `make setup` (installs the worker's loader)"
-    )
     return subprocess.run(
-        [sys.executable, str(PROBE), str(WORKER), str(app_dir)],
+        [str(WORKER_PYTHON), str(WORKER_PROBE), str(app_dir)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,10 +1,10 @@
 """Index an app with the Functions Python worker's own loader (azure_functions_runtime), offline.
 
-    python tests/worker_index_probe.py WORKER_DIR APP_DIR
+    build/worker313/bin/python tests/worker_index_probe.py APP_DIR
 
 Prints one line per function the worker would load; exits non-zero with the worker's error
-otherwise. azure_functions_runtime targets Python 3.13; on 3.11 it runs for this purpose
-(shared/notes/azure-functions-facts.md section 6), installed by `make setup` into WORKER_DIR.
+otherwise. Run by the Python 3.13 venv `make setup` builds with azure-functions-runtime (the
+worker's indexing code on 3.13) and azure-functions 2.x, as on Azure.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import types
 from typing import Any
 
 
-def main(worker_dir: str, app_dir: str) -> None:
-    sys.path.insert(0, worker_dir)
+def main(app_dir: str) -> None:
     sys.path.insert(0, app_dir)
     from azure_functions_runtime import loader
     from azure_functions_runtime.bindings.meta import load_binding_registry
@@ -44,4 +43,4 @@ def main(worker_dir: str, app_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])

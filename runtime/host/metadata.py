@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime.config import STORAGE_SETTING
 from runtime.errors import IndexingError
+from runtime.host import worker_rules
 
 SCRIPT = "function_app.py"
 
@@ -71,8 +72,16 @@ def index_app(app_dir: Path) -> list[FunctionInfo]:
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
     importlib.import_module(Path(SCRIPT).stem)
-    # get_functions() is not idempotent (a second call fails on "unique function name").
-    return [_describe(f) for f in registered_app().get_functions()]
+    return [_describe(f) for f in functions_of(registered_app())]
+
+
+def functions_of(app: Any) -> list[Any]:
+    """The app's functions, as the worker asks for them. Called once per app: a second call
+    fails on "unique function name"."""
+    try:
+        return list(app.get_functions())
+    except ValueError as exc:  # duplicate names, a function without a trigger, ...
+        raise IndexingError(f"indexing the app failed: {exc}") from None
 
 
 def registered_app() -> Any:
@@ -91,22 +100,17 @@ def registered_app() -> Any:
 
 
 def _describe(f: Any) -> FunctionInfo:
+    refused = worker_rules.problems(f)
+    if refused:
+        # The worker refuses such a function (FunctionLoadError); refuse it here too.
+        raise IndexingError(
+            f"cannot load the {f.get_function_name()} function: {'; '.join(refused)}"
+        )
     bindings = tuple(_binding(json.loads(raw)) for raw in f.get_raw_bindings())
     trigger_name = f.get_trigger().name
     trigger = next(b for b in bindings if b.name == trigger_name)
     fn = f.get_user_function()
-    params = set(inspect.signature(fn).parameters)
-    wants_context = "context" in params
-    declared = {b.name for b in bindings if b.name != "$return"}
-    extra = params - declared - {"context"}
-    missing = declared - params
-    if extra or missing:
-        # The worker refuses such a function (FunctionLoadError); refuse it here too.
-        raise IndexingError(
-            f"cannot load the {f.get_function_name()} function: parameters {sorted(extra)} are "
-            f"declared in Python but not as bindings, and bindings {sorted(missing)} have no "
-            "parameter"
-        )
+    wants_context = "context" in inspect.signature(fn).parameters
     return FunctionInfo(
         name=f.get_function_name(),
         trigger=trigger,

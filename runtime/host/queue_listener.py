@@ -83,12 +83,12 @@ class StorageAccounts:
         if setting not in self._clients:
             try:
                 conn = clients.connection(setting, self._env)
-            except ConfigError:
+                self._clients[setting] = clients.queue_service(conn, self._settings)
+            except ConfigError as exc:
                 raise ListenerError(
-                    f"connection setting {setting!r} of a queue trigger is not set: add it to "
-                    "local.settings.json Values, or serve HTTP only with --no-queues"
+                    f"connection setting {setting!r} of a queue trigger: {exc.message}; set it "
+                    "in local.settings.json Values, or serve HTTP only with --no-queues"
                 ) from None
-            self._clients[setting] = clients.queue_service(conn, self._settings, setting)
         return self._clients[setting].get_queue_client(name)
 
     def ensure(self, setting: str, name: str) -> QueueClient:

@@ -1,6 +1,7 @@
 """Azure Storage clients, built in one place: bounded timeouts and retries, "create if missing",
-one mapping of SDK errors, and a connection that is either a connection string or an account
-URL (then the identity of the machine, through ``azure-identity``, authorises it).
+one mapping of SDK errors, and one reading of a connection setting (``runtime.config``'s
+``Connection``: a connection string, or service URLs that an identity authorises through
+``azure-identity``).
 
 The SDKs are imported on first use: importing the runtime must stay cheap for cold starts.
 """
@@ -12,8 +13,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from runtime.config import Settings
-from runtime.errors import BadRequest, ConfigError, StoreUnavailable
+from runtime.config import Connection, Identity, Settings
+from runtime.config import connection as read_connection
+from runtime.errors import BadRequest, ConfigError, PackageMissing, StoreUnavailable
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, ContainerClient
@@ -24,15 +26,19 @@ class NotFound(Exception):
     """The service answered: no such container, blob or queue."""
 
 
-def connection(setting: str, env: Mapping[str, str]) -> str:
-    """The value of app setting ``setting`` (a binding's ``connection``), or an error naming it."""
-    return require(env.get(setting, "").strip() or None, setting)
+def connection(setting: str, env: Mapping[str, str]) -> Connection:
+    """App setting ``setting`` (a binding's ``connection``) in either form, or an error naming
+    it."""
+    return require(read_connection(setting, env), setting)
 
 
-def require(conn: str | None, setting: str) -> str:
+def require(conn: Connection | None, setting: str) -> Connection:
     """``conn``, read from ``setting``; a missing one is an error that names the setting."""
-    if not conn:
-        raise ConfigError(setting, "", "a storage connection string or account URL")
+    if conn is None:
+        raise ConfigError(
+            setting, "", f"a storage connection string, or {setting}__accountName (or "
+            f"__blobServiceUri, __queueServiceUri) for an identity-based connection",
+        )  # fmt: skip
     return conn
 
 
@@ -46,62 +52,64 @@ def _options(settings: Settings, retry: type[Any]) -> dict[str, Any]:
     }
 
 
-def _build(cls: Any, conn: str, setting: str, *names: str, options: dict[str, Any]) -> Any:
-    """A client of ``cls`` for the account ``conn`` (a connection string, or an account URL
-    that the machine's identity authorises), addressing ``names`` (container, blob or queue).
-    Each client owns its transport, so ``with client:`` closes its connections."""
-    if conn.startswith(("https://", "http://")):
-        return cls(conn.rstrip("/"), *names, credential=identity(), **options)
+def _build(cls: Any, conn: Connection, service: str, *names: str, options: dict[str, Any]) -> Any:
+    """A client of ``cls`` (of the ``blob`` or ``queue`` service) for the account of ``conn``,
+    addressing ``names`` (container, blob or queue). Each client owns its transport, so
+    ``with client:`` closes its connections."""
+    if conn.connection_string is None:
+        url = conn.url(service)
+        return cls(url, *names, credential=credential(conn.identity, conn.setting), **options)
     try:
-        return cls.from_connection_string(conn, *names, **options)
+        return cls.from_connection_string(conn.connection_string, *names, **options)
     except ValueError as exc:
-        raise ConfigError(setting, "<hidden>", f"a storage connection string ({exc})") from None
+        raise ConfigError(
+            conn.setting, "<hidden>", f"a storage connection string ({exc})"
+        ) from None
 
 
-def container(conn: str, name: str, settings: Settings, setting: str) -> ContainerClient:
-    """A container of the account ``conn``; ``setting`` names where ``conn`` came from."""
+def container(conn: Connection, name: str, settings: Settings) -> ContainerClient:
     from azure.storage.blob import ContainerClient, LinearRetry
 
     client: ContainerClient = _build(
-        ContainerClient, conn, setting, name, options=_options(settings, LinearRetry)
+        ContainerClient, conn, "blob", name, options=_options(settings, LinearRetry)
     )
     return client
 
 
-def blob(conn: str, container_name: str, path: str, settings: Settings, setting: str) -> BlobClient:
+def blob(conn: Connection, container_name: str, path: str, settings: Settings) -> BlobClient:
     from azure.storage.blob import BlobClient, LinearRetry
 
     client: BlobClient = _build(
-        BlobClient, conn, setting, container_name, path, options=_options(settings, LinearRetry)
+        BlobClient, conn, "blob", container_name, path, options=_options(settings, LinearRetry)
     )
     return client
 
 
 def blob_from_url(url: str, settings: Settings) -> BlobClient:
-    """A blob by URL: a SAS in its query authorises it, or else the machine's identity."""
+    """A blob by URL: a SAS in its query authorises it, or else ``DefaultAzureCredential``."""
     from urllib.parse import urlsplit
 
     from azure.storage.blob import BlobClient, LinearRetry
 
-    credential = None if urlsplit(url).query else identity()
-    return BlobClient.from_blob_url(url, credential=credential, **_options(settings, LinearRetry))
+    auth = None if urlsplit(url).query else credential(Identity(), "a blob URL without a SAS")
+    return BlobClient.from_blob_url(url, credential=auth, **_options(settings, LinearRetry))
 
 
-def queue(conn: str, name: str, settings: Settings, setting: str) -> QueueClient:
+def queue(conn: Connection, name: str, settings: Settings) -> QueueClient:
     from azure.storage.queue import LinearRetry, QueueClient
 
     client: QueueClient = _build(
-        QueueClient, conn, setting, name, options=_options(settings, LinearRetry)
+        QueueClient, conn, "queue", name, options=_options(settings, LinearRetry)
     )
     return client
 
 
-def queue_service(conn: str, settings: Settings, setting: str) -> QueueServiceClient:
+def queue_service(conn: Connection, settings: Settings) -> QueueServiceClient:
     """The queue service of an account: for a long-lived holder of many queues (a listener)."""
     from azure.storage.queue import LinearRetry, QueueServiceClient
 
     client: QueueServiceClient = _build(
-        QueueServiceClient, conn, setting, options=_options(settings, LinearRetry)
+        QueueServiceClient, conn, "queue", options=_options(settings, LinearRetry)
     )
     return client
 
@@ -114,18 +122,24 @@ def create_if_missing(create: Callable[[], object]) -> None:
         create()
 
 
-@functools.cache
-def identity() -> Any:
-    """``DefaultAzureCredential``: managed identity on Azure, a developer login elsewhere.
-    One per process, so its tokens are fetched once and refreshed, not per client."""
+def credential(identity: Identity | None, setting: str) -> Any:
+    """The ``azure-identity`` credential of ``identity`` (``setting`` asked for it): the managed
+    identity when ``__credential`` says so, the way Azure Functions authenticates, else
+    ``DefaultAzureCredential`` (managed identity on Azure, a developer login elsewhere)."""
     try:
-        from azure.identity import DefaultAzureCredential
+        return _credential(identity or Identity())
     except ImportError:
-        raise ImportError(
-            "storage without a key or SAS needs azure-identity: pip install 'mlfn[identity]' "
-            "(and add azure-identity to requirements.txt for Azure)"
-        ) from None
-    return DefaultAzureCredential()
+        raise PackageMissing(setting, "azure-identity", "identity") from None
+
+
+@functools.cache
+def _credential(identity: Identity) -> Any:
+    # One per identity and process, so its tokens are fetched once and refreshed, not per client.
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if identity.managed:
+        return ManagedIdentityCredential(client_id=identity.client_id)
+    return DefaultAzureCredential(managed_identity_client_id=identity.client_id)
 
 
 @contextmanager
@@ -154,7 +168,10 @@ def storage_errors(what: str, caller_errors: bool = False) -> Iterator[None]:
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise unavailable("cannot be reached", exc) from exc
     except ClientAuthenticationError as exc:
-        raise unavailable("refused the credentials", exc) from exc
+        # With a response the service refused the key or token; without one, azure-identity
+        # could not get a token (no identity, or its endpoint refused).
+        verb = "refused the credentials" if exc.response is not None else "got no token"
+        raise unavailable(verb, exc) from exc
     except HttpResponseError as exc:
         status = exc.status_code or 0
         if caller_errors and 400 <= status < 500 and status != 429:

@@ -73,7 +73,7 @@ class Payloads:
 
     def _container(self, name: str) -> Any:
         conn = clients.require(self._settings.storage_connection, STORAGE_SETTING)
-        return clients.container(conn, name, self._settings, STORAGE_SETTING)
+        return clients.container(conn, name, self._settings)
 
 
 def _json_content() -> Any:

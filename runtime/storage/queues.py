@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.config import STORAGE_SETTING, Settings
+from runtime.config import STORAGE_SETTING, Connection, Settings, storage_account
 from runtime.protocol import jobs, message_encoding
 from runtime.storage import clients
 
@@ -28,14 +28,14 @@ class Sent:
 class EndpointQueues:
     """The request and result queues of one endpoint, on one storage account.
 
-    connection: a connection string (or account URL) of the account; ``setting`` names the app
-        setting it came from, for errors.
+    connection: the account, as ``clients.connection`` reads an app setting, or a connection
+        string; ``setting`` names the app setting a string came from, for errors.
     encoding: the app's host.json ``messageEncoding``; ``base64`` (the default) or ``none``.
     """
 
     def __init__(
         self,
-        connection: str,
+        connection: Connection | str,
         requests: str,
         results: str,
         encoding: str = "base64",
@@ -43,8 +43,9 @@ class EndpointQueues:
         setting: str = STORAGE_SETTING,
         settings: Settings | None = None,
     ) -> None:
+        if isinstance(connection, str):
+            connection = storage_account(setting, connection)
         self._connection = connection
-        self._setting = setting
         self._settings = settings or Settings()
         self.requests = requests
         self.results = results
@@ -88,7 +89,7 @@ class EndpointQueues:
     def read_blob(self, ref: str) -> dict[str, Any]:
         """A result written to blob (``predictions_blob``)."""
         container, path = jobs.split_blob_ref(ref, "predictions_blob")
-        client = clients.blob(self._connection, container, path, self._settings, self._setting)
+        client = clients.blob(self._connection, container, path, self._settings)
         with client:
             doc: dict[str, Any] = json.loads(client.download_blob().readall())
         return doc
@@ -96,14 +97,14 @@ class EndpointQueues:
     def _queue(self, name: str) -> QueueClient:
         """The queue's client, created (with the queue, if missing) once per queue."""
         if name not in self._queues:
-            client = clients.queue(self._connection, name, self._settings, self._setting)
+            client = clients.queue(self._connection, name, self._settings)
             clients.create_if_missing(client.create_queue)
             self._queues[name] = client
         return self._queues[name]
 
     def _upload(self, ref: str, data: bytes) -> None:
         container, path = jobs.split_blob_ref(ref)
-        client = clients.container(self._connection, container, self._settings, self._setting)
+        client = clients.container(self._connection, container, self._settings)
         with client:
             clients.create_if_missing(client.create_container)
             client.upload_blob(path, data, overwrite=True)

@@ -30,13 +30,13 @@ class AzureBlob:
     @classmethod
     def from_az_uri(cls, container: str, blob: str, settings: Settings) -> AzureBlob:
         """``az://CONTAINER/PATH``: the account is ``MLFN_MODEL_STORE_CONNECTION`` (else
-        ``AzureWebJobsStorage``): a connection string, or an account URL for managed identity."""
+        ``AzureWebJobsStorage``), a connection string or an identity-based connection."""
         if not container or not blob:
             raise ValueError(f"az:// URIs need a container and a path: az://{container}/{blob}")
 
         def make() -> BlobClient:
             conn = clients.require(settings.store_connection, SETTING)
-            return clients.blob(conn, container, blob, settings, SETTING)
+            return clients.blob(conn, container, blob, settings)
 
         return cls(f"az://{container}/{blob}", make)
 

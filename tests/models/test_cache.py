@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from azure.storage.blob import ContainerClient
 
-from runtime.config import Settings
+from runtime.config import Settings, storage_account
 from runtime.digest import sha256_file
 from runtime.endpoint import Model
 from runtime.models.registry import ModelRegistry
@@ -58,7 +58,7 @@ def _registry(
     """A new registry over the same cache folder: what a restarted process sees."""
     settings = Settings(
         model_store=f"az://{container}",
-        store_connection=connection,
+        store_connection=storage_account("AzureWebJobsStorage", connection),
         cache_dir=tmp_path / "cache",
         store_retries=0,
         revalidate_s=revalidate_s,
@@ -152,10 +152,10 @@ def test_worker_processes_on_one_machine_share_one_download(
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from pathlib import Path
-        from runtime.config import Settings
+        from runtime.config import Settings, storage_account
         from runtime.models.cache import DiskCache
         from runtime.store import locate
-        settings = Settings(store_connection={azurite.connection_string!r})
+        settings = Settings(store_connection=storage_account("S", {azurite.connection_string!r}))
         while time.time() < float(sys.argv[1]):  # start together
             time.sleep(0.001)
         cached = DiskCache(Path({str(tmp_path / "cache")!r})).fetch(locate("az://{models_in_blob}/iris.onnx", settings))
@@ -303,11 +303,11 @@ def test_a_full_cache_disk_is_a_503_not_a_500(
     script = textwrap.dedent(f"""
         import resource, signal, sys
         from pathlib import Path
-        from runtime.config import Settings
+        from runtime.config import Settings, storage_account
         from runtime.endpoint import Model
         from runtime.errors import MlfnError
         from runtime.models.registry import ModelRegistry
-        settings = Settings(model_store="az://{models_in_blob}", store_connection=sys.argv[1],
+        settings = Settings(model_store="az://{models_in_blob}", store_connection=storage_account("S", sys.argv[1]),
                             cache_dir=Path(sys.argv[2]), store_retries=0)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))

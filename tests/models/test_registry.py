@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import Settings
+from runtime.config import Settings, storage_account
 from runtime.endpoint import Model
 from runtime.errors import IntegrityError, ModelNotInStore, StoreUnavailable
 from runtime.models.cache import DiskCache
@@ -29,7 +29,7 @@ def _cached_content(cache: Path) -> list[Path]:
 def _registry(azurite: AzuriteInfo, tmp_path: Path, container: str) -> ModelRegistry:
     settings = Settings(
         model_store=f"az://{container}",
-        store_connection=azurite.connection_string,
+        store_connection=storage_account("AzureWebJobsStorage", azurite.connection_string),
         cache_dir=tmp_path / "cache",
     )
     return ModelRegistry(settings, app_root=tmp_path)

@@ -11,18 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import Settings
+from runtime.config import Connection, Settings, storage_account
 from runtime.errors import ConfigError, ModelNotInStore, StoreUnavailable
 from runtime.store import locate, resolve_uri
 from runtime.store.azure_blob import AzureBlob
 from tests.conftest import AzuriteInfo
 
 
+def _account(connection_string: str) -> Connection:
+    return storage_account("MLFN_MODEL_STORE_CONNECTION", connection_string)
+
+
 def test_download_streams_the_exact_bytes_with_etag(
     azurite: AzuriteInfo, models_in_blob: str, example_models: dict[str, Path]
 ) -> None:
     source = locate(
-        f"az://{models_in_blob}/iris.onnx", Settings(store_connection=azurite.connection_string)
+        f"az://{models_in_blob}/iris.onnx",
+        Settings(store_connection=_account(azurite.connection_string)),
     )
     sink = io.BytesIO()
     info = source.download(sink)
@@ -34,7 +39,7 @@ def test_download_streams_the_exact_bytes_with_etag(
 def test_missing_blob_and_missing_container_are_model_not_in_store(
     azurite: AzuriteInfo, container: str
 ) -> None:
-    settings = Settings(store_connection=azurite.connection_string)
+    settings = Settings(store_connection=_account(azurite.connection_string))
     for uri in (f"az://{container}/absent.onnx", "az://no-such-container/model.onnx"):
         with pytest.raises(ModelNotInStore, match="does not exist"):
             locate(uri, settings).download(io.BytesIO())
@@ -47,7 +52,7 @@ def test_upload_records_sha256_metadata(
 
     from runtime.digest import sha256_file
 
-    settings = Settings(store_connection=azurite.connection_string)
+    settings = Settings(store_connection=_account(azurite.connection_string))
     target = AzureBlob.from_az_uri(container, "nested/diabetes.onnx", settings)
     digest = sha256_file(example_models["diabetes"])
     target.upload(example_models["diabetes"], sha256=digest)
@@ -98,7 +103,7 @@ def test_closed_port_is_store_unavailable_within_seconds_with_default_retries() 
         port = s.getsockname()[1]  # closed once the with-block ends
     started = time.monotonic()
     with pytest.raises(StoreUnavailable, match="cannot be reached"):
-        locate("az://models/iris.onnx", Settings(store_connection=_conn(port))).download(
+        locate("az://models/iris.onnx", Settings(store_connection=_account(_conn(port)))).download(
             io.BytesIO()
         )
     # The SDK's own defaults retry for minutes; the runtime's bounded policy must answer in seconds.
@@ -107,7 +112,7 @@ def test_closed_port_is_store_unavailable_within_seconds_with_default_retries() 
 
 def test_a_store_that_never_answers_times_out_as_unavailable(silent_server: int) -> None:
     settings = Settings(
-        store_connection=_conn(silent_server), store_read_timeout_s=1, store_retries=1
+        store_connection=_account(_conn(silent_server)), store_read_timeout_s=1, store_retries=1
     )
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
@@ -121,9 +126,11 @@ def test_az_models_without_a_connection_setting_name_the_key() -> None:
 
 
 def test_connection_falls_back_to_azure_web_jobs_storage() -> None:
-    assert Settings.from_mapping({"AzureWebJobsStorage": "A"}).store_connection == "A"
+    conn = Settings.from_mapping({"AzureWebJobsStorage": "A"}).store_connection
+    assert conn == storage_account("AzureWebJobsStorage", "A")
     both = {"AzureWebJobsStorage": "A", "MLFN_MODEL_STORE_CONNECTION": "B"}
-    assert Settings.from_mapping(both).store_connection == "B"
+    conn = Settings.from_mapping(both).store_connection
+    assert conn == storage_account("MLFN_MODEL_STORE_CONNECTION", "B")
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import azure.functions as func
 import onnxruntime as ort
 import pytest
 
-from runtime.config import Settings
+from runtime.config import Settings, storage_account
 from runtime.registration import build_app
 from tests.support import make_app
 
@@ -131,7 +131,7 @@ def test_unreachable_model_store_is_503_with_retry_after(
 ) -> None:
     dead = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
     settings = Settings(
-        store_connection=dead,
+        store_connection=storage_account("AzureWebJobsStorage", dead),
         cache_dir=tmp_path / "cache",
         store_retries=0,
         store_connect_timeout_s=1,

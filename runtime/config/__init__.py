@@ -13,6 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# Storage connections are settings too; ``runtime.config`` is where callers find them.
+from runtime.config.connection import CONNECTION_PROPERTIES as CONNECTION_PROPERTIES
+from runtime.config.connection import Connection as Connection
+from runtime.config.connection import Identity as Identity
+from runtime.config.connection import connection as connection
+from runtime.config.connection import storage_account as storage_account
 from runtime.errors import ConfigError
 
 log = logging.getLogger("mlfn.config")
@@ -129,18 +135,21 @@ class Settings(_FromEnvironment):
         text,
         "Store URI or folder that relative model paths resolve against.",
     )
-    store_connection: str | None = setting(
+    store_connection: Connection | None = setting(
         "MLFN_MODEL_STORE_CONNECTION",
         None,
-        text,
-        "Storage account of az:// models: a connection string or an account URL (managed "
-        "identity). Default: AzureWebJobsStorage.",
+        storage_account,
+        "Storage account of az:// models: a connection string, or the identity-based "
+        "MLFN_MODEL_STORE_CONNECTION__blobServiceUri (or __accountName). Default: "
+        "AzureWebJobsStorage.",
     )
-    storage_connection: str | None = setting(
+    storage_connection: Connection | None = setting(
         STORAGE_SETTING,
         None,
-        text,
-        "The app's own storage account: queues, claim-check payloads and large results.",
+        storage_account,
+        "The app's own storage account: queues, claim-check payloads and large results. A "
+        "connection string, or identity-based: AzureWebJobsStorage__accountName (or "
+        "__blobServiceUri and __queueServiceUri), __credential, __clientId.",
     )
     s3_endpoint_url: str | None = setting(
         "MLFN_S3_ENDPOINT_URL", None, text, "Endpoint of an S3-compatible store for s3:// models."
@@ -226,6 +235,10 @@ class Settings(_FromEnvironment):
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
         values = cls._read(env)
+        for name in ("store_connection", "storage_connection"):
+            found = connection(cls.variable(name), env)  # the identity-based form too
+            if found is not None:
+                values[name] = found
         if "store_connection" not in values:
             values["store_connection"] = values.get("storage_connection")
         return cls(**values)
@@ -277,6 +290,15 @@ def unknown_settings(env: Mapping[str, str]) -> list[str]:
     known = known_variables()
     found = []
     for name in sorted(n for n in env if n.upper().startswith(PREFIX) and n not in known):
+        base, _, prop = name.partition("__")
+        if base == Settings.variable("store_connection"):
+            if prop.lower() in {p.lower() for p in CONNECTION_PROPERTIES}:
+                continue
+            found.append(
+                f"{name} is not a property of a storage connection and is ignored; known: "
+                + ", ".join(CONNECTION_PROPERTIES)
+            )
+            continue
         close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
         found.append(f"{name} is not an mlfn setting and is ignored{hint}")

@@ -1,0 +1,1 @@
+"""From laptop to Azure: a new app, deploy readiness, the publish package, Kubernetes."""

@@ -1,0 +1,408 @@
+"""``mlfn check``: will ``func azure functionapp publish`` give a working app? Each finding is
+something that fails on Azure (or fails the publish) and can be seen before it.
+
+The app is indexed in a fresh interpreter the way the worker indexes it (runtime/deploy/probe.py,
+with the worker's load rules from runtime/host/worker_rules.py); the rest reads files: host.json,
+requirements.txt, .funcignore, the model references and the app settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.deploy import files, requirements
+
+REQUIRED = ("host.json", "function_app.py", "requirements.txt")
+BUNDLE_ID = "Microsoft.Azure.Functions.ExtensionBundle"
+# What a published package must not carry, by what it is: path prefixes that exist in the app.
+KEEP_OUT = {
+    "tests": "tests",
+    "test": "tests",
+    ".venv": "a virtual environment",
+    "venv": "a virtual environment",
+    ".env": "a virtual environment",
+    "__pycache__": "bytecode caches",
+    ".pytest_cache": "a test cache",
+    ".mypy_cache": "a type-checker cache",
+    ".ruff_cache": "a linter cache",
+    ".azurite": "Azurite data",
+    "__blobstorage__": "Azurite data",
+    "__queuestorage__": "Azurite data",
+    "__azurite_db_blob__.json": "Azurite data",
+    "__azurite_db_queue__.json": "Azurite data",
+    "node_modules": "node packages",
+}
+_BINDING_EXPRESSION = re.compile(r"%([^%]+)%")
+_AZURE_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]")
+_TIMESPAN = re.compile(r"-1|(\d+\.)?\d{1,2}:\d{2}:\d{2}(\.\d+)?")
+IDENTITY_SUFFIXES = ("__accountName", "__blobServiceUri", "__queueServiceUri", "__serviceUri")
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    functions: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def add(self, where: str, message: str) -> None:
+        self.findings.append(Finding(where, message))
+
+
+def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = True) -> Report:
+    """Every finding for the app at ``app_dir``; ``env`` is the environment the app would see
+    (default: this process's, with local.settings.json Values under it)."""
+    app_dir = app_dir.resolve()
+    report = Report()
+    settings = dict(os.environ if env is None else env)
+    _local_settings(app_dir, settings, report)
+    missing = [name for name in REQUIRED if not (app_dir / name).is_file()]
+    for name in missing:
+        report.add(name, "is missing; a Python app needs it at its root to publish")
+    if "function_app.py" in missing:
+        return report
+    package = files.package(app_dir)
+    _check_host_json(app_dir, report)
+    _check_funcignore(app_dir, package, report)
+    probed = _probe(app_dir, settings)
+    _check_index(app_dir, probed, settings, report)
+    if "requirements.txt" not in missing:
+        _check_requirements(app_dir, package, probed, settings, report)
+    _check_models(app_dir, package, probed, settings, report, fetch)
+    from runtime.config import unknown_settings
+
+    for sentence in unknown_settings(settings):
+        report.add("settings", sentence)
+    return report
+
+
+def _local_settings(app_dir: Path, settings: dict[str, str], report: Report) -> None:
+    from runtime.errors import LocalSettingsError
+    from runtime.host.local_settings import apply_local_settings
+
+    try:
+        apply_local_settings(app_dir, settings)
+    except LocalSettingsError as exc:
+        report.add("local.settings.json", str(exc))
+
+
+# --- host.json --------------------------------------------------------------------------------
+
+
+def _check_host_json(app_dir: Path, report: Report) -> None:
+    path = app_dir / "host.json"
+    if not path.is_file():
+        return
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        report.add("host.json", f"is not valid JSON: {exc}")
+        return
+    if not isinstance(doc, dict):
+        report.add("host.json", "must be a JSON object")
+        return
+    if doc.get("version") != "2.0":
+        report.add("host.json", f'"version" must be "2.0", not {doc.get("version")!r}')
+    timeout = doc.get("functionTimeout")
+    if timeout is not None and not _TIMESPAN.fullmatch(str(timeout)):
+        report.add("host.json", f"functionTimeout {timeout!r} is not a timespan like 00:10:00")
+    from runtime.errors import HostConfigError
+    from runtime.host.queue_options import QueueOptions
+    from runtime.host_json import HostConfig
+
+    try:
+        QueueOptions.from_host(HostConfig(doc))
+    except HostConfigError as exc:
+        report.add("host.json", str(exc))
+
+
+def _check_bundle(app_dir: Path, triggers: set[str], report: Report) -> None:
+    """Triggers other than HTTP and timers come from extensions: without the bundle the host
+    on Azure does not know the binding type and no function of the app starts."""
+    if not triggers - {"httpTrigger", "timerTrigger"}:
+        return
+    try:
+        doc = json.loads((app_dir / "host.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    bundle = doc.get("extensionBundle") if isinstance(doc, dict) else None
+    if not isinstance(bundle, dict) or bundle.get("id") != BUNDLE_ID:
+        report.add(
+            "host.json",
+            f'needs "extensionBundle": {{"id": "{BUNDLE_ID}", "version": "[4.*, 5.0.0)"}} '
+            f"for its {', '.join(sorted(triggers - {'httpTrigger', 'timerTrigger'}))}",
+        )
+    elif not re.fullmatch(r"\[\s*[\d.*]+\s*,\s*[\d.*]+\s*\)", str(bundle.get("version", ""))):
+        report.add(
+            "host.json",
+            f"extensionBundle version {bundle.get('version')!r} must be a range like "
+            '"[4.*, 5.0.0)"',
+        )
+
+
+# --- the publish package ----------------------------------------------------------------------
+
+
+def _check_funcignore(app_dir: Path, package: files.Package, report: Report) -> None:
+    if not (app_dir / files.FUNCIGNORE).is_file():
+        report.add(".funcignore", "is missing: publish would upload everything in the folder")
+    for relative, what in _kept_out_candidates(app_dir):
+        if package.includes(relative):
+            report.add(".funcignore", f"{relative} ({what}) would be published; add it")
+
+
+def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
+    for folder, dirs, names in os.walk(app_dir):
+        here = Path(folder).relative_to(app_dir)
+        dirs[:] = [d for d in dirs if d not in files.NEVER_DIRS]
+        for name in [*dirs, *names]:
+            if name in KEEP_OUT:
+                yield (here / name).as_posix(), KEEP_OUT[name]
+        dirs[:] = [d for d in dirs if d not in KEEP_OUT]
+
+
+# --- indexing ---------------------------------------------------------------------------------
+
+
+def _probe(app_dir: Path, settings: Mapping[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.deploy.probe", str(app_dir)],
+        capture_output=True,
+        text=True,
+        env={**settings, "PYTHONPATH": _runtime_path()},
+        timeout=300,
+        cwd=app_dir,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": f"indexing crashed: {tail}", "functions": [], "loaded": [], "models": []}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _runtime_path() -> str:
+    """Where this mlfn's ``runtime`` package lives, for the probe's interpreter."""
+    import runtime
+
+    return str(Path(runtime.__file__).resolve().parents[1])
+
+
+def _check_index(
+    app_dir: Path, probed: dict[str, Any], settings: Mapping[str, str], report: Report
+) -> None:
+    if probed["error"]:
+        report.add("function_app.py", probed["error"])
+        return
+    if not probed["functions"]:
+        report.add("function_app.py", "the app registers no function")
+    for module in probed["loaded"]:
+        report.add(
+            "function_app.py",
+            f"importing the app loads {module}: every cold start pays for it; import it on first "
+            "use",
+        )
+    triggers = {
+        b["type"] for f in probed["functions"] for b in f["bindings"] if "Trigger" in b["type"]
+    }
+    _check_bundle(app_dir, triggers, report)
+    for function in probed["functions"]:
+        name = function["name"]
+        report.functions.append(name)
+        for problem in function["problems"]:
+            report.add(f"function {name}", problem)
+        for binding in function["bindings"]:
+            _check_binding(name, binding, settings, report)
+
+
+def _check_binding(
+    function: str, binding: dict[str, Any], settings: Mapping[str, str], report: Report
+) -> None:
+    where = f"function {function}"
+    for key in ("queueName", "path", "containerName"):
+        value = binding.get(key)
+        if not isinstance(value, str):
+            continue
+        resolved = _resolve(value, settings)
+        if resolved is None:
+            unset = _BINDING_EXPRESSION.findall(value)
+            report.add(where, f"{key} {value!r} names app settings that are not set: {unset}")
+            continue
+        name = resolved.split("/", 1)[0] if key == "path" else resolved
+        if "{" in name:
+            continue  # a binding expression resolved per invocation
+        kind = "queue" if key == "queueName" else "container"
+        if not _AZURE_NAME.fullmatch(name):
+            report.add(
+                where,
+                f"{kind} name {name!r} is invalid: 3-63 lowercase letters, digits and single "
+                "hyphens, starting and ending with a letter or digit",
+            )
+    connection = binding.get("connection")
+    if binding.get("type", "").startswith(("queue", "blob")) and connection is None:
+        connection = "AzureWebJobsStorage"
+    if isinstance(connection, str) and not _provided(connection, settings):
+        report.add(
+            where,
+            f"connection {connection!r}: no setting provides it ({connection}, or "
+            f"{connection}__accountName / __blobServiceUri / __queueServiceUri); add it to the "
+            "app settings and to local.settings.json",
+        )
+
+
+def _resolve(value: str, settings: Mapping[str, str]) -> str | None:
+    unset = [n for n in _BINDING_EXPRESSION.findall(value) if n not in settings]
+    if unset:
+        return None
+    return _BINDING_EXPRESSION.sub(lambda m: settings[m.group(1)], value)
+
+
+def _provided(connection: str, settings: Mapping[str, str]) -> bool:
+    if settings.get(connection, "").strip():
+        return True
+    return any(settings.get(connection + suffix, "").strip() for suffix in IDENTITY_SUFFIXES)
+
+
+# --- requirements.txt -------------------------------------------------------------------------
+
+
+def _check_requirements(
+    app_dir: Path,
+    package: files.Package,
+    probed: dict[str, Any],
+    settings: Mapping[str, str],
+    report: Report,
+) -> None:
+    where = "requirements.txt"
+    named = requirements.named(app_dir / "requirements.txt")
+    for name, why in requirements.FORBIDDEN.items():
+        if name in named:
+            report.add(where, f"remove {named[name]!r}: {why}")
+    if not package.includes("requirements.txt"):
+        report.add(where, "is left out by .funcignore; the remote build needs it")
+    vendored = (app_dir / "runtime" / "__init__.py").is_file()
+    # A runtime/ folder carried by the app is mlfn's: its needs are mlfn's run-time ones.
+    own = [f for f in package.files if not (vendored and f.startswith("runtime/"))]
+    needed: dict[str, str] = {}
+    for module, source in requirements.imported_modules(app_dir, own).items():
+        needed.setdefault(requirements.distribution_of(module), f"{source} imports {module}")
+    imports_runtime = any(
+        m.split(".")[0] == "runtime"
+        for m in requirements.imported_modules(app_dir, own, keep={"runtime"})
+    )
+    if imports_runtime and vendored:
+        for dist in requirements.mlfn_run_time():
+            needed.setdefault(dist, "the runtime/ folder (mlfn) needs it")
+    elif imports_runtime:
+        needed.setdefault("mlfn", "the app imports runtime (mlfn)")
+    covered = requirements.with_dependencies(named)
+    if probed["functions"]:
+        covered.add("azure-functions")  # the platform provides it
+    uses_identity = any(k.endswith(IDENTITY_SUFFIXES) for k in settings)
+    if uses_identity:
+        needed.setdefault("azure-identity", "identity-based connections (X__accountName ...)")
+    for model in probed["models"]:
+        if str(model["uri"]).startswith("s3://"):
+            needed.setdefault("boto3", f"endpoint {model['endpoint']} reads its model from S3")
+    for dist, why in sorted(needed.items()):
+        extra_ok = dist in ("azure-identity", "boto3") and any(
+            line.startswith("mlfn[") for line in named.values()
+        )
+        if dist not in covered and not extra_ok:
+            report.add(where, f"does not name {dist} ({why})")
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+def _check_models(
+    app_dir: Path,
+    package: files.Package,
+    probed: dict[str, Any],
+    settings: Mapping[str, str],
+    report: Report,
+    fetch: bool,
+) -> None:
+    from runtime.config import Settings
+    from runtime.errors import ConfigError, MlfnError
+    from runtime.store import locate, resolve_uri
+
+    try:
+        config = Settings.from_mapping(settings)
+    except ConfigError as exc:
+        report.add("settings", exc.message)
+        return
+    for model in probed["models"]:
+        where = f"endpoint {model['endpoint']}"
+        try:
+            uri = resolve_uri(model["uri"], config, app_dir)
+        except ConfigError as exc:
+            report.add(where, f"model {model['uri']!r}: {exc.message}")
+            continue
+        if uri.startswith("file:"):
+            path = Path(uri.removeprefix("file://"))
+            if not path.is_file():
+                report.add(where, f"model file {path} does not exist")
+                continue
+            inside = _inside(path, app_dir)
+            if not inside or not package.includes(path.resolve().relative_to(app_dir).as_posix()):
+                report.add(where, f"model file {path} is not in the published package")
+            if model["sha256"] and _sha256(path) != model["sha256"]:
+                report.add(where, f"model file {path} does not have the pinned sha256")
+            continue
+        if not model["sha256"] or not fetch:
+            continue
+        try:
+            digest = _remote_sha256(locate(uri, config))
+        except MlfnError as exc:
+            report.notes.append(f"{where}: pinned digest not checked ({exc.message})")
+            continue
+        if digest != model["sha256"]:
+            report.add(where, f"the model at {model['uri']} does not have the pinned sha256")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    from runtime.digest import sha256_file
+
+    return sha256_file(path)
+
+
+def _remote_sha256(source: Any) -> str:
+    digest = hashlib.sha256()
+
+    class _Hashing:
+        def write(self, chunk: bytes) -> int:
+            digest.update(chunk)
+            return len(chunk)
+
+    source.download(_Hashing())
+    return digest.hexdigest()

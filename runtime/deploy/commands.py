@@ -1,0 +1,152 @@
+"""The deploy side of the ``mlfn`` command: ``init``, ``check``, ``pack`` and ``publish``."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+
+from runtime.errors import MlfnError
+
+CORE_TOOLS_HELP = (
+    "Azure Functions Core Tools (`func`) is not on PATH. Install it "
+    "(https://learn.microsoft.com/azure/azure-functions/functions-run-local), then run:"
+)
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--no-example", is_flag=True, help="Leave out the example endpoint and its model.")
+def init(directory: Path, no_example: bool) -> None:
+    """Create a new app in DIRECTORY: host.json, function_app.py, requirements.txt, local
+    settings, .funcignore and an example endpoint."""
+    from runtime.deploy.init import init_app
+
+    try:
+        init_app(directory, with_example=not no_example)
+    except MlfnError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"Created an mlfn app in {directory}/. Next:")
+    click.echo(f"  cd {shlex.quote(str(directory))}")
+    click.echo("  mlfn serve          # Azurite must be running for the queue triggers")
+    click.echo("  mlfn new NAME --model path/to/model.onnx")
+    click.echo("  mlfn check && mlfn publish YOUR_FUNCTION_APP")
+
+
+@click.command()
+@click.argument(
+    "directory", default=".", type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.option("--list-files", is_flag=True, help="Print the files publish would upload.")
+@click.option("--offline", is_flag=True, help="Do not fetch remote models to check pinned digests.")
+def check(directory: Path, list_files: bool, offline: bool) -> None:
+    """Is the app in DIRECTORY ready to publish? Exit 1 with one line per finding."""
+    if list_files:
+        from runtime.deploy.files import package
+
+        pkg = package(directory)
+        for name in pkg.files:
+            click.echo(name)
+        click.echo(f"{len(pkg.files)} files, {pkg.size:,} bytes", err=True)
+        return
+    _check_or_exit(directory, offline)
+
+
+def _check_or_exit(directory: Path, offline: bool = False) -> None:
+    from runtime.deploy.check import check as run_check
+
+    report = run_check(directory, fetch=not offline)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    if not report.ok:
+        for finding in report.findings:
+            click.echo(str(finding))
+        raise SystemExit(1)
+    click.echo(f"ok: {len(report.functions)} functions, ready to publish", err=True)
+
+
+@click.command()
+@click.argument(
+    "directory", default=".", type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The zip to write (default: DIRECTORY/build/package.zip, which .funcignore leaves out).",
+)
+def pack(directory: Path, out: Path | None) -> None:
+    """Write the zip that zip deploy (`publish --no-build`) uploads for the app in DIRECTORY.
+    Dependencies are not in it: the remote build installs requirements.txt."""
+    from runtime.deploy.files import package, write_zip
+
+    pkg = package(directory)
+    target = out or directory / "build" / "package.zip"
+    if target.resolve().is_relative_to(pkg.root):
+        relative = target.resolve().relative_to(pkg.root).as_posix()
+        if relative in pkg.files:
+            raise click.ClickException(f"{target} would be inside the package it is written from")
+    write_zip(pkg, target)
+    click.echo(f"{target}: {len(pkg.files)} files, {target.stat().st_size:,} bytes")
+
+
+@click.command()
+@click.argument("app")
+@click.option("--dry-run", is_flag=True, help="Check, then print the command without running it.")
+@click.option(
+    "--directory",
+    default=".",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The app folder.",
+)
+def publish(app: str, dry_run: bool, directory: Path) -> None:
+    """Check the app, then publish it to the function app APP with Core Tools."""
+    _check_or_exit(directory)
+    command = ["func", "azure", "functionapp", "publish", app, "--python"]
+    shown = " ".join(shlex.quote(part) for part in command)
+    if dry_run:
+        click.echo(shown)
+        return
+    if shutil.which("func") is None:
+        click.echo(CORE_TOOLS_HELP, err=True)
+        click.echo(f"  cd {shlex.quote(str(directory))} && {shown}")
+        raise SystemExit(1)
+    raise SystemExit(subprocess.run(command, cwd=directory).returncode)
+
+
+@click.command()
+@click.option("--image", default=None, help="Image to run (default: NAME:latest).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("k8s"),
+    show_default=True,
+    help="Folder for kubernetes.yaml.",
+)
+@click.option("--name", default=None, help="Kubernetes name of the app (default: the folder's).")
+@click.option(
+    "--force", is_flag=True, help="Overwrite a Dockerfile/.dockerignore mlfn did not write."
+)
+def kube(image: str | None, out_dir: Path, name: str | None, force: bool) -> None:
+    """Write a Dockerfile and Kubernetes manifests (a KEDA ScaledObject per queue trigger) for
+    the app in the current folder."""
+    from runtime.deploy.kube import write_kube
+    from runtime.errors import HostError
+    from runtime.host.local_settings import apply_local_settings
+
+    app_dir = Path.cwd()
+    env = dict(os.environ)
+    try:
+        apply_local_settings(app_dir, env)
+        written = write_kube(app_dir, out_dir, image, env=env, name=name, overwrite=force)
+    except HostError as exc:
+        raise click.ClickException(str(exc)) from None
+    except MlfnError as exc:
+        raise click.ClickException(exc.message) from None
+    for path in written:
+        click.echo(f"wrote {path}")

@@ -1,0 +1,89 @@
+"""Index an app in a fresh interpreter, as the Functions worker does at start, and print what
+``mlfn check`` needs as one JSON document:
+
+    python -m runtime.deploy.probe APP_DIR
+
+``functions``: name, raw bindings and why the worker would refuse each one; ``error``: why the
+app cannot be indexed at all; ``loaded``: the heavy modules importing it pulled in; ``models``:
+each endpoint's model reference. Run apart from the CLI so the app's imports are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+# What must wait for first use: importing any of these at indexing costs every cold start.
+HEAVY = (
+    "onnxruntime",
+    "numpy",
+    "pandas",
+    "torch",
+    "tensorflow",
+    "sklearn",
+    "azure.storage.blob",
+    "azure.storage.queue",
+    "azure.identity",
+    "boto3",
+    "pyarrow",
+)
+
+
+def probe(app_dir: Path) -> dict[str, Any]:
+    from runtime.host.local_settings import apply_local_settings
+
+    apply_local_settings(app_dir)
+    report: dict[str, Any] = {"error": None, "functions": [], "loaded": [], "models": []}
+    sys.path.insert(0, str(app_dir))
+    os.chdir(app_dir)
+    try:
+        import azure.functions  # noqa: F401  (the worker has it loaded before the app)
+
+        baseline = set(sys.modules)
+        import function_app  # noqa: F401
+    except BaseException as exc:
+        report["error"] = f"importing function_app.py failed: {_last_line(exc)}"
+        report["traceback"] = traceback.format_exc(limit=8)
+        return report
+    report["loaded"] = sorted(m for m in HEAVY if m in sys.modules and m not in baseline)
+
+    from runtime.errors import IndexingError
+    from runtime.host import worker_rules
+    from runtime.host.metadata import functions_of, registered_app
+
+    try:
+        app = registered_app()
+        functions = functions_of(app)
+    except IndexingError as exc:
+        report["error"] = str(exc)
+        return report
+    for f in functions:
+        report["functions"].append(
+            {
+                "name": f.get_function_name(),
+                "bindings": [json.loads(raw) for raw in f.get_raw_bindings()],
+                "problems": worker_rules.problems(f),
+            }
+        )
+    services = getattr(app, "services", None)
+    for name, bound in sorted(getattr(services, "endpoints", {}).items()):
+        model = bound.endpoint.model
+        report["models"].append({"endpoint": name, "uri": model.uri, "sha256": model.sha256})
+    return report
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"
+
+
+if __name__ == "__main__":
+    # The app may print or log while importing: keep stdout for the report alone.
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr
+    result = probe(Path(sys.argv[1]).resolve())
+    real_stdout.write(json.dumps(result) + "\n")

@@ -1,0 +1,266 @@
+"""``mlfn kube``: the manifests, parsed back, say what the app's own triggers say."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runtime.deploy.kube import BASE_IMAGE, MANIFESTS, dockerignore, render_kube, write_kube
+from runtime.errors import DeployError
+from runtime.host.metadata import FunctionInfo, index_app
+
+ROOT = Path(__file__).resolve().parents[2]
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+PLAIN_APP = """
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.route(route="score", methods=["POST"])
+def score(req: func.HttpRequest) -> str:
+    return "scored"
+
+
+@app.route(route="healthz", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def healthz(req: func.HttpRequest) -> str:
+    return "ok"
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%ORDERS_QUEUE%", connection="AzureWebJobsStorage")
+def orders(msg: func.QueueMessage) -> None:
+    pass
+
+
+@app.function_name("audit_log")
+@app.queue_trigger(arg_name="msg", queue_name="audit", connection="AuditStorage")
+def audit(msg: func.QueueMessage) -> None:
+    pass
+"""
+
+PLAIN_ENV = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "AuditStorage": "DefaultEndpointsProtocol=https;AccountName=audit;AccountKey=a2V5",
+    "ORDERS_QUEUE": "orders-in",
+    "MLFN_MODEL_STORE": "az://models",
+}
+
+
+@pytest.fixture
+def plain_app(tmp_path: Path, isolated_imports: None) -> Path:
+    app_dir = tmp_path / "shop_app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(PLAIN_APP)
+    (app_dir / "requirements.txt").write_text("azure-functions\n")
+    (app_dir / ".funcignore").write_text("__pycache__\n/local-only\ndocs/\n")
+    host = {"version": "2.0", "extensions": {"queues": {"batchSize": 8}}}
+    (app_dir / "host.json").write_text(json.dumps(host))
+    return app_dir
+
+
+def _docs(manifests: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(manifests) if d is not None]
+
+
+def _of(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in _container(deployment)["env"]}
+
+
+def _selected(deployment: dict[str, Any]) -> list[str]:
+    """The functions the Functions host of the Deployment runs, in order."""
+    env = _env(deployment)
+    prefix = "AzureFunctionsJobHost__functions__"
+    return [env[f"{prefix}{i}"] for i in range(len(env)) if f"{prefix}{i}" in env]
+
+
+def _check_against_triggers(
+    docs: list[dict[str, Any]], functions: list[FunctionInfo], env: dict[str, str], length: str
+) -> None:
+    deployments = _of(docs, "Deployment")
+    scaled = _of(docs, "ScaledObject")
+    for doc in docs:
+        assert DNS_LABEL.fullmatch(doc["metadata"]["name"]), doc["metadata"]["name"]
+
+    queue_functions = [f for f in functions if f.trigger.type == "queueTrigger"]
+    assert len(scaled) == len(queue_functions)
+    targets = [s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()]
+    assert len(set(targets)) == len(targets), "KEDA refuses two ScaledObjects on one workload"
+    for f in queue_functions:
+        (so,) = [s for s in scaled.values() if _selected(deployments[s["spec"]["scaleTargetRef"]["name"]])[0] == f.name]  # fmt: skip
+        assert so["spec"]["minReplicaCount"] == 0
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["type"] == "azure-queue"
+        queue = re.sub(r"%([^%]+)%", lambda m: env[m.group(1)], f.trigger.raw["queueName"])
+        assert trigger["metadata"] == {
+            "queueName": queue,
+            "queueLength": length,
+            "connectionFromEnv": f.trigger.connection,
+        }
+        assert "replicas" not in deployments[so["spec"]["scaleTargetRef"]["name"]]["spec"]
+
+    http = [f.name for f in functions if f.trigger.type == "httpTrigger"]
+    (service,) = _of(docs, "Service").values()
+    (http_deployment,) = [d for d in deployments.values() if _selected(d) == http]
+    assert service["metadata"]["name"] == http_deployment["metadata"]["name"]
+    pod_labels = http_deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    for deployment in deployments.values():
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        container = _container(deployment)
+        assert container["ports"] == [{"name": "http", "containerPort": 80}]
+        secret = container["envFrom"][0]["secretRef"]["name"]
+        assert secret.endswith("-settings")
+    # One app to the Functions host: the pods share keys and locks in the storage account.
+    assert len({_env(d)["AzureFunctionsWebHost__hostId"] for d in deployments.values()}) == 1
+    # Every function runs in exactly one Deployment, but for the probe routes that ride along.
+    probes = {"health_live", "health_ready", "healthz"}
+    primary = [n for d in deployments.values() for n in _selected(d) if n not in probes]
+    assert sorted(primary) == sorted(f.name for f in functions if f.name not in probes)
+
+
+def test_the_repository_app_gets_a_scaled_object_per_queue_trigger(isolated_imports: None) -> None:
+    env = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    functions = index_app(ROOT)
+    files = render_kube(ROOT, "registry.example/mlfn:1", env=env, functions=functions)
+    docs = _docs(files.manifests)
+
+    _check_against_triggers(docs, functions, env, "16")  # host.json batchSize
+    assert {f.name for f in functions if f.trigger.type == "queueTrigger"} == {
+        "iris_queue",
+        "diabetes_queue",
+    }
+    http = _of(docs, "Deployment")["main-http"]
+    container = _container(http)
+    assert container["image"] == "registry.example/mlfn:1"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/api/v2/health/live", "port": "http"}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/v2/health/ready"
+    # The queue pods run the health routes too, so that their probes have something to ask.
+    assert _selected(_of(docs, "Deployment")["main-iris-queue"]) == [
+        "iris_queue",
+        "health_live",
+        "health_ready",
+    ]
+    assert files.dockerfile.splitlines()[1] == f"FROM {BASE_IMAGE}"
+    assert "**/local.settings.json" in files.dockerignore.splitlines()
+
+
+def test_a_plain_v2_app_with_a_setting_named_queue(plain_app: Path) -> None:
+    out = plain_app / "k8s"
+    functions = index_app(plain_app)
+    written = write_kube(plain_app, out, "shop:2", env=PLAIN_ENV, functions=functions)
+    assert written == [plain_app / "Dockerfile", plain_app / ".dockerignore", out / MANIFESTS]
+    text = (out / MANIFESTS).read_text()
+    docs = _docs(text)
+
+    _check_against_triggers(docs, functions, PLAIN_ENV, "8")
+    deployments = _of(docs, "Deployment")
+    assert sorted(deployments) == ["shop-app-audit-log", "shop-app-http", "shop-app-orders"]
+    orders = _of(docs, "ScaledObject")["shop-app-orders"]
+    assert orders["spec"]["triggers"][0]["metadata"]["queueName"] == "orders-in"
+    # The host resolves %ORDERS_QUEUE% again in the pod: it must find what KEDA watches.
+    assert _env(deployments["shop-app-orders"])["ORDERS_QUEUE"] == "orders-in"
+    probe = _container(deployments["shop-app-http"])["readinessProbe"]["httpGet"]
+    assert probe == {"path": "/api/healthz", "port": "http"}
+    assert _selected(deployments["shop-app-orders"]) == ["orders", "healthz"]
+    # The Secret to create is named, with its keys and none of their values.
+    assert "kubectl create secret generic shop-app-settings" in text
+    for key in ("AzureWebJobsStorage", "AuditStorage", "MLFN_MODEL_STORE"):
+        assert f"--from-literal={key}='...'" in text
+    assert "AccountKey" not in text and "UseDevelopmentStorage" not in text
+    assert (plain_app / "Dockerfile").read_text().startswith("# Generated by mlfn kube")
+    # Its own files it writes again.
+    assert write_kube(plain_app, out, "shop:3", env=PLAIN_ENV, functions=functions) == written
+
+
+def test_a_queue_name_from_an_unset_setting_is_refused_naming_it(plain_app: Path) -> None:
+    env = {k: v for k, v in PLAIN_ENV.items() if k != "ORDERS_QUEUE"}
+    with pytest.raises(DeployError, match=r"function orders .* app setting ORDERS_QUEUE"):
+        render_kube(plain_app, env=env)
+
+
+def test_an_identity_based_connection_scales_with_workload_identity(plain_app: Path) -> None:
+    env = {k: v for k, v in PLAIN_ENV.items() if k != "AzureWebJobsStorage"}
+    env |= {"AzureWebJobsStorage__accountName": "shopdata", "AzureWebJobsStorage__clientId": "c1"}
+    docs = _docs(render_kube(plain_app, env=env).manifests)
+
+    trigger = _of(docs, "ScaledObject")["shop-app-orders"]["spec"]["triggers"][0]
+    assert trigger["metadata"] == {
+        "queueName": "orders-in",
+        "queueLength": "8",
+        "accountName": "shopdata",
+    }
+    auth = _of(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    assert auth["spec"] == {"podIdentity": {"provider": "azure-workload", "identityId": "c1"}}
+    # The connection-string queue is unchanged.
+    audit = _of(docs, "ScaledObject")["shop-app-audit-log"]["spec"]["triggers"][0]
+    assert audit["metadata"]["connectionFromEnv"] == "AuditStorage"
+    (account,) = _of(docs, "ServiceAccount").values()
+    assert account["metadata"]["annotations"] == {"azure.workload.identity/client-id": "c1"}
+    for deployment in _of(docs, "Deployment").values():
+        pod = deployment["spec"]["template"]
+        assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+        assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+        assert _env(deployment)["AzureWebJobsStorage__accountName"] == "shopdata"
+
+
+def test_an_identity_without_a_client_id_is_refused_naming_the_setting(plain_app: Path) -> None:
+    env = {k: v for k, v in PLAIN_ENV.items() if k != "AzureWebJobsStorage"}
+    env["AzureWebJobsStorage__accountName"] = "shopdata"
+    with pytest.raises(DeployError, match="AzureWebJobsStorage__clientId"):
+        render_kube(plain_app, env=env)
+
+
+def test_names_that_are_not_dns_labels_are_refused(plain_app: Path) -> None:
+    with pytest.raises(DeployError, match="'Shop App!'"):
+        render_kube(plain_app, env=PLAIN_ENV, name="Shop App!")
+
+
+def test_a_hand_written_dockerfile_is_kept(plain_app: Path) -> None:
+    (plain_app / "Dockerfile").write_text("FROM python:3.11\n")
+    with pytest.raises(DeployError, match="Dockerfile exists"):
+        write_kube(plain_app, plain_app / "k8s", env=PLAIN_ENV)
+    assert (plain_app / "Dockerfile").read_text() == "FROM python:3.11\n"
+
+
+def test_dockerignore_follows_funcignore_at_every_depth(tmp_path: Path) -> None:
+    (tmp_path / ".funcignore").write_text(
+        "# comment\n__pycache__\n/build\ndocs/\nsub/dir\n!keep.py\n"
+    )
+    lines = dockerignore(tmp_path).splitlines()
+    # gitignore's bare name matches at any depth; Docker's only at the root, unless **/.
+    assert lines[-5:] == ["**/__pycache__", "build", "**/docs", "sub/dir", "!**/keep.py"]
+    assert "local.settings.json" in lines and ".git" in lines
+
+
+def test_core_objects_validate_against_kubernetes_schemas(plain_app: Path) -> None:
+    """The Deployments and Service against the Kubernetes OpenAPI schemas, offline. The KEDA
+    objects (custom resources) have no schema here and are checked field by field above."""
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate",
+        reason="kubeconform is not packaged on PyPI, Debian or npm; the offline validator "
+        "kubernetes-validate (PyPI) is not installed",
+    )
+    docs = _docs(render_kube(plain_app, env=PLAIN_ENV).manifests)
+    version = kubernetes_validate.latest_version()
+    core = [d for d in docs if d["apiVersion"] in ("v1", "apps/v1")]
+    assert {d["kind"] for d in core} == {"Deployment", "Service"}
+    for doc in core:
+        kubernetes_validate.validate(doc, version, strict=True)
