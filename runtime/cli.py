@@ -91,10 +91,11 @@ def new(name: str, source: str, template: str, labels: str | None) -> None:
     click.echo("next:")
     for command in made.next_commands():
         click.echo(f"  {command}")
-    if "://" not in source and not source.startswith(("./", "../")) and Path(source).is_absolute():
+    if "://" not in source and not (app_dir / source).resolve().is_relative_to(app_dir.resolve()):
         click.echo(
-            "note: the model is a file on this machine; upload it to the model store "
-            "(mlfn upload) and reference that URI before deploying"
+            "note: the model file is outside the app folder, so a publish will not carry it: "
+            "copy it into the app (say models/) and reference ./models/..., or upload it "
+            "(mlfn upload) and reference that URI"
         )
 
 

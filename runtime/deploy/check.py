@@ -8,18 +8,17 @@ requirements.txt, .funcignore, the model references and the app settings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.deploy import files, requirements
+from runtime.deploy import files, model_check, requirements_check
+from runtime.deploy.findings import Report
 
 REQUIRED = ("host.json", "function_app.py", "requirements.txt")
 BUNDLE_ID = "Microsoft.Azure.Functions.ExtensionBundle"
@@ -44,30 +43,6 @@ KEEP_OUT = {
 _BINDING_EXPRESSION = re.compile(r"%([^%]+)%")
 _AZURE_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]")
 _TIMESPAN = re.compile(r"-1|(\d+\.)?\d{1,2}:\d{2}:\d{2}(\.\d+)?")
-IDENTITY_SUFFIXES = ("__accountName", "__blobServiceUri", "__queueServiceUri", "__serviceUri")
-
-
-@dataclass(frozen=True)
-class Finding:
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
-@dataclass
-class Report:
-    findings: list[Finding] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    functions: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def add(self, where: str, message: str) -> None:
-        self.findings.append(Finding(where, message))
 
 
 def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = True) -> Report:
@@ -76,7 +51,7 @@ def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = Tru
     app_dir = app_dir.resolve()
     report = Report()
     settings = dict(os.environ if env is None else env)
-    _local_settings(app_dir, settings, report)
+    values = _local_settings(app_dir, settings, report)
     missing = [name for name in REQUIRED if not (app_dir / name).is_file()]
     for name in missing:
         report.add(name, "is missing; a Python app needs it at its root to publish")
@@ -88,23 +63,30 @@ def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = Tru
     probed = _probe(app_dir, settings)
     _check_index(app_dir, probed, settings, report)
     if "requirements.txt" not in missing:
-        _check_requirements(app_dir, package, probed, settings, report)
-    _check_models(app_dir, package, probed, settings, report, fetch)
+        requirements_check.check_requirements(app_dir, package, probed, settings, report)
+    model_check.check_models(app_dir, package, probed, settings, report, fetch)
     from runtime.config import unknown_settings
 
-    for sentence in unknown_settings(settings):
-        report.add("settings", sentence)
+    # The app's settings are what local.settings.json declares (and what the app settings on
+    # Azure should mirror); this shell's environment is not deployed.
+    for sentence in unknown_settings(values):
+        report.add("local.settings.json", sentence)
     return report
 
 
-def _local_settings(app_dir: Path, settings: dict[str, str], report: Report) -> None:
+def _local_settings(app_dir: Path, settings: dict[str, str], report: Report) -> dict[str, str]:
+    """Put local.settings.json Values under ``settings``; return all of them."""
     from runtime.errors import LocalSettingsError
     from runtime.host.local_settings import apply_local_settings
 
+    values: dict[str, str] = {}
     try:
-        apply_local_settings(app_dir, settings)
+        apply_local_settings(app_dir, values)
     except LocalSettingsError as exc:
         report.add("local.settings.json", str(exc))
+    for key, value in values.items():
+        settings.setdefault(key, value)
+    return values
 
 
 # --- host.json --------------------------------------------------------------------------------
@@ -281,128 +263,5 @@ def _resolve(value: str, settings: Mapping[str, str]) -> str | None:
 def _provided(connection: str, settings: Mapping[str, str]) -> bool:
     if settings.get(connection, "").strip():
         return True
-    return any(settings.get(connection + suffix, "").strip() for suffix in IDENTITY_SUFFIXES)
-
-
-# --- requirements.txt -------------------------------------------------------------------------
-
-
-def _check_requirements(
-    app_dir: Path,
-    package: files.Package,
-    probed: dict[str, Any],
-    settings: Mapping[str, str],
-    report: Report,
-) -> None:
-    where = "requirements.txt"
-    named = requirements.named(app_dir / "requirements.txt")
-    for name, why in requirements.FORBIDDEN.items():
-        if name in named:
-            report.add(where, f"remove {named[name]!r}: {why}")
-    if not package.includes("requirements.txt"):
-        report.add(where, "is left out by .funcignore; the remote build needs it")
-    vendored = (app_dir / "runtime" / "__init__.py").is_file()
-    # A runtime/ folder carried by the app is mlfn's: its needs are mlfn's run-time ones.
-    own = [f for f in package.files if not (vendored and f.startswith("runtime/"))]
-    needed: dict[str, str] = {}
-    for module, source in requirements.imported_modules(app_dir, own).items():
-        needed.setdefault(requirements.distribution_of(module), f"{source} imports {module}")
-    imports_runtime = any(
-        m.split(".")[0] == "runtime"
-        for m in requirements.imported_modules(app_dir, own, keep={"runtime"})
-    )
-    if imports_runtime and vendored:
-        for dist in requirements.mlfn_run_time():
-            needed.setdefault(dist, "the runtime/ folder (mlfn) needs it")
-    elif imports_runtime:
-        needed.setdefault("mlfn", "the app imports runtime (mlfn)")
-    covered = requirements.with_dependencies(named)
-    if probed["functions"]:
-        covered.add("azure-functions")  # the platform provides it
-    uses_identity = any(k.endswith(IDENTITY_SUFFIXES) for k in settings)
-    if uses_identity:
-        needed.setdefault("azure-identity", "identity-based connections (X__accountName ...)")
-    for model in probed["models"]:
-        if str(model["uri"]).startswith("s3://"):
-            needed.setdefault("boto3", f"endpoint {model['endpoint']} reads its model from S3")
-    for dist, why in sorted(needed.items()):
-        extra_ok = dist in ("azure-identity", "boto3") and any(
-            line.startswith("mlfn[") for line in named.values()
-        )
-        if dist not in covered and not extra_ok:
-            report.add(where, f"does not name {dist} ({why})")
-
-
-# --- models -----------------------------------------------------------------------------------
-
-
-def _check_models(
-    app_dir: Path,
-    package: files.Package,
-    probed: dict[str, Any],
-    settings: Mapping[str, str],
-    report: Report,
-    fetch: bool,
-) -> None:
-    from runtime.config import Settings
-    from runtime.errors import ConfigError, MlfnError
-    from runtime.store import locate, resolve_uri
-
-    try:
-        config = Settings.from_mapping(settings)
-    except ConfigError as exc:
-        report.add("settings", exc.message)
-        return
-    for model in probed["models"]:
-        where = f"endpoint {model['endpoint']}"
-        try:
-            uri = resolve_uri(model["uri"], config, app_dir)
-        except ConfigError as exc:
-            report.add(where, f"model {model['uri']!r}: {exc.message}")
-            continue
-        if uri.startswith("file:"):
-            path = Path(uri.removeprefix("file://"))
-            if not path.is_file():
-                report.add(where, f"model file {path} does not exist")
-                continue
-            inside = _inside(path, app_dir)
-            if not inside or not package.includes(path.resolve().relative_to(app_dir).as_posix()):
-                report.add(where, f"model file {path} is not in the published package")
-            if model["sha256"] and _sha256(path) != model["sha256"]:
-                report.add(where, f"model file {path} does not have the pinned sha256")
-            continue
-        if not model["sha256"] or not fetch:
-            continue
-        try:
-            digest = _remote_sha256(locate(uri, config))
-        except MlfnError as exc:
-            report.notes.append(f"{where}: pinned digest not checked ({exc.message})")
-            continue
-        if digest != model["sha256"]:
-            report.add(where, f"the model at {model['uri']} does not have the pinned sha256")
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-    except ValueError:
-        return False
-    return True
-
-
-def _sha256(path: Path) -> str:
-    from runtime.digest import sha256_file
-
-    return sha256_file(path)
-
-
-def _remote_sha256(source: Any) -> str:
-    digest = hashlib.sha256()
-
-    class _Hashing:
-        def write(self, chunk: bytes) -> int:
-            digest.update(chunk)
-            return len(chunk)
-
-    source.download(_Hashing())
-    return digest.hexdigest()
+    suffixes = requirements_check.IDENTITY_SUFFIXES
+    return any(settings.get(connection + suffix, "").strip() for suffix in suffixes)

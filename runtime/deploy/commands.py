@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from runtime.errors import MlfnError
+from runtime.errors import HostError, MlfnError
 
 CORE_TOOLS_HELP = (
     "Azure Functions Core Tools (`func`) is not on PATH. Install it "
@@ -28,6 +28,8 @@ def init(directory: Path, no_example: bool) -> None:
 
     try:
         init_app(directory, with_example=not no_example)
+    except HostError as exc:
+        raise click.ClickException(str(exc)) from None
     except MlfnError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"Created an mlfn app in {directory}/. Next:")
@@ -136,7 +138,6 @@ def kube(image: str | None, out_dir: Path, name: str | None, force: bool) -> Non
     """Write a Dockerfile and Kubernetes manifests (a KEDA ScaledObject per queue trigger) for
     the app in the current folder."""
     from runtime.deploy.kube import write_kube
-    from runtime.errors import HostError
     from runtime.host.local_settings import apply_local_settings
 
     app_dir = Path.cwd()

@@ -27,9 +27,10 @@ FILES = {
 
 
 def app_templates() -> Path:
-    """The ``app`` scaffold shipped with mlfn (``runtime/scaffolds`` in a wheel; in a checkout,
-    a link to the repository's ``scaffolds/``)."""
-    return Path(__file__).resolve().parents[1] / "scaffolds" / "app"
+    """The ``app`` scaffold shipped with mlfn."""
+    from runtime.scaffold import TEMPLATES_DIR
+
+    return TEMPLATES_DIR / "app"
 
 
 def mlfn_requirement() -> str:

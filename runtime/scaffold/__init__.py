@@ -10,7 +10,6 @@ import json
 import keyword
 import re
 import shlex
-import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,13 @@ from runtime.errors import ScaffoldError
 from runtime.models.onnx_model import TensorSpec
 from runtime.models.reference import Model
 from runtime.protocol.jobs import check_queue_name, requests_queue, results_queue
+from runtime.scaffold.classifier import FLOATS, classifier_outputs, fill_values
 from runtime.store.base import Progress
 
 TEMPLATES = ("tensor", "classifier", "regressor")
 # metadata_props keys a converter may use to name a classifier's classes (a JSON list).
-CLASSES_KEYS = ("mlfn.classes", "classes")
-_FLOATS = ("float", "double", "float16")
-_NUMBERED = "numbered (the model names none)"
+# The templates: package data in a wheel; in a checkout, a link to the repository's scaffolds/.
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 
 @dataclass(frozen=True)
@@ -131,13 +130,13 @@ def render_endpoint(
         values["output_args"] = "\n".join(
             f'            {f.attr}=out["{f.onnx_name}"][row].tolist(),' for f in out_fields
         )
-        if _classifier_outputs(signature.outputs):
+        if classifier_outputs(signature.outputs):
             notes.append(
                 "hint: the model looks like a classifier (a label and a probability output); "
                 "--template classifier serves class names and a probability per class"
             )
     elif template == "classifier":
-        notes.append(_classifier_values(values, local, signature, labels))
+        notes.append(fill_values(values, local, signature.outputs, signature.metadata, labels))
     else:
         _regressor_values(values, signature.outputs)
     values["typing_import"] = (
@@ -171,9 +170,7 @@ def render_tensor_endpoint(
 def _render(app_dir: Path, template: str, values: Mapping[str, object]) -> str:
     """Template ``template`` filled in. The one place that knows where templates live: the app's
     own ``scaffolds/<template>/endpoint.py.tmpl`` if it has one, else mlfn's."""
-    # runtime/scaffolds: package data in a wheel, a link to the repository's scaffolds/ in a
-    # checkout (as for `mlfn init`'s app template).
-    builtin = Path(__file__).resolve().parent / "scaffolds"
+    builtin = TEMPLATES_DIR
     for folder in (app_dir / "scaffolds", builtin):
         path = folder / template / "endpoint.py.tmpl"
         if path.is_file():
@@ -280,169 +277,19 @@ def _attr_name(onnx_name: str) -> str:
     return attr
 
 
-# --- classifier ---------------------------------------------------------------------------------
-
-
-def _classifier_outputs(outputs: list[TensorSpec]) -> tuple[TensorSpec, TensorSpec] | None:
-    """A classifier's label output (int64 or string, one per row) and probability output
-    (float [batch, classes], or a ZipMap's sequence of maps), if the model has both."""
-    label = next(
-        (o for o in outputs if o.element_type in ("int64", "string") and len(o.shape or ()) == 1),
-        None,
-    )
-    probabilities = next(
-        (
-            o
-            for o in outputs
-            if (o.element_type in _FLOATS and len(o.shape or ()) == 2)
-            or o.onnx_type.startswith("seq(map(")
-        ),
-        None,
-    )
-    return (label, probabilities) if label and probabilities else None
-
-
-@dataclass(frozen=True)
-class _Classes:
-    labels: list[int | str]  # as the label output gives them, in probability-column order
-    names: list[str]  # served for each label
-    origin: str  # where the names come from: "from --labels", ...
-
-
-def _classifier_values(
-    values: dict[str, object], path: Path, signature: _Signature, given: Sequence[str] | None
-) -> str:
-    """Fill ``values`` for the classifier template; return a line naming the classes."""
-    found = _classifier_outputs(signature.outputs)
-    if found is None:
-        outputs = ", ".join(f"{o.name} {o.onnx_type}" for o in signature.outputs)
-        raise ScaffoldError(
-            "the classifier scaffold needs a label output (int64 or string, shaped [batch]) and "
-            f"a probability output (float [batch, classes], or a ZipMap); the model has {outputs}"
-        )
-    label, probabilities = found
-    zipmap = probabilities.element_type is None
-    classes = _classes(path, signature.metadata, label, probabilities, given)
-    note = f"Class names come {classes.origin}."
-    if classes.origin == _NUMBERED:
-        note = (
-            "The model names none of its classes, so each is named by the number its label output "
-            "gives it: edit CLASSES, or run mlfn new again with --labels."
-        )
-    values.update(
-        classes_note=textwrap.fill(note, width=99),
-        classes="\n".join(
-            f"    {json.dumps(x, ensure_ascii=False)}: {json.dumps(n, ensure_ascii=False)},"
-            for x, n in zip(classes.labels, classes.names, strict=True)
-        ),
-        label_output=json.dumps(label.name),
-        probability_rows=f"out[{json.dumps(probabilities.name)}]" + ("" if zipmap else ".tolist()"),
-        probabilities="{CLASSES[k]: p for k, p in probs.items()}"
-        if zipmap
-        else "dict(zip(CLASSES.values(), probs, strict=True))",
-    )
-    return f"classes {classes.origin}: {', '.join(classes.names)}"
-
-
-def _classes(
-    path: Path,
-    metadata: Mapping[str, str],
-    label: TensorSpec,
-    probabilities: TensorSpec,
-    given: Sequence[str] | None,
-) -> _Classes:
-    """The model's class labels, and their names: ``given`` (--labels), else those in the
-    model's metadata, else string labels themselves, else the label numbers."""
-    width = probabilities.shape[1] if probabilities.shape else None
-    labels = _graph_class_labels(path)
-    stored = None if given else _metadata_classes(metadata)
-    if labels is None:  # not a scikit-learn converter's graph: an argmax, say
-        if label.element_type == "string":
-            raise ScaffoldError(
-                f"output {label.name!r} gives string labels but the graph lists none; "
-                "use --template tensor"
-            )
-        count = width or len(given or (stored[1] if stored else ()))
-        if not count:
-            raise ScaffoldError("cannot tell how many classes the model has: pass --labels")
-        labels = list(range(count))  # the label is the column
-    if width is not None and width != len(labels):
-        raise ScaffoldError(
-            f"the graph lists {len(labels)} class labels but {probabilities.name!r} has "
-            f"{width} columns"
-        )
-
-    if given:
-        names, origin = list(given), "from --labels"
-    elif stored:
-        names, origin = stored[1], f"from the model's metadata ({stored[0]})"
-    else:
-        names = [str(x) for x in labels]
-        named = all(isinstance(x, str) for x in labels)
-        origin = "from the model's own labels" if named else _NUMBERED
-    if len(names) != len(labels):
-        raise ScaffoldError(
-            f"{len(names)} class names {origin}; the model has {len(labels)} classes"
-        )
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated or not all(names):
-        problem = f"repeat: {', '.join(map(repr, repeated))}" if repeated else "include ''"
-        raise ScaffoldError(f"class names {origin} {problem}")
-    return _Classes(labels, names, origin)
-
-
-def _metadata_classes(metadata: Mapping[str, str]) -> tuple[str, list[str]] | None:
-    """The class names a converter stored in metadata_props, with the key it used."""
-    for key in CLASSES_KEYS:
-        if key in metadata:
-            try:
-                names = json.loads(metadata[key])
-            except ValueError:
-                names = None
-            if not isinstance(names, list) or not all(
-                isinstance(n, str | int) and not isinstance(n, bool) for n in names
-            ):
-                raise ScaffoldError(
-                    f"metadata_props {key!r} must be a JSON list of class names, not "
-                    f"{metadata[key][:80]!r} (or pass --labels)"
-                )
-            return key, [str(n) for n in names]
-    return None
-
-
-def _graph_class_labels(path: Path) -> list[int | str] | None:
-    """The labels a classifier node (scikit-learn's converters: ``LinearClassifier``, ``ZipMap``,
-    tree ensembles...) lists, in the order of its probability columns; None if none does."""
-    try:
-        import onnx
-    except ImportError:
-        raise ScaffoldError(
-            "the classifier scaffold reads class labels from the model's graph with the onnx "
-            "package: pip install onnx"
-        ) from None
-    graph = onnx.load(str(path), load_external_data=False).graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.name == "classlabels_strings" and attribute.strings:
-                return [s.decode() for s in attribute.strings]
-            if attribute.name == "classlabels_int64s" and attribute.ints:
-                return list(attribute.ints)
-    return None
-
-
 # --- regressor ----------------------------------------------------------------------------------
 
 
 def _regressor_values(values: dict[str, object], outputs: list[TensorSpec]) -> None:
     """Fill ``values`` for the regressor template: ``prediction``, or ``prediction_0``... for a
     model with several targets."""
-    if _classifier_outputs(outputs):
+    if classifier_outputs(outputs):
         raise ScaffoldError("the model looks like a classifier: use --template classifier")
     spec = outputs[0]
     shape = spec.shape or ()
     if (
         len(outputs) != 1
-        or spec.element_type not in _FLOATS
+        or spec.element_type not in FLOATS
         or len(shape) not in (1, 2)
         or (len(shape) == 2 and shape[1] is None)
     ):

@@ -1,0 +1,84 @@
+"""``mlfn check`` on the endpoints' model references: a file exists and is in the published
+package; a pinned sha256 matches the file, or the store where it can be reached."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from runtime.deploy import files
+from runtime.deploy.findings import Report
+
+
+def check_models(
+    app_dir: Path,
+    package: files.Package,
+    probed: dict[str, Any],
+    settings: Mapping[str, str],
+    report: Report,
+    fetch: bool,
+) -> None:
+    from runtime.config import Settings
+    from runtime.errors import ConfigError, MlfnError
+    from runtime.store import locate, resolve_uri
+
+    try:
+        config = Settings.from_mapping(settings)
+    except ConfigError as exc:
+        report.add("settings", exc.message)
+        return
+    for model in probed["models"]:
+        where = f"endpoint {model['endpoint']}"
+        try:
+            uri = resolve_uri(model["uri"], config, app_dir)
+        except ConfigError as exc:
+            report.add(where, f"model {model['uri']!r}: {exc.message}")
+            continue
+        if uri.startswith("file:"):
+            path = Path(uri.removeprefix("file://"))
+            if not path.is_file():
+                report.add(where, f"model file {path} does not exist")
+                continue
+            inside = _inside(path, app_dir)
+            if not inside or not package.includes(path.resolve().relative_to(app_dir).as_posix()):
+                report.add(where, f"model file {path} is not in the published package")
+            if model["sha256"] and _sha256(path) != model["sha256"]:
+                report.add(where, f"model file {path} does not have the pinned sha256")
+            continue
+        if not model["sha256"] or not fetch:
+            continue
+        try:
+            digest = _remote_sha256(locate(uri, config))
+        except MlfnError as exc:
+            report.notes.append(f"{where}: pinned digest not checked ({exc.message})")
+            continue
+        if digest != model["sha256"]:
+            report.add(where, f"the model at {model['uri']} does not have the pinned sha256")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    from runtime.digest import sha256_file
+
+    return sha256_file(path)
+
+
+def _remote_sha256(source: Any) -> str:
+    digest = hashlib.sha256()
+
+    class _Hashing:
+        def write(self, chunk: bytes) -> int:
+            digest.update(chunk)
+            return len(chunk)
+
+    source.download(_Hashing())
+    return digest.hexdigest()

@@ -1,0 +1,90 @@
+"""``mlfn init``, ``pack`` and ``publish`` through the command line, in process."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from runtime.cli import main
+from runtime.deploy import example_model
+from runtime.deploy.check import check
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    done = CliRunner().invoke(main, ["init", str(tmp_path / "app")])
+    assert done.exit_code == 0, done.output
+    return tmp_path / "app"
+
+
+def test_init_writes_an_app_that_passes_check(app: Path) -> None:
+    for name in (
+        "host.json",
+        "function_app.py",
+        "requirements.txt",
+        "local.settings.json",
+        ".funcignore",
+        ".gitignore",
+        "README.md",
+        "functions/example/endpoint.py",
+    ):
+        assert (app / name).is_file(), name
+    report = check(app, env={})
+    assert report.ok, [str(f) for f in report.findings]
+    assert {"example_predict", "example_queue", "health_live"} <= set(report.functions)
+
+
+def test_init_refuses_a_folder_that_already_has_an_app(app: Path) -> None:
+    before = (app / "host.json").read_text()
+    done = CliRunner().invoke(main, ["init", str(app)])
+    assert done.exit_code == 1
+    assert "already has host.json" in done.output and "not overwriting" in done.output
+    assert (app / "host.json").read_text() == before
+
+
+def test_the_example_model_is_valid_onnx_and_computes_what_it_says() -> None:
+    data = example_model.build()
+    assert data == example_model.build()  # the same bytes on every run
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    rows = [[1.0, 2.0, 3.0, 4.0], [-1.5, 0.0, 2.5, 10.0]]
+    (y,) = ort.InferenceSession(data).run(None, {"x": np.array(rows, dtype=np.float32)})
+    np.testing.assert_allclose(y.ravel(), example_model.expected(rows), rtol=1e-6)
+
+
+def test_pack_writes_exactly_the_files_publish_would_upload(app: Path) -> None:
+    listed = CliRunner().invoke(main, ["check", str(app), "--list-files"])
+    done = CliRunner().invoke(main, ["pack", str(app)])
+    assert done.exit_code == 0, done.output
+    with zipfile.ZipFile(app / "build" / "package.zip") as z:
+        names = z.namelist()
+        assert z.read("host.json") == (app / "host.json").read_bytes()
+    assert names == listed.stdout.split()
+    assert "local.settings.json" not in names and "models/example.onnx" in names
+    again = CliRunner().invoke(main, ["pack", str(app)])  # the zip itself is not packed
+    assert again.exit_code == 0
+    with zipfile.ZipFile(app / "build" / "package.zip") as z:
+        assert z.namelist() == names
+
+
+def test_publish_checks_first_and_says_how_to_get_core_tools(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no `func` here, whatever this machine has
+    dry = CliRunner().invoke(main, ["publish", "myapp", "--dry-run", "--directory", str(app)])
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.strip() == "func azure functionapp publish myapp --python"
+    real = CliRunner().invoke(main, ["publish", "myapp", "--directory", str(app)])
+    assert real.exit_code == 1
+    assert "Core Tools" in real.stderr and "func azure functionapp publish myapp" in real.stdout
+
+    (app / "requirements.txt").unlink()
+    broken = CliRunner().invoke(main, ["publish", "myapp", "--dry-run", "--directory", str(app)])
+    assert broken.exit_code == 1
+    assert "requirements.txt: is missing" in broken.stdout
+    assert "func azure" not in broken.stdout
