@@ -117,7 +117,7 @@ def run(quick: bool = False) -> tuple[str, str]:
     """The cold-start table and the load lines behind it, under the Azurite ``make bench`` or
     ``scripts.azurite run`` started."""
     conn = os.environ.get("AzureWebJobsStorage")  # noqa: SIM112 - Azure's own name
-    if not conn or "MLFN_AZURITE_LOG" not in os.environ:
+    if not conn or "AZURITE_LOG" not in os.environ:
         raise SystemExit("run under Azurite: python -m scripts.azurite run -- python -m bench.run")
     tmp = Path(tempfile.mkdtemp(prefix="mlfn-bench-"))
     models = build_all(tmp / "models")

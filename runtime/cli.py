@@ -80,6 +80,11 @@ def new(name: str, source: str, template: str, labels: str | None) -> None:
     from runtime.scaffold import render_endpoint
 
     app_dir = Path.cwd()
+    if not (app_dir / "function_app.py").is_file():
+        raise click.ClickException(
+            f"{app_dir} has no function_app.py: run mlfn new in an app folder (mlfn init DIR "
+            "makes one)"
+        )
     names = [n.strip() for n in labels.split(",")] if labels is not None else None
     with _told(), _progress_bar(f"fetching {source.rsplit('/', 1)[-1]}") as progress:
         made = render_endpoint(
@@ -196,18 +201,28 @@ def _endpoint_queues(name: str) -> EndpointQueues:
 @click.option("--id", "job_id", default=None, help="The request's id (default: a new uuid).")
 def enqueue(name: str, data: str, job_id: str | None) -> None:
     """Send a scoring request to endpoint NAME's request queue."""
-    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    from runtime.protocol import json_input
+    from runtime.protocol.jobs import check_job_id
+
     try:
+        text = Path(data[1:]).read_text() if data.startswith("@") else data
+    except OSError as exc:
+        raise click.ClickException(f"--data {data}: {exc.strerror or exc}") from None
+    # What the endpoint would refuse (NaN, a bad id) is refused here, before it is queued.
+    with _told():
+        if job_id is not None:
+            check_job_id(job_id)
         if data.startswith("@") and data.endswith(".jsonl"):
-            instances = [json.loads(line) for line in text.splitlines() if line.strip()]
+            lines = [line for line in text.splitlines() if line.strip()]
+            instances = [json_input.loads(line, "a line of --data") for line in lines]
         else:
-            doc = json.loads(text)
+            doc = json_input.loads(text, "--data")
             instances = doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
-    except (ValueError, KeyError) as exc:
-        raise click.ClickException(f"--data is not JSON instances: {exc}") from None
     if not isinstance(instances, list):
         raise click.ClickException('--data must be {"instances": [...]} or a list of instances')
-    sent = _endpoint_queues(name).send(name, instances, job_id)
+    queues = _endpoint_queues(name)
+    with _told(), _storage("the request queue"):
+        sent = queues.send(name, instances, job_id)
     via = f" (instances in blob {sent.instances_blob})" if sent.instances_blob else ""
     click.echo(f"queued {sent.id} on {sent.queue}{via}")
 
@@ -220,8 +235,22 @@ def enqueue(name: str, data: str, job_id: str | None) -> None:
 @click.option("--keep", is_flag=True, help="Leave the messages on the queue.")
 def results(name: str, wait_s: float, keep: bool) -> None:
     """Print (and remove) the result messages of endpoint NAME, one JSON document a line."""
-    for doc in _endpoint_queues(name).receive(wait_s=wait_s, delete=not keep):
-        click.echo(json.dumps(doc))
+    queues = _endpoint_queues(name)
+    with _told(), _storage("the result queue"):
+        for doc in queues.receive(wait_s=wait_s, delete=not keep):
+            click.echo(json.dumps(doc))
+
+
+@contextmanager
+def _storage(what: str) -> Iterator[None]:
+    """Storage SDK errors as mlfn's (StoreUnavailable names what was being reached)."""
+    from runtime.storage.clients import NotFound, storage_errors
+
+    try:
+        with storage_errors(what):
+            yield
+    except NotFound as exc:
+        raise click.ClickException(f"{exc} does not exist") from None
 
 
 @contextmanager

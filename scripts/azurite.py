@@ -4,7 +4,7 @@ against it, and stop it whatever the outcome.
     python -m scripts.azurite run [--default-ports] [--location DIR] -- COMMAND...
 
 The command gets ``AzureWebJobsStorage`` (a connection string with the actual ports),
-``MLFN_AZURITE_BLOB_PORT``, ``MLFN_AZURITE_QUEUE_PORT`` and ``MLFN_AZURITE_LOG`` (Azurite's
+``AZURITE_BLOB_PORT``, ``AZURITE_QUEUE_PORT`` and ``AZURITE_LOG`` (Azurite's
 access log: one line per request, which tests use to count downloads).
 """
 
@@ -56,9 +56,9 @@ class Azurite:
     def env(self) -> dict[str, str]:
         return {
             "AzureWebJobsStorage": self.connection_string,
-            "MLFN_AZURITE_BLOB_PORT": str(self.blob_port),
-            "MLFN_AZURITE_QUEUE_PORT": str(self.queue_port),
-            "MLFN_AZURITE_LOG": str(self.log_path),
+            "AZURITE_BLOB_PORT": str(self.blob_port),
+            "AZURITE_QUEUE_PORT": str(self.queue_port),
+            "AZURITE_LOG": str(self.log_path),
         }
 
     def stop(self) -> None:

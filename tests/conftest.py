@@ -25,12 +25,12 @@ class AzuriteInfo:
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteInfo]:
-    if os.environ.get("MLFN_AZURITE_LOG"):
+    if os.environ.get("AZURITE_LOG"):
         yield AzuriteInfo(
             os.environ["AzureWebJobsStorage"],  # noqa: SIM112 - Azure's own name
-            int(os.environ["MLFN_AZURITE_BLOB_PORT"]),
-            int(os.environ["MLFN_AZURITE_QUEUE_PORT"]),
-            Path(os.environ["MLFN_AZURITE_LOG"]),
+            int(os.environ["AZURITE_BLOB_PORT"]),
+            int(os.environ["AZURITE_QUEUE_PORT"]),
+            Path(os.environ["AZURITE_LOG"]),
         )
         return
     tmp = tmp_path_factory.mktemp("azurite")

@@ -15,7 +15,7 @@ def test_every_benchmark_runs_and_prints_its_table(azurite: AzuriteInfo) -> None
     env = {
         **os.environ,
         "AzureWebJobsStorage": azurite.connection_string,
-        "MLFN_AZURITE_LOG": str(azurite.log_path),
+        "AZURITE_LOG": str(azurite.log_path),
     }
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--no-write"],

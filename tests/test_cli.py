@@ -106,3 +106,35 @@ def test_unknown_endpoint_names_the_known_ones(mlfn: Mlfn) -> None:
     assert done.exit_code == 1, _failed(done)
     assert isinstance(done.exception, SystemExit), done.exc_info  # a message, not a crash
     assert "no queue-triggered endpoint 'tulips'" in done.stderr and "iris" in done.stderr
+
+
+def test_enqueue_refuses_what_the_endpoint_would_refuse_before_queueing(
+    mlfn: Mlfn, tmp_path: Path
+) -> None:
+    missing = mlfn("enqueue", "iris", "--data", f"@{tmp_path / 'nothing.json'}")
+    assert missing.exit_code == 1 and "No such file or directory" in missing.output, _failed(
+        missing
+    )
+    nan = mlfn("enqueue", "iris", "--data", '{"instances": [{"sepal_length": NaN}]}')
+    assert nan.exit_code == 1 and "not a finite JSON number" in nan.output, _failed(nan)
+    bad_id = mlfn("enqueue", "iris", "--data", json.dumps([FLOWER]), "--id", "bad id!")
+    assert bad_id.exit_code == 1 and '"id" must be a string' in bad_id.output, _failed(bad_id)
+    for result in (missing, nan, bad_id):
+        assert result.exc_info is None or result.exc_info[0] is SystemExit
+
+
+def test_enqueue_and_results_say_storage_is_unreachable_in_one_line(
+    mlfn: Mlfn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nobody = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;"
+        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+        "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    )
+    monkeypatch.setenv("AzureWebJobsStorage", nobody)
+    monkeypatch.setenv("MLFN_STORE_RETRIES", "0")
+    for args in (("enqueue", "iris", "--data", json.dumps([FLOWER])), ("results", "iris")):
+        result = mlfn(*args)
+        assert result.exit_code == 1, _failed(result)
+        assert "cannot be reached" in result.output, _failed(result)
+        assert result.exc_info is None or result.exc_info[0] is SystemExit, _failed(result)

@@ -151,7 +151,7 @@ def _check_funcignore(app_dir: Path, package: files.Package, report: Report) -> 
         report.add(".funcignore", "is missing: publish would upload everything in the folder")
     for relative, what in _kept_out_candidates(app_dir):
         if package.includes(relative):
-            report.add(".funcignore", f"{relative} ({what}) would be published; add it")
+            report.add(".funcignore", f"{relative}/ ({what}) would be published: add it")
 
 
 def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
@@ -161,7 +161,11 @@ def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
         for name in [*dirs, *names]:
             if name in KEEP_OUT:
                 yield (here / name).as_posix(), KEEP_OUT[name]
-        dirs[:] = [d for d in dirs if d not in KEEP_OUT]
+            elif name in dirs and files.is_virtualenv(Path(folder) / name):
+                yield (here / name).as_posix(), "a virtual environment"
+        dirs[:] = [
+            d for d in dirs if d not in KEEP_OUT and not files.is_virtualenv(Path(folder) / d)
+        ]
 
 
 # --- indexing ---------------------------------------------------------------------------------

@@ -21,20 +21,30 @@ CORE_TOOLS_HELP = (
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--no-example", is_flag=True, help="Leave out the example endpoint and its model.")
-def init(directory: Path, no_example: bool) -> None:
+@click.option(
+    "--wheel",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The mlfn wheel the app installs (default: the one this mlfn was installed from).",
+)
+def init(directory: Path, no_example: bool, wheel: Path | None) -> None:
     """Create a new app in DIRECTORY: host.json, function_app.py, requirements.txt, local
     settings, .funcignore and an example endpoint."""
     from runtime.deploy.init import init_app
 
     try:
-        init_app(directory, with_example=not no_example)
+        made = init_app(directory, with_example=not no_example, wheel=wheel)
     except HostError as exc:
         raise click.ClickException(str(exc)) from None
     except MlfnError as exc:
         raise click.ClickException(exc.message) from None
+    for note in made.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"Created an mlfn app in {directory}/. Next:")
     click.echo(f"  cd {shlex.quote(str(directory))}")
-    click.echo("  mlfn serve          # Azurite must be running for the queue triggers")
+    click.echo(
+        "  mlfn serve          # queue triggers need Azurite: npx azurite --skipApiVersionCheck"
+    )
     click.echo("  mlfn new NAME --model path/to/model.onnx")
     click.echo("  mlfn check && mlfn publish YOUR_FUNCTION_APP")
 
@@ -150,4 +160,7 @@ def kube(image: str | None, out_dir: Path, name: str | None, force: bool) -> Non
     except MlfnError as exc:
         raise click.ClickException(exc.message) from None
     for path in written:
-        click.echo(f"wrote {path}")
+        shown = (
+            path.resolve().relative_to(app_dir) if path.resolve().is_relative_to(app_dir) else path
+        )
+        click.echo(f"wrote {shown}")

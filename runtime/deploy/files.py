@@ -33,6 +33,11 @@ class Package:
         return any(f == relative or f.startswith(prefix) for f in self.files)
 
 
+def is_virtualenv(folder: Path) -> bool:
+    """A virtual environment, whatever its name (venv and virtualenv both write this file)."""
+    return (folder / "pyvenv.cfg").is_file()
+
+
 def ignore_spec(root: Path) -> object | None:
     """The app's ``.funcignore`` as a gitignore matcher (``pathspec``), or None without one."""
     path = root / FUNCIGNORE

@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from runtime.deploy import files
 from runtime.deploy.findings import Report
@@ -36,8 +37,8 @@ def check_models(
         except ConfigError as exc:
             report.add(where, f"model {model['uri']!r}: {exc.message}")
             continue
-        if uri.startswith("file:"):
-            path = Path(uri.removeprefix("file://"))
+        if uri.startswith(("file:", "/")):
+            path = Path(unquote(urlsplit(uri).path))
             if not path.is_file():
                 report.add(where, f"model file {path} does not exist")
                 continue

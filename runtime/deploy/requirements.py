@@ -90,6 +90,8 @@ def imported_modules(root: Path, files: Iterable[str], keep: Iterable[str] = ())
     for relative in files:
         if not relative.endswith(".py") or relative.startswith(LOCAL_ONLY):
             continue
+        if "site-packages/" in relative or _in_virtualenv(root, relative):
+            continue  # a published venv is its own finding; its imports are not the app's
         try:
             tree = ast.parse((root / relative).read_bytes())
         except SyntaxError:
@@ -106,6 +108,11 @@ def imported_modules(root: Path, files: Iterable[str], keep: Iterable[str] = ())
                     continue
                 found.setdefault(name, relative)
     return found
+
+
+def _in_virtualenv(root: Path, relative: str) -> bool:
+    parts = Path(relative).parts[:-1]
+    return any((root.joinpath(*parts[: i + 1]) / "pyvenv.cfg").is_file() for i in range(len(parts)))
 
 
 @cache

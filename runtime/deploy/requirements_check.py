@@ -27,6 +27,20 @@ def check_requirements(
             report.add(where, f"remove {named[name]!r}: {why}")
     if not package.includes("requirements.txt"):
         report.add(where, "is left out by .funcignore; the remote build needs it")
+    for line in named.values():
+        if line.endswith(".whl") and "://" not in line:
+            wheel = (app_dir / line).resolve()
+            relative = wheel.relative_to(app_dir) if wheel.is_relative_to(app_dir) else None
+            if not wheel.is_file():
+                report.add(where, f"{line} does not exist")
+            elif relative is None or not package.includes(relative.as_posix()):
+                report.add(where, f"{line} is not in the published package, so pip cannot find it")
+    if "mlfn" in named and not named["mlfn"].endswith(".whl") and "://" not in named["mlfn"]:
+        report.notes.append(
+            f"requirements.txt installs {named['mlfn']} from the package index; where mlfn is not "
+            "there, ship its wheel in wheels/ (mlfn init --wheel FILE does) or set "
+            "PIP_EXTRA_INDEX_URL"
+        )
     vendored = (app_dir / "runtime" / "__init__.py").is_file()
     # A runtime/ folder carried by the app is mlfn's: its needs are mlfn's run-time ones.
     own = [f for f in package.files if not (vendored and f.startswith("runtime/"))]

@@ -10,9 +10,16 @@ import logging
 from collections.abc import Callable
 
 from runtime.host.http_server import HttpHost, Receive, Scope, Send
-from runtime.host.queue_listener import QueueListener
+from runtime.host.queue_listener import (
+    STORAGE_HINT,
+    QueueListener,
+    first_line,
+    unreachable_storage,
+)
 
 log = logging.getLogger("mlfn.host")
+RESTART_S = 5
+MAX_RESTART_S = 60
 
 DRAIN_S = 30.0
 
@@ -64,10 +71,27 @@ class HostApp:
 
     async def _guard(self, listener: QueueListener) -> None:
         assert self._stop is not None
+        wait_s = RESTART_S
         while not self._stop.is_set():
             try:
                 await listener.run(self._stop)
-            except Exception:
-                log.exception("queue listener of %s failed; restarting in 5s", listener.info.name)
+                wait_s = RESTART_S
+            except Exception as exc:
+                if unreachable_storage(exc):
+                    # One line, backing off: a missing emulator is a setup step, not a crash.
+                    log.warning(
+                        "queue listener of %s cannot reach its storage account (%s): %s; "
+                        "retrying in %ds (%s)",
+                        listener.info.name,
+                        listener.setting,
+                        first_line(exc),
+                        wait_s,
+                        STORAGE_HINT,
+                    )
+                else:
+                    log.exception(
+                        "queue listener of %s failed; restarting in %ds", listener.info.name, wait_s
+                    )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 5)
+                    await asyncio.wait_for(self._stop.wait(), wait_s)
+                wait_s = min(wait_s * 2, MAX_RESTART_S)

@@ -46,6 +46,24 @@ POISON_SUFFIX = "-poison"
 MAX_INVISIBLE_S = 7 * 24 * 3600.0  # the queue service's limit on a visibility timeout
 
 
+STORAGE_HINT = (
+    "is the storage emulator running? npx azurite --skipApiVersionCheck; or serve HTTP only "
+    "with --no-queues"
+)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unreachable_storage(exc: BaseException) -> bool:
+    """A storage account that does not answer, or answers that it will not serve us."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+    return isinstance(exc, ServiceRequestError | HttpResponseError | OSError)
+
+
 def resolve(value: str, env: Mapping[str, str]) -> str:
     """Binding expressions ``%Setting%`` are read from app settings, as the host does."""
 
@@ -126,16 +144,23 @@ class QueueListener:
         await self._accounts.io(self._accounts.ensure, self.setting, self.queue_name)
         in_flight: set[asyncio.Task[None]] = set()
         delay = MIN_POLLING_S
+        outage = ""
         while not stop.is_set():
             if len(in_flight) > self._options.new_batch_threshold:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
                 messages = await self._accounts.io(self._receive)
+                if outage:
+                    log.info("polling queue %s works again", self.queue_name)
+                    outage = ""
             except Exception as exc:  # storage down: keep polling, as the host does
-                log.warning(
-                    "polling queue %s failed: %s", self.queue_name, str(exc).splitlines()[0]
-                )
+                reason = first_line(exc)
+                if reason != outage:  # said once per outage, not once per poll
+                    log.warning(
+                        "polling queue %s failed: %s (%s)", self.queue_name, reason, STORAGE_HINT
+                    )
+                outage = reason
                 messages = []
             if messages:
                 delay = MIN_POLLING_S

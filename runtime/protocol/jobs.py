@@ -104,12 +104,7 @@ def parse_job(body: bytes) -> Job:
     doc = json_input.loads(body, "the message")
     if not isinstance(doc, dict):
         raise BadRequest('the message must be a JSON object {"id": ..., "instances": [...]}')
-    job_id = doc.get("id")
-    if not isinstance(job_id, str) or not _ID.fullmatch(job_id):
-        raise BadRequest(
-            '"id" must be a string of 1-128 letters, digits, ".", "_" or "-" (it names the result)',
-            detail=[{"field": "id", "message": "missing or invalid"}],
-        )
+    job_id = check_job_id(doc.get("id"))
     has_list, has_blob = "instances" in doc, "instances_blob" in doc
     if has_list == has_blob:
         raise BadRequest(
@@ -126,11 +121,22 @@ def parse_job(body: bytes) -> Job:
     return Job(job_id, doc.get("instances"), doc.get("instances_blob"))
 
 
+def check_job_id(job_id: Any) -> str:
+    """``job_id`` if it can name a job (and its result blob); BadRequest otherwise."""
+    if not isinstance(job_id, str) or not _ID.fullmatch(job_id):
+        raise BadRequest(
+            '"id" must be a string of 1-128 letters, digits, ".", "_" or "-" (it names the result)',
+            detail=[{"field": "id", "message": "missing or invalid"}],
+        )
+    return job_id
+
+
 def job_id_of(body: bytes) -> str | None:
-    """The ``id`` of a message that could not be read as a job, if it has one at all."""
+    """The ``id`` of a message that could not be read as a job, if it has one at all: read
+    leniently (NaN, Infinity), so the error result of a job refused for them still names it."""
     try:
-        doc = json_input.loads(body, "the message")
-    except BadRequest:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
         return None
     job_id = doc.get("id") if isinstance(doc, dict) else None
     return job_id if isinstance(job_id, str) else None

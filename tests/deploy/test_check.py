@@ -188,10 +188,18 @@ CASES: dict[str, Case] = {
     ),
     "no_funcignore": Case(".funcignore: is missing", None, funcignore=None),
     "tests_published": Case(
-        "tests (tests) would be published",
+        "tests/ (tests) would be published",
         None,
         funcignore=".venv\n",
         files={"tests/test_app.py": "pass\n"},
+    ),
+    "virtualenv_of_any_name": Case(
+        "env/ (a virtual environment) would be published",
+        None,
+        files={
+            "env/pyvenv.cfg": "home = /usr/bin\n",
+            "env/lib/python3.11/site-packages/tornado/web.py": "import tornado.ioloop\n",
+        },
     ),
     "unknown_setting": Case(
         "MLFN_MAX_BATCH is not an mlfn setting", None, settings={"MLFN_MAX_BATCH": "8"}
@@ -231,6 +239,8 @@ def test_each_broken_app_gets_its_finding(tmp_path: Path, name: str) -> None:
     report = check(_write(tmp_path / "app", case), env={})
     assert not report.ok
     assert any(case.finding in str(f) for f in report.findings), [str(f) for f in report.findings]
+    # One cause, one line: nothing inside a published venv is read as the app's own imports.
+    assert not [f for f in report.findings if "site-packages" in str(f)]
 
 
 def test_the_plain_app_and_the_repository_pass(tmp_path: Path) -> None:
@@ -261,6 +271,15 @@ def test_model_files_must_exist_be_published_and_match_their_pin(tmp_path: Path)
         assert report.ok is ok, [str(f) for f in report.findings]
         if not ok:
             assert "does not have the pinned sha256" in str(report.findings)
+
+    outside = tmp_path / "elsewhere" / "linear.onnx"
+    outside.parent.mkdir()
+    outside.write_bytes(example_model.build())
+    for reference in (str(outside), outside.as_uri()):  # a bare path as mlfn new writes it
+        far = check(_mlfn_app(tmp_path / f"far{len(reference)}", reference), env={})
+        assert any("is not in the published package" in str(f) for f in far.findings), reference
+    gone = check(_mlfn_app(tmp_path / "gone", str(tmp_path / "gone.onnx")), env={})
+    assert any("gone.onnx does not exist" in str(f) for f in gone.findings)
 
     store = check(_mlfn_app(tmp_path / "store", "linear.onnx"), env={})
     assert any("MLFN_MODEL_STORE" in str(f) for f in store.findings)

@@ -88,3 +88,28 @@ def test_publish_checks_first_and_says_how_to_get_core_tools(
     assert broken.exit_code == 1
     assert "requirements.txt: is missing" in broken.stdout
     assert "func azure" not in broken.stdout
+
+
+def test_new_outside_an_app_folder_says_so_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(example_model.build())
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["new", "linear", "--model", str(model)])
+    assert done.exit_code == 1
+    assert "has no function_app.py" in done.output and "mlfn init" in done.output
+    assert not (tmp_path / "functions").exists()
+
+
+def test_new_with_a_model_outside_the_app_says_it_will_not_be_published(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = app.parent / "model.onnx"
+    model.write_bytes(example_model.build())
+    monkeypatch.chdir(app)
+    done = CliRunner().invoke(main, ["new", "linear", "--model", "../model.onnx"])
+    assert done.exit_code == 0, done.output
+    assert "outside the app folder, so a publish will not carry it" in done.output
+    report = check(app, env={})
+    assert any("not in the published package" in str(f) for f in report.findings)

@@ -139,7 +139,8 @@ def _check_against_triggers(
 def test_the_repository_app_gets_a_scaled_object_per_queue_trigger(isolated_imports: None) -> None:
     env = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
     functions = index_app(ROOT)
-    files = render_kube(ROOT, "registry.example/mlfn:1", env=env, functions=functions)
+    # Named, not left to the checkout's folder name (main, fresh, ...).
+    files = render_kube(ROOT, "registry.example/mlfn:1", env=env, name="main", functions=functions)
     docs = _docs(files.manifests)
 
     _check_against_triggers(docs, functions, env, "16")  # host.json batchSize
@@ -264,3 +265,18 @@ def test_core_objects_validate_against_kubernetes_schemas(plain_app: Path) -> No
     assert {d["kind"] for d in core} == {"Deployment", "Service"}
     for doc in core:
         kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_image_installs_from_the_app_folder_with_its_wheels(plain_app: Path) -> None:
+    functions = index_app(plain_app)
+    without = render_kube(plain_app, "r/app:1", env=PLAIN_ENV, functions=functions).dockerfile
+    assert "COPY wheels/" not in without
+    (plain_app / "wheels").mkdir()
+    (plain_app / "wheels" / "mlfn-0.1.0-py3-none-any.whl").write_bytes(b"")
+    with_wheels = render_kube(plain_app, "r/app:1", env=PLAIN_ENV, functions=functions).dockerfile
+    lines = with_wheels.splitlines()
+    # requirements.txt may name ./wheels/mlfn-...whl: the wheel is there before pip runs.
+    assert lines.index("COPY wheels/ ./wheels/") < lines.index(
+        "RUN pip install --no-cache-dir -r requirements.txt"
+    )
+    assert "WORKDIR /home/site/wwwroot" in lines

@@ -90,8 +90,10 @@ def test_init_new_check_serve_from_the_installed_wheel(
     done = _run(installed, "init", "app", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     app = tmp_path / "app"
+    # mlfn is not on PyPI: the app carries the wheel it was made with, and installs that.
     requirements = (app / "requirements.txt").read_text()
-    assert "mlfn==0.1.0" in requirements.splitlines()
+    assert "./wheels/mlfn-0.1.0-py3-none-any.whl" in requirements.splitlines()
+    assert (app / "wheels" / "mlfn-0.1.0-py3-none-any.whl").is_file()
 
     (app / "models" / "iris.onnx").write_bytes(example_models["iris"].read_bytes())
     done = _run(installed, "new", "iris", "--model", "models/iris.onnx", cwd=app)
@@ -100,6 +102,7 @@ def test_init_new_check_serve_from_the_installed_wheel(
     assert done.returncode == 0, done.stdout + done.stderr
     listed = _run(installed, "check", "--list-files", cwd=app).stdout.split()
     assert "models/iris.onnx" in listed and "local.settings.json" not in listed
+    assert "wheels/mlfn-0.1.0-py3-none-any.whl" in listed
 
     host = LocalHost(app, {}, args=("--no-queues",), mlfn=installed / "mlfn").start()
     try:

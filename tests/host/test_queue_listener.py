@@ -269,3 +269,26 @@ def test_lease_renewal_goes_on_while_the_apps_thread_pool_is_starved(
     finally:
         host.stop()
     assert host.output().count("Executed 'Functions.starve'") == 1
+
+
+def test_unreachable_storage_is_one_line_with_a_hint_not_a_traceback_per_retry(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "function_app.py").write_text(PLAIN_QUEUE_APP)
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0"}))
+    nobody = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;"
+        "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+        "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    )
+    env = {"AzureWebJobsStorage": nobody, "JOBS_QUEUE": "jobs", "MLFN_STORE_RETRIES": "0"}
+    host = LocalHost(tmp_path, env).start()
+    try:
+        wait_for(lambda: "cannot reach its storage account" in host.output(), 30, "the warning")
+        time.sleep(3)  # long enough for a second try at the old fixed 5 s... and its traceback
+    finally:
+        host.stop()
+    output = host.output()
+    assert "Traceback" not in output
+    assert "npx azurite --skipApiVersionCheck" in output and "--no-queues" in output
+    assert output.count("cannot reach its storage account") <= 2

@@ -129,3 +129,13 @@ def test_messages_no_parser_could_read_are_bad_requests(body: bytes, message: st
     with pytest.raises(BadRequest, match=message):
         parse_job(body)
     assert jobs.job_id_of(body) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id": "job-7", "instances": [{"x": NaN}]}', b'{"id": "job-7", "instances": [1e999]}'],
+)
+def test_a_job_refused_for_non_finite_numbers_still_names_its_id(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="not a finite JSON number"):
+        jobs.parse_job(body)
+    assert jobs.job_id_of(body) == "job-7"
