@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MLFN = Path(sys.executable).parent / "mlfn"
 # The Functions worker's own indexing code (azure-functions-runtime) runs on Python 3.13 only;
 # `make setup` builds this venv where a python3.13 exists.
-WORKER_PYTHON = ROOT / "build" / "worker313" / "bin" / "python"
+WORKER_PYTHON = ROOT / ".venv-3.13" / "bin" / "python"
 WORKER_PROBE = ROOT / "tests" / "worker_index_probe.py"
 needs_worker = pytest.mark.skipif(
     not WORKER_PYTHON.exists(),
-    reason="no Python 3.13 venv with azure-functions-runtime (build/worker313): python3.13 "
+    reason="no Python 3.13 venv with azure-functions-runtime (.venv-3.13): python3.13 "
     "was not found by make setup",
 )
 

@@ -168,7 +168,9 @@ def _hostile_messages() -> list[tuple[str, bytes]]:
         ("error", b'{"id": "deep", "instances": ' + b"[" * 17_000 + b"]" * 17_000 + b"}"),
         ("error", b'{"id": "huge", "instances": [' + b"7" * 5000 + b"]}"),
         ("error", b'{"id": "nan", "instances": [{"sepal_length": NaN}]}'),
-        ("error", b"\xff\xfe not utf-8"),
+        # Not text: the Storage extension cannot bind it as a string, so the function never
+        # runs; the message is retried, then poisoned (docs/decisions.md, entry 18).
+        ("poison", b"\xff\xfe not utf-8"),
         ("error", b""),
         ("error", b"{" * 10),
     ]
@@ -193,7 +195,7 @@ def _junk(rng: random.Random, depth: int) -> object:
     return {rng.choice(["sepal_length", "x", ""]): _junk(rng, depth - 1) for _ in range(3)}
 
 
-def test_hostile_queue_messages_all_end_as_results_or_error_results_none_poisoned(
+def test_hostile_queue_messages_all_end_as_results_or_error_results_bar_non_text(
     tmp_path: Path, example_models: dict[str, Path], azurite: AzuriteInfo
 ) -> None:
     prefix = f"h{uuid.uuid4().hex[:10]}"
@@ -203,6 +205,9 @@ def test_hostile_queue_messages_all_end_as_results_or_error_results_none_poisone
         "limits=Limits(", f'queues=Queues("{prefix}-requests", "{prefix}-results"), limits=Limits('
     ).replace("from runtime import Endpoint,", "from runtime import Endpoint, Queues,")
     app = make_app(tmp_path / "app", {"iris": iris})
+    host_json = json.loads((app / "host.json").read_text())
+    host_json["extensions"]["queues"]["visibilityTimeout"] = "00:00:00"  # retry at once
+    (app / "host.json").write_text(json.dumps(host_json))
     env = {"AzureWebJobsStorage": azurite.connection_string, "MLFN_CACHE_DIR": str(tmp_path / "c")}
     requests = queue_client(azurite.connection_string, f"{prefix}-requests")
     results = queue_client(azurite.connection_string, f"{prefix}-results")
@@ -211,10 +216,14 @@ def test_hostile_queue_messages_all_end_as_results_or_error_results_none_poisone
     for _, body in messages:
         requests.send_message(base64.b64encode(body).decode())
     host = LocalHost(app, env).start()
+    answered = [(kind, body) for kind, body in messages if kind != "poison"]
+    poisoned = [body for kind, body in messages if kind == "poison"]
     answers: list[dict[str, object]] = []
     try:
         deadline = time.monotonic() + 120
-        while len(answers) < len(messages) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            len(answers) < len(answered) or len(poison.peek_messages(32)) < len(poisoned)
+        ):
             for message in results.receive_messages(max_messages=32):
                 answers.append(json.loads(base64.b64decode(message.content)))
                 results.delete_message(message)
@@ -222,9 +231,9 @@ def test_hostile_queue_messages_all_end_as_results_or_error_results_none_poisone
         rss = _peak_rss_mb(host)
     finally:
         host.stop()
-    assert len(answers) == len(messages), host.output()[-3000:]
-    assert list(poison.peek_messages()) == []
-    expected = sorted(kind for kind, _ in messages)
+    assert len(answers) == len(answered), host.output()[-3000:]
+    assert [base64.b64decode(m.content) for m in poison.peek_messages(32)] == poisoned
+    expected = sorted(kind for kind, _ in answered)
     assert sorted("error" if "error" in a else "result" for a in answers) == expected
     assert all(len(json.dumps(a)) < 48 * 1024 for a in answers)
     assert "Traceback" not in host.output()

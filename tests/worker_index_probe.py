@@ -1,6 +1,6 @@
 """Index an app with the Functions Python worker's own loader (azure_functions_runtime), offline.
 
-    build/worker313/bin/python tests/worker_index_probe.py APP_DIR
+    .venv-3.13/bin/python tests/worker_index_probe.py APP_DIR
 
 Prints one line per function the worker would load; exits non-zero with the worker's error
 otherwise. Run by the Python 3.13 venv `make setup` builds with azure-functions-runtime (the

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,16 @@ from runtime.deploy import files, model_check, requirements_check
 from runtime.deploy.findings import Report
 
 REQUIRED = ("host.json", "function_app.py", "requirements.txt")
+PROBE_TIMEOUT_S = 120
 BUNDLE_ID = "Microsoft.Azure.Functions.ExtensionBundle"
+BUILT_IN_BINDINGS = frozenset({"httpTrigger", "http", "timerTrigger"})
 # What a published package must not carry, by what it is: path prefixes that exist in the app.
 KEEP_OUT = {
     "tests": "tests",
     "test": "tests",
     ".venv": "a virtual environment",
     "venv": "a virtual environment",
-    ".env": "a virtual environment",
+    ".env": "a dotenv file or a virtual environment",
     "__pycache__": "bytecode caches",
     ".pytest_cache": "a test cache",
     ".mypy_cache": "a type-checker cache",
@@ -60,7 +63,7 @@ def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = Tru
     package = files.package(app_dir)
     _check_host_json(app_dir, report)
     _check_funcignore(app_dir, package, report)
-    probed = _probe(app_dir, settings)
+    probed = _probe(package, settings)
     _check_index(app_dir, probed, settings, report)
     if "requirements.txt" not in missing:
         requirements_check.check_requirements(app_dir, package, probed, settings, report)
@@ -119,10 +122,11 @@ def _check_host_json(app_dir: Path, report: Report) -> None:
         report.add("host.json", str(exc))
 
 
-def _check_bundle(app_dir: Path, triggers: set[str], report: Report) -> None:
-    """Triggers other than HTTP and timers come from extensions: without the bundle the host
-    on Azure does not know the binding type and no function of the app starts."""
-    if not triggers - {"httpTrigger", "timerTrigger"}:
+def _check_bundle(app_dir: Path, types: set[str], report: Report) -> None:
+    """Binding types other than HTTP and timers come from extensions: without the bundle the
+    host on Azure does not know them and no function of the app starts."""
+    extension_types = types - BUILT_IN_BINDINGS
+    if not extension_types:
         return
     try:
         doc = json.loads((app_dir / "host.json").read_text())
@@ -133,7 +137,7 @@ def _check_bundle(app_dir: Path, triggers: set[str], report: Report) -> None:
         report.add(
             "host.json",
             f'needs "extensionBundle": {{"id": "{BUNDLE_ID}", "version": "[4.*, 5.0.0)"}} '
-            f"for its {', '.join(sorted(triggers - {'httpTrigger', 'timerTrigger'}))}",
+            f"for its {', '.join(sorted(extension_types))} bindings",
         )
     elif not re.fullmatch(r"\[\s*[\d.*]+\s*,\s*[\d.*]+\s*\)", str(bundle.get("version", ""))):
         report.add(
@@ -151,7 +155,9 @@ def _check_funcignore(app_dir: Path, package: files.Package, report: Report) -> 
         report.add(".funcignore", "is missing: publish would upload everything in the folder")
     for relative, what in _kept_out_candidates(app_dir):
         if package.includes(relative):
-            report.add(".funcignore", f"{relative}/ ({what}) would be published: add it")
+            report.add(".funcignore", f"{relative} ({what}) would be published: add it")
+    for relative in package.broken_links:
+        report.add(relative, "is a link to nothing: publish fails reading it")
 
 
 def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
@@ -159,10 +165,11 @@ def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
         here = Path(folder).relative_to(app_dir)
         dirs[:] = [d for d in dirs if d not in files.NEVER_DIRS]
         for name in [*dirs, *names]:
+            shown = (here / name).as_posix() + ("/" if name in dirs else "")
             if name in KEEP_OUT:
-                yield (here / name).as_posix(), KEEP_OUT[name]
+                yield shown, KEEP_OUT[name]
             elif name in dirs and files.is_virtualenv(Path(folder) / name):
-                yield (here / name).as_posix(), "a virtual environment"
+                yield shown, "a virtual environment"
         dirs[:] = [
             d for d in dirs if d not in KEEP_OUT and not files.is_virtualenv(Path(folder) / d)
         ]
@@ -171,20 +178,34 @@ def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
 # --- indexing ---------------------------------------------------------------------------------
 
 
-def _probe(app_dir: Path, settings: Mapping[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "runtime.deploy.probe", str(app_dir)],
-        capture_output=True,
-        text=True,
-        env={**settings, "PYTHONPATH": _runtime_path()},
-        timeout=300,
-        cwd=app_dir,
-    )
+def _probe(package: files.Package, settings: Mapping[str, str]) -> dict[str, Any]:
+    """Index the app as published: a mirror of the package's files (links to them), so a module
+    that .funcignore leaves out fails here as it would on Azure."""
+    with tempfile.TemporaryDirectory(prefix="mlfn-check-") as tmp:
+        mirror = Path(tmp) / package.root.name
+        for relative in package.files:
+            (mirror / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(package.root / relative, mirror / relative)
+        mirror.mkdir(exist_ok=True)
+        code = "import sys; from runtime.deploy.probe import main; main(sys.argv[1])"
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", code, str(mirror)],
+                capture_output=True,
+                text=True,
+                env={**settings, "PYTHONPATH": _runtime_path()},
+                timeout=PROBE_TIMEOUT_S,
+                cwd=_runtime_path(),
+            )
+        except subprocess.TimeoutExpired:
+            error = f"importing the app took over {PROBE_TIMEOUT_S} s (the worker would time out)"
+            return {"error": error, "functions": [], "loaded": [], "models": []}
     lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         return {"error": f"indexing crashed: {tail}", "functions": [], "loaded": [], "models": []}
-    result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
@@ -209,10 +230,8 @@ def _check_index(
             f"importing the app loads {module}: every cold start pays for it; import it on first "
             "use",
         )
-    triggers = {
-        b["type"] for f in probed["functions"] for b in f["bindings"] if "Trigger" in b["type"]
-    }
-    _check_bundle(app_dir, triggers, report)
+    types = {b["type"] for f in probed["functions"] for b in f["bindings"]}
+    _check_bundle(app_dir, types, report)
     for function in probed["functions"]:
         name = function["name"]
         report.functions.append(name)
@@ -236,6 +255,8 @@ def _check_binding(
             report.add(where, f"{key} {value!r} names app settings that are not set: {unset}")
             continue
         name = resolved.split("/", 1)[0] if key == "path" else resolved
+        if key == "queueName":
+            name = name.lower()  # the queue extension lowercases queue names before using them
         if "{" in name:
             continue  # a binding expression resolved per invocation
         kind = "queue" if key == "queueName" else "container"
@@ -246,14 +267,20 @@ def _check_binding(
                 "hyphens, starting and ending with a letter or digit",
             )
     connection = binding.get("connection")
-    if binding.get("type", "").startswith(("queue", "blob")) and connection is None:
+    storage = binding.get("type", "").startswith(("queue", "blob"))
+    if storage and connection is None:
         connection = "AzureWebJobsStorage"
-    if isinstance(connection, str) and not _provided(connection, settings):
+    try:
+        provided = not isinstance(connection, str) or _provided(connection, settings, storage)
+    except _Misconfigured as exc:
+        report.add(where, f"connection {connection!r}: {exc}")
+        return
+    if not provided:
+        forms = "__accountName / __blobServiceUri / __queueServiceUri" if storage else "__…"
         report.add(
             where,
             f"connection {connection!r}: no setting provides it ({connection}, or "
-            f"{connection}__accountName / __blobServiceUri / __queueServiceUri); add it to the "
-            "app settings and to local.settings.json",
+            f"{connection}{forms}); add it to the app settings and to local.settings.json",
         )
 
 
@@ -264,8 +291,23 @@ def _resolve(value: str, settings: Mapping[str, str]) -> str | None:
     return _BINDING_EXPRESSION.sub(lambda m: settings[m.group(1)], value)
 
 
-def _provided(connection: str, settings: Mapping[str, str]) -> bool:
-    if settings.get(connection, "").strip():
-        return True
-    suffixes = requirements_check.IDENTITY_SUFFIXES
-    return any(settings.get(connection + suffix, "").strip() for suffix in suffixes)
+class _Misconfigured(Exception):
+    """A connection setting is there, but the host could not use it."""
+
+
+def _provided(connection: str, settings: Mapping[str, str], storage: bool) -> bool:
+    """Whether a setting provides connection ``connection``: for storage bindings as mlfn and
+    the host read it (runtime.config.connection); for other extensions (Service Bus, Event
+    Hubs, Cosmos DB), the setting itself or any ``connection__property`` of it."""
+    if storage:
+        from runtime.config import connection as storage_connection
+        from runtime.errors import ConfigError
+
+        try:
+            return storage_connection(connection, settings) is not None
+        except ConfigError as exc:
+            raise _Misconfigured(exc.message) from None
+    prefix = connection.lower() + "__"
+    return bool(settings.get(connection, "").strip()) or any(
+        key.lower().startswith(prefix) and value.strip() for key, value in settings.items()
+    )

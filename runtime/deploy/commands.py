@@ -94,15 +94,24 @@ def _check_or_exit(directory: Path, offline: bool = False) -> None:
 def pack(directory: Path, out: Path | None) -> None:
     """Write the zip that zip deploy (`publish --no-build`) uploads for the app in DIRECTORY.
     Dependencies are not in it: the remote build installs requirements.txt."""
-    from runtime.deploy.files import package, write_zip
+    from runtime.deploy.files import funcignore, package, write_zip
 
     pkg = package(directory)
     target = out or directory / "build" / "package.zip"
     if target.resolve().is_relative_to(pkg.root):
+        # Inside the app, the zip must be something .funcignore leaves out, or the next
+        # publish (and pack) would carry it.
         relative = target.resolve().relative_to(pkg.root).as_posix()
-        if relative in pkg.files:
-            raise click.ClickException(f"{target} would be inside the package it is written from")
-    write_zip(pkg, target)
+        ignore = funcignore(pkg.root)
+        if ignore is None or not ignore.ignores(relative):
+            raise click.ClickException(
+                f"{target} is in the app and .funcignore does not leave it out: the next publish "
+                "would upload it; write it elsewhere (--out) or add it to .funcignore"
+            )
+    try:
+        write_zip(pkg, target)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
     click.echo(f"{target}: {len(pkg.files)} files, {target.stat().st_size:,} bytes")
 
 

@@ -63,13 +63,16 @@ def init_app(target: Path, with_example: bool = True, wheel: Path | None = None)
     """Write a new app into ``target`` (created if missing; refused if it has any of the files
     already). mlfn is not on PyPI: the wheel it was installed from (or ``wheel``) is copied into
     ``wheels/`` and requirements.txt names that file, which the remote build installs."""
-    clashes = [name for name in FILES.values() if (target / name).exists()]
-    if (target / "functions").exists():
-        clashes.append("functions/")
-    if clashes:
-        raise ScaffoldError(f"{target} already has {', '.join(clashes)}: not overwriting")
     made = NewApp()
     wheel = wheel or installed_wheel()
+    ours = [*FILES.values(), "functions"]
+    if wheel is not None:
+        ours.append(f"{WHEELS}/{wheel.name}")
+    if with_example:
+        ours.append(EXAMPLE_MODEL.as_posix())
+    clashes = [name for name in ours if (target / name).exists()]
+    if clashes:
+        raise ScaffoldError(f"{target} already has {', '.join(clashes)}: not overwriting")
     if wheel is not None:
         requirement = f"./{WHEELS}/{wheel.name}"
     else:
@@ -91,7 +94,7 @@ def init_app(target: Path, with_example: bool = True, wheel: Path | None = None)
         (target / name).write_text(text)
         made.files.append(target / name)
     if wheel is not None:
-        (target / WHEELS).mkdir()
+        (target / WHEELS).mkdir(exist_ok=True)
         made.files.append(Path(shutil.copy2(wheel, target / WHEELS / wheel.name)))
     (target / "functions").mkdir()
     (target / "functions" / "__init__.py").write_text("")

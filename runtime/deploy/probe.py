@@ -47,7 +47,7 @@ def probe(app_dir: Path) -> dict[str, Any]:
         import function_app  # noqa: F401
     except BaseException as exc:
         report["error"] = f"importing function_app.py failed: {_last_line(exc)}"
-        report["traceback"] = traceback.format_exc(limit=8)
+        traceback.print_exc(limit=8)  # to stderr, for a person running the probe by hand
         return report
     report["loaded"] = sorted(m for m in HEAVY if m in sys.modules and m not in baseline)
 
@@ -81,9 +81,13 @@ def _last_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[-1] if text else ''}"
 
 
-if __name__ == "__main__":
+def main(app_dir: str) -> None:
     # The app may print or log while importing: keep stdout for the report alone.
     real_stdout = sys.stdout
     sys.stdout = sys.stderr
-    result = probe(Path(sys.argv[1]).resolve())
+    result = probe(Path(app_dir).absolute())
     real_stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -14,6 +14,7 @@ from runtime.host.queue_listener import (
     STORAGE_HINT,
     QueueListener,
     first_line,
+    refused_by_storage,
     unreachable_storage,
 )
 
@@ -87,6 +88,15 @@ class HostApp:
                         first_line(exc),
                         wait_s,
                         STORAGE_HINT,
+                    )
+                elif refused_by_storage(exc):  # a key, identity or API version it will not take
+                    log.warning(
+                        "queue listener of %s: its storage account (%s) refused: %s; retrying "
+                        "in %ds",
+                        listener.info.name,
+                        listener.setting,
+                        first_line(exc),
+                        wait_s,
                     )
                 else:
                     log.exception(

@@ -103,6 +103,10 @@ class HttpHost:
             log.exception("Executed 'Functions.%s' (Failed)", info.name)
             return await _send(send, 500, b"", {})
         http_out = next(b.name for b in info.outputs if b.type == "http")
+        if http_out == "$return" and invocation.returned is None:
+            # The worker cannot encode None as a response: the invocation fails.
+            log.error("Executed 'Functions.%s' (Failed): it returned None", info.name)
+            return await _send(send, 500, b"", {})
         result = invocation.returned if http_out == "$return" else invocation.outputs.get(http_out)
         await _send_result(send, info, result)
 
@@ -114,7 +118,8 @@ class HttpHost:
         local host, like ``func start``, enforces nothing."""
         if self.function_key is None or info.auth_level == "ANONYMOUS":
             return True
-        given = headers.get("x-functions-key") or params.get("code") or ""
+        code = next((v for k, v in params.items() if k.lower() == "code"), "")
+        given = headers.get("x-functions-key") or code
         return hmac.compare_digest(given.encode(), self.function_key.encode())
 
 
@@ -127,13 +132,16 @@ async def _send_result(send: Send, info: FunctionInfo, result: Any) -> None:
                 f"{ct}; charset={result.charset}" if ct.startswith("text/") else ct
             )
         return await _send(send, result.status_code, result.get_body() or b"", headers)
-    if isinstance(result, str | bytes):
-        data = result.encode() if isinstance(result, str) else result
-        return await _send(send, 200, data, {"content-type": "text/plain; charset=utf-8"})
-    if result is None:
+    if isinstance(result, str):
+        text_plain = {"content-type": "text/plain; charset=utf-8"}
+        return await _send(send, 200, result.encode(), text_plain)
+    if result is None:  # a named http output left unset
         return await _send(send, 204, b"", {})
+    # bytes included: the worker's HTTP converter takes str and HttpResponse only.
     log.error(
-        "function %s returned %s, not an HttpResponse or str", info.name, type(result).__name__
+        "Executed 'Functions.%s' (Failed): it returned %s, not an HttpResponse or str",
+        info.name,
+        type(result).__name__,
     )
     await _send(send, 500, b"", {})
 
@@ -147,10 +155,14 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _params(query: str) -> dict[str, str]:
-    params: dict[str, str] = {}
+    """The query as the host hands it to the Python worker: keys compared without case (the
+    first spelling kept), a repeated key's values joined with ",", empty values left out."""
+    values: dict[str, list[str]] = {}
+    spelling: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
-        params[key] = f"{params[key]},{value}" if key in params else value
-    return params
+        values.setdefault(spelling.setdefault(key.lower(), key), []).append(value)
+    joined = {key: ",".join(parts) for key, parts in values.items()}
+    return {key: value for key, value in joined.items() if value}
 
 
 def _url(scope: Scope, headers: dict[str, str], query: str) -> str:
@@ -185,8 +197,9 @@ async def _send(
 ) -> None:
     if headers is None:
         headers = {"content-type": "application/json"}
+    # Names as the function wrote them, as the host sends them on.
     raw = [
-        (k.lower().encode("latin-1"), str(v).encode("latin-1"))
+        (k.encode("latin-1"), str(v).encode("latin-1"))
         for k, v in headers.items()
         if k.lower() != "content-length"
     ]

@@ -1,6 +1,7 @@
 """Calling a user function the way the Python worker does: kwargs by binding name, a
 ``context`` when asked for, a fresh ``Out`` per output binding, sync functions on a thread pool
-sized by ``PYTHON_THREADPOOL_THREAD_COUNT``, async ones on the event loop."""
+sized by ``PYTHON_THREADPOOL_THREAD_COUNT``, async ones on the event loop, and the invocation id
+in ``context.thread_local_storage`` on the thread that runs the function."""
 
 from __future__ import annotations
 
@@ -8,21 +9,47 @@ import asyncio
 import functools
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import azure.functions as func
 
 from runtime.host.metadata import FunctionInfo
 
+# One for the process, as the worker has it: each thread sees the id of the invocation it runs.
+_invocation_local = threading.local()
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """W3C trace context. The host sends its activity's; the local host starts a trace per
+    invocation."""
+
+    trace_parent: str = field(
+        default_factory=lambda: f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    )
+    trace_state: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryContext:
+    """No retry policy runs locally: what the worker shows when the host sends none."""
+
+    retry_count: int = 0
+    max_retry_count: int = 0
+    exception: Any = None
+
 
 class Context(func.Context):
-    def __init__(self, function_name: str, function_directory: str) -> None:
+    def __init__(self, function_name: str, function_directory: str, invocation_id: str) -> None:
         self._name = function_name
         self._dir = function_directory
-        self._id = str(uuid.uuid4())
-        self._tls = threading.local()
+        self._id = invocation_id
+        self._trace = TraceContext()
+        self._retry = RetryContext()
 
     @property
     def invocation_id(self) -> str:
@@ -38,15 +65,24 @@ class Context(func.Context):
 
     @property
     def thread_local_storage(self) -> threading.local:  # type: ignore[override]  # azure.functions annotates type[local], the worker returns an instance
-        return self._tls
+        return _invocation_local
 
     @property
     def trace_context(self) -> Any:
-        return None
+        return self._trace
 
     @property
     def retry_context(self) -> Any:
-        return None
+        return self._retry
+
+
+def _run_sync(invocation_id: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """A sync function on a pool thread, with the invocation id on that thread meanwhile."""
+    _invocation_local.invocation_id = invocation_id
+    try:
+        return fn(**kwargs)
+    finally:
+        _invocation_local.invocation_id = None
 
 
 class FunctionTimedOut(Exception):
@@ -76,24 +112,26 @@ class Invoker:
     """Calls the app's functions. ``threads`` sizes the pool for sync functions (None:
     Python's default, min(32, cpus + 4), as the worker does when the setting is unset)."""
 
-    def __init__(
-        self, function_directory: str, threads: int | None = None, timeout_s: float | None = None
-    ) -> None:
+    def __init__(self, threads: int | None = None, timeout_s: float | None = None) -> None:
         self._timeout_s = timeout_s  # host.json functionTimeout
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="func")
-        self._dir = function_directory
 
     async def call(self, info: FunctionInfo, trigger_value: Any) -> Invocation:
         kwargs: dict[str, Any] = {info.trigger.name: trigger_value}
         outs = {b.name: Out() for b in info.outputs if b.name != "$return"}
         kwargs.update(outs)
+        invocation_id = str(uuid.uuid4())
         if info.wants_context:
-            kwargs["context"] = Context(info.name, self._dir)
+            kwargs["context"] = Context(info.name, info.directory, invocation_id)
         if info.is_async:
+            # The loop's thread is shared: like the worker, set before each call (an async
+            # function that awaits may find a later invocation's id there).
+            _invocation_local.invocation_id = invocation_id
             running = info.fn(**kwargs)
         else:
             loop = asyncio.get_running_loop()
-            running = loop.run_in_executor(self._pool, functools.partial(info.fn, **kwargs))
+            call = functools.partial(_run_sync, invocation_id, info.fn, kwargs)
+            running = loop.run_in_executor(self._pool, call)
         try:
             returned = await asyncio.wait_for(running, self._timeout_s)
         except TimeoutError:

@@ -43,6 +43,7 @@ class FunctionInfo:
     fn: Callable[..., Any]
     is_async: bool
     wants_context: bool
+    directory: str  # where the function's source file is: the worker's function_directory
 
     @property
     def outputs(self) -> tuple[Binding, ...]:
@@ -118,6 +119,7 @@ def _describe(f: Any) -> FunctionInfo:
         fn=fn,
         is_async=inspect.iscoroutinefunction(fn),
         wants_context=wants_context,
+        directory=str(Path(inspect.getfile(fn)).parent),
     )
 
 

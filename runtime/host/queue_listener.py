@@ -58,10 +58,17 @@ def first_line(exc: BaseException) -> str:
 
 
 def unreachable_storage(exc: BaseException) -> bool:
-    """A storage account that does not answer, or answers that it will not serve us."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+    """A storage account that does not answer (not one that refuses: a wrong key or identity
+    is an error of its own, with its own message)."""
+    from azure.core.exceptions import ServiceRequestError
 
-    return isinstance(exc, ServiceRequestError | HttpResponseError | OSError)
+    return isinstance(exc, ServiceRequestError | OSError)
+
+
+def refused_by_storage(exc: BaseException) -> bool:
+    from azure.core.exceptions import HttpResponseError
+
+    return isinstance(exc, HttpResponseError)
 
 
 def resolve(value: str, env: Mapping[str, str]) -> str:
@@ -138,6 +145,7 @@ class QueueListener:
         self._lease_s = lease_s
         self.setting = info.trigger.connection
         self.queue_name = resolve(str(info.trigger.raw["queueName"]), env)
+        self._binary = str(info.trigger.raw.get("dataType", "")).lower() == "binary"
         self._queue = accounts.queue(self.setting, self.queue_name)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -195,7 +203,7 @@ class QueueListener:
             body = message_encoding.decode(message.content, self._options.message_encoding)
             trigger = func.queue.QueueMessage(  # type: ignore[no-untyped-call]
                 id=message.id,
-                body=body,
+                body=body if self._binary else _text(body),
                 dequeue_count=message.dequeue_count,
                 expiration_time=message.expires_on,
                 insertion_time=message.inserted_on,
@@ -293,6 +301,23 @@ class QueueListener:
     def _output_queue(self, binding: Binding) -> QueueClient:
         setting = binding.connection
         return self._accounts.ensure(setting, resolve(str(binding.raw["queueName"]), self._env))
+
+
+class NotText(message_encoding.NotEncoded):
+    """A message body that is not UTF-8, for a trigger that takes text."""
+
+
+def _text(body: bytes) -> str:
+    """The body as the Storage extension hands a queue trigger without ``dataType: binary`` to
+    the worker: a string, decoded strictly; bytes that are not UTF-8 fail the binding, so the
+    function is not called and the message is retried, then poisoned."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotText(
+            f"message body is not UTF-8 ({exc.reason} at byte {exc.start}); a queue trigger "
+            'without dataType "binary" takes text'
+        ) from None
 
 
 def _as_bytes(item: Any) -> bytes:

@@ -41,7 +41,7 @@ def build_host(
         (time.perf_counter() - indexing) * 1000,
         since_process_start() * 1000,
     )
-    invoker = Invoker(str(app_dir), local.thread_count, host_config.function_timeout_s)
+    invoker = Invoker(local.thread_count, host_config.function_timeout_s)
     http = HttpHost(functions, host_config.route_prefix, invoker, function_key=local.function_key)
     listeners: list[QueueListener] = []
     closers = [invoker.close]

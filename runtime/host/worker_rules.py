@@ -13,7 +13,6 @@ import json
 import typing
 from typing import Any
 
-# Bindings without a converter in azure.functions are "generic": any annotation passes.
 _NOT_OUT = "is declared with direction {direction} but annotated func.Out in Python"
 
 
@@ -67,8 +66,28 @@ def _is_out(annotation: Any) -> bool:
     return isinstance(origin, type) and origin.__name__ == "Out"
 
 
+class _Generic:
+    """What the worker uses for a binding type azure.functions has no converter for: it takes
+    str and bytes in, str, bytes and bytearray out (azure_functions_runtime's GenericBinding)."""
+
+    @staticmethod
+    def check_input_type_annotation(pytype: Any) -> bool:
+        return isinstance(pytype, type) and issubclass(pytype, str | bytes)
+
+    @staticmethod
+    def check_output_type_annotation(pytype: Any) -> bool:
+        return isinstance(pytype, type) and issubclass(pytype, str | bytes | bytearray)
+
+
 def _converter(registry: Any, binding_type: str) -> Any:
-    return registry.get(binding_type) if registry is not None else None
+    found = registry.get(binding_type) if registry is not None else None
+    return found if found is not None else _Generic
+
+
+def _implicit_output(converter: Any, binding_type: str) -> bool:
+    if converter is _Generic:
+        return binding_type != "durableClient"  # the worker's own exemption
+    return bool(getattr(converter, "has_implicit_output", lambda: False)())
 
 
 def _parameter_problems(
@@ -90,8 +109,8 @@ def _parameter_problems(
     if is_out and not declared_out:
         return [f"binding {name} " + _NOT_OUT.format(direction=direction.lower())]
     converter = _converter(registry, binding["type"])
-    if converter is None or (pytype in (str, bytes) and not _implicit_output(converter)):
-        return []  # generic: the worker passes str and bytes through as they are
+    if pytype in (str, bytes) and not _implicit_output(converter, binding["type"]):
+        converter = _Generic  # the worker passes str and bytes through as they are
     check = (
         converter.check_output_type_annotation if is_out else converter.check_input_type_annotation
     )
@@ -99,10 +118,6 @@ def _parameter_problems(
         shown = getattr(pytype, "__name__", repr(pytype))
         return [f"binding {name} of type {binding['type']} cannot be a {shown} in Python"]
     return []
-
-
-def _implicit_output(converter: Any) -> bool:
-    return bool(getattr(converter, "has_implicit_output", lambda: False)())
 
 
 def _return_problems(hints: dict[str, Any], returns: list[Any], registry: Any) -> list[str]:
@@ -118,12 +133,10 @@ def _return_problems(hints: dict[str, Any], returns: list[Any], registry: Any) -
         return ["the return annotation must not be func.Out"]
     if not isinstance(annotation, type):
         return [f"has a non-type return annotation {annotation!r}"]
+    # Checked against the binding's converter whatever the type, str and bytes included (the
+    # worker means to pass those through, but its test for them never matches).
     converter = _converter(registry, returns[0]["type"])
-    if (
-        converter is not None
-        and annotation not in (str, bytes)
-        and not converter.check_output_type_annotation(annotation)
-    ):
+    if not converter.check_output_type_annotation(annotation):
         binding_type = returns[0]["type"]
         return [
             f"return annotation {annotation.__name__} does not match its {binding_type} binding"

@@ -140,8 +140,27 @@ CASES: dict[str, Case] = {
         False,
         app=_replace("out: func.Out[str]) -> None:", "out: func.Out[str]) -> str:"),
     ),
+    # The worker checks str and bytes returns against the binding's converter too.
+    "http_route_returning_bytes": Case(
+        "return annotation bytes does not match its http binding",
+        True,
+        app=_replace(
+            "def hello(req: func.HttpRequest) -> func.HttpResponse:",
+            "def hello(req: func.HttpRequest) -> bytes:",
+        ),
+    ),
+    # A binding type azure.functions has no converter for takes str and bytes only.
+    "generic_output_of_a_dict": Case(
+        "binding extra of type madeUpBinding cannot be a dict",
+        True,
+        app=PLAIN + '\n\n@app.function_name("made_up")\n'
+        '@app.queue_trigger(arg_name="msg", queue_name="more", connection="AzureWebJobsStorage")\n'
+        '@app.generic_output_binding(arg_name="extra", type="madeUpBinding")\n'
+        "def made_up(msg: func.QueueMessage, extra: func.Out[dict]) -> None:\n"
+        "    pass\n",
+    ),
     "invalid_queue_name": Case(
-        "queue name 'Jobs_Queue' is invalid",
+        "queue name 'jobs_queue' is invalid",
         False,
         app=_replace('queue_name="jobs",', 'queue_name="Jobs_Queue",'),
     ),
@@ -213,7 +232,13 @@ CASES: dict[str, Case] = {
 def _mlfn_app(app_dir: Path, model: str, sha256: str | None = None) -> Path:
     """An mlfn app with one endpoint whose model reference is ``model``."""
     _write(
-        app_dir, Case("", None, app=(ROOT / "function_app.py").read_text(), requirements="mlfn\n")
+        app_dir,
+        Case(
+            "",
+            None,
+            app=(ROOT / "function_app.py").read_text(),
+            requirements="--find-links ./wheels\nmlfn\n",
+        ),
     )
     (app_dir / "functions").mkdir()
     (app_dir / "functions" / "__init__.py").write_text("")
@@ -349,3 +374,96 @@ def test_the_local_host_refuses_what_the_worker_refuses(tmp_path: Path, name: st
     )
     assert done.returncode != 0
     assert "IndexingError" in done.stderr, done.stderr
+
+
+def test_funcignore_is_read_as_core_tools_reads_it_not_as_git(tmp_path: Path) -> None:
+    from runtime.deploy.files import FuncIgnore, package
+
+    rules = FuncIgnore("# comment\n/dist\n__pycache__\n*.pyc\n!keep*\nlogs/**/*.txt\n")
+    # Prefixes from the root: "dist" takes distance.py too, "__pycache__" only the root's.
+    assert rules.ignores("dist/app.whl") and rules.ignores("distance.py")
+    assert rules.ignores("__pycache__/a.pyc") and not rules.ignores("functions/__pycache__/a.pyc")
+    assert rules.ignores("a.pyc") and not rules.ignores("functions/a.pyc")
+    assert not rules.ignores("keep.pyc")  # a "!" line wins, wherever it stands
+    assert rules.ignores("logs/2026/11/run.txt") and not rules.ignores("logs/run.txt")
+
+    app = _write(tmp_path / "app", Case("", False, funcignore="dist\n__pycache__\n"))
+    for name in (
+        "distance.py",
+        "functions/__pycache__/x.pyc",
+        "sub/.git/HEAD",
+        "sub/Local.Settings.json",
+    ):
+        (app / name).parent.mkdir(parents=True, exist_ok=True)
+        (app / name).write_text("")
+    files = package(app).files
+    assert "distance.py" not in files and "functions/__pycache__/x.pyc" in files
+    assert not any(f.startswith("sub/") for f in files)  # .git anywhere; settings in any case
+
+
+def test_a_module_the_package_leaves_out_fails_indexing_as_on_azure(tmp_path: Path) -> None:
+    app = _write(
+        tmp_path / "app",
+        Case("", False, app="from helpers import greeting\n" + PLAIN, funcignore="help\n"),
+    )
+    (app / "helpers.py").write_text("greeting = 'hi'\n")
+    report = check(app, env={})
+    assert any("No module named 'helpers'" in str(f) for f in report.findings), report.findings
+    (app / ".funcignore").write_text("tests/\n")
+    assert check(app, env={}).ok
+
+
+def test_a_link_to_nothing_is_a_finding_not_a_crash(tmp_path: Path) -> None:
+    app = _write(tmp_path / "app", Case("", False))
+    (app / "gone.onnx").symlink_to(tmp_path / "nowhere.onnx")
+    report = check(app, env={})
+    assert any("gone.onnx: is a link to nothing" in str(f) for f in report.findings)
+
+
+def test_what_the_host_accepts_is_not_flagged(tmp_path: Path) -> None:
+    # Queue names are lowercased by the extension; identity properties are case-insensitive;
+    # other extensions have their own identity properties.
+    app = PLAIN.replace('queue_name="jobs",', 'queue_name="Jobs",').replace(
+        'queue_name="jobs-out", connection="AzureWebJobsStorage"',
+        'queue_name="jobs-out", connection="Other"',
+    )
+    app += (
+        '\n\n@app.service_bus_queue_trigger(arg_name="msg", queue_name="orders", connection="SB")\n'
+        "def orders(msg: func.ServiceBusMessage) -> None:\n"
+        "    pass\n"
+    )
+    settings = {
+        "Other__accountname": "someaccount",
+        "SB__fullyQualifiedNamespace": "ns.servicebus.windows.net",
+    }
+    report = check(_write(tmp_path / "app", Case("", False, app=app, settings=settings)), env={})
+    assert [str(f) for f in report.findings if "connection" in str(f) or "queue" in str(f)] == []
+
+
+def test_requirements_are_read_as_pip_reads_them(tmp_path: Path) -> None:
+    app = PLAIN + "\nimport yaml  # noqa\n"
+    hashed = "azure-functions\npyyaml==6.0.2 \\\n    --hash=sha256:" + "0" * 64 + "\n"
+    report = check(
+        _write(tmp_path / "hashed", Case("", False, app=app, requirements=hashed)), env={}
+    )
+    assert report.ok, [str(f) for f in report.findings]
+
+    included = _write(tmp_path / "included", Case("", False, app=app, requirements="-r base.txt\n"))
+    (included / "base.txt").write_text("azure-functions\npyyaml\n")
+    assert check(included, env={}).ok
+
+    utf16 = _write(tmp_path / "utf16", Case("", False, app=app))
+    (utf16 / "requirements.txt").write_bytes("azure-functions\npyyaml\n".encode("utf-16"))
+    assert check(utf16, env={}).ok
+
+
+def test_optional_and_unknown_imports_are_not_findings(tmp_path: Path) -> None:
+    app = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import yaml\n"
+        "try:\n    import orjson\nexcept ImportError:\n    orjson = None\n"
+        "import not_installed_anywhere_here  # noqa\n" + PLAIN
+    )
+    report = check(_write(tmp_path / "app", Case("", False, app=app)), env={})
+    assert [f for f in report.findings if "does not name" in str(f)] == []
+    assert any("not_installed_anywhere_here" in note for note in report.notes)

@@ -18,7 +18,9 @@ from runtime.deploy.check import check
 
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
-    done = CliRunner().invoke(main, ["init", str(tmp_path / "app")])
+    wheel = tmp_path / "mlfn-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")  # what check looks at: the file exists and is published
+    done = CliRunner().invoke(main, ["init", str(tmp_path / "app"), "--wheel", str(wheel)])
     assert done.exit_code == 0, done.output
     return tmp_path / "app"
 
@@ -33,11 +35,23 @@ def test_init_writes_an_app_that_passes_check(app: Path) -> None:
         ".gitignore",
         "README.md",
         "functions/example/endpoint.py",
+        "wheels/mlfn-0.1.0-py3-none-any.whl",
     ):
         assert (app / name).is_file(), name
+    assert "./wheels/mlfn-0.1.0-py3-none-any.whl" in (app / "requirements.txt").read_text()
     report = check(app, env={})
     assert report.ok, [str(f) for f in report.findings]
     assert {"example_predict", "example_queue", "health_live"} <= set(report.functions)
+
+
+def test_init_without_a_wheel_says_mlfn_is_not_on_pypi_and_check_agrees(tmp_path: Path) -> None:
+    # From a checkout (an editable install) there is no wheel to copy.
+    done = CliRunner().invoke(main, ["init", str(tmp_path / "app")])
+    assert done.exit_code == 0, done.output
+    assert "mlfn is not on PyPI" in done.stderr
+    report = check(tmp_path / "app", env={})
+    assert [f.where for f in report.findings] == ["requirements.txt"]
+    assert "mlfn is not on PyPI" in report.findings[0].message
 
 
 def test_init_refuses_a_folder_that_already_has_an_app(app: Path) -> None:
@@ -113,3 +127,16 @@ def test_new_with_a_model_outside_the_app_says_it_will_not_be_published(
     assert "outside the app folder, so a publish will not carry it" in done.output
     report = check(app, env={})
     assert any("not in the published package" in str(f) for f in report.findings)
+
+
+def test_init_refuses_to_overwrite_a_model_or_a_wheel_already_there(tmp_path: Path) -> None:
+    wheel = tmp_path / "mlfn-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    for existing in ("models/example.onnx", "wheels/mlfn-0.1.0-py3-none-any.whl"):
+        target = tmp_path / existing.replace("/", "_")
+        (target / existing).parent.mkdir(parents=True)
+        (target / existing).write_bytes(b"mine")
+        done = CliRunner().invoke(main, ["init", str(target), "--wheel", str(wheel)])
+        assert done.exit_code == 1 and "not overwriting" in done.output, done.output
+        assert (target / existing).read_bytes() == b"mine"
+        assert not (target / "host.json").exists()  # refused before writing anything

@@ -1,0 +1,772 @@
+"""A worker harness: the Functions Python worker's own code, driven as on Azure.
+
+On Python 3.13 the worker's indexing and invocation code is the PyPI package
+``azure-functions-runtime``. On Azure a proxy worker (not on PyPI) receives the host's gRPC
+messages and hands each to a ``handle_event`` function, with its protobuf module in
+``request.properties["protos"]``. Here:
+
+- the protobuf messages are stand-ins of our own (``protos``) with the fields the runtime reads
+  and writes, and protobuf's habits it relies on: an unset message field is an empty message,
+  ``WhichOneof`` names the member of a oneof that was set;
+- ``Worker`` plays the proxy worker: its event loop runs on a thread of its own for good, the
+  runtime's thread pool is started, then init with the app directory, metadata, a load per
+  function, and invocations;
+- ``http_data`` and ``queue_data`` build the invocation's data as the host builds it
+  (azure-functions-host ``GrpcMessageConversionExtensions.ToRpc``/``ToRpcHttp``, with the
+  capabilities this worker declares at init; the Storage extension for queue messages).
+
+Tests read the runtime's own ``InvocationResponse`` (``failure``, ``http_answer``, ``output``).
+
+``handle_event`` keeps the indexed app in module globals: one app per process. ``Worker``
+runs in the calling process; ``run_in_fresh_worker`` runs calls in a new interpreter, for
+another app or other app settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import threading
+import types
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 60.0
+
+# --- protobuf stand-ins ---------------------------------------------------------------------
+
+
+class Message:
+    """A protobuf message as the runtime uses one: built from keywords (None leaves a field
+    unset), every field readable (an unset one is its default: "", 0, an empty map or list, an
+    empty message), ``WhichOneof``. An unknown field is an error either way, so a runtime
+    that starts to read or write something new shows up here."""
+
+    FIELDS: ClassVar[dict[str, Callable[[], Any]]] = {}
+    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
+        self._set = {name for name, value in values.items() if value is not None}
+        for name, default in self.FIELDS.items():
+            value = values.get(name)
+            setattr(self, name, default() if value is None else value)
+
+    def WhichOneof(self, group: str) -> str | None:  # protobuf's name
+        return next((name for name in self.ONEOFS[group] if name in self._set), None)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self._set))
+        return f"{type(self).__name__}({shown})"
+
+
+def _fields(*names: str, **defaults: Callable[[], Any]) -> dict[str, Callable[[], Any]]:
+    """Fields named in ``names`` default to None (an unset scalar the runtime never reads
+    unset); the others to their factory."""
+    return {**dict.fromkeys(names, lambda: None), **defaults}
+
+
+_TYPED_DATA = (
+    "string",
+    "json",
+    "bytes",
+    "stream",
+    "http",
+    "int",
+    "double",
+    "collection_bytes",
+    "collection_string",
+    "collection_double",
+    "collection_sint64",
+    "model_binding_data",
+    "collection_model_binding_data",
+)
+
+
+class TypedData(Message):
+    FIELDS = _fields(*_TYPED_DATA)
+    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {"data": _TYPED_DATA}
+
+
+class RpcHttp(Message):
+    FIELDS = _fields(
+        method=str,
+        url=str,
+        headers=dict,
+        body=TypedData,
+        params=dict,
+        query=dict,
+        status_code=str,
+        cookies=list,
+        enable_content_negotiation=bool,
+    )
+
+
+class RpcHttpCookie(Message):
+    class SameSite:
+        Lax, Strict, ExplicitNone = 1, 2, 3
+
+    FIELDS = _fields(
+        "name", "value", "domain", "path", "expires", "secure", "http_only", "same_site", "max_age"
+    )
+
+
+setattr(RpcHttpCookie.SameSite, "None", 0)  # a keyword: no attribute syntax for it
+
+
+class NullableString(Message):
+    FIELDS = _fields("value")
+
+
+class NullableBool(Message):
+    FIELDS = _fields("value")
+
+
+class NullableDouble(Message):
+    FIELDS = _fields("value")
+
+
+class NullableTimestamp(Message):
+    FIELDS = _fields("value")
+
+
+class Timestamp(Message):
+    FIELDS = _fields(seconds=int, nanos=int)
+
+
+class ParameterBinding(Message):
+    # rpc_shared_memory is the other member: the host uses it only with
+    # FUNCTIONS_WORKER_SHARED_MEMORY_DATA_TRANSFER_ENABLED, which is off by default.
+    FIELDS = _fields(name=str, data=TypedData)
+    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {"rpc_data": ("data",)}
+
+
+class RpcException(Message):
+    FIELDS = _fields(message=str, stack_trace=str)
+
+
+class StatusResult(Message):
+    Failure, Success, Cancelled = 0, 1, 2
+    FIELDS = _fields(status=int, exception=RpcException)
+
+
+class RpcTraceContext(Message):
+    FIELDS = _fields(trace_parent=str, trace_state=str, attributes=dict)
+
+
+class RetryContext(Message):
+    FIELDS = _fields(retry_count=int, max_retry_count=int, exception=RpcException)
+
+
+class BindingInfo(Message):
+    undefined, string, binary, stream = 0, 1, 2, 3  # DataType
+    out, inout = 1, 2  # Direction ("in" = 0 is set below)
+    FIELDS = _fields(type=str, direction=int, data_type=int)
+
+
+setattr(BindingInfo, "in", 0)  # a keyword: no attribute syntax for it
+
+
+class RpcRetryOptions(Message):
+    FIELDS = _fields(
+        "delay_interval",
+        "minimum_interval",
+        "maximum_interval",
+        max_retry_count=int,
+        retry_strategy=str,
+    )
+
+
+class RpcFunctionMetadata(Message):
+    FIELDS = _fields(
+        name=str,
+        function_id=str,
+        managed_dependency_enabled=bool,
+        directory=str,
+        script_file=str,
+        entry_point=str,
+        is_proxy=bool,
+        language=str,
+        bindings=dict,
+        raw_bindings=list,
+        retry_options=RpcRetryOptions,
+        properties=dict,
+    )
+
+
+class WorkerMetadata(Message):
+    FIELDS = _fields(
+        runtime_name=str,
+        runtime_version=str,
+        worker_version=str,
+        worker_bitness=str,
+        custom_properties=dict,
+    )
+
+
+class WorkerInitRequest(Message):
+    FIELDS = _fields(host_version=str, capabilities=dict, function_app_directory=str)
+
+
+class WorkerInitResponse(Message):
+    FIELDS = _fields(capabilities=dict, worker_metadata=WorkerMetadata, result=StatusResult)
+
+
+class FunctionsMetadataRequest(Message):
+    FIELDS = _fields(function_app_directory=str)
+
+
+class FunctionMetadataResponse(Message):
+    FIELDS = _fields(
+        function_metadata_results=list, result=StatusResult, use_default_metadata_indexing=bool
+    )
+
+
+class FunctionLoadRequest(Message):
+    FIELDS = _fields(function_id=str, metadata=RpcFunctionMetadata)
+
+
+class FunctionLoadResponse(Message):
+    FIELDS = _fields(function_id=str, result=StatusResult)
+
+
+class InvocationRequest(Message):
+    FIELDS = _fields(
+        invocation_id=str,
+        function_id=str,
+        input_data=list,
+        trigger_metadata=dict,
+        trace_context=RpcTraceContext,
+        retry_context=RetryContext,
+    )
+
+
+class InvocationResponse(Message):
+    FIELDS = _fields(
+        invocation_id=str, output_data=list, return_value=TypedData, result=StatusResult
+    )
+
+
+class StreamingMessage(Message):
+    _CONTENT = (
+        "worker_init_request",
+        "functions_metadata_request",
+        "function_load_request",
+        "invocation_request",
+    )
+    FIELDS = _fields(*_CONTENT, request_id=str)
+    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {"content": _CONTENT}
+
+
+protos = types.SimpleNamespace(
+    **{
+        cls.__name__: cls
+        for cls in (
+            TypedData,
+            RpcHttp,
+            RpcHttpCookie,
+            NullableString,
+            NullableBool,
+            NullableDouble,
+            NullableTimestamp,
+            Timestamp,
+            ParameterBinding,
+            RpcException,
+            StatusResult,
+            BindingInfo,
+            RpcRetryOptions,
+            RpcFunctionMetadata,
+            WorkerMetadata,
+            WorkerInitResponse,
+            FunctionMetadataResponse,
+            FunctionLoadResponse,
+            InvocationResponse,
+        )
+    }
+)
+
+
+@dataclass
+class WorkerRequest:
+    """What the proxy worker hands to each ``handle_event`` function (its own dataclass)."""
+
+    name: str
+    request: StreamingMessage
+    properties: dict[str, Any] | None = None
+
+
+# --- what the host sends --------------------------------------------------------------------
+
+
+def http_data(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    route_params: Mapping[str, str] | None = None,
+) -> TypedData:
+    """An HTTP request as the host sends it to a worker that declares ``RawHttpBodyBytes`` and
+    ``RpcHttpBodyOnly`` but not ``UseNullableValueDictionaryForHttp``, as this one does:
+    header names lower-cased, repeated headers and query keys joined with ",", query values
+    that are empty left out, route values as strings, the body as raw bytes and only when
+    there is one."""
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    merged: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    if body and "content-length" not in merged:
+        merged["content-length"] = str(len(body))
+    return TypedData(
+        http=RpcHttp(
+            method=method.upper(),
+            url=url,
+            headers=merged,
+            query=_query(urlsplit(url).query),
+            params=dict(route_params or {}),
+            # ToRpcHttp sets a body only when Content-Length > 0; a bytes TypedData because
+            # the worker asked for raw body bytes.
+            body=TypedData(bytes=body) if body else None,
+        )
+    )
+
+
+def _query(query: str) -> dict[str, str]:
+    """ASP.NET's query collection: keys compared without case (the first spelling kept), a
+    repeated key's values joined with ","; empty values dropped, as ToRpcHttp does. Written
+    from the host's source, not taken from runtime/host: that is what this checks."""
+    values: dict[str, list[str]] = {}
+    spelling: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        name = spelling.setdefault(key.lower(), key)
+        values.setdefault(name, []).append(value)
+    joined = {name: ",".join(parts) for name, parts in values.items()}
+    return {name: value for name, value in joined.items() if value}
+
+
+def _text_or_none(body: str | bytes) -> str | None:
+    """The extension's TryGetAsString: the body as text, or nothing when it is not UTF-8."""
+    if isinstance(body, str):
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _json_time(when: datetime) -> TypedData:
+    # DateTimeOffset has no case of its own in ToRpc: ToRpcDefault writes it as JSON.
+    return TypedData(json=json.dumps(when.isoformat()))
+
+
+def queue_data(
+    body: str | bytes,
+    *,
+    message_id: str | None = None,
+    dequeue_count: int = 1,
+    inserted: datetime | None = None,
+    pop_receipt: str = "AgAAAAMAAAAAAAAA",
+) -> tuple[TypedData, dict[str, TypedData]]:
+    """A queue message and its trigger metadata as the host sends them. Without a ``dataType``
+    the Storage extension binds the message as a string (strict UTF-8; bytes that are not
+    UTF-8 fail the binding before the worker is called), so a str body is that string; a bytes
+    body stands for ``dataType: binary``. DequeueCount (a long) and the times
+    (DateTimeOffset) go through ToRpcDefault: JSON."""
+    message_id = message_id or str(uuid.uuid4())
+    inserted = inserted or datetime.now(UTC).replace(microsecond=0)
+    data = TypedData(string=body) if isinstance(body, str) else TypedData(bytes=body)
+    metadata = {
+        "Id": TypedData(string=message_id),
+        "DequeueCount": TypedData(json=json.dumps(dequeue_count)),
+        "InsertionTime": _json_time(inserted),
+        "ExpirationTime": _json_time(inserted + timedelta(days=7)),
+        "NextVisibleTime": _json_time(inserted + timedelta(minutes=10)),
+        "PopReceipt": TypedData(string=pop_receipt),
+        "QueueTrigger": TypedData(string=_text_or_none(body)),
+        "sys": TypedData(
+            json=json.dumps(
+                {"MethodName": "", "UtcNow": inserted.isoformat(), "RandGuid": str(uuid.uuid4())}
+            )
+        ),
+    }
+    return data, metadata
+
+
+# --- reading the runtime's answer -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """An HTTP ``$return`` as the worker hands it to the host: status, headers (names as the
+    worker wrote them), body bytes."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def failure(response: InvocationResponse) -> str | None:
+    """The exception of a failed invocation ("Type: message"), None if it succeeded."""
+    if response.result.status == StatusResult.Success:
+        return None
+    return str(response.result.exception.message)
+
+
+def http_answer(response: InvocationResponse) -> HttpAnswer:
+    """The converted HTTP return value of a successful invocation."""
+    problem = failure(response)
+    if problem is not None:
+        raise AssertionError(f"the invocation failed: {problem}")
+    returned = response.return_value
+    if returned.WhichOneof("data") != "http":
+        raise AssertionError(f"the return value is {returned!r}, not an HTTP response")
+    http = returned.http
+    body = http.body
+    kind = body.WhichOneof("data")
+    data = body.bytes if kind == "bytes" else body.string.encode() if kind == "string" else b""
+    return HttpAnswer(int(http.status_code), dict(http.headers), data)
+
+
+def output(response: InvocationResponse, name: str) -> TypedData | None:
+    """The value the function set on output binding ``name``, as sent to the host."""
+    return next((b.data for b in response.output_data if b.name == name), None)
+
+
+def value_of(data: TypedData) -> Any:
+    """A TypedData's one value (its member of the ``data`` oneof)."""
+    kind = data.WhichOneof("data")
+    return None if kind is None else getattr(data, kind)
+
+
+# --- the proxy worker -------------------------------------------------------------------------
+
+
+class WorkerError(Exception):
+    """The worker refused the app (init or load failed)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    function: str
+    methods: tuple[str, ...] | None
+    pattern: re.Pattern[str]
+    literal: bool
+
+
+def _route_pattern(template: str) -> re.Pattern[str]:
+    """Simple route templates (literals and ``{name}``), which is all mlfn registers; the
+    host's full syntax is runtime/host/routing.py's business, not this harness's."""
+    if re.search(r"\{[^}]*[?:*=][^}]*\}", template):
+        raise ValueError(f"the harness routes only simple templates, not {template!r}")
+    parts = re.split(r"\{(\w+)\}", template.strip("/"))
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
+    return re.compile(f"/?{regex}/?", re.IGNORECASE)
+
+
+@dataclass
+class Worker:
+    """The proxy worker around ``azure_functions_runtime`` for the app in ``app_dir``, in this
+    process: sys.path and working directory as the worker has them, the event loop on a thread
+    of its own, the runtime's thread pool for sync functions."""
+
+    app_dir: Path
+    host: str = "localhost:7071"
+    functions: dict[str, RpcFunctionMetadata] = field(default_factory=dict)
+    capabilities: dict[str, str] = field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _cwd: str | None = None
+    _routes: list[Route] = field(default_factory=list)
+
+    def start(self) -> Worker:
+        import azure_functions_runtime as runtime
+
+        if "function_app" in sys.modules:
+            raise WorkerError("this process has imported an app already: run_in_fresh_worker")
+        app_dir = str(self.app_dir)
+        # The proxy worker puts the app root first on sys.path and runs in it.
+        sys.path.insert(0, app_dir)
+        self._cwd = os.getcwd()
+        os.chdir(app_dir)
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="worker-loop", daemon=True)
+        self._thread.start()
+        runtime.start_threadpool_executor()
+        init = self._call(
+            runtime.worker_init_request(
+                WorkerRequest(
+                    "WorkerInitRequest",
+                    StreamingMessage(
+                        worker_init_request=WorkerInitRequest(function_app_directory=app_dir)
+                    ),
+                    {"protos": protos, "host": "127.0.0.1"},
+                )
+            )
+        )
+        if init.result.status != StatusResult.Success:
+            raise WorkerError(init.result.exception.message)
+        self.capabilities = dict(init.capabilities)
+        metadata = self._call(
+            runtime.functions_metadata_request(
+                WorkerRequest(
+                    "WorkerMetadataRequest",
+                    StreamingMessage(
+                        functions_metadata_request=FunctionsMetadataRequest(
+                            function_app_directory=app_dir
+                        )
+                    ),
+                )
+            )
+        )
+        for meta in metadata.function_metadata_results:
+            loaded = self._call(
+                runtime.function_load_request(
+                    WorkerRequest(
+                        "FunctionLoadRequest",
+                        StreamingMessage(
+                            function_load_request=FunctionLoadRequest(
+                                function_id=meta.function_id, metadata=meta
+                            )
+                        ),
+                    )
+                )
+            )
+            if loaded.result.status != StatusResult.Success:
+                raise WorkerError(loaded.result.exception.message)
+            self.functions[meta.name] = meta
+        self._routes = self._http_routes()
+        return self
+
+    def stop(self) -> None:
+        import azure_functions_runtime as runtime
+
+        runtime.stop_threadpool_executor()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            assert self._thread is not None
+            self._thread.join(10)
+            self._loop.close()
+            self._loop = None
+        if self._cwd is not None:
+            os.chdir(self._cwd)
+        if str(self.app_dir) in sys.path:
+            sys.path.remove(str(self.app_dir))
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return self._submit(coro).result(TIMEOUT_S)
+
+    def _submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        assert self._loop is not None, "start the worker first"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    # --- invocations ----------------------------------------------------------------------
+
+    def submit(
+        self,
+        function: str,
+        trigger: TypedData,
+        trigger_metadata: dict[str, TypedData] | None = None,
+    ) -> concurrent.futures.Future[InvocationResponse]:
+        """Send an InvocationRequest for ``function`` with its trigger data; the future is the
+        runtime's InvocationResponse."""
+        import azure_functions_runtime as runtime
+
+        meta = self.functions[function]
+        request = InvocationRequest(
+            invocation_id=str(uuid.uuid4()),
+            function_id=meta.function_id,
+            input_data=[ParameterBinding(name=self.trigger_name(function), data=trigger)],
+            trigger_metadata=trigger_metadata or {},
+        )
+        message = StreamingMessage(invocation_request=request)
+        return self._submit(
+            runtime.invocation_request(WorkerRequest("FunctionInvocationRequest", message))
+        )
+
+    def invoke(
+        self,
+        function: str,
+        trigger: TypedData,
+        trigger_metadata: dict[str, TypedData] | None = None,
+    ) -> InvocationResponse:
+        response: InvocationResponse = self.submit(function, trigger, trigger_metadata).result(
+            TIMEOUT_S
+        )
+        return response
+
+    def trigger_name(self, function: str) -> str:
+        return str(self._trigger(function)["name"])
+
+    def _trigger(self, function: str) -> dict[str, Any]:
+        bindings = [json.loads(raw) for raw in self.functions[function].raw_bindings]
+        return next(b for b in bindings if str(b["type"]).endswith("Trigger"))
+
+    def http_call(self, call: HttpCall) -> concurrent.futures.Future[InvocationResponse]:
+        """Route ``call`` as the host would (route prefix of host.json, methods, literal
+        routes first) and invoke the function it reaches."""
+        path = urlsplit(call.path).path
+        for route in self._routes:
+            found = route.pattern.fullmatch(path)
+            if found and (route.methods is None or call.method.upper() in route.methods):
+                trigger = http_data(
+                    call.method,
+                    f"http://{self.host}{call.path}",
+                    headers=[("host", self.host), *call.headers],
+                    body=call.content,
+                    route_params={k: unquote(v) for k, v in found.groupdict().items()},
+                )
+                return self.submit(route.function, trigger)
+        raise LookupError(f"no HTTP function of the app takes {call.method} {path}")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes = b"",
+    ) -> InvocationResponse:
+        """``method path`` (with its query string) through the worker."""
+        call = HttpCall(method, path, tuple((headers or {}).items()), content)
+        response: InvocationResponse = self.http_call(call).result(TIMEOUT_S)
+        return response
+
+    def queue(self, function: str, body: str | bytes, **metadata: Any) -> InvocationResponse:
+        """A queue message for ``function``; ``metadata`` as ``queue_data`` takes it."""
+        return self.invoke(function, *queue_data(body, **metadata))
+
+    def run(self, call: Call) -> concurrent.futures.Future[InvocationResponse]:
+        if isinstance(call, HttpCall):
+            return self.http_call(call)
+        return self.submit(call.function, *queue_data(call.body, **dict(call.metadata)))
+
+    def _http_routes(self) -> list[Route]:
+        prefix = _route_prefix(self.app_dir)
+        routes = []
+        for name in self.functions:
+            trigger = self._trigger(name)
+            if trigger["type"] != "httpTrigger":
+                continue
+            template = "/".join(p for p in (prefix, str(trigger.get("route") or name)) if p)
+            methods = trigger.get("methods")
+            routes.append(
+                Route(
+                    name,
+                    tuple(str(m).upper() for m in methods) if methods else None,
+                    _route_pattern(template),
+                    "{" not in template,
+                )
+            )
+        return sorted(routes, key=lambda r: not r.literal)
+
+
+def _route_prefix(app_dir: Path) -> str:
+    host_json = json.loads((app_dir / "host.json").read_text())
+    prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+    return str(prefix).strip("/")
+
+
+# --- calls in a fresh interpreter -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    method: str
+    path: str  # with the query string
+    headers: tuple[tuple[str, str], ...] = ()
+    content: bytes = b""
+
+
+@dataclass(frozen=True)
+class QueueCall:
+    function: str
+    body: str | bytes
+    metadata: tuple[tuple[str, Any], ...] = ()
+
+
+Call = HttpCall | QueueCall
+
+
+def run_in_fresh_worker(
+    app_dir: Path,
+    calls: list[Call],
+    env: Mapping[str, str],
+    *,
+    concurrently: bool = False,
+) -> list[InvocationResponse]:
+    """Start a worker for ``app_dir`` in a new interpreter (this one's), with ``env`` as its
+    whole environment (app settings are environment variables on Azure), run ``calls`` one
+    after the other (or all at once) and return the runtime's responses."""
+    work = app_dir / f".harness-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        (work / "calls.pickle").write_bytes(pickle.dumps((calls, concurrently)))
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.worker.harness", str(work)],
+            cwd=app_dir,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S * 2,
+        )
+        if done.returncode != 0:
+            raise WorkerError(f"the worker process failed:\n{done.stdout}\n{done.stderr}")
+        responses: list[InvocationResponse] = pickle.loads((work / "responses.pickle").read_bytes())
+        return responses
+    finally:
+        for path in work.iterdir():
+            path.unlink()
+        work.rmdir()
+
+
+def _child_main(work: Path) -> None:
+    calls, concurrently = pickle.loads((work / "calls.pickle").read_bytes())
+    # With -m, this interpreter's first sys.path entry is its working directory, the app's.
+    sys.path.pop(0)
+    worker = Worker(Path.cwd()).start()
+    try:
+        if concurrently:
+            futures = [worker.run(call) for call in calls]
+            responses = [f.result(TIMEOUT_S) for f in futures]
+        else:
+            responses = [worker.run(call).result(TIMEOUT_S) for call in calls]
+    finally:
+        worker.stop()
+    (work / "responses.pickle").write_bytes(pickle.dumps(responses))
+
+
+if __name__ == "__main__":
+    # Run as tests.worker.harness, so the pickled messages are this module's classes.
+    from tests.worker import harness
+
+    harness._child_main(Path(sys.argv[1]))
