@@ -87,6 +87,13 @@ def optimization_level(name: str, raw: str) -> str:
     return value
 
 
+def log_format(name: str, raw: str) -> str:
+    value = raw.lower()
+    if value not in ("text", "json"):
+        raise ConfigError(name, raw, "text or json")
+    return value
+
+
 def path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -260,6 +267,13 @@ class HostSettings(_FromEnvironment):
         30.0,
         number,
         "Seconds a fetched queue message stays invisible before its lease is renewed.",
+    )
+    log_format: str = setting(
+        "MLFN_LOG_FORMAT",
+        "text",
+        log_format,
+        "The local host's log lines: text, or json (one object a line, with the invocation's "
+        "function, id and duration as fields).",
     )
     thread_count: int | None = setting(
         "PYTHON_THREADPOOL_THREAD_COUNT", None, positive_whole_number,

@@ -12,11 +12,13 @@ from urllib.parse import parse_qsl
 
 import azure.functions as func
 
+from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
 from runtime.host.routing import Router, RouteTemplate
 
 log = logging.getLogger("mlfn.host")
+HTTP_REASON = "This function was programmatically called via the host APIs."
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,18 +99,22 @@ class HttpHost:
             route_params=route_values,
             body=body,
         )
+        run = InvocationLog(info.name, HTTP_REASON)
         try:
-            invocation = await self._invoker.call(info, request)
-        except Exception:
-            log.exception("Executed 'Functions.%s' (Failed)", info.name)
+            invocation = await self._invoker.call(info, request, run.id)
+        except Exception as exc:
+            run.failed(exc, traceback=True)
             return await _send(send, 500, b"", {})
         http_out = next(b.name for b in info.outputs if b.type == "http")
         if http_out == "$return" and invocation.returned is None:
             # The worker cannot encode None as a response: the invocation fails.
-            log.error("Executed 'Functions.%s' (Failed): it returned None", info.name)
+            run.failed("it returned None")
             return await _send(send, 500, b"", {})
         result = invocation.returned if http_out == "$return" else invocation.outputs.get(http_out)
-        await _send_result(send, info, result)
+        if await _send_result(send, info, result):
+            run.succeeded()
+        else:
+            run.failed(f"it returned {type(result).__name__}, not an HttpResponse or str")
 
     def _authorized(
         self, info: FunctionInfo, headers: dict[str, str], params: dict[str, str]
@@ -123,7 +129,9 @@ class HttpHost:
         return hmac.compare_digest(given.encode(), self.function_key.encode())
 
 
-async def _send_result(send: Send, info: FunctionInfo, result: Any) -> None:
+async def _send_result(send: Send, info: FunctionInfo, result: Any) -> bool:
+    """Send what the function returned; False when the worker could not have converted it
+    (a 500 was sent)."""
     if isinstance(result, func.HttpResponse):
         headers = dict(result.headers.items())
         if not any(k.lower() == "content-type" for k in headers):
@@ -131,19 +139,18 @@ async def _send_result(send: Send, info: FunctionInfo, result: Any) -> None:
             headers["content-type"] = (
                 f"{ct}; charset={result.charset}" if ct.startswith("text/") else ct
             )
-        return await _send(send, result.status_code, result.get_body() or b"", headers)
+        await _send(send, result.status_code, result.get_body() or b"", headers)
+        return True
     if isinstance(result, str):
         text_plain = {"content-type": "text/plain; charset=utf-8"}
-        return await _send(send, 200, result.encode(), text_plain)
+        await _send(send, 200, result.encode(), text_plain)
+        return True
     if result is None:  # a named http output left unset
-        return await _send(send, 204, b"", {})
+        await _send(send, 204, b"", {})
+        return True
     # bytes included: the worker's HTTP converter takes str and HttpResponse only.
-    log.error(
-        "Executed 'Functions.%s' (Failed): it returned %s, not an HttpResponse or str",
-        info.name,
-        type(result).__name__,
-    )
     await _send(send, 500, b"", {})
+    return False
 
 
 def _headers(scope: Scope) -> dict[str, str]:

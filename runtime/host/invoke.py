@@ -85,6 +85,10 @@ def _run_sync(invocation_id: str, fn: Callable[..., Any], kwargs: dict[str, Any]
         _invocation_local.invocation_id = None
 
 
+def new_invocation_id() -> str:
+    return str(uuid.uuid4())
+
+
 class FunctionTimedOut(Exception):
     """An invocation ran past host.json's functionTimeout: it fails, as on Azure."""
 
@@ -116,11 +120,15 @@ class Invoker:
         self._timeout_s = timeout_s  # host.json functionTimeout
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="func")
 
-    async def call(self, info: FunctionInfo, trigger_value: Any) -> Invocation:
+    async def call(
+        self, info: FunctionInfo, trigger_value: Any, invocation_id: str | None = None
+    ) -> Invocation:
+        """Run ``info``'s function once. ``invocation_id``: the id the caller logs the
+        invocation under (a new one by default)."""
         kwargs: dict[str, Any] = {info.trigger.name: trigger_value}
         outs = {b.name: Out() for b in info.outputs if b.name != "$return"}
         kwargs.update(outs)
-        invocation_id = str(uuid.uuid4())
+        invocation_id = invocation_id or new_invocation_id()
         if info.wants_context:
             kwargs["context"] = Context(info.name, info.directory, invocation_id)
         if info.is_async:

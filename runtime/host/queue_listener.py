@@ -17,7 +17,6 @@ import functools
 import logging
 import re
 import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ import azure.functions as func
 
 from runtime.config import Settings
 from runtime.errors import ConfigError, ListenerError
+from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import Binding, FunctionInfo
 from runtime.host.queue_options import QueueOptions
@@ -197,7 +197,14 @@ class QueueListener:
         if (message.dequeue_count or 0) > self._options.max_dequeue_count:
             await self._settle(self._poison(lease), "moving it to the poison queue", message.id)
             return
-        started = time.perf_counter()
+        run = InvocationLog(name, f"New queue message detected on '{self.queue_name}'.")
+        log.info(
+            "Trigger Details: MessageId: %s, DequeueCount: %s, InsertedOn: %s",
+            message.id,
+            message.dequeue_count,
+            message.inserted_on.isoformat() if message.inserted_on else None,
+            extra={"function": name, "invocation_id": run.id},
+        )
         renewer = asyncio.create_task(lease.keep(self._accounts.io))
         try:
             body = message_encoding.decode(message.content, self._options.message_encoding)
@@ -210,20 +217,11 @@ class QueueListener:
                 time_next_visible=message.next_visible_on,
                 pop_receipt=message.pop_receipt,
             )
-            invocation = await self._invoker.call(self.info, trigger)
+            invocation = await self._invoker.call(self.info, trigger, run.id)
             await self._accounts.io(self._write_outputs, invocation.outputs)
         except Exception as exc:
             renewer.cancel()
-            ms = (time.perf_counter() - started) * 1000
-            log.error(
-                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms, DequeueCount=%d): %s",
-                name,
-                message.id,
-                ms,
-                message.dequeue_count,
-                exc,
-                exc_info=not isinstance(exc, message_encoding.NotEncoded),
-            )
+            run.failed(exc, traceback=not isinstance(exc, message_encoding.NotEncoded))
             if (message.dequeue_count or 0) >= self._options.max_dequeue_count:
                 await self._settle(self._poison(lease), "moving it to the poison queue", message.id)
             else:
@@ -232,12 +230,7 @@ class QueueListener:
             return
         renewer.cancel()
         await self._settle(self._accounts.io(lease.delete), "deleting it", message.id)
-        log.info(
-            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
-            name,
-            message.id,
-            (time.perf_counter() - started) * 1000,
-        )
+        run.succeeded()
 
     async def _settle(self, step: Awaitable[Any], doing: str, message_id: str) -> None:
         """Settle a message; a failure is logged with its id (the message comes back when its

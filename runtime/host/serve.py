@@ -13,6 +13,7 @@ from pathlib import Path
 from runtime import config, redact
 from runtime.host.asgi import HostApp
 from runtime.host.http_server import HttpHost, http_route
+from runtime.host.invocation_log import JsonFormatter
 from runtime.host.invoke import Invoker
 from runtime.host.local_settings import apply_local_settings
 from runtime.host.metadata import FunctionInfo, index_app, registered_app
@@ -64,11 +65,15 @@ def build_host(
 def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool = True) -> None:
     import uvicorn
 
+    apply_local_settings(app_dir)  # before logging is set up: it may choose the log format
+    local = config.HostSettings.from_mapping(os.environ)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactSecrets())
+        if local.log_format == "json":
+            handler.setFormatter(JsonFormatter())
     # The storage SDK logs every request and response header at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
     app, host_config, functions = build_host(app_dir, queues=queues)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,3 +135,43 @@ def test_a_body_over_azures_100_mb_limit_is_refused_before_it_is_read(
         )  # and no body at all: the host must answer from the header alone
         reply = conn.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413")
+
+
+def test_invocations_are_logged_as_func_start_logs_them_in_text_or_json(tmp_path: Path) -> None:
+    (tmp_path / "function_app.py").write_text(
+        "import azure.functions as func\n"
+        "app = func.FunctionApp()\n"
+        '@app.route(route="hi", auth_level=func.AuthLevel.ANONYMOUS)\n'
+        "def hi(req: func.HttpRequest) -> func.HttpResponse:\n"
+        '    if req.params.get("fail"):\n'
+        '        raise ValueError("asked to fail")\n'
+        '    return func.HttpResponse("hi")\n'
+    )
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+    for log_format in ("text", "json"):
+        host = LocalHost(tmp_path, {"MLFN_LOG_FORMAT": log_format}).start()
+        try:
+            with host.client() as http:
+                assert http.get("/api/hi").status_code == 200
+                assert http.get("/api/hi?fail=1").status_code == 500
+        finally:
+            host.stop()
+        output = host.output()
+        if log_format == "text":
+            ids = re.findall(
+                r"Executing 'Functions.hi' \(Reason='[^']+', Id=([0-9a-f-]{36})\)", output
+            )
+            assert len(ids) == 2
+            assert re.search(
+                rf"Executed 'Functions.hi' \(Succeeded, Id={ids[0]}, Duration=\d+ms\)", output
+            )
+            assert re.search(
+                rf"Executed 'Functions.hi' \(Failed, Id={ids[1]}, Duration=\d+ms\): asked to fail",
+                output,
+            )
+        else:
+            docs = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+            executed = [d for d in docs if d["message"].startswith("Executed 'Functions.hi'")]
+            assert [d["outcome"] for d in executed] == ["Succeeded", "Failed"]
+            assert all(d["function"] == "hi" and len(d["invocation_id"]) == 36 for d in executed)
+            assert "asked to fail" in executed[1]["exception"]

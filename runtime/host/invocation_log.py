@@ -1,0 +1,87 @@
+"""The lines the local host writes about each invocation, as ``func start`` writes them, so an
+operator reads the same story locally and on Azure:
+
+    Executing 'Functions.iris_predict' (Reason='...', Id=8f0c...)
+    Executed 'Functions.iris_predict' (Succeeded, Id=8f0c..., Duration=12ms)
+
+Each record also carries ``function``, ``invocation_id`` and ``duration_ms`` as attributes, which
+the JSON log format (``MLFN_LOG_FORMAT=json``) writes as fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from runtime.host.invoke import new_invocation_id
+
+log = logging.getLogger("mlfn.host.functions")
+
+
+class InvocationLog:
+    """One invocation's start and end lines."""
+
+    def __init__(self, function: str, reason: str, invocation_id: str | None = None) -> None:
+        self.function = function
+        self.id = invocation_id or new_invocation_id()
+        self._started = time.perf_counter()
+        log.info(
+            "Executing 'Functions.%s' (Reason='%s', Id=%s)",
+            function,
+            reason,
+            self.id,
+            extra=self._fields(),
+        )
+
+    def _fields(self, **more: Any) -> dict[str, Any]:
+        return {"function": self.function, "invocation_id": self.id, **more}
+
+    @property
+    def duration_ms(self) -> int:
+        return round((time.perf_counter() - self._started) * 1000)
+
+    def succeeded(self) -> None:
+        ms = self.duration_ms
+        log.info(
+            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
+            self.function,
+            self.id,
+            ms,
+            extra=self._fields(duration_ms=ms, outcome="Succeeded"),
+        )
+
+    def failed(self, why: BaseException | str, traceback: bool = False) -> None:
+        ms = self.duration_ms
+        log.error(
+            "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms): %s",
+            self.function,
+            self.id,
+            ms,
+            why,
+            exc_info=why if traceback and isinstance(why, BaseException) else None,
+            extra=self._fields(duration_ms=ms, outcome="Failed"),
+        )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and the invocation's fields when
+    the line is about one (for log shippers that index fields, not text)."""
+
+    FIELDS = ("function", "invocation_id", "duration_ms", "outcome")
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in self.FIELDS:
+            if hasattr(record, name):
+                doc[name] = getattr(record, name)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
