@@ -4,6 +4,7 @@ package; a pinned sha256 matches the file, or the store where it can be reached.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,12 @@ def _sha256(path: Path) -> str:
 
 
 def _remote_sha256(source: Any) -> str:
+    """The digest of the object in its store, downloaded through the same store code that
+    serves it (into a temporary file: the SDKs want a seekable stream to download in parallel)."""
     digest = hashlib.sha256()
-
-    class _Hashing:
-        def write(self, chunk: bytes) -> int:
+    with tempfile.TemporaryFile() as spool:
+        source.download(spool)
+        spool.seek(0)
+        while chunk := spool.read(1 << 20):
             digest.update(chunk)
-            return len(chunk)
-
-    source.download(_Hashing())
     return digest.hexdigest()

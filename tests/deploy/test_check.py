@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -467,3 +468,32 @@ def test_optional_and_unknown_imports_are_not_findings(tmp_path: Path) -> None:
     report = check(_write(tmp_path / "app", Case("", False, app=app)), env={})
     assert [f for f in report.findings if "does not name" in str(f)] == []
     assert any("not_installed_anywhere_here" in note for note in report.notes)
+
+
+def test_a_pinned_digest_is_checked_against_the_store_where_it_is_reachable(
+    tmp_path: Path, azurite: Any, models_in_blob: str, example_models: dict[str, Path]
+) -> None:
+    digest = hashlib.sha256(example_models["iris"].read_bytes()).hexdigest()
+    env = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "MLFN_MODEL_STORE": f"az://{models_in_blob}",
+    }
+    right = check(_mlfn_app(tmp_path / "right", "iris.onnx", sha256=digest), env=env)
+    assert right.ok, [str(f) for f in right.findings]
+    wrong = check(_mlfn_app(tmp_path / "wrong", "iris.onnx", sha256="1" * 64), env=env)
+    assert [str(f) for f in wrong.findings] == [
+        "endpoint linear: the model at iris.onnx does not have the pinned sha256"
+    ]
+    offline = check(
+        _mlfn_app(tmp_path / "offline", "iris.onnx", sha256="1" * 64), env=env, fetch=False
+    )
+    assert offline.ok
+    nobody = {
+        **env,
+        "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        "AccountKey=eA==;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+        "MLFN_STORE_RETRIES": "0",
+    }
+    unreachable = check(_mlfn_app(tmp_path / "unreachable", "iris.onnx", sha256=digest), env=nobody)
+    assert unreachable.ok  # not a finding: said as a note
+    assert any("pinned digest not checked" in note for note in unreachable.notes)
