@@ -24,6 +24,7 @@ SAMPLES: dict[Any, tuple[str, Any, tuple[str, ...]]] = {
     config.optional_positive_whole_number: ("3", 3, ("-1", "1.5", "x")),
     config.boolean: ("Yes", True, ("maybe", "2")),
     config.optimization_level: ("Extended", "extended", ("fast", "none")),
+    config.log_format: ("JSON", "json", ("yaml", "xml")),
     config.path: ("/srv/cache", Path("/srv/cache"), ()),
     config.names: (" iris, ,diabetes ", ("iris", "diabetes"), ()),
     # A connection is read with the name of its setting: ``expected`` takes the variable.

@@ -486,6 +486,19 @@ def _route_pattern(template: str) -> re.Pattern[str]:
     return re.compile(f"/?{regex}/?", re.IGNORECASE)
 
 
+def _forget_earlier_apps() -> None:
+    """A worker process starts with nothing of an app loaded. When tests of other apps ran in
+    this process first (one pytest run of the whole suite), their endpoint packages and the
+    settings read for them must not be what this worker's app finds."""
+    from runtime import config
+
+    for name in list(sys.modules):
+        if name == "functions" or name.startswith("functions."):
+            del sys.modules[name]
+    config._current = None
+    config._warned = False
+
+
 @dataclass
 class Worker:
     """The proxy worker around ``azure_functions_runtime`` for the app in ``app_dir``, in this
@@ -506,6 +519,7 @@ class Worker:
 
         if "function_app" in sys.modules:
             raise WorkerError("this process has imported an app already: run_in_fresh_worker")
+        _forget_earlier_apps()
         app_dir = str(self.app_dir)
         # The proxy worker puts the app root first on sys.path and runs in it.
         sys.path.insert(0, app_dir)
