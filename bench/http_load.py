@@ -166,7 +166,49 @@ def build_app(tmp: Path) -> tuple[Path, Path]:
     return app, model
 
 
-def run(seconds: float) -> tuple[list[tuple[str, Load, Load]], tuple[Load, Load], str]:
+TELEMETRY = {
+    "off": {},
+    "on, metrics only": {"OTEL_TRACES_EXPORTER": "none"},
+    "on, 10 % of traces": {
+        "OTEL_TRACES_SAMPLER": "traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+    "on, every trace": {},
+}
+
+
+def telemetry_rows(app: Path, tmp: Path, body: bytes, seconds: float) -> list[tuple[str, Load]]:
+    """The same endpoint with OpenTelemetry off and on, exporting over OTLP/HTTP to a sink in
+    another process (the cost of turning it on, as an operator would)."""
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "bench.otlp_sink", str(port)])
+    rows = []
+    try:
+        for label, extra in TELEMETRY.items():
+            env = {"MLFN_CACHE_DIR": str(tmp / "cache")}
+            if label != "off":
+                env |= {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                    "OTEL_SERVICE_NAME": "bench",
+                    **extra,
+                }
+            host = LocalHost(app, env, ("--no-queues",)).start()
+            try:
+                url = f"{host.url}/api/mlp/predict"
+                r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+                assert r.status_code == 200, r.text
+                rows.append((label, drive(url, body, 16, seconds)))
+            finally:
+                host.stop()
+    finally:
+        sink.terminate()
+        sink.wait(10)
+    return rows
+
+
+def run(
+    seconds: float,
+) -> tuple[list[tuple[str, Load, Load]], tuple[Load, Load], str, list[tuple[str, Load]]]:
     body = _body()
     with tempfile.TemporaryDirectory(prefix="mlfn-load-") as name:
         tmp = Path(name)
@@ -188,11 +230,17 @@ def run(seconds: float) -> tuple[list[tuple[str, Load, Load]], tuple[Load, Load]
         finally:
             host.stop()
             bare.stop()
+        telemetry = telemetry_rows(app, tmp, body, seconds)
     client = "wrk -t1" if shutil.which("wrk") else "an asyncio httpx client (no wrk)"
-    return rows, (batched, single), client
+    return rows, (batched, single), client, telemetry
 
 
-def table(rows: list[tuple[str, Load, Load]], batching: tuple[Load, Load], client: str) -> str:
+def table(
+    rows: list[tuple[str, Load, Load]],
+    batching: tuple[Load, Load],
+    client: str,
+    telemetry: list[tuple[str, Load]],
+) -> str:
     lines = [
         f"| MLP over HTTP ({client}) | mlfn serve req/s | p50 / p99 ms "
         "| bare uvicorn req/s | p50 / p99 ms | mlfn / bare |",
@@ -215,6 +263,19 @@ def table(rows: list[tuple[str, Load, Load]], batching: tuple[Load, Load], clien
         f"| {single.p50_ms:.2f} / {single.p99_ms:.2f} | {single.errors} |",
         f"| on / off | {batched.requests_per_s / single.requests_per_s:.2f}x | | |",
     ]
+    if telemetry:
+        off = telemetry[0][1].requests_per_s
+        lines += [
+            "",
+            "| OpenTelemetry, 16 connections (OTLP/HTTP to a sink) | req/s | p50 / p99 ms "
+            "| / off |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {label} | {load.requests_per_s:.0f} | {load.p50_ms:.2f} / {load.p99_ms:.2f} "
+            f"| {load.requests_per_s / off:.2f}x |"
+            for label, load in telemetry
+        ]
     return "\n".join(lines)
 
 

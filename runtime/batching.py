@@ -7,11 +7,14 @@ import collections
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
+from runtime import telemetry
 from runtime.errors import Overloaded
+from runtime.telemetry import Invocation
 
 log = logging.getLogger("mlfn.batching")
 
@@ -23,6 +26,8 @@ O = TypeVar("O")  # noqa: E741 - what a run returns for the instances it was giv
 class _Request(Generic[I, O]):
     instances: list[I]
     future: asyncio.Future[O]
+    invocation: Invocation | None = None  # whose the run is, for log lines and traces
+    queued_at: float = 0.0  # with telemetry on: when it started waiting
 
 
 @dataclass
@@ -60,7 +65,9 @@ class Batcher(Generic[I, O]):
         max_concurrency: int = 1,
         max_pending: int | None = None,
         shared_failure: Callable[[BaseException], bool] = lambda exc: False,
+        name: str = "",
     ) -> None:
+        self.name = name  # the endpoint's, in telemetry
         self._run = run
         self._run_is_async = inspect.iscoroutinefunction(run)
         self._split = split
@@ -88,7 +95,11 @@ class Batcher(Generic[I, O]):
             self._drop_answered()  # callers that gave up no longer count
             if len(self._pending) >= self._max_pending:
                 raise Overloaded(len(self._pending))
-        request: _Request[I, O] = _Request(instances, loop.create_future())
+        request: _Request[I, O] = _Request(
+            instances, loop.create_future(), telemetry.current_invocation()
+        )
+        if telemetry.current().on:
+            request.queued_at = time.perf_counter()
         self._pending.append(request)
         assert self._arrived is not None
         self._arrived.set()
@@ -187,13 +198,29 @@ class Batcher(Generic[I, O]):
             return await cast(Awaitable[O], self._run(instances))
         return await asyncio.to_thread(cast(Callable[[list[I]], O], self._run), instances)
 
+    async def _call_as(
+        self, tel: telemetry.Telemetry, batch: list[_Request[I, O]], instances: list[I]
+    ) -> O:
+        """The run as the batch's first request's (its log lines, its trace): this task may
+        have been started by a request long answered."""
+        token = telemetry.enter(batch[0].invocation)
+        try:
+            with tel.batch(self.name, batch, len(instances)) if tel.on else telemetry.NOOP_SPAN:
+                return await self._call(instances)
+        finally:
+            telemetry.leave(token)
+
     async def _dispatch(self, batch: list[_Request[I, O]]) -> None:
         batch = [r for r in batch if not r.future.done()]
         if not batch:
             return
         instances = [i for r in batch for i in r.instances]
+        tel, first = telemetry.current(), batch[0].invocation
         try:
-            result = await self._call(instances)
+            if tel.on or first is not telemetry.current_invocation():
+                result = await self._call_as(tel, batch, instances)
+            else:  # this request's own task runs it, untraced: nothing to set
+                result = await self._call(instances)
         except Exception as exc:
             if len(batch) == 1 or self._shared_failure(exc):
                 for request in batch:  # every request would fail the same way alone

@@ -199,10 +199,16 @@ def _endpoint_queues(name: str) -> EndpointQueues:
     "--data", required=True, help='JSON {"instances": [...]} or a list, or @FILE (.json, .jsonl).'
 )
 @click.option("--id", "job_id", default=None, help="The request's id (default: a new uuid).")
-def enqueue(name: str, data: str, job_id: str | None) -> None:
+@click.option(
+    "--traceparent",
+    default=None,
+    help="W3C trace parent the job's scoring continues (default: a new trace).",
+)
+def enqueue(name: str, data: str, job_id: str | None, traceparent: str | None) -> None:
     """Send a scoring request to endpoint NAME's request queue."""
     from runtime.protocol import json_input
     from runtime.protocol.jobs import check_job_id
+    from runtime.telemetry import trace_context
 
     try:
         text = Path(data[1:]).read_text() if data.startswith("@") else data
@@ -212,6 +218,10 @@ def enqueue(name: str, data: str, job_id: str | None) -> None:
     with _told():
         if job_id is not None:
             check_job_id(job_id)
+        if traceparent is not None and trace_context.parse(traceparent) is None:
+            raise click.ClickException(
+                f"--traceparent {traceparent!r} is not a W3C trace parent (00-<32 hex>-<16 hex>-01)"
+            )
         if data.startswith("@") and data.endswith(".jsonl"):
             lines = [line for line in text.splitlines() if line.strip()]
             instances = [json_input.loads(line, "a line of --data") for line in lines]
@@ -222,9 +232,11 @@ def enqueue(name: str, data: str, job_id: str | None) -> None:
         raise click.ClickException('--data must be {"instances": [...]} or a list of instances')
     queues = _endpoint_queues(name)
     with _told(), _storage("the request queue"):
-        sent = queues.send(name, instances, job_id)
+        sent = queues.send(name, instances, job_id, traceparent)
     via = f" (instances in blob {sent.instances_blob})" if sent.instances_blob else ""
-    click.echo(f"queued {sent.id} on {sent.queue}{via}")
+    parent = trace_context.parse(sent.traceparent)
+    trace = f", trace {parent.trace_id}" if parent else ""
+    click.echo(f"queued {sent.id} on {sent.queue}{via}{trace}")
 
 
 @main.command()

@@ -19,6 +19,7 @@ from runtime.errors import HostConfigError
 OVERRIDE_PREFIX = "azurefunctionsjobhost__"
 DEFAULT_ROUTE_PREFIX = "api"
 DEFAULT_FUNCTION_TIMEOUT_S = 30 * 60.0
+DEFAULT_MAX_DEQUEUE_COUNT = 5
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,17 @@ def route_prefix(app_dir: Path, env: Mapping[str, str] | None = None) -> str:
         return HostConfig.load(app_dir, os.environ if env is None else env).route_prefix
     except HostConfigError:
         return DEFAULT_ROUTE_PREFIX
+
+
+def max_dequeue_count(app_dir: Path, env: Mapping[str, str] | None = None) -> int:
+    """The deliveries a queue message gets before the host moves it to the poison queue
+    (``extensions.queues.maxDequeueCount``); the default where host.json cannot say."""
+    try:
+        config = HostConfig.load(app_dir, os.environ if env is None else env)
+        value = config.get("extensions", "queues", "maxDequeueCount")
+        return int(value) if value else DEFAULT_MAX_DEQUEUE_COUNT
+    except (HostConfigError, TypeError, ValueError):
+        return DEFAULT_MAX_DEQUEUE_COUNT
 
 
 def _set(doc: dict[str, Any], path: list[str], value: str) -> None:

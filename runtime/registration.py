@@ -7,12 +7,13 @@ from pathlib import Path
 
 import azure.functions as func
 
-from runtime import config
+from runtime import config, telemetry
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.discovery import discover
 from runtime.protocol.jobs import queue_function_name
 from runtime.services import Services
 from runtime.triggers import http, queue, v2
+from runtime.triggers.invocation import http_function
 from runtime.triggers.responses import AsyncHttpFunction, HttpFunction
 
 
@@ -27,44 +28,44 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
     app.services = services  # type: ignore[attr-defined]  # for tools and tests
 
+    def route(
+        name: str,
+        path: str,
+        method: str,
+        handler: HttpFunction | AsyncHttpFunction,
+        anonymous: bool = False,
+    ) -> None:
+        invoked = http_function(name, method, path, handler, services.app_root, services.endpoints)
+        auth = func.AuthLevel.ANONYMOUS if anonymous else func.AuthLevel.FUNCTION
+        app.function_name(name)(app.route(route=path, methods=[method], auth_level=auth)(invoked))
+
     for bound in endpoints:
         if bound.endpoint.predict_fn is None:
             continue  # tensor-only endpoints are served by the Open Inference Protocol routes
         predict = http.predict_function(bound.name, services)
-        _route(app, f"{bound.name}_predict", f"{bound.name}/predict", "POST", predict)
-        score = queue.queue_function(bound.name, services)
+        route(f"{bound.name}_predict", f"{bound.name}/predict", "POST", predict)
+        score = queue.queue_function(bound.name, bound.requests_queue, services)
         name = queue_function_name(bound.name)
         _queue(app, name, bound.requests_queue, bound.results_queue, score)
 
-    _route(app, "health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
-    _route(app, "health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
-    _route(app, "openapi", "openapi.json", "GET", http.openapi_function(services), anonymous=True)
-    _route(app, "docs", "docs", "GET", http.docs_page, anonymous=True)
-    _route(app, "v2_server_metadata", "v2", "GET", v2.server_metadata, anonymous=True)
+    route("health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
+    route("health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
+    route("openapi", "openapi.json", "GET", http.openapi_function(services), anonymous=True)
+    route("docs", "docs", "GET", http.docs_page, anonymous=True)
+    route("v2_server_metadata", "v2", "GET", v2.server_metadata, anonymous=True)
     model, version = "v2/models/{model_name}", "v2/models/{model_name}/versions/{model_version}"
-    for prefix, route in (("v2_model", model), ("v2_model_version", version)):
+    for prefix, path in (("v2_model", model), ("v2_model_version", version)):
         metadata, ready = v2.model_metadata(services), v2.model_ready(services)
         # Metadata loads the model: behind the key like infer, or an anonymous client could
         # make the instance download models and evict the ones paying traffic uses.
-        _route(app, f"{prefix}_metadata", route, "GET", metadata)
-        _route(app, f"{prefix}_ready", f"{route}/ready", "GET", ready, anonymous=True)
-        _route(app, f"{prefix}_infer", f"{route}/infer", "POST", v2.model_infer(services))
+        route(f"{prefix}_metadata", path, "GET", metadata)
+        route(f"{prefix}_ready", f"{path}/ready", "GET", ready, anonymous=True)
+        route(f"{prefix}_infer", f"{path}/infer", "POST", v2.model_infer(services))
     if settings is None:
         config.warn_unknown()
+        telemetry.start_in_background()
     services.start_preload()
     return app
-
-
-def _route(
-    app: func.FunctionApp,
-    name: str,
-    route: str,
-    method: str,
-    handler: HttpFunction | AsyncHttpFunction,
-    anonymous: bool = False,
-) -> None:
-    auth = func.AuthLevel.ANONYMOUS if anonymous else func.AuthLevel.FUNCTION
-    app.function_name(name)(app.route(route=route, methods=[method], auth_level=auth)(handler))
 
 
 def _queue(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support import ROOT
 
@@ -60,3 +62,45 @@ def test_indexing_the_app_touches_no_network_and_loads_no_model() -> None:
         timeout=60,
     ).stdout
     assert "iris_predict" in out and "diabetes_predict" in out
+
+
+# Serving with telemetry off: a predict request, a queue message and a sync route, in the
+# deployed app's own functions (no host, so no invocation context: what a test or bench does).
+SERVE = """
+import asyncio, json, sys
+import azure.functions as func
+import function_app
+
+fns = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+body = json.dumps({"instances": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
+                                  "petal_width": 0.2}]}).encode()
+request = func.HttpRequest("POST", "http://localhost/api/iris/predict", body=body)
+assert asyncio.run(fns["iris_predict"](req=request)).status_code == 200
+
+class Out(func.Out[str]):
+    def set(self, val): self.val = val
+    def get(self): return self.val
+
+out = Out()
+job = json.dumps({"id": "j", "instances": json.loads(body)["instances"]}).encode()
+asyncio.run(fns["iris_queue"](msg=func.QueueMessage(id="m", body=job), out=out))
+assert json.loads(out.get())["predictions"], out.get()
+assert fns["health_live"](req=func.HttpRequest("GET", "http://localhost/", body=b"")).status_code == 200
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_with_telemetry_off_serving_imports_nothing_of_opentelemetry(
+    example_models: dict[str, Path], tmp_path: Path
+) -> None:
+    telemetry = ("OTEL_", "APPLICATIONINSIGHTS_", "MLFN_", "AzureWebJobs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(telemetry)}
+    env["MLFN_MODEL_STORE"] = str(example_models["iris"].parent)
+    env["MLFN_CACHE_DIR"] = str(tmp_path / "cache")
+    out = subprocess.run(
+        [sys.executable, "-c", SERVE], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    loaded = set(json.loads(out.splitlines()[-1]))
+    assert "runtime.telemetry" in loaded and "onnxruntime" in loaded  # it did serve
+    otel = ("opentelemetry", "azure.monitor", "runtime.telemetry.otel", "runtime.telemetry.setup")
+    assert sorted(m for m in loaded if m.startswith(otel)) == []

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime import telemetry
 from runtime.digest import sha256_file
 from runtime.errors import (
     CacheUnavailable,
@@ -74,7 +75,8 @@ class DiskCache:
         if local is not None:
             started = time.perf_counter()
             info = source.stat()
-            digest = sha256_file(local)
+            with telemetry.current().span("mlfn.model.verify"):
+                digest = sha256_file(local)
             _check_digest(source.uri, expected_sha256, digest)
             verify_s = time.perf_counter() - started
             return CachedFile(local, digest, info.size, HIT_LOCAL, 0, 0.0, verify_s, info.etag)
@@ -119,8 +121,10 @@ class DiskCache:
         self, source: ModelSource, key: str, expected: str | None, progress: Progress | None
     ) -> CachedFile:
         started = time.perf_counter()
+        tel = telemetry.current()
         entry = self._read_index(key)
-        cached = self._verified(entry, expected)
+        with tel.span("mlfn.model.verify") if entry else telemetry.NOOP_SPAN:  # cached copy
+            cached = self._verified(entry, expected)
         verify_s = time.perf_counter() - started
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -129,11 +133,12 @@ class DiskCache:
         try:
             fetch_started = time.perf_counter()
             try:
-                with os.fdopen(fd, "wb") as out:
+                with os.fdopen(fd, "wb") as out, tel.span("mlfn.model.download") as span:
                     etag = cached["etag"] if cached else None
                     info = source.download(out, if_none_match=etag, progress=progress)
                     out.flush()
                     os.fsync(out.fileno())
+                    span.set("mlfn.model.unchanged", info is None)
             except StoreUnavailable as exc:
                 if cached is None:
                     raise
@@ -154,8 +159,9 @@ class DiskCache:
                     detail={"uri": source.uri},
                 )
             verify_started = time.perf_counter()
-            digest = sha256_file(tmp)
-            _check_digest(source.uri, expected, digest)
+            with tel.span("mlfn.model.verify"):
+                digest = sha256_file(tmp)
+                _check_digest(source.uri, expected, digest)
             target = self._blob_path(digest)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)

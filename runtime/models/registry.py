@@ -13,6 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime import telemetry
 from runtime.config import Settings
 from runtime.errors import MlfnError, ModelLoadTimeout, StoreUnavailable
 from runtime.models.cache import DiskCache
@@ -77,6 +78,7 @@ class ModelRegistry:
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._reaper: threading.Thread | None = None
+        telemetry.current().watch_models(self.resident, self._budget)
 
     def use(self, name: str, ref: Model) -> _Held:
         """``with registry.use(name, ref) as model``: the model, loaded if needed, held in
@@ -229,10 +231,22 @@ class ModelRegistry:
                 slot.refreshing, slot.checked = False, time.monotonic()
 
     def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int, str | None]:
+        tel = telemetry.current()
+        with tel.span("mlfn.model.load", {"mlfn.endpoint": name}):
+            model, size, etag = self._load_phases(name, ref, tel)
+            tel.model_loaded(name, model.version, model.report)  # on the load's span too
+        return model, size, etag
+
+    def _load_phases(
+        self, name: str, ref: Model, tel: telemetry.Telemetry
+    ) -> tuple[OnnxModel, int, str | None]:
         started = time.perf_counter()
         import_in_background("onnxruntime")  # while the bytes are fetched, not after
         source = self.source(ref)
-        cached = self._cache.fetch(source, ref.sha256)
+        with tel.span("mlfn.model.fetch", {"mlfn.model.uri": source.uri}) as span:
+            cached = self._cache.fetch(source, ref.sha256)
+            span.set("mlfn.model.cache", cached.outcome)
+            span.set("mlfn.model.bytes", cached.size)
         with self._lock:
             # Estimated from the file until the session exists and its growth is measured.
             evicted = self._make_room(cached.size, keep=name)
@@ -245,16 +259,20 @@ class ModelRegistry:
         config = self._session_config
         if ref.providers is not None:
             config = dataclasses.replace(config, providers=ref.providers)
-        model = OnnxModel.load(
-            name,
-            cached.path,
-            sha256=cached.sha256,
-            version=ref.version or cached.sha256[:12],
-            config=config,
-        )
+        with tel.span("mlfn.model.session") as span:
+            model = OnnxModel.load(
+                name,
+                cached.path,
+                sha256=cached.sha256,
+                version=ref.version or cached.sha256[:12],
+                config=config,
+            )
+            if model.session_info is not None:
+                span.set("mlfn.model.optimized", model.session_info.optimized)
         session_s = time.perf_counter() - session_started
         warmup_started = time.perf_counter()
-        model.warm_up()
+        with tel.span("mlfn.model.warm_up") as span:
+            span.set("mlfn.model.warmed", model.warm_up())
         warmup_s = time.perf_counter() - warmup_started
         release_to_os(collect=False)  # what building the session freed
         rss_after = rss_bytes()

@@ -97,10 +97,13 @@ class Job:
     id: str
     instances: list[Any] | None
     instances_blob: str | None
+    traceparent: str | None = None
 
 
 def parse_job(body: bytes) -> Job:
-    """Read a request message: ``{"id", "instances"}`` or ``{"id", "instances_blob"}``."""
+    """Read a request message: ``{"id", "instances"}`` or ``{"id", "instances_blob"}``, and
+    optionally the producer's W3C ``traceparent`` (a string; anything else is ignored, as the
+    trace context spec asks: a bad one starts a new trace, it never fails the job)."""
     doc = json_input.loads(body, "the message")
     if not isinstance(doc, dict):
         raise BadRequest('the message must be a JSON object {"id": ..., "instances": [...]}')
@@ -118,7 +121,13 @@ def parse_job(body: bytes) -> Job:
         )
     if has_blob and not isinstance(doc["instances_blob"], str):
         raise BadRequest('"instances_blob" must be a string "container/path"')
-    return Job(job_id, doc.get("instances"), doc.get("instances_blob"))
+    traceparent = doc.get("traceparent")
+    return Job(
+        job_id,
+        doc.get("instances"),
+        doc.get("instances_blob"),
+        traceparent if isinstance(traceparent, str) else None,
+    )
 
 
 def check_job_id(job_id: Any) -> str:
@@ -142,12 +151,27 @@ def job_id_of(body: bytes) -> str | None:
     return job_id if isinstance(job_id, str) else None
 
 
-def encode_request(job_id: str, instances: list[Any]) -> str:
-    return _dumps({"id": job_id, "instances": instances})
+def traceparent_of(body: bytes) -> str | None:
+    """The ``traceparent`` of a request message, read before (and whether or not) the message
+    is a valid job: the invocation's trace starts before the job is parsed."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    found = doc.get("traceparent") if isinstance(doc, dict) else None
+    return found if isinstance(found, str) else None
 
 
-def encode_claim_check(job_id: str, instances_blob: str) -> str:
-    return _dumps({"id": job_id, "instances_blob": instances_blob})
+def encode_request(job_id: str, instances: list[Any], traceparent: str | None = None) -> str:
+    return _dumps(_traced({"id": job_id, "instances": instances}, traceparent))
+
+
+def encode_claim_check(job_id: str, instances_blob: str, traceparent: str | None = None) -> str:
+    return _dumps(_traced({"id": job_id, "instances_blob": instances_blob}, traceparent))
+
+
+def _traced(doc: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+    return doc if traceparent is None else {**doc, "traceparent": traceparent}
 
 
 def encode_instances(instances: list[Any]) -> bytes:

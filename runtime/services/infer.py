@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime import telemetry
 from runtime.element_types import BY_ONNX
 from runtime.endpoint import BoundEndpoint
 from runtime.errors import (
@@ -128,17 +129,16 @@ class InferService:
     def _infer_body(
         self, model: OnnxModel, body: bytes, header_length: str | None, version: str | None
     ) -> tuple[bytes, dict[str, str]]:
-        name = model.name
+        tel = telemetry.current()
+        if tel.on:  # a span costs even when off: the hot path only checks
+            with tel.span("mlfn.validate"):
+                request = v2.decode_request(body, header_length)
+            with tel.span("mlfn.run"):
+                result = self._run(model, request, version)
+            with tel.span("mlfn.encode"):
+                return _encode(request, result)
         request = v2.decode_request(body, header_length)
-        result = self._run(model, request, version)
-        return v2.encode_response(
-            name,
-            result.model.version,
-            result.outputs,
-            result.binary,
-            request.id,
-            request.parameters or None,
-        )
+        return _encode(request, self._run(model, request, version))
 
     def _run(self, model: OnnxModel, request: InferRequest, version: str | None) -> InferResult:
         name = model.name
@@ -209,3 +209,14 @@ class InferService:
                 f"its outputs are {known}"
             )
         return [o.name for o in request.outputs]
+
+
+def _encode(request: InferRequest, result: InferResult) -> tuple[bytes, dict[str, str]]:
+    return v2.encode_response(
+        result.model.name,
+        result.model.version,
+        result.outputs,
+        result.binary,
+        request.id,
+        request.parameters or None,
+    )

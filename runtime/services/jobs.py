@@ -9,6 +9,7 @@ raises, so the host retries it and finally moves it to the poison queue.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import MlfnError
@@ -17,18 +18,26 @@ from runtime.services.predict import PredictService
 from runtime.storage.payloads import Payloads
 
 
+@dataclass(frozen=True)
+class JobResult:
+    """The result message for one request message, and the error it reports, if any."""
+
+    text: str
+    error: MlfnError | None = None
+
+
 class JobService:
     def __init__(self, predict: PredictService, payloads: Payloads) -> None:
         self._predict = predict
         self._payloads = payloads
 
-    async def process(self, name: str, body: bytes, message_id: str | None = None) -> str:
+    async def process(self, name: str, body: bytes, message_id: str | None = None) -> JobResult:
         """The result message (JSON text) for one request message. Raises only for transient
         failures (``err.retryable``) and bugs, which the host retries. Error results carry the
         queue's message id too, for messages whose own id could not be read."""
         try:
             try:
-                return await self._process(name, body)
+                return JobResult(await self._process(name, body))
             except MlfnError as err:
                 wait = self._predict.retry_in(name) if err.retryable else 0.0
                 if not wait:
@@ -36,11 +45,11 @@ class JobService:
                 # A load failed moments ago and its error is being repeated until Retry-After.
                 # A message must not spend its deliveries on that: it waits, then really tries.
                 await asyncio.sleep(wait)
-                return await self._process(name, body)
+                return JobResult(await self._process(name, body))
         except MlfnError as err:
             if err.retryable:
                 raise
-            return jobs.encode_error(jobs.job_id_of(body), message_id, err)
+            return JobResult(jobs.encode_error(jobs.job_id_of(body), message_id, err), err)
 
     async def _process(self, name: str, body: bytes) -> str:
         job = jobs.parse_job(body)

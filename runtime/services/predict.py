@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, FailFast, TypeAdapter, ValidationError, create_model
 from pydantic_core import PydanticSerializationError
 
+from runtime import telemetry
 from runtime.batching import Batcher
 from runtime.endpoint import BoundEndpoint
 from runtime.errors import (
@@ -71,17 +72,21 @@ class PredictService:
     async def predict(self, name: str, raw_instances: Sequence[Any]) -> Scored:
         """Validate and score instances as decoded from JSON (a queue message, a file)."""
         scorer = self._scorer(name)
-        # Validating hundreds of instances is CPU work: keep it off the event loop.
-        instances = await asyncio.to_thread(scorer.validate, raw_instances)
+        with telemetry.current().span("mlfn.validate"):
+            # Validating hundreds of instances is CPU work: keep it off the event loop.
+            instances = await asyncio.to_thread(scorer.validate, raw_instances)
         # A queue listener bounds its own concurrency; its messages wait rather than fail.
         return await scorer.batcher.submit(instances, bounded=False)
 
     async def predict_body(self, name: str, body: bytes) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit."""
         scorer = self._scorer(name)
-        instances = scorer.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None
-        if instances is None:  # large, or invalid: read the careful way, in a thread
-            instances = await asyncio.to_thread(scorer.decode, body)
+        tel = telemetry.current()
+        if tel.on:  # a span costs even when off: the hot path only checks
+            with tel.span("mlfn.validate"):
+                instances = await scorer.decode_body(body)
+        else:
+            instances = await scorer.decode_body(body)
         return await scorer.batcher.submit(instances)
 
     def validate(self, name: str, raw: Sequence[Any], field: str = "instances") -> list[BaseModel]:
@@ -128,10 +133,17 @@ class _Scorer:
             max_concurrency=limits.max_concurrent_batches,
             max_pending=limits.max_pending_requests,
             shared_failure=_not_the_requests_fault,
+            name=bound.name,
         )
 
     def retry_in(self) -> float:
         return self._registry.retry_in(self.name)
+
+    async def decode_body(self, body: bytes) -> list[BaseModel]:
+        instances = self.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None
+        if instances is None:  # large, or invalid: read the careful way, in a thread
+            instances = await asyncio.to_thread(self.decode, body)
+        return instances
 
     def decode_valid(self, body: bytes) -> list[BaseModel] | None:
         """The instances of a valid V1 body, parsed and validated by pydantic in one pass;
@@ -197,20 +209,35 @@ class _Scorer:
         if self._limits.inline_fast_runs and self._placement.fast(size):
             held = self._registry.use_loaded(self.name, ref)
             if held is not None:  # never a load on the event loop
+                # On the loop's thread: the worker attributes log lines there by the task.
                 with held as model:
                     return self._placement.timed(lambda: self._score(instances, model), size)
         return await asyncio.to_thread(self._run_sync, instances)
 
     def _run_sync(self, instances: list[BaseModel]) -> Scored:
-        with self._registry.use(self.name, self.bound.endpoint.model) as model:
+        with (
+            telemetry.InvocationOnThread(),
+            self._registry.use(self.name, self.bound.endpoint.model) as model,
+        ):
             size = len(instances)
             return self._placement.timed(lambda: self._score(instances, model), size)
 
     def _score(self, instances: list[BaseModel], model: OnnxModel) -> Scored:
         predictions: list[bytes] = []
+        traced = telemetry.current().on
         for start, chunk in self._chunks(instances):
-            predictions += self._dump(chunk, self._call(chunk, model), start)
+            if traced:
+                predictions += self._score_traced(chunk, model, start)
+            else:
+                predictions += self._dump(chunk, self._call(chunk, model), start)
         return Scored(predictions, self._model_info(model))
+
+    def _score_traced(self, chunk: list[BaseModel], model: OnnxModel, start: int) -> list[bytes]:
+        tel = telemetry.current()
+        with tel.span("mlfn.run"):
+            outputs = self._call(chunk, model)
+        with tel.span("mlfn.encode"):
+            return self._dump(chunk, outputs, start)
 
     async def _run_async(self, instances: list[BaseModel]) -> Scored:
         predict = self._predict
@@ -224,16 +251,19 @@ class _Scorer:
         except asyncio.CancelledError:
             acquiring.add_done_callback(lambda f: _release_if_taken(f, held))
             raise
+        tel = telemetry.current()
         try:
             predictions: list[bytes] = []
             for start, chunk in self._chunks(instances):
                 try:
-                    outputs = await predict(chunk, model)  # type: ignore[misc]
+                    with tel.span("mlfn.run"):
+                        outputs = await predict(chunk, model)  # type: ignore[misc]
                 except MlfnError:
                     raise
                 except Exception as exc:
                     raise self._failed(exc) from exc
-                predictions += self._dump(chunk, outputs, start)
+                with tel.span("mlfn.encode"):
+                    predictions += self._dump(chunk, outputs, start)
         finally:
             held.__exit__(None, None, None)
         return Scored(predictions, self._model_info(model))

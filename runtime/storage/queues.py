@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.config import STORAGE_SETTING, Connection, Settings, storage_account
 from runtime.protocol import jobs, message_encoding
 from runtime.storage import clients
+from runtime.telemetry import traceparent as current_traceparent
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
@@ -23,6 +24,7 @@ class Sent:
     id: str
     queue: str
     instances_blob: str | None
+    traceparent: str | None = None  # the trace the job's scoring continues
 
 
 class EndpointQueues:
@@ -52,18 +54,27 @@ class EndpointQueues:
         self._encoding = encoding
         self._queues: dict[str, QueueClient] = {}
 
-    def send(self, name: str, instances: list[Any], job_id: str | None = None) -> Sent:
+    def send(
+        self,
+        name: str,
+        instances: list[Any],
+        job_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> Sent:
         """Queue ``instances`` under ``job_id``; inputs too large for a message go to blob
-        (claim check) and the message carries that path."""
+        (claim check) and the message carries that path. The message carries ``traceparent``
+        (default: the current span's, when this process is in a trace, else a new trace's), so
+        the job's scoring continues the producer's trace."""
         job_id = job_id or uuid.uuid4().hex
-        body = jobs.encode_request(job_id, instances)
+        traceparent = traceparent or current_traceparent()
+        body = jobs.encode_request(job_id, instances, traceparent)
         blob = None
         if len(self._encode(body)) > jobs.MESSAGE_LIMIT:
             blob = jobs.request_blob(name, job_id)
             self._upload(blob, jobs.encode_instances(instances))
-            body = jobs.encode_claim_check(job_id, blob)
+            body = jobs.encode_claim_check(job_id, blob, traceparent)
         self._queue(self.requests).send_message(self._encode(body))
-        return Sent(job_id, self.requests, blob)
+        return Sent(job_id, self.requests, blob, traceparent)
 
     def send_raw(self, body: str) -> None:
         """Queue a message body as given (encoded as the app expects)."""

@@ -3,19 +3,62 @@ through the queue output binding. Transient failures propagate so the host retri
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
+from runtime import telemetry
+from runtime.host_json import max_dequeue_count
+from runtime.protocol import jobs
 from runtime.services import Services
+from runtime.telemetry import QUEUE, Function, Invocation
+from runtime.triggers.invocation import DETACHED, host_carrier
 
-QueueFunction = Callable[[func.QueueMessage, func.Out[str]], Awaitable[None]]
+QueueFunction = Callable[[func.QueueMessage, func.Out[str], func.Context], Awaitable[None]]
 
 
-def queue_function(name: str, services: Services) -> QueueFunction:
-    """Score one request message of endpoint NAME and write its result (or error result)."""
+def queue_function(name: str, queue: str, services: Services) -> QueueFunction:
+    """Score one request message of endpoint NAME (from ``queue``) and write its result (or
+    error result)."""
+    function = Function(
+        jobs.queue_function_name(name),
+        QUEUE,
+        f"{queue} process",
+        {"mlfn.endpoint": name, "messaging.destination.name": queue},
+    )
 
-    async def score_message(msg: func.QueueMessage, out: func.Out[str]) -> None:
-        out.set(await services.jobs.process(name, msg.get_body(), msg.id))
+    @functools.cache
+    def last_delivery() -> int:  # read once, when a message first fails
+        return max_dequeue_count(services.app_root)
+
+    async def score_message(
+        msg: func.QueueMessage, out: func.Out[str], context: func.Context = DETACHED
+    ) -> None:
+        invocation = Invocation(context.invocation_id or None, context.thread_local_storage)
+        token = telemetry.enter(invocation)
+        tel = telemetry.current()
+        body = msg.get_body()
+        if tel.on:
+            caller = jobs.traceparent_of(body), None  # the producer's, if it sent one
+            tel.begin(invocation, function, caller, host_carrier(context))
+            tel.set("messaging.message.id", msg.id or "")
+        outcome = "retried"
+        try:
+            result = await services.jobs.process(name, body, msg.id)
+            if result.error is not None:
+                tel.record_error(result.error)
+            outcome = "errored" if result.error is not None else "processed"
+            out.set(result.text)
+        except BaseException as exc:
+            if tel.on:
+                tel.record_error(exc)
+                if (msg.dequeue_count or 0) >= last_delivery():
+                    outcome = "poisoned"  # the host moves it to the poison queue now
+            raise
+        finally:
+            telemetry.leave(token)
+            if tel.on:
+                tel.end(invocation, function, outcome)
 
     return score_message

@@ -10,7 +10,7 @@ from typing import Any
 
 import azure.functions as func
 
-from runtime import redact
+from runtime import redact, telemetry
 from runtime.errors import InternalError, MlfnError
 
 log = logging.getLogger("mlfn.http")
@@ -47,6 +47,7 @@ def error_response(
     """The JSON error response for a runtime error; anything else is a bug: logged with its
     traceback, answered with a 500 that carries none. ``body`` shapes the JSON, which differs
     between protocols."""
+    telemetry.current().record_error(exc)  # on the invocation's span, with its class
     if not isinstance(exc, MlfnError):
         log.error("unhandled error in %s %s", req.method, redact.url(req.url), exc_info=exc)
         exc = InternalError()

@@ -139,3 +139,22 @@ def test_a_job_refused_for_non_finite_numbers_still_names_its_id(body: bytes) ->
     with pytest.raises(BadRequest, match="not a finite JSON number"):
         jobs.parse_job(body)
     assert jobs.job_id_of(body) == "job-7"
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_request_may_carry_the_producers_traceparent() -> None:
+    body = jobs.encode_request("t-1", [{"x": 1}], TRACEPARENT).encode()
+    assert parse_job(body).traceparent == TRACEPARENT
+    assert jobs.traceparent_of(body) == TRACEPARENT
+    claim = jobs.encode_claim_check("t-2", "requests/ep/t-2.jsonl", TRACEPARENT).encode()
+    assert parse_job(claim).traceparent == TRACEPARENT
+    assert "traceparent" not in json.loads(jobs.encode_request("t-3", []))  # only when given
+
+
+@pytest.mark.parametrize("body", [b'{"id": "t", "instances": [], "traceparent": 7}', b"{nope"])
+def test_a_traceparent_that_is_no_string_is_ignored_not_an_error(body: bytes) -> None:
+    assert jobs.traceparent_of(body) is None
+    if body.startswith(b'{"id"'):
+        assert parse_job(body).traceparent is None

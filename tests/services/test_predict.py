@@ -307,8 +307,9 @@ def test_a_queue_job_with_thousands_of_invalid_instances_gets_an_error_result_th
     job = JobService(svc, payloads=None)  # type: ignore[arg-type]  # no claim check here
     body = json.dumps({"id": "many", "instances": [{"count": -1}] * 20_000}).encode()
     result = asyncio.run(job.process("ep", body, "m-1"))
-    assert len(result.encode()) < jobs.INLINE_RESULT_LIMIT  # fits a queue message
-    error = json.loads(result)["error"]
+    assert len(result.text.encode()) < jobs.INLINE_RESULT_LIMIT  # fits a queue message
+    assert type(result.error).__name__ == "ValidationFailed"
+    error = json.loads(result.text)["error"]
     assert error["type"] == "ValidationFailed" and len(error["detail"]) == 100
     assert "and 19995 more (100 listed)" in error["message"]
 

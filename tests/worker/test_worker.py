@@ -12,14 +12,27 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.worker.conftest import FLOWER, PATIENT, VIRGINICA, needs_worker_code
+from tests.conftest import AzuriteInfo
+from tests.support import make_app
+from tests.worker.conftest import (
+    FLOWER,
+    PATIENT,
+    VIRGINICA,
+    app_settings,
+    example_settings,
+    needs_worker_code,
+)
 from tests.worker.harness import (
+    Call,
+    HttpCall,
     InvocationResponse,
+    QueueCall,
     StatusResult,
     Worker,
     failure,
     http_answer,
     output,
+    run_in_fresh_worker,
     value_of,
 )
 
@@ -27,6 +40,7 @@ pytestmark = needs_worker_code
 
 INSTANCES = {"iris": FLOWER, "diabetes": PATIENT}
 JSON = {"content-type": "application/json"}
+INVOCATION_ID = "x-mlfn-invocation-id"
 
 
 def _predict(worker: Worker, name: str, body: bytes) -> InvocationResponse:
@@ -45,8 +59,13 @@ def test_the_worker_indexes_and_loads_every_function_of_the_app(example_worker: 
 
 def test_iris_predict_through_the_worker(example_worker: Worker) -> None:
     body = json.dumps({"instances": [FLOWER, VIRGINICA]}).encode()
-    answer = http_answer(_predict(example_worker, "iris", body))
-    assert (answer.status, answer.headers) == (200, {"content-type": "application/json"})
+    response = _predict(example_worker, "iris", body)
+    answer = http_answer(response)
+    assert answer.status == 200
+    assert answer.headers == {
+        "content-type": "application/json",
+        INVOCATION_ID: response.invocation_id,  # every response names its invocation
+    }
     doc = answer.json()
     assert [p["label"] for p in doc["predictions"]] == ["setosa", "virginica"]
     assert doc["model"]["name"] == "iris" and len(doc["model"]["sha256"]) == 64
@@ -81,7 +100,7 @@ def test_client_errors_through_the_workers_http_conversion(
         (invalid, 422, "ValidationFailed"),
     ):
         assert answer.status == status, answer
-        assert answer.headers == {"content-type": "application/json"}
+        assert answer.headers.keys() == {"content-type", INVOCATION_ID}
         assert answer.json()["error"]["type"] == kind
     assert too_big.json()["error"]["detail"] == {"size": 16 * 1024 * 1024 + 1, "limit": 16 << 20}
     assert {d["field"] for d in invalid.json()["error"]["detail"]} >= {
@@ -167,8 +186,12 @@ def test_v2_infer_with_json_tensors(example_worker: Worker) -> None:
 
 
 def test_openapi_health_and_server_metadata_routes(example_worker: Worker) -> None:
-    openapi = http_answer(example_worker.request("GET", "/api/openapi.json"))
-    assert openapi.status == 200 and openapi.headers == {"content-type": "application/json"}
+    response = example_worker.request("GET", "/api/openapi.json")
+    openapi = http_answer(response)
+    assert openapi.status == 200 and openapi.headers == {
+        "content-type": "application/json",
+        INVOCATION_ID: response.invocation_id,
+    }
     assert {"/api/iris/predict", "/api/diabetes/predict"} <= set(openapi.json()["paths"])
     for path, doc in (
         ("/api/v2/health/live", {"live": True}),
@@ -181,8 +204,7 @@ def test_openapi_health_and_server_metadata_routes(example_worker: Worker) -> No
     assert server["extensions"] == ["binary_tensor_data"]
     docs = http_answer(example_worker.request("GET", "/api/docs"))
     assert (
-        docs.headers == {"content-type": "text/html; charset=utf-8"}
-        and b"openapi.json" in docs.body
+        docs.header("content-type") == "text/html; charset=utf-8" and b"openapi.json" in docs.body
     )
 
 
@@ -218,7 +240,11 @@ def test_an_unreachable_store_is_503_with_retry_after(
 ) -> None:
     answer = http_answer(dead_store[name])
     assert answer.status == 503
-    assert answer.headers == {"Retry-After": "5", "content-type": "application/json"}
+    assert answer.headers == {
+        "Retry-After": "5",
+        "content-type": "application/json",
+        INVOCATION_ID: dead_store[name].invocation_id,
+    }
     assert answer.json()["error"]["type"] == "StoreUnavailable"
     ready = http_answer(dead_store["ready"])
     assert (ready.status, ready.header("retry-after")) == (503, "5")
@@ -263,3 +289,55 @@ def test_async_functions_run_on_the_event_loop_with_the_invocation_id_set_there(
     assert {http_answer(r).json()["thread_local_invocation_id"] for r in reports[2:]} <= {
         r.invocation_id for r in reports[2:]
     }
+
+
+# An endpoint whose predict reports the invocation id on its thread where the worker's log
+# handler reads it (its thread-local storage), and which thread it ran on.
+WHOSE = """
+import threading
+
+from pydantic import BaseModel
+
+from runtime import Endpoint, Limits, OnnxModel
+
+
+class Anything(BaseModel):
+    x: float
+
+
+class Seen(BaseModel):
+    invocation_id: str | None
+    thread: str
+
+
+endpoint = Endpoint(Anything, Seen, model="iris.onnx", limits=Limits(inline_fast_runs=False))
+
+
+@endpoint.predict
+def predict(rows: list[Anything], model: OnnxModel) -> list[Seen]:
+    from azure_functions_runtime.bindings.context import _invocation_id_local
+
+    found = getattr(_invocation_id_local, "invocation_id", None)
+    return [Seen(invocation_id=found, thread=threading.current_thread().name) for _ in rows]
+"""
+
+
+def test_predict_runs_with_its_invocation_id_on_its_thread_for_log_lines(
+    tmp_path: Path, azurite: AzuriteInfo, store: str
+) -> None:
+    app = make_app(tmp_path / "app", {"whose": WHOSE})
+    settings = app_settings(**example_settings(azurite, store, tmp_path / "cache"))
+    body = json.dumps({"instances": [{"x": 1}]})
+    calls: list[Call] = [
+        HttpCall(
+            "POST", "/api/whose/predict", (("content-type", "application/json"),), body.encode()
+        ),
+        QueueCall("whose_queue", json.dumps({"id": "job-whose", "instances": [{"x": 1}]})),
+    ]
+    http, queued = run_in_fresh_worker(app, calls, settings)
+    answer = http_answer(http)
+    (seen,) = answer.json()["predictions"]
+    assert seen["invocation_id"] == http.invocation_id == answer.header(INVOCATION_ID)
+    assert not seen["thread"].startswith("MainThread")  # a thread of mlfn's, not the loop's
+    (seen,) = json.loads(value_of(output(queued, "out")))["predictions"]
+    assert seen["invocation_id"] == queued.invocation_id
