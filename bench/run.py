@@ -25,7 +25,7 @@ import onnxruntime
 import pydantic
 
 from bench import cold_start, hot_path, http_load, queue_load
-from tests.support import ROOT, LocalHost
+from tests.support import ROOT, LocalHost, free_port
 
 PROFILE_LINES = 28
 
@@ -70,6 +70,31 @@ def hot_path_profiles() -> str:
         lines = [line for line in path.read_text().splitlines() if line.strip()][5:]
         parts.append(f"{path.stem}:\n\n```\n" + "\n".join(lines[:PROFILE_LINES]) + "\n```")
     return "\n\n".join(parts)
+
+
+def hot_path_with_telemetry(quick: bool) -> str:
+    """bench/hot_path in a process of its own with OpenTelemetry exporting every trace (the
+    variables are read once per process, so the off run above cannot switch it on)."""
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "bench.otlp_sink", str(port)])
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_SERVICE_NAME": "bench",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.hot_path", *(["--quick"] if quick else [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+    finally:
+        sink.terminate()
+        sink.wait(10)
+    return done.stdout.strip()
 
 
 def host_profile(seconds: float = 6.0) -> str:
@@ -119,6 +144,8 @@ def main() -> None:
         functions, cases = hot_path.build_cases(Path(tmp))
         hot = hot_path.table(hot_path.measure(functions, cases, 0.05 if quick else 2.0))
     print(hot, flush=True)
+    hot_traced = hot_path_with_telemetry(quick)
+    print(hot_traced, flush=True)
     load = http_load.table(*http_load.run(0.5 if quick else 5.0))
     print(load, flush=True)
     queue = queue_load.table(*queue_load.run(10 if quick else 400))
@@ -143,7 +170,9 @@ def main() -> None:
         "Reproduce: `make bench` (`python -m scripts.azurite run -- python -m bench.run`).\n"
         f"Machine: {machine()}.\n"
         "Shared and noisy: read the ratios, measured side by side in one run.\n\n"
-        f"## In process\n\n{hot}\n\n## Over HTTP\n\n{load}\n\n## Queues\n\n{queue}\n\n"
+        f"## In process\n\n{hot}\n\nThe same with OpenTelemetry on (every request traced, "
+        f"OTLP/HTTP to a sink in another process):\n\n{hot_traced}\n\n"
+        f"## Over HTTP\n\n{load}\n\n## Queues\n\n{queue}\n\n"
         f"## Cold start\n\n{cold}\n\nLoad lines (each load's own breakdown):\n\n{loads}\n\n"
         "The costliest imports of `import function_app` (`python -X importtime`, cumulative; "
         "nothing heavy: no onnxruntime, numpy or storage SDK):\n\n"

@@ -1,7 +1,7 @@
 """The lines the local host writes about each invocation, as ``func start`` writes them, so an
 operator reads the same story locally and on Azure:
 
-    Executing 'Functions.iris_predict' (Reason='...', Id=8f0c...)
+    Executing 'Functions.iris_predict' (Reason='...', Id=8f0c...)       (at DEBUG)
     Executed 'Functions.iris_predict' (Succeeded, Id=8f0c..., Duration=12ms)
 
 Each record also carries ``function``, ``invocation_id`` and ``duration_ms`` as attributes, which
@@ -28,13 +28,16 @@ class InvocationLog:
         self.function = function
         self.id = invocation_id or new_invocation_id()
         self._started = time.perf_counter()
-        log.info(
-            "Executing 'Functions.%s' (Reason='%s', Id=%s)",
-            function,
-            reason,
-            self.id,
-            extra=self._fields(),
-        )
+        # At DEBUG: the Executed line says all of it again, and a line per request costs
+        # several percent of the host's throughput (bench/RESULTS.md, host profile).
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "Executing 'Functions.%s' (Reason='%s', Id=%s)",
+                function,
+                reason,
+                self.id,
+                extra=self._fields(),
+            )
 
     def _fields(self, **more: Any) -> dict[str, Any]:
         return {"function": self.function, "invocation_id": self.id, **more}
