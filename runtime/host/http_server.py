@@ -55,6 +55,24 @@ class HttpHost:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        query = scope.get("query_string", b"").decode("latin-1")
+        request = f"{scope['method']} {scope['path']}" + (f"?{query}" if query else "")
+        ran: list[InvocationLog] = []  # the invocation, once a function is called
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                # Logged before the answer leaves: whoever reads the log after the response
+                # finds the line. One line a request, as uvicorn's access log was (it is off):
+                # a line per request is a measurable share of the host's time (bench/NOTES.md).
+                _log_request(request, message["status"], ran[0] if ran else None)
+            await send(message)
+
+        await self._serve(scope, receive, sending, ran)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, ran: list[InvocationLog]
+    ) -> None:
+        """Answer one request; a function's invocation goes into ``ran`` before it is called."""
         method = scope["method"].upper()
         # Match on the raw path: route values are decoded after matching, so an encoded '/'
         # inside a value cannot create a segment.
@@ -100,21 +118,19 @@ class HttpHost:
             body=body,
         )
         run = InvocationLog(info.name, HTTP_REASON)
+        ran.append(run)
         try:
             invocation = await self._invoker.call(info, request, run.id)
         except Exception as exc:
-            run.failed(exc, traceback=True)
+            run.error, run.why = exc, str(exc)
             return await _send(send, 500, b"", {})
         http_out = next(b.name for b in info.outputs if b.type == "http")
         if http_out == "$return" and invocation.returned is None:
             # The worker cannot encode None as a response: the invocation fails.
-            run.failed("it returned None")
+            run.why = "it returned None"
             return await _send(send, 500, b"", {})
         result = invocation.returned if http_out == "$return" else invocation.outputs.get(http_out)
-        if await _send_result(send, info, result):
-            run.succeeded()
-        else:
-            run.failed(f"it returned {type(result).__name__}, not an HttpResponse or str")
+        await _send_result(send, info, result, run)
 
     def _authorized(
         self, info: FunctionInfo, headers: dict[str, str], params: dict[str, str]
@@ -129,9 +145,18 @@ class HttpHost:
         return hmac.compare_digest(given.encode(), self.function_key.encode())
 
 
-async def _send_result(send: Send, info: FunctionInfo, result: Any) -> bool:
-    """Send what the function returned; False when the worker could not have converted it
-    (a 500 was sent)."""
+def _log_request(request: str, status: int, run: InvocationLog | None) -> None:
+    if run is None:
+        log.info('"%s" %d', request, status)
+    elif status < 500:
+        run.succeeded(f'"{request}" {status}')
+    else:
+        run.failed(f'"{request}" {status}: {run.why}', traceback=run.error is not None)
+
+
+async def _send_result(send: Send, info: FunctionInfo, result: Any, run: InvocationLog) -> None:
+    """Send what the function returned; a 500 when the worker could not have converted it
+    (``run`` says why)."""
     if isinstance(result, func.HttpResponse):
         headers = dict(result.headers.items())
         if not any(k.lower() == "content-type" for k in headers):
@@ -140,17 +165,17 @@ async def _send_result(send: Send, info: FunctionInfo, result: Any) -> bool:
                 f"{ct}; charset={result.charset}" if ct.startswith("text/") else ct
             )
         await _send(send, result.status_code, result.get_body() or b"", headers)
-        return True
+        return
     if isinstance(result, str):
         text_plain = {"content-type": "text/plain; charset=utf-8"}
         await _send(send, 200, result.encode(), text_plain)
-        return True
+        return
     if result is None:  # a named http output left unset
         await _send(send, 204, b"", {})
-        return True
+        return
     # bytes included: the worker's HTTP converter takes str and HttpResponse only.
+    run.why = f"it returned {type(result).__name__}, not an HttpResponse or str"
     await _send(send, 500, b"", {})
-    return False
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -27,6 +27,10 @@ class InvocationLog:
     def __init__(self, function: str, reason: str, invocation_id: str | None = None) -> None:
         self.function = function
         self.id = invocation_id or new_invocation_id()
+        # Why it failed, when its caller decides that after the call (an HTTP answer that
+        # could not be sent): the failure, and the exception if one was raised.
+        self.why = ""
+        self.error: BaseException | None = None
         self._started = time.perf_counter()
         # At DEBUG: the Executed line says all of it again, and a line per request costs
         # several percent of the host's throughput (bench/RESULTS.md, host profile).
@@ -46,25 +50,27 @@ class InvocationLog:
     def duration_ms(self) -> int:
         return round((time.perf_counter() - self._started) * 1000)
 
-    def succeeded(self) -> None:
+    def succeeded(self, detail: str = "") -> None:
         ms = self.duration_ms
         log.info(
-            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)",
+            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%dms)%s",
             self.function,
             self.id,
             ms,
+            f" {detail}" if detail else "",
             extra=self._fields(duration_ms=ms, outcome="Succeeded"),
         )
 
     def failed(self, why: BaseException | str, traceback: bool = False) -> None:
         ms = self.duration_ms
+        error = self.error if self.error is not None else why
         log.error(
             "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms): %s",
             self.function,
             self.id,
             ms,
             why,
-            exc_info=why if traceback and isinstance(why, BaseException) else None,
+            exc_info=error if traceback and isinstance(error, BaseException) else None,
             extra=self._fields(duration_ms=ms, outcome="Failed"),
         )
 

@@ -103,7 +103,8 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
                 "On Azure they are always enforced."
             )
     print(flush=True)
-    uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on", access_log=True)
+    # The HTTP host writes each request's one line itself (with its invocation id).
+    uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on", access_log=False)
 
 
 class RedactSecrets(logging.Filter):

@@ -162,7 +162,7 @@ def test_invocations_are_logged_as_func_start_logs_them_in_text_or_json(tmp_path
                 r"Executed 'Functions.hi' \(Succeeded, Id=([0-9a-f-]{36}), Duration=\d+ms\)", output
             )
             failed = re.findall(
-                r"Executed 'Functions.hi' \(Failed, Id=([0-9a-f-]{36}), Duration=\d+ms\): asked to fail",
+                r"Executed 'Functions.hi' \(Failed, Id=([0-9a-f-]{36}), Duration=\d+ms\): \"GET /api/hi\?fail=1\" 500: asked to fail",
                 output,
             )
             assert len(ok) == len(failed) == 1 and ok != failed
