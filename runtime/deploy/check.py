@@ -20,6 +20,7 @@ from typing import Any
 
 from runtime.deploy import files, model_check, requirements_check
 from runtime.deploy.findings import Report
+from runtime.protocol.jobs import is_container_name
 
 REQUIRED = ("host.json", "function_app.py", "requirements.txt")
 PROBE_TIMEOUT_S = 120
@@ -44,7 +45,6 @@ KEEP_OUT = {
     "node_modules": "node packages",
 }
 _BINDING_EXPRESSION = re.compile(r"%([^%]+)%")
-_AZURE_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]")
 _TIMESPAN = re.compile(r"-1|(\d+\.)?\d{1,2}:\d{2}:\d{2}(\.\d+)?")
 
 
@@ -61,10 +61,10 @@ def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = Tru
     if "function_app.py" in missing:
         return report
     package = files.package(app_dir)
-    _check_host_json(app_dir, report)
+    host_json = _check_host_json(app_dir, report)
     _check_funcignore(app_dir, package, report)
     probed = _probe(package, settings)
-    _check_index(app_dir, probed, settings, report)
+    _check_index(host_json, probed, settings, report)
     if "requirements.txt" not in missing:
         requirements_check.check_requirements(app_dir, package, probed, settings, report)
     model_check.check_models(app_dir, package, probed, settings, report, fetch)
@@ -95,18 +95,19 @@ def _local_settings(app_dir: Path, settings: dict[str, str], report: Report) -> 
 # --- host.json --------------------------------------------------------------------------------
 
 
-def _check_host_json(app_dir: Path, report: Report) -> None:
+def _check_host_json(app_dir: Path, report: Report) -> dict[str, Any] | None:
+    """Findings on host.json; the document, when it is one, for the checks that need it."""
     path = app_dir / "host.json"
     if not path.is_file():
-        return
+        return None
     try:
         doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         report.add("host.json", f"is not valid JSON: {exc}")
-        return
+        return None
     if not isinstance(doc, dict):
         report.add("host.json", "must be a JSON object")
-        return
+        return None
     if doc.get("version") != "2.0":
         report.add("host.json", f'"version" must be "2.0", not {doc.get("version")!r}')
     timeout = doc.get("functionTimeout")
@@ -120,19 +121,16 @@ def _check_host_json(app_dir: Path, report: Report) -> None:
         QueueOptions.from_host(HostConfig(doc))
     except HostConfigError as exc:
         report.add("host.json", str(exc))
+    return doc
 
 
-def _check_bundle(app_dir: Path, types: set[str], report: Report) -> None:
+def _check_bundle(host_json: dict[str, Any] | None, types: set[str], report: Report) -> None:
     """Binding types other than HTTP and timers come from extensions: without the bundle the
     host on Azure does not know them and no function of the app starts."""
     extension_types = types - BUILT_IN_BINDINGS
-    if not extension_types:
-        return
-    try:
-        doc = json.loads((app_dir / "host.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return
-    bundle = doc.get("extensionBundle") if isinstance(doc, dict) else None
+    if not extension_types or host_json is None:
+        return  # a host.json that cannot be read has its own finding
+    bundle = host_json.get("extensionBundle")
     if not isinstance(bundle, dict) or bundle.get("id") != BUNDLE_ID:
         report.add(
             "host.json",
@@ -217,7 +215,10 @@ def _runtime_path() -> str:
 
 
 def _check_index(
-    app_dir: Path, probed: dict[str, Any], settings: Mapping[str, str], report: Report
+    host_json: dict[str, Any] | None,
+    probed: dict[str, Any],
+    settings: Mapping[str, str],
+    report: Report,
 ) -> None:
     if probed["error"]:
         report.add("function_app.py", probed["error"])
@@ -231,7 +232,7 @@ def _check_index(
             "use",
         )
     types = {b["type"] for f in probed["functions"] for b in f["bindings"]}
-    _check_bundle(app_dir, types, report)
+    _check_bundle(host_json, types, report)
     for function in probed["functions"]:
         name = function["name"]
         report.functions.append(name)
@@ -260,7 +261,7 @@ def _check_binding(
         if "{" in name:
             continue  # a binding expression resolved per invocation
         kind = "queue" if key == "queueName" else "container"
-        if not _AZURE_NAME.fullmatch(name):
+        if not is_container_name(name):  # Azure's rule for queues and containers alike
             report.add(
                 where,
                 f"{kind} name {name!r} is invalid: 3-63 lowercase letters, digits and single "

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from runtime.triggers.invocation import INVOCATION_ID_HEADER
 from tests.conftest import AzuriteInfo
 from tests.support import LocalHost, queue_client, wait_for
 from tests.worker.conftest import (
@@ -54,7 +55,7 @@ from tests.worker.harness import (
 pytestmark = needs_worker_code
 
 TRANSPORT = {"content-length", "date", "server"}
-INVOCATION_ID = "x-mlfn-invocation-id"
+INVOCATION_ID = INVOCATION_ID_HEADER
 
 
 def _without_invocation_id(answer: HttpAnswer, invocation_id: str | None) -> HttpAnswer:

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from runtime.triggers.invocation import INVOCATION_ID_HEADER
 from tests.conftest import AzuriteInfo
 from tests.support import make_app
 from tests.worker.conftest import (
@@ -40,7 +41,7 @@ pytestmark = needs_worker_code
 
 INSTANCES = {"iris": FLOWER, "diabetes": PATIENT}
 JSON = {"content-type": "application/json"}
-INVOCATION_ID = "x-mlfn-invocation-id"
+INVOCATION_ID = INVOCATION_ID_HEADER
 
 
 def _predict(worker: Worker, name: str, body: bytes) -> InvocationResponse:
