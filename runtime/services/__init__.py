@@ -1,5 +1,6 @@
 """The app's services, built once, on first use rather than at import (cold start): the model
-registry, the predict service, the Open Inference Protocol service and the jobs service."""
+registry, the predict service, the Open Inference Protocol service, the jobs service and the
+rows service (files and Spark partitions)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from runtime.services.infer import InferService
     from runtime.services.jobs import JobService
     from runtime.services.predict import PredictService
+    from runtime.services.rows import RowService
 
 log = logging.getLogger("mlfn.services")
 
@@ -36,6 +38,7 @@ class _Built:
     predict: PredictService
     infer: InferService
     jobs: JobService
+    rows: RowService
 
 
 class Services:
@@ -70,6 +73,10 @@ class Services:
         return self._get().jobs
 
     @property
+    def rows(self) -> RowService:
+        return self._get().rows
+
+    @property
     def settings(self) -> config.Settings:
         return self._settings or config.current()
 
@@ -85,6 +92,7 @@ class Services:
         from runtime.services.infer import InferService
         from runtime.services.jobs import JobService
         from runtime.services.predict import PredictService
+        from runtime.services.rows import RowService
         from runtime.storage.payloads import Payloads
 
         registry = ModelRegistry(settings, self.app_root)
@@ -94,6 +102,7 @@ class Services:
             predict,
             InferService(self.endpoints, registry),
             JobService(predict, Payloads(settings)),
+            RowService(predict),
         )
 
     def import_ahead(self) -> None:

@@ -94,6 +94,22 @@ class PredictService:
         reported, as a path such as ``instances[3].petal_width``."""
         return self._scorer(name).validate(raw, field)
 
+    def validate_each(self, name: str, raw: Sequence[Any]) -> list[BaseModel | ValidationFailed]:
+        """Each raw row validated on its own: its instance, or the error naming its fields."""
+        return self._scorer(name).validate_each(raw)
+
+    async def predict_valid(self, name: str, instances: list[BaseModel]) -> Scored:
+        """Score instances already validated, micro-batched with every other caller's."""
+        return await self._scorer(name).batcher.submit(instances, bounded=False)
+
+    def predict_valid_sync(self, name: str, instances: list[BaseModel]) -> Scored:
+        """Score validated instances on the calling thread, which must run no event loop (a
+        Spark worker, say): the caller batches, so there is no batcher to share."""
+        scorer = self._scorer(name)
+        if scorer.is_async:
+            return asyncio.run(scorer.run_async(instances))
+        return scorer.run_sync(instances)
+
     def _scorer(self, name: str) -> _Scorer:
         try:
             return self._scorers[name]
@@ -110,11 +126,12 @@ class _Scorer:
         self.name = bound.name
         self._registry = registry
         self._predict = endpoint.predict_fn
-        self._is_async = _is_async(self._predict)
+        self.is_async = _is_async(self._predict)
         self._limits = endpoint.limits
         rows: Any = list[endpoint.input]  # type: ignore[name-defined]
         self._instances: TypeAdapter[list[Any]] = TypeAdapter(rows)
         self._instances_fast: TypeAdapter[list[Any]] = TypeAdapter(Annotated[rows, FailFast()])
+        self._row: TypeAdapter[Any] = TypeAdapter(endpoint.input)
         # The whole V1 body as one model, so pydantic parses and validates it in one pass.
         body = create_model(
             f"{endpoint.input.__name__}Body",
@@ -202,9 +219,32 @@ class _Scorer:
         listed = f" ({len(detail)} listed)" if total > len(detail) else ""
         raise ValidationFailed(f"invalid {field}: {shown}{more}{listed}", detail=detail)
 
+    def validate_each(self, raw: Sequence[Any]) -> list[BaseModel | ValidationFailed]:
+        items = list(raw)
+        try:
+            valid: list[BaseModel | ValidationFailed] = self._instances_fast.validate_python(items)
+            return valid
+        except ValidationError:
+            pass  # which rows, told below
+        return [self._validate_row(item) for item in items]
+
+    def _validate_row(self, item: Any) -> BaseModel | ValidationFailed:
+        try:
+            instance: BaseModel = self._row.validate_python(item)
+            return instance
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            detail = [
+                {"field": _path(e["loc"]).lstrip("."), "message": e["msg"], "type": e["type"]}
+                for e in errors[:MAX_REPORTED]
+            ]
+            shown = ", ".join(d["field"] or "(row)" for d in detail[:5])
+            more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+            return ValidationFailed(f"invalid row: {shown}{more}", detail=detail)
+
     async def _run(self, instances: list[BaseModel]) -> Scored:
-        if self._is_async:
-            return await self._run_async(instances)
+        if self.is_async:
+            return await self.run_async(instances)
         size, ref = len(instances), self.bound.endpoint.model
         if self._limits.inline_fast_runs and self._placement.fast(size):
             held = self._registry.use_loaded(self.name, ref)
@@ -212,9 +252,9 @@ class _Scorer:
                 # On the loop's thread: the worker attributes log lines there by the task.
                 with held as model:
                     return self._placement.timed(lambda: self._score(instances, model), size)
-        return await asyncio.to_thread(self._run_sync, instances)
+        return await asyncio.to_thread(self.run_sync, instances)
 
-    def _run_sync(self, instances: list[BaseModel]) -> Scored:
+    def run_sync(self, instances: list[BaseModel]) -> Scored:
         with (
             telemetry.InvocationOnThread(),
             self._registry.use(self.name, self.bound.endpoint.model) as model,
@@ -239,7 +279,7 @@ class _Scorer:
         with tel.span("mlfn.encode"):
             return self._dump(chunk, outputs, start)
 
-    async def _run_async(self, instances: list[BaseModel]) -> Scored:
+    async def run_async(self, instances: list[BaseModel]) -> Scored:
         predict = self._predict
         assert predict is not None
         held = self._registry.use(self.name, self.bound.endpoint.model)
@@ -302,7 +342,7 @@ class _Scorer:
                 outputs.close()  # never awaited: close it, or Python warns at collection
             fix = (
                 "await it inside predict"
-                if self._is_async
+                if self.is_async
                 else "declare predict async def, or return the outputs"
             )
             raise PredictContractError(

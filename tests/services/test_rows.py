@@ -1,0 +1,102 @@
+"""The rows service: many independent rows, each with its prediction or its own error; a bad
+row never fails its neighbours, a failure every row would meet fails the whole call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.config import Settings
+from runtime.endpoint import BoundEndpoint, Endpoint, Limits
+from runtime.errors import ModelNotInStore, PredictFailed, ValidationFailed
+from runtime.models.onnx_model import OnnxModel
+from runtime.models.registry import ModelRegistry
+from runtime.services.predict import PredictService
+from runtime.services.rows import RowService
+from tests.services.test_predict import In, Out, _run
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.models.onnx_builders import multi_io
+
+    return multi_io(tmp_path_factory.mktemp("models") / "multi.onnx")
+
+
+def _rows(model: Path, tmp_path: Path, predict: Any, model_uri: str | None = None) -> RowService:
+    endpoint = Endpoint(
+        In, Out, model=model_uri or str(model), limits=Limits(max_batch_size=4), predict=predict
+    )
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    return RowService(PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry))
+
+
+def _plain(rows: list[In], model: OnnxModel) -> list[Out]:
+    return _run(model, rows)
+
+
+RAW = [{"count": 1}, {"count": "x"}, {"count": 3}, {}, {"count": -1}, {"count": 5}]
+
+
+def _outcomes(scored: Any) -> list[Any]:
+    return [
+        json.loads(r.prediction) if r.error is None else (type(r.error), r.error.detail)
+        for r in scored.rows
+    ]
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_each_row_gets_its_prediction_or_its_own_error_in_order(
+    model_file: Path, tmp_path: Path, mode: str
+) -> None:
+    svc = _rows(model_file, tmp_path, _plain)
+    scored = asyncio.run(svc.score("ep", RAW)) if mode == "async" else svc.score_sync("ep", RAW)
+    out = _outcomes(scored)
+    assert out[0] == {"next": 2} and out[2] == {"next": 4} and out[5] == {"next": 6}
+    assert out[1][0] is ValidationFailed and out[1][1][0]["field"] == "count"
+    assert out[3][0] is ValidationFailed and out[3][1][0]["type"] == "missing"
+    assert out[4][0] is ValidationFailed and out[4][1][0]["type"] == "greater_than_equal"
+    assert scored.errors == 3 and scored.model is not None and scored.model.name == "ep"
+
+
+def test_rows_with_nothing_valid_reach_no_model(model_file: Path, tmp_path: Path) -> None:
+    scored = _rows(model_file, tmp_path, _plain).score_sync("ep", [{}, {"count": "no"}])
+    assert scored.errors == 2 and scored.model is None
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_a_row_that_makes_predict_raise_fails_alone(
+    model_file: Path, tmp_path: Path, mode: str
+) -> None:
+    def picky(model: OnnxModel, rows: list[In]) -> list[Out]:
+        if any(r.count == 13 for r in rows):
+            raise ValueError("unlucky")
+        return _run(model, rows)
+
+    svc = _rows(model_file, tmp_path, lambda rows, model: picky(model, rows))
+    raw = [{"count": 12}, {"count": 13}, {"count": 14}]
+    scored = asyncio.run(svc.score("ep", raw)) if mode == "async" else svc.score_sync("ep", raw)
+    assert [r.prediction is not None for r in scored.rows] == [True, False, True]
+    assert isinstance(scored.rows[1].error, PredictFailed)
+    assert "unlucky" in scored.rows[1].error.message
+
+
+def test_a_failure_every_row_would_meet_is_raised(model_file: Path, tmp_path: Path) -> None:
+    svc = _rows(model_file, tmp_path, _plain, model_uri=str(tmp_path / "missing.onnx"))
+    with pytest.raises(ModelNotInStore):
+        svc.score_sync("ep", [{"count": 1}])
+
+
+def test_an_async_predict_scores_rows_without_an_event_loop(
+    model_file: Path, tmp_path: Path
+) -> None:
+    async def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+        await asyncio.sleep(0)
+        return _run(model, rows)
+
+    scored = _rows(model_file, tmp_path, predict).score_sync("ep", [{"count": 7}])
+    assert _outcomes(scored) == [{"next": 8}]
