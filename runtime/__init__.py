@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.endpoint import Endpoint, Limits, Queues
+from runtime.endpoint import Batch, Endpoint, Limits, Queues
 from runtime.errors import MlfnError, ValidationFailed
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.reference import Model
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import azure.functions as func
 
 __all__ = [
+    "Batch",
     "Endpoint",
     "Limits",
     "MlfnError",

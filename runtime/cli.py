@@ -50,7 +50,9 @@ def main() -> None:
 @main.command()
 @click.option("--port", default=7071, show_default=True, help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--no-queues", is_flag=True, help="Serve HTTP only; do not run queue triggers.")
+@click.option(
+    "--no-queues", is_flag=True, help="Serve HTTP only; do not run queue or blob triggers."
+)
 def serve(port: int, host: str, no_queues: bool) -> None:
     """Serve the Functions app in the current folder on a local host."""
     from runtime.host.serve import serve as run

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from pydantic import BaseModel
 
 from runtime.models.reference import Model as Model  # users declare it beside Endpoint
-from runtime.protocol.jobs import check_queue_name, requests_queue, results_queue
+from runtime.protocol import batch as batch_names
+from runtime.protocol.jobs import check_queue_name, is_container_name, requests_queue, results_queue
 
 if TYPE_CHECKING:
     from runtime.models.onnx_model import OnnxModel
@@ -70,6 +71,22 @@ class Queues:
                 check_queue_name(name)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Batch scoring of files (docs/batch.md): a file dropped into the ``files`` container is
+    scored row by row into the ``results`` container. Defaults: ``NAME-batch`` and
+    ``NAME-batch-results``. ``enabled=False`` registers no blob trigger for the endpoint."""
+
+    files: str | None = None
+    results: str | None = None
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (self.files, self.results):
+            if name is not None:
+                check_container_name(name)
+
+
 class Endpoint:
     """An ML endpoint: validated instances in, a batch-first ``predict`` over one ONNX model.
 
@@ -85,6 +102,7 @@ class Endpoint:
         model: Model | str,
         limits: Limits | None = None,
         queues: Queues | None = None,
+        batch: Batch | None = None,
         predict: PredictFn | None = None,
     ) -> None:
         for role, schema in (("input", input), ("output", output)):
@@ -97,6 +115,7 @@ class Endpoint:
         self.model = model if isinstance(model, Model) else Model(model)
         self.limits = limits or Limits()
         self.queues = queues or Queues()
+        self.batch = batch or Batch()
         self.predict_fn: PredictFn | None = None
         if predict is not None:
             self.predict(predict)
@@ -141,6 +160,9 @@ class BoundEndpoint:
         check_endpoint_name(self.name)
         check_queue_name(self.requests_queue)
         check_queue_name(self.results_queue)
+        if self.endpoint.batch.enabled:
+            check_container_name(self.batch_container, "Batch(files=...)")
+            check_container_name(self.results_container, "Batch(results=...)")
 
     @property
     def requests_queue(self) -> str:
@@ -149,6 +171,24 @@ class BoundEndpoint:
     @property
     def results_queue(self) -> str:
         return self.endpoint.queues.results or results_queue(self.name)
+
+    @property
+    def batch_container(self) -> str:
+        return self.endpoint.batch.files or batch_names.batch_container(self.name)
+
+    @property
+    def results_container(self) -> str:
+        return self.endpoint.batch.results or batch_names.results_container(self.name)
+
+
+def check_container_name(name: str, instead: str = "") -> None:
+    """Raise ValueError unless ``name`` follows Azure's blob container naming rules."""
+    if not is_container_name(name):
+        hint = f"; name another with {instead}, or turn batch files off" if instead else ""
+        raise ValueError(
+            f"container name {name!r} is invalid: Azure container names are 3-63 lowercase "
+            f"letters, digits and single hyphens, starting and ending with a letter or digit{hint}"
+        )
 
 
 def check_endpoint_name(name: str) -> None:

@@ -10,16 +10,18 @@ import azure.functions as func
 from runtime import config, telemetry
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.discovery import discover
+from runtime.protocol.batch import batch_function_name
 from runtime.protocol.jobs import queue_function_name
 from runtime.services import Services
-from runtime.triggers import http, queue, v2
+from runtime.triggers import batch, http, queue, v2
 from runtime.triggers.invocation import http_function
 from runtime.triggers.responses import AsyncHttpFunction, HttpFunction
 
 
 def build_app(functions_dir: str | Path, *, settings: Settings | None = None) -> func.FunctionApp:
     """One ``FunctionApp`` with, per endpoint NAME, ``POST /api/NAME/predict`` (auth level
-    FUNCTION) and a trigger on queue ``NAME-requests`` that writes to ``NAME-results``, plus the
+    FUNCTION), a trigger on queue ``NAME-requests`` that writes to ``NAME-results`` and a blob
+    trigger (Event Grid) on ``NAME-batch`` that writes to ``NAME-batch-results``, plus the
     anonymous health routes. Imports the endpoint modules and nothing heavy: no onnxruntime,
     no storage SDK, no network, no model."""
     functions_dir = Path(functions_dir).resolve()
@@ -47,6 +49,9 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
         score = queue.queue_function(bound.name, bound.requests_queue, services)
         name = queue_function_name(bound.name)
         _queue(app, name, bound.requests_queue, bound.results_queue, score)
+        if bound.endpoint.batch.enabled:
+            files = batch.batch_function(bound.name, bound.results_container, services)
+            _blob(app, batch_function_name(bound.name), bound.batch_container, files)
 
     route("health_live", "v2/health/live", "GET", http.health_live, anonymous=True)
     route("health_ready", "v2/health/ready", "GET", http.health_ready, anonymous=True)
@@ -74,3 +79,15 @@ def _queue(
     trigger = app.queue_trigger(arg_name="msg", queue_name=requests, connection=STORAGE_SETTING)
     output = app.queue_output(arg_name="out", queue_name=results, connection=STORAGE_SETTING)
     app.function_name(name)(output(trigger(handler)))
+
+
+def _blob(app: func.FunctionApp, name: str, container: str, handler: batch.BlobFunction) -> None:
+    # Event Grid: the only blob-trigger source on Flex Consumption, and seconds instead of
+    # minutes of polling lag elsewhere (docs/batch.md has the subscription it needs).
+    trigger = app.blob_trigger(
+        arg_name="blob",
+        path=f"{container}/{{name}}",
+        connection=STORAGE_SETTING,
+        source=func.BlobSource.EVENT_GRID,
+    )
+    app.function_name(name)(trigger(handler))

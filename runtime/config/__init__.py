@@ -268,6 +268,19 @@ class HostSettings(_FromEnvironment):
         number,
         "Seconds a fetched queue message stays invisible before its lease is renewed.",
     )
+    blob_scan_s: float = setting(
+        "MLFN_HOST_BLOB_SCAN_S",
+        1.0,
+        number,
+        "Seconds between listings of each blob-triggered function's container.",
+    )
+    blob_lease_s: float = setting(
+        "MLFN_HOST_BLOB_LEASE_S",
+        30.0,
+        number,
+        "Seconds a blob's receipt is held by the host running it (renewed while it runs); a "
+        "host that dies leaves it to the next after this long.",
+    )
     log_format: str = setting(
         "MLFN_LOG_FORMAT",
         "text",

@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from runtime.host.http_server import HttpHost, Receive, Scope, Send
+from runtime.host.metadata import FunctionInfo
 from runtime.host.queue_listener import (
     STORAGE_HINT,
-    QueueListener,
     first_line,
     refused_by_storage,
     unreachable_storage,
@@ -25,11 +26,23 @@ MAX_RESTART_S = 60
 DRAIN_S = 30.0
 
 
+class Listener(Protocol):
+    """A trigger the host runs itself: a queue's or a blob container's."""
+
+    info: FunctionInfo
+    setting: str  # the connection setting of its storage account
+
+    @property
+    def watches(self) -> str: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 class HostApp:
     def __init__(
         self,
         http: HttpHost,
-        listeners: list[QueueListener],
+        listeners: list[Listener],
         closers: list[Callable[[], None]],
         on_started: Callable[[], None] | None = None,
     ) -> None:
@@ -70,7 +83,7 @@ class HostApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _guard(self, listener: QueueListener) -> None:
+    async def _guard(self, listener: Listener) -> None:
         assert self._stop is not None
         wait_s = RESTART_S
         while not self._stop.is_set():
@@ -81,7 +94,7 @@ class HostApp:
                 if unreachable_storage(exc):
                     # One line, backing off: a missing emulator is a setup step, not a crash.
                     log.warning(
-                        "queue listener of %s cannot reach its storage account (%s): %s; "
+                        "listener of %s cannot reach its storage account (%s): %s; "
                         "retrying in %ds (%s)",
                         listener.info.name,
                         listener.setting,
@@ -91,8 +104,7 @@ class HostApp:
                     )
                 elif refused_by_storage(exc):  # a key, identity or API version it will not take
                     log.warning(
-                        "queue listener of %s: its storage account (%s) refused: %s; retrying "
-                        "in %ds",
+                        "listener of %s: its storage account (%s) refused: %s; retrying in %ds",
                         listener.info.name,
                         listener.setting,
                         first_line(exc),
@@ -100,7 +112,7 @@ class HostApp:
                     )
                 else:
                     log.exception(
-                        "queue listener of %s failed; restarting in %ds", listener.info.name, wait_s
+                        "listener of %s failed; restarting in %ds", listener.info.name, wait_s
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait_s)

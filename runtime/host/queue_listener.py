@@ -34,6 +34,7 @@ from runtime.protocol import message_encoding
 from runtime.storage import clients
 
 if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 
 log = logging.getLogger("mlfn.host.queues")
@@ -93,7 +94,8 @@ class StorageAccounts:
         # leases lapse and messages run twice.
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlfn-queue-io")
         self._clients: dict[str, QueueServiceClient] = {}
-        self._created: set[tuple[str, str]] = set()
+        self._blob_clients: dict[str, BlobServiceClient] = {}
+        self._created: set[tuple[str, ...]] = set()
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking storage call of the listeners on their own threads."""
@@ -115,6 +117,25 @@ class StorageAccounts:
                     "in local.settings.json Values, or serve HTTP only with --no-queues"
                 ) from None
         return self._clients[setting].get_queue_client(name)
+
+    def blobs(self, setting: str) -> BlobServiceClient:
+        if setting not in self._blob_clients:
+            try:
+                conn = clients.connection(setting, self._env)
+                self._blob_clients[setting] = clients.blob_service(conn, self._settings)
+            except ConfigError as exc:
+                raise ListenerError(
+                    f"connection setting {setting!r} of a blob trigger: {exc.message}; set it "
+                    "in local.settings.json Values, or serve HTTP only with --no-queues"
+                ) from None
+        return self._blob_clients[setting]
+
+    def ensure_container(self, setting: str, name: str) -> None:
+        if ("blob", setting, name) not in self._created:
+            clients.create_if_missing(
+                self.blobs(setting).get_container_client(name).create_container
+            )
+            self._created.add(("blob", setting, name))
 
     def ensure(self, setting: str, name: str) -> QueueClient:
         """The queue, created if missing (output bindings and poison queues do this)."""
@@ -147,6 +168,10 @@ class QueueListener:
         self.queue_name = resolve(str(info.trigger.raw["queueName"]), env)
         self._binary = str(info.trigger.raw.get("dataType", "")).lower() == "binary"
         self._queue = accounts.queue(self.setting, self.queue_name)
+
+    @property
+    def watches(self) -> str:
+        return f"queue {self.queue_name}"
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._accounts.io(self._accounts.ensure, self.setting, self.queue_name)

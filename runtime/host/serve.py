@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from runtime import config, redact
-from runtime.host.asgi import HostApp
+from runtime.host.asgi import HostApp, Listener
+from runtime.host.blob_listener import BlobListener, BlobOptions, host_id
 from runtime.host.http_server import HttpHost, http_route
 from runtime.host.invocation_log import JsonFormatter
 from runtime.host.invoke import Invoker
@@ -44,16 +45,27 @@ def build_host(
     )
     invoker = Invoker(local.thread_count, host_config.function_timeout_s)
     http = HttpHost(functions, host_config.route_prefix, invoker, function_key=local.function_key)
-    listeners: list[QueueListener] = []
+    listeners: list[Listener] = []
     closers = [invoker.close]
     if queues:
         options = QueueOptions.from_host(host_config)
         accounts = StorageAccounts(os.environ, settings)
         closers.append(accounts.close)
-        listeners = [
+        listeners += [
             QueueListener(f, invoker, options, accounts, os.environ, local.queue_lease_s)
             for f in functions
             if f.trigger.type == "queueTrigger"
+        ]
+        blob_options = BlobOptions(
+            scan_s=local.blob_scan_s,
+            lease_s=local.blob_lease_s,
+            message_encoding=options.message_encoding,
+        )
+        me = host_id(app_dir)
+        listeners += [
+            BlobListener(f, invoker, blob_options, accounts, os.environ, me)
+            for f in functions
+            if f.trigger.type == "blobTrigger"
         ]
     # An mlfn app says what its first request will need; importing it while the host waits
     # for that request takes it off the cold start (a plain v2 app has no such hook).
@@ -87,9 +99,9 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
             route = http_route(info, host_config.route_prefix)
             print(f"\t{info.name}: [{methods}] {base}/{route}")
         elif info.name in listening:
-            print(f"\t{info.name}: queueTrigger on {listening[info.name].queue_name}")
-        elif info.trigger.type == "queueTrigger":
-            print(f"\t{info.name}: queueTrigger, not run (--no-queues)")
+            print(f"\t{info.name}: {info.trigger.type} on {listening[info.name].watches}")
+        elif info.trigger.type in ("queueTrigger", "blobTrigger"):
+            print(f"\t{info.name}: {info.trigger.type}, not run (--no-queues)")
         else:
             print(f"\t{info.name}: {info.trigger.type}, not run by this host yet")
     key_setting = config.HostSettings.variable("function_key")

@@ -17,6 +17,7 @@ from runtime.errors import MlfnError
 
 if TYPE_CHECKING:
     from runtime.models.registry import ModelRegistry
+    from runtime.services.batch import BatchService
     from runtime.services.infer import InferService
     from runtime.services.jobs import JobService
     from runtime.services.predict import PredictService
@@ -39,6 +40,7 @@ class _Built:
     infer: InferService
     jobs: JobService
     rows: RowService
+    batch: BatchService
 
 
 class Services:
@@ -77,6 +79,10 @@ class Services:
         return self._get().rows
 
     @property
+    def batch(self) -> BatchService:
+        return self._get().batch
+
+    @property
     def settings(self) -> config.Settings:
         return self._settings or config.current()
 
@@ -89,6 +95,7 @@ class Services:
     def _build(self, settings: config.Settings) -> _Built:
         # Imported here: the function app's indexing needs none of this.
         from runtime.models.registry import ModelRegistry
+        from runtime.services.batch import BatchService
         from runtime.services.infer import InferService
         from runtime.services.jobs import JobService
         from runtime.services.predict import PredictService
@@ -97,12 +104,14 @@ class Services:
 
         registry = ModelRegistry(settings, self.app_root)
         predict = PredictService(self.endpoints, registry)
+        rows = RowService(predict)
         return _Built(
             registry,
             predict,
             InferService(self.endpoints, registry),
             JobService(predict, Payloads(settings)),
-            RowService(predict),
+            rows,
+            BatchService(rows, settings),
         )
 
     def import_ahead(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from runtime.endpoint import BoundEndpoint
 from runtime.errors import MlfnError, PredictContractError, PredictFailed
 from runtime.scored import ModelInfo, Scored
 from runtime.services.predict import PredictService
@@ -45,6 +46,9 @@ class ScoredRows:
 class RowService:
     def __init__(self, predict: PredictService) -> None:
         self._predict = predict
+
+    def endpoint(self, name: str) -> BoundEndpoint:
+        return self._predict.endpoint(name)
 
     def max_batch_size(self, name: str) -> int:
         """How many rows a caller should hand in at once: the endpoint's batch size."""

@@ -18,7 +18,7 @@ from runtime.config import connection as read_connection
 from runtime.errors import BadRequest, ConfigError, PackageMissing, StoreUnavailable
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobClient, ContainerClient
+    from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
     from azure.storage.queue import QueueClient, QueueServiceClient
 
 
@@ -81,6 +81,16 @@ def blob(conn: Connection, container_name: str, path: str, settings: Settings) -
 
     client: BlobClient = _build(
         BlobClient, conn, "blob", container_name, path, options=_options(settings, LinearRetry)
+    )
+    return client
+
+
+def blob_service(conn: Connection, settings: Settings) -> BlobServiceClient:
+    """The blob service of an account: for a long-lived holder of many containers."""
+    from azure.storage.blob import BlobServiceClient, LinearRetry
+
+    client: BlobServiceClient = _build(
+        BlobServiceClient, conn, "blob", options=_options(settings, LinearRetry)
     )
     return client
 

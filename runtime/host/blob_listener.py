@@ -1,0 +1,332 @@
+"""The blob side of the local host: run each blob-triggered function on every new blob version
+of its container, once, as the Functions host does.
+
+Azure delivers ``source=EventGrid`` triggers by event and polls the others (listing the
+container, with receipts); this host scans the container on a short interval for both, so an
+app behaves locally as it will on Azure, minus Event Grid's subscription. Receipts live in the
+storage account, as the host's do (``azure-webjobs-hosts/blobreceipts/{hostId}/{functionId}/
+{etag}/{container}/{blob}``): a restarted host skips what is done and takes over what a dead
+one left running once its lease lapses. A failure is retried; the fifth goes to the queue
+``webjobs-blobtrigger-poison`` with the blob's name and ETag, and the blob is not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import azure.functions as func
+
+from runtime.errors import ListenerError
+from runtime.host.invocation_log import InvocationLog
+from runtime.host.invoke import Invoker
+from runtime.host.metadata import FunctionInfo
+from runtime.host.queue_listener import STORAGE_HINT, StorageAccounts, first_line, resolve
+from runtime.protocol import message_encoding
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
+
+log = logging.getLogger("mlfn.host.blobs")
+
+RECEIPTS_CONTAINER = "azure-webjobs-hosts"
+POISON_QUEUE = "webjobs-blobtrigger-poison"
+MAX_ATTEMPTS = 5  # the host's blob trigger: five tries, then the poison queue
+RUNNING, FAILED, DONE, POISONED = "running", "failed", "complete", "poisoned"
+
+
+@dataclass(frozen=True)
+class BlobOptions:
+    scan_s: float = 1.0  # how often each container is listed
+    lease_s: float = 30.0  # a running receipt's lease; renewed while the function runs
+    retry_s: float = 2.0  # the first retry's delay, doubled per attempt
+    concurrency: int = 2  # blobs of one function run at once
+    message_encoding: str = "base64"  # of the poison queue's messages (host.json)
+
+
+class BlobPath:
+    """A trigger's ``path``: ``container/pattern`` with ``{name}`` style parts."""
+
+    def __init__(self, path: str) -> None:
+        container, _, pattern = path.partition("/")
+        if not container:
+            raise ListenerError(f"blob trigger path {path!r} names no container")
+        self.container = container
+        literal = re.split(r"\{[^}]*\}", pattern)[0]
+        self.prefix = literal or None
+        parts = re.split(r"(\{[^}]*\})", pattern) if pattern else ["{name}"]
+        regex = "".join(".+" if p.startswith("{") else re.escape(p) for p in parts)
+        self._match = re.compile(regex + r"\Z", re.DOTALL)
+
+    def matches(self, blob: str) -> bool:
+        return self._match.match(blob) is not None
+
+
+class BlobListener:
+    """Runs one blob-triggered function on its container until ``stop`` is set."""
+
+    def __init__(
+        self,
+        info: FunctionInfo,
+        invoker: Invoker,
+        options: BlobOptions,
+        accounts: StorageAccounts,
+        env: Mapping[str, str],
+        host_id: str,
+    ) -> None:
+        self.info = info
+        self._invoker = invoker
+        self._options = options
+        self._accounts = accounts
+        self.setting = info.trigger.connection
+        self.path = BlobPath(resolve(str(info.trigger.raw["path"]), env))
+        self.source = str(info.trigger.raw.get("source") or "LogsAndContainerScan")
+        self._receipts_prefix = f"blobreceipts/{host_id}/Host.Functions.{info.name}"
+        self._done: set[tuple[str, str]] = set()  # (blob, etag) known complete: not asked again
+        self._running: set[str] = set()
+
+    @property
+    def container(self) -> str:
+        return self.path.container
+
+    @property
+    def watches(self) -> str:
+        return f"container {self.container} ({self.source})"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        io_ = self._accounts.io
+        await io_(self._accounts.ensure_container, self.setting, self.container)
+        await io_(self._accounts.ensure_container, self.setting, RECEIPTS_CONTAINER)
+        slots = asyncio.Semaphore(self._options.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                for name, props in await io_(self._scan):
+                    if stop.is_set():
+                        break
+                    await slots.acquire()
+                    task = asyncio.create_task(self._offer(name, props, slots))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._options.scan_s)
+        finally:
+            if tasks:
+                await asyncio.wait(tasks)
+
+    def _scan(self) -> list[tuple[str, BlobProperties]]:
+        container = self._container_client()
+        found = []
+        for props in container.list_blobs(name_starts_with=self.path.prefix):
+            name, etag = str(props.name), str(props.etag)
+            if (name, etag) in self._done or name in self._running:
+                continue
+            if self.path.matches(name):
+                found.append((name, props))
+        return found
+
+    async def _offer(self, name: str, props: BlobProperties, slots: asyncio.Semaphore) -> None:
+        self._running.add(name)
+        try:
+            receipt = _Receipt(self._receipt_blob(name, str(props.etag)), self._options.lease_s)
+            claim = await self._accounts.io(receipt.claim)
+            if claim == DONE:
+                self._done.add((name, str(props.etag)))
+            elif isinstance(claim, int):
+                await self._attempt(name, props, receipt, claim)
+        except Exception as exc:  # storage trouble: the next scan tries again
+            log.warning("blob %s/%s: %s (%s)", self.container, name, first_line(exc), STORAGE_HINT)
+        finally:
+            self._running.discard(name)
+            slots.release()
+
+    async def _attempt(
+        self, name: str, props: BlobProperties, receipt: _Receipt, attempt: int
+    ) -> None:
+        etag = str(props.etag)
+        if attempt > MAX_ATTEMPTS:
+            await self._accounts.io(self._poison, name, etag, receipt)
+            return
+        run = InvocationLog(
+            self.info.name, f"New blob detected({self.source}): {self.container}/{name}"
+        )
+        renewer = asyncio.create_task(self._keep(receipt))
+        try:
+            trigger = LazyBlob(self._blob(name), self.container, name, props)
+            await self._invoker.call(self.info, trigger, run.id)
+        except Exception as exc:
+            renewer.cancel()
+            run.failed(exc, traceback=True)
+            if attempt >= MAX_ATTEMPTS:
+                await self._accounts.io(self._poison, name, etag, receipt)
+            else:
+                delay = self._options.retry_s * 2 ** (attempt - 1)
+                await self._accounts.io(receipt.fail, delay)
+            return
+        renewer.cancel()
+        await self._accounts.io(receipt.complete)
+        self._done.add((name, etag))
+        run.succeeded()
+
+    async def _keep(self, receipt: _Receipt) -> None:
+        while True:
+            await asyncio.sleep(self._options.lease_s / 3)
+            try:
+                await self._accounts.io(receipt.renew)
+            except Exception as exc:
+                log.warning("renewing the receipt of %s failed: %s", receipt.name, first_line(exc))
+
+    def _poison(self, name: str, etag: str, receipt: _Receipt) -> None:
+        message = {
+            "Type": "BlobTrigger",
+            "FunctionId": f"Host.Functions.{self.info.name}",
+            "BlobType": "BlockBlob",
+            "ContainerName": self.container,
+            "BlobName": name,
+            "ETag": etag,
+        }
+        body = json.dumps(message).encode()
+        queue = self._accounts.ensure(self.setting, POISON_QUEUE)
+        queue.send_message(message_encoding.encode(body, self._options.message_encoding))
+        receipt.poison()
+        self._done.add((name, etag))
+        log.error(
+            "blob %s/%s failed %d times; moved to queue %s",
+            self.container,
+            name,
+            MAX_ATTEMPTS,
+            POISON_QUEUE,
+        )
+
+    def _container_client(self) -> ContainerClient:
+        return self._accounts.blobs(self.setting).get_container_client(self.container)
+
+    def _blob(self, name: str) -> BlobClient:
+        return self._accounts.blobs(self.setting).get_blob_client(self.container, name)
+
+    def _receipt_blob(self, name: str, etag: str) -> BlobClient:
+        path = f"{self._receipts_prefix}/{etag.strip(chr(34))}/{self.container}/{name}"
+        return self._accounts.blobs(self.setting).get_blob_client(RECEIPTS_CONTAINER, path)
+
+
+class _Receipt:
+    """One blob version's receipt: who runs it, until when, how many attempts, and whether it
+    is done. Every change is conditional on the receipt's ETag, so two hosts never both take
+    it."""
+
+    def __init__(self, blob: BlobClient, lease_s: float) -> None:
+        self._blob = blob
+        self._lease_s = lease_s
+        self._etag: str | None = None
+        self._attempts = 0
+        self.name = blob.blob_name
+
+    def claim(self) -> int | str | None:
+        """The attempt this host now runs (1 for a new receipt), DONE when it is complete or
+        poisoned, None when another host holds it or its retry is not due yet."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        with contextlib.suppress(ResourceExistsError):
+            self._attempts = 1
+            made = self._blob.upload_blob(b"", overwrite=False, metadata=self._doc(RUNNING))
+            self._etag = str(made["etag"])
+            return 1
+        props = self._blob.get_blob_properties()
+        meta = props.metadata or {}
+        if meta.get("status") in (DONE, POISONED):
+            return DONE
+        if float(meta.get("until", "0")) > time.time():
+            return None  # running elsewhere, or its retry is not due
+        self._attempts = int(meta.get("attempts", "0")) + 1
+        try:
+            made = self._blob.set_blob_metadata(
+                self._doc(RUNNING), etag=props.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceModifiedError:
+            return None  # another host took it first
+        self._etag = str(made["etag"])
+        return self._attempts
+
+    def renew(self) -> None:
+        self._set(RUNNING, self._lease_s)
+
+    def fail(self, retry_in_s: float) -> None:
+        self._set(FAILED, retry_in_s)
+
+    def complete(self) -> None:
+        self._set(DONE, 0)
+
+    def poison(self) -> None:
+        self._set(POISONED, 0)
+
+    def _set(self, status: str, for_s: float) -> None:
+        from azure.core import MatchConditions
+
+        made = self._blob.set_blob_metadata(
+            self._doc(status, for_s), etag=self._etag, match_condition=MatchConditions.IfNotModified
+        )
+        self._etag = str(made["etag"])
+
+    def _doc(self, status: str, for_s: float | None = None) -> dict[str, str]:
+        until = time.time() + (self._lease_s if for_s is None else for_s)
+        return {"status": status, "attempts": str(self._attempts), "until": f"{until:.3f}"}
+
+
+class LazyBlob(func.blob.InputStream):
+    """The trigger's blob as the worker gives it (name, uri, length, properties, metadata);
+    its bytes are downloaded on the first ``read``, so a function that streams the blob
+    itself, as mlfn's batch trigger does, never holds it whole."""
+
+    def __init__(self, client: BlobClient, container: str, name: str, props: Any) -> None:
+        properties = {
+            "ETag": str(props.etag),
+            "ContentLength": props.size,
+            "Length": props.size,
+            "LastModified": props.last_modified.isoformat() if props.last_modified else None,
+            "ContentType": props.content_settings.content_type if props.content_settings else None,
+        }
+        super().__init__(
+            data=b"",
+            name=f"{container}/{name}",
+            uri=client.url,
+            length=props.size,
+            blob_properties=properties,
+            metadata=dict(props.metadata or {}),
+        )
+        self._client = client
+        self._etag = str(props.etag)
+        self._loaded: io.BytesIO | None = None
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._loaded is None:
+            from azure.core import MatchConditions
+
+            data = self._client.download_blob(
+                etag=self._etag, match_condition=MatchConditions.IfNotModified
+            ).readall()
+            self._loaded = io.BytesIO(data)
+        return self._loaded.read(-1 if size is None else size)
+
+    read1 = read
+
+
+def host_id(app_dir: Path) -> str:
+    """A stable id for this app's local host (receipts are kept per host, as on Azure)."""
+    digest = hashlib.sha256(str(app_dir.resolve()).encode()).hexdigest()[:8]
+    stem = re.sub(r"[^a-z0-9]", "", app_dir.resolve().name.lower())[:20] or "app"
+    return f"local-{stem}-{digest}"
+
+
+def listed(functions: list[FunctionInfo]) -> Iterator[FunctionInfo]:
+    return (f for f in functions if f.trigger.type == "blobTrigger")

@@ -1,0 +1,188 @@
+"""The batch-file service: one version of a blob in ``NAME-batch`` scored row by row into
+``NAME-batch-results``, streaming (docs/batch.md).
+
+Rows are read in slabs of whole batches, scored through the rows service (validation, the
+batcher and the predict function the HTTP and queue requests use), and written in order as
+staged blocks while later slabs are scored. The output and its summary are committed at the
+end: a file scored again (a host restarted mid-file, an event delivered twice) rewrites them
+whole, never appends. A file that cannot be read at all gets an error summary; a failure a
+retry may cure (the store, the model's download) is raised, so the host tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from runtime.config import STORAGE_SETTING, Settings
+from runtime.errors import MlfnError
+from runtime.protocol import batch, batch_formats
+from runtime.protocol.batch_formats import Outcome, RawRow
+from runtime.scored import ModelInfo
+from runtime.services.rows import RowService
+from runtime.storage import blob_files, clients
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
+
+log = logging.getLogger("mlfn.batch")
+
+SLAB_ROWS = 1024  # rows read, validated and handed to the batcher at once (whole batches)
+IN_FLIGHT = 4  # slabs being scored while the oldest is written
+
+
+class InputChanged(Exception):
+    """The blob was overwritten while it was scored: its new version has its own event."""
+
+
+class BatchService:
+    def __init__(self, rows: RowService, settings: Settings) -> None:
+        self._rows = rows
+        self._settings = settings
+        self._ready: set[str] = set()
+
+    async def score_blob(
+        self, name: str, path: str, results: str, etag: str | None = None
+    ) -> batch.Summary | None:
+        """Score the file at ``path`` of the endpoint's batch container (the version ``etag``
+        names, or the current one) into ``results``. None when the blob is gone or was
+        overwritten meanwhile (its new version is scored by its own event)."""
+        bound = self._rows.endpoint(name)
+        source = self._blob(bound.batch_container, path)
+        try:
+            return await self._score(name, source, path, results, etag)
+        except InputChanged:
+            log.info("%s/%s changed while it was scored; its new version is scored on its own",
+                     bound.batch_container, path)  # fmt: skip
+            return None
+
+    async def _score(
+        self, name: str, source: BlobClient, path: str, results: str, etag: str | None
+    ) -> batch.Summary | None:
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        started = time.perf_counter()
+        try:
+            props = await asyncio.to_thread(source.get_blob_properties)
+        except ResourceNotFoundError:
+            log.info("%s is gone; nothing to score", source.url)
+            return None
+        current = str(props.etag)
+        if etag and etag.strip('"') != current.strip('"'):
+            raise InputChanged
+        summary = batch.Summary(path, current, None, "")
+        try:
+            fmt = batch.format_of(path)
+            summary.format = fmt.value
+            output = batch.result_path(path, current)
+            target = await asyncio.to_thread(self._blob, results, output, True)
+            sink = blob_files.BlockWriter(target, batch.CONTENT_TYPES[fmt])
+            reader = blob_files.open_version(source, int(props.size), current)
+            model = await self._stream(name, fmt, reader, sink, summary)
+            summary.model = _model_doc(model)
+            summary.output = output
+            summary.seconds = time.perf_counter() - started
+            metadata = {"mlfn_input_etag": version_of(current), "mlfn_rows": str(summary.rows)}
+            await asyncio.to_thread(sink.commit, metadata)
+        except ResourceModifiedError:
+            raise InputChanged from None
+        except MlfnError as err:
+            if err.retryable:
+                raise
+            # Nothing in the file can be scored: a retry would only say it again.
+            summary.error = err.to_dict()
+            summary.output = None
+            log.warning("%s: %s", path, err.message)
+        summary.seconds = time.perf_counter() - started
+        await asyncio.to_thread(self._write_summary, results, path, current, summary)
+        return summary
+
+    async def _stream(
+        self,
+        name: str,
+        fmt: batch.Format,
+        reader: Any,
+        sink: blob_files.BlockWriter,
+        summary: batch.Summary,
+    ) -> ModelInfo | None:
+        size = self._rows.max_batch_size(name)
+        limit = self._rows.endpoint(name).endpoint.limits.max_request_bytes
+        slab = max(size, SLAB_ROWS // size * size)
+        endpoint = self._rows.endpoint(name).endpoint
+        writer = await asyncio.to_thread(batch_formats.writer, fmt, sink, endpoint.output)
+        chunks: Iterator[list[RawRow]] = batch_formats.read_rows(fmt, reader, slab, limit)
+        pending: deque[tuple[int, asyncio.Task[tuple[list[Outcome], ModelInfo | None]]]] = deque()
+        model: ModelInfo | None = None
+        start = 0
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is not None:
+                    task = asyncio.ensure_future(self._score_chunk(name, chunk))
+                    pending.append((start, task))
+                    start += len(chunk)
+                while pending and (chunk is None or len(pending) >= IN_FLIGHT):
+                    first, oldest = pending.popleft()
+                    outcomes, scored_by = await oldest
+                    model = scored_by or model
+                    summary.rows += len(outcomes)
+                    summary.errors += sum(1 for _, e in outcomes if e is not None)
+                    await asyncio.to_thread(writer.write, first, outcomes)
+                if chunk is None:
+                    break
+            await asyncio.to_thread(writer.close)
+        finally:
+            for _, task in pending:
+                task.cancel()
+        return model
+
+    async def _score_chunk(
+        self, name: str, chunk: list[RawRow]
+    ) -> tuple[list[Outcome], ModelInfo | None]:
+        readable = [r for r in chunk if not isinstance(r, MlfnError)]
+        scored = await self._rows.score(name, readable) if readable else None
+        rows = iter(scored.rows if scored else ())
+        outcomes: list[Outcome] = []
+        for raw in chunk:
+            if isinstance(raw, MlfnError):
+                outcomes.append((None, raw))
+            else:
+                row = next(rows)
+                outcomes.append((row.prediction, row.error))
+        return outcomes, scored.model if scored else None
+
+    def _write_summary(self, results: str, path: str, etag: str, summary: batch.Summary) -> None:
+        from azure.storage.blob import ContentSettings
+
+        blob = self._blob(results, batch.summary_path(path, etag), create=True)
+        with clients.storage_errors(f"{results}/{path}"):
+            blob.upload_blob(
+                summary.to_json(),
+                overwrite=True,
+                content_settings=ContentSettings(content_type="application/json"),
+            )
+
+    def _blob(self, container: str, path: str, create: bool = False) -> BlobClient:
+        conn = clients.require(self._settings.storage_connection, STORAGE_SETTING)
+        if create and container not in self._ready:
+            with (
+                clients.storage_errors(container),
+                clients.container(conn, container, self._settings) as client,
+            ):
+                clients.create_if_missing(client.create_container)
+            self._ready.add(container)
+        return clients.blob(conn, container, path, self._settings)
+
+
+def version_of(etag: str) -> str:
+    return etag.strip('"')
+
+
+def _model_doc(model: ModelInfo | None) -> dict[str, str] | None:
+    if model is None:
+        return None
+    return {"name": model.name, "version": model.version, "sha256": model.sha256}
