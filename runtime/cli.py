@@ -255,6 +255,102 @@ def results(name: str, wait_s: float, keep: bool) -> None:
             click.echo(json.dumps(doc))
 
 
+@main.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--path", "blob_path", default=None, help="Path in the batch container [FILE's name]."
+)
+@click.option("--wait", "wait_s", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for the results; 0 to only upload.")  # fmt: skip
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to save the results [FILE.results.EXT beside FILE].")  # fmt: skip
+def batch(name: str, file: Path, blob_path: str | None, wait_s: float, out: Path | None) -> None:
+    """Score FILE (JSON Lines, CSV, Parquet) through endpoint NAME's blob trigger: upload it to
+    the batch container, wait for its results, download them."""
+    import time
+
+    from runtime.protocol import batch as contract
+
+    container, results, conn, settings = _batch_containers(name)
+    path = blob_path or file.name
+    with _told():
+        contract.format_of(path)  # refused here, not after the upload
+    from runtime.storage import clients
+
+    with _told(), _storage(f"container {container}"):
+        source = clients.blob(conn, container, path, settings)
+        with _progress_bar(f"uploading {file.name}") as progress, file.open("rb") as f:
+            made = source.upload_blob(
+                f,
+                overwrite=True,
+                length=file.stat().st_size,
+                progress_hook=lambda done, total: progress(done, total or done),
+            )
+    etag = str(made["etag"])
+    summary_path = contract.summary_path(path, etag)
+    click.echo(f"uploaded {file} to {container}/{path} (ETag {etag})")
+    if wait_s <= 0:
+        click.echo(f"results will be in {results}/{contract.result_path(path, etag)}")
+        return
+    from azure.core.exceptions import ResourceNotFoundError
+
+    summary_blob = clients.blob(conn, results, summary_path, settings)
+    deadline = time.monotonic() + wait_s
+    with _told(), _storage(f"container {results}"):
+        while True:
+            try:
+                doc = json.loads(summary_blob.download_blob().readall())
+                break
+            except ResourceNotFoundError:
+                pass  # not scored yet
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"no results after {wait_s:g}s: is the app running (mlfn serve), with its "
+                    f"blob trigger? They will be in {results}/{contract.result_path(path, etag)}"
+                )
+            time.sleep(0.5)
+    if doc.get("error"):
+        raise click.ClickException(f"{path} was not scored: {doc['error']['message']}")
+    target = out or file.with_name(f"{file.stem}.results{file.suffix}")
+    with _told(), _storage(f"container {results}"):
+        output = clients.blob(conn, results, doc["output"], settings)
+        downloader = output.download_blob()
+        with _progress_bar(f"downloading {target.name}") as progress, target.open("wb") as f:
+            done = 0
+            for chunk in downloader.chunks():
+                f.write(chunk)
+                done += len(chunk)
+                progress(done, downloader.size)
+    click.echo(
+        f"{doc['rows']} rows, {doc['errors']} errors, {doc['seconds']} s; results in {target}"
+    )
+    if doc["errors"]:
+        click.echo(f"rows that failed carry an error: grep '\"error\"' {target}", err=True)
+
+
+def _batch_containers(name: str) -> tuple[str, str, Any, Settings]:
+    """Endpoint NAME's batch and results containers, its storage connection and settings."""
+    from runtime.host.metadata import index_app, registered_app
+    from runtime.protocol.batch import batch_function_name
+    from runtime.storage import clients
+
+    app_dir = Path.cwd()
+    with _told():
+        settings = _settings(app_dir)
+        functions = {f.name: f for f in index_app(app_dir)}
+        info = functions.get(batch_function_name(name))
+        if info is None:
+            known = sorted(n.removesuffix("_batch") for n in functions if n.endswith("_batch"))
+            raise click.ClickException(f"no endpoint {name!r} with batch files; known: {known}")
+        bound = registered_app().services.endpoints[name]
+        try:
+            conn = clients.connection(info.trigger.connection, os.environ)
+        except ConfigError as exc:
+            raise click.ClickException(f"{exc.message} (local.settings.json Values)") from None
+    return bound.batch_container, bound.results_container, conn, settings
+
+
 @contextmanager
 def _storage(what: str) -> Iterator[None]:
     """Storage SDK errors as mlfn's (StoreUnavailable names what was being reached)."""

@@ -326,3 +326,76 @@ def test_a_file_that_cannot_be_read_gets_an_error_summary(
     assert first["error"]["type"] == "UnknownFormat" and first["output"] is None
     assert "extension" in first["error"]["message"]
     assert second["error"]["type"] == "FileUnreadable" and "header" in second["error"]["message"]
+
+
+def test_mlfn_batch_scores_a_parquet_file_and_downloads_its_results(
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    models_in_blob: str,
+    example_models: dict[str, Path],
+    prefix: str,
+) -> None:
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.support import MLFN
+
+    rng = np.random.default_rng(11)
+    rows: list[dict[str, Any]] = list(_flowers(rng, 2000))
+    for i in (3, 500, 1999):
+        rows[i] = {**rows[i], "petal_width": None}  # a null: the field is missing
+    table = pa.Table.from_pylist(rows)
+    source = tmp_path / "flowers.parquet"
+    pq.write_table(table, source, row_group_size=300)
+    host = _host(tmp_path, azurite, models_in_blob, prefix).start()
+    try:
+        done = subprocess.run(
+            [str(MLFN), "batch", "flowers", str(source), "--wait", "120"],
+            cwd=host.app_dir,
+            env={**host.env, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        host.stop()
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "2000 rows, 3 errors" in done.stdout
+    got = pq.read_table(tmp_path / "flowers.results.parquet")
+    assert got.column_names == ["row", "label", "probabilities", "error"]
+    records = got.to_pylist()
+    assert [r["row"] for r in records] == list(range(2000))
+    good = [i for i in range(2000) if i not in (3, 500, 1999)]
+    labels, probs = _expected(example_models["iris"], [rows[i] for i in good])
+    for k, i in enumerate(good):
+        assert records[i]["label"] == labels[k] and records[i]["error"] is None
+        assert np.allclose([dict(records[i]["probabilities"])[s] for s in SPECIES], probs[k])
+    for i in (3, 500, 1999):
+        assert records[i]["label"] is None
+        assert json.loads(records[i]["error"])["detail"][0]["field"] == "petal_width"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "says"),
+    [("flowers", "cannot tell the file's format"), ("nobody", "no endpoint 'nobody'")],
+)
+def test_mlfn_batch_refuses_what_it_cannot_score_before_uploading(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_imports: None,
+    endpoint: str,
+    says: str,
+) -> None:
+    from click.testing import CliRunner
+
+    from runtime.cli import main
+
+    app = make_app(tmp_path / "app", {"flowers": _endpoint("refuse")})
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    monkeypatch.chdir(app)
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    result = CliRunner().invoke(main, ["batch", endpoint, str(notes)])
+    assert result.exit_code == 1 and says in result.output

@@ -78,3 +78,22 @@ def test_a_tensor_only_endpoint_needs_no_schemas_but_predict_does() -> None:
         tensor_only.predict(lambda rows, model: rows)
     with pytest.raises(TypeError, match="pydantic BaseModel"):
         Endpoint(dict, Out, model="m.onnx")  # type: ignore[arg-type]
+
+
+def test_batch_containers_default_from_the_name_and_follow_azures_rules() -> None:
+    from runtime.endpoint import Batch
+
+    bound = BoundEndpoint("house_prices", Endpoint(In, Out, model="m.onnx"))
+    assert (bound.batch_container, bound.results_container) == (
+        "house-prices-batch",
+        "house-prices-batch-results",
+    )
+    with pytest.raises(ValueError, match="container name 'Bad_Name' is invalid"):
+        Batch(files="Bad_Name")
+    # A name whose default container would be invalid says how to name another, or turn off.
+    with pytest.raises(ValueError, match=r"Batch\(files=...\), or turn batch files off"):
+        BoundEndpoint("ab_", Endpoint(In, Out, model="m.onnx", queues=Queues("ab-q", "ab-r")))
+    off = Endpoint(
+        In, Out, model="m.onnx", queues=Queues("ab-q", "ab-r"), batch=Batch(enabled=False)
+    )
+    assert BoundEndpoint("ab_", off).endpoint.batch.enabled is False

@@ -29,10 +29,12 @@ def test_the_worker_loads_every_function_of_the_app() -> None:
         "iris_queue",
         "diabetes_predict",
         "diabetes_queue",
+        "iris_batch",
+        "diabetes_batch",
         "health_live",
     } <= loaded
     assert {"v2_model_infer", "v2_model_version_infer", "openapi", "docs"} <= loaded
-    assert len(loaded) == 15
+    assert len(loaded) == 17
 
 
 def test_the_worker_refuses_a_function_whose_parameters_do_not_match_its_bindings(

@@ -31,7 +31,13 @@ from runtime.errors import ListenerError
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
-from runtime.host.queue_listener import STORAGE_HINT, StorageAccounts, first_line, resolve
+from runtime.host.queue_listener import (
+    STORAGE_HINT,
+    StorageAccounts,
+    first_line,
+    resolve,
+    write_outputs,
+)
 from runtime.protocol import message_encoding
 
 if TYPE_CHECKING:
@@ -49,7 +55,9 @@ RUNNING, FAILED, DONE, POISONED = "running", "failed", "complete", "poisoned"
 class BlobOptions:
     scan_s: float = 1.0  # how often each container is listed
     lease_s: float = 30.0  # a running receipt's lease; renewed while the function runs
-    retry_s: float = 2.0  # the first retry's delay, doubled per attempt
+    # A failed blob is retried after the queues' visibilityTimeout (host.json), as the host
+    # retries through its own queue.
+    retry_s: float = 0.0
     concurrency: int = 2  # blobs of one function run at once
     message_encoding: str = "base64"  # of the poison queue's messages (host.json)
 
@@ -88,6 +96,7 @@ class BlobListener:
         self._invoker = invoker
         self._options = options
         self._accounts = accounts
+        self._env = env
         self.setting = info.trigger.connection
         self.path = BlobPath(resolve(str(info.trigger.raw["path"]), env))
         self.source = str(info.trigger.raw.get("source") or "LogsAndContainerScan")
@@ -163,15 +172,22 @@ class BlobListener:
         renewer = asyncio.create_task(self._keep(receipt))
         try:
             trigger = LazyBlob(self._blob(name), self.container, name, props)
-            await self._invoker.call(self.info, trigger, run.id)
+            invocation = await self._invoker.call(self.info, trigger, run.id)
+            await self._accounts.io(
+                write_outputs,
+                self.info,
+                invocation.outputs,
+                self._accounts,
+                self._env,
+                self._options.message_encoding,
+            )
         except Exception as exc:
             renewer.cancel()
             run.failed(exc, traceback=True)
             if attempt >= MAX_ATTEMPTS:
                 await self._accounts.io(self._poison, name, etag, receipt)
             else:
-                delay = self._options.retry_s * 2 ** (attempt - 1)
-                await self._accounts.io(receipt.fail, delay)
+                await self._accounts.io(receipt.fail, self._options.retry_s)
             return
         renewer.cancel()
         await self._accounts.io(receipt.complete)
@@ -193,7 +209,7 @@ class BlobListener:
             "BlobType": "BlockBlob",
             "ContainerName": self.container,
             "BlobName": name,
-            "ETag": etag,
+            "ETag": quoted(etag),
         }
         body = json.dumps(message).encode()
         queue = self._accounts.ensure(self.setting, POISON_QUEUE)
@@ -290,7 +306,7 @@ class LazyBlob(func.blob.InputStream):
 
     def __init__(self, client: BlobClient, container: str, name: str, props: Any) -> None:
         properties = {
-            "ETag": str(props.etag),
+            "ETag": quoted(str(props.etag)),
             "ContentLength": props.size,
             "Length": props.size,
             "LastModified": props.last_modified.isoformat() if props.last_modified else None,
@@ -319,6 +335,12 @@ class LazyBlob(func.blob.InputStream):
         return self._loaded.read(-1 if size is None else size)
 
     read1 = read
+
+
+def quoted(etag: str) -> str:
+    """An ETag as HTTP (and the Functions host's blob properties) give it: in quotes. The
+    listing API gives it bare."""
+    return etag if etag.startswith('"') else f'"{etag}"'
 
 
 def host_id(app_dir: Path) -> str:

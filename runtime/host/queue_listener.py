@@ -28,7 +28,7 @@ from runtime.config import Settings
 from runtime.errors import ConfigError, ListenerError
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
-from runtime.host.metadata import Binding, FunctionInfo
+from runtime.host.metadata import FunctionInfo
 from runtime.host.queue_options import QueueOptions
 from runtime.protocol import message_encoding
 from runtime.storage import clients
@@ -300,25 +300,31 @@ class QueueListener:
         await self._accounts.io(move)
 
     def _write_outputs(self, outputs: Mapping[str, Any]) -> None:
-        for binding in self.info.outputs:
-            value = outputs.get(binding.name)
-            if value is None or binding.type != "queue":
-                if value is not None:
-                    log.warning(
-                        "output binding %s (%s) is not supported by this host; dropped",
-                        binding.name,
-                        binding.type,
-                    )
-                continue
-            queue = self._output_queue(binding)
-            for item in value if isinstance(value, list) else [value]:
-                queue.send_message(
-                    message_encoding.encode(_as_bytes(item), self._options.message_encoding)
-                )
+        write_outputs(self.info, outputs, self._accounts, self._env, self._options.message_encoding)
 
-    def _output_queue(self, binding: Binding) -> QueueClient:
-        setting = binding.connection
-        return self._accounts.ensure(setting, resolve(str(binding.raw["queueName"]), self._env))
+
+def write_outputs(
+    info: FunctionInfo,
+    outputs: Mapping[str, Any],
+    accounts: StorageAccounts,
+    env: Mapping[str, str],
+    encoding: str,
+) -> None:
+    """Send what a function set on its queue output bindings (the only outputs this host
+    writes; others are dropped with a warning)."""
+    for binding in info.outputs:
+        value = outputs.get(binding.name)
+        if value is None or binding.type != "queue":
+            if value is not None:
+                log.warning(
+                    "output binding %s (%s) is not supported by this host; dropped",
+                    binding.name,
+                    binding.type,
+                )
+            continue
+        queue = accounts.ensure(binding.connection, resolve(str(binding.raw["queueName"]), env))
+        for item in value if isinstance(value, list) else [value]:
+            queue.send_message(message_encoding.encode(_as_bytes(item), encoding))
 
 
 class NotText(message_encoding.NotEncoded):

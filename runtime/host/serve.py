@@ -59,6 +59,7 @@ def build_host(
         blob_options = BlobOptions(
             scan_s=local.blob_scan_s,
             lease_s=local.blob_lease_s,
+            retry_s=options.visibility_timeout_s,
             message_encoding=options.message_encoding,
         )
         me = host_id(app_dir)

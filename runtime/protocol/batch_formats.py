@@ -128,7 +128,9 @@ def _csv_rows(source: IO[bytes]) -> Iterator[RawRow]:
         header = next(records)
     except StopIteration:
         raise FileUnreadable("the CSV file is empty: it needs a header row") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise FileUnreadable(f"the CSV file is not UTF-8 text: {exc}") from None
+    except csv.Error as exc:
         raise FileUnreadable(f"the CSV header cannot be read: {exc}") from None
     if not header or len(set(header)) != len(header) or not all(h.strip() for h in header):
         raise FileUnreadable(f"the CSV header must name every column once: {header[:20]}")

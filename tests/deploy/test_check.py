@@ -275,7 +275,7 @@ def test_the_plain_app_and_the_repository_pass(tmp_path: Path) -> None:
     assert plain.functions == ["hello", "work"]
     repository = check(ROOT, env={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     assert repository.ok, [str(f) for f in repository.findings]
-    assert len(repository.functions) == 15
+    assert len(repository.functions) == 17
 
 
 def test_model_files_must_exist_be_published_and_match_their_pin(tmp_path: Path) -> None:

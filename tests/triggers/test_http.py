@@ -217,7 +217,7 @@ def test_registered_functions_carry_the_contracts_routes_queues_and_auth_levels(
         for f in app.get_functions()
     }
     assert sorted(bindings) == [
-        "docs", "health_live", "health_ready", "iris_predict", "iris_queue", "openapi",
+        "docs", "health_live", "health_ready", "iris_batch", "iris_predict", "iris_queue", "openapi",
         "v2_model_infer", "v2_model_metadata", "v2_model_ready", "v2_model_version_infer",
         "v2_model_version_metadata", "v2_model_version_ready", "v2_server_metadata",
     ]  # fmt: skip
@@ -239,3 +239,9 @@ def test_registered_functions_carry_the_contracts_routes_queues_and_auth_levels(
     assert queue["queueTrigger"]["queueName"] == "iris-requests"
     assert queue["queue"]["queueName"] == "iris-results" and queue["queue"]["direction"] == "OUT"
     assert queue["queueTrigger"]["connection"] == "AzureWebJobsStorage"
+    files = bindings["iris_batch"]["blobTrigger"]
+    assert (files["path"], files["source"], files["connection"]) == (
+        "iris-batch/{name}",
+        "EventGrid",
+        "AzureWebJobsStorage",
+    )

@@ -407,6 +407,23 @@ def queue_data(
     return data, metadata
 
 
+def blob_data(
+    container: str, path: str, content: bytes, etag: str, url: str
+) -> tuple[TypedData, dict[str, TypedData]]:
+    """A blob trigger's data and metadata as the host sends them: the blob's bytes, its
+    ``container/path`` as BlobTrigger, its URI, and its properties and metadata as JSON (the
+    blob extension's BlobProperties, through ToRpcDefault)."""
+    properties = {"ETag": etag, "ContentLength": len(content), "Length": len(content)}
+    metadata = {
+        "BlobTrigger": TypedData(string=f"{container}/{path}"),
+        "Uri": TypedData(string=url),
+        "Properties": TypedData(json=json.dumps(properties)),
+        "Metadata": TypedData(json="{}"),
+        "name": TypedData(string=path),
+    }
+    return TypedData(bytes=content), metadata
+
+
 # --- reading the runtime's answer -------------------------------------------------------------
 
 

@@ -49,8 +49,8 @@ def _predict(worker: Worker, name: str, body: bytes) -> InvocationResponse:
 
 
 def test_the_worker_indexes_and_loads_every_function_of_the_app(example_worker: Worker) -> None:
-    assert len(example_worker.functions) == 15
-    assert {"iris_predict", "diabetes_queue", "v2_model_infer", "openapi"} <= set(
+    assert len(example_worker.functions) == 17
+    assert {"iris_predict", "diabetes_queue", "iris_batch", "v2_model_infer", "openapi"} <= set(
         example_worker.functions
     )
     # What the host reads to decide how to send HTTP bodies: raw bytes, body only.

@@ -1,0 +1,133 @@
+"""The local host runs blob triggers of any v2 app: a hand-written one, with the default
+(polling) source and a queue output, run once per blob version, retried, and poisoned after
+five failures, as the Functions host does."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import ContainerClient
+
+from runtime.host.blob_listener import POISON_QUEUE, BlobPath
+from tests.conftest import AzuriteInfo
+from tests.support import ROOT, LocalHost, queue_client, wait_for
+
+APP = """
+import json
+import azure.functions as func
+
+app = func.FunctionApp()
+
+
+@app.blob_trigger(arg_name="blob", path="PREFIX-inbox/in/{name}.txt", connection="AzureWebJobsStorage")
+@app.queue_output(arg_name="out", queue_name="PREFIX-seen", connection="AzureWebJobsStorage")
+def on_blob(blob: func.InputStream, out: func.Out[str]) -> None:
+    data = blob.read()
+    if data.startswith(b"fail"):
+        raise ValueError("told to fail")
+    out.set(json.dumps({
+        "name": blob.name, "length": blob.length, "bytes": data.decode(),
+        "etag": blob.blob_properties["ETag"], "uri": blob.uri,
+    }))
+"""
+
+
+def _app(tmp_path: Path, prefix: str) -> Path:
+    app = tmp_path / "plain"
+    app.mkdir()
+    (app / "function_app.py").write_text(APP.replace("PREFIX", prefix))
+    shutil.copy(ROOT / "host.json", app / "host.json")
+    return app
+
+
+def _seen(connection: str, prefix: str, want: int, timeout: float) -> list[dict[str, Any]]:
+    queue = queue_client(connection, f"{prefix}-seen")
+    got: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        for message in queue.receive_messages(max_messages=32):
+            got.append(json.loads(base64.b64decode(message.content)))
+            queue.delete_message(message)
+        return len(got) >= want
+
+    wait_for(enough, timeout, f"{want} messages on {prefix}-seen")
+    return got
+
+
+def test_a_plain_app_s_blob_trigger_runs_once_per_blob_version(
+    tmp_path: Path, azurite: AzuriteInfo
+) -> None:
+    prefix = f"p{uuid.uuid4().hex[:10]}"
+    conn = azurite.connection_string
+    inbox = ContainerClient.from_connection_string(conn, f"{prefix}-inbox")
+    with contextlib.suppress(ResourceExistsError):
+        inbox.create_container()
+    etag = inbox.get_blob_client("in/hello.txt").upload_blob(b"hi", overwrite=True)["etag"]
+    inbox.get_blob_client("out/ignored.txt").upload_blob(b"not under in/")
+    inbox.get_blob_client("in/ignored.csv").upload_blob(b"not a .txt")
+    env = {"AzureWebJobsStorage": conn, "MLFN_HOST_BLOB_SCAN_S": "0.2"}
+    host = LocalHost(_app(tmp_path, prefix), env).start()
+    try:
+        first = _seen(conn, prefix, 1, 60)
+        newer = inbox.get_blob_client("in/hello.txt").upload_blob(b"hi again", overwrite=True)
+        second = _seen(conn, prefix, 1, 60)
+        failing = inbox.get_blob_client("in/bad.txt").upload_blob(b"fail, please")
+        poison = queue_client(conn, POISON_QUEUE)
+        poisoned: list[dict[str, Any]] = []
+
+        def arrived() -> bool:
+            for m in poison.receive_messages(max_messages=32):
+                doc = json.loads(base64.b64decode(m.content))
+                if doc["ContainerName"] == f"{prefix}-inbox":
+                    poisoned.append(doc)
+                    poison.delete_message(m)
+            return bool(poisoned)
+
+        wait_for(arrived, 60, "the poison message")
+    finally:
+        host.stop()
+    assert first == [
+        {
+            "name": f"{prefix}-inbox/in/hello.txt",
+            "length": 2,
+            "bytes": "hi",
+            "etag": etag,
+            "uri": f"{inbox.url}/in/hello.txt",
+        }
+    ]
+    assert second[0]["bytes"] == "hi again" and second[0]["etag"] == newer["etag"] != etag
+    assert poisoned == [
+        {
+            "Type": "BlobTrigger",
+            "FunctionId": "Host.Functions.on_blob",
+            "BlobType": "BlockBlob",
+            "ContainerName": f"{prefix}-inbox",
+            "BlobName": "in/bad.txt",
+            "ETag": failing["etag"],
+        }
+    ]
+    log = host.output()
+    assert log.count("Executed 'Functions.on_blob' (Failed") == 5  # five tries, no sixth
+    assert log.count("Executed 'Functions.on_blob' (Succeeded") == 2  # the ignored ones never ran
+
+
+@pytest.mark.parametrize(
+    ("path", "blob", "matches"),
+    [
+        ("c/{name}", "a/b.csv", True),
+        ("c/in/{name}.csv", "in/x.csv", True),
+        ("c/in/{name}.csv", "in/x.csv.bak", False),
+        ("c/in/{name}.csv", "out/x.csv", False),
+        ("c", "anything", True),
+    ],
+)
+def test_trigger_paths_match_as_the_host_reads_them(path: str, blob: str, matches: bool) -> None:
+    assert BlobPath(path).matches(blob) is matches

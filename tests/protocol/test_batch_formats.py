@@ -1,0 +1,138 @@
+"""Batch files: reading rows from JSON Lines, CSV and Parquet in chunks, writing results in the
+input's format, and naming results by the input's ETag."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import BaseModel, Field
+
+from runtime.errors import ValidationFailed
+from runtime.protocol import batch
+from runtime.protocol.batch_formats import FileUnreadable, arrow_type, read_rows, writer
+
+
+def _rows(fmt: batch.Format, data: bytes, chunk: int = 2, limit: int = 1000) -> list[list[Any]]:
+    return list(read_rows(fmt, io.BytesIO(data), chunk, limit))
+
+
+def _kinds(chunks: list[list[Any]]) -> list[Any]:
+    return [r if isinstance(r, dict | list) else type(r).__name__ for c in chunks for r in c]
+
+
+def test_json_lines_are_read_in_chunks_and_a_bad_line_is_that_row_s_error() -> None:
+    data = b'{"a": 1}\n\n{nope\n' + b'{"a": "' + b"x" * 2000 + b'"}\n[1]\n{"a": 2}'
+    chunks = _rows(batch.Format.JSONL, data, limit=1000)
+    assert [len(c) for c in chunks] == [2, 2, 1]  # the blank line is no row
+    assert _kinds(chunks) == [{"a": 1}, "BadRequest", "BadRequest", [1], {"a": 2}]
+    too_long = chunks[1][0]
+    assert "longer than the limit of 1000 bytes" in too_long.message
+
+
+def test_csv_reads_a_header_and_an_empty_cell_is_a_missing_value() -> None:
+    data = "\ufeffa,b\n1,x\n2,\n\n3,y,extra\n".encode()
+    chunks = _rows(batch.Format.CSV, data, chunk=10)
+    assert _kinds(chunks) == [{"a": "1", "b": "x"}, {"a": "2"}, "BadRequest"]
+    assert "3 fields, the header has 2" in chunks[0][2].message
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "empty"),
+        (b"a,a\n1,2\n", "every column once"),
+        (b"a,,b\n1,2,3\n", "every column once"),
+        (b"a\n\xff\xfe\n", "not UTF-8"),
+    ],
+)
+def test_a_csv_file_that_cannot_be_read_is_refused_whole(data: bytes, says: str) -> None:
+    with pytest.raises(FileUnreadable, match=says):
+        _rows(batch.Format.CSV, data)
+
+
+class Inner(BaseModel):
+    score: float
+    tags: list[str]
+
+
+class Out(BaseModel):
+    label: str
+    count: int = Field(alias="n")
+    ok: bool
+    probabilities: dict[str, float]
+    inner: Inner
+    note: str | None = None
+
+
+def _outcomes() -> list[tuple[bytes | None, Any]]:
+    good = Out(
+        label="a", n=3, ok=True, probabilities={"a": 0.9}, inner=Inner(score=1.5, tags=["t"])
+    )
+    err = ValidationFailed("invalid row: x", detail=[{"field": "x"}])
+    return [(good.model_dump_json(by_alias=True).encode(), None), (None, err)]
+
+
+def test_results_are_written_in_each_format_with_row_and_error() -> None:
+    jsonl = io.BytesIO()
+    writer(batch.Format.JSONL, jsonl, Out).write(7, _outcomes())
+    lines = [json.loads(x) for x in jsonl.getvalue().splitlines()]
+    assert lines[0]["row"] == 7 and lines[0]["prediction"]["n"] == 3
+    assert lines[1] == {
+        "row": 8,
+        "error": {
+            "type": "ValidationFailed",
+            "message": "invalid row: x",
+            "detail": [{"field": "x"}],
+        },
+    }
+
+    csv_out = io.BytesIO()
+    w = writer(batch.Format.CSV, csv_out, Out)
+    w.write(0, _outcomes())
+    w.close()
+    text = csv_out.getvalue().decode().splitlines()
+    assert text[0] == "row,label,n,ok,probabilities,inner,note,error"
+    assert text[1] == '0,a,3,True,"{""a"":0.9}","{""score"":1.5,""tags"":[""t""]}",,'
+    assert text[2].startswith("1,,,,,,,") and "ValidationFailed" in text[2]
+
+    parquet_out = io.BytesIO()
+    w = writer(batch.Format.PARQUET, parquet_out, Out)
+    w.write(0, _outcomes())
+    w.close()
+    table = pq.read_table(io.BytesIO(parquet_out.getvalue()))
+    assert table.schema.field("n").type == pa.int64()
+    assert table.schema.field("probabilities").type == pa.map_(pa.string(), pa.float64())
+    assert table.schema.field("inner").type == pa.struct(
+        [("score", pa.float64()), ("tags", pa.list_(pa.string()))]
+    )
+    rows = table.to_pylist()
+    assert rows[0]["inner"] == {"score": 1.5, "tags": ["t"]} and rows[0]["error"] is None
+    assert rows[1]["label"] is None and json.loads(rows[1]["error"])["type"] == "ValidationFailed"
+
+
+def test_parquet_rows_are_read_by_batches_and_a_null_is_a_missing_value() -> None:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"a": [1, None, 3], "b": ["x", "y", None]}), sink, row_group_size=2)
+    chunks = _rows(batch.Format.PARQUET, sink.getvalue(), chunk=2)
+    assert _kinds(chunks) == [{"a": 1, "b": "x"}, {"b": "y"}, {"a": 3}]
+    with pytest.raises(FileUnreadable, match="not Parquet"):
+        _rows(batch.Format.PARQUET, b"PAR1 but not really")
+
+
+def test_arrow_types_follow_the_output_model() -> None:
+    assert arrow_type(pa, int | None) == pa.int64()
+    assert arrow_type(pa, list[list[float]]) == pa.list_(pa.list_(pa.float64()))
+
+
+def test_results_are_named_by_the_input_s_path_and_etag() -> None:
+    assert batch.result_path("a/b/c.csv", '"0x8DD1"') == "a/b/c.0x8DD1.csv"
+    assert batch.summary_path("a/b/c.csv", '"0x8DD1"') == "a/b/c.0x8DD1.summary.json"
+    assert batch.result_path("x.jsonl", 'W/"../evil"') == "x.Wevil.jsonl"
+    assert batch.format_of("x.PARQUET") is batch.Format.PARQUET
+    with pytest.raises(batch.UnknownFormat, match=r"extension '\.txt'"):
+        batch.format_of("notes.txt")
