@@ -35,4 +35,17 @@ def discover(functions_dir: Path) -> list[BoundEndpoint]:
             found.append(BoundEndpoint(folder.name, declared[0]))
         except ValueError as exc:
             raise DiscoveryError(str(exc)) from None
+    _check_batch_containers(found)
     return found
+
+
+def _check_batch_containers(endpoints: list[BoundEndpoint]) -> None:
+    """No endpoint's results may land where an endpoint's batch files are picked up: they
+    would be scored again, and their results too, forever."""
+    watched = {b.batch_container: b.name for b in endpoints if b.endpoint.batch.enabled}
+    for bound in endpoints:
+        if bound.endpoint.batch.enabled and bound.results_container in watched:
+            raise DiscoveryError(
+                f"endpoint {bound.name!r} writes batch results to {bound.results_container!r}, "
+                f"where endpoint {watched[bound.results_container]!r} picks up batch files"
+            )

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from runtime.models.reference import Model as Model  # users declare it beside Endpoint
 from runtime.protocol import batch as batch_names
+from runtime.protocol.batch_formats import RESERVED_COLUMNS, output_columns
 from runtime.protocol.jobs import check_queue_name, is_container_name, requests_queue, results_queue
 
 if TYPE_CHECKING:
@@ -163,6 +164,12 @@ class BoundEndpoint:
         if self.endpoint.batch.enabled:
             check_container_name(self.batch_container, "Batch(files=...)")
             check_container_name(self.results_container, "Batch(results=...)")
+            if self.batch_container == self.results_container:
+                raise ValueError(
+                    f"endpoint {self.name!r}: Batch files and results are both container "
+                    f"{self.batch_container!r}; every result would be scored again, forever"
+                )
+            self._check_batch_columns()
 
     @property
     def requests_queue(self) -> str:
@@ -171,6 +178,21 @@ class BoundEndpoint:
     @property
     def results_queue(self) -> str:
         return self.endpoint.queues.results or results_queue(self.name)
+
+    def _check_batch_columns(self) -> None:
+        """Batch results have the columns ``row`` and ``error`` beside the output's fields: an
+        output field of either name would make the files ambiguous (CSV) or unreadable
+        (Parquet)."""
+        output = self.endpoint._output
+        if output is None or self.endpoint.predict_fn is None:
+            return
+        clash = sorted({name for name, _ in output_columns(output)} & set(RESERVED_COLUMNS))
+        if clash:
+            raise ValueError(
+                f"endpoint {self.name!r}: output field {clash[0]!r} clashes with the batch "
+                "files' own column of that name; rename it (serialization_alias=...) or turn "
+                "batch files off (batch=Batch(enabled=False))"
+            )
 
     @property
     def batch_container(self) -> str:

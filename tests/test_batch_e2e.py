@@ -319,13 +319,35 @@ def test_a_file_that_cannot_be_read_gets_an_error_summary(
     try:
         unknown = _upload(azurite, f"{prefix}-in", "notes.txt", b"hello")
         empty_csv = _upload(azurite, f"{prefix}-in", "empty.csv", b"")
+        array = _upload(azurite, f"{prefix}-in", "rows.json", b'[\n{"a": 1}\n]')
+        broken = _upload(azurite, f"{prefix}-in", "cut.parquet", _cut_parquet())
         first = _wait_summary(azurite, prefix, "notes.txt", unknown, host, timeout=60)
         second = _wait_summary(azurite, prefix, "empty.csv", empty_csv, host, timeout=60)
+        third = _wait_summary(azurite, prefix, "rows.json", array, host, timeout=60)
+        fourth = _wait_summary(azurite, prefix, "cut.parquet", broken, host, timeout=60)
     finally:
         host.stop()
     assert first["error"]["type"] == "UnknownFormat" and first["output"] is None
     assert "extension" in first["error"]["message"]
     assert second["error"]["type"] == "FileUnreadable" and "header" in second["error"]["message"]
+    assert third["error"]["type"] == "FileUnreadable" and "JSON array" in third["error"]["message"]
+    assert fourth["error"]["type"] == "FileUnreadable" and fourth["output"] is None
+    # Each was tried once: a file that cannot be read is not retried, nor poisoned.
+    assert host.output().count("Executed 'Functions.flowers_batch' (Succeeded") == 4
+    assert "Failed" not in host.output()
+
+
+def _cut_parquet() -> bytes:
+    """A Parquet file whose second row group is cut short: readable until it is not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = _flowers(np.random.default_rng(2), 4000)
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink, row_group_size=1000)
+    data = sink.getvalue()
+    middle = len(data) // 2
+    return data[:middle] + bytes(64) + data[middle + 64 :]
 
 
 def test_mlfn_batch_scores_a_parquet_file_and_downloads_its_results(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import BaseModel
 
@@ -97,3 +99,36 @@ def test_batch_containers_default_from_the_name_and_follow_azures_rules() -> Non
         In, Out, model="m.onnx", queues=Queues("ab-q", "ab-r"), batch=Batch(enabled=False)
     )
     assert BoundEndpoint("ab_", off).endpoint.batch.enabled is False
+
+
+def test_batch_results_never_land_where_batch_files_are_picked_up(
+    tmp_path: Path, isolated_imports: None
+) -> None:
+    from pydantic import Field
+
+    from runtime.discovery import discover
+    from runtime.endpoint import Batch
+    from runtime.errors import DiscoveryError
+
+    with pytest.raises(ValueError, match="both container 'same'"):
+        BoundEndpoint("ep", Endpoint(In, Out, model="m", batch=Batch(files="same", results="same")))
+
+    class Clash(BaseModel):
+        error: str = Field(description="a field named as the batch files' own column")
+
+    clash = Endpoint(In, Clash, model="m", predict=lambda rows, model: rows)
+    with pytest.raises(ValueError, match="output field 'error' clashes"):
+        BoundEndpoint("ep", clash)
+    quiet = Endpoint(In, Clash, model="m", batch=Batch(enabled=False), predict=lambda r, m: r)
+    assert BoundEndpoint("ep", quiet).endpoint.batch.enabled is False
+
+    functions = tmp_path / "looping_functions"  # a package name no other test imports
+    for name, batch in (("one", 'Batch(results="two-batch")'), ("two", "Batch()")):
+        (functions / name).mkdir(parents=True)
+        (functions / name / "endpoint.py").write_text(
+            "from pydantic import BaseModel\nfrom runtime import Batch, Endpoint\n"
+            "class I(BaseModel):\n    x: float\n"
+            f'endpoint = Endpoint(I, I, model="m.onnx", batch={batch}, predict=lambda r, m: r)\n'
+        )
+    with pytest.raises(DiscoveryError, match="where endpoint 'two' picks up batch files"):
+        discover(functions)

@@ -19,7 +19,9 @@ import io
 import json
 import logging
 import re
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,13 +240,16 @@ class BlobListener:
 class _Receipt:
     """One blob version's receipt: who runs it, until when, how many attempts, and whether it
     is done. Every change is conditional on the receipt's ETag, so two hosts never both take
-    it."""
+    it; this host's own changes (a renewal in flight while the run completes) take turns."""
 
     def __init__(self, blob: BlobClient, lease_s: float) -> None:
         self._blob = blob
         self._lease_s = lease_s
         self._etag: str | None = None
         self._attempts = 0
+        self._owner = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._settled = False  # completed, failed or poisoned: a late renewal changes nothing
         self.name = blob.blob_name
 
     def claim(self) -> int | str | None:
@@ -253,26 +258,29 @@ class _Receipt:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
-        with contextlib.suppress(ResourceExistsError):
-            self._attempts = 1
-            made = self._blob.upload_blob(b"", overwrite=False, metadata=self._doc(RUNNING))
+        with self._lock:
+            with contextlib.suppress(ResourceExistsError):
+                self._attempts = 1
+                made = self._blob.upload_blob(b"", overwrite=False, metadata=self._doc(RUNNING))
+                self._etag = str(made["etag"])
+                return 1
+            props = self._blob.get_blob_properties()
+            meta = props.metadata or {}
+            if meta.get("status") in (DONE, POISONED):
+                return DONE
+            if float(meta.get("until", "0")) > time.time():
+                return None  # running elsewhere, or its retry is not due
+            self._attempts = int(meta.get("attempts", "0")) + 1
+            try:
+                made = self._blob.set_blob_metadata(
+                    self._doc(RUNNING),
+                    etag=props.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                return None  # another host took it first
             self._etag = str(made["etag"])
-            return 1
-        props = self._blob.get_blob_properties()
-        meta = props.metadata or {}
-        if meta.get("status") in (DONE, POISONED):
-            return DONE
-        if float(meta.get("until", "0")) > time.time():
-            return None  # running elsewhere, or its retry is not due
-        self._attempts = int(meta.get("attempts", "0")) + 1
-        try:
-            made = self._blob.set_blob_metadata(
-                self._doc(RUNNING), etag=props.etag, match_condition=MatchConditions.IfNotModified
-            )
-        except ResourceModifiedError:
-            return None  # another host took it first
-        self._etag = str(made["etag"])
-        return self._attempts
+            return self._attempts
 
     def renew(self) -> None:
         self._set(RUNNING, self._lease_s)
@@ -288,15 +296,37 @@ class _Receipt:
 
     def _set(self, status: str, for_s: float) -> None:
         from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
 
-        made = self._blob.set_blob_metadata(
-            self._doc(status, for_s), etag=self._etag, match_condition=MatchConditions.IfNotModified
-        )
-        self._etag = str(made["etag"])
+        with self._lock:
+            if self._settled:
+                return
+            self._settled = status != RUNNING
+            for _ in range(2):
+                try:
+                    made = self._blob.set_blob_metadata(
+                        self._doc(status, for_s),
+                        etag=self._etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    self._etag = str(made["etag"])
+                    return
+                except ResourceModifiedError:
+                    # Changed since this host last wrote it: still ours (a renewal whose answer
+                    # was lost) is written again; another host's now is left to it.
+                    props = self._blob.get_blob_properties()
+                    if (props.metadata or {}).get("owner") != self._owner:
+                        raise
+                    self._etag = str(props.etag)
 
     def _doc(self, status: str, for_s: float | None = None) -> dict[str, str]:
         until = time.time() + (self._lease_s if for_s is None else for_s)
-        return {"status": status, "attempts": str(self._attempts), "until": f"{until:.3f}"}
+        return {
+            "status": status,
+            "attempts": str(self._attempts),
+            "until": f"{until:.3f}",
+            "owner": self._owner,
+        }
 
 
 class LazyBlob(func.blob.InputStream):

@@ -7,7 +7,7 @@ new ETag, gets its own):
 
     NAME-batch/2026/11/export.csv  (ETag "0x8DD...")
     NAME-batch-results/2026/11/export.0x8DD....csv
-    NAME-batch-results/2026/11/export.0x8DD....summary.json
+    NAME-batch-results/2026/11/export.0x8DD....csv.summary.json
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def result_path(path: str, etag: str) -> str:
 
 
 def summary_path(path: str, etag: str) -> str:
-    stem, _ = posixpath.splitext(path)
-    return f"{stem}.{version_tag(etag)}{SUMMARY_SUFFIX}"
+    """The results' summary: the results' own name and ``.summary.json``."""
+    return result_path(path, etag) + SUMMARY_SUFFIX
 
 
 def split_trigger_name(blob_name: str) -> tuple[str, str]:

@@ -42,20 +42,26 @@ class RowWriter(Protocol):
 
 
 def read_rows(
-    fmt: Format, source: IO[bytes], chunk_size: int, max_row_bytes: int
+    fmt: Format, source: IO[bytes], chunk_size: int, max_row_bytes: int, chunk_bytes: int
 ) -> Iterator[list[RawRow]]:
-    """The file's rows in chunks of ``chunk_size``."""
-    rows: Iterator[RawRow]
+    """The file's rows in chunks of at most ``chunk_size`` rows and (but for a single row)
+    about ``chunk_bytes`` bytes of input, so wide rows make short chunks."""
     if fmt is Format.PARQUET:
-        yield from _parquet_chunks(source, chunk_size)
+        yield from _parquet_chunks(source, chunk_size, chunk_bytes)
         return
-    rows = _jsonl_rows(source, max_row_bytes) if fmt is Format.JSONL else _csv_rows(source)
+    rows = (
+        _jsonl_rows(source, max_row_bytes)
+        if fmt is Format.JSONL
+        else _csv_rows(source, max_row_bytes)
+    )
     chunk: list[RawRow] = []
-    for row in rows:
+    size = 0
+    for row, read in rows:
         chunk.append(row)
-        if len(chunk) == chunk_size:
+        size += read
+        if len(chunk) == chunk_size or size >= chunk_bytes:
             yield chunk
-            chunk = []
+            chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -75,8 +81,8 @@ def unreadable_row(what: str) -> BadRequest:
 # --- JSON Lines -------------------------------------------------------------------------------
 
 
-def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[RawRow]:
-    number = 0
+def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, int]]:
+    first = True
     while True:
         line = source.readline(max_row_bytes + 1)
         if not line:
@@ -84,16 +90,20 @@ def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[RawRow]:
         if len(line) > max_row_bytes and not line.endswith(b"\n"):
             while line and not line.endswith(b"\n"):  # the rest of the line, piece by piece
                 line = source.readline(1 << 20)
-            yield unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes")
-            number += 1
+            yield unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes"), 0
+            first = False
             continue
         if not line.strip():
             continue
         try:
-            yield from_json(line)
+            yield from_json(line), len(line)
         except ValueError as exc:
-            yield unreadable_row(f"row is not JSON: {exc}")
-        number += 1
+            if first and line.lstrip().startswith(b"["):
+                raise FileUnreadable(
+                    "the file holds a JSON array; write one JSON object a line (JSON Lines)"
+                ) from None
+            yield unreadable_row(f"row is not JSON: {exc}"), len(line)
+        first = False
 
 
 class _JsonlWriter:
@@ -120,43 +130,107 @@ def _error_json(error: MlfnError) -> bytes:
 # --- CSV --------------------------------------------------------------------------------------
 
 
-def _csv_rows(source: IO[bytes]) -> Iterator[RawRow]:
-    # utf-8-sig: spreadsheet exports often start with a byte-order mark.
-    text = io.TextIOWrapper(source, encoding="utf-8-sig", newline="")
-    records = csv.reader(text)
+def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, int]]:
+    """Records found by their own boundaries (a newline outside quotes), each at most
+    ``max_row_bytes``: an over-long or undecodable record is that row's error, and the next
+    record starts where this one ended, so every later row keeps its number."""
+    # Fields as long as a row may be (the csv module's own limit is 128 KiB, process-wide).
+    csv.field_size_limit(max(csv.field_size_limit(), max_row_bytes))
+    records = _csv_records(source, max_row_bytes)
     try:
-        header = next(records)
+        raw_header, _ = next(records)
     except StopIteration:
         raise FileUnreadable("the CSV file is empty: it needs a header row") from None
-    except UnicodeDecodeError as exc:
-        raise FileUnreadable(f"the CSV file is not UTF-8 text: {exc}") from None
-    except csv.Error as exc:
+    if raw_header is None:
+        raise FileUnreadable(f"the CSV header is longer than {max_row_bytes} bytes")
+    try:
+        header = _parse_record(raw_header.removeprefix(b"\xef\xbb\xbf"))  # a byte-order mark
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise FileUnreadable(f"the CSV header cannot be read: {exc}") from None
     if not header or len(set(header)) != len(header) or not all(h.strip() for h in header):
         raise FileUnreadable(f"the CSV header must name every column once: {header[:20]}")
-    while True:
-        try:
-            record = next(records)
-        except StopIteration:
-            return
-        except UnicodeDecodeError as exc:
-            raise FileUnreadable(f"the CSV file is not UTF-8 text: {exc}") from None
-        except csv.Error as exc:  # a field over the csv module's limit, a stray quote
-            yield unreadable_row(f"row cannot be read as CSV: {exc}")
+    for raw, read in records:
+        if raw is None:
+            yield unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes"), 0
             continue
-        if not record:
+        if not raw.strip():
             continue  # a blank line
+        try:
+            record = _parse_record(raw)
+        except UnicodeDecodeError as exc:
+            yield unreadable_row(f"row is not UTF-8 text: {exc}"), read
+            continue
+        except csv.Error as exc:
+            yield unreadable_row(f"row cannot be read as CSV: {exc}"), read
+            continue
         if len(record) != len(header):
-            yield unreadable_row(f"row has {len(record)} fields, the header has {len(header)}")
+            yield (
+                unreadable_row(f"row has {len(record)} fields, the header has {len(header)}"),
+                read,
+            )
             continue
         # An empty cell is a missing value: the field's default applies, or it is reported.
-        yield {h: v for h, v in zip(header, record, strict=True) if v != ""}
+        yield {h: v for h, v in zip(header, record, strict=True) if v != ""}, read
+
+
+def _csv_records(source: IO[bytes], limit: int) -> Iterator[tuple[bytes | None, int]]:
+    """Each CSV record's bytes (None for one over ``limit``): physical lines joined while a
+    quoted field is open."""
+    parts: list[bytes] = []
+    size = 0
+    quoted = False
+    while True:
+        line = source.readline(limit + 1 - size)
+        if not line:
+            if parts:
+                yield b"".join(parts), size
+            return
+        parts.append(line)
+        size += len(line)
+        if size > limit:
+            while line and not line.endswith(b"\n"):  # skip to the end of this line
+                line = source.readline(1 << 20)
+            parts, size, quoted = [], 0, False
+            yield None, 0
+            continue
+        if quoted or b'"' in line:  # most numeric files have no quote at all: no scan
+            quoted = _still_quoted(line, quoted)
+        if not quoted or not line.endswith(b"\n"):
+            yield b"".join(parts), size
+            parts, size, quoted = [], 0, False
+
+
+def _still_quoted(line: bytes, quoted: bool) -> bool:
+    """Whether a quoted field is still open at the end of ``line`` (RFC 4180, as the csv
+    module reads it: a quote opens a field only at its start; "" inside one is a quote)."""
+    at_field_start = not quoted
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if quoted:
+            if c == 0x22:  # "
+                if i + 1 < n and line[i + 1] == 0x22:
+                    i += 1  # an escaped quote
+                else:
+                    quoted = False
+        elif c == 0x22 and at_field_start:
+            quoted = True
+        at_field_start = c == 0x2C  # ,
+        i += 1
+    return quoted
+
+
+def _parse_record(raw: bytes) -> list[str]:
+    rows = list(csv.reader([raw.decode("utf-8").rstrip("\r\n")]))
+    if len(rows) != 1:
+        raise csv.Error("a record that is not one line of CSV")
+    return rows[0]
 
 
 class _CsvWriter:
     def __init__(self, sink: Sink, output: type[BaseModel]) -> None:
         self._sink = sink
-        self._fields = _column_names(output)
+        self._fields = [name for name, _ in output_columns(output)]
         self._header_written = False
 
     def write(self, start: int, outcomes: Sequence[Outcome]) -> None:
@@ -186,8 +260,21 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _column_names(output: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in output.model_fields.items()]
+RESERVED_COLUMNS = ("row", "error")
+
+
+def output_columns(output: type[BaseModel]) -> list[tuple[str, Any]]:
+    """The output model's columns as its predictions are written (by serialization alias,
+    computed fields included), each with its annotation."""
+    columns = [
+        (f.serialization_alias or f.alias or name, f.annotation)
+        for name, f in output.model_fields.items()
+        if not f.exclude
+    ]
+    columns += [
+        (f.alias or name, f.return_type) for name, f in output.model_computed_fields.items()
+    ]
+    return columns
 
 
 # --- Parquet ----------------------------------------------------------------------------------
@@ -202,26 +289,32 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-def _parquet_chunks(source: IO[bytes], chunk_size: int) -> Iterator[list[RawRow]]:
+def _parquet_chunks(source: IO[bytes], chunk_size: int, chunk_bytes: int) -> Iterator[list[RawRow]]:
     pa = _pyarrow()
     try:
         file = pa.parquet.ParquetFile(source)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FileUnreadable(f"the file is not Parquet: {exc}") from None
-    for batch in file.iter_batches(batch_size=chunk_size):
-        # A null is a missing value, as an empty CSV cell is.
-        yield [{k: v for k, v in row.items() if v is not None} for row in batch.to_pylist()]
+        for batch in file.iter_batches(batch_size=chunk_size):
+            # Wide rows: smaller pieces, as a JSON Lines or CSV chunk would be.
+            step = max(1, min(batch.num_rows, chunk_size * chunk_bytes // max(1, batch.nbytes)))
+            for start in range(0, batch.num_rows, step):
+                piece = batch.slice(start, step).to_pylist()
+                # A null is a missing value, as an empty CSV cell is.
+                yield [{k: v for k, v in row.items() if v is not None} for row in piece]
+    except (pa.ArrowException, OSError) as exc:
+        raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
 
 
 class _ParquetWriter:
     def __init__(self, sink: Sink, output: type[BaseModel]) -> None:
         pa = _pyarrow()
         self._pa = pa
-        self._fields = _column_names(output)
-        types = [arrow_type(pa, f.annotation) for f in output.model_fields.values()]
+        columns = output_columns(output)
+        types = [arrow_type(pa, annotation) for _, annotation in columns]
+        # A field with no exact Arrow type (a union, Any, an enum) is written as JSON text.
+        self._as_json = {n for (n, _), t in zip(columns, types, strict=True) if t is None}
         self._schema = pa.schema(
             [("row", pa.int64())]
-            + [(n, t) for n, t in zip(self._fields, types, strict=True)]
+            + [(n, t or pa.string()) for (n, _), t in zip(columns, types, strict=True)]
             + [("error", pa.string())]
         )
         self._writer = pa.parquet.ParquetWriter(sink, self._schema)
@@ -229,11 +322,12 @@ class _ParquetWriter:
     def write(self, start: int, outcomes: Sequence[Outcome]) -> None:
         rows = []
         for i, (prediction, error) in enumerate(outcomes, start):
-            row: dict[str, Any] = {"row": i, "error": None}
+            row: dict[str, Any] = {}
             if error is None:
                 row.update(json.loads(prediction or b"{}"))
-            else:
-                row["error"] = _error_json(error).decode()
+                for name in self._as_json & row.keys():
+                    row[name] = json.dumps(row[name], separators=(",", ":"), ensure_ascii=False)
+            row["row"], row["error"] = i, None if error is None else _error_json(error).decode()
             rows.append(row)
         self._writer.write_table(self._pa.Table.from_pylist(rows, schema=self._schema))
 
@@ -242,29 +336,31 @@ class _ParquetWriter:
 
 
 def arrow_type(pa: Any, annotation: Any) -> Any:
-    """The Arrow type of a pydantic field's annotation (numbers, strings, booleans, lists,
-    nested models as structs, dicts as maps; optional values are nullable anyway)."""
+    """The Arrow type of a pydantic annotation (numbers, strings, booleans, lists, nested models
+    as structs, dicts as maps; an optional value is nullable anyway), or None when it has no
+    exact one."""
     import types
     import typing
 
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin in (typing.Union, types.UnionType) and len(args) == 1:
-        return arrow_type(pa, args[0])
-    if origin is typing.Literal:
-        return arrow_type(pa, type(args[0])) if args else pa.string()
+    if origin in (typing.Union, types.UnionType):
+        return arrow_type(pa, args[0]) if len(args) == 1 else None
     if origin is typing.Annotated:
         return arrow_type(pa, args[0])
-    if origin in (list, tuple, set, frozenset, Sequence) and args:
-        return pa.list_(arrow_type(pa, args[0]))
+    if origin is typing.Literal:
+        kinds = {type(a) for a in args}
+        return arrow_type(pa, kinds.pop()) if len(kinds) == 1 else None
+    if origin in (list, set, frozenset) or (origin is tuple and len(args) == 2 and args[1] is ...):
+        inner = arrow_type(pa, args[0]) if args else None
+        return pa.list_(inner) if inner is not None else None
     if origin is dict and len(args) == 2:
-        return pa.map_(arrow_type(pa, args[0]), arrow_type(pa, args[1]))
+        key, value = arrow_type(pa, args[0]), arrow_type(pa, args[1])
+        return pa.map_(key, value) if key is not None and value is not None else None
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return pa.struct(
-            [
-                (f.alias or name, arrow_type(pa, f.annotation))
-                for name, f in annotation.model_fields.items()
-            ]
-        )
-    simple = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-    return simple.get(annotation, pa.string())
+        fields = [(name, arrow_type(pa, a)) for name, a in output_columns(annotation)]
+        if any(t is None for _, t in fields):
+            return None
+        return pa.struct(fields)
+    exact = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+    return exact.get(annotation)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
-from runtime.errors import MlfnError
+from runtime.errors import InternalError, MlfnError
 from runtime.protocol import batch, batch_formats
 from runtime.protocol.batch_formats import Outcome, RawRow
 from runtime.scored import ModelInfo
@@ -63,7 +63,12 @@ class BatchService:
     async def _score(
         self, name: str, source: BlobClient, path: str, results: str, etag: str | None
     ) -> batch.Summary | None:
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            AzureError,
+            HttpResponseError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
 
         started = time.perf_counter()
         try:
@@ -90,13 +95,26 @@ class BatchService:
             await asyncio.to_thread(sink.commit, metadata)
         except ResourceModifiedError:
             raise InputChanged from None
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) == "InvalidBlockList":
+                # Another delivery of this version committed its output meanwhile (a commit
+                # drops every block it does not list): that output is whole, and its
+                # delivery writes the summary.
+                log.info("%s: another delivery committed its results first", path)
+                return None
+            raise  # the storage: a retry may cure it
+        except AzureError:
+            raise
         except MlfnError as err:
             if err.retryable:
                 raise
             # Nothing in the file can be scored: a retry would only say it again.
-            summary.error = err.to_dict()
-            summary.output = None
+            summary.error, summary.output = err.to_dict(), None
             log.warning("%s: %s", path, err.message)
+        except Exception:
+            # A bug of mlfn's: said in the summary (not five full re-scorings, then poison).
+            log.exception("scoring %s failed", path)
+            summary.error, summary.output = InternalError().to_dict(), None
         summary.seconds = time.perf_counter() - started
         await asyncio.to_thread(self._write_summary, results, path, current, summary)
         return summary
@@ -114,7 +132,12 @@ class BatchService:
         slab = max(size, SLAB_ROWS // size * size)
         endpoint = self._rows.endpoint(name).endpoint
         writer = await asyncio.to_thread(batch_formats.writer, fmt, sink, endpoint.output)
-        chunks: Iterator[list[RawRow]] = batch_formats.read_rows(fmt, reader, slab, limit)
+        # A slab holds at most a quarter of a request's bytes: wide rows (embeddings, images)
+        # make short slabs, so the slabs in flight stay within one request's memory.
+        slab_bytes = max(64 * 1024, limit // IN_FLIGHT)
+        chunks: Iterator[list[RawRow]] = batch_formats.read_rows(
+            fmt, reader, slab, limit, slab_bytes
+        )
         pending: deque[tuple[int, asyncio.Task[tuple[list[Outcome], ModelInfo | None]]]] = deque()
         model: ModelInfo | None = None
         start = 0

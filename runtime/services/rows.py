@@ -18,11 +18,14 @@ from pydantic import BaseModel
 
 from runtime.endpoint import BoundEndpoint
 from runtime.errors import MlfnError, PredictContractError, PredictFailed
-from runtime.scored import ModelInfo, Scored
+from runtime.scored import ModelInfo
 from runtime.services.predict import PredictService
 
 # The faults of one row's values, not of the model or the store: another row may score.
 ROW_FAULTS = (PredictFailed, PredictContractError)
+
+
+Outcomes = tuple[list[bytes | MlfnError], ModelInfo | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,61 +64,61 @@ class RowService:
         checked = await asyncio.to_thread(self._predict.validate_each, name, raw)
         valid = _valid(checked)
         if not valid:
-            return _join(checked, None)
-        try:
-            scored = await self._predict.predict_valid(name, [m for _, m in valid])
-        except ROW_FAULTS:
-            # Which rows? Each alone: costs a model call a row, and only when predict fails.
-            singles = [await self._alone(name, m) for _, m in valid]
-            return _join_singles(checked, valid, singles)
-        return _join(checked, scored)
+            return _errors_only(checked)
+        outcomes, model = await self._halves(name, [m for _, m in valid])
+        return _join_outcomes(checked, valid, outcomes, model)
 
     def score_sync(self, name: str, raw: Sequence[Any]) -> ScoredRows:
         """Score rows on this thread, which runs no event loop (a Spark worker, say)."""
         checked = self._predict.validate_each(name, raw)
         valid = _valid(checked)
         if not valid:
-            return _join(checked, None)
-        try:
-            scored = self._predict.predict_valid_sync(name, [m for _, m in valid])
-        except ROW_FAULTS:
-            singles = [self._alone_sync(name, m) for _, m in valid]
-            return _join_singles(checked, valid, singles)
-        return _join(checked, scored)
+            return _errors_only(checked)
+        outcomes, model = self._halves_sync(name, [m for _, m in valid])
+        return _join_outcomes(checked, valid, outcomes, model)
 
-    async def _alone(self, name: str, instance: BaseModel) -> Scored | MlfnError:
+    async def _halves(self, name: str, instances: list[BaseModel]) -> Outcomes:
+        """The rows' predictions; when predict fails on them, each half scored on its own,
+        down to the rows that fail alone (a few model calls for one bad row among many)."""
         try:
-            return await self._predict.predict_valid(name, [instance])
+            scored = await self._predict.predict_valid(name, instances)
+            return list(scored.predictions), scored.model
         except ROW_FAULTS as err:
-            return err
+            if len(instances) == 1:
+                return [err], None
+            half = len(instances) // 2
+            first, model = await self._halves(name, instances[:half])
+            second, later = await self._halves(name, instances[half:])
+            return first + second, model or later
 
-    def _alone_sync(self, name: str, instance: BaseModel) -> Scored | MlfnError:
+    def _halves_sync(self, name: str, instances: list[BaseModel]) -> Outcomes:
         try:
-            return self._predict.predict_valid_sync(name, [instance])
+            scored = self._predict.predict_valid_sync(name, instances)
+            return list(scored.predictions), scored.model
         except ROW_FAULTS as err:
-            return err
+            if len(instances) == 1:
+                return [err], None
+            half = len(instances) // 2
+            first, model = self._halves_sync(name, instances[:half])
+            second, later = self._halves_sync(name, instances[half:])
+            return first + second, model or later
 
 
 def _valid(checked: Sequence[BaseModel | MlfnError]) -> list[tuple[int, BaseModel]]:
     return [(i, m) for i, m in enumerate(checked) if not isinstance(m, MlfnError)]
 
 
-def _join(checked: Sequence[BaseModel | MlfnError], scored: Scored | None) -> ScoredRows:
-    predictions = iter(scored.predictions if scored else ())
-    rows = [Row(error=c) if isinstance(c, MlfnError) else Row(next(predictions)) for c in checked]
-    return ScoredRows(rows, scored.model if scored else None)
+def _errors_only(checked: Sequence[BaseModel | MlfnError]) -> ScoredRows:
+    return ScoredRows([Row(error=c) for c in checked if isinstance(c, MlfnError)], None)
 
 
-def _join_singles(
+def _join_outcomes(
     checked: Sequence[BaseModel | MlfnError],
     valid: list[tuple[int, BaseModel]],
-    singles: list[Scored | MlfnError],
+    outcomes: list[bytes | MlfnError],
+    model: ModelInfo | None,
 ) -> ScoredRows:
     rows = [Row(error=c) if isinstance(c, MlfnError) else Row() for c in checked]
-    model = None
-    for (i, _), single in zip(valid, singles, strict=True):
-        if isinstance(single, MlfnError):
-            rows[i] = Row(error=single)
-        else:
-            rows[i], model = Row(single.predictions[0]), single.model
+    for (i, _), outcome in zip(valid, outcomes, strict=True):
+        rows[i] = Row(error=outcome) if isinstance(outcome, MlfnError) else Row(outcome)
     return ScoredRows(rows, model)

@@ -30,7 +30,9 @@ def batch_function(name: str, results: str, services: Services) -> BlobFunction:
             _, path = batch.split_trigger_name(blob.name or "")
             # The worker's InputStream has the trigger's blob properties (not in the stubs).
             properties = getattr(blob, "blob_properties", None) or {}
-            etag = str(properties.get("ETag") or "") or None
+            found = properties.get("ETag")
+            # Only a string ETag pins the version; anything else, the current version is read.
+            etag = found if isinstance(found, str) and found.strip('"') else None
             summary = await services.batch.score_blob(name, path, results, etag)
             if summary is not None:
                 log.info(

@@ -131,3 +131,24 @@ def test_a_plain_app_s_blob_trigger_runs_once_per_blob_version(
 )
 def test_trigger_paths_match_as_the_host_reads_them(path: str, blob: str, matches: bool) -> None:
     assert BlobPath(path).matches(blob) is matches
+
+
+def test_a_renewal_racing_the_end_of_a_run_never_leaves_it_running(azurite: AzuriteInfo) -> None:
+    import threading
+
+    from runtime.host.blob_listener import DONE, RECEIPTS_CONTAINER, _Receipt
+
+    hosts = ContainerClient.from_connection_string(azurite.connection_string, RECEIPTS_CONTAINER)
+    with contextlib.suppress(ResourceExistsError):
+        hosts.create_container()
+    statuses = []
+    for _ in range(15):
+        receipt = _Receipt(hosts.get_blob_client(f"race/{uuid.uuid4()}"), 30)
+        assert receipt.claim() == 1
+        both = [threading.Thread(target=receipt.renew), threading.Thread(target=receipt.complete)]
+        for t in both:
+            t.start()
+        for t in both:
+            t.join()
+        statuses.append(receipt._blob.get_blob_properties().metadata["status"])
+    assert statuses == [DONE] * 15

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from runtime.errors import ValidationFailed
 from runtime.protocol import batch
@@ -18,7 +18,7 @@ from runtime.protocol.batch_formats import FileUnreadable, arrow_type, read_rows
 
 
 def _rows(fmt: batch.Format, data: bytes, chunk: int = 2, limit: int = 1000) -> list[list[Any]]:
-    return list(read_rows(fmt, io.BytesIO(data), chunk, limit))
+    return list(read_rows(fmt, io.BytesIO(data), chunk, limit, 1 << 20))
 
 
 def _kinds(chunks: list[list[Any]]) -> list[Any]:
@@ -47,7 +47,7 @@ def test_csv_reads_a_header_and_an_empty_cell_is_a_missing_value() -> None:
         (b"", "empty"),
         (b"a,a\n1,2\n", "every column once"),
         (b"a,,b\n1,2,3\n", "every column once"),
-        (b"a\n\xff\xfe\n", "not UTF-8"),
+        (b"\xff\xfe\n1\n", "header cannot be read"),
     ],
 )
 def test_a_csv_file_that_cannot_be_read_is_refused_whole(data: bytes, says: str) -> None:
@@ -120,7 +120,7 @@ def test_parquet_rows_are_read_by_batches_and_a_null_is_a_missing_value() -> Non
     pq.write_table(pa.table({"a": [1, None, 3], "b": ["x", "y", None]}), sink, row_group_size=2)
     chunks = _rows(batch.Format.PARQUET, sink.getvalue(), chunk=2)
     assert _kinds(chunks) == [{"a": 1, "b": "x"}, {"b": "y"}, {"a": 3}]
-    with pytest.raises(FileUnreadable, match="not Parquet"):
+    with pytest.raises(FileUnreadable, match="cannot be read as Parquet"):
         _rows(batch.Format.PARQUET, b"PAR1 but not really")
 
 
@@ -131,8 +131,62 @@ def test_arrow_types_follow_the_output_model() -> None:
 
 def test_results_are_named_by_the_input_s_path_and_etag() -> None:
     assert batch.result_path("a/b/c.csv", '"0x8DD1"') == "a/b/c.0x8DD1.csv"
-    assert batch.summary_path("a/b/c.csv", '"0x8DD1"') == "a/b/c.0x8DD1.summary.json"
+    assert batch.summary_path("a/b/c.csv", '"0x8DD1"') == "a/b/c.0x8DD1.csv.summary.json"
     assert batch.result_path("x.jsonl", 'W/"../evil"') == "x.Wevil.jsonl"
     assert batch.format_of("x.PARQUET") is batch.Format.PARQUET
     with pytest.raises(batch.UnknownFormat, match=r"extension '\.txt'"):
         batch.format_of("notes.txt")
+
+
+def test_csv_records_keep_their_numbers_whatever_their_quotes_and_lengths() -> None:
+    long_text = "y" * 200_000  # over the csv module's own 128 KiB field limit, under ours
+    data = (
+        b'a,b\n1,"two\nlines"\n'  # a quoted newline: one record
+        b'2,5" tall\n'  # a quote inside an unquoted field is a character, opens nothing
+        b"3," + long_text.encode() + b"\n"
+        b"4," + b"z" * 300_000 + b"\n"  # over this reader's limit: that row's error, alone
+        b"5,\xff\n"  # not UTF-8: that row's error, alone
+        b"6,last\n"
+    )
+    rows = [r for c in _rows(batch.Format.CSV, data, chunk=100, limit=250_000) for r in c]
+    assert rows[0] == {"a": "1", "b": "two\nlines"}
+    assert rows[1] == {"a": "2", "b": '5" tall'}
+    assert rows[2] == {"a": "3", "b": long_text}
+    assert "longer than the limit" in rows[3].message
+    assert "not UTF-8" in rows[4].message
+    assert rows[5] == {"a": "6", "b": "last"} and len(rows) == 6
+
+
+def test_a_json_array_file_is_refused_whole() -> None:
+    with pytest.raises(FileUnreadable, match="JSON array"):
+        _rows(batch.Format.JSONL, b'[\n  {"a": 1},\n  {"a": 2}\n]\n')
+
+
+def test_wide_rows_make_short_chunks() -> None:
+    wide = b"\n".join(json.dumps({"x": [0.5] * 1000}).encode() for _ in range(10))
+    chunks = list(read_rows(batch.Format.JSONL, io.BytesIO(wide), 64, 1 << 20, 20_000))
+    assert [len(c) for c in chunks] == [4, 4, 2]  # 6 KB a row, 20 KB a chunk
+
+
+class Scored(BaseModel):
+    label: str = Field(serialization_alias="Label")
+    either: int | str
+    hidden: int = Field(default=0, exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def shout(self) -> str:
+        return self.label.upper()
+
+
+def test_columns_are_the_predictions_as_written() -> None:
+    prediction = Scored(label="a", either=2).model_dump_json(by_alias=True).encode()
+    out = io.BytesIO()
+    w = writer(batch.Format.PARQUET, out, Scored)
+    w.write(0, [(prediction, None)])
+    w.close()
+    table = pq.read_table(io.BytesIO(out.getvalue()))
+    assert table.column_names == ["row", "Label", "either", "shout", "error"]
+    assert table.to_pylist() == [
+        {"row": 0, "Label": "a", "either": "2", "shout": "A", "error": None}
+    ]

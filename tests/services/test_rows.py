@@ -100,3 +100,25 @@ def test_an_async_predict_scores_rows_without_an_event_loop(
 
     scored = _rows(model_file, tmp_path, predict).score_sync("ep", [{"count": 7}])
     assert _outcomes(scored) == [{"next": 8}]
+
+
+def test_one_bad_row_among_many_costs_a_few_calls_not_one_a_row(
+    model_file: Path, tmp_path: Path
+) -> None:
+    calls: list[int] = []
+
+    def picky(rows: list[In], model: OnnxModel) -> list[Out]:
+        calls.append(len(rows))
+        if any(r.count == 999 for r in rows):
+            raise ValueError("unlucky")
+        return _run(model, rows)
+
+    endpoint = Endpoint(
+        In, Out, model=str(model_file), limits=Limits(max_batch_size=64), predict=picky
+    )
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    svc = RowService(PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry))
+    raw = [{"count": 999 if i == 40 else i} for i in range(64)]
+    scored = svc.score_sync("ep", raw)
+    assert [i for i, r in enumerate(scored.rows) if r.error] == [40]
+    assert len(calls) <= 2 * 7 + 1  # halving: about two calls a level, 6 levels for 64 rows
