@@ -1,0 +1,68 @@
+"""What every framework's converter hands back, and how converters import their framework."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import ConverterMissing
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The opset written unless a converter is told otherwise: onnxruntime 1.17 and every converter
+# here support it (scripts/build_models.py builds the examples with it too).
+OPSET = 17
+# The metadata_props key naming a classifier's classes, as JSON: `mlfn new --template
+# classifier` reads it (runtime/scaffold/classifier.py).
+CLASSES_KEY = "mlfn.classes"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A converted model, the sample rows it was proven on, and the original's answers."""
+
+    model: Any  # onnx.ModelProto
+    feeds: dict[str, np.ndarray]  # the sample rows, by ONNX input name
+    expected: dict[str, np.ndarray]  # the original framework's answers, by ONNX output name
+
+
+def require(module: str, framework: str, extra: str, package: str | None = None) -> ModuleType:
+    """Import ``module``, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConverterMissing(framework, package or module, extra) from None
+
+
+def set_metadata(model: Any, values: dict[str, str]) -> None:
+    """Set (or replace) ``metadata_props`` entries of an ``onnx.ModelProto``."""
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    for prop in kept:
+        model.metadata_props.add(key=prop.key, value=prop.value)
+    for key, value in values.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+@contextmanager
+def quiet(*loggers: str) -> Iterator[None]:
+    """Third-party readers and exporters quiet: they warn about their own internals (torch's
+    deprecations of its own APIs), which is not the user's business, and pytest's
+    warnings-as-errors would turn it into failures; ``loggers`` log only errors meanwhile."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in loggers:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
