@@ -41,6 +41,22 @@ def require(module: str, framework: str, extra: str, package: str | None = None)
         raise ConverterMissing(framework, package or module, extra) from None
 
 
+def rename_outputs(model: Any, names: dict[str, str]) -> None:
+    """Rename graph outputs of an ``onnx.ModelProto`` (and the node outputs that feed them)."""
+    for output in model.graph.output:
+        if output.name in names:
+            old, new = output.name, names[output.name]
+            output.name = new
+            for node in model.graph.node:
+                node.output[:] = [new if o == old else o for o in node.output]
+
+
+def output_names(count: int) -> list[str]:
+    """``output``, or ``output_0``, ``output_1``, ... for several: what mlfn calls the outputs
+    of a network (PyTorch, Keras)."""
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
 def set_metadata(model: Any, values: dict[str, str]) -> None:
     """Set (or replace) ``metadata_props`` entries of an ``onnx.ModelProto``."""
     kept = [p for p in model.metadata_props if p.key not in values]

@@ -12,7 +12,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtime.convert.base import CLASSES_KEY, OPSET, Converted, require, set_metadata
+from runtime.convert.base import (
+    CLASSES_KEY,
+    OPSET,
+    Converted,
+    rename_outputs,
+    require,
+    set_metadata,
+)
 from runtime.errors import ConversionError
 
 EXTRA = "convert-sklearn"
@@ -43,7 +50,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         )
     except Exception as exc:  # skl2onnx raises many kinds; all mean "cannot convert this"
         raise ConversionError(f"skl2onnx cannot convert {type(model).__name__}: {exc}") from None
-    _rename_outputs(onnx_model, RENAMED)
+    rename_outputs(onnx_model, RENAMED)
     outputs = [o.name for o in onnx_model.graph.output]
     expected: dict[str, Any] = {}
     if hasattr(final, "classes_"):
@@ -112,12 +119,3 @@ def _final_step(model: Any) -> Any:
 
 def _name(label: Any) -> str:
     return str(label.item() if hasattr(label, "item") else label)
-
-
-def _rename_outputs(model: Any, names: dict[str, str]) -> None:
-    for output in model.graph.output:
-        if output.name in names:
-            old, new = output.name, names[output.name]
-            output.name = new
-            for node in model.graph.node:
-                node.output[:] = [new if o == old else o for o in node.output]

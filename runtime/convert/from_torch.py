@@ -13,7 +13,14 @@ import io
 import json
 from typing import Any
 
-from runtime.convert.base import CLASSES_KEY, Converted, quiet, require, set_metadata
+from runtime.convert.base import (
+    CLASSES_KEY,
+    Converted,
+    output_names,
+    quiet,
+    require,
+    set_metadata,
+)
 from runtime.errors import ConversionError
 
 EXTRA = "convert-torch"
@@ -44,7 +51,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     with torch.no_grad():
         answers = module(tensor)
     answers = tuple(answers) if isinstance(answers, tuple | list) else (answers,)
-    outputs = ["output"] if len(answers) == 1 else [f"output_{i}" for i in range(len(answers))]
+    outputs = output_names(len(answers))
     input_name = options.get("input_name", "input")
     onnx_model = _export(torch, model, tensor, input_name, outputs, options.get("opset", OPSET))
     if options.get("classes"):
