@@ -41,6 +41,12 @@ def require(module: str, framework: str, extra: str, package: str | None = None)
         raise ConverterMissing(framework, package or module, extra) from None
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error from a framework (their messages run to pages)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def rename_outputs(model: Any, names: dict[str, str]) -> None:
     """Rename graph outputs of an ``onnx.ModelProto`` (and the node outputs that feed them)."""
     for output in model.graph.output:

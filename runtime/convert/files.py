@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.convert.base import quiet, require
+from runtime.convert.base import first_line, quiet, require
 from runtime.errors import ConversionError
 
 PICKLES = (".joblib", ".pkl", ".pickle")
@@ -59,15 +59,23 @@ def load(path: Path, framework: str, spark: Any = None) -> Any:
         except Exception as exc:  # torch's readers raise RuntimeError and others
             raise ConversionError(
                 f"cannot read {path} as a TorchScript file (torch.jit.save) or a torch.export "
-                f"archive (.pt2): {str(exc).strip().splitlines()[0]}; a pickled module "
+                f"archive (.pt2): {first_line(exc)}; a pickled module "
                 "(torch.save) is not taken: save it with torch.export.save or torch.jit.save"
             ) from None
     if framework == "keras":
         tf = require("tensorflow", "Keras/TensorFlow", "convert-keras")
-        if path.is_dir():
-            return tf.saved_model.load(str(path))
         keras = require("keras", "Keras/TensorFlow", "convert-keras")
-        return keras.models.load_model(path)
+        try:
+            with quiet("tensorflow"):
+                return (
+                    tf.saved_model.load(str(path))
+                    if path.is_dir()
+                    else keras.saving.load_model(path)
+                )
+        except Exception as exc:  # TensorFlow's and Keras's readers raise many kinds
+            raise ConversionError(
+                f"cannot read {path} as a Keras model: {first_line(exc)}"
+            ) from None
     if framework == "sparkml":
         require("pyspark", "Spark ML", "convert-sparkml")
         from pyspark.ml import PipelineModel
@@ -75,5 +83,10 @@ def load(path: Path, framework: str, spark: Any = None) -> Any:
         from runtime.convert.from_sparkml import session
 
         session()  # PipelineModel.load reads through the active session
-        return PipelineModel.load(str(path))
+        try:
+            return PipelineModel.load(str(path))
+        except Exception as exc:  # py4j hands back the JVM's exceptions
+            raise ConversionError(
+                f"cannot read {path} as a Spark ML PipelineModel: {first_line(exc)}"
+            ) from None
     raise ConversionError(f"no framework {framework!r}")

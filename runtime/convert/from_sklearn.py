@@ -58,7 +58,14 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         if "probabilities" in outputs and hasattr(model, "predict_proba"):
             expected["probabilities"] = model.predict_proba(x)
         names = options.get("classes") or [_name(c) for c in final.classes_]
+        if len(names) != len(final.classes_):
+            raise ConversionError(
+                f"{len(names)} class names given; the model has {len(final.classes_)} classes "
+                f"({', '.join(_name(c) for c in final.classes_)})"
+            )
         set_metadata(onnx_model, {CLASSES_KEY: json.dumps([str(n) for n in names])})
+    elif options.get("classes"):
+        raise ConversionError("class names are for a classifier; this model has no classes_")
     elif hasattr(model, "predict"):
         expected[outputs[0]] = np.asarray(model.predict(x))
     else:

@@ -16,6 +16,7 @@ from typing import Any
 from runtime.convert.base import (
     CLASSES_KEY,
     Converted,
+    first_line,
     output_names,
     quiet,
     require,
@@ -84,6 +85,7 @@ def _export(torch: Any, model: Any, x: Any, input_name: str, outputs: list[str],
         except ConversionError:
             raise
         except Exception as exc:  # the exporters raise many kinds; all mean "cannot export"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConversionError(f"torch.onnx.export cannot export the model: {first}") from None
+            raise ConversionError(
+                f"torch.onnx.export cannot export the model: {first_line(exc)}"
+            ) from None
     return program.model_proto

@@ -146,6 +146,12 @@ def test_files_that_cannot_be_read_are_refused_clearly(
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_class_names_must_match_the_classes(tmp_path: Path, forest: object) -> None:
+    with pytest.raises(ConversionError, match="2 class names given; the model has 3 classes"):
+        to_onnx(forest, tmp_path / "x.onnx", classes=["a", "b"])
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_a_model_of_no_supported_framework_is_refused() -> None:
     with pytest.raises(ConversionError, match=r"not builtins\.dict"):
         to_onnx({"weights": [1, 2]}, "never.onnx")
