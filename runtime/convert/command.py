@@ -68,7 +68,9 @@ def convert(
         click.echo(f"  {difference}")
     click.echo(f"largest difference {done.largest_difference:.3g} (tolerance {done.tolerance:g})")
     click.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
-    click.echo(f"next: mlfn new NAME --model {out}")
+    outputs = {d.output for d in done.differences}
+    template = " --template classifier" if {"label", "probabilities"} <= outputs else ""
+    click.echo(f"next: mlfn new NAME --model {out}{template}")
 
 
 def _read_sample(path: Path) -> object:

@@ -49,6 +49,7 @@ def test_a_pickled_pipeline_converted_and_served_answers_what_scikit_learn_answe
     assert "onnx checker: passed; 150 sample rows answered by both models" in done.stdout
     assert "  label: 0 of 150 values differ\n" in done.stdout
     assert "wrote models/iris.onnx" in done.stdout
+    assert "next: mlfn new NAME --model models/iris.onnx --template classifier\n" in done.stdout
     model = onnx.load(app / "models" / "iris.onnx")
     assert {p.key: p.value for p in model.metadata_props}["mlfn.classes"] == json.dumps(SPECIES)
     assert [o.name for o in model.graph.output] == ["label", "probabilities"]  # no ZipMap
@@ -99,6 +100,7 @@ def test_a_difference_over_the_tolerance_is_refused_and_nothing_is_written(
     )
     assert kept.exit_code == 0, (kept.output, kept.exc_info)
     assert "40 sample rows" in kept.stdout and (tmp_path / "kept.onnx").is_file()
+    assert "next: mlfn new NAME --model kept.onnx\n" in kept.stdout  # not a classifier
 
     before = sorted(p.name for p in tmp_path.iterdir())
     done = mlfn(
