@@ -77,7 +77,8 @@ def to_onnx(
     tolerance: the largest ``Difference.value`` accepted on any output.
     rows: how many sample rows to synthesise when ``sample`` is None.
     options: for the converter: ``opset`` (default 17), ``input_name`` (default ``input``),
-        ``classes`` (class names stored in the model's ``mlfn.classes`` metadata), and
+        ``classes`` (class names, stored in the model's ``mlfn.classes`` metadata; a PyTorch
+        or Keras network's one score output becomes ``probabilities`` with a ``label``), and
         ``spark`` (a SparkSession, Spark ML only).
     """
     name = framework or framework_of(model)

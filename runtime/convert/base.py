@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import ConverterMissing
+from runtime.errors import ConversionError, ConverterMissing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +62,38 @@ def output_names(count: int) -> list[str]:
     """``output``, or ``output_0``, ``output_1``, ... for several: what mlfn calls the outputs
     of a network (PyTorch, Keras)."""
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def as_classifier(model: Any, expected: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    """A network's one output of class scores ``[batch, classes]`` as a classifier: renamed
+    ``probabilities``, a ``label`` output added (ArgMax, the first of equal scores, as numpy's),
+    the class names in the metadata: what ``mlfn new --template classifier`` serves. Returns the
+    original's answers under the new names."""
+    from onnx import TensorProto, helper
+
+    scores = expected.get("output")
+    if len(expected) != 1 or scores is None or scores.ndim != 2:
+        shapes = ", ".join(f"{n} {list(a.shape)}" for n, a in expected.items())
+        raise ConversionError(
+            f"class names are for a model with one output of scores [batch, classes]; this "
+            f"one answers {shapes}"
+        )
+    if scores.shape[1] != len(classes):
+        raise ConversionError(
+            f"{len(classes)} class names given; the model scores {scores.shape[1]} classes"
+        )
+    rename_outputs(model, {"output": "probabilities"})
+    batch = model.graph.output[0].type.tensor_type.shape.dim[0]
+    model.graph.node.append(
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0)
+    )
+    model.graph.output.append(
+        helper.make_tensor_value_info(
+            "label", TensorProto.INT64, [batch.dim_param or batch.dim_value or None]
+        )
+    )
+    set_metadata(model, {CLASSES_KEY: json.dumps([str(c) for c in classes])})
+    return {"label": scores.argmax(axis=1), "probabilities": scores}
 
 
 def set_metadata(model: Any, values: dict[str, str]) -> None:

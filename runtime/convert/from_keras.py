@@ -3,18 +3,16 @@ dynamic batch axis, outputs ``output`` (``output_0``, ``output_1``, ... for seve
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from runtime.convert.base import (
-    CLASSES_KEY,
     OPSET,
     Converted,
+    as_classifier,
     output_names,
     quiet,
     rename_outputs,
     require,
-    set_metadata,
 )
 from runtime.errors import ConversionError
 
@@ -53,9 +51,9 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         )
     outputs = output_names(len(given))
     rename_outputs(onnx_model, dict(zip(given, outputs, strict=True)))
-    if options.get("classes"):
-        set_metadata(onnx_model, {CLASSES_KEY: json.dumps([str(c) for c in options["classes"]])})
     expected = {n: np.asarray(a) for n, a in zip(outputs, answers, strict=True)}
+    if options.get("classes"):
+        expected = as_classifier(onnx_model, expected, list(options["classes"]))
     return Converted(onnx_model, {input_name: x}, expected)
 
 

@@ -10,17 +10,15 @@ onnxscript); a TorchScript module can only go through the older TorchScript expo
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 from runtime.convert.base import (
-    CLASSES_KEY,
     Converted,
+    as_classifier,
     first_line,
     output_names,
     quiet,
     require,
-    set_metadata,
 )
 from runtime.errors import ConversionError
 
@@ -55,9 +53,9 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     outputs = output_names(len(answers))
     input_name = options.get("input_name", "input")
     onnx_model = _export(torch, model, tensor, input_name, outputs, options.get("opset", OPSET))
-    if options.get("classes"):
-        set_metadata(onnx_model, {CLASSES_KEY: json.dumps([str(c) for c in options["classes"]])})
     expected = {name: a.detach().numpy() for name, a in zip(outputs, answers, strict=True)}
+    if options.get("classes"):
+        expected = as_classifier(onnx_model, expected, list(options["classes"]))
     return Converted(onnx_model, {input_name: x}, expected)
 
 

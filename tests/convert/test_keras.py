@@ -76,3 +76,9 @@ def test_the_api_names_the_output_and_proves_on_synthesised_rows(
     done = to_onnx(classifier, tmp_path / "net.onnx", rows=10)
     assert done.framework == "keras" and done.rows == 10
     assert [d.output for d in done.differences] == ["output"] and done.largest_difference < 1e-5
+
+
+def test_class_names_make_a_classifier_with_a_label_output(tmp_path: Path, classifier: Any) -> None:
+    done = to_onnx(classifier, tmp_path / "net.onnx", rows=10, classes=["no", "yes"])
+    assert [d.output for d in done.differences] == ["label", "probabilities"]
+    assert done.differences[0].detail == "0 of 10 values differ"

@@ -91,22 +91,44 @@ def test_a_trained_network_converted_and_served_answers_what_torch_answers(
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_the_api_exports_a_module_with_a_dynamic_batch_and_the_class_names(
-    tmp_path: Path, network: Any
+def test_a_network_given_class_names_is_served_as_a_classifier_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network: Any
 ) -> None:
+    app = make_app(tmp_path / "app", {})
     rows = np.random.default_rng(4).standard_normal((5, 6)).astype(np.float32)
-    done = to_onnx(network, tmp_path / "net.onnx", rows, classes=["low", "mid", "high"])
+    done = to_onnx(network, app / "net.onnx", rows, classes=["low", "mid", "high"])
     assert done.framework == "torch" and done.rows == 5 and done.largest_difference < 1e-5
-    model = onnx.load(tmp_path / "net.onnx")
+    assert [d.output for d in done.differences] == ["label", "probabilities"]
+    model = onnx.load(app / "net.onnx")
+    assert [o.name for o in model.graph.output] == ["probabilities", "label"]
     assert {p.key: p.value for p in model.metadata_props} == {
         "mlfn.classes": '["low", "mid", "high"]'
     }
-    import onnxruntime as ort
 
-    # exported on 5 rows, run on 40: the batch axis is not fixed
+    made = mlfn(
+        monkeypatch, app, "new", "grades", "--model", "net.onnx", "--template", "classifier"
+    )
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    assert "classes from the model's metadata (mlfn.classes): low, mid, high" in made.stdout
+    # exported on 5 rows, served 40: the batch axis is not fixed
     many = np.random.default_rng(5).standard_normal((40, 6)).astype(np.float32)
-    (out,) = ort.InferenceSession(tmp_path / "net.onnx").run(None, {"input": many})
-    np.testing.assert_allclose(out, _answers(network, many), atol=1e-5)
+    (answer,) = served(
+        app, tmp_path, [("grades", {"instances": [{"input": r} for r in many.tolist()]})]
+    )
+    expected = _answers(network, many)
+    predictions = answer.json()["predictions"]
+    assert [p["label"] for p in predictions] == [
+        ["low", "mid", "high"][i] for i in expected.argmax(axis=1)
+    ]
+    got = np.array([[p["probabilities"][c] for c in ("low", "mid", "high")] for p in predictions])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_class_names_need_one_output_of_as_many_scores(tmp_path: Path, network: Any) -> None:
+    rows = np.zeros((2, 6), dtype=np.float32)
+    with pytest.raises(ConversionError, match="2 class names given; the model scores 3 classes"):
+        to_onnx(network, tmp_path / "net.onnx", rows, classes=["a", "b"])
+    assert not (tmp_path / "net.onnx").exists()
 
 
 def test_a_module_without_a_sample_is_refused_with_what_to_pass(
