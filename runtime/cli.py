@@ -399,3 +399,12 @@ def _add_deploy_commands() -> None:
 
 
 _add_deploy_commands()
+
+
+def _add_convert_command() -> None:
+    from runtime.convert.command import convert
+
+    main.add_command(convert)
+
+
+_add_convert_command()

@@ -273,3 +273,24 @@ class ScaffoldError(HostError):
 
 class DeployError(HostError):
     """Deployment files (``mlfn kube``) cannot be generated for the app as it is."""
+
+
+class ConversionError(HostError):
+    """``mlfn convert`` cannot turn this model into ONNX (an unsupported type, no sample to run
+    it on, the converter refused it); nothing is written."""
+
+
+class ConverterMissing(ConversionError):
+    """The converter for a framework is an optional extra that is not installed."""
+
+    def __init__(self, framework: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"converting a {framework} model needs {package}, which is not installed: "
+            f"pip install 'mlfn[{extra}]'"
+        )
+        self.extra = extra
+
+
+class ConversionMismatch(ConversionError):
+    """The ONNX model answers the sample rows differently from the original, beyond the
+    tolerance: it is not written."""

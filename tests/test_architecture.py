@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "triggers": {"services", "protocol", "errors", "host_json", "version", "redact", "telemetry"},
     "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry"},
     "runtime": {"endpoint", "errors", "models", "registration"},
+    "convert": {"errors"},
 }  # fmt: skip
 ANYTHING = {"host", "cli", "scaffold", "deploy"}  # the local host, the command line, deploy tools
 

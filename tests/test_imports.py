@@ -36,7 +36,7 @@ def test_importing_function_app_loads_no_heavy_library() -> None:
 
 def test_a_deployed_app_imports_neither_the_local_host_nor_the_cli_nor_its_tooling() -> None:
     loaded = _modules_after("import function_app")
-    local = ("runtime.host", "runtime.cli", "uvicorn", "click")
+    local = ("runtime.host", "runtime.cli", "runtime.convert", "uvicorn", "click")
     assert sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in local)) == []
 
 
