@@ -1,0 +1,135 @@
+"""What runs in each Spark Python worker: a partition's Arrow batches in, the same rows with
+the endpoint's outputs and an ``error`` column out.
+
+A Python worker is a process of its own. It builds the app's ``Services`` once (kept here, by
+app folder, for every later task the process runs), so the model is loaded once per process,
+and fetched through the store and its disk cache: workers of one machine share a download
+through the cache's file lock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.discovery import discover
+from runtime.services import Services
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ERROR_COLUMN = "error"
+
+_services: dict[str, Services] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the driver decided, pickled to every task: which endpoint, which input columns
+    feed which input keys, and the Arrow schema of the batches handed back."""
+
+    app_dir: str
+    name: str
+    inputs: tuple[tuple[str, str], ...]  # (column, key the input model accepts)
+    outputs: tuple[pa.Field, ...]  # the output model's fields as columns, by alias
+    error: pa.Field
+    batch_size: int | None = None
+
+
+def services_for(app_dir: str) -> Services:
+    """This process's services for the app folder, built on first use and then kept."""
+    root = str(Path(app_dir).resolve())
+    with _lock:
+        services = _services.get(root)
+        if services is None:
+            services = Services(discover(Path(root) / "functions"), app_root=Path(root))
+            _services[root] = services
+        return services
+
+
+def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow``'s function: each batch scored in chunks of the endpoint's batch size."""
+    import pyarrow as pa
+
+    rows = services_for(plan.app_dir).rows
+    size = plan.batch_size or rows.max_batch_size(plan.name)
+    for batch in batches:
+        columns = [_python(batch.column(column)) for column, _ in plan.inputs]
+        keys = [key for _, key in plan.inputs]
+        outputs: list[list[Any]] = [[] for _ in plan.outputs]
+        errors: list[str | None] = []
+        for start in range(0, batch.num_rows, size):
+            stop = min(start + size, batch.num_rows)
+            raw = [
+                {k: c[i] for k, c in zip(keys, columns, strict=True)} for i in range(start, stop)
+            ]
+            for row in rows.score_sync(plan.name, raw).rows:
+                if row.prediction is None:
+                    err = row.error
+                    errors.append(json.dumps(err.to_dict()) if err else '{"type": "Unscored"}')
+                    for values in outputs:
+                        values.append(None)
+                else:
+                    prediction = json.loads(row.prediction)
+                    errors.append(None)
+                    for values, field in zip(outputs, plan.outputs, strict=True):
+                        values.append(prediction.get(field.name))
+        arrays = [
+            pa.array(_fill_nan(values, field.type), type=field.type)
+            for values, field in zip(outputs, plan.outputs, strict=True)
+        ]
+        schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
+        )
+
+
+def _python(column: pa.Array) -> list[Any]:
+    """A column as Python values the input model can validate (maps as dicts, not pairs)."""
+    import pyarrow as pa
+
+    values: list[Any] = column.to_pylist()
+    if pa.types.is_map(column.type):
+        return [dict(v) if v is not None else None for v in values]
+    return values
+
+
+def _fill_nan(values: list[Any], kind: pa.DataType) -> list[Any]:
+    """JSON has no NaN, so predictions carry a non-finite float as null: where the column may
+    hold no null (a float inside a struct, a list, a map) it is NaN again."""
+    import pyarrow as pa
+
+    if pa.types.is_floating(kind):
+        return values  # a top-level column is nullable: null stays null
+    return [_nan_inside(v, kind) for v in values]
+
+
+def _nan_inside(value: Any, kind: pa.DataType) -> Any:
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if pa.types.is_struct(kind):
+        return {
+            f.name: _nan_value(value.get(f.name), f)
+            for f in (kind.field(i) for i in range(kind.num_fields))
+        }
+    if pa.types.is_map(kind):
+        return {k: _nan_value(v, kind.item_field) for k, v in value.items()}
+    if pa.types.is_list(kind):
+        return [_nan_value(v, kind.value_field) for v in value]
+    return value
+
+
+def _nan_value(value: Any, field: pa.Field) -> Any:
+    import pyarrow as pa
+
+    if value is None and not field.nullable and pa.types.is_floating(field.type):
+        return math.nan
+    return _nan_inside(value, field.type)
