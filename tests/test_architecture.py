@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry"},
     "runtime": {"endpoint", "errors", "models", "registration"},
     # Spark scoring: a DataFrame's rows through the rows service; no deployed app imports it.
-    "spark": {"discovery", "services", "endpoint", "errors"},
+    "spark": {"discovery", "services", "endpoint", "errors", "digest"},
 }  # fmt: skip
 ANYTHING = {"host", "cli", "scaffold", "deploy"}  # the local host, the command line, deploy tools
 

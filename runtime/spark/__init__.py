@@ -36,8 +36,9 @@ def score(
     "detail"}``, as the queue trigger reports it); a bad row never fails the job. Input columns
     are matched to input fields by name (aliases honoured); other columns are carried through.
 
-    app_dir: the app folder (holding ``functions/``) as the executors see it; relative paths
-        resolve against each process's working directory.
+    app_dir: the app folder (holding ``functions/``) as the executors see it, relative to
+        each process's working directory; or a zip of it (``mlfn pack``), found where it says
+        or among the files shipped with the job (``--py-files app.zip``).
     batch_size: rows per predict call; default the endpoint's ``max_batch_size``.
     """
     require_pyspark()
@@ -110,8 +111,9 @@ def output_schema(bound: BoundEndpoint) -> StructType:
 def endpoint(app_dir: str | Path, name: str) -> BoundEndpoint:
     """The endpoint ``name`` of the app in ``app_dir``, with a predict function."""
     from runtime.discovery import discover
+    from runtime.spark.worker import app_root
 
-    found = {b.name: b for b in discover(Path(app_dir) / "functions")}
+    found = {b.name: b for b in discover(app_root(app_dir) / "functions")}
     bound = found.get(name)
     if bound is None:
         raise EndpointNotFound(name)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.digest import sha256_file
 from runtime.discovery import discover
+from runtime.errors import DiscoveryError
 from runtime.services import Services
 
 if TYPE_CHECKING:
@@ -44,13 +49,49 @@ class Plan:
 
 def services_for(app_dir: str) -> Services:
     """This process's services for the app folder, built on first use and then kept."""
-    root = str(Path(app_dir).resolve())
     with _lock:
-        services = _services.get(root)
+        services = _services.get(app_dir)
         if services is None:
-            services = Services(discover(Path(root) / "functions"), app_root=Path(root))
-            _services[root] = services
+            root = app_root(app_dir)
+            services = Services(discover(root / "functions"), app_root=root)
+            _services[app_dir] = services
         return services
+
+
+def app_root(app_dir: str | Path) -> Path:
+    """The app folder: a folder, or a zip of one (``mlfn pack`` writes it) unpacked once per
+    machine. A zip that is not where ``app_dir`` says is looked for among the files Spark
+    shipped (``--py-files``, ``--files``, ``SparkContext.addFile``)."""
+    path = Path(app_dir)
+    if path.is_dir():
+        return path.resolve()
+    if path.suffix != ".zip":
+        raise DiscoveryError(f"app folder {app_dir} does not exist here (nor is it a .zip)")
+    if not path.is_file():
+        from pyspark import SparkFiles
+
+        shipped = Path(SparkFiles.get(path.name))
+        if not shipped.is_file():
+            raise DiscoveryError(f"app zip {app_dir} is neither here nor among Spark's files")
+        path = shipped
+    return _unzipped(path)
+
+
+def _unzipped(archive: Path) -> Path:
+    """``archive`` unpacked under the temporary folder, keyed by its content: a process that
+    finds the folder uses it; the first unpacks beside it and renames (atomic), so processes
+    of one machine never see half an app."""
+    digest = sha256_file(archive)[:16]
+    target = Path(tempfile.gettempdir()) / f"mlfn-app-{digest}"
+    if not target.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=f"mlfn-app-{digest}-", dir=target.parent))
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process was first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.RecordBatch]:

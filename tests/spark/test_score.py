@@ -206,3 +206,17 @@ def test_a_dataframe_without_an_input_column_is_refused_before_any_job(
     df = _flowers(spark).drop("petalWidth")
     with pytest.raises(ColumnsRefused, match="no column for input fields petalWidth"):
         score(df, "spark_iris", app_dir=app)
+
+
+def test_an_app_shipped_as_the_zip_mlfn_pack_writes_scores_the_same(
+    spark: SparkSession, app: Path, tmp_path: Path
+) -> None:
+    from runtime.deploy.files import package, write_zip
+    from runtime.spark import score
+
+    archive = write_zip(package(app), tmp_path / "app.zip")
+    df = _flowers(spark).where("id < 300")
+    by_zip = {r["id"]: (r["label"], r["error"]) for r in score(df, "spark_iris", archive).collect()}
+    by_folder = {r["id"]: (r["label"], r["error"]) for r in score(df, "spark_iris", app).collect()}
+    assert by_zip == by_folder and len(by_zip) == 300
+    assert sum(error is not None for _, error in by_zip.values()) == 3
