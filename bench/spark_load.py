@@ -5,7 +5,8 @@ process and the queue trigger, on the MLP endpoint of the other benchmarks (256 
 
 The Spark rows are made by Spark itself (``sin(id * 256 + i)``, 8 partitions) and written to
 Spark's ``noop`` sink, so the time is scoring, not I/O; raw onnxruntime runs the same rows in
-batches of the endpoint's ``max_batch_size`` (64). The first job pays for starting the Python
+batches of the endpoint's ``max_batch_size`` (64), on onnxruntime's default threads (every
+core); each Spark worker runs one thread, as docs/spark.md advises. The first job pays for starting the Python
 workers and loading the model in each; the second finds them warm. The queue trigger's rows are
 queue_load's (the same model and row shape), drained by ``mlfn serve`` from Azurite.
 """
@@ -59,6 +60,7 @@ def spark_runs(app: Path, cache: Path, rows: int) -> tuple[float, float, float]:
     # The workers inherit the environment the JVM starts with.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ["MLFN_CACHE_DIR"] = str(cache)
+    os.environ["MLFN_ORT_INTRA_OP_THREADS"] = "1"  # a worker per core already (docs/spark.md)
     try:
         return _spark_runs(app, rows)
     finally:

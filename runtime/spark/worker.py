@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +100,7 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
 
     rows = services_for(plan.app_dir).rows
     size = plan.batch_size or rows.max_batch_size(plan.name)
+    fixers = [_nan_fixer(field.type, nullable=True) for field in plan.outputs]
     for batch in batches:
         columns = [_python(batch.column(column)) for column, _ in plan.inputs]
         keys = [key for _, key in plan.inputs]
@@ -110,20 +111,24 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
             raw = [
                 {k: c[i] for k, c in zip(keys, columns, strict=True)} for i in range(start, stop)
             ]
-            for row in rows.score_sync(plan.name, raw).rows:
+            scored = rows.score_sync(plan.name, raw).rows
+            # One JSON document for the chunk's predictions: one parse, not one per row.
+            joined = b",".join(r.prediction for r in scored if r.prediction is not None)
+            predictions = iter(json.loads(b"[" + joined + b"]"))
+            for row in scored:
                 if row.prediction is None:
                     err = row.error
                     errors.append(json.dumps(err.to_dict()) if err else '{"type": "Unscored"}')
                     for values in outputs:
                         values.append(None)
                 else:
-                    prediction = json.loads(row.prediction)
+                    prediction = next(predictions)
                     errors.append(None)
                     for values, field in zip(outputs, plan.outputs, strict=True):
                         values.append(prediction.get(field.name))
         arrays = [
-            pa.array(_fill_nan(values, field.type), type=field.type)
-            for values, field in zip(outputs, plan.outputs, strict=True)
+            pa.array([fix(v) for v in values] if fix else values, type=field.type)
+            for values, field, fix in zip(outputs, plan.outputs, fixers, strict=True)
         ]
         schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
         yield pa.RecordBatch.from_arrays(
@@ -141,36 +146,33 @@ def _python(column: pa.Array) -> list[Any]:
     return values
 
 
-def _fill_nan(values: list[Any], kind: pa.DataType) -> list[Any]:
-    """JSON has no NaN, so predictions carry a non-finite float as null: where the column may
-    hold no null (a float inside a struct, a list, a map) it is NaN again."""
+def _nan_fixer(kind: pa.DataType, nullable: bool) -> Callable[[Any], Any] | None:
+    """JSON has no NaN, so predictions carry a non-finite float as null. Where Spark's type
+    holds no null (a float inside a struct, a list, a map) it becomes NaN again. Built once per
+    column; None where nothing under ``kind`` needs it."""
     import pyarrow as pa
 
     if pa.types.is_floating(kind):
-        return values  # a top-level column is nullable: null stays null
-    return [_nan_inside(v, kind) for v in values]
-
-
-def _nan_inside(value: Any, kind: pa.DataType) -> Any:
-    import pyarrow as pa
-
-    if value is None:
-        return None
+        return None if nullable else _nan_for_none
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
+        item = kind.item_field if pa.types.is_map(kind) else kind.value_field
+        inner = _nan_fixer(item.type, item.nullable)
+        if inner is None:
+            return None
+        if pa.types.is_map(kind):
+            return lambda v: v if v is None else {k: inner(x) for k, x in v.items()}
+        if inner is _nan_for_none:  # floats: most lists hold no null at all
+            return lambda v: v if v is None or None not in v else [inner(x) for x in v]
+        return lambda v: v if v is None else [inner(x) for x in v]
     if pa.types.is_struct(kind):
-        return {
-            f.name: _nan_value(value.get(f.name), f)
-            for f in (kind.field(i) for i in range(kind.num_fields))
-        }
-    if pa.types.is_map(kind):
-        return {k: _nan_value(v, kind.item_field) for k, v in value.items()}
-    if pa.types.is_list(kind):
-        return [_nan_value(v, kind.value_field) for v in value]
-    return value
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        fixers = {f.name: _nan_fixer(f.type, f.nullable) for f in fields}
+        needed = {name: fix for name, fix in fixers.items() if fix is not None}
+        if not needed:
+            return None
+        return lambda v: v if v is None else {**v, **{n: f(v.get(n)) for n, f in needed.items()}}
+    return None
 
 
-def _nan_value(value: Any, field: pa.Field) -> Any:
-    import pyarrow as pa
-
-    if value is None and not field.nullable and pa.types.is_floating(field.type):
-        return math.nan
-    return _nan_inside(value, field.type)
+def _nan_for_none(value: Any) -> Any:
+    return math.nan if value is None else value
