@@ -4,17 +4,20 @@ process and the queue trigger, on the MLP endpoint of the other benchmarks (256 
     python -m scripts.azurite run -- python -m bench.spark_load [--quick] [--rows N]
 
 The Spark rows are made by Spark itself (``sin(id * 256 + i)``, 8 partitions) and written to
-Spark's ``noop`` sink, so the time is scoring, not I/O; raw onnxruntime runs the same rows in
-batches of the endpoint's ``max_batch_size`` (64), on onnxruntime's default threads (every
-core); each Spark worker runs one thread, as docs/spark.md advises. The first job pays for starting the Python
-workers and loading the model in each; the second finds them warm. The queue trigger's rows are
-queue_load's (the same model and row shape), drained by ``mlfn serve`` from Azurite.
+Spark's ``noop`` sink, so the time is scoring, not I/O. Raw onnxruntime runs the same rows in
+one process, in batches of the endpoint's ``max_batch_size`` (64), on its default threads
+(every core); each Spark worker runs one onnxruntime thread, as docs/spark.md advises. The
+first job pays for starting the Python workers and loading the model in each; the second finds
+them warm. The queue trigger's rows are queue_load's (the same model and row shape), drained
+by ``mlfn serve`` from Azurite.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -100,6 +103,15 @@ def _spark_runs(app: Path, rows: int) -> tuple[float, float, float]:
     return session_s, times[0], times[1]
 
 
+def missing() -> str | None:
+    """Why Spark cannot run here, or None."""
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install 'mlfn[spark]')"
+    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+        return "no Java runtime (java on PATH or JAVA_HOME)"
+    return None
+
+
 def run(rows: int, queue_rows_per_s: float | None = None, queue_messages: int = 0) -> SparkRun:
     with tempfile.TemporaryDirectory(prefix="mlfn-spark-") as name:
         tmp = Path(name)
@@ -111,7 +123,9 @@ def run(rows: int, queue_rows_per_s: float | None = None, queue_messages: int = 
     return SparkRun(rows, session_s, first_s, warm_s, raw_s, queue_rows_per_s)
 
 
-def table(r: SparkRun) -> str:
+def table(r: SparkRun | str) -> str:
+    if isinstance(r, str):
+        return f"| Spark scoring |\n|---|\n| skipped: {r} |"
     raw = r.rows / r.raw_s
     lines = [
         f"| Spark scoring, {r.rows} MLP rows (256 floats) | rows/s | of raw onnxruntime |",
@@ -136,7 +150,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None)
     args = parser.parse_args()
     rows = args.rows or (2_000 if args.quick else 200_000)
-    print(table(run(rows, queue_messages=20 if args.quick else 400)))
+    print(table(missing() or run(rows, queue_messages=20 if args.quick else 400)))
 
 
 if __name__ == "__main__":

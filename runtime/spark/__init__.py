@@ -110,10 +110,9 @@ def output_schema(bound: BoundEndpoint) -> StructType:
 
 def endpoint(app_dir: str | Path, name: str) -> BoundEndpoint:
     """The endpoint ``name`` of the app in ``app_dir``, with a predict function."""
-    from runtime.discovery import discover
-    from runtime.spark.worker import app_root
+    from runtime.spark.worker import app_root, discover_app
 
-    found = {b.name: b for b in discover(app_root(app_dir) / "functions")}
+    found = {b.name: b for b in discover_app(app_root(app_dir))}
     bound = found.get(name)
     if bound is None:
         raise EndpointNotFound(name)

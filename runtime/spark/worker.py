@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import tempfile
 import threading
 import zipfile
@@ -28,7 +29,10 @@ from runtime.services import Services
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from runtime.endpoint import BoundEndpoint
+
 ERROR_COLUMN = "error"
+_PACKAGE = "functions"
 
 _services: dict[str, Services] = {}
 _lock = threading.Lock()
@@ -53,9 +57,31 @@ def services_for(app_dir: str) -> Services:
         services = _services.get(app_dir)
         if services is None:
             root = app_root(app_dir)
-            services = Services(discover(root / "functions"), app_root=root)
+            services = Services(discover_app(root), app_root=root)
             _services[app_dir] = services
         return services
+
+
+def discover_app(root: Path) -> list[BoundEndpoint]:
+    """The endpoints of the app in ``root``, whichever app's ``functions`` package this process
+    imported before (a notebook's, another app's in a reused worker): that one is set aside
+    while this one is imported, then put back; the endpoints keep their own modules. In a
+    process that had none (a fresh worker), the app stays imported, as in the function app."""
+    saved = {n: sys.modules.pop(n) for n in _package_modules()}
+    path = list(sys.path)
+    sys.path.insert(0, str(root))  # first, so `functions` is this app's
+    try:
+        return discover(root / _PACKAGE)
+    finally:
+        if saved:
+            for name in _package_modules():
+                del sys.modules[name]
+            sys.modules.update(saved)
+            sys.path[:] = path
+
+
+def _package_modules() -> list[str]:
+    return [n for n in sys.modules if n == _PACKAGE or n.startswith(f"{_PACKAGE}.")]
 
 
 def app_root(app_dir: str | Path) -> Path:

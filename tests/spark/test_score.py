@@ -40,17 +40,16 @@ def store(azurite: AzuriteInfo, example_models: dict[str, Path]) -> str:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    app_dir = make_app(
+    """The test app; the driver imports its `functions` package (whatever was imported before
+    is set aside by runtime.spark), and the module leaves the imports as it found them."""
+    saved_path, saved = list(sys.path), dict(sys.modules)
+    yield make_app(
         tmp_path_factory.mktemp("spark-app"), {"spark_iris": IRIS, "spark_shapes": SHAPES}
     )
-    # The driver imports this app's `functions` package, not the repository's.
-    saved = {n: m for n, m in sys.modules.items() if n == "functions" or n.startswith("functions.")}
-    for name in saved:
-        del sys.modules[name]
-    yield app_dir
     for name in [n for n in sys.modules if n == "functions" or n.startswith("functions.")]:
         del sys.modules[name]
-    sys.modules.update(saved)
+    sys.modules.update({n: m for n, m in saved.items() if n.partition(".")[0] == "functions"})
+    sys.path[:] = saved_path
 
 
 @pytest.fixture(scope="module")
