@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.digest import sha256_file
 from runtime.discovery import discover
-from runtime.errors import DiscoveryError
+from runtime.errors import DiscoveryError, MlfnError
 from runtime.services import Services
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
             for row in scored:
                 if row.prediction is None:
                     err = row.error
-                    errors.append(json.dumps(err.to_dict()) if err else '{"type": "Unscored"}')
+                    errors.append(_error_json(err) if err else '{"type":"Unscored"}')
                     for values in outputs:
                         values.append(None)
                 else:
@@ -160,6 +160,11 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
         )
+
+
+def _error_json(error: MlfnError) -> str:
+    """As the blob trigger writes an error in a table: compact JSON of ``to_dict()``."""
+    return json.dumps(error.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
 def _python(column: pa.Array) -> list[Any]:

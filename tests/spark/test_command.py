@@ -47,8 +47,8 @@ def test_a_json_lines_file_is_scored_into_parquet_with_an_error_per_bad_row(
     assert table.column_names[-3:] == ["label", "probabilities", "error"]
     out = {r["id"]: r for r in table.to_pylist()}
     assert sorted(out) == list(range(20))
-    assert '"field": "petal_width"' in out[3]["error"] and out[3]["label"] is None
-    assert '"field": "sepal_length"' in out[11]["error"]
+    assert '"field":"petal_width"' in out[3]["error"] and out[3]["label"] is None
+    assert '"field":"sepal_length"' in out[11]["error"]
     assert {out[i]["label"] for i in out if i not in (3, 11)} == {"setosa"}
 
 
