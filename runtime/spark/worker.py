@@ -41,7 +41,7 @@ _lock = threading.Lock()
 @dataclass(frozen=True)
 class Plan:
     """What the driver decided, pickled to every task: which endpoint, which input columns
-    feed which input keys, and the Arrow schema of the batches handed back."""
+    feed which input keys, and the Arrow fields of the columns added to each batch."""
 
     app_dir: str
     name: str
