@@ -24,7 +24,7 @@ from pathlib import Path
 import onnxruntime
 import pydantic
 
-from bench import batch_load, cold_start, hot_path, http_load, queue_load
+from bench import batch_load, cold_start, hot_path, http_load, queue_load, spark_load
 from tests.support import ROOT, LocalHost, free_port
 
 PROFILE_LINES = 28
@@ -148,10 +148,16 @@ def main() -> None:
     print(hot_traced, flush=True)
     load = http_load.table(*http_load.run(0.5 if quick else 5.0))
     print(load, flush=True)
-    queue = queue_load.table(*queue_load.run(10 if quick else 400))
+    queued = queue_load.run(10 if quick else 400)
+    queue = queue_load.table(*queued)
     print(queue, flush=True)
     files = batch_load.table(*batch_load.run(5_000 if quick else 1_000_000))
     print(files, flush=True)
+    spark_rows = 2_000 if quick else 200_000
+    spark = spark_load.table(
+        spark_load.missing() or spark_load.run(spark_rows, queued[0].rows_per_s)
+    )
+    print(spark, flush=True)
     cold, loads = cold_start.run(quick)
     imports = import_time_top()
     print(cold + "\n" + loads + "\n" + imports, flush=True)
@@ -174,7 +180,8 @@ def main() -> None:
         "Shared and noisy: read the ratios, measured side by side in one run.\n\n"
         f"## In process\n\n{hot}\n\nThe same with OpenTelemetry on (every request traced, "
         f"OTLP/HTTP to a sink in another process):\n\n{hot_traced}\n\n"
-        f"## Over HTTP\n\n{load}\n\n## Queues\n\n{queue}\n\n## Batch files\n\n{files}\n\n"
+        f"## Over HTTP\n\n{load}\n\n## Queues\n\n{queue}\n\n"
+        f"## Batch files\n\n{files}\n\n## Spark\n\n{spark}\n\n"
         f"## Cold start\n\n{cold}\n\nLoad lines (each load's own breakdown):\n\n{loads}\n\n"
         "The costliest imports of `import function_app` (`python -X importtime`, cumulative; "
         "nothing heavy: no onnxruntime, numpy or storage SDK):\n\n"

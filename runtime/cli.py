@@ -241,6 +241,55 @@ def enqueue(name: str, data: str, job_id: str | None, traceparent: str | None) -
     click.echo(f"queued {sent.id} on {sent.queue}{via}{trace}")
 
 
+_FORMATS = click.Choice(["parquet", "json", "csv"])
+
+
+@main.command("spark-score")
+@click.argument("name")
+@click.argument("source", metavar="INPUT")
+@click.argument("target", metavar="OUTPUT")
+@click.option(
+    "--master", default=None, help="Spark master; default the configured one, else local[*]."
+)
+@click.option("--format", "source_format", type=_FORMATS, help="INPUT's; default by extension.")
+@click.option("--output-format", "target_format", type=_FORMATS, help="Default by extension.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per predict call.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def spark_score(
+    name: str,
+    source: str,
+    target: str,
+    master: str | None,
+    source_format: str | None,
+    target_format: str | None,
+    batch_size: int | None,
+    overwrite: bool,
+) -> None:
+    """Score INPUT with endpoint NAME on Spark into OUTPUT (docs/spark.md)."""
+    from runtime.spark import require_pyspark
+    from runtime.spark.files import run
+
+    app_dir = Path.cwd()
+    with _told():
+        require_pyspark()
+        _settings(app_dir)  # local.settings.json Values: the local workers inherit them
+        summary = run(
+            name,
+            source,
+            target,
+            app_dir=app_dir,
+            master=master,
+            source_format=source_format,
+            target_format=target_format,
+            batch_size=batch_size,
+            overwrite=overwrite,
+        )
+    click.echo(
+        f"scored {summary.rows} rows ({summary.errors} errors) into {target} "
+        f"in {summary.seconds:.1f}s"
+    )
+
+
 @main.command()
 @click.argument("name")
 @click.option(

@@ -99,6 +99,14 @@ class ModelInputRefused(BadRequest):
         super().__init__(f"model {model!r} cannot run on these inputs: {reason:.500}")
 
 
+class ColumnsRefused(BadRequest):
+    """A DataFrame cannot be scored by an endpoint: its columns miss input fields, or clash
+    with the columns scoring adds (Spark scoring)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"endpoint {name!r} cannot score this DataFrame: {reason}")
+
+
 class InputBlobMissing(MlfnError):
     """A queue message names an inputs blob that does not exist: retrying cannot help."""
 
@@ -228,6 +236,23 @@ class PackageMissing(ConfigError):
             f"'mlfn[{extra}]' (on Azure, add {package} to requirements.txt)",
         )
         self.key = key
+
+
+class ExtraMissing(MlfnError):
+    """A feature needs an optional extra (``mlfn[extra]``) that is not installed."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs {package}, which is not installed: pip install 'mlfn[{extra}]'"
+        )
+        self.package = package
+
+
+class SparkJobFailed(MlfnError):
+    """A Spark job did not finish: a path that does not exist, a store no worker reached."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Spark job failed: {reason:.1000}")
 
 
 class InternalError(MlfnError):

@@ -35,6 +35,8 @@ ALLOWED: dict[str, set[str]] = {
     "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry"},
     "runtime": {"endpoint", "errors", "models", "registration"},
     "convert": {"errors"},
+    # Spark scoring: a DataFrame's rows through the rows service; no deployed app imports it.
+    "spark": {"discovery", "services", "endpoint", "errors", "digest"},
 }  # fmt: skip
 ANYTHING = {"host", "cli", "scaffold", "deploy"}  # the local host, the command line, deploy tools
 
@@ -110,5 +112,16 @@ def test_services_and_everything_below_them_never_see_azure_functions_types() ->
         module
         for module, path in MODULES.items()
         if _room(module) not in edge and any(n.startswith("azure.functions") for n in _names(path))
+    )
+    assert wrong == []
+
+
+def test_only_the_command_line_imports_spark_scoring() -> None:
+    wrong = sorted(
+        f"{module} imports {name}"
+        for module, path in MODULES.items()
+        if _room(module) not in ("spark", "cli")
+        for name in _imported(path)
+        if _room(name) == "spark"
     )
     assert wrong == []

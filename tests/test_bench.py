@@ -26,6 +26,13 @@ def test_every_benchmark_runs_and_prints_its_table(azurite: AzuriteInfo) -> None
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for heading in ("| in process", "| MLP over HTTP", "| queue scoring", "| cold start"):
+    headings = (
+        "| in process",
+        "| MLP over HTTP",
+        "| queue scoring",
+        "| batch file",
+        "| Spark scoring",
+    )
+    for heading in (*headings, "| cold start"):
         assert heading in done.stdout, done.stdout[-3000:]
     assert "nan" not in done.stdout.lower()

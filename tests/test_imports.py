@@ -40,6 +40,18 @@ def test_a_deployed_app_imports_neither_the_local_host_nor_the_cli_nor_its_tooli
     assert sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in local)) == []
 
 
+def test_a_deployed_app_imports_nothing_of_spark() -> None:
+    loaded = _modules_after("import function_app")
+    spark = ("runtime.spark", "pyspark", "py4j", "pyarrow", "pandas")
+    assert sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in spark)) == []
+
+
+def test_importing_runtime_spark_waits_for_first_use_to_import_pyspark() -> None:
+    loaded = _modules_after("import runtime.spark")
+    assert "runtime.spark" in loaded
+    assert [m for m in ("pyspark", "py4j", "pyarrow", "pandas", "onnxruntime") if m in loaded] == []
+
+
 def test_importing_runtime_loads_neither_heavy_libraries_nor_azure_functions() -> None:
     loaded = _modules_after("import runtime")
     assert [m for m in (*HEAVY, "azure.functions") if m in loaded] == []

@@ -1,0 +1,152 @@
+"""``mlfn spark-score``: a file (Parquet, JSON Lines, CSV; local, ``abfss://``, ``s3a://``) in,
+the scored file out, on the configured cluster or a local Spark session."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runtime.errors import BadRequest, SparkJobFailed
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: int
+    errors: int
+    seconds: float
+
+
+def session(master: str | None, app_name: str) -> SparkSession:
+    """The active or configured Spark session (``spark-submit``, a cluster's notebook); a
+    local one (``master``, default ``local[*]``) when nothing says where the cluster is."""
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    # The Python workers run this interpreter (its venv holds mlfn), unless told otherwise.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        builder = builder.master(master)
+    elif not SparkConf().contains("spark.master"):
+        builder = builder.master("local[*]")
+    return builder.getOrCreate()
+
+
+def file_format(path: str, given: str | None) -> str:
+    """The format by ``--format``, else by the path's extension."""
+    if given:
+        return given
+    found = FORMATS.get(Path(path.rstrip("/")).suffix.lower())
+    if found is None:
+        raise BadRequest(f"cannot tell the format of {path} from its extension: pass --format")
+    return found
+
+
+def read(spark: SparkSession, path: str, fmt: str) -> DataFrame:
+    reader = spark.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.option("header", "true").option("inferSchema", "true")
+    return reader.load(path)
+
+
+def write(df: DataFrame, path: str, fmt: str, overwrite: bool) -> None:
+    from pyspark.sql import functions as sf
+    from pyspark.sql import types as st
+
+    if fmt == "csv":  # CSV holds no arrays, maps or structs: those columns become JSON
+        nested = (st.ArrayType, st.MapType, st.StructType)
+        df = df.select(
+            *(
+                sf.to_json(sf.col(f.name)).alias(f.name)
+                if isinstance(f.dataType, nested)
+                else sf.col(f.name)
+                for f in df.schema.fields
+            )
+        )
+    writer = df.write.format(fmt).mode("overwrite" if overwrite else "errorifexists")
+    if fmt == "csv":
+        writer = writer.option("header", "true")
+    writer.save(path)
+
+
+def score_file(
+    spark: SparkSession,
+    name: str,
+    source: str,
+    target: str,
+    *,
+    app_dir: Path,
+    source_format: str | None = None,
+    target_format: str | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+) -> Summary:
+    """Score ``source`` into ``target`` and count what was written."""
+    from pyspark.sql import functions as sf
+
+    from runtime.spark import ERROR_COLUMN, score
+
+    started = time.perf_counter()
+    in_format = file_format(source, source_format)
+    out_format = file_format(target, target_format or (None if Path(target).suffix else in_format))
+    scored = score(read(spark, source, in_format), name, app_dir, batch_size)
+    write(scored, target, out_format, overwrite)
+    written = read(spark, target, out_format)
+    counts = written.agg(
+        sf.count(sf.lit(1)).alias("rows"), sf.count(sf.col(ERROR_COLUMN)).alias("errors")
+    ).first()
+    assert counts is not None
+    return Summary(int(counts["rows"]), int(counts["errors"]), time.perf_counter() - started)
+
+
+def run(
+    name: str,
+    source: str,
+    target: str,
+    *,
+    app_dir: Path,
+    master: str | None = None,
+    source_format: str | None = None,
+    target_format: str | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+) -> Summary:
+    """``mlfn spark-score``: a session, the scoring, and Spark's failures as one sentence."""
+    from runtime.spark import endpoint, require_pyspark
+
+    require_pyspark()
+    from pyspark.errors import PySparkException
+
+    endpoint(app_dir, name)  # an unknown endpoint is told before a JVM starts
+    try:
+        spark = session(master, f"mlfn spark-score {name}")
+        return score_file(
+            spark,
+            name,
+            source,
+            target,
+            app_dir=app_dir,
+            source_format=source_format,
+            target_format=target_format,
+            batch_size=batch_size,
+            overwrite=overwrite,
+        )
+    except PySparkException as exc:
+        raise SparkJobFailed(_last_line(str(exc))) from None
+
+
+def _last_line(text: str) -> str:
+    """A Python worker's failure arrives as its whole traceback: its last line says what."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if "Traceback (most recent call last)" in text and lines:
+        return lines[-1]
+    return lines[0] if lines else text

@@ -1,0 +1,130 @@
+"""What the Spark tests share: the skip when pyspark or Java is missing, and a test app."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+_missing = [m for m in ("pyspark", "pyarrow", "pandas") if importlib.util.find_spec(m) is None]
+_java = shutil.which("java") or (
+    os.environ.get("JAVA_HOME") and Path(os.environ["JAVA_HOME"], "bin", "java").exists()
+)
+
+needs_spark = pytest.mark.skipif(
+    bool(_missing) or not _java,
+    reason=f"pyspark needs {', '.join(_missing)} (pip install 'mlfn[spark]')"
+    if _missing
+    else "pyspark needs a Java 17 runtime: no java on PATH nor JAVA_HOME",
+)
+
+
+def count_blob_downloads(azurite_log: Path, container: str, blob: str) -> tuple[int, int]:
+    """GET requests for one blob at Azurite: (all of them, those answered with its bytes).
+    A revalidation by ETag is a GET answered 304, and moves no bytes."""
+    pattern = re.compile(
+        rf'"GET /devstoreaccount1/{re.escape(container)}/{re.escape(blob)}(\?[^ ]*)? HTTP/[\d.]+" (\d{{3}})'
+    )
+    statuses = [
+        m.group(2)
+        for line in azurite_log.read_text(errors="replace").splitlines()
+        if (m := pattern.search(line))
+    ]
+    return len(statuses), sum(1 for s in statuses if s in ("200", "206"))
+
+
+# Iris, as in functions/iris, with a field read by its alias and the scoring process's id as an
+# output (to count the Python workers that scored).
+IRIS = """
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime import Endpoint, Limits, OnnxModel
+
+SPECIES = ("setosa", "versicolor", "virginica")
+
+
+class Flower(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    sepal_length: float = Field(gt=0, le=50)
+    sepal_width: float = Field(gt=0, le=50)
+    petal_length: float = Field(gt=0, le=50)
+    petal_width: float = Field(gt=0, le=50, alias="petalWidth")
+
+
+class Species(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    worker: int
+
+
+endpoint = Endpoint(Flower, Species, model="iris.onnx", limits=Limits(max_batch_size=256))
+
+
+@endpoint.predict
+def predict(flowers: list[Flower], model: OnnxModel) -> list[Species]:
+    rows = [[f.sepal_length, f.sepal_width, f.petal_length, f.petal_width] for f in flowers]
+    out = model.run({"input": rows})
+    return [
+        Species(label=SPECIES[label], probabilities=dict(zip(SPECIES, probs)), worker=os.getpid())
+        for label, probs in zip(out["label"].tolist(), out["probabilities"].tolist())
+    ]
+"""
+
+# Every kind of output type, computed from the input (the model is loaded, not run).
+SHAPES = """
+from typing import Optional
+
+from pydantic import BaseModel, Field
+
+from runtime import Endpoint, OnnxModel
+
+
+class In(BaseModel):
+    x: float
+    tags: list[str] = []
+
+
+class Point(BaseModel):
+    lat: float
+    note: Optional[str] = None
+
+
+class Out(BaseModel):
+    count: int
+    value: float
+    name: str
+    flag: bool
+    values: list[float]
+    point: Point
+    scores: dict[str, float]
+    maybe: Optional[int] = None
+    renamed: str = Field(serialization_alias="renamedField")
+
+
+endpoint = Endpoint(In, Out, model="iris.onnx")
+
+
+@endpoint.predict
+def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+    return [
+        Out(
+            count=int(r.x),
+            value=r.x / 2,
+            name=f"n{int(r.x)}",
+            flag=r.x > 2,
+            values=[r.x, float("nan")],
+            point=Point(lat=r.x, note=None if r.x > 2 else "low"),
+            scores={t: r.x for t in r.tags},
+            maybe=None if r.x > 2 else int(r.x),
+            renamed="r",
+        )
+        for r in rows
+    ]
+"""
