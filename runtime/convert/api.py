@@ -10,7 +10,7 @@ from typing import Any
 
 from runtime.convert import proof
 from runtime.convert.base import Converted
-from runtime.errors import ConversionError, ConversionMismatch
+from runtime.errors import ConversionError, ConversionMismatch, HostError, MlfnError
 
 # The frameworks ``to_onnx`` takes, each with the optional extra that installs its converter.
 FRAMEWORKS = {
@@ -34,6 +34,8 @@ class Conversion:
     rows: int  # sample rows the original and the ONNX model both answered
     differences: tuple[proof.Difference, ...]
     tolerance: float
+    synthesised: bool = False  # the rows were made up, not given: they may miss the edges
+    constant: tuple[str, ...] = ()  # outputs that gave one value for every row
 
     @property
     def largest_difference(self) -> float:
@@ -85,7 +87,17 @@ def to_onnx(
     converter = _converters().get(name)
     if converter is None:
         raise ConversionError(f"no framework {name!r}; choose one of {', '.join(FRAMEWORKS)}")
-    converted = converter(model, sample, rows, options)
+    if not tolerance >= 0:  # NaN too
+        raise ConversionError(f"the tolerance must be a number >= 0, not {tolerance!r}")
+    try:
+        converted = converter(model, sample, rows, options)
+    except (MlfnError, HostError):
+        raise
+    except Exception as exc:  # the original refusing the sample, a converter's own fault
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConversionError(
+            f"converting the {name} model failed: {type(exc).__name__}: {first[:300]}"
+        ) from exc
     proof.check(converted.model)
     differences = tuple(proof.compare(converted))
     worst = [d for d in differences if not d.value <= tolerance]  # NaN fails too
@@ -97,7 +109,17 @@ def to_onnx(
         )
     target = Path(path)
     _write(converted, target)
-    return Conversion(target, name, count, differences, tolerance)
+    constant = tuple(
+        output for output, values in converted.expected.items() if count > 1 and _constant(values)
+    )
+    return Conversion(target, name, count, differences, tolerance, sample is None, constant)
+
+
+def _constant(values: Any) -> bool:
+    import numpy as np
+
+    array = np.asarray(values)
+    return array.ndim > 0 and len(array) > 1 and bool((array == array[:1]).all())
 
 
 def _converters() -> dict[str, Callable[[Any, Any, int, dict[str, Any]], Converted]]:

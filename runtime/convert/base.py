@@ -23,6 +23,10 @@ OPSET = 17
 # The metadata_props key naming a classifier's classes, as JSON: `mlfn new --template
 # classifier` reads it (runtime/scaffold/classifier.py).
 CLASSES_KEY = "mlfn.classes"
+# The values the label output gives for each class, in the probability columns' order (JSON):
+# what the classifier scaffold maps to the names above. Not always 0..n-1: a model fitted on
+# classes 3, 5, 7 answers 3, 5 or 7.
+LABELS_KEY = "mlfn.labels"
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,13 @@ def as_classifier(model: Any, expected: dict[str, Any], classes: list[str]) -> d
             "label", TensorProto.INT64, [batch.dim_param or batch.dim_value or None]
         )
     )
-    set_metadata(model, {CLASSES_KEY: json.dumps([str(c) for c in classes])})
+    set_metadata(
+        model,
+        {
+            CLASSES_KEY: json.dumps([str(c) for c in classes]),
+            LABELS_KEY: json.dumps(list(range(len(classes)))),  # the argmax: a column number
+        },
+    )
     return {"label": scores.argmax(axis=1), "probabilities": scores}
 
 

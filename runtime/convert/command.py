@@ -63,7 +63,14 @@ def convert(
         )
     except HostError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"onnx checker: passed; {done.rows} sample rows answered by both models")
+    made_up = "synthesised " if done.synthesised else ""
+    click.echo(f"onnx checker: passed; {done.rows} {made_up}sample rows answered by both models")
+    for output in done.constant:
+        click.echo(
+            f"warning: output {output!r} gave one value for every sample row, so the proof "
+            "shows little: pass rows like your data with --sample",
+            err=True,
+        )
     for difference in done.differences:
         click.echo(f"  {difference}")
     click.echo(f"largest difference {done.largest_difference:.3g} (tolerance {done.tolerance:g})")

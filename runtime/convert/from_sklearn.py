@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.convert.base import (
     CLASSES_KEY,
+    LABELS_KEY,
     OPSET,
     Converted,
     rename_outputs,
@@ -63,7 +64,13 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
                 f"{len(names)} class names given; the model has {len(final.classes_)} classes "
                 f"({', '.join(_name(c) for c in final.classes_)})"
             )
-        set_metadata(onnx_model, {CLASSES_KEY: json.dumps([str(n) for n in names])})
+        set_metadata(
+            onnx_model,
+            {
+                CLASSES_KEY: json.dumps([str(n) for n in names]),
+                LABELS_KEY: json.dumps([_label_value(c) for c in final.classes_]),
+            },
+        )
     elif options.get("classes"):
         raise ConversionError("class names are for a classifier; this model has no classes_")
     elif hasattr(model, "predict"):
@@ -122,6 +129,17 @@ def _final_step(model: Any) -> Any:
     while hasattr(model, "steps"):
         model = model.steps[-1][1]
     return model
+
+
+def _label_value(label: Any) -> int | str:
+    """A class as skl2onnx's label output gives it: booleans and whole floats as int64,
+    strings as themselves."""
+    value = label.item() if hasattr(label, "item") else label
+    if isinstance(value, bool | int):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return str(value)
 
 
 def _name(label: Any) -> str:

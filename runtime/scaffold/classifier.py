@@ -13,6 +13,7 @@ from runtime.errors import ScaffoldError
 from runtime.models.onnx_model import TensorSpec
 
 CLASSES_KEYS = ("mlfn.classes", "classes")
+LABELS_KEY = "mlfn.labels"  # mlfn convert: the label output's value for each class, in order
 FLOATS = ("float", "double", "float16")
 _NUMBERED = "numbered (the model names none)"
 
@@ -92,7 +93,7 @@ def _classes(
     """The model's class labels, and their names: ``given`` (--labels), else those in the
     model's metadata, else string labels themselves, else the label numbers."""
     width = probabilities.shape[1] if probabilities.shape else None
-    labels = _graph_class_labels(path)
+    labels = _metadata_labels(metadata) or _graph_class_labels(path)
     stored = None if given else _metadata_classes(metadata)
     if labels is None:  # not a scikit-learn converter's graph: an argmax, say
         if label.element_type == "string":
@@ -148,6 +149,24 @@ def _metadata_classes(metadata: Mapping[str, str]) -> tuple[str, list[str]] | No
     return None
 
 
+def _metadata_labels(metadata: Mapping[str, str]) -> list[int | str] | None:
+    """The label values ``mlfn convert`` stored, in the probability columns' order."""
+    if LABELS_KEY not in metadata:
+        return None
+    try:
+        labels = json.loads(metadata[LABELS_KEY])
+    except ValueError:
+        labels = None
+    if not isinstance(labels, list) or not all(
+        isinstance(x, str | int) and not isinstance(x, bool) for x in labels
+    ):
+        raise ScaffoldError(
+            f"metadata_props {LABELS_KEY!r} must be a JSON list of label values, not "
+            f"{metadata[LABELS_KEY][:80]!r}"
+        )
+    return labels
+
+
 def _graph_class_labels(path: Path) -> list[int | str] | None:
     """The labels a classifier node (scikit-learn's converters: ``LinearClassifier``, ``ZipMap``,
     tree ensembles...) lists, in the order of its probability columns; None if none does."""
@@ -163,6 +182,7 @@ def _graph_class_labels(path: Path) -> list[int | str] | None:
         for attribute in node.attribute:
             if attribute.name == "classlabels_strings" and attribute.strings:
                 return [s.decode() for s in attribute.strings]
-            if attribute.name == "classlabels_int64s" and attribute.ints:
+            # Tree ensembles say int64s; LinearClassifier and SVMClassifier say ints.
+            if attribute.name in ("classlabels_int64s", "classlabels_ints") and attribute.ints:
                 return list(attribute.ints)
     return None

@@ -4,8 +4,9 @@ prediction, or the error that row alone caused. A bad row never fails the rows b
 Rows are validated one by one only when a chunk holds an invalid one, and the valid rows are
 scored together through the predict service (micro-batched with HTTP and queue requests on an
 event loop; on the calling thread where there is none). A failure every row would meet (the
-store unreachable, the model file refused) is raised, so the caller fails or retries the whole
-work instead of writing an error for every row.
+store unreachable, the model file refused, a predict function that fails on every row) is
+raised, so the caller fails or retries the whole work instead of writing an error for every
+row.
 """
 
 from __future__ import annotations
@@ -77,31 +78,55 @@ class RowService:
         outcomes, model = self._halves_sync(name, [m for _, m in valid])
         return _join_outcomes(checked, valid, outcomes, model)
 
-    async def _halves(self, name: str, instances: list[BaseModel]) -> Outcomes:
+    async def _halves(self, name: str, instances: list[BaseModel], top: bool = True) -> Outcomes:
         """The rows' predictions; when predict fails on them, each half scored on its own,
-        down to the rows that fail alone (a few model calls for one bad row among many)."""
+        down to the rows that fail alone (a few model calls for one bad row among many). When
+        both halves fail whole and so do the first and last rows alone, predict fails on
+        everything: that is raised, not written as an error for every row."""
         try:
             scored = await self._predict.predict_valid(name, instances)
             return list(scored.predictions), scored.model
         except ROW_FAULTS as err:
             if len(instances) == 1:
                 return [err], None
+            if top and await self._fails_everywhere(name, instances):
+                raise
             half = len(instances) // 2
-            first, model = await self._halves(name, instances[:half])
-            second, later = await self._halves(name, instances[half:])
+            first, model = await self._halves(name, instances[:half], False)
+            second, later = await self._halves(name, instances[half:], False)
             return first + second, model or later
 
-    def _halves_sync(self, name: str, instances: list[BaseModel]) -> Outcomes:
+    async def _fails_everywhere(self, name: str, instances: list[BaseModel]) -> bool:
+        for probe in (instances[0], instances[-1]):
+            try:
+                await self._predict.predict_valid(name, [probe])
+                return False
+            except ROW_FAULTS:
+                pass
+        return True
+
+    def _halves_sync(self, name: str, instances: list[BaseModel], top: bool = True) -> Outcomes:
         try:
             scored = self._predict.predict_valid_sync(name, instances)
             return list(scored.predictions), scored.model
         except ROW_FAULTS as err:
             if len(instances) == 1:
                 return [err], None
+            if top and self._fails_everywhere_sync(name, instances):
+                raise
             half = len(instances) // 2
-            first, model = self._halves_sync(name, instances[:half])
-            second, later = self._halves_sync(name, instances[half:])
+            first, model = self._halves_sync(name, instances[:half], False)
+            second, later = self._halves_sync(name, instances[half:], False)
             return first + second, model or later
+
+    def _fails_everywhere_sync(self, name: str, instances: list[BaseModel]) -> bool:
+        for probe in (instances[0], instances[-1]):
+            try:
+                self._predict.predict_valid_sync(name, [probe])
+                return False
+            except ROW_FAULTS:
+                pass
+        return True
 
 
 def _valid(checked: Sequence[BaseModel | MlfnError]) -> list[tuple[int, BaseModel]]:

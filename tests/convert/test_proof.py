@@ -69,3 +69,41 @@ def test_an_answer_of_another_size_is_an_error_not_a_difference(
     _convert(monkeypatch, rows, np.ones(3), TensorProto.FLOAT)
     with pytest.raises(ConversionError, match=r"output 'output' has shape \[3, 2\] in ONNX"):
         api.to_onnx(None, tmp_path / "shape.onnx", framework="sklearn")
+
+
+def test_a_graph_whose_batch_size_is_baked_in_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exporter that bakes the sample's batch size into a Reshape: the model answers the
+    sample's 4 rows, and nothing else."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [4, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["output"])],
+        "baked",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 2])],
+        initializer=[shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rows = np.arange(8, dtype=np.float32).reshape(4, 2)
+    converted = Converted(model, {"input": rows}, {"output": rows})
+    monkeypatch.setattr(api, "_converters", lambda: {"sklearn": lambda *_: converted})
+    with pytest.raises(ConversionError, match="batch axis is not dynamic"):
+        api.to_onnx(None, tmp_path / "a.onnx", framework="sklearn")
+    assert not (tmp_path / "a.onnx").exists()
+
+
+def test_one_flipped_label_is_refused_whatever_the_tolerance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = np.array([[1, 2]] * 32, dtype=np.int64)
+    answered = rows.copy()
+    answered[7, 0] = 9
+    _convert(monkeypatch, rows, answered, TensorProto.INT64)
+    with pytest.raises(ConversionMismatch, match="output: 1 of 64 values differ"):
+        api.to_onnx(None, tmp_path / "a.onnx", framework="sklearn", tolerance=0.5)
+    # Classes fitted as booleans come back from ONNX as 0 and 1: the same answers.
+    _convert(monkeypatch, rows % 2, (rows % 2).astype(bool), TensorProto.INT64)
+    assert api.to_onnx(None, tmp_path / "b.onnx", framework="sklearn").largest_difference == 0
+    with pytest.raises(ConversionError, match="tolerance must be a number >= 0"):
+        api.to_onnx(None, tmp_path / "c.onnx", framework="sklearn", tolerance=float("nan"))

@@ -157,3 +157,29 @@ def test_class_names_must_match_the_classes(tmp_path: Path, forest: object) -> N
 def test_a_model_of_no_supported_framework_is_refused() -> None:
     with pytest.raises(ConversionError, match=r"not builtins\.dict"):
         to_onnx({"weights": [1, 2]}, "never.onnx")
+
+
+def test_a_classifier_of_classes_3_5_7_serves_the_class_each_row_gets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Label values are not column numbers: the metadata says which value is which class."""
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    y = np.array([3, 5, 7])[data.target]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(data.data, y)
+    app = make_app(tmp_path / "app", {})
+    (app / "models").mkdir()
+    to_onnx(model, app / "models" / "odd.onnx", sample=data.data)
+    made = mlfn(
+        monkeypatch, app, "new", "odd", "--model", "models/odd.onnx", "--template", "classifier"
+    )
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    rows = data.data[::5]
+    (answer,) = served(
+        app, tmp_path, [("odd", {"instances": [{"input": r} for r in rows.tolist()]})]
+    )
+    predictions = answer.json()["predictions"]
+    assert [p["label"] for p in predictions] == [str(c) for c in model.predict(rows)]
+    best = [max(p["probabilities"], key=p["probabilities"].get) for p in predictions]
+    assert best == [p["label"] for p in predictions]

@@ -68,7 +68,7 @@ def test_a_saved_pipeline_converted_and_served_answers_what_spark_answers(
 
     done = mlfn(monkeypatch, app, "convert", str(tmp_path / "spark-model"), "--to", "m.onnx")
     assert done.exit_code == 0, (done.output, done.exc_info)
-    assert "32 sample rows answered by both models" in done.stdout
+    assert "32 synthesised sample rows answered by both models" in done.stdout
     graph = onnx.load(app / "m.onnx").graph
     assert [i.name for i in graph.input] == COLUMNS  # one input a column the pipeline reads
     made = mlfn(monkeypatch, app, "new", "flowers", "--model", "m.onnx")

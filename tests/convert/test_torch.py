@@ -68,7 +68,7 @@ def test_a_trained_network_converted_and_served_answers_what_torch_answers(
         monkeypatch, app, "convert", str(tmp_path / "net.pt2"), "--to", "models/exported.onnx"
     )
     assert exported.exit_code == 0, (exported.output, exported.exc_info)
-    assert "8 sample rows answered by both models" in exported.stdout
+    assert "8 synthesised sample rows answered by both models" in exported.stdout
     scripted = mlfn(
         monkeypatch, app, "convert", str(tmp_path / "net.pt"), "--to", "models/scripted.onnx",
         "--sample", str(tmp_path / "rows.npy"),
@@ -102,7 +102,8 @@ def test_a_network_given_class_names_is_served_as_a_classifier_with_them(
     model = onnx.load(app / "net.onnx")
     assert [o.name for o in model.graph.output] == ["probabilities", "label"]
     assert {p.key: p.value for p in model.metadata_props} == {
-        "mlfn.classes": '["low", "mid", "high"]'
+        "mlfn.classes": '["low", "mid", "high"]',
+        "mlfn.labels": "[0, 1, 2]",  # the label is the argmax: a column number
     }
 
     made = mlfn(

@@ -266,7 +266,8 @@ def test_a_model_unloaded_meanwhile_is_loaded_again_in_a_thread_never_on_the_loo
         return _run(model, rows)
 
     endpoint = Endpoint(In, Out, model=str(model_file), predict=predict)
-    settings = Settings(cache_dir=tmp_path / "cache", idle_unload_s=0.05)
+    # Long enough that the second call finds it loaded on a loaded machine (0.05 s was not).
+    settings = Settings(cache_dir=tmp_path / "cache", idle_unload_s=1.0)
     registry = ModelRegistry(settings, tmp_path)
     svc = PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry)
 

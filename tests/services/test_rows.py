@@ -122,3 +122,20 @@ def test_one_bad_row_among_many_costs_a_few_calls_not_one_a_row(
     scored = svc.score_sync("ep", raw)
     assert [i for i, r in enumerate(scored.rows) if r.error] == [40]
     assert len(calls) <= 2 * 7 + 1  # halving: about two calls a level, 6 levels for 64 rows
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_a_predict_that_fails_on_every_row_fails_the_call(
+    model_file: Path, tmp_path: Path, mode: str
+) -> None:
+    calls: list[int] = []
+
+    def broken(rows: list[In], model: OnnxModel) -> list[Out]:
+        calls.append(len(rows))
+        raise RuntimeError("a bug in predict")
+
+    svc = _rows(model_file, tmp_path, broken)
+    raw = [{"count": i} for i in range(64)]
+    with pytest.raises(PredictFailed, match="a bug in predict"):
+        asyncio.run(svc.score("ep", raw)) if mode == "async" else svc.score_sync("ep", raw)
+    assert len(calls) <= 3 + 16  # the rows together, the first and last alone (batches of 4)
