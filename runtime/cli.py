@@ -249,7 +249,9 @@ _FORMATS = click.Choice(["parquet", "json", "csv"])
 @click.argument("source", metavar="INPUT")
 @click.argument("target", metavar="OUTPUT")
 @click.option(
-    "--master", default=None, help="Spark master; default the configured one, else local[*]."
+    "--master",
+    default=None,
+    help="Spark master; default: spark-submit's when run by it, else local[*].",
 )
 @click.option("--format", "source_format", type=_FORMATS, help="INPUT's; default by extension.")
 @click.option("--output-format", "target_format", type=_FORMATS, help="Default by extension.")

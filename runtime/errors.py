@@ -248,6 +248,19 @@ class ExtraMissing(MlfnError):
         self.package = package
 
 
+class OutputNotRepresentable(MlfnError):
+    """A row's prediction holds a value its Spark column cannot (an int over 64 bits, say):
+    that row gets this error (Spark scoring), the rows beside it are written."""
+
+    status = 500
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(
+            f"output field {field!r} cannot be written as its Spark column: {reason:.300}",
+            detail={"field": field},
+        )
+
+
 class SparkJobFailed(MlfnError):
     """A Spark job did not finish: a path that does not exist, a store no worker reached."""
 
@@ -286,6 +299,13 @@ class IndexingError(HostError):
 
 class DiscoveryError(HostError):
     """An endpoint folder that cannot be served."""
+
+
+class NoSparkType(DiscoveryError):
+    """An output field whose type no Spark column holds (Spark scoring): named with the fix."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}; Spark scoring cannot write this output field")
 
 
 class ListenerError(HostError):

@@ -384,10 +384,16 @@ def _encode(value: BaseModel) -> bytes:
     try:
         return value.__pydantic_serializer__.to_json(value, by_alias=True)
     except PydanticSerializationError:
+        pass
+    try:
         # What pydantic's JSON cannot write (a lone surrogate echoed from the input, say),
         # the standard library escapes.
         doc = value.model_dump(mode="json", by_alias=True)
-        return json.dumps(doc, separators=(",", ":")).encode()
+    except (PydanticSerializationError, ValueError) as exc:  # bytes that are not UTF-8, say
+        raise PredictContractError(
+            f"predict returned an output that cannot be written as JSON: {exc}"
+        ) from None
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _release_if_taken(acquired: asyncio.Future[Any], held: Any) -> None:

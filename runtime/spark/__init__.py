@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ERROR_COLUMN", "output_schema", "score"]
 
 _LARGE_VAR_TYPES = "spark.sql.execution.arrow.useLargeVarTypes"
+_CASE_SENSITIVE = "spark.sql.caseSensitive"
 
 
 def score(
@@ -33,8 +34,12 @@ def score(
 
     Returns the input's columns, then the output model's fields as columns (by alias), then
     ``error``: null when the row scored, else the row's error as JSON (``{"type", "message",
-    "detail"}``, as the queue trigger reports it); a bad row never fails the job. Input columns
-    are matched to input fields by name (aliases honoured); other columns are carried through.
+    "detail"}``, as the queue trigger reports it); a bad row never fails the job, nor does a
+    prediction its column cannot hold (``OutputNotRepresentable``). Input columns are matched
+    to input fields by name (aliases honoured; a null leaves a field its default); other
+    columns are carried through. An output column named like an input column (ignoring case
+    unless ``spark.sql.caseSensitive``) is ``ColumnsRefused``; an output type no Spark column
+    holds, ``NoSparkType``.
 
     app_dir: the app folder (holding ``functions/``) as the executors see it, relative to
         each process's working directory; or a zip of it (``mlfn pack``), found where it says
@@ -45,17 +50,25 @@ def score(
     from pyspark.sql import types as st
 
     from runtime.spark.types import arrow_field
-    from runtime.spark.worker import Plan, score_batches
+    from runtime.spark.worker import Plan, app_root, fingerprint, score_batches
 
     if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     bound = endpoint(app_dir, name)
     outputs = output_schema(bound)
-    clash = sorted(set(df.columns) & {f.name for f in outputs.fields})
+    # Spark matches column names ignoring case unless told otherwise: so does this check.
+    sensitive = df.sparkSession.conf.get(_CASE_SENSITIVE, "false") == "true"
+    fold = (lambda n: n) if sensitive else str.lower
+    taken = {fold(c) for c in df.columns}
+    clash = sorted(f.name for f in outputs.fields if fold(f.name) in taken)
     if clash:
         raise ColumnsRefused(
             name, f"the input already has columns named like outputs: {', '.join(clash)}"
         )
+    added = [fold(f.name) for f in outputs.fields]  # ``error`` included
+    alike = sorted({n for n in added if added.count(n) > 1})
+    if alike:
+        raise ColumnsRefused(name, f"output columns would share a name: {', '.join(alike)}")
     columns = set(df.columns)
     inputs, missing = [], []
     for field_name, field in bound.endpoint.input.model_fields.items():
@@ -63,7 +76,7 @@ def score(
         key = key or field.alias or field_name
         found = next((c for c in (key, field_name) if c in columns), None)
         if found is not None:
-            inputs.append((found, key))
+            inputs.append((found, key, not field.is_required()))
         elif field.is_required():
             missing.append(key)
     if missing:
@@ -78,6 +91,7 @@ def score(
         outputs=tuple(arrow_field(f, large) for f in outputs.fields[:-1]),
         error=arrow_field(outputs.fields[-1], large),
         batch_size=batch_size,
+        fingerprint=fingerprint(app_root(app_dir)),
     )
     schema = st.StructType([*df.schema.fields, *outputs.fields])
     # A module-level function and a plain dataclass: the task pickles a reference, so each
@@ -93,7 +107,8 @@ def score(
 
 def output_schema(bound: BoundEndpoint) -> StructType:
     """The columns ``score`` adds: the output model's fields, each nullable (a row that
-    failed has none), then ``error``."""
+    failed has none), then ``error``. An output type no Spark column holds is ``NoSparkType``,
+    naming the field."""
     require_pyspark()
     from pyspark.sql import types as st
 

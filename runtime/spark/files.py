@@ -26,18 +26,23 @@ class Summary:
 
 
 def session(master: str | None, app_name: str) -> SparkSession:
-    """The active or configured Spark session (``spark-submit``, a cluster's notebook); a
-    local one (``master``, default ``local[*]``) when nothing says where the cluster is."""
-    from pyspark import SparkConf
+    """The Spark session: the active one, or the one ``spark-submit`` configured (its master
+    kept); else a new one on ``master``, by default a local one (``local[*]``)."""
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    # The Python workers run this interpreter (its venv holds mlfn), unless told otherwise.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
+    # No progress bar: it shares stderr with the command's one-line error.
+    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
+    # spark-submit starts the JVM first and says so in PYSPARK_GATEWAY_PORT; its master (and
+    # the rest of its configuration) is in that JVM, not yet in any SparkConf of this process.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._active_spark_context
+    if master is None and not submitted:
+        master = "local[*]"
     if master is not None:
         builder = builder.master(master)
-    elif not SparkConf().contains("spark.master"):
-        builder = builder.master("local[*]")
+        if master.startswith("local"):
+            # Local Python workers run this interpreter (its venv holds mlfn), unless told.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return builder.getOrCreate()
 
 
@@ -54,7 +59,9 @@ def file_format(path: str, given: str | None) -> str:
 def read(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     reader = spark.read.format(fmt)
     if fmt == "csv":
-        reader = reader.option("header", "true").option("inferSchema", "true")
+        # Every column a string ("007" stays "007"): the input model converts, in lax mode,
+        # as it does JSON strings.
+        reader = reader.option("header", "true").option("inferSchema", "false")
     return reader.load(path)
 
 
@@ -121,14 +128,18 @@ def run(
     overwrite: bool = False,
 ) -> Summary:
     """``mlfn spark-score``: a session, the scoring, and Spark's failures as one sentence."""
-    from runtime.spark import endpoint, require_pyspark
+    from runtime.spark import endpoint, output_schema, require_pyspark
 
     require_pyspark()
     from pyspark.errors import PySparkException
 
-    endpoint(app_dir, name)  # an unknown endpoint is told before a JVM starts
+    # An unknown endpoint, an output no Spark column holds: told before a JVM starts.
+    output_schema(endpoint(app_dir, name))
     try:
         spark = session(master, f"mlfn spark-score {name}")
+        # A failed task logs the worker's whole traceback at ERROR, several times over; the
+        # command tells the failure itself, in one line.
+        spark.sparkContext.setLogLevel("FATAL")
         return score_file(
             spark,
             name,

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from runtime.errors import NoSparkType
+
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import types as st
@@ -29,13 +31,19 @@ def column_name(name: str, field: Any) -> str:
 
 
 def struct_for(model: type[BaseModel]) -> st.StructType:
-    """A model as a struct: a field per model field, by alias, nullable when Optional."""
+    """A model as a struct, as its JSON has it: a field per serialized field, by alias
+    (``Field(exclude=True)`` left out, computed fields in), nullable when Optional."""
     from pyspark.sql import types as st
 
     fields = []
     for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
         spark, nullable = spark_type(field.annotation, where=f"{model.__name__}.{name}")
         fields.append(st.StructField(column_name(name, field), spark, nullable))
+    for name, computed in model.model_computed_fields.items():
+        spark, nullable = spark_type(computed.return_type, where=f"{model.__name__}.{name}")
+        fields.append(st.StructField(str(computed.alias or name), spark, nullable))
     return st.StructType(fields)
 
 
@@ -43,8 +51,8 @@ def spark_type(annotation: Any, where: str = "field") -> tuple[st.DataType, bool
     """The Spark type of a pydantic annotation and whether it may be null (``X | None``).
 
     Numbers, strings, booleans, bytes, dates and times, ``Literal`` and enums of one kind,
-    lists (and tuples, sets) as arrays, dicts as maps, models as structs; anything else is a
-    ``TypeError`` naming ``where``."""
+    lists (and tuples, sets) as arrays, dicts with ``str`` or ``int`` keys as maps, models as
+    structs; anything else is ``NoSparkType`` naming ``where``."""
     from pyspark.sql import types as st
 
     origin = typing.get_origin(annotation)
@@ -53,23 +61,26 @@ def spark_type(annotation: Any, where: str = "field") -> tuple[st.DataType, bool
     if origin in (typing.Union, types.UnionType):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(members) != 1:
-            raise TypeError(f"{where}: a union of several types has no Spark type: {annotation}")
+            raise NoSparkType(where, f"a union of several types has no Spark type: {annotation}")
         inner, _ = spark_type(members[0], where)
         return inner, len(members) < len(typing.get_args(annotation))
     if origin is typing.Literal:
         kinds = {type(v) for v in typing.get_args(annotation)}
         if len(kinds) != 1:
-            raise TypeError(f"{where}: a Literal of mixed types has no Spark type: {annotation}")
+            raise NoSparkType(where, f"a Literal of mixed types has no Spark type: {annotation}")
         return spark_type(kinds.pop(), where)
     if origin is not None and isinstance(origin, type) and issubclass(origin, _SEQUENCES):
         args = typing.get_args(annotation)
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis) and len(set(args)) > 1:
-            raise TypeError(f"{where}: a tuple of mixed types has no Spark type: {annotation}")
+            raise NoSparkType(where, f"a tuple of mixed types has no Spark type: {annotation}")
         element, nullable = spark_type(args[0] if args else Any, f"{where}[]")
         return st.ArrayType(element, containsNull=nullable), False
     if origin is not None and isinstance(origin, type) and issubclass(origin, _MAPPINGS):
         key_type, value_type = (typing.get_args(annotation) or (str, Any))[:2]
         key, _ = spark_type(key_type, f"{where} key")
+        if not isinstance(key, (st.StringType, st.LongType)):
+            # JSON keys are strings: only str and int keys come back as what they were.
+            raise NoSparkType(where, f"a map's keys must be str or int, not {key_type!r}")
         value, nullable = spark_type(value_type, f"{where} value")
         return st.MapType(key, value, valueContainsNull=nullable), False
     if isinstance(annotation, type):
@@ -80,7 +91,15 @@ def spark_type(annotation: Any, where: str = "field") -> tuple[st.DataType, bool
         for python, spark in _scalars():
             if issubclass(annotation, python):
                 return spark(), False
-    raise TypeError(f"{where}: no Spark type for {annotation!r}")
+    if annotation is Any or annotation in (*_SEQUENCES, *_MAPPINGS):
+        raise NoSparkType(
+            where, f"{annotation!r} is unparameterized or Any: say list[X], dict[str, X]"
+        )
+    raise NoSparkType(
+        where,
+        f"no Spark type for {getattr(annotation, '__name__', annotation)!r}: use one of "
+        "int, float, str, bool, bytes, datetime, date, a list, a dict or a model",
+    )
 
 
 def _scalars() -> list[tuple[type, Any]]:
@@ -108,7 +127,7 @@ def arrow_type(spark: st.DataType, large: bool = False) -> pa.DataType:
         return pa.struct([arrow_field(f, large) for f in spark.fields])
     if isinstance(spark, st.ArrayType):
         element = pa.field("element", arrow_type(spark.elementType, large), spark.containsNull)
-        return pa.large_list(element) if large else pa.list_(element)
+        return pa.list_(element)  # Spark uses large types for strings and bytes alone
     if isinstance(spark, st.MapType):
         value = pa.field("value", arrow_type(spark.valueType, large), spark.valueContainsNull)
         return pa.map_(arrow_type(spark.keyType, large), value)

@@ -2,13 +2,16 @@
 the endpoint's outputs and an ``error`` column out.
 
 A Python worker is a process of its own. It builds the app's ``Services`` once (kept here, by
-app folder, for every later task the process runs), so the model is loaded once per process,
+app folder and the fingerprint of its files the driver saw, for every later task the process
+runs; an app edited between two jobs is built again), so the model is loaded once per process,
 and fetched through the store and its disk cache: workers of one machine share a download
 through the cache's file lock.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import math
 import shutil
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.digest import sha256_file
 from runtime.discovery import discover
-from runtime.errors import DiscoveryError, MlfnError
+from runtime.errors import DiscoveryError, MlfnError, OutputNotRepresentable
 from runtime.services import Services
 
 if TYPE_CHECKING:
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 ERROR_COLUMN = "error"
 _PACKAGE = "functions"
 
-_services: dict[str, Services] = {}
+_services: dict[str, tuple[str, Services]] = {}  # by app: (fingerprint, services)
 _lock = threading.Lock()
 
 
@@ -45,21 +48,38 @@ class Plan:
 
     app_dir: str
     name: str
-    inputs: tuple[tuple[str, str], ...]  # (column, key the input model accepts)
+    # (column, key the input model accepts, whether a null is left out so the default applies)
+    inputs: tuple[tuple[str, str, bool], ...]
     outputs: tuple[pa.Field, ...]  # the output model's fields as columns, by alias
     error: pa.Field
     batch_size: int | None = None
+    fingerprint: str = ""  # the app's files as the driver saw them (``fingerprint``)
 
 
-def services_for(app_dir: str) -> Services:
-    """This process's services for the app folder, built on first use and then kept."""
+def services_for(app_dir: str, fingerprint: str = "") -> Services:
+    """This process's services for the app, built on first use and kept while the driver's
+    ``fingerprint`` of the app is the one they were built for."""
+    path = Path(app_dir)
+    key = str(path.resolve()) if path.is_dir() else app_dir
     with _lock:
-        services = _services.get(app_dir)
-        if services is None:
+        kept = _services.get(key)
+        if kept is None or kept[0] != fingerprint:
             root = app_root(app_dir)
-            services = Services(discover_app(root), app_root=root)
-            _services[app_dir] = services
-        return services
+            kept = (fingerprint, Services(discover_app(root), app_root=root))
+            _services[key] = kept
+        return kept[1]
+
+
+def fingerprint(root: Path) -> str:
+    """What the app's code is: each file under ``functions/`` and ``host.json`` by path,
+    modification time and size (a zip unpacks under a folder named by its content)."""
+    digest = hashlib.sha256(str(root).encode())
+    files = [p for p in (root / _PACKAGE).rglob("*") if "__pycache__" not in p.parts]
+    for path in sorted([*files, root / "host.json"]):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_mtime_ns}:{stat.st_size};".encode())
+    return digest.hexdigest()[:16]
 
 
 def discover_app(root: Path) -> list[BoundEndpoint]:
@@ -124,27 +144,25 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
     """``mapInArrow``'s function: each batch scored in chunks of the endpoint's batch size."""
     import pyarrow as pa
 
-    rows = services_for(plan.app_dir).rows
+    rows = services_for(plan.app_dir, plan.fingerprint).rows
     size = plan.batch_size or rows.max_batch_size(plan.name)
-    fixers = [_nan_fixer(field.type, nullable=True) for field in plan.outputs]
+    fixers = [_from_json(field.type, nullable=True) for field in plan.outputs]
     for batch in batches:
-        columns = [_python(batch.column(column)) for column, _ in plan.inputs]
-        keys = [key for _, key in plan.inputs]
+        columns = [_python(batch.column(column)) for column, _, _ in plan.inputs]
+        keys = [(key, optional) for _, key, optional in plan.inputs]
         outputs: list[list[Any]] = [[] for _ in plan.outputs]
         errors: list[str | None] = []
         for start in range(0, batch.num_rows, size):
             stop = min(start + size, batch.num_rows)
-            raw = [
-                {k: c[i] for k, c in zip(keys, columns, strict=True)} for i in range(start, stop)
-            ]
+            raw = [_raw(keys, columns, i) for i in range(start, stop)]
             scored = rows.score_sync(plan.name, raw).rows
             # One JSON document for the chunk's predictions: one parse, not one per row.
             joined = b",".join(r.prediction for r in scored if r.prediction is not None)
             predictions = iter(json.loads(b"[" + joined + b"]"))
             for row in scored:
                 if row.prediction is None:
-                    err = row.error
-                    errors.append(_error_json(err) if err else '{"type":"Unscored"}')
+                    assert row.error is not None  # a Row holds one or the other
+                    errors.append(_error_json(row.error))
                     for values in outputs:
                         values.append(None)
                 else:
@@ -152,14 +170,58 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
                     errors.append(None)
                     for values, field in zip(outputs, plan.outputs, strict=True):
                         values.append(prediction.get(field.name))
-        arrays = [
-            pa.array([fix(v) for v in values] if fix else values, type=field.type)
-            for values, field, fix in zip(outputs, plan.outputs, fixers, strict=True)
-        ]
+        arrays = _arrays(outputs, plan.outputs, fixers, errors)
         schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
         )
+
+
+def _raw(keys: list[tuple[str, bool]], columns: list[list[Any]], i: int) -> dict[str, Any]:
+    """Row ``i`` as the input model's keys; a null for a field with a default is left out, so
+    the default applies, as when an HTTP body omits the key."""
+    return {
+        key: column[i]
+        for (key, optional), column in zip(keys, columns, strict=True)
+        if not (optional and column[i] is None)
+    }
+
+
+# What a value Arrow refuses raises: a string where a number goes, an int over 64 bits, ...
+_UNREPRESENTABLE = (ValueError, TypeError, ArithmeticError, KeyError)  # OverflowError too
+
+
+def _arrays(
+    outputs: list[list[Any]],
+    fields: tuple[pa.Field, ...],
+    fixers: list[Callable[[Any], Any] | None],
+    errors: list[str | None],
+) -> list[pa.Array]:
+    """The output columns of a batch. When a value is one its column cannot hold, the batch
+    is built again row by row: such a row's outputs become null and its ``error`` says why;
+    the other rows are written."""
+    import pyarrow as pa
+
+    def build(values: list[Any], field: pa.Field, fix: Callable[[Any], Any] | None) -> pa.Array:
+        return pa.array([fix(v) for v in values] if fix else values, type=field.type)
+
+    try:
+        return [build(*column) for column in zip(outputs, fields, fixers, strict=True)]
+    except (pa.ArrowException, *_UNREPRESENTABLE):
+        pass
+    for i in range(len(errors)):
+        if errors[i] is not None:
+            continue
+        for values, field, fix in zip(outputs, fields, fixers, strict=True):
+            try:
+                build(values[i : i + 1], field, fix)
+            except (pa.ArrowException, *_UNREPRESENTABLE) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                errors[i] = _error_json(OutputNotRepresentable(field.name, reason))
+                for column in outputs:
+                    column[i] = None
+                break
+    return [build(*column) for column in zip(outputs, fields, fixers, strict=True)]
 
 
 def _error_json(error: MlfnError) -> str:
@@ -168,41 +230,86 @@ def _error_json(error: MlfnError) -> str:
 
 
 def _python(column: pa.Array) -> list[Any]:
-    """A column as Python values the input model can validate (maps as dicts, not pairs)."""
-    import pyarrow as pa
-
-    values: list[Any] = column.to_pylist()
-    if pa.types.is_map(column.type):
-        return [dict(v) if v is not None else None for v in values]
+    """A column as Python values the input model can validate: maps as dicts, not lists of
+    pairs, at any depth (in lists and structs too)."""
+    try:
+        values: list[Any] = column.to_pylist(maps_as_pydicts="strict")
+    except TypeError:  # pyarrow before 13 gives maps as lists of pairs, and no option
+        as_dicts = _dicts(column.type)
+        values = column.to_pylist()
+        return values if as_dicts is None else [as_dicts(v) for v in values]
     return values
 
 
-def _nan_fixer(kind: pa.DataType, nullable: bool) -> Callable[[Any], Any] | None:
-    """JSON has no NaN, so predictions carry a non-finite float as null. Where Spark's type
-    holds no null (a float inside a struct, a list, a map) it becomes NaN again. Built once per
-    column; None where nothing under ``kind`` needs it."""
+def _dicts(kind: pa.DataType) -> Callable[[Any], Any] | None:
+    """What turns the maps under ``kind`` from lists of pairs into dicts; None if none."""
+    import pyarrow as pa
+
+    if pa.types.is_map(kind):
+        key = _dicts(kind.key_type) or _same
+        item = _dicts(kind.item_type) or _same
+        return lambda v: v if v is None else {key(k): item(x) for k, x in v}
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        inner = _dicts(kind.value_type)
+        return None if inner is None else (lambda v: v if v is None else [inner(x) for x in v])
+    if pa.types.is_struct(kind):
+        fields = {kind.field(i).name: _dicts(kind.field(i).type) for i in range(kind.num_fields)}
+        needed = {name: f for name, f in fields.items() if f is not None}
+        if not needed:
+            return None
+        return lambda v: v if v is None else {**v, **{n: f(v[n]) for n, f in needed.items()}}
+    return None
+
+
+def _from_json(kind: pa.DataType, nullable: bool) -> Callable[[Any], Any] | None:
+    """What turns a value of a prediction's JSON back into what Arrow takes for ``kind``:
+    timestamps and dates from ISO strings, map keys from strings to ints, and a non-finite
+    float (null in JSON) to NaN again where Spark's type holds no null (a float inside a
+    struct, a list, a map). Built once per column; None where nothing under ``kind`` needs it."""
     import pyarrow as pa
 
     if pa.types.is_floating(kind):
         return None if nullable else _nan_for_none
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
-        item = kind.item_field if pa.types.is_map(kind) else kind.value_field
-        inner = _nan_fixer(item.type, item.nullable)
+    if pa.types.is_timestamp(kind):
+        return _datetime
+    if pa.types.is_date(kind):
+        return _date
+    if pa.types.is_map(kind):
+        key = int if pa.types.is_integer(kind.key_type) else None
+        value = _from_json(kind.item_field.type, kind.item_field.nullable)
+        if key is None and value is None:
+            return None
+        fk = key or _same
+        fv = value or _same
+        return lambda v: v if v is None else {fk(k): fv(x) for k, x in v.items()}
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        inner = _from_json(kind.value_field.type, kind.value_field.nullable)
         if inner is None:
             return None
-        if pa.types.is_map(kind):
-            return lambda v: v if v is None else {k: inner(x) for k, x in v.items()}
         if inner is _nan_for_none:  # floats: most lists hold no null at all
             return lambda v: v if v is None or None not in v else [inner(x) for x in v]
         return lambda v: v if v is None else [inner(x) for x in v]
     if pa.types.is_struct(kind):
         fields = [kind.field(i) for i in range(kind.num_fields)]
-        fixers = {f.name: _nan_fixer(f.type, f.nullable) for f in fields}
+        fixers = {f.name: _from_json(f.type, f.nullable) for f in fields}
         needed = {name: fix for name, fix in fixers.items() if fix is not None}
         if not needed:
             return None
         return lambda v: v if v is None else {**v, **{n: f(v.get(n)) for n, f in needed.items()}}
     return None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _datetime(value: Any) -> Any:
+    # pydantic writes ISO 8601 ("Z" for UTC); a naive datetime is taken as UTC.
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _date(value: Any) -> Any:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _nan_for_none(value: Any) -> Any:

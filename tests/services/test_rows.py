@@ -139,3 +139,26 @@ def test_a_predict_that_fails_on_every_row_fails_the_call(
     with pytest.raises(PredictFailed, match="a bug in predict"):
         asyncio.run(svc.score("ep", raw)) if mode == "async" else svc.score_sync("ep", raw)
     assert len(calls) <= 3 + 16  # the rows together, the first and last alone (batches of 4)
+
+
+def test_an_output_that_cannot_be_written_as_json_is_that_row_s_error(
+    model_file: Path, tmp_path: Path
+) -> None:
+    from pydantic import BaseModel
+
+    from runtime.errors import PredictContractError
+
+    class Raw(BaseModel):
+        data: bytes
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Raw]:
+        return [Raw(data=b"\xff" if r.count == 2 else b"ok") for r in rows]
+
+    endpoint = Endpoint(
+        In, Raw, model=str(model_file), limits=Limits(max_batch_size=4), predict=predict
+    )
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    svc = RowService(PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry))
+    scored = svc.score_sync("ep", [{"count": 1}, {"count": 2}, {"count": 3}])
+    assert [r.prediction for r in scored.rows] == [b'{"data":"ok"}', None, b'{"data":"ok"}']
+    assert isinstance(scored.rows[1].error, PredictContractError)

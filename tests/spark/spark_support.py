@@ -128,3 +128,51 @@ def predict(rows: list[In], model: OnnxModel) -> list[Out]:
         for r in rows
     ]
 """
+
+# Outputs JSON carries as something else (ISO strings, string keys, an int over 64 bits), and
+# inputs with defaults and maps inside lists.
+ODD = """
+import datetime as dt
+
+from pydantic import BaseModel, Field, computed_field
+
+from runtime import Endpoint, OnnxModel
+
+
+class In(BaseModel):
+    n: int
+    scale: float = 2.0
+    nested: list[dict[str, int]] = []
+
+
+class Out(BaseModel):
+    at: dt.datetime
+    day: dt.date
+    big: int
+    by_id: dict[int, float]
+    seen: int
+    secret: str = Field("hidden", exclude=True)
+
+    @computed_field
+    @property
+    def twice(self) -> int:
+        return 2 * self.seen
+
+
+endpoint = Endpoint(In, Out, model="iris.onnx")
+
+
+@endpoint.predict
+def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+    start = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    return [
+        Out(
+            at=start + dt.timedelta(days=r.n),
+            day=dt.date(2024, 1, r.n),
+            big=2**63 if r.n == 2 else r.n,
+            by_id={r.n: r.scale},
+            seen=sum(v for d in r.nested for v in d.values()),
+        )
+        for r in rows
+    ]
+"""

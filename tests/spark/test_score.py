@@ -3,6 +3,7 @@ the model in Azurite, downloads counted in Azurite's access log."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import AzuriteInfo
-from tests.spark.spark_support import IRIS, SHAPES, count_blob_downloads, needs_spark
+from tests.spark.spark_support import IRIS, ODD, SHAPES, count_blob_downloads, needs_spark
 from tests.support import make_app
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     is set aside by runtime.spark), and the module leaves the imports as it found them."""
     saved_path, saved = list(sys.path), dict(sys.modules)
     yield make_app(
-        tmp_path_factory.mktemp("spark-app"), {"spark_iris": IRIS, "spark_shapes": SHAPES}
+        tmp_path_factory.mktemp("spark-app"),
+        {"spark_iris": IRIS, "spark_shapes": SHAPES, "spark_odd": ODD},
     )
     for name in [n for n in sys.modules if n == "functions" or n.startswith("functions.")]:
         del sys.modules[name]
@@ -69,9 +71,13 @@ def spark(
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
+        builder = SparkSession.builder.master("local[2]")
+        # Also as executor settings: a JVM an earlier test started (mlfn convert's Spark ML
+        # tests) keeps the environment it started with, and its workers inherit that.
+        for key, value in env.items():
+            builder = builder.config(f"spark.executorEnv.{key}", value)
         session = (
-            SparkSession.builder.master("local[2]")
-            .appName("mlfn-tests")
+            builder.appName("mlfn-tests")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.shuffle.partitions", "2")
             .getOrCreate()
@@ -220,3 +226,78 @@ def test_an_app_shipped_as_the_zip_mlfn_pack_writes_scores_the_same(
     by_folder = {r["id"]: (r["label"], r["error"]) for r in score(df, "spark_iris", app).collect()}
     assert by_zip == by_folder and len(by_zip) == 300
     assert sum(error is not None for _, error in by_zip.values()) == 3
+
+
+def test_dates_int_keys_and_defaults_come_through_and_an_int_over_64_bits_fails_its_row(
+    spark: SparkSession, app: Path
+) -> None:
+    from runtime.spark import score
+
+    df = spark.createDataFrame(
+        [(1, None, [{"a": 1}, {"b": 2}]), (2, 1.0, []), (3, 0.5, None)],
+        "n long, scale double, nested array<map<string,long>>",
+    )
+    scored = score(df, "spark_odd", app_dir=app)
+    assert scored.columns[3:] == ["at", "day", "big", "by_id", "seen", "twice", "error"]
+    rows: dict[int, Any] = {r["n"]: r.asDict(recursive=True) for r in scored.collect()}
+    one = rows[1]
+    assert one["error"] is None, one["error"]
+    utc = dt.datetime(2024, 1, 3, 3, 4, 5, tzinfo=dt.UTC)
+    assert one["at"].astimezone(dt.UTC) == utc  # Spark hands back local time
+    assert one["day"] == dt.date(2024, 1, 1) and one["big"] == 1
+    assert one["by_id"] == {1: 2.0}  # a null scale is left out: the default applies
+    assert (one["seen"], one["twice"]) == (3, 6)  # maps inside a list arrive as dicts
+    two = rows[2]  # 2**63: no bigint holds it; that row alone fails
+    assert two["big"] is None and two["day"] is None
+    assert two["error"].startswith('{"type":"OutputNotRepresentable"')
+    assert "'big'" in two["error"]
+    assert rows[3]["error"] is None and rows[3]["by_id"] == {3: 0.5}
+
+
+def test_output_names_clash_with_input_columns_whatever_their_case(
+    spark: SparkSession, app: Path
+) -> None:
+    from runtime.errors import ColumnsRefused
+    from runtime.spark import score
+
+    df = spark.createDataFrame([(1, "x")], "n long, DAY string")
+    with pytest.raises(ColumnsRefused, match="columns named like outputs: day"):
+        score(df, "spark_odd", app_dir=app)
+
+
+def test_an_app_edited_between_two_jobs_scores_with_its_new_code(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from runtime.spark import score
+
+    app = make_app(tmp_path / "edited", {"spark_edited": SHAPES})
+    endpoint = app / "functions" / "spark_edited" / "endpoint.py"
+    df = spark.createDataFrame([(1.0,)], "x double").coalesce(1)
+    assert score(df, "spark_edited", app_dir=app).first()["count"] == 1  # type: ignore[index]
+    endpoint.write_text(endpoint.read_text().replace("count=int(", "count=1000 + int("))
+    assert score(df, "spark_edited", app_dir=app).first()["count"] == 1001  # type: ignore[index]
+
+
+def test_csv_columns_are_read_as_strings(spark: SparkSession, tmp_path: Path) -> None:
+    from runtime.spark.files import read
+
+    (tmp_path / "in.csv").write_text("id,code\n1,007\n")
+    df = read(spark, str(tmp_path / "in.csv"), "csv")
+    assert [(f.name, f.dataType.simpleString()) for f in df.schema.fields] == [
+        ("id", "string"),
+        ("code", "string"),
+    ]
+    assert df.first()["code"] == "007"  # type: ignore[index]
+
+
+def test_arrays_and_maps_score_with_large_var_types_on(spark: SparkSession, app: Path) -> None:
+    from runtime.spark import score
+
+    df = spark.createDataFrame([(1, 1.0, ["a"])], "id long, x double, tags array<string>")
+    spark.conf.set("spark.sql.execution.arrow.useLargeVarTypes", "true")
+    try:
+        row = score(df, "spark_shapes", app_dir=app).first()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.useLargeVarTypes")
+    assert row is not None and row["error"] is None, row
+    assert row["values"][0] == 1.0 and row["scores"] == {"a": 1.0} and row["name"] == "n1"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
 from click.testing import CliRunner
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field, create_model
 
 from tests.spark.spark_support import needs_spark
 
@@ -76,18 +80,48 @@ def test_arrow_types_follow_the_spark_types_nullability_included() -> None:
         pa.string(), pa.field("value", pa.float64(), False)
     )
     assert arrow.field("maybe").nullable and not arrow.field("count").nullable
-    assert arrow_type(struct_for(Inner), large=True).field("note").type == pa.large_string()
+    large = arrow_type(struct_for(Everything), large=True)
+    assert large.field("inner").type.field("note").type == pa.large_string()
+    # Spark takes large types for strings and bytes only, never for arrays
+    assert large.field("values").type == pa.list_(pa.field("element", pa.float64(), False))
 
 
 @needs_spark
 def test_a_type_spark_cannot_hold_is_refused_naming_the_field() -> None:
+    from runtime.errors import NoSparkType
     from runtime.spark.types import struct_for
 
     class Mixed(BaseModel):
         either: int | str
 
-    with pytest.raises(TypeError, match=r"Mixed\.either: a union of several types"):
+    with pytest.raises(NoSparkType, match=r"Mixed\.either: a union of several types"):
         struct_for(Mixed)
+    for annotation, says in [
+        (decimal.Decimal, "no Spark type for 'Decimal'"),
+        (uuid.UUID, "no Spark type for 'UUID'"),
+        (dt.timedelta, "no Spark type for 'timedelta'"),
+        (list, "unparameterized"),
+        (dict[float, int], "keys must be str or int"),
+    ]:
+        odd = create_model("Odd", field=(annotation, ...))
+        with pytest.raises(NoSparkType, match=rf"Odd\.field: .*{says}"):
+            struct_for(odd)
+
+
+@needs_spark
+def test_columns_are_the_json_fields_computed_in_excluded_out() -> None:
+    from runtime.spark.types import struct_for
+
+    class Shown(BaseModel):
+        seen: int
+        secret: str = Field("s", exclude=True)
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def twice(self) -> int:
+            return 2 * self.seen
+
+    assert struct_for(Shown).fieldNames() == ["seen", "twice"]
 
 
 def test_without_pyspark_scoring_says_which_extra_to_install(
@@ -114,3 +148,70 @@ def test_without_pyspark_the_command_says_so_in_one_line(
         "Error: Spark scoring needs pyspark, which is not installed: pip install 'mlfn[spark]'\n"
     )
     assert "Traceback" not in result.output
+
+
+@needs_spark
+def test_the_command_keeps_spark_submits_master_and_is_local_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyspark.sql import SparkSession
+
+    from runtime.spark.files import session
+
+    # The builder's options instead of a session: no JVM.
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", lambda self: dict(self._options))
+    monkeypatch.setattr("pyspark.SparkContext._active_spark_context", None)
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "40000")  # as spark-submit runs a program
+    assert "spark.master" not in session(None, "job")  # type: ignore[operator]
+    assert "PYSPARK_PYTHON" not in os.environ
+    assert session("yarn", "job")["spark.master"] == "yarn"  # type: ignore[index]
+    assert "PYSPARK_PYTHON" not in os.environ  # the cluster's Python, not this one
+
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT")
+    assert session(None, "job")["spark.master"] == "local[*]"  # type: ignore[index]
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
+
+
+DECIMAL_OUT = """
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+from runtime import Endpoint, OnnxModel
+
+
+class In(BaseModel):
+    x: float
+
+
+class Out(BaseModel):
+    price: Decimal
+
+
+endpoint = Endpoint(In, Out, model="iris.onnx")
+
+
+@endpoint.predict
+def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+    return [Out(price=Decimal(r.x)) for r in rows]
+"""
+
+
+@needs_spark
+def test_the_command_refuses_an_output_type_spark_cannot_hold_before_spark_starts(
+    tmp_path: Path, isolated_imports: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyspark.sql import SparkSession
+
+    from runtime.errors import NoSparkType
+    from runtime.spark.files import run
+    from tests.support import make_app
+
+    def no_jvm(self: object) -> None:
+        raise AssertionError("a Spark session was started")
+
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", no_jvm)
+    app = make_app(tmp_path / "app", {"priced": DECIMAL_OUT})
+    with pytest.raises(NoSparkType, match=r"Out\.price: no Spark type for 'Decimal'"):
+        run("priced", "in.parquet", "out.parquet", app_dir=app)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.spark.spark_support import IRIS
 from tests.support import ROOT, make_app
 
@@ -31,3 +33,34 @@ def test_another_apps_functions_package_is_set_aside_and_put_back(
     assert sys.modules["functions"] is functions
     assert Path(functions.__file__ or "").parent == ROOT / "functions"
     assert "functions.spark_iris" not in sys.modules
+
+
+def test_an_edited_app_is_built_again_and_a_relative_path_is_the_same_app(
+    tmp_path: Path, isolated_imports: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.spark.worker import fingerprint, services_for
+
+    app = make_app(tmp_path / "app", {"spark_iris": IRIS})
+    monkeypatch.chdir(tmp_path)
+    first = services_for(str(app), fingerprint(app))
+    assert services_for("app", fingerprint(app)) is first
+
+    endpoint = app / "functions" / "spark_iris" / "endpoint.py"
+    endpoint.write_text(endpoint.read_text() + "\nEDITED = True\n")
+    again = services_for(str(app), fingerprint(app))
+    assert again is not first
+    predict = again.rows.endpoint("spark_iris").endpoint.predict_fn
+    assert predict is not None and predict.__globals__.get("EDITED") is True
+
+
+def test_maps_at_any_depth_reach_the_input_model_as_dicts_whatever_the_pyarrow() -> None:
+    import pyarrow as pa
+
+    from runtime.spark.worker import _dicts, _python
+
+    kind = pa.list_(pa.struct([("m", pa.map_(pa.string(), pa.map_(pa.string(), pa.int64())))]))
+    column = pa.array([[{"m": [("a", [("x", 1)])]}], None, [{"m": None}]], type=kind)
+    want = [[{"m": {"a": {"x": 1}}}], None, [{"m": None}]]
+    assert _python(column) == want
+    as_dicts = _dicts(kind)  # the walk for a pyarrow without maps_as_pydicts
+    assert as_dicts is not None and [as_dicts(v) for v in column.to_pylist()] == want
