@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import azure.functions as func
 
-from runtime.config import Settings
+from runtime.config import Connection, Settings
 from runtime.errors import ConfigError, ListenerError
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
@@ -108,27 +108,24 @@ class StorageAccounts:
 
     def queue(self, setting: str, name: str) -> QueueClient:
         if setting not in self._clients:
-            try:
-                conn = clients.connection(setting, self._env)
-                self._clients[setting] = clients.queue_service(conn, self._settings)
-            except ConfigError as exc:
-                raise ListenerError(
-                    f"connection setting {setting!r} of a queue trigger: {exc.message}; set it "
-                    "in local.settings.json Values, or serve HTTP only with --no-queues"
-                ) from None
+            conn = self._connection(setting, "a queue trigger")
+            self._clients[setting] = clients.queue_service(conn, self._settings)
         return self._clients[setting].get_queue_client(name)
 
     def blobs(self, setting: str) -> BlobServiceClient:
         if setting not in self._blob_clients:
-            try:
-                conn = clients.connection(setting, self._env)
-                self._blob_clients[setting] = clients.blob_service(conn, self._settings)
-            except ConfigError as exc:
-                raise ListenerError(
-                    f"connection setting {setting!r} of a blob trigger: {exc.message}; set it "
-                    "in local.settings.json Values, or serve HTTP only with --no-queues"
-                ) from None
+            conn = self._connection(setting, "a blob trigger")
+            self._blob_clients[setting] = clients.blob_service(conn, self._settings)
         return self._blob_clients[setting]
+
+    def _connection(self, setting: str, of: str) -> Connection:
+        try:
+            return clients.connection(setting, self._env)
+        except ConfigError as exc:
+            raise ListenerError(
+                f"connection setting {setting!r} of {of}: {exc.message}; set it in "
+                "local.settings.json Values, or serve HTTP only with --no-queues"
+            ) from None
 
     def ensure_container(self, setting: str, name: str) -> None:
         if ("blob", setting, name) not in self._created:
