@@ -22,9 +22,12 @@ PYTEST_ARGS ?=
 PY313 := $(call find_python,python3.13)
 WORKER_VENV := .venv-3.13
 
-.PHONY: setup serve test test-worker lint bench clean
+.PHONY: setup serve-setup serve test test-worker lint bench clean
 
-setup: $(VENV)/.installed node_modules/.bin/azurite $(MODELS) local.settings.json worker-venv
+setup: serve-setup worker-venv
+
+# What `make serve` needs; the Functions worker's venv (tests only) is left to `make test`.
+serve-setup: $(VENV)/.installed node_modules/.bin/azurite $(MODELS) local.settings.json
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PY_EXE) -m venv $(VENV)
@@ -49,7 +52,7 @@ $(MODELS) &: scripts/build_models.py $(VENV)/.installed
 local.settings.json:
 	cp local.settings.example.json $@
 
-serve: setup
+serve: serve-setup
 	$(PY) -m scripts.azurite run --default-ports --location .azurite -- bash -c '\
 	  set -e; \
 	  $(MLFN) upload build/models/iris.onnx az://models/iris.onnx; \

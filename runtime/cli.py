@@ -95,7 +95,7 @@ def new(name: str, source: str, template: str, labels: str | None) -> None:
     click.echo(f"created {made.path.relative_to(app_dir)}")
     for note in made.notes:
         click.echo(note)
-    click.echo("next:")
+    click.echo("next (a running mlfn serve reads the app at start: restart it):")
     for command in made.next_commands():
         click.echo(f"  {command}")
     if "://" not in source and not (app_dir / source).resolve().is_relative_to(app_dir.resolve()):
@@ -377,7 +377,12 @@ def batch(name: str, file: Path, blob_path: str | None, wait_s: float, out: Path
         f"{doc['rows']} rows, {doc['errors']} errors, {doc['seconds']} s; results in {target}"
     )
     if doc["errors"]:
-        click.echo(f"rows that failed carry an error: grep '\"error\"' {target}", err=True)
+        where = (
+            'an "error" object'
+            if target.suffix in (".jsonl", ".ndjson", ".json")
+            else ("a filled error column")
+        )
+        click.echo(f"the {doc['errors']} rows that failed carry {where} in {target}", err=True)
 
 
 def _batch_containers(name: str) -> tuple[str, str, Any, Settings]:

@@ -331,3 +331,17 @@ def test_new_hints_at_the_classifier_template_when_the_model_looks_like_one(
     lines = [line.strip() for line in done.stdout.splitlines()]
     assert "mlfn serve" in lines
     assert any(line.startswith("mlfn results flowers") for line in lines)
+
+
+def test_the_tensor_template_serves_string_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A string label a row comes back from onnxruntime as a Python str, not an array."""
+    app = make_app(tmp_path / "app", {})
+    model = string_labels(app / "pets.onnx")
+    done = _new(monkeypatch, app, "pets", "--model", model.name)
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    rows = np.random.default_rng(5).normal(size=(4, 3)).tolist()
+    (answer,) = _served(app, tmp_path, [("pets", {"instances": [{"x": r} for r in rows]})])
+    labels = [p["label"] for p in answer.json()["predictions"]]
+    assert labels and all(isinstance(label, str) for label in labels)

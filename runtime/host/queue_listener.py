@@ -17,14 +17,14 @@ import functools
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import azure.functions as func
 
-from runtime.config import Connection, Settings
+from runtime.config import Settings
 from runtime.errors import ConfigError, ListenerError
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
@@ -108,19 +108,24 @@ class StorageAccounts:
 
     def queue(self, setting: str, name: str) -> QueueClient:
         if setting not in self._clients:
-            conn = self._connection(setting, "a queue trigger")
-            self._clients[setting] = clients.queue_service(conn, self._settings)
+            with self._told(setting, "a queue trigger"):
+                conn = clients.connection(setting, self._env)
+                self._clients[setting] = clients.queue_service(conn, self._settings)
         return self._clients[setting].get_queue_client(name)
 
     def blobs(self, setting: str) -> BlobServiceClient:
         if setting not in self._blob_clients:
-            conn = self._connection(setting, "a blob trigger")
-            self._blob_clients[setting] = clients.blob_service(conn, self._settings)
+            with self._told(setting, "a blob trigger"):
+                conn = clients.connection(setting, self._env)
+                self._blob_clients[setting] = clients.blob_service(conn, self._settings)
         return self._blob_clients[setting]
 
-    def _connection(self, setting: str, of: str) -> Connection:
+    @staticmethod
+    @contextlib.contextmanager
+    def _told(setting: str, of: str) -> Iterator[None]:
+        """A connection setting the trigger cannot use, said as the listener's error."""
         try:
-            return clients.connection(setting, self._env)
+            yield
         except ConfigError as exc:
             raise ListenerError(
                 f"connection setting {setting!r} of {of}: {exc.message}; set it in "

@@ -81,6 +81,9 @@ def unreadable_row(what: str) -> BadRequest:
 # --- JSON Lines -------------------------------------------------------------------------------
 
 
+JSON_ARRAY = "the file holds a JSON array; write one JSON object a line (JSON Lines)"
+
+
 def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, int]]:
     first = True
     while True:
@@ -96,13 +99,15 @@ def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow,
         if not line.strip():
             continue
         try:
-            yield from_json(line), len(line)
+            row = from_json(line)
         except ValueError as exc:
             if first and line.lstrip().startswith(b"["):
-                raise FileUnreadable(
-                    "the file holds a JSON array; write one JSON object a line (JSON Lines)"
-                ) from None
+                raise FileUnreadable(JSON_ARRAY) from None
             yield unreadable_row(f"row is not JSON: {exc}"), len(line)
+        else:
+            if first and isinstance(row, list):  # a whole JSON array on one line
+                raise FileUnreadable(JSON_ARRAY)
+            yield row, len(line)
         first = False
 
 
@@ -149,6 +154,11 @@ def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, i
         raise FileUnreadable(f"the CSV header cannot be read: {exc}") from None
     if not header or len(set(header)) != len(header) or not all(h.strip() for h in header):
         raise FileUnreadable(f"the CSV header must name every column once: {header[:20]}")
+    if all(_is_number(h) for h in header):
+        raise FileUnreadable(
+            f"the CSV file's first row is numbers, not column names: {header[:20]}; it needs "
+            "a header row naming the input fields"
+        )
     for raw, read in records:
         if raw is None:
             yield unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes"), 0
@@ -171,6 +181,14 @@ def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, i
             continue
         # An empty cell is a missing value: the field's default applies, or it is reported.
         yield {h: v for h, v in zip(header, record, strict=True) if v != ""}, read
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _csv_records(source: IO[bytes], limit: int) -> Iterator[tuple[bytes | None, int]]:

@@ -55,6 +55,14 @@ class Scaffold:
         ]
 
 
+def _row_value(spec: TensorSpec, name: str) -> str:
+    """The expression for one row of an output: a string tensor of one value a row gives a
+    Python str (numpy's object arrays hold the objects themselves), anything else an array."""
+    if spec.element_type == "string" and len(spec.shape or ()) <= 1:
+        return f'str(out["{name}"][row])'
+    return f'out["{name}"][row].tolist()'
+
+
 @dataclass(frozen=True)
 class _Field:
     onnx_name: str
@@ -128,7 +136,8 @@ def render_endpoint(
         annotations += [f.annotation for f in out_fields]
         values["output_fields"] = "\n".join(f.declaration() for f in out_fields)
         values["output_args"] = "\n".join(
-            f'            {f.attr}=out["{f.onnx_name}"][row].tolist(),' for f in out_fields
+            f"            {f.attr}={_row_value(spec, f.onnx_name)},"
+            for spec, f in zip(signature.outputs, out_fields, strict=True)
         )
         if classifier_outputs(signature.outputs):
             notes.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import ColumnsRefused, EndpointNotFound, ExtraMissing
 from runtime.spark.worker import ERROR_COLUMN
@@ -76,7 +76,9 @@ def score(
         key = key or field.alias or field_name
         found = next((c for c in (key, field_name) if c in columns), None)
         if found is not None:
-            inputs.append((found, key, not field.is_required()))
+            # A null is left out unless the field takes None: the default applies, or the row
+            # is told the field is missing, as for an empty CSV cell in a batch file.
+            inputs.append((found, key, not field.is_required() or not _takes_none(field)))
         elif field.is_required():
             missing.append(key)
     if missing:
@@ -143,3 +145,14 @@ def require_pyspark() -> None:
         import pyspark  # noqa: F401
     except ImportError as exc:
         raise ExtraMissing("Spark scoring", exc.name or "pyspark", "spark") from None
+
+
+def _takes_none(field: Any) -> bool:
+    import types
+    import typing
+
+    annotation = field.annotation
+    if annotation is None or annotation is typing.Any or annotation is type(None):
+        return True
+    origin = typing.get_origin(annotation)
+    return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)

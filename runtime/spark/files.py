@@ -81,7 +81,9 @@ def write(df: DataFrame, path: str, fmt: str, overwrite: bool) -> None:
         )
     writer = df.write.format(fmt).mode("overwrite" if overwrite else "errorifexists")
     if fmt == "csv":
-        writer = writer.option("header", "true")
+        # Quotes inside a field doubled, as RFC 4180 (and the blob trigger's CSV) has them:
+        # Spark's default backslash is read by neither Python's csv module nor pandas.
+        writer = writer.option("header", "true").option("escape", '"')
     writer.save(path)
 
 
@@ -153,6 +155,19 @@ def run(
         )
     except PySparkException as exc:
         raise SparkJobFailed(_last_line(str(exc))) from None
+    except Exception as exc:
+        # Py4J's own error: a Spark failure pyspark does not convert (a file that is no
+        # Parquet, say); its first line names Spark's error class.
+        if type(exc).__name__ != "Py4JJavaError":
+            raise
+        raise SparkJobFailed(_java_error(str(exc))) from None
+
+
+def _java_error(text: str) -> str:
+    """The line of a Java stack trace that names the error (``[ERROR_CLASS] ...``)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "[" in line and "Exception" in line]
+    return (named or lines or [text])[0][:500]
 
 
 def _last_line(text: str) -> str:

@@ -190,3 +190,10 @@ def test_columns_are_the_predictions_as_written() -> None:
     assert table.to_pylist() == [
         {"row": 0, "Label": "a", "either": "2", "shout": "A", "error": None}
     ]
+
+
+def test_a_json_array_on_one_line_and_a_csv_without_header_are_refused_whole() -> None:
+    with pytest.raises(FileUnreadable, match="JSON array"):
+        _rows(batch.Format.JSONL, b'[{"a": 1}, {"a": 2}]\n')
+    with pytest.raises(FileUnreadable, match="first row is numbers"):
+        _rows(batch.Format.CSV, b"5.1,3.5,1.4,0.2\n4.9,3.0,1.4,0.2\n")

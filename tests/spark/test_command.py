@@ -69,3 +69,12 @@ def test_errors_are_one_line_without_a_traceback(
     last = absent.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: Spark job failed: [PATH_NOT_FOUND]"), absent.stderr[-2000:]
     assert "absent.parquet" in last and "Traceback" not in absent.stderr
+
+    (app / "noise.parquet").write_bytes(os.urandom(2000))  # no Parquet footer
+    corrupt = _mlfn(
+        app, models, "spark-score", "iris", "noise.parquet", "out.parquet", "--master", "local[1]"
+    )
+    assert corrupt.returncode == 1
+    last = corrupt.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: Spark job failed: "), corrupt.stderr[-2000:]
+    assert "Traceback" not in corrupt.stderr and "Py4JJavaError" not in corrupt.stderr
