@@ -16,6 +16,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from runtime.convert.base import rename_outputs
+
 OPSET = 17
 
 
@@ -32,7 +34,7 @@ def build_iris(path: Path) -> Path:
         target_opset=OPSET,
         options={LogisticRegression: {"zipmap": False}},
     )
-    _rename_outputs(onnx_model, {"output_label": "label", "output_probability": "probabilities"})
+    rename_outputs(onnx_model, {"output_label": "label", "output_probability": "probabilities"})
     return _save(onnx_model, path, "iris")
 
 
@@ -55,15 +57,6 @@ def build_all(out_dir: Path) -> dict[str, Path]:
         "iris": build_iris(out_dir / "iris.onnx"),
         "diabetes": build_diabetes(out_dir / "diabetes.onnx"),
     }
-
-
-def _rename_outputs(model, names: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
-    for output in model.graph.output:
-        if output.name in names:
-            old, new = output.name, names[output.name]
-            output.name = new
-            for node in model.graph.node:
-                node.output[:] = [new if o == old else o for o in node.output]
 
 
 def _save(model, path: Path, name: str) -> Path:  # type: ignore[no-untyped-def]
