@@ -72,9 +72,10 @@ def to_onnx(
     """Convert ``model`` to ONNX at ``path`` once the ONNX model answers ``sample`` as the
     original does; otherwise raise ``ConversionMismatch`` and write nothing.
 
-    sample: rows to prove the conversion on (an array shaped ``[rows, ...]``; a Spark
-        DataFrame for Spark ML). Needed for PyTorch modules, where it also gives the input's
-        shape and type; synthesised from the model's signature elsewhere when not given.
+    sample: rows to prove the conversion on (an array shaped ``[rows, ...]``; for Spark ML, a
+        DataFrame or an array ``[rows, columns]`` of the columns its first stage reads). Needed
+        for PyTorch modules, where it also gives the input's shape and type; synthesised from
+        the model's signature elsewhere when not given.
     framework: ``sklearn``, ``torch``, ``keras`` or ``sparkml``; by default from the model's type.
     tolerance: the largest ``Difference.value`` accepted on any output.
     rows: how many sample rows to synthesise when ``sample`` is None.
@@ -112,7 +113,7 @@ def to_onnx(
     constant = tuple(
         output for output, values in converted.expected.items() if count > 1 and _constant(values)
     )
-    return Conversion(target, name, count, differences, tolerance, sample is None, constant)
+    return Conversion(target, name, count, differences, tolerance, converted.synthesised, constant)
 
 
 def _constant(values: Any) -> bool:

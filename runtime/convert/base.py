@@ -36,6 +36,9 @@ class Converted:
     model: Any  # onnx.ModelProto
     feeds: dict[str, np.ndarray]  # the sample rows, by ONNX input name
     expected: dict[str, np.ndarray]  # the original framework's answers, by ONNX output name
+    # The converter made the rows up: no sample was given, and the model carried none (a
+    # torch.export archive's example inputs are the user's own rows).
+    synthesised: bool = False
 
 
 def require(module: str, framework: str, extra: str, package: str | None = None) -> ModuleType:

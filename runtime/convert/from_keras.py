@@ -54,7 +54,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     expected = {n: np.asarray(a) for n, a in zip(outputs, answers, strict=True)}
     if options.get("classes"):
         expected = as_classifier(onnx_model, expected, list(options["classes"]))
-    return Converted(onnx_model, {input_name: x}, expected)
+    return Converted(onnx_model, {input_name: x}, expected, synthesised=sample is None)
 
 
 def _function(tf: Any, model: Any) -> Any:

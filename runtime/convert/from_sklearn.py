@@ -77,7 +77,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         expected[outputs[0]] = np.asarray(model.predict(x))
     else:
         expected[outputs[0]] = np.asarray(model.transform(x))
-    return Converted(onnx_model, {input_name: x}, expected)
+    return Converted(onnx_model, {input_name: x}, expected, synthesised=sample is None)
 
 
 def _cast_before_tree(model: Any, final: Any) -> Any:
@@ -118,10 +118,19 @@ def _sample(model: Any, sample: Any, rows: int, dtype: Any) -> Any:
     first = model.steps[0][1] if hasattr(model, "steps") else model
     # A fitted scaler knows the data's centre and spread: rows like the training data reach the
     # model's real decision boundaries, where standard normal ones might all land in one leaf.
-    centre = np.asarray(getattr(first, "mean_", None) if hasattr(first, "mean_") else 0.0)
-    spread = np.sqrt(np.asarray(getattr(first, "var_", None))) if hasattr(first, "var_") else 1.0
+    centre = _fitted(first, "mean_", 0.0)
+    spread = np.sqrt(_fitted(first, "var_", 1.0))
     rng = np.random.default_rng(0)
     return (centre + spread * rng.standard_normal((rows, features))).astype(dtype)
+
+
+def _fitted(step: Any, attribute: str, default: float) -> Any:
+    """A fitted statistic of ``step`` as an array, else ``default``: a StandardScaler has the
+    attributes but sets them to None when told not to use them (``with_std=False``)."""
+    import numpy as np
+
+    value = getattr(step, attribute, None)
+    return np.asarray(default if value is None else value, dtype=np.float64)
 
 
 def _final_step(model: Any) -> Any:

@@ -19,7 +19,8 @@ OPSET = 15  # the highest onnxmltools' Spark ML converters write (1.16)
 
 def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Converted:
     """Convert a fitted ``PipelineModel`` whose input columns are numeric, proven on ``sample``
-    (a DataFrame), else on rows synthesised for the columns its first stage reads."""
+    (a DataFrame, or an array ``[rows, columns]`` of the columns its first stage reads), else on
+    rows synthesised for those columns."""
     require("pyspark", "Spark ML", EXTRA)
     onnxmltools = require("onnxmltools", "Spark ML", EXTRA)
     import numpy as np
@@ -27,10 +28,8 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
 
     spark = options.get("spark") or session()
     columns = _input_columns(model)
-    if sample is None:
-        rng = np.random.default_rng(0)
-        data = rng.standard_normal((rows, len(columns))).tolist()
-        sample = spark.createDataFrame(data, columns)
+    synthesised = sample is None
+    sample = _frame(spark, sample, rows, columns)
     read = sample.select(*columns).collect()
     feeds = {c: np.array([[row[c]] for row in read], dtype=np.float32) for c in columns}
     # onnxmltools prints some converters' attributes to stdout, and pyspark warns as it turns
@@ -57,7 +56,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         raise ConversionError(f"the ONNX model answers none of {', '.join(ANSWERS)}")
     if options.get("classes"):
         set_metadata(onnx_model, {CLASSES_KEY: json.dumps([str(c) for c in options["classes"]])})
-    return Converted(onnx_model, feeds, expected)
+    return Converted(onnx_model, feeds, expected, synthesised=synthesised)
 
 
 def session() -> Any:
@@ -73,6 +72,26 @@ def session() -> Any:
         .config("spark.driver.host", "127.0.0.1")
         .getOrCreate()
     )
+
+
+def _frame(spark: Any, sample: Any, rows: int, columns: list[str]) -> Any:
+    """The sample as a DataFrame: as given, else from an array's rows (``mlfn convert --sample
+    FILE.npy``) or standard normal ones, a column each for ``columns``."""
+    import numpy as np
+    from pyspark.sql import DataFrame
+
+    if isinstance(sample, DataFrame):
+        return sample
+    if sample is None:
+        data = np.random.default_rng(0).standard_normal((rows, len(columns)))
+    else:
+        data = np.asarray(sample, dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != len(columns):
+            raise ConversionError(
+                f"a Spark ML sample array is [rows, {len(columns)}], one column each for "
+                f"{', '.join(columns)}; this one is shaped {list(data.shape)}"
+            )
+    return spark.createDataFrame(data.tolist(), columns)
 
 
 def _input_columns(model: Any) -> list[str]:

@@ -44,9 +44,11 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
             "a PyTorch model needs a sample input to convert (sample=, or --sample FILE.npy): an "
             "array shaped [rows, ...] with the input's type; it gives the input's shape"
         )
-    x = np.ascontiguousarray(np.asarray(sample))
-    tensor = torch.from_numpy(x)
     module = model.module() if exported else model.eval()
+    x = np.ascontiguousarray(np.asarray(sample))
+    if x.dtype.kind == "f":
+        x = x.astype(_float_type(torch, module), copy=False)
+    tensor = torch.from_numpy(x)
     with torch.no_grad():
         answers = module(tensor)
     answers = tuple(answers) if isinstance(answers, tuple | list) else (answers,)
@@ -57,6 +59,18 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     if options.get("classes"):
         expected = as_classifier(onnx_model, expected, list(options["classes"]))
     return Converted(onnx_model, {input_name: x}, expected)
+
+
+def _float_type(torch: Any, module: Any) -> Any:
+    """The numpy type of the module's first floating parameter, float32 without one: a network
+    refuses input of another float type, and numpy saves float64 unless told otherwise."""
+    import numpy as np
+
+    types = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return types.get(parameter.dtype, np.float32)
+    return np.float32
 
 
 def _export(torch: Any, model: Any, x: Any, input_name: str, outputs: list[str], opset: int) -> Any:

@@ -87,6 +87,16 @@ def test_the_api_converts_without_a_sample_and_names_integer_classes_in_the_meta
     assert {p.key: p.value for p in model.metadata_props}["mlfn.classes"] == '["0", "1", "2"]'
 
 
+@pytest.mark.parametrize("scaling", [{"with_std": False}, {"with_mean": False, "with_std": False}])
+def test_rows_are_synthesised_for_a_scaler_that_fitted_no_spread_or_centre(
+    tmp_path: Path, scaling: dict[str, bool]
+) -> None:
+    data = load_diabetes()
+    model = make_pipeline(StandardScaler(**scaling), LinearRegression()).fit(data.data, data.target)
+    done = to_onnx(model, tmp_path / "m.onnx", rows=8)  # var_ (and mean_) None here
+    assert done.rows == 8 and done.synthesised and done.largest_difference < 1e-4
+
+
 def test_a_difference_over_the_tolerance_is_refused_and_nothing_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

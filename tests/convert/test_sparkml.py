@@ -14,6 +14,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from runtime.convert import to_onnx
+from runtime.errors import ConversionError
 from tests.convert.steps import mlfn, served
 from tests.support import make_app
 
@@ -60,13 +61,21 @@ def pipeline(iris: Any) -> Any:
     ).fit(iris)
 
 
-def test_a_saved_pipeline_converted_and_served_answers_what_spark_answers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline: Any, iris: Any, spark: Any
-) -> None:
-    app = make_app(tmp_path / "app", {})
-    pipeline.write().save(str(tmp_path / "spark-model"))
+@pytest.fixture(scope="module")
+def saved(pipeline: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline saved as a Spark ML model folder, what ``mlfn convert`` reads."""
+    folder = tmp_path_factory.mktemp("saved") / "spark-model"
+    pipeline.write().save(str(folder))
+    return folder
 
-    done = mlfn(monkeypatch, app, "convert", str(tmp_path / "spark-model"), "--to", "m.onnx")
+
+def test_a_saved_pipeline_converted_and_served_answers_what_spark_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline: Any, saved: Path, iris: Any,
+    spark: Any,
+) -> None:  # fmt: skip
+    app = make_app(tmp_path / "app", {})
+
+    done = mlfn(monkeypatch, app, "convert", str(saved), "--to", "m.onnx")
     assert done.exit_code == 0, (done.output, done.exc_info)
     assert "32 synthesised sample rows answered by both models" in done.stdout
     graph = onnx.load(app / "m.onnx").graph
@@ -86,6 +95,23 @@ def test_a_saved_pipeline_converted_and_served_answers_what_spark_answers(
         atol=1e-5,
     )
     assert len({r["prediction"] for r in expected}) == 3
+
+
+def test_a_sample_file_is_read_as_rows_of_the_columns_the_pipeline_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline: Any, saved: Path, iris: Any,
+    spark: Any,
+) -> None:  # fmt: skip
+    picked = iris.collect()[::10]
+    np.save(tmp_path / "rows.npy", np.array([[row[c] for c in COLUMNS] for row in picked]))
+    done = mlfn(
+        monkeypatch, tmp_path, "convert", str(saved), "--to", "m.onnx", "--sample", "rows.npy"
+    )
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert "onnx checker: passed; 15 sample rows answered by both models" in done.stdout
+
+    with pytest.raises(ConversionError, match=r"\[rows, 4\], one column each for sepal_length"):
+        to_onnx(pipeline, tmp_path / "x.onnx", np.zeros((3, 2)), spark=spark)
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_the_api_proves_a_pipeline_on_the_rows_given(

@@ -3,6 +3,7 @@ converted, proven, scaffolded and served."""
 
 from __future__ import annotations
 
+import copy
 import sys
 import warnings
 from pathlib import Path
@@ -68,7 +69,8 @@ def test_a_trained_network_converted_and_served_answers_what_torch_answers(
         monkeypatch, app, "convert", str(tmp_path / "net.pt2"), "--to", "models/exported.onnx"
     )
     assert exported.exit_code == 0, (exported.output, exported.exc_info)
-    assert "8 synthesised sample rows answered by both models" in exported.stdout
+    # the archive's own example inputs: given with the model, not made up
+    assert "onnx checker: passed; 8 sample rows answered by both models" in exported.stdout
     scripted = mlfn(
         monkeypatch, app, "convert", str(tmp_path / "net.pt"), "--to", "models/scripted.onnx",
         "--sample", str(tmp_path / "rows.npy"),
@@ -130,6 +132,23 @@ def test_class_names_need_one_output_of_as_many_scores(tmp_path: Path, network: 
     with pytest.raises(ConversionError, match="2 class names given; the model scores 3 classes"):
         to_onnx(network, tmp_path / "net.onnx", rows, classes=["a", "b"])
     assert not (tmp_path / "net.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("double", "given", "element"),
+    [
+        (False, np.float64, onnx.TensorProto.FLOAT),  # numpy's default, for a float32 network
+        (True, np.float32, onnx.TensorProto.DOUBLE),
+    ],
+)
+def test_a_floating_sample_is_cast_to_the_network_s_float_type(
+    tmp_path: Path, network: Any, double: bool, given: Any, element: int
+) -> None:
+    net = copy.deepcopy(network).double() if double else network
+    rows = np.random.default_rng(6).standard_normal((4, 6)).astype(given)
+    done = to_onnx(net, tmp_path / "net.onnx", rows)
+    assert done.rows == 4 and done.largest_difference < 1e-5
+    assert onnx.load(tmp_path / "net.onnx").graph.input[0].type.tensor_type.elem_type == element
 
 
 def test_a_module_without_a_sample_is_refused_with_what_to_pass(
