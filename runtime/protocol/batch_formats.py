@@ -18,7 +18,7 @@ from typing import IO, Any, Protocol
 from pydantic import BaseModel
 from pydantic_core import from_json
 
-from runtime.errors import BadRequest, MlfnError, PackageMissing
+from runtime.errors import BadRequest, MlfnError, OutputNotRepresentable, PackageMissing
 from runtime.protocol.batch import Format
 
 Outcome = tuple[bytes | None, MlfnError | None]  # a prediction's JSON, or the row's error
@@ -36,7 +36,10 @@ class Sink(Protocol):
 
 
 class RowWriter(Protocol):
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> None: ...
+    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
+        """Write rows ``start``...; how many of their predictions could only be written as
+        errors (a value the format cannot hold)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -82,10 +85,12 @@ def unreadable_row(what: str) -> BadRequest:
 
 
 JSON_ARRAY = "the file holds a JSON array; write one JSON object a line (JSON Lines)"
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, as Windows tools start a text file
 
 
 def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, int]]:
     first = True
+    bom = BOM  # what the first line may start with, and is no part of row 0
     while True:
         line = source.readline(max_row_bytes + 1)
         if not line:
@@ -94,8 +99,11 @@ def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow,
             while line and not line.endswith(b"\n"):  # the rest of the line, piece by piece
                 line = source.readline(1 << 20)
             yield unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes"), 0
-            first = False
+            first, bom = False, b""
             continue
+        # After the length check, which counts it: stripped before, a first line cut at the
+        # limit could pass for a whole one.
+        line, bom = line.removeprefix(bom), b""
         if not line.strip():
             continue
         try:
@@ -115,7 +123,7 @@ class _JsonlWriter:
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
 
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> None:
+    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
         parts = []
         for i, (prediction, error) in enumerate(outcomes, start):
             if error is None:
@@ -123,6 +131,7 @@ class _JsonlWriter:
             else:
                 parts.append(b'{"row":%d,"error":%s}\n' % (i, _error_json(error)))
         self._sink.write(b"".join(parts))
+        return 0
 
     def close(self) -> None:
         pass
@@ -149,7 +158,7 @@ def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, i
     if raw_header is None:
         raise FileUnreadable(f"the CSV header is longer than {max_row_bytes} bytes")
     try:
-        header = _parse_record(raw_header.removeprefix(b"\xef\xbb\xbf"))  # a byte-order mark
+        header = _parse_record(raw_header.removeprefix(BOM))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise FileUnreadable(f"the CSV header cannot be read: {exc}") from None
     if not header or len(set(header)) != len(header) or not all(h.strip() for h in header):
@@ -196,7 +205,7 @@ def _csv_records(source: IO[bytes], limit: int) -> Iterator[tuple[bytes | None, 
     quoted field is open."""
     parts: list[bytes] = []
     size = 0
-    quoted = False
+    state = _START
     while True:
         line = source.readline(limit + 1 - size)
         if not line:
@@ -205,37 +214,56 @@ def _csv_records(source: IO[bytes], limit: int) -> Iterator[tuple[bytes | None, 
             return
         parts.append(line)
         size += len(line)
+        # Most numeric files have no quote at all: no scan, unless a skip needs the state.
+        if state == _QUOTED or b'"' in line or size > limit:
+            state = _scan(line, state)
         if size > limit:
-            while line and not line.endswith(b"\n"):  # skip to the end of this line
-                line = source.readline(1 << 20)
-            parts, size, quoted = [], 0, False
+            _skip_record(source, line, state)
+            parts, size, state = [], 0, _START
             yield None, 0
             continue
-        if quoted or b'"' in line:  # most numeric files have no quote at all: no scan
-            quoted = _still_quoted(line, quoted)
-        if not quoted or not line.endswith(b"\n"):
+        if state != _QUOTED or not line.endswith(b"\n"):
             yield b"".join(parts), size
-            parts, size, quoted = [], 0, False
+            parts, size, state = [], 0, _START
 
 
-def _still_quoted(line: bytes, quoted: bool) -> bool:
-    """Whether a quoted field is still open at the end of ``line`` (RFC 4180, as the csv
-    module reads it: a quote opens a field only at its start; "" inside one is a quote)."""
-    at_field_start = not quoted
-    i, n = 0, len(line)
+def _skip_record(source: IO[bytes], piece: bytes, state: int) -> None:
+    """Read past the rest of the record ``piece`` (its last part read, ending in ``state``)
+    is in: to a newline outside quotes, so a quoted field's later lines are not records
+    of their own. A piece at a time, whatever the record's length."""
+    while piece and (state == _QUOTED or not piece.endswith(b"\n")):
+        piece = source.readline(1 << 20)
+        state = _scan(piece, state)
+
+
+# Where a scan of a CSV record stands: at a field's start, in an unquoted field, in a quoted
+# one, or just after a quote in a quoted one (the field's end, or the first half of "").
+_START, _FIELD, _QUOTED, _QUOTE = range(4)
+
+
+def _scan(piece: bytes, state: int) -> int:
+    """The state after ``piece`` of a record, from ``state`` before it (RFC 4180, as the csv
+    module reads it: a quote opens a field only at its start; "" inside one is a quote).
+    Pieces may be cut anywhere, even between the quotes of "". Quotes are found with
+    ``bytes.find``: a skipped record is scanned whole, and a loop a byte would crawl."""
+    i, n = 0, len(piece)
     while i < n:
-        c = line[i]
-        if quoted:
-            if c == 0x22:  # "
-                if i + 1 < n and line[i + 1] == 0x22:
-                    i += 1  # an escaped quote
-                else:
-                    quoted = False
-        elif c == 0x22 and at_field_start:
-            quoted = True
-        at_field_start = c == 0x2C  # ,
-        i += 1
-    return quoted
+        if state == _QUOTED:
+            j = piece.find(b'"', i)
+            if j < 0:
+                return _QUOTED
+            state, i = _QUOTE, j + 1
+        elif state == _QUOTE and piece[i] == 0x22:  # "
+            state, i = _QUOTED, i + 1  # an escaped quote
+        else:  # unquoted, up to the next quote: a character, unless it starts a field
+            j = piece.find(b'"', i)
+            end = n if j < 0 else j
+            if end > i:
+                state = _START if piece[end - 1] == 0x2C else _FIELD  # ,
+            if j < 0:
+                return state
+            state, i = (_QUOTED if state == _START else _FIELD), j + 1
+    return state
 
 
 def _parse_record(raw: bytes) -> list[str]:
@@ -251,7 +279,7 @@ class _CsvWriter:
         self._fields = [name for name, _ in output_columns(output)]
         self._header_written = False
 
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> None:
+    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
         buffer = io.StringIO()
         out = csv.writer(buffer, lineterminator="\n")
         if not self._header_written:
@@ -264,6 +292,7 @@ class _CsvWriter:
             values = json.loads(prediction or b"{}")
             out.writerow([i, *(_cell(values.get(f)) for f in self._fields), ""])
         self._sink.write(buffer.getvalue().encode())
+        return 0
 
     def close(self) -> None:
         if not self._header_written:
@@ -310,7 +339,9 @@ def _pyarrow() -> Any:
 def _parquet_chunks(source: IO[bytes], chunk_size: int, chunk_bytes: int) -> Iterator[list[RawRow]]:
     pa = _pyarrow()
     try:
-        file = pa.parquet.ParquetFile(source)
+        # Without these, a row group's column data is read whole before the first batch: one
+        # huge row group would be held in memory at once.
+        file = pa.parquet.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
         for batch in file.iter_batches(batch_size=chunk_size):
             # Wide rows: smaller pieces, as a JSON Lines or CSV chunk would be.
             step = max(1, min(batch.num_rows, chunk_size * chunk_bytes // max(1, batch.nbytes)))
@@ -320,6 +351,26 @@ def _parquet_chunks(source: IO[bytes], chunk_size: int, chunk_bytes: int) -> Ite
                 yield [{k: v for k, v in row.items() if v is not None} for row in piece]
     except (pa.ArrowException, OSError) as exc:
         raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
+
+
+# What a value Arrow refuses raises: a string where a number goes, an int over 64 bits, ...
+_UNREPRESENTABLE = (ValueError, TypeError, ArithmeticError, KeyError)  # OverflowError too
+
+
+class _Unwritable(OutputNotRepresentable):
+    """``OutputNotRepresentable`` (its type and detail, as Spark scoring writes it), with a
+    message that names the Parquet column, not a Spark one."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        MlfnError.__init__(
+            self,
+            f"output field {field!r} cannot be written as its Parquet column: {reason:.300}",
+            detail={"field": field},
+        )
+
+    @property
+    def type(self) -> str:
+        return OutputNotRepresentable.__name__
 
 
 class _ParquetWriter:
@@ -337,7 +388,7 @@ class _ParquetWriter:
         )
         self._writer = pa.parquet.ParquetWriter(sink, self._schema)
 
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> None:
+    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
         rows = []
         for i, (prediction, error) in enumerate(outcomes, start):
             row: dict[str, Any] = {}
@@ -347,7 +398,27 @@ class _ParquetWriter:
                     row[name] = json.dumps(row[name], separators=(",", ":"), ensure_ascii=False)
             row["row"], row["error"] = i, None if error is None else _error_json(error).decode()
             rows.append(row)
-        self._writer.write_table(self._pa.Table.from_pylist(rows, schema=self._schema))
+        refused = 0
+        try:
+            table = self._pa.Table.from_pylist(rows, schema=self._schema)
+        except (self._pa.ArrowException, *_UNREPRESENTABLE):
+            # Only this batch, row by row: a value its column cannot hold is that row's error.
+            written = [self._writable(row) for row in rows]
+            refused = sum(1 for was, now in zip(rows, written, strict=True) if was is not now)
+            table = self._pa.Table.from_pylist(written, schema=self._schema)
+        self._writer.write_table(table)
+        return refused
+
+    def _writable(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row``, or its error alone when one of its values is one its column cannot hold
+        (an int over 64 bits, say), as Spark scoring reports it."""
+        for field in self._schema:
+            try:
+                self._pa.array([row.get(field.name)], type=field.type)
+            except (self._pa.ArrowException, *_UNREPRESENTABLE) as exc:
+                error = _Unwritable(field.name, f"{type(exc).__name__}: {exc}")
+                return {"row": row["row"], "error": _error_json(error).decode()}
+        return row
 
     def close(self) -> None:
         self._writer.close()

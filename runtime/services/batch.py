@@ -154,7 +154,7 @@ class BatchService:
                     model = scored_by or model
                     summary.rows += len(outcomes)
                     summary.errors += sum(1 for _, e in outcomes if e is not None)
-                    await asyncio.to_thread(writer.write, first, outcomes)
+                    summary.errors += await asyncio.to_thread(writer.write, first, outcomes)
                 if chunk is None:
                     break
             await asyncio.to_thread(writer.close)

@@ -197,3 +197,52 @@ def test_a_json_array_on_one_line_and_a_csv_without_header_are_refused_whole() -
         _rows(batch.Format.JSONL, b'[{"a": 1}, {"a": 2}]\n')
     with pytest.raises(FileUnreadable, match="first row is numbers"):
         _rows(batch.Format.CSV, b"5.1,3.5,1.4,0.2\n4.9,3.0,1.4,0.2\n")
+
+
+def test_an_over_long_csv_record_is_one_row_s_error_wherever_the_limit_cuts_it() -> None:
+    # A quoted field across lines, with escaped quotes, commas and a quote right after one:
+    # the limit may cut the record anywhere, even between the two quotes of "".
+    long_record = b'2,"a ""b"" c,""\n,"" d\n"",x"\n'
+    data = b"a,b\n1,x\n" + long_record + b"3,y\n"
+    for limit in range(len(b"a,b\n"), len(long_record)):
+        rows = [r for c in _rows(batch.Format.CSV, data, chunk=100, limit=limit) for r in c]
+        assert len(rows) == 3, limit  # not the field's later lines read as records of their own
+        assert rows[0] == {"a": "1", "b": "x"} and rows[2] == {"a": "3", "b": "y"}, limit
+        assert "longer than the limit" in rows[1].message, limit
+
+
+def test_a_json_lines_byte_order_mark_is_not_part_of_row_0() -> None:
+    chunks = _rows(batch.Format.JSONL, b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n')
+    assert _kinds(chunks) == [{"a": 1}, {"a": 2}]
+    with pytest.raises(FileUnreadable, match="JSON array"):
+        _rows(batch.Format.JSONL, b'\xef\xbb\xbf[{"a": 1}]\n')
+
+
+class Counted(BaseModel):
+    n: int
+    label: str
+
+
+def test_a_value_parquet_cannot_hold_is_that_row_s_error_and_the_rest_is_written() -> None:
+    out = io.BytesIO()
+    w = writer(batch.Format.PARQUET, out, Counted)
+    too_wide = b'{"n":%d,"label":"b"}' % 2**70  # a valid int, over Arrow's 64 bits
+    err = ValidationFailed("invalid row: x", detail=[{"field": "x"}])
+    # The writer says how many predictions it turned into errors: the summary counts them.
+    assert w.write(0, [(b'{"n":1,"label":"a"}', None), (too_wide, None), (None, err)]) == 1
+    assert w.write(3, [(b'{"n":4,"label":"d"}', None)]) == 0
+    w.close()
+    file = pq.ParquetFile(io.BytesIO(out.getvalue()))
+    assert file.metadata.num_row_groups == 2  # still a table a batch, not one a row
+    rows = file.read().to_pylist()
+    assert [(r["row"], r["n"], r["label"]) for r in rows] == [
+        (0, 1, "a"),
+        (1, None, None),
+        (2, None, None),
+        (3, 4, "d"),
+    ]
+    assert rows[0]["error"] is None and rows[3]["error"] is None
+    error = json.loads(rows[1]["error"])
+    assert error["type"] == "OutputNotRepresentable" and error["detail"] == {"field": "n"}
+    assert "'n' cannot be written as its Parquet column" in error["message"]
+    assert json.loads(rows[2]["error"])["type"] == "ValidationFailed"
