@@ -6,7 +6,7 @@ scored together through the predict service (micro-batched with HTTP and queue r
 event loop; on the calling thread where there is none). A failure every row would meet (the
 store unreachable, the model file refused, a predict function that fails on every row) is
 raised, so the caller fails or retries the whole work instead of writing an error for every
-row.
+row. Rows fewer than a handful that all fail alone are each that row's error.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from runtime.services.predict import PredictService
 
 # The faults of one row's values, not of the model or the store: another row may score.
 ROW_FAULTS = (PredictFailed, PredictContractError)
+# Fewer rows than this, each failing alone, may all be bad rows; this many with not one that
+# scores is taken for a predict that fails on everything.
+FAILS_EVERYWHERE_AT = 8
 
 
 Outcomes = tuple[list[bytes | MlfnError], ModelInfo | None]
@@ -81,29 +84,18 @@ class RowService:
     async def _halves(self, name: str, instances: list[BaseModel], top: bool = True) -> Outcomes:
         """The rows' predictions; when predict fails on them, each half scored on its own,
         down to the rows that fail alone (a few model calls for one bad row among many). When
-        both halves fail whole and so do the first and last rows alone, predict fails on
-        everything: that is raised, not written as an error for every row."""
+        at least ``FAILS_EVERYWHERE_AT`` rows fail, each alone, predict fails on everything: that
+        is raised, not written as an error for every row (it costs one slab's halving)."""
         try:
             scored = await self._predict.predict_valid(name, instances)
             return list(scored.predictions), scored.model
         except ROW_FAULTS as err:
             if len(instances) == 1:
                 return [err], None
-            if top and await self._fails_everywhere(name, instances):
-                raise
             half = len(instances) // 2
             first, model = await self._halves(name, instances[:half], False)
             second, later = await self._halves(name, instances[half:], False)
-            return first + second, model or later
-
-    async def _fails_everywhere(self, name: str, instances: list[BaseModel]) -> bool:
-        for probe in (instances[0], instances[-1]):
-            try:
-                await self._predict.predict_valid(name, [probe])
-                return False
-            except ROW_FAULTS:
-                pass
-        return True
+            return _unless_all_failed(err, first + second, top), model or later
 
     def _halves_sync(self, name: str, instances: list[BaseModel], top: bool = True) -> Outcomes:
         try:
@@ -112,21 +104,23 @@ class RowService:
         except ROW_FAULTS as err:
             if len(instances) == 1:
                 return [err], None
-            if top and self._fails_everywhere_sync(name, instances):
-                raise
             half = len(instances) // 2
             first, model = self._halves_sync(name, instances[:half], False)
             second, later = self._halves_sync(name, instances[half:], False)
-            return first + second, model or later
+            return _unless_all_failed(err, first + second, top), model or later
 
-    def _fails_everywhere_sync(self, name: str, instances: list[BaseModel]) -> bool:
-        for probe in (instances[0], instances[-1]):
-            try:
-                self._predict.predict_valid_sync(name, [probe])
-                return False
-            except ROW_FAULTS:
-                pass
-        return True
+
+def _unless_all_failed(
+    err: MlfnError, outcomes: list[bytes | MlfnError], top: bool
+) -> list[bytes | MlfnError]:
+    # Only the whole call can tell: two bad rows at a slab's ends are still two bad rows.
+    if (
+        top
+        and len(outcomes) >= FAILS_EVERYWHERE_AT
+        and all(isinstance(o, MlfnError) for o in outcomes)
+    ):
+        raise err
+    return outcomes
 
 
 def _valid(checked: Sequence[BaseModel | MlfnError]) -> list[tuple[int, BaseModel]]:
