@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+import typing
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 
 from runtime.errors import ListenerError
+from runtime.host import deferred
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
@@ -50,6 +52,7 @@ log = logging.getLogger("mlfn.host.blobs")
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
 POISON_QUEUE = "webjobs-blobtrigger-poison"
 MAX_ATTEMPTS = 5  # the host's blob trigger: five tries, then the poison queue
+MAX_BLOB_NAME = 1024  # characters, Azure Storage's limit
 RUNNING, FAILED, DONE, POISONED = "running", "failed", "complete", "poisoned"
 
 
@@ -103,6 +106,10 @@ class BlobListener:
         self.path = BlobPath(resolve(str(info.trigger.raw["path"]), env))
         self.source = str(info.trigger.raw.get("source") or "LogsAndContainerScan")
         self._receipts_prefix = f"blobreceipts/{host_id}/Host.Functions.{info.name}"
+        # A parameter the worker binds by reference (an SDK type) gets the blob's name, as the
+        # host sends it for one; any other, the blob's bytes.
+        self._annotation = typing.get_type_hints(info.fn).get(info.trigger.name)
+        self._by_reference = deferred.registry_for(self._annotation)
         self._done: set[tuple[str, str]] = set()  # (blob, etag) known complete: not asked again
         self._running: set[str] = set()
 
@@ -173,7 +180,7 @@ class BlobListener:
         )
         renewer = asyncio.create_task(self._keep(receipt))
         try:
-            trigger = LazyBlob(self._blob(name), self.container, name, props)
+            trigger = self._trigger_value(name, props)
             invocation = await self._invoker.call(self.info, trigger, run.id)
             await self._accounts.io(
                 write_outputs,
@@ -195,6 +202,26 @@ class BlobListener:
         await self._accounts.io(receipt.complete)
         self._done.add((name, etag))
         run.succeeded()
+
+    def _trigger_value(self, name: str, props: BlobProperties) -> Any:
+        properties = blob_properties(props)
+        if self._by_reference is None:
+            return LazyBlob(self._blob(name), self.container, name, props, properties)
+        metadata = {
+            "BlobTrigger": (f"{self.container}/{name}", "string"),
+            "Uri": (self._blob(name).url, "string"),
+            "Properties": (json.dumps(properties), "json"),
+            "Metadata": (json.dumps(dict(props.metadata or {})), "json"),
+        }
+        return deferred.decode_blob(
+            self._by_reference,
+            self._annotation,
+            self.info.trigger.type,
+            self.setting,
+            self.container,
+            name,
+            metadata,
+        )
 
     async def _keep(self, receipt: _Receipt) -> None:
         while True:
@@ -233,8 +260,19 @@ class BlobListener:
         return self._accounts.blobs(self.setting).get_blob_client(self.container, name)
 
     def _receipt_blob(self, name: str, etag: str) -> BlobClient:
-        path = f"{self._receipts_prefix}/{etag.strip(chr(34))}/{self.container}/{name}"
+        path = receipt_path(self._receipts_prefix, etag, self.container, name)
         return self._accounts.blobs(self.setting).get_blob_client(RECEIPTS_CONTAINER, path)
+
+
+def receipt_path(prefix: str, etag: str, container: str, name: str) -> str:
+    """Where one blob version's receipt lives, as the host names it: ``{prefix}/{etag}/
+    {container}/{name}``. A name near the limit leaves no room for the prefix (Azure refuses
+    the receipt, every claim would fail, forever): its digest stands in for it."""
+    path = f"{prefix}/{etag.strip(chr(34))}/{container}/{name}"
+    if len(path) <= MAX_BLOB_NAME:
+        return path
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return f"{path[: len(path) - len(name)]}.sha256/{digest}"
 
 
 class _Receipt:
@@ -334,14 +372,9 @@ class LazyBlob(func.blob.InputStream):
     its bytes are downloaded on the first ``read``, so a function that streams the blob
     itself, as mlfn's batch trigger does, never holds it whole."""
 
-    def __init__(self, client: BlobClient, container: str, name: str, props: Any) -> None:
-        properties = {
-            "ETag": quoted(str(props.etag)),
-            "ContentLength": props.size,
-            "Length": props.size,
-            "LastModified": props.last_modified.isoformat() if props.last_modified else None,
-            "ContentType": props.content_settings.content_type if props.content_settings else None,
-        }
+    def __init__(
+        self, client: BlobClient, container: str, name: str, props: Any, properties: dict[str, Any]
+    ) -> None:
         super().__init__(
             data=b"",
             name=f"{container}/{name}",
@@ -365,6 +398,17 @@ class LazyBlob(func.blob.InputStream):
         return self._loaded.read(-1 if size is None else size)
 
     read1 = read
+
+
+def blob_properties(props: Any) -> dict[str, Any]:
+    """A blob's properties as the host's trigger metadata gives them (``Properties``)."""
+    return {
+        "ETag": quoted(str(props.etag)),
+        "ContentLength": props.size,
+        "Length": props.size,
+        "LastModified": props.last_modified.isoformat() if props.last_modified else None,
+        "ContentType": props.content_settings.content_type if props.content_settings else None,
+    }
 
 
 def quoted(etag: str) -> str:

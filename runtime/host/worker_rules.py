@@ -2,8 +2,9 @@
 checked on the functions ``azure.functions`` reports. The local host refuses the same functions,
 and ``mlfn check`` reports them before a publish does.
 
-The type checks are the binding converters' own (``azure.functions``' binding registry), so a
-parameter annotated with a type its binding cannot deliver is refused here as on Azure.
+The type checks are the binding converters' own (``azure.functions``' binding registry, or for an
+SDK type the ``azurefunctions.extensions.base`` one), so a parameter annotated with a type its
+binding cannot deliver is refused here as on Azure.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import inspect
 import json
 import typing
 from typing import Any
+
+from runtime.host import deferred
 
 _NOT_OUT = "is declared with direction {direction} but annotated func.Out in Python"
 
@@ -108,8 +111,10 @@ def _parameter_problems(
         return [f"output binding {name} must be annotated func.Out[...] in Python"]
     if is_out and not declared_out:
         return [f"binding {name} " + _NOT_OUT.format(direction=direction.lower())]
-    converter = _converter(registry, binding["type"])
-    if pytype in (str, bytes) and not _implicit_output(converter, binding["type"]):
+    by_reference = None if is_out else deferred.registry_for(pytype)
+    converter = _converter(by_reference or registry, binding["type"])
+    passed_through = pytype in (str, bytes) and not _implicit_output(converter, binding["type"])
+    if by_reference is None and passed_through:
         converter = _Generic  # the worker passes str and bytes through as they are
     check = (
         converter.check_output_type_annotation if is_out else converter.check_input_type_annotation

@@ -91,14 +91,6 @@ def summary_path(path: str, etag: str) -> str:
     return result_path(path, etag) + SUMMARY_SUFFIX
 
 
-def split_trigger_name(blob_name: str) -> tuple[str, str]:
-    """The trigger's ``BlobTrigger`` value ``container/path`` as (container, path)."""
-    container, _, path = blob_name.partition("/")
-    if not container or not path:
-        raise ValueError(f"blob name {blob_name!r} is not 'container/path'")
-    return container, path
-
-
 @dataclass
 class Summary:
     """What scoring one file did; written next to its results as JSON."""

@@ -1,6 +1,7 @@
 """The blob trigger adapter: a file landed in an endpoint's batch container; the batch service
-scores it into the results container. Only the blob's name and ETag are used: the service
-reads the file itself, in ranges, so memory stays bounded whatever the file's size."""
+scores it into the results container. The worker hands over a reference (container, name,
+ETag), never the bytes: the service reads the file itself, in ranges, so memory stays bounded
+whatever the file's size, on Azure as locally."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from runtime import telemetry
 from runtime.protocol import batch
 from runtime.services import Services
 from runtime.telemetry import Invocation
+from runtime.triggers.blob_reference import BlobReference
 from runtime.triggers.invocation import DETACHED
 
-BlobFunction = Callable[[func.InputStream, func.Context], Awaitable[None]]
+BlobFunction = Callable[[BlobReference, func.Context], Awaitable[None]]
 
 log = logging.getLogger("mlfn.batch")
 
@@ -23,21 +25,18 @@ log = logging.getLogger("mlfn.batch")
 def batch_function(name: str, results: str, services: Services) -> BlobFunction:
     """Score each file of endpoint NAME's batch container into ``results``."""
 
-    async def score_file(blob: func.InputStream, context: func.Context = DETACHED) -> None:
+    async def score_file(blob: BlobReference, context: func.Context = DETACHED) -> None:
         invocation = Invocation(context.invocation_id or None, context.thread_local_storage)
         token = telemetry.enter(invocation)
         try:
-            _, path = batch.split_trigger_name(blob.name or "")
-            # The worker's InputStream has the trigger's blob properties (not in the stubs).
-            properties = getattr(blob, "blob_properties", None) or {}
-            found = properties.get("ETag")
-            # Only a string ETag pins the version; anything else, the current version is read.
-            etag = found if isinstance(found, str) and found.strip('"') else None
-            summary = await services.batch.score_blob(name, path, results, etag)
+            path = blob.name
+            # Without an ETag from the host, the blob's current version is read and named.
+            summary = await services.batch.score_blob(name, path, results, blob.etag)
             if summary is not None:
                 log.info(
-                    "%s: %d rows, %d errors in %.1f s -> %s/%s",
-                    blob.name,
+                    "%s/%s: %d rows, %d errors in %.1f s -> %s/%s",
+                    blob.container,
+                    path,
                     summary.rows,
                     summary.errors,
                     summary.seconds,

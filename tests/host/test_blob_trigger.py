@@ -16,7 +16,7 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
-from runtime.host.blob_listener import POISON_QUEUE, BlobPath
+from runtime.host.blob_listener import POISON_QUEUE, BlobPath, receipt_path
 from tests.conftest import AzuriteInfo
 from tests.support import ROOT, LocalHost, queue_client, wait_for
 
@@ -117,6 +117,17 @@ def test_a_plain_app_s_blob_trigger_runs_once_per_blob_version(
     log = host.output()
     assert log.count("Executed 'Functions.on_blob' (Failed") == 5  # five tries, no sixth
     assert log.count("Executed 'Functions.on_blob' (Succeeded") == 2  # the ignored ones never ran
+
+
+def test_a_receipt_s_name_fits_azure_s_limit_whatever_the_blob_s_name() -> None:
+    # Azure refuses names over 1,024 characters (Azurite does not check): without room for the
+    # prefix, every claim of the receipt would fail and the blob would never run.
+    prefix = "blobreceipts/local-app-0123abcd/Host.Functions.flowers_batch"
+    short = receipt_path(prefix, '"0x8DD"', "inbox", "in/a.txt")
+    assert short == f"{prefix}/0x8DD/inbox/in/a.txt"  # as the host names it
+    names = ["in/" + "n" * 1000 + ".txt", "in/" + "n" * 1000 + ".csv", "n" * 1024]
+    paths = [receipt_path(prefix, '"0x8DD"', "inbox", n) for n in names]
+    assert all(len(p) <= 1024 for p in paths) and len(set(paths)) == 3, paths
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,13 @@ class TypedData(Message):
     ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {"data": _TYPED_DATA}
 
 
+class ModelBindingData(Message):
+    """The host's reference to a binding's data, for a binding the worker marked
+    SupportsDeferredBinding."""
+
+    FIELDS = _fields(version=str, source=str, content_type=str, content=bytes)
+
+
 class RpcHttp(Message):
     FIELDS = _fields(
         method=str,
@@ -408,9 +415,17 @@ def queue_data(
 
 
 def blob_data(
-    container: str, path: str, content: bytes, etag: str, url: str
+    container: str,
+    path: str,
+    content: bytes,
+    etag: str,
+    url: str,
+    *,
+    by_reference: bool,
+    connection: str = "AzureWebJobsStorage",
 ) -> tuple[TypedData, dict[str, TypedData]]:
-    """A blob trigger's data and metadata as the host sends them: the blob's bytes, its
+    """A blob trigger's data and metadata as the host sends them: the blob's bytes, or for a
+    binding the worker marked SupportsDeferredBinding a ModelBindingData naming it; its
     ``container/path`` as BlobTrigger, its URI, and its properties and metadata as JSON (the
     blob extension's BlobProperties, through ToRpcDefault)."""
     properties = {"ETag": etag, "ContentLength": len(content), "Length": len(content)}
@@ -421,7 +436,16 @@ def blob_data(
         "Metadata": TypedData(json="{}"),
         "name": TypedData(string=path),
     }
-    return TypedData(bytes=content), metadata
+    if not by_reference:
+        return TypedData(bytes=content), metadata
+    named = {"Connection": connection, "ContainerName": container, "BlobName": path}
+    reference = ModelBindingData(
+        version="1.0",
+        source="AzureStorageBlobs",
+        content_type="application/json",
+        content=json.dumps(named).encode(),
+    )
+    return TypedData(model_binding_data=reference), metadata
 
 
 # --- reading the runtime's answer -------------------------------------------------------------
@@ -657,6 +681,19 @@ class Worker:
 
     def trigger_name(self, function: str) -> str:
         return str(self._trigger(function)["name"])
+
+    def blob(
+        self, function: str, container: str, path: str, content: bytes, etag: str, url: str
+    ) -> InvocationResponse:
+        """A new blob for ``function``, sent as the host would: by reference when the worker's
+        metadata marked the trigger SupportsDeferredBinding, as bytes otherwise."""
+        trigger = self._trigger(function)
+        by_reference = bool(trigger.get("properties", {}).get("SupportsDeferredBinding"))
+        data = blob_data(
+            container, path, content, etag, url,
+            by_reference=by_reference, connection=str(trigger["connection"]),
+        )  # fmt: skip
+        return self.invoke(function, *data)
 
     def _trigger(self, function: str) -> dict[str, Any]:
         bindings = [json.loads(raw) for raw in self.functions[function].raw_bindings]

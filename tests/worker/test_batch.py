@@ -10,9 +10,19 @@ from azure.storage.blob import ContainerClient
 from runtime.protocol import batch
 from tests.conftest import AzuriteInfo
 from tests.worker.conftest import FLOWER, VIRGINICA, needs_worker_code
-from tests.worker.harness import Worker, blob_data, failure
+from tests.worker.harness import Worker, failure
 
 pytestmark = needs_worker_code
+
+
+def test_the_worker_asks_the_host_for_the_batch_blob_by_reference(
+    example_worker: Worker,
+) -> None:
+    # Without the flag the host reads the whole file into the worker before the function runs.
+    bindings = [json.loads(raw) for raw in example_worker.functions["iris_batch"].raw_bindings]
+    trigger = next(b for b in bindings if b["type"] == "blobTrigger")
+    assert trigger["properties"] == {"SupportsDeferredBinding": True}
+    assert trigger["source"] == "EventGrid"
 
 
 def test_a_blob_version_is_scored_into_the_results_container(
@@ -26,8 +36,9 @@ def test_a_blob_version_is_scored_into_the_results_container(
         source.create_container()
     blob = source.get_blob_client("worker/rows.jsonl")
     etag = blob.upload_blob(content, overwrite=True)["etag"]
-    data, metadata = blob_data("iris-batch", "worker/rows.jsonl", content, etag, blob.url)
-    response = example_worker.invoke("iris_batch", data, metadata)
+    response = example_worker.blob(
+        "iris_batch", "iris-batch", "worker/rows.jsonl", content, etag, blob.url
+    )
     assert failure(response) is None
     assert response.return_value.WhichOneof("data") is None  # no $return, no output binding
     results = ContainerClient.from_connection_string(
