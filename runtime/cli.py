@@ -312,8 +312,10 @@ def results(name: str, wait_s: float, keep: bool) -> None:
 @click.option(
     "--path", "blob_path", default=None, help="Path in the batch container [FILE's name]."
 )
-@click.option("--wait", "wait_s", type=float, default=600.0, show_default=True,
-              help="Seconds to wait for the results; 0 to only upload.")  # fmt: skip
+# `--wait` alone waits the default time, as `mlfn batch NAME FILE --wait` reads.
+@click.option("--wait", "wait_s", type=float, default=600.0, is_flag=False, flag_value=600.0,
+              show_default=True,
+              help="Seconds to wait for the results (alone: 600); 0 to only upload.")  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to save the results [FILE.results.EXT beside FILE].")  # fmt: skip
 def batch(name: str, file: Path, blob_path: str | None, wait_s: float, out: Path | None) -> None:

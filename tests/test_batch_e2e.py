@@ -422,5 +422,6 @@ def test_mlfn_batch_refuses_what_it_cannot_score_before_uploading(
     notes.write_text("hello")
     monkeypatch.chdir(app)
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    result = CliRunner().invoke(main, ["batch", endpoint, str(notes)])
+    # `--wait` alone is the spelling: it parses (the default wait) and changes nothing.
+    result = CliRunner().invoke(main, ["batch", endpoint, str(notes), "--wait"])
     assert result.exit_code == 1 and says in result.output
