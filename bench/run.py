@@ -155,7 +155,12 @@ def main() -> None:
     print(files, flush=True)
     spark_rows = 2_000 if quick else 200_000
     spark = spark_load.table(
-        spark_load.missing() or spark_load.run(spark_rows, queued[0].rows_per_s)
+        spark_load.missing()
+        or spark_load.run(
+            spark_rows,
+            queued[0].rows_per_s,
+            queue_rows=queued[0].messages * queue_load.ROWS_PER_MESSAGE,
+        )
     )
     print(spark, flush=True)
     cold, loads = cold_start.run(quick)

@@ -50,9 +50,9 @@ def struct_for(model: type[BaseModel]) -> st.StructType:
 def spark_type(annotation: Any, where: str = "field") -> tuple[st.DataType, bool]:
     """The Spark type of a pydantic annotation and whether it may be null (``X | None``).
 
-    Numbers, strings, booleans, bytes, dates and times, ``Literal`` and enums of one kind,
-    lists (and tuples, sets) as arrays, dicts with ``str`` or ``int`` keys as maps, models as
-    structs; anything else is ``NoSparkType`` naming ``where``."""
+    Numbers, strings, booleans, dates and times, ``Literal`` and enums of one kind, lists (and
+    tuples, sets) as arrays, dicts with ``str`` or ``int`` keys as maps, models as structs;
+    anything else (``bytes`` too) is ``NoSparkType`` naming ``where``."""
     from pyspark.sql import types as st
 
     origin = typing.get_origin(annotation)
@@ -88,6 +88,14 @@ def spark_type(annotation: Any, where: str = "field") -> tuple[st.DataType, bool
             return struct_for(annotation), False
         if issubclass(annotation, enum.Enum):
             return spark_type(type(next(iter(annotation)).value), where)
+        if issubclass(annotation, bytes):
+            # Predictions reach the worker as JSON, which has no bytes: pydantic writes them as
+            # UTF-8 text (non-UTF-8 bytes fail every row) or base64, never the bytes themselves.
+            raise NoSparkType(
+                where,
+                "bytes have no Spark column here (predictions travel as JSON): "
+                "use a str (base64, say)",
+            )
         for python, spark in _scalars():
             if issubclass(annotation, python):
                 return spark(), False
@@ -98,7 +106,7 @@ def spark_type(annotation: Any, where: str = "field") -> tuple[st.DataType, bool
     raise NoSparkType(
         where,
         f"no Spark type for {getattr(annotation, '__name__', annotation)!r}: use one of "
-        "int, float, str, bool, bytes, datetime, date, a list, a dict or a model",
+        "int, float, str, bool, datetime, date, a list, a dict or a model",
     )
 
 
@@ -111,7 +119,6 @@ def _scalars() -> list[tuple[type, Any]]:
         (int, st.LongType),
         (float, st.DoubleType),
         (str, st.StringType),
-        (bytes, st.BinaryType),
         (dt.datetime, st.TimestampType),
         (dt.date, st.DateType),
     ]

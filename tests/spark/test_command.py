@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,23 @@ def _mlfn(app: Path, models: Path, *args: str) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [str(MLFN), *args], cwd=app, env=env, capture_output=True, text=True, timeout=240
     )
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's app, once for the tests that each write files of their own names."""
+    return copy_examples(tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def models(example_models: dict[str, Path]) -> Path:
+    return example_models["iris"].parent
+
+
+def _part_lines(output: Path, suffix: str) -> Iterator[str]:
+    """OUTPUT is a folder of part files, as Spark writes it: their lines, in part order."""
+    for part in sorted(output.glob(f"part-*{suffix}")):
+        yield from part.read_text().splitlines()
 
 
 def test_a_json_lines_file_is_scored_into_parquet_with_an_error_per_bad_row(
@@ -78,3 +97,56 @@ def test_errors_are_one_line_without_a_traceback(
     last = corrupt.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: Spark job failed: "), corrupt.stderr[-2000:]
     assert "Traceback" not in corrupt.stderr and "Py4JJavaError" not in corrupt.stderr
+
+
+def test_json_lines_out_when_every_row_scored(app: Path, models: Path) -> None:
+    # Spark's JSON writer leaves out null fields: with no bad row, no line has an error.
+    rows = [{"id": i, **FLOWER} for i in range(5)]
+    (app / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    done = _mlfn(
+        app, models, "spark-score", "iris", "valid.jsonl", "valid-out.jsonl", "--master", "local[1]"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("scored 5 rows (0 errors) into valid-out.jsonl in ")
+    out = [json.loads(line) for line in _part_lines(app / "valid-out.jsonl", ".json")]
+    assert sorted(r["id"] for r in out) == list(range(5))
+    assert {r["label"] for r in out} == {"setosa"} and not any("error" in r for r in out)
+
+
+def test_a_csv_file_is_scored_into_csv_read_back_by_pythons_csv_module(
+    app: Path, models: Path
+) -> None:
+    lines = ["id,sepal_length,sepal_width,petal_length,petal_width", "1,5.1,3.5,1.4,0.2"]
+    lines += ["2,5.1,3.5,1.4,-1"]  # a bad row: its error JSON holds quotes
+    (app / "flowers.csv").write_text("\n".join(lines) + "\n")
+
+    done = _mlfn(
+        app, models, "spark-score", "iris", "flowers.csv", "scored.csv", "--master", "local[1]"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("scored 2 rows (1 errors) into scored.csv in ")
+    out = {r["id"]: r for r in csv.DictReader(_part_lines(app / "scored.csv", ".csv"))}
+    assert out["1"]["label"] == "setosa" and out["1"]["error"] == ""
+    assert set(json.loads(out["1"]["probabilities"])) == {"setosa", "versicolor", "virginica"}
+    assert json.loads(out["2"]["error"])["type"] == "ValidationFailed" and out["2"]["label"] == ""
+
+
+def test_a_parquet_file_is_scored_into_json_lines_with_the_bad_rows_error(
+    app: Path, models: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": i, **FLOWER} for i in range(3)]
+    rows[1]["petal_width"] = -1.0
+    pq.write_table(pa.Table.from_pylist(rows), app / "flowers.parquet")
+
+    done = _mlfn(
+        app, models, "spark-score", "iris", "flowers.parquet", "out.jsonl", "--master", "local[1]"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("scored 3 rows (1 errors) into out.jsonl in ")
+    out = {r["id"]: r for r in map(json.loads, _part_lines(app / "out.jsonl", ".json"))}
+    assert '"field":"petal_width"' in out[1]["error"] and "label" not in out[1]
+    assert out[0]["label"] == out[2]["label"] == "setosa" and "error" not in out[0]

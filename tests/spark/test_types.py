@@ -109,6 +109,23 @@ def test_a_type_spark_cannot_hold_is_refused_naming_the_field() -> None:
 
 
 @needs_spark
+def test_a_bytes_output_is_refused_naming_the_field_at_any_depth() -> None:
+    from runtime.errors import NoSparkType
+    from runtime.spark.types import struct_for
+
+    # JSON carries no bytes: a prediction's non-UTF-8 bytes fail to serialise on every row.
+    for annotation, where in [
+        (bytes, r"Odd\.field"),
+        (bytes | None, r"Odd\.field"),
+        (list[bytes], r"Odd\.field\[\]"),
+        (dict[str, bytes], r"Odd\.field value"),
+    ]:
+        odd = create_model("Odd", field=(annotation, ...))
+        with pytest.raises(NoSparkType, match=rf"{where}: bytes have no Spark column here"):
+            struct_for(odd)
+
+
+@needs_spark
 def test_columns_are_the_json_fields_computed_in_excluded_out() -> None:
     from runtime.spark.types import struct_for
 
