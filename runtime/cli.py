@@ -257,6 +257,12 @@ _FORMATS = click.Choice(["parquet", "json", "csv"])
 @click.option("--output-format", "target_format", type=_FORMATS, help="Default by extension.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Rows per predict call.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option(
+    "--ship-app/--no-ship-app",
+    default=None,
+    help="Send the app to the executors as a zip (the files mlfn pack takes); "
+    "default: when the master is not local.",
+)
 def spark_score(
     name: str,
     source: str,
@@ -266,6 +272,7 @@ def spark_score(
     target_format: str | None,
     batch_size: int | None,
     overwrite: bool,
+    ship_app: bool | None,
 ) -> None:
     """Score INPUT with endpoint NAME on Spark into OUTPUT (docs/spark.md)."""
     from runtime.spark import require_pyspark
@@ -285,11 +292,25 @@ def spark_score(
             target_format=target_format,
             batch_size=batch_size,
             overwrite=overwrite,
+            pack=lambda: _app_zip(app_dir),
+            ship=ship_app,
         )
     click.echo(
         f"scored {summary.rows} rows ({summary.errors} errors) into {target} "
         f"in {summary.seconds:.1f}s"
     )
+
+
+def _app_zip(app_dir: Path) -> Path:
+    """The app as publish would upload it, zipped for Spark to ship (a fresh name: files Spark
+    ships are kept by name for the job)."""
+    import tempfile
+    import uuid
+
+    from runtime.deploy.files import package, write_zip
+
+    out = Path(tempfile.mkdtemp(prefix="mlfn-spark-")) / f"mlfn-app-{uuid.uuid4().hex[:12]}.zip"
+    return write_zip(package(app_dir), out)
 
 
 @main.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,8 +133,12 @@ def run(
     target_format: str | None = None,
     batch_size: int | None = None,
     overwrite: bool = False,
+    pack: Callable[[], Path] | None = None,
+    ship: bool | None = None,
 ) -> Summary:
-    """``mlfn spark-score``: a session, the scoring, and Spark's failures as one sentence."""
+    """``mlfn spark-score``: a session, the scoring, and Spark's failures as one sentence.
+    ``pack`` zips the app for executors on other machines; ``ship``: whether to (None: when
+    the master is not local)."""
     from runtime.spark import endpoint, output_schema, require_pyspark
 
     require_pyspark()
@@ -151,7 +156,7 @@ def run(
             name,
             source,
             target,
-            app_dir=app_dir,
+            app_dir=shipped(spark, app_dir, pack, ship),
             source_format=source_format,
             target_format=target_format,
             batch_size=batch_size,
@@ -165,6 +170,21 @@ def run(
         if type(exc).__name__ != "Py4JJavaError":
             raise
         raise SparkJobFailed(_java_error(str(exc))) from None
+
+
+def shipped(
+    spark: SparkSession, app_dir: Path, pack: Callable[[], Path] | None, ship: bool | None
+) -> Path:
+    """The app as every process of the job finds it: its folder where they share this machine
+    (a local master), else a zip of it shipped with the job and named bare, so that the driver
+    and each executor take it from Spark's files."""
+    if ship is None:
+        ship = not str(spark.sparkContext.master).startswith("local")
+    if not ship or pack is None:
+        return app_dir
+    archive = pack()
+    spark.sparkContext.addFile(str(archive))
+    return Path(archive.name)
 
 
 def _java_error(text: str) -> str:

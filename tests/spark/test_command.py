@@ -19,9 +19,11 @@ pytestmark = [needs_spark, pytest.mark.timeout(300)]
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
-def _mlfn(app: Path, models: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _mlfn(
+    app: Path, models: Path, *args: str, **env_extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFN_", "AzureWebJobs"))}
-    env.update(MLFN_MODEL_STORE=str(models), MLFN_CACHE_DIR=str(app / "cache"))
+    env.update(MLFN_MODEL_STORE=str(models), MLFN_CACHE_DIR=str(app / "cache"), **env_extra)
     return subprocess.run(
         [str(MLFN), *args], cwd=app, env=env, capture_output=True, text=True, timeout=240
     )
@@ -69,6 +71,31 @@ def test_a_json_lines_file_is_scored_into_parquet_with_an_error_per_bad_row(
     assert '"field":"petal_width"' in out[3]["error"] and out[3]["label"] is None
     assert '"field":"sepal_length"' in out[11]["error"]
     assert {out[i]["label"] for i in out if i not in (3, 11)} == {"setosa"}
+
+
+def test_the_app_is_shipped_to_the_executors_as_a_zip(
+    tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    # What a cluster's executors get (a non-local master ships it by default): the app zipped,
+    # shipped with the job and taken from Spark's files, unpacked under their temporary folder.
+    app = copy_examples(tmp_path / "app")
+    (app / "flowers.jsonl").write_text(json.dumps({"id": 1, **FLOWER}) + "\n")
+    (app / ".funcignore").write_text("notes/\n")
+    (app / "notes").mkdir()
+    (app / "notes" / "todo.txt").write_text("not for the executors")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = _mlfn(
+        app, example_models["iris"].parent,
+        "spark-score", "iris", "flowers.jsonl", "scored.jsonl", "--master", "local[1]",
+        "--ship-app", TMPDIR=str(tmp),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("scored 1 rows (0 errors) into scored.jsonl")
+    unpacked = [p.parent.parent.parent for p in tmp.glob("mlfn-app-*/functions/iris/endpoint.py")]
+    assert len(unpacked) == 1, sorted(p.name for p in tmp.iterdir())
+    assert not (unpacked[0] / "notes").exists()  # what publish leaves out, the zip does too
+    assert json.loads(next(_part_lines(app / "scored.jsonl", ".json")))["label"] == "setosa"
 
 
 def test_errors_are_one_line_without_a_traceback(
