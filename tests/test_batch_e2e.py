@@ -10,6 +10,7 @@ import io
 import json
 import signal
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,51 @@ def test_memory_does_not_grow_with_the_file(
     print(f"peak RSS {after_small / 1024:.0f} -> {after_large / 1024:.0f} MiB; "
           f"the large file is {len(large) / 2**20:.0f} MiB")  # fmt: skip
     assert grew_kb * 1024 < len(large) / 2, (grew_kb, len(large))
+
+
+def _padded_rows(rows: list[dict[str, float]], row_bytes: int) -> Iterator[bytes]:
+    """JSON Lines whose objects are padded with JSON's own insignificant whitespace to
+    ``row_bytes`` a line: a gigabyte of input that costs a few thousand model rows."""
+    for row in rows:
+        text = json.dumps(row).encode()
+        yield text[:-1] + b" " * (row_bytes - len(text) - 1) + b"}\n"
+
+
+def test_a_gigabyte_file_is_scored_without_the_host_holding_it(
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    models_in_blob: str,
+    example_models: dict[str, Path],
+    prefix: str,
+) -> None:
+    """1 GiB of JSON Lines, made on the fly (never held by the test either), streams through
+    the host's range reads, slabs and staged blocks: its peak RSS grows by a small fraction of
+    the file. The file is wide rows rather than millions of them, so the model's time stays
+    small; test_memory_does_not_grow_with_the_file grows the row count instead."""
+    rng = np.random.default_rng(1)
+    row_bytes, n = 256 * 1024, 4096
+    rows = _flowers(rng, n)
+    host = _host(tmp_path, azurite, models_in_blob, prefix, env={"MALLOC_ARENA_MAX": "2"}).start()
+    try:
+        warm = "\n".join(json.dumps(r) for r in rows[:1000]).encode()
+        etag = _upload(azurite, f"{prefix}-in", "warm.jsonl", warm)
+        _wait_summary(azurite, prefix, "warm.jsonl", etag, host, timeout=120)
+        warmed = _peak_rss_kb(host)
+        client = ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-in")
+        blob = client.get_blob_client("huge.jsonl")
+        made = blob.upload_blob(_padded_rows(rows, row_bytes), max_concurrency=2)
+        summary = _wait_summary(azurite, prefix, "huge.jsonl", str(made["etag"]), host, 600)
+        peak = _peak_rss_kb(host)
+    finally:
+        host.stop()
+    size = blob.get_blob_properties().size
+    assert size == row_bytes * n == 2**30
+    assert summary["rows"] == n and summary["errors"] == 0, summary
+    got = [json.loads(line) for line in _download(azurite, prefix, summary["output"]).splitlines()]
+    _check_predictions(got, list(rows), set(), example_models["iris"])
+    grew_kb = peak - warmed
+    print(f"1 GiB file: host peak RSS {warmed / 1024:.0f} -> {peak / 1024:.0f} MiB")
+    assert grew_kb * 1024 < size / 16, (warmed, peak)
 
 
 def test_a_host_killed_mid_file_leaves_one_complete_output(
