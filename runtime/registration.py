@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
@@ -13,9 +14,12 @@ from runtime.discovery import discover
 from runtime.protocol.batch import batch_function_name
 from runtime.protocol.jobs import queue_function_name
 from runtime.services import Services
-from runtime.triggers import batch, http, queue, v2
+from runtime.triggers import http, queue, v2
 from runtime.triggers.invocation import http_function
 from runtime.triggers.responses import AsyncHttpFunction, HttpFunction
+
+if TYPE_CHECKING:
+    from runtime.triggers.batch import BlobFunction
 
 
 def build_app(functions_dir: str | Path, *, settings: Settings | None = None) -> func.FunctionApp:
@@ -50,6 +54,10 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
         name = queue_function_name(bound.name)
         _queue(app, name, bound.requests_queue, bound.results_queue, score)
         if bound.endpoint.batch.enabled:
+            # Imported here: it registers the blob binding's SDK-type converter, which an app
+            # that takes no batch files leaves to others (and need not import at all).
+            from runtime.triggers import batch
+
             files = batch.batch_function(bound.name, bound.results_container, services)
             _blob(app, batch_function_name(bound.name), bound.batch_container, files)
 
@@ -81,7 +89,7 @@ def _queue(
     app.function_name(name)(output(trigger(handler)))
 
 
-def _blob(app: func.FunctionApp, name: str, container: str, handler: batch.BlobFunction) -> None:
+def _blob(app: func.FunctionApp, name: str, container: str, handler: BlobFunction) -> None:
     # Event Grid: the only blob-trigger source on Flex Consumption, and seconds instead of
     # minutes of polling lag elsewhere (docs/batch.md has the subscription it needs).
     trigger = app.blob_trigger(

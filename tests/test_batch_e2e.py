@@ -226,6 +226,7 @@ def _padded_rows(rows: list[dict[str, float]], row_bytes: int) -> Iterator[bytes
         yield text[:-1] + b" " * (row_bytes - len(text) - 1) + b"}\n"
 
 
+@pytest.mark.timeout(900)  # 1 GiB up and through the host: ~30 s here, more on a busy machine
 def test_a_gigabyte_file_is_scored_without_the_host_holding_it(
     tmp_path: Path,
     azurite: AzuriteInfo,

@@ -204,13 +204,12 @@ class BlobListener:
         run.succeeded()
 
     def _trigger_value(self, name: str, props: BlobProperties) -> Any:
-        properties = blob_properties(props)
         if self._by_reference is None:
-            return LazyBlob(self._blob(name), self.container, name, props, properties)
+            return LazyBlob(self._blob(name), self.container, name, props)
         metadata = {
             "BlobTrigger": (f"{self.container}/{name}", "string"),
             "Uri": (self._blob(name).url, "string"),
-            "Properties": (json.dumps(properties), "json"),
+            "Properties": (json.dumps(blob_properties(props)), "json"),
             "Metadata": (json.dumps(dict(props.metadata or {})), "json"),
         }
         return deferred.decode_blob(
@@ -372,9 +371,8 @@ class LazyBlob(func.blob.InputStream):
     its bytes are downloaded on the first ``read``, so a function that streams the blob
     itself, as mlfn's batch trigger does, never holds it whole."""
 
-    def __init__(
-        self, client: BlobClient, container: str, name: str, props: Any, properties: dict[str, Any]
-    ) -> None:
+    def __init__(self, client: BlobClient, container: str, name: str, props: Any) -> None:
+        properties = blob_properties(props)
         super().__init__(
             data=b"",
             name=f"{container}/{name}",

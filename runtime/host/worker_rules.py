@@ -113,8 +113,7 @@ def _parameter_problems(
         return [f"binding {name} " + _NOT_OUT.format(direction=direction.lower())]
     by_reference = None if is_out else deferred.registry_for(pytype)
     converter = _converter(by_reference or registry, binding["type"])
-    passed_through = pytype in (str, bytes) and not _implicit_output(converter, binding["type"])
-    if by_reference is None and passed_through:
+    if pytype in (str, bytes) and not _implicit_output(converter, binding["type"]):
         converter = _Generic  # the worker passes str and bytes through as they are
     check = (
         converter.check_output_type_annotation if is_out else converter.check_input_type_annotation

@@ -45,23 +45,25 @@ class BatchService:
         self._settings = settings
         self._ready: set[str] = set()
 
-    async def score_blob(
-        self, name: str, path: str, results: str, etag: str | None = None
-    ) -> batch.Summary | None:
-        """Score the file at ``path`` of the endpoint's batch container (the version ``etag``
-        names, or the current one) into ``results``. None when the blob is gone or was
-        overwritten meanwhile (its new version is scored by its own event)."""
+    async def score_blob(self, name: str, path: str, results: str) -> batch.Summary | None:
+        """Score the current version of the file at ``path`` of the endpoint's batch container
+        into ``results``, named by its ETag. None when the blob is gone or was overwritten
+        while it was read (its new version is scored by its own event).
+
+        An event's own version is not asked for: the worker may hand a function the reference
+        it decoded for an earlier event of the same name (the Python worker for 3.9-3.12
+        caches them by container and name), and an older version cannot be read anyway."""
         bound = self._rows.endpoint(name)
         source = self._blob(bound.batch_container, path)
         try:
-            return await self._score(name, source, path, results, etag)
+            return await self._score(name, source, path, results)
         except InputChanged:
             log.info("%s/%s changed while it was scored; its new version is scored on its own",
                      bound.batch_container, path)  # fmt: skip
             return None
 
     async def _score(
-        self, name: str, source: BlobClient, path: str, results: str, etag: str | None
+        self, name: str, source: BlobClient, path: str, results: str
     ) -> batch.Summary | None:
         from azure.core.exceptions import (
             AzureError,
@@ -77,8 +79,6 @@ class BatchService:
             log.info("%s is gone; nothing to score", source.url)
             return None
         current = str(props.etag)
-        if etag and etag.strip('"') != current.strip('"'):
-            raise InputChanged
         summary = batch.Summary(path, current, None, "")
         try:
             fmt = batch.format_of(path)

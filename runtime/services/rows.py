@@ -24,8 +24,10 @@ from runtime.services.predict import PredictService
 
 # The faults of one row's values, not of the model or the store: another row may score.
 ROW_FAULTS = (PredictFailed, PredictContractError)
-# Fewer rows than this, each failing alone, may all be bad rows; this many with not one that
-# scores is taken for a predict that fails on everything.
+# When predict fails on rows, this many of them spread over the rows are tried alone first: if
+# none scores, predict is taken to fail on everything (a bug, a model it cannot use) and that is
+# raised, at the cost of a few calls instead of halving down to an error (and a logged
+# traceback) for every row. Fewer rows than this are always halved: they may all be bad rows.
 FAILS_EVERYWHERE_AT = 8
 
 
@@ -83,19 +85,31 @@ class RowService:
 
     async def _halves(self, name: str, instances: list[BaseModel], top: bool = True) -> Outcomes:
         """The rows' predictions; when predict fails on them, each half scored on its own,
-        down to the rows that fail alone (a few model calls for one bad row among many). When
-        at least ``FAILS_EVERYWHERE_AT`` rows fail, each alone, predict fails on everything: that
-        is raised, not written as an error for every row (it costs one slab's halving)."""
+        down to the rows that fail alone (a few model calls for one bad row among many),
+        unless predict fails on every row: ``FAILS_EVERYWHERE_AT`` rows spread over them
+        fail alone too. That is raised, not written as an error for every row."""
         try:
             scored = await self._predict.predict_valid(name, instances)
             return list(scored.predictions), scored.model
         except ROW_FAULTS as err:
             if len(instances) == 1:
                 return [err], None
+            if top and await self._fails_everywhere(name, instances):
+                raise
             half = len(instances) // 2
             first, model = await self._halves(name, instances[:half], False)
             second, later = await self._halves(name, instances[half:], False)
-            return _unless_all_failed(err, first + second, top), model or later
+            return first + second, model or later
+
+    async def _fails_everywhere(self, name: str, instances: list[BaseModel]) -> bool:
+        probes = _probes(instances)
+        for probe in probes:
+            try:
+                await self._predict.predict_valid(name, [probe])
+                return False
+            except ROW_FAULTS:
+                pass
+        return bool(probes)
 
     def _halves_sync(self, name: str, instances: list[BaseModel], top: bool = True) -> Outcomes:
         try:
@@ -104,23 +118,31 @@ class RowService:
         except ROW_FAULTS as err:
             if len(instances) == 1:
                 return [err], None
+            if top and self._fails_everywhere_sync(name, instances):
+                raise
             half = len(instances) // 2
             first, model = self._halves_sync(name, instances[:half], False)
             second, later = self._halves_sync(name, instances[half:], False)
-            return _unless_all_failed(err, first + second, top), model or later
+            return first + second, model or later
+
+    def _fails_everywhere_sync(self, name: str, instances: list[BaseModel]) -> bool:
+        probes = _probes(instances)
+        for probe in probes:
+            try:
+                self._predict.predict_valid_sync(name, [probe])
+                return False
+            except ROW_FAULTS:
+                pass
+        return bool(probes)
 
 
-def _unless_all_failed(
-    err: MlfnError, outcomes: list[bytes | MlfnError], top: bool
-) -> list[bytes | MlfnError]:
-    # Only the whole call can tell: two bad rows at a slab's ends are still two bad rows.
-    if (
-        top
-        and len(outcomes) >= FAILS_EVERYWHERE_AT
-        and all(isinstance(o, MlfnError) for o in outcomes)
-    ):
-        raise err
-    return outcomes
+def _probes(instances: list[BaseModel]) -> list[BaseModel]:
+    """``FAILS_EVERYWHERE_AT`` rows spread evenly over ``instances``, its ends included; none
+    for fewer rows (they are halved whatever)."""
+    n, k = len(instances), FAILS_EVERYWHERE_AT
+    if n < k:
+        return []
+    return [instances[round(i * (n - 1) / (k - 1))] for i in range(k)]
 
 
 def _valid(checked: Sequence[BaseModel | MlfnError]) -> list[tuple[int, BaseModel]]:

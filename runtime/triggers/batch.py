@@ -1,6 +1,6 @@
 """The blob trigger adapter: a file landed in an endpoint's batch container; the batch service
-scores it into the results container. The worker hands over a reference (container, name,
-ETag), never the bytes: the service reads the file itself, in ranges, so memory stays bounded
+scores it into the results container. The worker hands over a reference (container and
+name), never the bytes: the service reads the file itself, in ranges, so memory stays bounded
 whatever the file's size, on Azure as locally."""
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ def batch_function(name: str, results: str, services: Services) -> BlobFunction:
         token = telemetry.enter(invocation)
         try:
             path = blob.name
-            # Without an ETag from the host, the blob's current version is read and named.
-            summary = await services.batch.score_blob(name, path, results, blob.etag)
+            summary = await services.batch.score_blob(name, path, results)
             if summary is not None:
                 log.info(
                     "%s/%s: %d rows, %d errors in %.1f s -> %s/%s",

@@ -22,24 +22,13 @@ from azurefunctions.extensions.base import InConverter, SdkType, get_binding_reg
 from runtime.errors import DiscoveryError
 
 
-@dataclass(init=False)
+@dataclass(frozen=True)
 class BlobReference(SdkType):  # type: ignore[misc]  # the base package has no type hints
-    """The blob that fired the trigger: its container, its name and, when the host said it,
-    the version (ETag) the event was for."""
+    """The blob that fired the trigger: its container and name. Nothing of its version: a
+    worker may hand over a reference it decoded for an earlier event of the same name."""
 
-    connection: str | None
     container: str
     name: str
-    etag: str | None
-
-    def __init__(
-        self, *, connection: str | None, container: str, name: str, etag: str | None = None
-    ) -> None:
-        # Not the base's __init__: it only keeps a dict the worker never reads back.
-        self.connection, self.container, self.name, self.etag = connection, container, name, etag
-
-    def get_sdk_type(self) -> BlobReference:
-        return self
 
 
 _taken = get_binding_registry().get("blob")
@@ -71,26 +60,12 @@ class BlobReferenceConverter(  # type: ignore[call-arg]  # the metaclass takes t
             return None
         if data.type != "model_binding_data":
             raise ValueError(
-                f"the blob binding sent {data.type!r}, not a reference: is the blob extension "
-                "older than deferred bindings (extension bundle 4.x)?"
+                f"the blob binding sent {data.type!r}, not a reference: SDK-type bindings need "
+                "Functions runtime 4.34.1 or later"
             )
         content = json.loads(data.value.content)
-        return BlobReference(
-            connection=content.get("Connection"),
-            container=str(content["ContainerName"]),
-            name=str(content["BlobName"]),
-            etag=_etag(trigger_metadata or {}),
-        )
+        return BlobReference(str(content["ContainerName"]), str(content["BlobName"]))
 
     @classmethod
     def has_implicit_output(cls) -> bool:
         return False
-
-
-def _etag(metadata: Mapping[str, Any]) -> str | None:
-    # The trigger's blob properties, when the host sends them with the reference.
-    found = metadata.get("Properties")
-    if found is None or found.type != "json":
-        return None
-    etag = json.loads(found.value).get("ETag")
-    return etag if isinstance(etag, str) and etag.strip('"') else None

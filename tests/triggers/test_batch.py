@@ -1,0 +1,81 @@
+"""The batch-file trigger called as the worker calls it: with a ``BlobReference`` (container and
+name) that the host sent instead of the blob's bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+from azure.storage.blob import ContainerClient
+
+from runtime.config import Settings
+from runtime.host.deferred import decode_blob, registry_for
+from runtime.protocol import batch
+from runtime.registration import build_app
+from runtime.triggers.blob_reference import BlobReference
+from tests.conftest import AzuriteInfo
+from tests.support import make_app
+
+ENDPOINT = """
+from pydantic import BaseModel
+from runtime import Batch, Endpoint, OnnxModel
+
+class In(BaseModel):
+    x: float
+
+class Out(BaseModel):
+    y: float
+
+endpoint = Endpoint(In, Out, model=MODEL, batch=Batch(files="PREFIX-in", results="PREFIX-out"))
+
+@endpoint.predict
+def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+    return [Out(y=r.x * 2) for r in rows]
+"""
+
+
+def _decoded(container: str, name: str, etag: str) -> BlobReference:
+    annotation = BlobReference
+    properties = {"ETag": etag}
+    found = decode_blob(
+        registry_for(annotation), annotation, "blobTrigger", "AzureWebJobsStorage",
+        container, name, {"Properties": (json.dumps(properties), "json")},
+    )  # fmt: skip
+    assert isinstance(found, BlobReference)
+    return found
+
+
+def test_a_reference_handed_over_again_scores_the_blob_s_current_version(
+    tmp_path: Path, azurite: AzuriteInfo, example_models: dict[str, Path], isolated_imports: None
+) -> None:
+    # The Python worker for 3.9-3.12 caches what it decoded by container and name: an event for
+    # an overwritten blob brings the reference of the first. The new version must be scored.
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    source = ENDPOINT.replace("MODEL", repr(str(example_models["iris"]))).replace("PREFIX", prefix)
+    app_dir = make_app(tmp_path / "app", {"doubler": source})
+    settings = Settings.from_mapping(
+        {"AzureWebJobsStorage": azurite.connection_string, "MLFN_CACHE_DIR": str(tmp_path / "c")}
+    )
+    functions = {f.get_function_name(): f for f in build_app(app_dir / "functions", settings=settings).get_functions()}  # fmt: skip
+    score_file = functions["doubler_batch"].get_user_function()
+    inbox = ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-in")
+    inbox.create_container()
+    results = ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-out")
+    reference = None
+    summaries = []
+    for rows in ([{"x": 1}], [{"x": 2}, {"x": 3}]):
+        data = "\n".join(json.dumps(r) for r in rows).encode()
+        etag = inbox.upload_blob("rows.jsonl", data, overwrite=True).get_blob_properties().etag
+        # Decoded once, from the first event (its properties name the first version), as the
+        # worker decodes it; the second event gets the same object back.
+        reference = reference or _decoded(f"{prefix}-in", "rows.jsonl", etag)
+        asyncio.run(score_file(reference))
+        summary = json.loads(
+            results.download_blob(batch.summary_path("rows.jsonl", etag)).readall()
+        )
+        summaries.append(summary)
+    assert [(s["rows"], s["errors"]) for s in summaries] == [(1, 0), (2, 0)]
+    lines = results.download_blob(summaries[1]["output"]).readall().decode().splitlines()
+    assert [json.loads(line)["prediction"] for line in lines] == [{"y": 4.0}, {"y": 6.0}]
