@@ -40,10 +40,31 @@ def on_blob(blob: func.InputStream, out: func.Out[str]) -> None:
 """
 
 
-def _app(tmp_path: Path, prefix: str) -> Path:
+# The blob extension package's own SDK type: the host sends a reference, the package's
+# converter makes a BlobClient of it, and the function reads the blob itself.
+SDK_APP = """
+import json
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
+
+app = func.FunctionApp()
+
+
+@app.blob_trigger(arg_name="client", path="PREFIX-inbox/{name}", connection="AzureWebJobsStorage")
+@app.queue_output(arg_name="out", queue_name="PREFIX-seen", connection="AzureWebJobsStorage")
+def on_blob(client: blob.BlobClient, out: func.Out[str]) -> None:
+    out.set(json.dumps({
+        "kind": type(client).__module__ + "." + type(client).__name__,
+        "container": client.container_name, "name": client.blob_name,
+        "bytes": client.download_blob().readall().decode(),
+    }))
+"""
+
+
+def _app(tmp_path: Path, prefix: str, source: str = APP) -> Path:
     app = tmp_path / "plain"
     app.mkdir()
-    (app / "function_app.py").write_text(APP.replace("PREFIX", prefix))
+    (app / "function_app.py").write_text(source.replace("PREFIX", prefix))
     shutil.copy(ROOT / "host.json", app / "host.json")
     return app
 
@@ -117,6 +138,30 @@ def test_a_plain_app_s_blob_trigger_runs_once_per_blob_version(
     log = host.output()
     assert log.count("Executed 'Functions.on_blob' (Failed") == 5  # five tries, no sixth
     assert log.count("Executed 'Functions.on_blob' (Succeeded") == 2  # the ignored ones never ran
+
+
+def test_a_plain_app_s_sdk_type_blob_trigger_gets_a_client_not_the_bytes(
+    tmp_path: Path, azurite: AzuriteInfo
+) -> None:
+    prefix = f"p{uuid.uuid4().hex[:10]}"
+    conn = azurite.connection_string
+    inbox = ContainerClient.from_connection_string(conn, f"{prefix}-inbox")
+    inbox.create_container()
+    inbox.get_blob_client("in/hello.txt").upload_blob(b"hi")
+    env = {"AzureWebJobsStorage": conn, "MLFN_HOST_BLOB_SCAN_S": "0.2"}
+    host = LocalHost(_app(tmp_path, prefix, SDK_APP), env).start()
+    try:
+        seen = _seen(conn, prefix, 1, 60)
+    finally:
+        host.stop()
+    assert seen == [
+        {
+            "kind": "azure.storage.blob._blob_client.BlobClient",
+            "container": f"{prefix}-inbox",
+            "name": "in/hello.txt",
+            "bytes": "hi",
+        }
+    ]
 
 
 def test_a_receipt_s_name_fits_azure_s_limit_whatever_the_blob_s_name() -> None:
