@@ -69,6 +69,13 @@ def _app(tmp_path: Path, prefix: str, source: str = APP) -> Path:
     return app
 
 
+def _inbox(connection: str, prefix: str) -> ContainerClient:
+    inbox = ContainerClient.from_connection_string(connection, f"{prefix}-inbox")
+    with contextlib.suppress(ResourceExistsError):
+        inbox.create_container()
+    return inbox
+
+
 def _seen(connection: str, prefix: str, want: int, timeout: float) -> list[dict[str, Any]]:
     queue = queue_client(connection, f"{prefix}-seen")
     got: list[dict[str, Any]] = []
@@ -88,9 +95,7 @@ def test_a_plain_app_s_blob_trigger_runs_once_per_blob_version(
 ) -> None:
     prefix = f"p{uuid.uuid4().hex[:10]}"
     conn = azurite.connection_string
-    inbox = ContainerClient.from_connection_string(conn, f"{prefix}-inbox")
-    with contextlib.suppress(ResourceExistsError):
-        inbox.create_container()
+    inbox = _inbox(conn, prefix)
     etag = inbox.get_blob_client("in/hello.txt").upload_blob(b"hi", overwrite=True)["etag"]
     inbox.get_blob_client("out/ignored.txt").upload_blob(b"not under in/")
     inbox.get_blob_client("in/ignored.csv").upload_blob(b"not a .txt")
@@ -145,9 +150,7 @@ def test_a_plain_app_s_sdk_type_blob_trigger_gets_a_client_not_the_bytes(
 ) -> None:
     prefix = f"p{uuid.uuid4().hex[:10]}"
     conn = azurite.connection_string
-    inbox = ContainerClient.from_connection_string(conn, f"{prefix}-inbox")
-    inbox.create_container()
-    inbox.get_blob_client("in/hello.txt").upload_blob(b"hi")
+    _inbox(conn, prefix).get_blob_client("in/hello.txt").upload_blob(b"hi")
     env = {"AzureWebJobsStorage": conn, "MLFN_HOST_BLOB_SCAN_S": "0.2"}
     host = LocalHost(_app(tmp_path, prefix, SDK_APP), env).start()
     try:
