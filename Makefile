@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make serve` and `make test`. Both set up what is missing.
+# Two commands on a fresh machine: `make serve` and `make test`. Both set up what is missing;
+# `make test-frameworks` runs the tests that need torch, TensorFlow and pyspark.
 # Another Python: `make test PYTHON=python3.13` (3.11, 3.12 and 3.13 are supported).
 SHELL := /bin/bash
 PYTHON ?= $(if $(shell command -v python3.11 2>/dev/null),python3.11,python3)
@@ -22,16 +23,46 @@ PYTEST_ARGS ?=
 PY313 := $(call find_python,python3.13)
 WORKER_VENV := .venv-3.13
 
-.PHONY: setup serve-setup serve test test-worker lint bench clean
+# Tests that need the heavy frameworks (torch, TensorFlow, pyspark + Java): `make test-frameworks`.
+FRAMEWORK_TESTS := tests/convert/test_torch.py tests/convert/test_keras.py \
+  tests/convert/test_sparkml.py tests/spark
+# torch's CPU build, from PyTorch's own index as its users install it (PyPI's Linux torch is a
+# ~4 GB CUDA build). Where that index cannot be reached, torch's tests are reported skipped.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP := $(PY) -m pip --disable-pip-version-check
+say = @printf '\n==> %s\n' $(1)
 
-setup: serve-setup worker-venv
+.PHONY: setup serve-setup frameworks-setup serve test test-frameworks test-worker lint bench clean
 
-# What `make serve` needs; the Functions worker's venv (tests only) is left to `make test`.
-serve-setup: $(VENV)/.installed node_modules/.bin/azurite $(MODELS) local.settings.json
+# What `make serve` needs, and no more: mlfn with its run-time dependencies.
+serve-setup: $(VENV)/.serve node_modules/.bin/azurite $(MODELS) local.settings.json
 
-$(VENV)/.installed: pyproject.toml
+# What `make test` needs: the test extra's clients, servers and validators too.
+setup: $(VENV)/.dev serve-setup worker-venv
+
+$(VENV)/.serve: pyproject.toml
+	$(call say,"$(VENV): mlfn and what serving needs ($(PYVER); pip)")
 	test -x $(PY) || $(PY_EXE) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.serve
+	$(call say,"$(VENV): the test suite's clients and validators, linters, benchmark tools (pip)")
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+frameworks-setup: setup $(VENV)/.frameworks
+
+$(VENV)/.frameworks: $(VENV)/.dev
+	$(call say,"$(VENV): TensorFlow, tf2onnx, onnxmltools, pyspark for the framework tests (pip)")
+	$(PIP) install -e '.[dev,frameworks]'
+	$(call say,"$(VENV): torch's CPU build from $(TORCH_INDEX)")
+	if $(PIP) install --no-deps --index-url $(TORCH_INDEX) 'torch>=2.5'; then \
+	  $(PIP) install 'torch>=2.5'; \
+	else \
+	  echo "torch's CPU wheel could not be installed from $(TORCH_INDEX):" \
+	    "the torch tests will be reported skipped"; \
+	fi
 	touch $@
 
 .PHONY: worker-venv
@@ -39,33 +70,55 @@ worker-venv:
 	@if [ -z "$(PY313)" ]; then \
 	  echo "python3.13 not found: the tests that need the Functions worker's code will be skipped"; \
 	elif [ "$(VENV)" != "$(WORKER_VENV)" ]; then \
-	  $(MAKE) --no-print-directory PYTHON=$(PY313) $(WORKER_VENV)/.installed; \
+	  $(MAKE) --no-print-directory PYTHON=$(PY313) $(WORKER_VENV)/.dev; \
 	fi
 
 node_modules/.bin/azurite: package.json package-lock.json
+	$(call say,"node_modules: Azurite, the local Azure Storage emulator (npm)")
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(MODELS) &: scripts/build_models.py $(VENV)/.installed
-	$(PY) -m scripts.build_models build/models
+# The example models are built from scikit-learn's data sets. A venv with the test extra has
+# scikit-learn; the serving venv does not (it would double its size), so the three build tools
+# are installed into build/model-tools for this one step and removed after.
+$(MODELS) &: scripts/build_models.py scripts/model-tools.txt $(VENV)/.serve
+	$(call say,"build/models: the two example models (scikit-learn, skl2onnx)")
+	@if $(PY) -c 'import sklearn, skl2onnx, onnx' 2>/dev/null; then \
+	  $(PY) -m scripts.build_models build/models; \
+	else \
+	  rm -rf build/model-tools && \
+	  $(PIP) install --target build/model-tools -r scripts/model-tools.txt && \
+	  PYTHONPATH=build/model-tools $(PY) -m scripts.build_models build/models; \
+	  status=$$?; rm -rf build/model-tools; exit $$status; \
+	fi
 
 local.settings.json:
 	cp local.settings.example.json $@
 
+# Azurite on 10000-10002 when they are free, else on free ports (AZURITE_PORTS=B,Q,T to choose);
+# never an emulator this did not start.
 serve: serve-setup
-	$(PY) -m scripts.azurite run --default-ports --location .azurite -- bash -c '\
+	@$(PY) -m scripts.azurite run --prefer-default-ports --location .azurite -- bash -c '\
 	  set -e; \
 	  $(MLFN) upload build/models/iris.onnx az://models/iris.onnx; \
 	  $(MLFN) upload build/models/diabetes.onnx az://models/diabetes.onnx; \
 	  echo; echo "Try it:"; \
 	  echo "  curl -s -X POST http://127.0.0.1:$(PORT)/api/iris/predict -H \"Content-Type: application/json\" \\"; \
 	  echo "    -d '"'"'{\"instances\": [{\"sepal_length\": 5.1, \"sepal_width\": 3.5, \"petal_length\": 1.4, \"petal_width\": 0.2}]}'"'"'"; \
+	  if [ "$(PORT)" != 7071 ]; then echo "  (mlfn commands: export MLFN_URL=http://127.0.0.1:$(PORT))"; fi; \
 	  echo; \
 	  exec $(MLFN) serve --port $(PORT)'
 
+# Everything but the framework tests, which `make test-frameworks` runs.
 test: setup
-	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(addprefix --ignore=,$(FRAMEWORK_TESTS)) \
+	  $(PYTEST_ARGS)
 	@if [ "$(PYVER)" != "3.13" ]; then $(MAKE) --no-print-directory test-worker; fi
+	@echo "Not run here: the framework tests ($(FRAMEWORK_TESTS)): make test-frameworks"
+
+# mlfn convert's torch, TensorFlow and Spark ML tests, and runtime.spark in local mode.
+test-frameworks: frameworks-setup
+	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(FRAMEWORK_TESTS) $(PYTEST_ARGS)
 
 # The worker harness (tests/worker) on Python 3.13; the run above reported them skipped.
 test-worker: worker-venv
@@ -83,7 +136,7 @@ bench: setup
 	  || echo "wrk could not be installed: the HTTP benchmark uses an asyncio client"
 	$(PY) -m scripts.azurite run -- $(PY) -m bench.run
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -1,7 +1,12 @@
 """Start Azurite (installed by `make setup` into node_modules/) on loopback, run a command
 against it, and stop it whatever the outcome.
 
-    python -m scripts.azurite run [--default-ports] [--location DIR] -- COMMAND...
+    python -m scripts.azurite run [--prefer-default-ports] [--location DIR] -- COMMAND...
+
+Ports: free ones; with ``--prefer-default-ports`` 10000-10002 (what ``UseDevelopmentStorage=true``
+means) when all three are free, else free ones, said in a line with the ``export`` another
+terminal needs; ``AZURITE_PORTS=BLOB,QUEUE,TABLE`` asks for exactly those. An emulator this
+script did not start is never used: whatever listens on a port was put there by someone else.
 
 The command gets ``AzureWebJobsStorage`` (a connection string with the actual ports),
 ``AZURITE_BLOB_PORT``, ``AZURITE_QUEUE_PORT`` and ``AZURITE_LOG`` (Azurite's
@@ -75,7 +80,6 @@ def start(
     location: Path,
     log_path: Path,
     *,
-    default_ports: bool = False,
     ports: dict[str, int] | None = None,
     timeout: float = 60,
     cert: Path | None = None,
@@ -83,11 +87,11 @@ def start(
     oauth: str | None = None,
 ) -> Azurite:
     """Start Azurite with its data in ``location``. Ports: ``ports`` if given (blob, queue,
-    table), the defaults with ``default_ports``, else free ones. ``cert`` and ``key`` (PEM
-    files) serve HTTPS; ``oauth="basic"`` then also takes bearer tokens, checking their
-    audience, issuer and lifetime but not their signature."""
+    table), else free ones. ``cert`` and ``key`` (PEM files) serve HTTPS; ``oauth="basic"``
+    then also takes bearer tokens, checking their audience, issuer and lifetime but not their
+    signature."""
     if not BINARY.exists():
-        raise SystemExit(f"{BINARY} is missing: run `make setup` (npm installs Azurite there)")
+        raise SystemExit(f"{BINARY} is missing: `make serve` or `make test` installs it (npm ci)")
     location.mkdir(parents=True, exist_ok=True)
     args = [str(BINARY), "--location", str(location), "--disableTelemetry", "--skipApiVersionCheck"]
     if cert and key:
@@ -95,7 +99,7 @@ def start(
     if oauth:
         args += ["--oauth", oauth]
     for service in ("blob", "queue", "table"):
-        port = (ports or {}).get(service, DEFAULT_PORTS[service] if default_ports else 0)
+        port = (ports or {}).get(service, 0)
         args += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
@@ -121,14 +125,55 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:PORT (and it can be bound)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return not _listening(port)
+
+
+def choose_ports(requested: str | None, prefer_defaults: bool) -> tuple[dict[str, int] | None, str]:
+    """The ports to start Azurite on (None: free ones) and a line saying why, if any.
+    ``requested`` is AZURITE_PORTS ("BLOB,QUEUE,TABLE"). Raises SystemExit with one line when
+    the requested ports are malformed or taken."""
+    if requested:
+        try:
+            blob, queue, table = (int(p) for p in requested.split(","))
+        except ValueError:
+            raise SystemExit(
+                f"azurite: AZURITE_PORTS={requested!r} must be three ports, BLOB,QUEUE,TABLE "
+                "(say 20000,20001,20002)"
+            ) from None
+        ports = {"blob": blob, "queue": queue, "table": table}
+        taken = [f"{port} ({name})" for name, port in ports.items() if not _free(port)]
+        if taken:
+            raise SystemExit(
+                f"azurite: AZURITE_PORTS asks for {', '.join(taken)}, already in use on "
+                "127.0.0.1: choose other ports, or leave AZURITE_PORTS unset for free ones"
+            )
+        return ports, ""
+    if not prefer_defaults:
+        return None, ""
+    taken = [port for port in DEFAULT_PORTS.values() if not _free(port)]
+    if not taken:
+        return dict(DEFAULT_PORTS), ""
+    return None, (
+        f"azurite: 127.0.0.1:{taken[0]} is already in use (by something this did not start, "
+        "so nothing is written there): starting Azurite on free ports instead"
+    )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.azurite")
     sub = parser.add_subparsers(dest="verb", required=True)
     run = sub.add_parser("run", help="start Azurite, run COMMAND, stop Azurite")
     run.add_argument(
-        "--default-ports",
+        "--prefer-default-ports",
         action="store_true",
-        help="10000-10002, as UseDevelopmentStorage=true expects",
+        help="10000-10002, as UseDevelopmentStorage=true expects, when they are free",
     )
     run.add_argument("--location", type=Path, help="data folder (default: a temporary one)")
     run.add_argument("command", nargs=argparse.REMAINDER)
@@ -137,21 +182,28 @@ def main(argv: list[str]) -> int:
     if not command:
         parser.error("give a command after --")
 
-    if args.default_ports and _listening(DEFAULT_PORTS["blob"]):
-        print(
-            "azurite: something already listens on 127.0.0.1:10000; "
-            "using it as the storage emulator"
-        )
-        return _run(command, dict(os.environ))
-
+    ports, why = choose_ports(os.environ.get("AZURITE_PORTS"), args.prefer_default_ports)
+    if why:
+        print(why, flush=True)
     with tempfile.TemporaryDirectory(prefix="mlfn-azurite-") as tmp:
         location = args.location or Path(tmp) / "data"
-        azurite = start(location, Path(tmp) / "azurite.log", default_ports=args.default_ports)
+        azurite = start(location, Path(tmp) / "azurite.log", ports=ports)
         print(
             f"azurite: blob on 127.0.0.1:{azurite.blob_port}, "
             f"queue on 127.0.0.1:{azurite.queue_port}",
             flush=True,
         )
+        if args.prefer_default_ports and (azurite.blob_port, azurite.queue_port) != (
+            DEFAULT_PORTS["blob"],
+            DEFAULT_PORTS["queue"],
+        ):
+            # local.settings.json says UseDevelopmentStorage=true (10000-10002): the mlfn
+            # commands of another terminal read this variable first.
+            print(
+                "azurite: for mlfn commands in another terminal: "
+                f"export AzureWebJobsStorage='{azurite.connection_string}'",
+                flush=True,
+            )
         try:
             return _run(command, {**os.environ, **azurite.env()})
         finally:

@@ -16,7 +16,9 @@ from tests.convert.steps import mlfn, served
 from tests.support import make_app
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner
-REASON = "TensorFlow and tf2onnx are installed by the dev extras on Python 3.11 only"
+REASON = (
+    "TensorFlow and tf2onnx are not installed: `make test-frameworks` installs them (Python 3.11)"
+)
 keras = pytest.importorskip("keras", reason=REASON)
 pytest.importorskip("tensorflow", reason=REASON)
 pytest.importorskip("tf2onnx", reason=REASON)

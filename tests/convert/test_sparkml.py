@@ -18,7 +18,9 @@ from runtime.errors import ConversionError
 from tests.convert.steps import mlfn, served
 from tests.support import make_app
 
-REASON = "pyspark and onnxmltools are installed by the dev extras on Python 3.11 only"
+REASON = (
+    "pyspark and onnxmltools are not installed: `make test-frameworks` installs them (Python 3.11)"
+)
 pytest.importorskip("pyspark", reason=REASON)
 pytest.importorskip("onnxmltools", reason=REASON)
 if shutil.which("java") is None:

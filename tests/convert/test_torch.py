@@ -18,10 +18,12 @@ from runtime.errors import ConversionError, ConverterMissing
 from tests.convert.steps import mlfn, refused, served
 from tests.support import make_app
 
-# The CPU wheel is in dev extras for Python 3.11 only (torch==2.13.0+cpu; an unpinned torch is a
-# 4 GB CUDA build): elsewhere these tests are reported skipped.
+# `make test-frameworks` installs torch's CPU wheel from PyTorch's own index (PyPI's is a 4 GB
+# CUDA build); where that index cannot be reached these tests are reported skipped.
 torch = pytest.importorskip(
-    "torch", reason="torch is installed by the dev extras on Python 3.11 only (the CPU wheel)"
+    "torch",
+    reason="torch is not installed: `make test-frameworks` installs its CPU wheel from "
+    "https://download.pytorch.org/whl/cpu, which could not be reached or was not tried",
 )
 
 

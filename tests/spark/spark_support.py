@@ -17,7 +17,7 @@ _java = shutil.which("java") or (
 
 needs_spark = pytest.mark.skipif(
     bool(_missing) or not _java,
-    reason=f"pyspark needs {', '.join(_missing)} (pip install 'mlfn[spark]')"
+    reason=f"runtime.spark needs {', '.join(_missing)}: `make test-frameworks` installs them"
     if _missing
     else "pyspark needs a Java 17 runtime: no java on PATH nor JAVA_HOME",
 )

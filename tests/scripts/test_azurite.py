@@ -1,0 +1,90 @@
+"""scripts/azurite.py, as `make serve` and `make test` run it: which ports, and never an
+emulator it did not start."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from scripts import azurite
+from tests.support import ROOT
+
+PRINT_CONNECTION = "import os; print('CONNECTION', os.environ['AzureWebJobsStorage'])"
+
+
+@pytest.fixture
+def port_10000_taken() -> Iterator[socket.socket | None]:
+    """Something that is not Azurite listening on 127.0.0.1:10000 (None: something else
+    already does)."""
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", azurite.DEFAULT_PORTS["blob"]))
+    except OSError:
+        listener.close()
+        yield None
+        return
+    listener.listen()
+    listener.setblocking(False)
+    try:
+        yield listener
+    finally:
+        listener.close()
+
+
+def _run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.azurite", "run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_with_10000_taken_serve_starts_its_own_azurite_on_other_ports(
+    port_10000_taken: socket.socket | None,
+) -> None:
+    done = _run_script("--prefer-default-ports", "--", sys.executable, "-c", PRINT_CONNECTION)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "127.0.0.1:10000 is already in use" in done.stdout
+    (connection,) = [line for line in done.stdout.splitlines() if line.startswith("CONNECTION")]
+    assert "127.0.0.1:10000/" not in connection
+    # The line another terminal needs to reach the emulator that was started.
+    assert f"export AzureWebJobsStorage='{connection.removeprefix('CONNECTION ')}'" in done.stdout
+    if port_10000_taken is not None:
+        with pytest.raises(BlockingIOError):
+            port_10000_taken.accept()  # nothing was sent to the stranger on 10000
+
+
+def test_requested_ports_that_are_taken_stop_with_one_line(
+    port_10000_taken: socket.socket | None,
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", "AZURITE_PORTS": "10000,10001,10002"}
+
+    done = _run_script("--", sys.executable, "-c", "print('ran')", env=env)
+
+    assert done.returncode != 0
+    assert "ran" not in done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("azurite: AZURITE_PORTS asks for 10000 (blob)")
+    assert line.endswith("choose other ports, or leave AZURITE_PORTS unset for free ones")
+
+
+def test_malformed_requested_ports_are_refused() -> None:
+    with pytest.raises(SystemExit, match="must be three ports"):
+        azurite.choose_ports("10000,10001", prefer_defaults=True)
+
+
+def test_free_defaults_are_preferred_and_plain_runs_take_free_ports() -> None:
+    assert azurite.choose_ports(None, prefer_defaults=False) == (None, "")
+    ports, why = azurite.choose_ports(None, prefer_defaults=True)
+    if all(azurite._free(p) for p in azurite.DEFAULT_PORTS.values()):
+        assert (ports, why) == (azurite.DEFAULT_PORTS, "")
+    else:
+        assert ports is None and "already in use" in why
