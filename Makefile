@@ -30,7 +30,6 @@ FRAMEWORK_TESTS := tests/convert/test_torch.py tests/convert/test_keras.py \
 # ~4 GB CUDA build). Where that index cannot be reached, torch's tests are reported skipped.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP := $(PY) -m pip --disable-pip-version-check
-say = @printf '\n==> %s\n' $(1)
 
 .PHONY: setup serve-setup frameworks-setup serve test test-frameworks test-worker lint bench clean
 
@@ -41,22 +40,22 @@ serve-setup: $(VENV)/.serve node_modules/.bin/azurite $(MODELS) local.settings.j
 setup: $(VENV)/.dev serve-setup worker-venv
 
 $(VENV)/.serve: pyproject.toml
-	$(call say,"$(VENV): mlfn and what serving needs ($(PYVER); pip)")
+	@printf '\n==> %s\n' "$(VENV): mlfn and what serving needs ($(PYVER); pip)"
 	test -x $(PY) || $(PY_EXE) -m venv $(VENV)
 	$(PIP) install -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.serve
-	$(call say,"$(VENV): the test suite's clients and validators, linters, benchmark tools (pip)")
+	@printf '\n==> %s\n' "$(VENV): the test suite's clients and validators, linters, benchmark tools (pip)"
 	$(PIP) install -e '.[dev]'
 	touch $@
 
 frameworks-setup: setup $(VENV)/.frameworks
 
 $(VENV)/.frameworks: $(VENV)/.dev
-	$(call say,"$(VENV): TensorFlow, tf2onnx, onnxmltools, pyspark for the framework tests (pip)")
+	@printf '\n==> %s\n' "$(VENV): TensorFlow, tf2onnx, onnxmltools, pyspark for the framework tests (pip)"
 	$(PIP) install -e '.[dev,frameworks]'
-	$(call say,"$(VENV): torch's CPU build from $(TORCH_INDEX)")
+	@printf '\n==> %s\n' "$(VENV): torch's CPU build from $(TORCH_INDEX)"
 	if $(PIP) install --no-deps --index-url $(TORCH_INDEX) 'torch>=2.5'; then \
 	  $(PIP) install 'torch>=2.5'; \
 	else \
@@ -74,7 +73,7 @@ worker-venv:
 	fi
 
 node_modules/.bin/azurite: package.json package-lock.json
-	$(call say,"node_modules: Azurite, the local Azure Storage emulator (npm)")
+	@printf '\n==> %s\n' "node_modules: Azurite, the local Azure Storage emulator (npm)"
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -82,7 +81,7 @@ node_modules/.bin/azurite: package.json package-lock.json
 # scikit-learn; the serving venv does not (it would double its size), so the three build tools
 # are installed into build/model-tools for this one step and removed after.
 $(MODELS) &: scripts/build_models.py scripts/model-tools.txt $(VENV)/.serve
-	$(call say,"build/models: the two example models (scikit-learn, skl2onnx)")
+	@printf '\n==> %s\n' "build/models: the two example models (scikit-learn, skl2onnx)"
 	@if $(PY) -c 'import sklearn, skl2onnx, onnx' 2>/dev/null; then \
 	  $(PY) -m scripts.build_models build/models; \
 	else \
