@@ -59,6 +59,21 @@ class CachedFile:
     etag: str | None = None  # the store's version of these bytes, for later revalidation
 
 
+def not_private(status: os.stat_result) -> str | None:
+    """Why a folder (by its ``stat``) is not this user's alone: another user owns it, or
+    others may write to it; None when it is, or where the system has no owners (Windows).
+    What is read from such a folder (a model, an app's code) is whatever someone else put
+    there."""
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:
+        return None
+    if status.st_uid != getuid():
+        return f"it belongs to uid {status.st_uid}"
+    if status.st_mode & 0o022:
+        return f"others may write to it (mode {status.st_mode & 0o777:o})"
+    return None
+
+
 class DiskCache:
     def __init__(self, root: Path, lock_timeout_s: float = 600.0) -> None:
         self.root = root
@@ -100,15 +115,14 @@ class DiskCache:
         except OSError as exc:
             raise CacheUnavailable(self.root, exc) from exc
         getuid = getattr(os, "getuid", None)
-        if getuid is not None:  # POSIX: owners and modes mean something
-            if status.st_uid != getuid():
-                raise ConfigError(
-                    "MLFN_CACHE_DIR",
-                    str(self.root),
-                    f"a folder this user owns (it belongs to uid {status.st_uid})",
-                )
-            if status.st_mode & 0o077:
-                self.root.chmod(0o700)
+        if getuid is not None and status.st_uid == getuid() and status.st_mode & 0o077:
+            self.root.chmod(0o700)
+            status = self.root.stat()
+        reason = not_private(status)
+        if reason is not None:
+            raise ConfigError(
+                "MLFN_CACHE_DIR", str(self.root), f"a folder this user owns ({reason})"
+            )
         cutoff = time.time() - STALE_AFTER_S
         for pattern in ("tmp/download-*", "index/*.tmp"):
             for leftover in self.root.glob(pattern):

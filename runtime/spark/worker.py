@@ -10,11 +10,14 @@ through the cache's file lock.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
+import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.digest import sha256_file
 from runtime.discovery import discover
 from runtime.errors import DiscoveryError, MlfnError, OutputNotRepresentable
+from runtime.models.cache import not_private
 from runtime.services import Services
 
 if TYPE_CHECKING:
@@ -124,19 +128,40 @@ def app_root(app_dir: str | Path) -> Path:
 
 
 def _unzipped(archive: Path) -> Path:
-    """``archive`` unpacked under the temporary folder, keyed by its content: a process that
-    finds the folder uses it; the first unpacks beside it and renames (atomic), so processes
-    of one machine never see half an app."""
+    """``archive`` unpacked under the temporary folder, keyed by its content: the first
+    process unpacks into a private folder (0700) beside it and renames it into place
+    (atomic), so processes of one machine never see half an app; a later one uses the folder
+    it finds only if this user alone can have written it. The name is predictable (``mlfn
+    pack`` is reproducible), so a folder or link someone else planted there holds their code,
+    and its ``endpoint.py`` would run here: it is refused."""
     digest = sha256_file(archive)[:16]
     target = Path(tempfile.gettempdir()) / f"mlfn-app-{digest}"
-    if not target.is_dir():
+    if not os.path.lexists(target):
         staging = Path(tempfile.mkdtemp(prefix=f"mlfn-app-{digest}-", dir=target.parent))
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(staging)
         try:
-            staging.rename(target)
-        except OSError:  # another process was first
-            shutil.rmtree(staging, ignore_errors=True)
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(staging)
+            with contextlib.suppress(OSError):  # another process was first (or a stranger)
+                staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone once renamed
+    try:
+        status = target.lstat()
+    except OSError as exc:
+        raise DiscoveryError(
+            f"cannot unpack the app zip {archive.name} at {target}: {exc}"
+        ) from None
+    if stat.S_ISLNK(status.st_mode):
+        reason: str | None = "it is a symbolic link"
+    elif not stat.S_ISDIR(status.st_mode):
+        reason = "it is not a folder"
+    else:
+        reason = not_private(status)
+    if reason is not None:
+        raise DiscoveryError(
+            f"refusing the unpacked app at {target}: {reason}; remove it, or set TMPDIR to a "
+            "folder of this user's"
+        )
     return target
 
 

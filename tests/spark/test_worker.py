@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,64 @@ def test_maps_at_any_depth_reach_the_input_model_as_dicts_whatever_the_pyarrow()
     assert _python(column) == want
     as_dicts = _dicts(kind)  # the walk for a pyarrow without maps_as_pydicts
     assert as_dicts is not None and [as_dicts(v) for v in column.to_pylist()] == want
+
+
+def _zipped(app: Path, archive: Path) -> Path:
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(app.rglob("*")):
+            if path.is_file():
+                z.write(path, path.relative_to(app))
+    return archive
+
+
+def test_a_zipped_app_is_unpacked_once_into_a_private_folder(
+    tmp_path: Path, isolated_imports: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.spark.worker import app_root
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    archive = _zipped(make_app(tmp_path / "app", {"spark_iris": IRIS}), tmp_path / "app.zip")
+    root = app_root(str(archive))
+    assert (root / "functions" / "spark_iris" / "endpoint.py").read_text() == IRIS
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert app_root(str(archive)) == root
+    assert [p.name for p in tmp.iterdir()] == [root.name]  # nothing half-unpacked left beside it
+
+
+@pytest.mark.parametrize("planted", ["another user's folder", "a folder open to all", "a link"])
+def test_an_app_planted_where_the_zip_unpacks_is_refused_and_never_run(
+    tmp_path: Path, isolated_imports: None, monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    # The folder's name comes from the zip's digest, and mlfn pack's zips are reproducible:
+    # anyone on an executor's machine can put an app there before the job's first task.
+    from runtime.digest import sha256_file
+    from runtime.errors import DiscoveryError
+    from runtime.spark.worker import services_for
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    archive = _zipped(make_app(tmp_path / "app", {"spark_iris": IRIS}), tmp_path / "app.zip")
+    marker = tmp_path / "ran"
+    leaves_a_mark = IRIS + f"\nimport pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    theirs = make_app(tmp_path / "theirs", {"spark_iris": leaves_a_mark})
+    target = tmp / f"mlfn-app-{sha256_file(archive)[:16]}"
+    if planted == "a link":
+        target.symlink_to(theirs, target_is_directory=True)
+        reason = "it is a symbolic link"
+    elif planted == "a folder open to all":
+        theirs.rename(target)
+        target.chmod(0o777)
+        reason = "others may write to it"
+    else:
+        if os.getuid() != 0:
+            pytest.skip("handing a folder to another user needs root")
+        theirs.rename(target)
+        os.chown(target, 4242, 4242)
+        reason = "it belongs to uid 4242"
+
+    with pytest.raises(DiscoveryError, match=f"refusing the unpacked app at .*: {reason}"):
+        services_for(str(archive))
+    assert not marker.exists()
