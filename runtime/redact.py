@@ -1,40 +1,144 @@
 """Keeping credentials out of logs, error bodies and public documents: function keys given as
-``?code=``, SAS tokens in blob URLs, keys in storage connection strings."""
+``?code=``, SAS tokens in blob URLs, keys in storage connection strings, in messages and in
+tracebacks alike."""
 
 from __future__ import annotations
 
+import logging
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import threading
+import traceback
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 HIDDEN = "REDACTED"
 # The function key, and every Shared Access Signature field: ``sig`` is the secret, the rest
-# say what it grants and until when, which is nobody else's business either.
+# say what it grants and until when, which is nobody else's business either. Then the names
+# other services give a credential in a query.
 SECRET_QUERY = frozenset({
     "code", "sig", "sv", "ss", "srt", "sp", "se", "st", "spr", "sr", "si", "sip", "sdd",
     "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid",
+    "key", "apikey", "api_key", "api-key", "x-functions-key", "token", "access_token",
+    "refresh_token", "id_token", "secret", "client_secret", "password", "passwd", "pwd",
+    "accountkey", "sharedaccesssignature", "sharedaccesskey", "signature",
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token",
 })  # fmt: skip
 _CONNECTION_SECRET = re.compile(
-    r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[^;\s\"']+"
+    r"(?i)\b(AccountKey|SharedAccessSignature|SharedAccessKey)=[\"']?[^;\s\"']+"
 )
-_QUERY = re.compile(r"\?[^\s\"'<>]*")
+# A run of text that may hold ``name=value`` pairs: everything up to white space, since a
+# request target or URL cannot hold any, while quotes, ``<`` and ``>`` can (a server reads
+# ``?note='hi'&code=KEY`` as two parameters, so redaction must too).
+_CANDIDATE = re.compile(r"(?<!\S)[^\s=]*=\S*")
+# Closing punctuation kept after a hidden value, so a quoted URL stays quoted in a message.
+_CLOSING = re.compile(r"[\"')\]>]*\Z")
+
+
+def _secret_name(raw: str) -> bool:
+    """Whether a parameter named ``raw`` (as written, before decoding) carries a credential,
+    read as ``urllib.parse.parse_qsl`` reads a name: ``+`` a space, ``%XX`` decoded, and
+    compared without case, as the local host and Azure compare ``code``."""
+    if "%" in raw or "+" in raw:
+        raw = unquote(raw.replace("+", " "))
+    name = raw.strip().lower()
+    return name in SECRET_QUERY or name.lstrip("\"'(<[{").strip() in SECRET_QUERY
+
+
+def query(value: str) -> str:
+    """A query string with the values of secret parameters replaced and the rest kept as
+    written. Parameters are found as ``parse_qsl`` finds them (pairs split at ``&``, a name
+    up to the first ``=``), so nothing a server reads as ``code`` is left out; a URL inside a
+    value has its own query read too."""
+    if "=" not in value:
+        return value
+    return "&".join(_pair(piece) for piece in value.split("&"))
+
+
+def _pair(piece: str) -> str:
+    kept: list[str] = []
+    rest = piece
+    while True:  # a loop, not recursion: a hostile value may nest "?" without end
+        name, eq, given = rest.partition("=")
+        if not eq:
+            break
+        # In free text the name may follow a URL (``https://h/p?sig``): it is what follows
+        # the last "?", a superset of what a server would read.
+        if _secret_name(name.rpartition("?")[2]):
+            if given != HIDDEN:
+                closing = _CLOSING.search(given)
+                rest = f"{name}={HIDDEN}{closing.group(0) if closing else ''}"
+            break
+        head, mark, tail = given.partition("?")
+        if not mark:
+            break
+        kept.append(f"{name}={head}?")
+        rest = tail
+    kept.append(rest)
+    return "".join(kept)
 
 
 def url(value: str) -> str:
     """``value`` with secret query parameters and any ``user:password@`` replaced."""
     parts = urlsplit(value)
     netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        query = urlencode(
-            [(k, HIDDEN if k.lower() in SECRET_QUERY else v) for k, v in pairs], safe=HIDDEN
-        )
-    else:
-        query = ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query(parts.query), parts.fragment))
 
 
 def text(value: str) -> str:
-    """Free text (a log line, an error message) with the secrets of any URL query string or
-    connection string in it replaced."""
-    value = _CONNECTION_SECRET.sub(lambda m: f"{m.group(1)}={HIDDEN}", value)
-    return _QUERY.sub(lambda m: "?" + url("http://x/" + m.group(0)).partition("?")[2], value)
+    """Free text (a log line, an error message, a traceback) with the secrets of any URL
+    query string or connection string in it replaced."""
+    if "=" not in value:
+        return value
+    lowered = value.lower()
+    if "accountkey" in lowered or "sharedaccess" in lowered:  # the regex costs more than this
+        value = _CONNECTION_SECRET.sub(lambda m: f"{m.group(1)}={HIDDEN}", value)
+    return _CANDIDATE.sub(lambda m: query(m.group(0)), value)
+
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install_in_logging() -> None:
+    """Redact every log record this process makes, whoever logs it and whatever handler
+    writes it (the Functions worker's, OpenTelemetry's, ``mlfn serve``'s): the message, and
+    a traceback whose text holds a secret. Idempotent.
+
+    Done where records are made, not by a filter on some handler: handlers are the host's
+    (the worker adds its own before importing the app, exporters add theirs later), and a
+    filter on a logger misses what its children propagate."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        made = logging.getLogRecordFactory()
+
+        def redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = made(*args, **kwargs)
+            scrub(record)
+            return record
+
+        logging.setLogRecordFactory(redacted_record)
+        _installed = True
+
+
+def scrub(record: logging.LogRecord) -> None:
+    """``record`` without secrets: its message rendered and redacted when it holds one; a
+    traceback that holds one rendered, redacted, and kept as ``exc_text`` (what every
+    ``logging.Formatter`` prints) in place of the exception itself."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: logging reports it when the record is written
+        return
+    cleaned = text(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and record.exc_info[0] is not None:
+        rendered = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        cleaned = text(rendered)
+        if cleaned != rendered:
+            # The exception object still holds the secret for any handler that formats it
+            # itself: only the redacted text is left.
+            record.exc_info, record.exc_text = None, cleaned
+    if record.stack_info:
+        record.stack_info = text(record.stack_info)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from runtime import config, telemetry
+from runtime import config, redact, telemetry
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.discovery import discover
 from runtime.protocol.batch import batch_function_name
@@ -28,6 +28,9 @@ def build_app(functions_dir: str | Path, *, settings: Settings | None = None) ->
     trigger (Event Grid) on ``NAME-batch`` that writes to ``NAME-batch-results``, plus the
     anonymous health routes. Imports the endpoint modules and nothing heavy: no onnxruntime,
     no storage SDK, no network, no model."""
+    # Here, not in `mlfn serve`: on Azure the worker's logging is all there is, and a SAS in a
+    # URL the app logs (a batch event's blob) must not reach Application Insights.
+    redact.install_in_logging()
     functions_dir = Path(functions_dir).resolve()
     endpoints = discover(functions_dir)
     services = Services(endpoints, app_root=functions_dir.parent, settings=settings)

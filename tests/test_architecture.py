@@ -32,7 +32,8 @@ ALLOWED: dict[str, set[str]] = {
     "services": {"models", "protocol", "storage", "batching", "endpoint", "errors", "config",
                  "scored", "element_types", "telemetry"},
     "triggers": {"services", "protocol", "errors", "host_json", "version", "redact", "telemetry"},
-    "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry"},
+    "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry",
+                     "redact"},
     "runtime": {"endpoint", "errors", "models", "registration"},
     "convert": {"errors"},
     # Spark scoring: a DataFrame's rows through the rows service; no deployed app imports it.

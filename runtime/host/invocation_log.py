@@ -91,6 +91,8 @@ class JsonFormatter(logging.Formatter):
         for name in self.FIELDS:
             if hasattr(record, name):
                 doc[name] = getattr(record, name)
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # set already when redaction rewrote the traceback
+            doc["exception"] = record.exc_text
         return json.dumps(doc, default=str)

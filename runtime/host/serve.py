@@ -83,9 +83,9 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactSecrets())
-        if local.log_format == "json":
+    redact.install_in_logging()  # every line, the request lines and tracebacks included
+    if local.log_format == "json":
+        for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     # The storage SDK logs every request and response header at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
@@ -118,18 +118,6 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
     print(flush=True)
     # The HTTP host writes each request's one line itself (with its invocation id).
     uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on", access_log=False)
-
-
-class RedactSecrets(logging.Filter):
-    """Every line the host writes, the access log's request lines included, without function
-    keys (``?code=``), SAS tokens or storage keys."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact.text(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
 
 
 def since_process_start() -> float:
