@@ -12,7 +12,13 @@ from pydantic import BaseModel
 from runtime.models.reference import Model as Model  # users declare it beside Endpoint
 from runtime.protocol import batch as batch_names
 from runtime.protocol.batch_formats import RESERVED_COLUMNS, output_columns
-from runtime.protocol.jobs import check_queue_name, is_container_name, requests_queue, results_queue
+from runtime.protocol.jobs import (
+    check_queue_name,
+    is_container_name,
+    is_host_container,
+    requests_queue,
+    results_queue,
+)
 
 if TYPE_CHECKING:
     from runtime.models.onnx_model import OnnxModel
@@ -205,11 +211,16 @@ class BoundEndpoint:
 
 def check_container_name(name: str, instead: str = "") -> None:
     """Raise ValueError unless ``name`` follows Azure's blob container naming rules."""
+    hint = f"; name another with {instead}, or turn batch files off" if instead else ""
     if not is_container_name(name):
-        hint = f"; name another with {instead}, or turn batch files off" if instead else ""
         raise ValueError(
             f"container name {name!r} is invalid: Azure container names are 3-63 lowercase "
             f"letters, digits and single hyphens, starting and ending with a letter or digit{hint}"
+        )
+    if is_host_container(name):  # the local host would score its own receipts
+        raise ValueError(
+            f"container {name!r} belongs to the Functions host (azure-webjobs-*, $...): "
+            f"files and results go in the app's own containers{hint}"
         )
 
 

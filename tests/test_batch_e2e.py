@@ -18,9 +18,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from runtime.protocol import batch
+from tests.bombs import MiB, gzip_bomb, peak_rss, reset_peak_rss
 from tests.conftest import AzuriteInfo
 from tests.support import LocalHost, app_env, make_app, wait_for
 
@@ -262,6 +263,46 @@ def test_a_gigabyte_file_is_scored_without_the_host_holding_it(
     grew_kb = peak - warmed
     print(f"1 GiB file: host peak RSS {warmed / 1024:.0f} -> {peak / 1024:.0f} MiB")
     assert grew_kb * 1024 < size / 16, (warmed, peak)
+
+
+def test_a_gzip_bomb_is_inflated_a_piece_at_a_time_by_the_host(
+    tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str, prefix: str
+) -> None:
+    """A file stored with Content-Encoding gzip, 1 MB stored and 1 GiB inflated (one line of
+    zeros between two rows): the host inflates it as it reads, the long line is its row's
+    error, and the host's peak RSS grows by less than 64 MiB (the SDK inflated it whole:
+    125 MB -> 2.95 GB, then InternalError). A gzip Parquet file, which must be read by
+    seeking, is refused naming the encoding, once."""
+    row = json.dumps(_flowers(np.random.default_rng(4), 1)[0]).encode()
+    bomb = gzip_bomb(row + b"\n", 1024 * MiB, b"\n" + row + b"\n")
+    host = _host(tmp_path, azurite, models_in_blob, prefix, env={"MALLOC_ARENA_MAX": "2"}).start()
+    try:
+        etag = _upload(azurite, f"{prefix}-in", "warm.jsonl", row)
+        _wait_summary(azurite, prefix, "warm.jsonl", etag, host, timeout=120)
+        assert host.process is not None
+        before = reset_peak_rss(host.process.pid)
+        client = ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-in")
+        gzipped = ContentSettings(content_encoding="gzip")
+        made = client.upload_blob("bomb.jsonl", bomb, content_settings=gzipped)
+        summary = _wait_summary(
+            azurite, prefix, "bomb.jsonl", str(made.get_blob_properties().etag), host, 300
+        )
+        grew = peak_rss(host.process.pid) - before
+        made = client.upload_blob("rows.parquet", bomb, content_settings=gzipped)
+        refused = _wait_summary(
+            azurite, prefix, "rows.parquet", str(made.get_blob_properties().etag), host, 60
+        )
+    finally:
+        host.stop()
+    assert (summary["rows"], summary["errors"], summary["error"]) == (3, 1, None), summary
+    lines = [json.loads(x) for x in _download(azurite, prefix, summary["output"]).splitlines()]
+    assert "longer than the limit" in lines[1]["error"]["message"]
+    assert "prediction" in lines[0] and "prediction" in lines[2]
+    print(f"gzip bomb: host peak RSS grew by {grew / MiB:.0f} MiB")
+    assert grew < 64 * MiB, f"{grew / MiB:.0f} MiB"
+    assert refused["error"]["type"] == "UnsupportedEncoding" and refused["output"] is None
+    assert "Content-Encoding 'gzip'" in refused["error"]["message"]
+    assert host.output().count("Executed 'Functions.flowers_batch' (Failed") == 0
 
 
 def test_a_host_killed_mid_file_leaves_one_complete_output(

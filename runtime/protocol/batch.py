@@ -12,6 +12,7 @@ new ETag, gets its own):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 
 from runtime.errors import MlfnError
 
+MAX_BLOB_NAME = 1024  # characters, Azure Storage's limit
+MAX_SEGMENTS = 254  # '/'-separated parts of a blob name, Azure Storage's limit
 BATCH_SUFFIX = "-batch"
 RESULTS_SUFFIX = "-batch-results"
 SUMMARY_SUFFIX = ".summary.json"
@@ -81,9 +84,21 @@ def version_tag(etag: str) -> str:
 
 
 def result_path(path: str, etag: str) -> str:
-    """Where the results of one version of ``path`` go (in the results container)."""
+    """Where the results of one version of ``path`` go (in the results container). A path
+    too long to take the version and ``.summary.json`` within Azure's 1,024 characters gives
+    way to its digest (``.sha256/<hex>.<version>.csv``), as the host's receipts do (so does
+    one of more than 254 segments): the storage would refuse the name, every time."""
     stem, suffix = posixpath.splitext(path)
-    return f"{stem}.{version_tag(etag)}{suffix}"
+    named = f"{stem}.{version_tag(etag)}{suffix}"
+    if len(named) + len(SUMMARY_SUFFIX) <= MAX_BLOB_NAME and named.count("/") < MAX_SEGMENTS:
+        return named
+    kept = suffix if len(suffix) <= 16 else ""
+    return f"{hashed_name(path)}.{version_tag(etag)[:64]}{kept}"
+
+
+def hashed_name(name: str) -> str:
+    """What stands in for a blob name too long to be part of another: ``.sha256/<hex>``."""
+    return f".sha256/{hashlib.sha256(name.encode()).hexdigest()}"
 
 
 def summary_path(path: str, etag: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import IO, Any, Protocol
 
 from pydantic import BaseModel
@@ -20,6 +20,7 @@ from pydantic_core import from_json
 
 from runtime.errors import BadRequest, MlfnError, OutputNotRepresentable, PackageMissing
 from runtime.protocol.batch import Format
+from runtime.protocol.csv_safety import safe_cell
 
 Outcome = tuple[bytes | None, MlfnError | None]  # a prediction's JSON, or the row's error
 RawRow = Any  # a decoded row (a dict), or the MlfnError that says why it could not be read
@@ -45,12 +46,19 @@ class RowWriter(Protocol):
 
 
 def read_rows(
-    fmt: Format, source: IO[bytes], chunk_size: int, max_row_bytes: int, chunk_bytes: int
+    fmt: Format,
+    source: IO[bytes],
+    chunk_size: int,
+    max_row_bytes: int,
+    chunk_bytes: int,
+    columns: Collection[str] | None = None,
 ) -> Iterator[list[RawRow]]:
     """The file's rows in chunks of at most ``chunk_size`` rows and (but for a single row)
-    about ``chunk_bytes`` bytes of input, so wide rows make short chunks."""
+    about ``chunk_bytes`` bytes of input, so wide rows make short chunks. ``columns``: the
+    only ones a row needs (``input_columns``), None for all; a columnar format reads no
+    other (a text format has to read every byte anyway)."""
     if fmt is Format.PARQUET:
-        yield from _parquet_chunks(source, chunk_size, chunk_bytes)
+        yield from _parquet_chunks(source, chunk_size, max_row_bytes, chunk_bytes, columns)
         return
     rows = (
         _jsonl_rows(source, max_row_bytes)
@@ -81,6 +89,32 @@ def unreadable_row(what: str) -> BadRequest:
     return BadRequest(what, detail=[{"field": "row", "message": what, "type": "unreadable"}])
 
 
+def too_long_row(max_row_bytes: int) -> BadRequest:
+    return unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes")
+
+
+def input_columns(model: type[BaseModel]) -> frozenset[str] | None:
+    """The top-level keys a row of ``model`` can be read from (names, aliases, validation
+    aliases), or None when every key counts: a model that keeps or refuses extra keys."""
+    from pydantic import AliasChoices, AliasPath
+
+    if model.model_config.get("extra") in ("allow", "forbid"):
+        return None
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        keys.add(name)
+        if info.alias:
+            keys.add(info.alias)
+        aliases = info.validation_alias
+        choices = aliases.choices if isinstance(aliases, AliasChoices) else [aliases]
+        for choice in choices:
+            if isinstance(choice, str):
+                keys.add(choice)
+            elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
+                keys.add(choice.path[0])
+    return frozenset(keys)
+
+
 # --- JSON Lines -------------------------------------------------------------------------------
 
 
@@ -98,7 +132,7 @@ def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow,
         if len(line) > max_row_bytes and not line.endswith(b"\n"):
             while line and not line.endswith(b"\n"):  # the rest of the line, piece by piece
                 line = source.readline(1 << 20)
-            yield unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes"), 0
+            yield too_long_row(max_row_bytes), 0
             first, bom = False, b""
             continue
         # After the length check, which counts it: stripped before, a first line cut at the
@@ -170,7 +204,7 @@ def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, i
         )
     for raw, read in records:
         if raw is None:
-            yield unreadable_row(f"row is longer than the limit of {max_row_bytes} bytes"), 0
+            yield too_long_row(max_row_bytes), 0
             continue
         if not raw.strip():
             continue  # a blank line
@@ -281,16 +315,18 @@ class _CsvWriter:
 
     def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
         buffer = io.StringIO()
-        out = csv.writer(buffer, lineterminator="\n")
+        # RFC 4180's CRLF: with "\n" alone the csv module leaves a text's bare CR unquoted,
+        # and readers take it for the record's end.
+        out = csv.writer(buffer, lineterminator="\r\n")
         if not self._header_written:
-            out.writerow(["row", *self._fields, "error"])
+            out.writerow(["row", *map(safe_cell, self._fields), "error"])
             self._header_written = True
         for i, (prediction, error) in enumerate(outcomes, start):
             if error is not None:
                 out.writerow([i, *([""] * len(self._fields)), _error_json(error).decode()])
                 continue
             values = json.loads(prediction or b"{}")
-            out.writerow([i, *(_cell(values.get(f)) for f in self._fields), ""])
+            out.writerow([i, *(safe_cell(_cell(values.get(f))) for f in self._fields), ""])
         self._sink.write(buffer.getvalue().encode())
         return 0
 
@@ -336,21 +372,137 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-def _parquet_chunks(source: IO[bytes], chunk_size: int, chunk_bytes: int) -> Iterator[list[RawRow]]:
+def _parquet_chunks(
+    source: IO[bytes],
+    chunk_size: int,
+    max_row_bytes: int,
+    chunk_bytes: int,
+    columns: Collection[str] | None,
+) -> Iterator[list[RawRow]]:
+    """Row groups read a batch at a time, only the columns a row needs: a column the endpoint
+    never reads is never decoded, however wide. Text columns are read as dictionaries (a
+    value repeated down a column is held once) and each row's size is measured in Arrow,
+    before any Python object is made of it: a row over ``max_row_bytes`` is its own error,
+    as an over-long JSON line is, and chunks are cut by bytes as well as rows."""
     pa = _pyarrow()
     try:
-        # Without these, a row group's column data is read whole before the first batch: one
-        # huge row group would be held in memory at once.
-        file = pa.parquet.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
-        for batch in file.iter_batches(batch_size=chunk_size):
-            # Wide rows: smaller pieces, as a JSON Lines or CSV chunk would be.
-            step = max(1, min(batch.num_rows, chunk_size * chunk_bytes // max(1, batch.nbytes)))
-            for start in range(0, batch.num_rows, step):
-                piece = batch.slice(start, step).to_pylist()
-                # A null is a missing value, as an empty CSV cell is.
-                yield [{k: v for k, v in row.items() if v is not None} for row in piece]
+        # Without pre_buffer=False and a buffer_size, a row group's column data is read whole
+        # before the first batch: one huge row group would be held in memory at once.
+        schema = pa.parquet.ParquetFile(source).schema_arrow
+        names = [n for n in schema.names if columns is None or n in columns]
+        texts = [n for n in names if _is_text(pa, schema.field(n).type)]
+        file = pa.parquet.ParquetFile(
+            source, pre_buffer=False, buffer_size=1 << 20, read_dictionary=texts
+        )
+        meta = file.metadata
+        read = set(names)
+        for group in range(meta.num_row_groups):
+            info = meta.row_group(group)
+            if not names:  # no column the endpoint reads: rows of nothing
+                yield from _empty_rows(info.num_rows, chunk_size)
+                continue
+            stored = sum(
+                info.column(j).total_uncompressed_size
+                for j in range(info.num_columns)
+                if info.column(j).path_in_schema.split(".")[0] in read
+            )
+            if info.num_rows == 1 and stored > max_row_bytes:
+                yield [too_long_row(max_row_bytes)]  # told by the footer, never read
+                continue
+            # A batch holds about a chunk's bytes of the group (as stored, decoded).
+            per_row = max(1, stored // max(1, info.num_rows))
+            rows = max(1, min(chunk_size, chunk_bytes // per_row))
+            for batch in file.iter_batches(batch_size=rows, row_groups=[group], columns=names):
+                yield from _batch_chunks(pa, batch, chunk_size, max_row_bytes, chunk_bytes)
     except (pa.ArrowException, OSError) as exc:
         raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
+
+
+def _is_text(pa: Any, kind: Any) -> bool:
+    return bool(
+        pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+    )  # fmt: skip
+
+
+def _empty_rows(n: int, chunk_size: int) -> Iterator[list[RawRow]]:
+    for start in range(0, n, chunk_size):
+        yield [{} for _ in range(min(chunk_size, n - start))]
+
+
+def _batch_chunks(
+    pa: Any, batch: Any, chunk_size: int, max_row_bytes: int, chunk_bytes: int
+) -> Iterator[list[RawRow]]:
+    sizes = _row_bytes(pa, batch)
+    chunk: list[RawRow] = []
+    size = 0
+    start = 0  # the first row of the run of readable rows not yet made Python objects
+
+    def run(end: int) -> list[RawRow]:
+        return _to_rows(batch.slice(start, end - start)) if end > start else []
+
+    for i, row_size in enumerate(sizes):
+        if row_size > max_row_bytes:
+            chunk += run(i)
+            chunk.append(too_long_row(max_row_bytes))
+            start = i + 1
+        else:
+            size += row_size
+        if len(chunk) + i + 1 - start >= chunk_size or size >= chunk_bytes:
+            yield chunk + run(i + 1)
+            chunk, size, start = [], 0, i + 1
+    chunk += run(len(sizes))
+    if chunk:
+        yield chunk
+
+
+def _row_bytes(pa: Any, batch: Any) -> list[int]:
+    """Each row's bytes in Arrow (its values' data, as a JSON line would roughly spend)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            total += _numbers(pc.take(pc.binary_length(column.dictionary), column.indices))
+        elif _is_text(pa, kind):
+            total += _numbers(pc.binary_length(column))
+        elif pa.types.is_primitive(kind) and kind.bit_width >= 8:
+            total += kind.bit_width // 8
+        elif column.nbytes > 4096:  # nested: each row's own bytes, where they can matter
+            total += np.array([column.slice(i, 1).nbytes for i in range(len(column))])
+        else:
+            total += column.nbytes // max(1, len(column))
+    return total.tolist()  # type: ignore[no-any-return]
+
+
+def _numbers(lengths: Any) -> Any:
+    return lengths.fill_null(0).to_numpy(zero_copy_only=False).astype("int64")
+
+
+def _to_rows(piece: Any) -> list[RawRow]:
+    """A slice of a batch as dicts; a value Python cannot hold (a timestamp past year 9999,
+    say) is its row's error, the column named."""
+    try:
+        rows = piece.to_pylist()
+    except _UNREPRESENTABLE:
+        rows = [_to_row(piece, i) for i in range(piece.num_rows)]
+    # A null is a missing value, as an empty CSV cell is.
+    return [
+        row if isinstance(row, MlfnError) else {k: v for k, v in row.items() if v is not None}
+        for row in rows
+    ]
+
+
+def _to_row(piece: Any, i: int) -> RawRow:
+    row: dict[str, Any] = {}
+    for name, column in zip(piece.schema.names, piece.columns, strict=True):
+        try:
+            row[name] = column[i].as_py()
+        except _UNREPRESENTABLE as exc:
+            return unreadable_row(f"column {name!r} cannot be read: {type(exc).__name__}: {exc}")
+    return row
 
 
 # What a value Arrow refuses raises: a string where a number goes, an int over 64 bits, ...

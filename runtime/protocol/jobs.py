@@ -47,6 +47,16 @@ def is_container_name(name: str) -> bool:
     return _AZURE_NAME.fullmatch(name) is not None
 
 
+HOST_CONTAINER_PREFIX = "azure-webjobs-"
+
+
+def is_host_container(name: str) -> bool:
+    """A container of the Functions host's own (its keys, leases and blob receipts live in
+    ``azure-webjobs-*``) or of the service (``$logs``, ``$web``): never the app's to read
+    from or write to, by claim check or batch file."""
+    return name.startswith(HOST_CONTAINER_PREFIX) or name.startswith("$")
+
+
 def requests_queue(endpoint: str) -> str:
     """The default request queue of an endpoint: ``NAME-requests`` (``_`` becomes ``-``)."""
     return f"{endpoint.replace('_', '-')}-requests"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
-from runtime.errors import InternalError, MlfnError
+from runtime.errors import BadRequest, InternalError, MlfnError
 from runtime.protocol import batch, batch_formats
 from runtime.protocol.batch_formats import Outcome, RawRow
 from runtime.scored import ModelInfo
@@ -86,7 +86,13 @@ class BatchService:
             output = batch.result_path(path, current)
             target = await asyncio.to_thread(self._blob, results, output, True)
             sink = blob_files.BlockWriter(target, batch.CONTENT_TYPES[fmt])
-            reader = blob_files.open_version(source, int(props.size), current)
+            reader = blob_files.open_version(
+                source,
+                int(props.size),
+                current,
+                props.content_settings.content_encoding,
+                seekable=fmt is batch.Format.PARQUET,
+            )
             model = await self._stream(name, fmt, reader, sink, summary)
             summary.model = _model_doc(model)
             summary.output = output
@@ -102,19 +108,25 @@ class BatchService:
                 # delivery writes the summary.
                 log.info("%s: another delivery committed its results first", path)
                 return None
-            raise  # the storage: a retry may cure it
+            if exc.status_code != 400:
+                raise  # the storage: a retry may cure it
+            # The storage refuses the request itself (a name, a size): it always will.
+            code = getattr(exc, "error_code", None) or exc.reason
+            refused = BadRequest(f"the storage refused the file's results for good: {code}")
+            _failed(summary, refused)
+            log.warning("%s: %s", path, refused.message)
         except AzureError:
             raise
         except MlfnError as err:
             if err.retryable:
                 raise
             # Nothing in the file can be scored: a retry would only say it again.
-            summary.error, summary.output = err.to_dict(), None
+            _failed(summary, err)
             log.warning("%s: %s", path, err.message)
         except Exception:
             # A bug of mlfn's: said in the summary (not five full re-scorings, then poison).
             log.exception("scoring %s failed", path)
-            summary.error, summary.output = InternalError().to_dict(), None
+            _failed(summary, InternalError())
         summary.seconds = time.perf_counter() - started
         await asyncio.to_thread(self._write_summary, results, path, current, summary)
         return summary
@@ -135,8 +147,9 @@ class BatchService:
         # A slab holds at most a quarter of a request's bytes: wide rows (embeddings, images)
         # make short slabs, so the slabs in flight stay within one request's memory.
         slab_bytes = max(64 * 1024, limit // IN_FLIGHT)
+        columns = batch_formats.input_columns(endpoint.input)
         chunks: Iterator[list[RawRow]] = batch_formats.read_rows(
-            fmt, reader, slab, limit, slab_bytes
+            fmt, reader, slab, limit, slab_bytes, columns
         )
         pending: deque[tuple[int, asyncio.Task[tuple[list[Outcome], ModelInfo | None]]]] = deque()
         model: ModelInfo | None = None
@@ -199,6 +212,13 @@ class BatchService:
                 clients.create_if_missing(client.create_container)
             self._ready.add(container)
         return clients.blob(conn, container, path, self._settings)
+
+
+def _failed(summary: batch.Summary, error: MlfnError) -> None:
+    """The file ends in ``error`` with no output: no rows either, whatever was scored before
+    (the summary tells what the output holds)."""
+    summary.error, summary.output = error.to_dict(), None
+    summary.rows = summary.errors = 0
 
 
 def version_of(etag: str) -> str:

@@ -1,6 +1,10 @@
 """Large blobs as files: read one version of a blob by ranges (seekable, so Parquet can read
 its footer), write one as staged blocks committed at the end. Neither holds more than a
 block or two in memory, whatever the blob's size.
+
+A blob's stored bytes are read as stored: a blob with a ``Content-Encoding`` is inflated here,
+a piece at a time (never by the SDK, which inflates a whole download in memory), so a small
+gzip bomb costs no more memory than the file it inflates to would.
 """
 
 from __future__ import annotations
@@ -8,13 +12,123 @@ from __future__ import annotations
 import base64
 import io
 import uuid
-from typing import TYPE_CHECKING, Any
+import zlib
+from typing import IO, TYPE_CHECKING, Any
+
+from runtime.errors import BadRequest, MlfnError, PayloadTooLarge
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
 
 BLOCK_BYTES = 4 * 1024 * 1024
 READ_BYTES = 4 * 1024 * 1024
+INFLATE_INPUT_BYTES = 64 * 1024  # compressed bytes handed to zlib at once
+
+# Content-Encodings inflated as they are read; zlib tells gzip from zlib ("deflate") itself.
+INFLATED = ("gzip", "x-gzip", "deflate")
+_AUTO_HEADER = 32 + zlib.MAX_WBITS
+
+
+class UnsupportedEncoding(MlfnError):
+    """A blob stored with a ``Content-Encoding`` that cannot be read here: it never will be."""
+
+    status = 415
+
+    def __init__(self, what: str, encoding: str, why: str) -> None:
+        super().__init__(
+            f"{what} is stored with Content-Encoding {encoding!r}, {why}; upload it "
+            "without a Content-Encoding",
+            detail={"content_encoding": encoding},
+        )
+
+
+class InflatedTooLarge(PayloadTooLarge):
+    """A compressed blob inflates past the limit: told as soon as the limit is passed, with
+    the stored size beside it (the inflated size is never learnt)."""
+
+    def __init__(self, stored: int, limit: int, encoding: str) -> None:
+        MlfnError.__init__(
+            self,
+            f"the blob of {stored} bytes (Content-Encoding {encoding!r}) inflates to more than "
+            f"this endpoint's limit of {limit} bytes",
+            detail={"size": stored, "limit": limit, "content_encoding": encoding},
+        )
+
+    @property
+    def type(self) -> str:
+        return PayloadTooLarge.__name__
+
+
+def encoding_of(content_encoding: str | None) -> str | None:
+    """A blob's Content-Encoding, None for none (``identity`` is none)."""
+    encoding = (content_encoding or "").strip().lower()
+    return None if encoding in ("", "identity") else encoding
+
+
+def inflating(source: IO[bytes], encoding: str, what: str) -> io.BufferedReader:
+    """``source``'s bytes inflated as they are read (``encoding`` one of ``INFLATED``): no
+    read returns more than it was asked for, so a reader's own bounds hold on the inflated
+    bytes. Other encodings raise ``UnsupportedEncoding``."""
+    if encoding not in INFLATED:
+        known = ", ".join(INFLATED)
+        raise UnsupportedEncoding(what, encoding, f"which cannot be read (only {known} can)")
+    return io.BufferedReader(_Inflating(source, encoding, what), buffer_size=READ_BYTES)
+
+
+def inflate_bounded(data: bytes, encoding: str, limit: int, what: str) -> bytes:
+    """``data`` inflated, refused (``InflatedTooLarge``) as soon as it passes ``limit``."""
+    inflated = inflating(io.BytesIO(data), encoding, what).read(limit + 1)
+    if len(inflated) > limit:
+        raise InflatedTooLarge(len(data), limit, encoding)
+    return inflated
+
+
+class _Inflating(io.RawIOBase):
+    def __init__(self, source: IO[bytes], encoding: str, what: str) -> None:
+        self._source = source
+        self._encoding = encoding
+        self._what = what
+        self._inflater = zlib.decompressobj(_AUTO_HEADER)
+        self._input = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._done:
+            if not self._input:
+                self._input = self._source.read(INFLATE_INPUT_BYTES)
+                if not self._input and not self._inflater.eof:
+                    raise self._unreadable("it ends before its compressed data does")
+            try:
+                out = self._inflater.decompress(self._input, len(buffer))
+            except zlib.error as exc:
+                raise self._unreadable(str(exc)) from None
+            self._input = self._inflater.unconsumed_tail
+            if self._inflater.eof:
+                self._next_member()
+            if out:
+                n = len(out)
+                buffer[:n] = out
+                return n
+        return 0
+
+    def _next_member(self) -> None:
+        """After one gzip member, another may follow (concatenated gzip files are one)."""
+        rest = self._inflater.unused_data or self._source.read(INFLATE_INPUT_BYTES)
+        if not rest:
+            self._done = True
+            return
+        self._inflater = zlib.decompressobj(_AUTO_HEADER)
+        self._input = rest
+
+    def _unreadable(self, why: str) -> BadRequest:
+        return BadRequest(
+            f"{self._what} cannot be inflated as its Content-Encoding {self._encoding!r} "
+            f"says: {why}",
+            detail={"content_encoding": self._encoding},
+        )
 
 
 class BlobVersionReader(io.RawIOBase):
@@ -53,15 +167,38 @@ class BlobVersionReader(io.RawIOBase):
             etag=self._etag,
             match_condition=MatchConditions.IfNotModified,
             max_concurrency=1,
+            # The stored bytes: the SDK would inflate a Content-Encoding's range whole.
+            decompress=False,
         ).readall()
         n = len(data)
+        if n > want:  # never, for stored bytes; a short read is what a file may give
+            raise OSError(f"asked the storage for {want} bytes, got {n}")
         buffer[:n] = data
         self._pos += n
         return n
 
 
-def open_version(blob: BlobClient, size: int, etag: str) -> io.BufferedReader:
-    return io.BufferedReader(BlobVersionReader(blob, size, etag), buffer_size=READ_BYTES)
+def open_version(
+    blob: BlobClient,
+    size: int,
+    etag: str,
+    content_encoding: str | None = None,
+    seekable: bool = False,
+) -> IO[bytes]:
+    """One version of a blob as a file of the bytes it holds: inflated when it is stored with
+    a Content-Encoding, a piece at a time. ``seekable``: the reader must seek (Parquet), which
+    an encoded blob cannot."""
+    raw = io.BufferedReader(BlobVersionReader(blob, size, etag), buffer_size=READ_BYTES)
+    encoding = encoding_of(content_encoding)
+    if encoding is None:
+        return raw
+    what = f"blob {blob.blob_name!r}"
+    if seekable:
+        raise UnsupportedEncoding(
+            what, encoding, "and this format is read by seeking, which a compressed blob "
+            "cannot do (Parquet compresses its own columns)"
+        )  # fmt: skip
+    return inflating(raw, encoding, what)
 
 
 class BlockWriter(io.RawIOBase):

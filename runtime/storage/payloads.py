@@ -8,9 +8,7 @@ from typing import Any
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.errors import BadRequest, InputBlobMissing, PayloadTooLarge
 from runtime.protocol import jobs
-from runtime.storage import clients
-
-HOST_CONTAINER_PREFIX = "azure-webjobs-"
+from runtime.storage import blob_files, clients
 
 
 class Payloads:
@@ -27,15 +25,23 @@ class Payloads:
         try:
             with clients.storage_errors(ref, caller_errors=True), client:
                 blob = client.get_blob_client(path)
-                size = int(blob.get_blob_properties().size)
+                props = blob.get_blob_properties()
+                size = int(props.size)
+                encoding = blob_files.encoding_of(props.content_settings.content_encoding)
                 if size > max_bytes:  # told before a byte is read
                     raise PayloadTooLarge(size, max_bytes)
                 # At most one byte past the limit, in case the blob grew since: never whole.
-                data = blob.download_blob(offset=0, length=max_bytes + 1).readall()
+                # The stored bytes: the SDK would inflate a Content-Encoding whole first.
+                data = blob.download_blob(
+                    offset=0, length=max_bytes + 1, decompress=False
+                ).readall()
         except clients.NotFound:
             raise InputBlobMissing(ref) from None
         if len(data) > max_bytes:
             raise PayloadTooLarge(len(data), max_bytes)
+        if encoding is not None:
+            # The limit holds on the inflated bytes, checked as they are inflated.
+            data = blob_files.inflate_bounded(data, encoding, max_bytes, f"{ref!r}")
         return jobs.parse_instances(data, ref)
 
     def _check_container(self, container: str, ref: str) -> None:
@@ -45,7 +51,7 @@ class Payloads:
         allowed = self._settings.claim_check_containers
         if not jobs.is_container_name(container):
             why = "is not a valid container name"
-        elif container.startswith(HOST_CONTAINER_PREFIX) or container.startswith("$"):
+        elif jobs.is_host_container(container):
             why = "belongs to the Functions host"
         elif allowed and container not in allowed:
             why = f"is not one of MLFN_CLAIM_CHECK_CONTAINERS ({', '.join(allowed)})"

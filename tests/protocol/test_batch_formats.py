@@ -3,6 +3,7 @@ input's format, and naming results by the input's ETag."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from typing import Any
@@ -10,11 +11,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pydantic import BaseModel, Field, computed_field
+from pydantic import AliasChoices, AliasPath, BaseModel, Field, computed_field
 
-from runtime.errors import ValidationFailed
+from runtime.errors import BadRequest, ValidationFailed
 from runtime.protocol import batch
-from runtime.protocol.batch_formats import FileUnreadable, arrow_type, read_rows, writer
+from runtime.protocol.batch_formats import (
+    FileUnreadable,
+    arrow_type,
+    input_columns,
+    read_rows,
+    writer,
+)
+from tests.bombs import MiB, peak_growth
 
 
 def _rows(fmt: batch.Format, data: bytes, chunk: int = 2, limit: int = 1000) -> list[list[Any]]:
@@ -246,3 +254,129 @@ def test_a_value_parquet_cannot_hold_is_that_row_s_error_and_the_rest_is_written
     assert error["type"] == "OutputNotRepresentable" and error["detail"] == {"field": "n"}
     assert "'n' cannot be written as its Parquet column" in error["message"]
     assert json.loads(rows[2]["error"])["type"] == "ValidationFailed"
+
+
+# --- Parquet rows: only the columns a row needs, each row within the limit --------------------
+
+
+def _parquet(table: pa.Table, **kw: Any) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", **kw)
+    return sink.getvalue()
+
+
+def test_a_wide_parquet_column_the_endpoint_never_reads_is_never_read() -> None:
+    # Six rows, each with a 48 MiB string beside the one column the endpoint reads: a few KB
+    # stored. Read whole, the batch held 288 MiB of strings before the first row was sliced.
+    wide = pa.array(["x" * (48 * MiB)] * 6)
+    data = _parquet(pa.table({"x": list(range(6)), "unread": wide}))
+    del wide
+    assert len(data) < 200_000
+
+    def read() -> list[Any]:
+        return _kinds(list(read_rows(batch.Format.PARQUET, io.BytesIO(data), 64, 16 * MiB,
+                                     4 * MiB, columns=frozenset({"x"}))))  # fmt: skip
+
+    rows, grew = peak_growth(read)
+    assert rows == [{"x": i} for i in range(6)]
+    assert grew < 64 * MiB, f"peak RSS grew by {grew / MiB:.0f} MiB"
+
+
+def test_a_parquet_row_over_the_limit_is_its_own_error_as_a_json_line_is() -> None:
+    text = ["short", "y" * 2000, "also short", None]
+    data = _parquet(pa.table({"a": [1, 2, 3, 4], "text": text}))
+    rows = _kinds(list(read_rows(batch.Format.PARQUET, io.BytesIO(data), 10, 1000, 1 << 20)))
+    assert rows == [{"a": 1, "text": "short"}, "BadRequest", {"a": 3, "text": "also short"},
+                    {"a": 4}]  # fmt: skip
+    as_parquet = next(read_rows(batch.Format.PARQUET, io.BytesIO(data), 10, 1000, 1 << 20))[1]
+    line = json.dumps({"a": 2, "text": text[1]}).encode()
+    as_json = next(read_rows(batch.Format.JSONL, io.BytesIO(line), 10, 1000, 1 << 20))[0]
+    assert as_parquet.to_dict() == as_json.to_dict()
+    assert as_parquet.message == "row is longer than the limit of 1000 bytes"
+
+
+def test_a_parquet_row_group_of_one_over_long_row_is_refused_from_the_footer() -> None:
+    # A 48 MiB value in a column the endpoint reads, one row a row group: never decoded.
+    data = _parquet(pa.table({"x": ["z" * (48 * MiB)] * 3}), row_group_size=1)
+
+    def read() -> list[Any]:
+        return _kinds(list(read_rows(batch.Format.PARQUET, io.BytesIO(data), 64, 16 * MiB,
+                                     4 * MiB, columns=frozenset({"x"}))))  # fmt: skip
+
+    rows, grew = peak_growth(read)
+    assert rows == ["BadRequest"] * 3
+    assert grew < 64 * MiB, f"peak RSS grew by {grew / MiB:.0f} MiB"
+
+
+def test_a_parquet_value_python_cannot_hold_is_its_row_s_error_or_unread() -> None:
+    # A timestamp past year 9999: an OverflowError once made a Python datetime.
+    stamps = pa.array([0, 2**62, 5], pa.timestamp("us"))
+    data = _parquet(pa.table({"x": [1, 2, 3], "when": stamps}))
+    rows = next(read_rows(batch.Format.PARQUET, io.BytesIO(data), 10, 1000, 1 << 20))
+    assert rows[0]["x"] == 1
+    assert isinstance(rows[1], BadRequest) and "column 'when'" in rows[1].message
+    assert rows[2]["x"] == 3 and rows[2]["when"].year == 1970
+    unread = read_rows(batch.Format.PARQUET, io.BytesIO(data), 10, 1000, 1 << 20, frozenset({"x"}))
+    assert _kinds(list(unread)) == [{"x": 1}, {"x": 2}, {"x": 3}]
+
+
+class _Aliased(BaseModel):
+    model_config = {"populate_by_name": True}
+
+    plain: int
+    named: int = Field(alias="Named")
+    either: int = Field(validation_alias=AliasChoices("e1", AliasPath("e2", 0)))
+
+
+class _Open(BaseModel):
+    model_config = {"extra": "allow"}
+
+    a: int
+
+
+def test_the_columns_a_row_needs_follow_the_input_model() -> None:
+    assert input_columns(_Aliased) == {"plain", "named", "Named", "either", "e1", "e2"}
+    assert input_columns(_Open) is None  # extra keys reach predict: every column counts
+
+
+class _Echo(BaseModel):
+    text: str
+    number: float
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("@SUM(1+1)", "'@SUM(1+1)"),
+        ("+1+1", "'+1+1"),
+        ("-2+3", "'-2+3"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-1.5", "-1.5"),  # a number is no formula
+        ("plain", "plain"),
+    ],
+)
+def test_csv_results_never_hold_a_cell_a_spreadsheet_would_run(text: str, written: str) -> None:
+    out = io.BytesIO()
+    w = writer(batch.Format.CSV, out, _Echo)
+    w.write(0, [(json.dumps({"text": text, "number": -2.5}).encode(), None)])
+    w.close()
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode(), newline="")))
+    assert rows[0]["text"] == written and rows[0]["number"] == "-2.5"
+
+
+def test_result_and_summary_names_fit_azure_s_limit_whatever_the_input_s() -> None:
+    # Azure refuses names over 1,024 characters (Azurite does not): a 1,000-character input
+    # gave a 1,031-character summary name, retried as an outage five times, then poisoned.
+    etag = '"0x8DD1A2B3C4D5E6F"'
+    for path in ("a/" + "x" * 996 + ".csv", "y" * 1024, "z/" * 300 + "f.parquet"):
+        result, summary = batch.result_path(path, etag), batch.summary_path(path, etag)
+        assert len(summary) <= batch.MAX_BLOB_NAME and summary == result + ".summary.json"
+        assert result.startswith(".sha256/") and "0x8DD1A2B3C4D5E6F" in result
+    assert batch.result_path("a/" + "x" * 996 + ".csv", etag).endswith(".csv")
+    longer = batch.result_path("a/" + "x" * 997 + ".csv", etag)
+    assert longer != batch.result_path("a/" + "x" * 996 + ".csv", etag)  # one name each
+    fits = "b/" + "x" * 900 + ".csv"
+    assert batch.result_path(fits, etag) == "b/" + "x" * 900 + ".0x8DD1A2B3C4D5E6F.csv"

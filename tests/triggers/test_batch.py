@@ -4,15 +4,19 @@ name) that the host sent instead of the blob's bytes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
+import pytest
 from azure.storage.blob import ContainerClient
 
+from runtime import Batch
 from runtime.config import Settings
 from runtime.host.deferred import decode_blob, registry_for
-from runtime.protocol import batch
+from runtime.protocol import batch, jobs
 from runtime.registration import build_app
 from runtime.triggers.blob_reference import BlobReference
 from tests.conftest import AzuriteInfo
@@ -79,3 +83,69 @@ def test_a_reference_handed_over_again_scores_the_blob_s_current_version(
     assert [(s["rows"], s["errors"]) for s in summaries] == [(1, 0), (2, 0)]
     lines = results.download_blob(summaries[1]["output"]).readall().decode().splitlines()
     assert [json.loads(line)["prediction"] for line in lines] == [{"y": 4.0}, {"y": 6.0}]
+
+
+def _score_file(
+    tmp_path: Path, azurite: AzuriteInfo, example_models: dict[str, Path]
+) -> tuple[Any, ContainerClient, ContainerClient]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    source = ENDPOINT.replace("MODEL", repr(str(example_models["iris"]))).replace("PREFIX", prefix)
+    app_dir = make_app(tmp_path / "app", {"doubler": source})
+    settings = Settings.from_mapping(
+        {"AzureWebJobsStorage": azurite.connection_string, "MLFN_CACHE_DIR": str(tmp_path / "c")}
+    )
+    functions = {f.get_function_name(): f for f in build_app(app_dir / "functions", settings=settings).get_functions()}  # fmt: skip
+    inbox = ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-in")
+    inbox.create_container()
+    results = ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-out")
+    return functions["doubler_batch"].get_user_function(), inbox, results
+
+
+def test_a_value_python_cannot_hold_in_a_column_never_read_costs_the_file_nothing(
+    tmp_path: Path, azurite: AzuriteInfo, example_models: dict[str, Path], isolated_imports: None
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    score_file, inbox, results = _score_file(tmp_path, azurite, example_models)
+    n = 10_000
+    stamps = pa.array([0] * 8000 + [2**62] + [0] * (n - 8001), pa.timestamp("us"))  # year > 9999
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"x": [float(i) for i in range(n)], "when": stamps}), sink)
+    etag = inbox.upload_blob("rows.parquet", sink.getvalue()).get_blob_properties().etag
+    asyncio.run(score_file(_decoded(inbox.container_name, "rows.parquet", etag)))
+    summary = json.loads(results.download_blob(batch.summary_path("rows.parquet", etag)).readall())
+    assert summary["error"] is None and (summary["rows"], summary["errors"]) == (n, 0), summary
+    out = pq.read_table(io.BytesIO(results.download_blob(summary["output"]).readall()))
+    assert out.column("y").to_pylist() == [2.0 * i for i in range(n)]
+
+
+def test_a_file_that_fails_part_way_has_a_summary_that_agrees_with_its_output(
+    tmp_path: Path, azurite: AzuriteInfo, example_models: dict[str, Path], isolated_imports: None
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    score_file, inbox, results = _score_file(tmp_path, azurite, example_models)
+    sink = io.BytesIO()
+    # Corrupt in its last row group: the slabs before it are scored and written first.
+    rows = pa.table({"x": [float(i) for i in range(40_000)]})
+    pq.write_table(rows, sink, row_group_size=10_000, compression="none")
+    data = sink.getvalue()
+    at = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(3).column(0).data_page_offset
+    cut = data[:at] + b"\xff" * 64 + data[at + 64 :]  # its page header
+    etag = inbox.upload_blob("cut.parquet", cut).get_blob_properties().etag
+    asyncio.run(score_file(_decoded(inbox.container_name, "cut.parquet", etag)))
+    summary = json.loads(results.download_blob(batch.summary_path("cut.parquet", etag)).readall())
+    assert summary["error"]["type"] == "FileUnreadable" and summary["output"] is None
+    assert (summary["rows"], summary["errors"]) == (0, 0)  # no output: no rows in it
+
+
+@pytest.mark.parametrize("container", ["azure-webjobs-hosts", "azure-webjobs-secrets"])
+def test_the_host_s_own_containers_are_refused_as_batch_containers(container: str) -> None:
+    # The claim checks' own rule (one function): with its receipts container as the batch
+    # container, the local host would score its own receipts.
+    assert jobs.is_host_container(container)
+    for role in ("files", "results"):
+        with pytest.raises(ValueError, match="belongs to the Functions host"):
+            Batch(**{role: container})

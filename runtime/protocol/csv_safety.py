@@ -1,0 +1,27 @@
+"""CSV cells a spreadsheet would run as formulas, made inert (OWASP's CSV injection defence).
+
+A CSV output that echoes input (a label, a name, an error message) could otherwise carry
+``=HYPERLINK(...)`` or ``=cmd|' /C calc'!A0`` into whoever opens the file in Excel, LibreOffice
+or Google Sheets. Every CSV mlfn writes (batch-file results, ``mlfn spark-score`` output) puts
+each text cell through ``safe_cell``: one rule, one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# What a spreadsheet reads as the start of a formula (or, for tab and CR, of a cell it
+# re-parses): OWASP's list.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A plain number ("-1.5", "+3e10") is no formula: left as it is, so numbers stay numbers.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def safe_cell(value: Any) -> Any:
+    """``value``, or, for text a spreadsheet would take for a formula, the text behind a
+    single quote (``'=1+1``), which spreadsheets show as text and do not run. Anything but
+    text passes unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
