@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from runtime.deploy import files, model_check, requirements_check
+from runtime.deploy import data_check, files, model_check, requirements_check
 from runtime.deploy.findings import Report
 from runtime.protocol.jobs import is_container_name
 
@@ -26,13 +27,12 @@ REQUIRED = ("host.json", "function_app.py", "requirements.txt")
 PROBE_TIMEOUT_S = 120
 BUNDLE_ID = "Microsoft.Azure.Functions.ExtensionBundle"
 BUILT_IN_BINDINGS = frozenset({"httpTrigger", "http", "timerTrigger"})
-# What a published package must not carry, by what it is: path prefixes that exist in the app.
+# What a published package must not carry, by what it is: names (globs) of files and folders.
 KEEP_OUT = {
     "tests": "tests",
     "test": "tests",
     ".venv": "a virtual environment",
     "venv": "a virtual environment",
-    ".env": "a dotenv file or a virtual environment",
     "__pycache__": "bytecode caches",
     ".pytest_cache": "a test cache",
     ".mypy_cache": "a type-checker cache",
@@ -40,8 +40,7 @@ KEEP_OUT = {
     ".azurite": "Azurite data",
     "__blobstorage__": "Azurite data",
     "__queuestorage__": "Azurite data",
-    "__azurite_db_blob__.json": "Azurite data",
-    "__azurite_db_queue__.json": "Azurite data",
+    "__azurite_db_*": "Azurite data",
     "node_modules": "node packages",
 }
 _BINDING_EXPRESSION = re.compile(r"%([^%]+)%")
@@ -68,6 +67,7 @@ def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = Tru
     if "requirements.txt" not in missing:
         requirements_check.check_requirements(app_dir, package, probed, settings, report)
     model_check.check_models(app_dir, package, probed, settings, report, fetch)
+    data_check.check_data(package, model_check.referenced_files(app_dir, probed, settings), report)
     from runtime.config import unknown_settings
 
     # The app's settings are what local.settings.json declares (and what the app settings on
@@ -156,6 +156,24 @@ def _check_funcignore(app_dir: Path, package: files.Package, report: Report) -> 
             report.add(".funcignore", f"{relative} ({what}) would be published: add it")
     for relative in package.broken_links:
         report.add(relative, "is a link to nothing: publish fails reading it")
+    for relative, target in package.escapes:
+        report.add(relative, files.escape_message(relative, target).removeprefix(relative + " "))
+    for relative, target in package.linked_folders:
+        report.notes.append(
+            f"{relative} is a link to the folder {target}: mlfn pack does not follow it (the "
+            f"files are packed once, under {target}); code that imports through the link fails"
+        )
+    for relative, what in package.secrets:
+        folder = app_dir / relative
+        inside = None
+        if folder.is_dir():
+            inside = [p.relative_to(app_dir).as_posix() for p in folder.rglob("*") if p.is_file()]
+        report.add(
+            relative,
+            f"looks like a secret ({what}): mlfn pack leaves it out, but func azure "
+            f"functionapp publish would upload it: add `{files.funcignore_line(relative, inside)}` "
+            "to .funcignore",
+        )
 
 
 def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
@@ -164,12 +182,16 @@ def _kept_out_candidates(app_dir: Path) -> Iterator[tuple[str, str]]:
         dirs[:] = [d for d in dirs if d not in files.NEVER_DIRS]
         for name in [*dirs, *names]:
             shown = (here / name).as_posix() + ("/" if name in dirs else "")
-            if name in KEEP_OUT:
-                yield shown, KEEP_OUT[name]
+            what = next((w for glob, w in KEEP_OUT.items() if fnmatchcase(name, glob)), None)
+            if what is not None:
+                yield shown, what
             elif name in dirs and files.is_virtualenv(Path(folder) / name):
                 yield shown, "a virtual environment"
         dirs[:] = [
-            d for d in dirs if d not in KEEP_OUT and not files.is_virtualenv(Path(folder) / d)
+            d
+            for d in dirs
+            if not any(fnmatchcase(d, glob) for glob in KEEP_OUT)
+            and not files.is_virtualenv(Path(folder) / d)
         ]
 
 

@@ -12,6 +12,11 @@ import click
 
 from runtime.errors import HostError, MlfnError
 
+CORE_TOOLS_MISSING = (
+    "`func` (Azure Functions Core Tools) is not on PATH, so this command would not run: install "
+    "it (https://learn.microsoft.com/azure/azure-functions/functions-run-local), or upload a "
+    "`mlfn pack` zip with the Azure CLI (docs/deploy.md)"
+)
 CORE_TOOLS_HELP = (
     "Azure Functions Core Tools (`func`) is not on PATH. Install it "
     "(https://learn.microsoft.com/azure/azure-functions/functions-run-local), then run:"
@@ -92,8 +97,11 @@ def _check_or_exit(directory: Path, offline: bool = False) -> None:
     help="The zip to write (default: DIRECTORY/build/package.zip, which .funcignore leaves out).",
 )
 def pack(directory: Path, out: Path | None) -> None:
-    """Write the zip that zip deploy (`publish --no-build`) uploads for the app in DIRECTORY.
-    Dependencies are not in it: the remote build installs requirements.txt."""
+    """Zip the app in DIRECTORY: the files `func azure functionapp publish` would upload, less
+    secret-looking files, and no dependencies. Deploy it with a remote build, which installs
+    requirements.txt on Azure: `az functionapp deployment source config-zip --src ZIP
+    --build-remote true` (docs/deploy.md). It cannot run as it is (`publish --no-build`,
+    WEBSITE_RUN_FROM_PACKAGE): those need the dependencies in .python_packages."""
     from runtime.deploy.files import funcignore, package, write_zip
 
     pkg = package(directory)
@@ -110,8 +118,17 @@ def pack(directory: Path, out: Path | None) -> None:
             )
     try:
         write_zip(pkg, target)
+    except HostError as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
+    if pkg.secrets:
+        left = ", ".join(f"{name} ({what})" for name, what in pkg.secrets)
+        click.echo(f"note: left out, as they look like secrets: {left}", err=True)
+    for link, folder in pkg.linked_folders:
+        click.echo(
+            f"note: {link} links to the folder {folder}: packed under {folder} only", err=True
+        )
     click.echo(f"{target}: {len(pkg.files)} files, {target.stat().st_size:,} bytes")
 
 
@@ -129,10 +146,13 @@ def publish(app: str, dry_run: bool, directory: Path) -> None:
     _check_or_exit(directory)
     command = ["func", "azure", "functionapp", "publish", app, "--python"]
     shown = " ".join(shlex.quote(part) for part in command)
+    missing = shutil.which("func") is None
     if dry_run:
         click.echo(shown)
+        if missing:
+            click.echo(f"note: {CORE_TOOLS_MISSING}", err=True)
         return
-    if shutil.which("func") is None:
+    if missing:
         click.echo(CORE_TOOLS_HELP, err=True)
         click.echo(f"  cd {shlex.quote(str(directory))} && {shown}")
         raise SystemExit(1)

@@ -1,13 +1,18 @@
 """What ``func azure functionapp publish`` would upload: every file under the app root except
 ``.git`` and ``.vscode`` folders, the files Core Tools never sends, and what ``.funcignore``
-leaves out. ``mlfn check --list-files``, ``mlfn check`` and ``mlfn pack`` all read this list.
+leaves out. ``mlfn check --list-files``, ``mlfn check``, ``mlfn pack`` and ``spark-score
+--ship-app`` all read this list, less what mlfn never packs: files that look like secrets
+(runtime/deploy/secret_files.py) and links that lead out of the app folder (refused).
 
-``.funcignore`` looks like a .gitignore, but Core Tools does not read it as git does: each
-pattern is matched from the start of the path relative to the app root, and not to its end. So
-``dist`` also leaves out ``distance.py``, ``__pycache__`` only the one at the root (write
+``.funcignore`` looks like a .gitignore, but Core Tools does not read it as git does
+(src/Cli/func/Common/GitIgnoreParser.cs, a port of codemix/gitignore-parser): each pattern is
+matched from the start of the path relative to the app root, up to a word boundary, and not to
+its end. So ``dist`` leaves out ``dist/app.whl`` and ``dist.txt`` but not ``distance.py``,
+``__azurite_db_`` leaves out nothing of ``__azurite_db_blob__.json`` (``_`` and ``b`` are both
+word characters: write ``__azurite_db_*``), ``__pycache__`` only the one at the root (write
 ``**/__pycache__`` for the others), and ``!`` patterns win over the rest whatever their order.
-``*`` is any run of characters other than ``/``, ``**`` any run at all. This module follows
-Core Tools, since its reading is the one that decides what reaches Azure.
+``*`` is one or more characters other than ``/``, ``**`` one or more of any. This module
+follows Core Tools, since its reading is the one that decides what reaches Azure.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import os
 import re
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.deploy.secret_files import secret
+from runtime.errors import DeployError
 
 FUNCIGNORE = ".funcignore"
 NEVER_DIRS = frozenset({".git", ".vscode"})  # at any depth
@@ -30,12 +38,18 @@ _SPECIAL = re.compile(r"[-\[\]/{}()+?.\\^$|]")
 
 @dataclass(frozen=True)
 class Package:
-    """The files a publish uploads, as paths relative to the app root (sorted, POSIX), and the
-    links it would not follow."""
+    """The files mlfn packs, as paths relative to the app root (sorted, POSIX), and what it
+    leaves out that Core Tools would not: each pair is (path, what it is or where it leads)."""
 
     root: Path
     files: tuple[str, ...]
     broken_links: tuple[str, ...] = ()
+    # Secret-looking files or folders .funcignore lets through: publish would upload them.
+    secrets: tuple[tuple[str, str], ...] = ()
+    # Links to a file or folder outside the app: packing refuses them.
+    escapes: tuple[tuple[str, str], ...] = ()
+    # Links to a folder inside the app: not followed (its files are packed where they are).
+    linked_folders: tuple[tuple[str, str], ...] = ()
 
     @property
     def size(self) -> int:
@@ -44,6 +58,18 @@ class Package:
     def includes(self, relative: str) -> bool:
         prefix = relative.rstrip("/") + "/"
         return any(f == relative or f.startswith(prefix) for f in self.files)
+
+    def refuse_escapes(self) -> None:
+        """Raise DeployError naming the first link that leads out of the app folder."""
+        for link, target in self.escapes:
+            raise DeployError(escape_message(link, target))
+
+
+def escape_message(link: str, target: str) -> str:
+    return (
+        f"{link} is a link to {target}, outside the app folder: mlfn packs nothing from "
+        f"outside it; copy what the app needs into the folder, or add {link} to .funcignore"
+    )
 
 
 class FuncIgnore:
@@ -74,7 +100,9 @@ def _regex(pattern: str) -> str:
 def _either(patterns: list[str]) -> re.Pattern[str]:
     if not patterns:
         return re.compile(r"(?!)")  # matches nothing
-    return re.compile("(" + ")|(".join(patterns) + ")")
+    # Core Tools' regex ends in \b (ECMAScript's, so ASCII word characters): a pattern is a
+    # prefix of the path that stops where a word does.
+    return re.compile("((" + ")|(".join(patterns) + "))\\b", re.ASCII)
 
 
 def is_virtualenv(folder: Path) -> bool:
@@ -90,19 +118,58 @@ def funcignore(root: Path) -> FuncIgnore | None:
 
 
 def package(root: Path) -> Package:
+    """What mlfn packs from the app at ``root``: what a publish uploads, less secrets and links
+    that cannot be followed (each said in the Package)."""
     root = root.resolve()
     ignore = funcignore(root)
+
+    def ignored(relative: str) -> bool:
+        return ignore is not None and ignore.ignores(relative)
+
     found: list[str] = []
     broken: list[str] = []
-    for relative in _walk(root):
-        if not (root / relative).exists():
+    secrets: dict[str, str] = {}
+    escapes: list[tuple[str, str]] = []
+    linked: list[tuple[str, str]] = []
+    for relative, is_link_to_folder in _walk(root):
+        path = root / relative
+        if is_link_to_folder:
+            # Core Tools matches file paths only: the folder's fate is its files'.
+            if ignored(relative) or ignored(f"{relative}/x"):
+                continue
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                escapes.append((relative, str(target)))
+            else:
+                linked.append((relative, target.relative_to(root).as_posix()))
+            continue
+        if ignored(relative):
+            continue
+        if not path.exists():
             broken.append(relative)  # a link to nothing: Core Tools would fail reading it
-        elif ignore is None or not ignore.ignores(relative):
-            found.append(relative)
-    return Package(root, tuple(sorted(found)), tuple(sorted(broken)))
+            continue
+        looks_secret = secret(relative)
+        if looks_secret is not None:
+            secrets.setdefault(*looks_secret)
+            continue
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            escapes.append((relative, str(target)))
+            continue
+        found.append(relative)
+    return Package(
+        root,
+        tuple(sorted(found)),
+        tuple(sorted(broken)),
+        tuple(sorted(secrets.items())),
+        tuple(sorted(escapes)),
+        tuple(sorted(linked)),
+    )
 
 
-def _walk(root: Path) -> Iterator[str]:
+def _walk(root: Path) -> Iterator[tuple[str, bool]]:
+    """Every file under ``root`` Core Tools would consider, and each link to a folder (True),
+    which os.walk lists but does not enter."""
     never_files = {n.lower() for n in NEVER_FILES}
     for folder, dirs, names in os.walk(root):
         here = Path(folder).relative_to(root)
@@ -111,21 +178,46 @@ def _walk(root: Path) -> Iterator[str]:
             for d in dirs
             if d not in NEVER_DIRS and not (here == Path(".") and d == REMOTE_BUILD_DROPS)
         )
+        for d in dirs:
+            if (Path(folder) / d).is_symlink():
+                yield (here / d).as_posix(), True
         for name in sorted(names):
             if name.lower() not in never_files:
-                yield (here / name).as_posix()
+                yield (here / name).as_posix(), False
 
 
 def write_zip(pkg: Package, out: Path) -> Path:
-    """The zip that zip deploy (``--no-build``) would upload, streamed file by file (a model can
-    be larger than memory), with fixed entry times so the same app gives the same bytes."""
+    """The package as a zip, streamed file by file (a model can be larger than memory), with
+    fixed entry times so the same app gives the same bytes. It holds the app's files and no
+    dependencies: a remote build installs requirements.txt. Refuses (DeployError) a package
+    with a link out of the app, also one made since the package was listed."""
+    pkg.refuse_escapes()
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for relative in pkg.files:
-            source = pkg.root / relative
+            source = (pkg.root / relative).resolve()
+            if not source.is_relative_to(pkg.root):
+                raise DeployError(escape_message(relative, str(source)))
             info = zipfile.ZipInfo(relative, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = (source.stat().st_mode & 0o777) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             with source.open("rb") as src, z.open(info, "w", force_zip64=True) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
     return out
+
+
+def funcignore_line(relative: str, inside: Sequence[str] | None = None) -> str:
+    """A .funcignore line that leaves out the file ``relative`` or, given the files ``inside``
+    it, the folder, as Core Tools reads the file: its word-boundary rule fails ``folder/`` for a
+    name such as ``.hidden`` and a plain path that ends in ``~`` or ``-``, so other forms are
+    tried then."""
+    bare = relative.strip("/")
+    if inside is not None:
+        candidates, samples = [f"{bare}/", f"{bare}/**"], list(inside) or [f"{bare}/x"]
+    else:
+        candidates, samples = [bare, re.sub(r"\W+$", "", bare, flags=re.ASCII)], [bare]
+    for line in candidates:
+        rules = FuncIgnore(line)
+        if line and all(rules.ignores(s) for s in samples):
+            return line
+    return candidates[0]

@@ -6,19 +6,22 @@ the Functions host of each running only the functions its ``AzureFunctionsJobHos
 settings name. One Deployment and a Service run the HTTP functions. Unlike Core Tools, each
 queue-triggered function gets a Deployment and a KEDA ``ScaledObject`` of its own: KEDA refuses two
 ScaledObjects on one workload, and one ScaledObject listing every queue would scale the pods of
-all queues together. Functions with any other trigger share one Deployment of one replica.
+all queues together. Functions with any other trigger share one Deployment of one replica, with
+a Service when Event Grid must reach blob triggers there (they are not polled).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.deploy.files import FUNCIGNORE, NEVER_DIRS, NEVER_FILES, REMOTE_BUILD_DROPS
+from runtime.deploy.files import FUNCIGNORE, package
 from runtime.deploy.kube_manifests import Manifests, dns_label
+from runtime.deploy.secret_files import dockerignore_patterns
 from runtime.errors import DeployError
 from runtime.host.metadata import FunctionInfo, index_app
 from runtime.host_json import HostConfig
@@ -83,7 +86,7 @@ def render_kube(
     # Wheels the app ships (mlfn init puts mlfn's own there) are needed by the install step.
     wheels = "COPY wheels/ ./wheels/\n" if (app_dir / WHEELS).is_dir() else ""
     dockerfile = DOCKERFILE.replace("{wheels}", wheels)
-    return KubeFiles(dockerfile, dockerignore(app_dir), header + _dump(docs))
+    return KubeFiles(dockerfile, dockerignore(app_dir), header + _dump(docs, manifests.comments))
 
 
 def write_kube(
@@ -116,23 +119,32 @@ def write_kube(
 
 
 def dockerignore(app_dir: Path) -> str:
-    """What a publish leaves out (``.funcignore``, and the files Core Tools never sends), as
-    .dockerignore patterns: gitignore's ``name`` matches at any depth, Docker's at the root."""
-    lines = [f"{MARKER} from {FUNCIGNORE}: run it again rather than editing this file."]
-    lines += sorted(NEVER_DIRS) + sorted(NEVER_FILES) + [REMOTE_BUILD_DROPS]
-    source = app_dir / FUNCIGNORE
-    for raw in source.read_text().splitlines() if source.is_file() else ():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate, pattern = ("!", line[1:]) if line.startswith("!") else ("", line)
-        pattern = pattern.rstrip("/")  # Docker has no directory-only patterns
-        if pattern.startswith("/"):
-            pattern = pattern[1:]
-        elif "/" not in pattern and not pattern.startswith("**"):
-            pattern = f"**/{pattern}"
-        lines.append(negate + pattern)
-    return "\n".join(dict.fromkeys(lines)) + "\n"
+    """The image's files as a .dockerignore: everything left out, then exactly the files
+    ``mlfn pack`` takes let back in, then the secret patterns again. Docker's patterns cannot
+    say what Core Tools' .funcignore prefixes do (``dist`` is ``dist``, ``dist.txt`` and
+    ``dist/...`` but not ``distance.py``), so the files are listed rather than translated."""
+    pkg = package(app_dir)
+    pkg.refuse_escapes()
+    lines = [
+        f"{MARKER} from {FUNCIGNORE}: run it again rather than editing this file.",
+        "# The files mlfn pack takes, listed: a file added since stays out of the image until",
+        "# mlfn kube runs again (as a function added since is in no Deployment).",
+        "*",
+    ]
+    lines += [f"!{_docker_literal(f)}" for f in pkg.files]
+    lines.append("# Never in the image, whatever is listed above (runtime/deploy/secret_files.py).")
+    lines += dockerignore_patterns()
+    return "\n".join(lines) + "\n"
+
+
+def _docker_literal(relative: str) -> str:
+    """``relative`` as a .dockerignore pattern that matches that path only."""
+    if relative != relative.strip() or "\n" in relative or "\r" in relative:
+        raise DeployError(
+            f"{relative!r} cannot be named in a .dockerignore (white space at an end, or a line "
+            "break): rename it, or add it to .funcignore"
+        )
+    return re.sub(r"([*?\[\]\\])", r"\\\1", relative)
 
 
 def _header(app: str, secret: str, keys: Sequence[str]) -> str:
@@ -148,7 +160,7 @@ def _header(app: str, secret: str, keys: Sequence[str]) -> str:
     ])  # fmt: skip
 
 
-def _dump(docs: Sequence[dict[str, Any]]) -> str:
+def _dump(docs: Sequence[dict[str, Any]], comments: Mapping[tuple[str, str], list[str]]) -> str:
     try:
         yaml = importlib.import_module("yaml")  # PyYAML ships no type information
     except ImportError:
@@ -158,5 +170,9 @@ def _dump(docs: Sequence[dict[str, Any]]) -> str:
         def ignore_aliases(self, data: Any) -> bool:
             return True  # objects share label dicts; write them out, not as &anchors
 
-    text: str = yaml.dump_all(docs, Dumper=Dumper, sort_keys=False, explicit_start=True)
-    return text
+    parts = []
+    for doc in docs:
+        above = comments.get((doc["kind"], doc["metadata"]["name"]), [])
+        text: str = yaml.dump(doc, Dumper=Dumper, sort_keys=False, explicit_start=True)
+        parts.append("".join(f"# {line}\n" for line in above) + text)
+    return "".join(parts)

@@ -19,6 +19,8 @@ from runtime.host_json import HostConfig
 from runtime.protocol.jobs import check_queue_name
 
 PORT = 80  # the Functions host of the base image listens here
+# Where the Functions host takes Event Grid's blob events (the blobs extension's webhook).
+EVENT_GRID_PATH = "/runtime/webhooks/blobs"
 QUEUE_HOST_SUFFIX = ".queue.core.windows.net"
 HOST_ID = "AzureFunctionsWebHost__hostId"
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -65,6 +67,8 @@ class Manifests:
         self.secret = f"{app}-settings"
         self.literal_env: dict[str, str] = {}  # settings the manifests fix, not the Secret
         self.connection_strings = {STORAGE_SETTING}  # settings the Secret must hold
+        # Comment lines written above a document, by (kind, name).
+        self.comments: dict[tuple[str, str], list[str]] = {}
 
     def documents(self, functions: Sequence[FunctionInfo]) -> list[dict[str, Any]]:
         if not functions:
@@ -99,7 +103,9 @@ class Manifests:
                 self._deployment(component, selected, replicas, live, ready, identity is not None)
             )
             if component == "http":
-                docs.append(self._service())
+                docs.append(self._service("http"))
+            elif component == "other" and (events := _event_grid(other)):
+                docs.append(self._events_service(events))
         docs += [self._trigger_auth(c) for c in _identities(q.connection for q in queues)]
         docs += [self._scaled_object(q) for q in queues]
         return docs
@@ -242,17 +248,35 @@ class Manifests:
             "spec": spec,
         }
 
-    def _service(self) -> dict[str, Any]:
-        labels = self._labels("http")
+    def _service(self, component: str) -> dict[str, Any]:
+        labels = self._labels(component)
         return {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": f"{self.app}-http", "labels": labels},
+            "metadata": {"name": f"{self.app}-{component}", "labels": labels},
             "spec": {
                 "selector": labels,
                 "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
             },
         }
+
+    def _events_service(self, events: Sequence[FunctionInfo]) -> dict[str, Any]:
+        """The Service Event Grid's blob events must reach: an Event Grid blob trigger is not
+        polled, so without it the functions never run."""
+        service = self._service("other")
+        name = service["metadata"]["name"]
+        first = events[0].name
+        self.comments[("Service", name)] = [
+            f"Event Grid must reach this Service: the blob triggers of "
+            f"{', '.join(f.name for f in events)} take source=EventGrid and are never polled.",
+            "Route HTTPS from your ingress to it, and subscribe each container's BlobCreated "
+            "events to",
+            f"  https://HOST{EVENT_GRID_PATH}?functionName=Host.Functions.{first}&code=KEY",
+            "(one subscription per function; KEY is the host's blobs_extension system key, in "
+            "the azure-webjobs-secrets",
+            "container of AzureWebJobsStorage). docs/kubernetes.md has the steps.",
+        ]
+        return service
 
     def _service_account(self, client_id: str) -> dict[str, Any]:
         return {
@@ -315,6 +339,16 @@ def _route_ending(http: Sequence[FunctionInfo], endings: Sequence[str]) -> Funct
             if route == ending or route.endswith(f"/{ending}"):
                 return f
     return None
+
+
+def _event_grid(functions: Sequence[FunctionInfo]) -> list[FunctionInfo]:
+    """The blob triggers among ``functions`` that Event Grid calls instead of the host polling."""
+    return [
+        f
+        for f in functions
+        if f.trigger.type == "blobTrigger"
+        and str(f.trigger.raw.get("source", "")).lower() == "eventgrid"
+    ]
 
 
 def _identities(connections: Any) -> list[Connection]:

@@ -84,3 +84,29 @@ def _remote_sha256(source: Any) -> str:
         while chunk := spool.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def referenced_files(
+    app_dir: Path, probed: dict[str, Any], settings: Mapping[str, str]
+) -> set[str]:
+    """The model files in the app folder that endpoints name, as paths relative to it (those a
+    reference cannot be resolved for have their own finding above)."""
+    from runtime.config import Settings
+    from runtime.errors import ConfigError
+    from runtime.store import resolve_uri
+
+    try:
+        config = Settings.from_mapping(settings)
+    except ConfigError:
+        return set()
+    found: set[str] = set()
+    for model in probed["models"]:
+        try:
+            uri = resolve_uri(model["uri"], config, app_dir)
+        except ConfigError:
+            continue
+        if uri.startswith(("file:", "/")):
+            path = Path(unquote(urlsplit(uri).path))
+            if _inside(path, app_dir):
+                found.add(path.resolve().relative_to(app_dir).as_posix())
+    return found

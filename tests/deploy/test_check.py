@@ -381,8 +381,10 @@ def test_funcignore_is_read_as_core_tools_reads_it_not_as_git(tmp_path: Path) ->
     from runtime.deploy.files import FuncIgnore, package
 
     rules = FuncIgnore("# comment\n/dist\n__pycache__\n*.pyc\n!keep*\nlogs/**/*.txt\n")
-    # Prefixes from the root: "dist" takes distance.py too, "__pycache__" only the root's.
-    assert rules.ignores("dist/app.whl") and rules.ignores("distance.py")
+    # Prefixes from the root, to a word boundary: "dist" takes dist.txt, not distance.py;
+    # "__pycache__" only the root's.
+    assert rules.ignores("dist/app.whl") and rules.ignores("dist.txt")
+    assert not rules.ignores("distance.py")
     assert rules.ignores("__pycache__/a.pyc") and not rules.ignores("functions/__pycache__/a.pyc")
     assert rules.ignores("a.pyc") and not rules.ignores("functions/a.pyc")
     assert not rules.ignores("keep.pyc")  # a "!" line wins, wherever it stands
@@ -390,6 +392,7 @@ def test_funcignore_is_read_as_core_tools_reads_it_not_as_git(tmp_path: Path) ->
 
     app = _write(tmp_path / "app", Case("", False, funcignore="dist\n__pycache__\n"))
     for name in (
+        "dist.txt",
         "distance.py",
         "functions/__pycache__/x.pyc",
         "sub/.git/HEAD",
@@ -398,14 +401,15 @@ def test_funcignore_is_read_as_core_tools_reads_it_not_as_git(tmp_path: Path) ->
         (app / name).parent.mkdir(parents=True, exist_ok=True)
         (app / name).write_text("")
     files = package(app).files
-    assert "distance.py" not in files and "functions/__pycache__/x.pyc" in files
+    assert "dist.txt" not in files and "distance.py" in files
+    assert "functions/__pycache__/x.pyc" in files
     assert not any(f.startswith("sub/") for f in files)  # .git anywhere; settings in any case
 
 
 def test_a_module_the_package_leaves_out_fails_indexing_as_on_azure(tmp_path: Path) -> None:
     app = _write(
         tmp_path / "app",
-        Case("", False, app="from helpers import greeting\n" + PLAIN, funcignore="help\n"),
+        Case("", False, app="from helpers import greeting\n" + PLAIN, funcignore="helpers\n"),
     )
     (app / "helpers.py").write_text("greeting = 'hi'\n")
     report = check(app, env={})

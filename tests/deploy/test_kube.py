@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runtime.deploy.kube import BASE_IMAGE, MANIFESTS, dockerignore, render_kube, write_kube
+from runtime.deploy.kube import BASE_IMAGE, MANIFESTS, render_kube, write_kube
 from runtime.errors import DeployError
 from runtime.host.metadata import FunctionInfo, index_app
 
@@ -116,9 +116,8 @@ def _check_against_triggers(
         assert "replicas" not in deployments[so["spec"]["scaleTargetRef"]["name"]]["spec"]
 
     http = [f.name for f in functions if f.trigger.type == "httpTrigger"]
-    (service,) = _of(docs, "Service").values()
     (http_deployment,) = [d for d in deployments.values() if _selected(d) == http]
-    assert service["metadata"]["name"] == http_deployment["metadata"]["name"]
+    service = _of(docs, "Service")[http_deployment["metadata"]["name"]]
     pod_labels = http_deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     for deployment in deployments.values():
@@ -160,7 +159,9 @@ def test_the_repository_app_gets_a_scaled_object_per_queue_trigger(isolated_impo
         "health_ready",
     ]
     assert files.dockerfile.splitlines()[1] == f"FROM {BASE_IMAGE}"
-    assert "**/local.settings.json" in files.dockerignore.splitlines()
+    ignore = files.dockerignore.splitlines()
+    assert ignore.index("*") < ignore.index("!function_app.py") < ignore.index("**/.env*")
+    assert not [line for line in ignore if line.startswith("!local.settings")]
 
 
 def test_a_plain_v2_app_with_a_setting_named_queue(plain_app: Path) -> None:
@@ -241,16 +242,6 @@ def test_a_hand_written_dockerfile_is_kept(plain_app: Path) -> None:
     assert (plain_app / "Dockerfile").read_text() == "FROM python:3.11\n"
 
 
-def test_dockerignore_follows_funcignore_at_every_depth(tmp_path: Path) -> None:
-    (tmp_path / ".funcignore").write_text(
-        "# comment\n__pycache__\n/build\ndocs/\nsub/dir\n!keep.py\n"
-    )
-    lines = dockerignore(tmp_path).splitlines()
-    # gitignore's bare name matches at any depth; Docker's only at the root, unless **/.
-    assert lines[-5:] == ["**/__pycache__", "build", "**/docs", "sub/dir", "!**/keep.py"]
-    assert "local.settings.json" in lines and ".git" in lines
-
-
 def test_core_objects_validate_against_kubernetes_schemas(plain_app: Path) -> None:
     """The Deployments and Service against the Kubernetes OpenAPI schemas, offline. The KEDA
     objects (custom resources) have no schema here and are checked field by field above."""
@@ -280,3 +271,48 @@ def test_the_image_installs_from_the_app_folder_with_its_wheels(plain_app: Path)
         "RUN pip install --no-cache-dir -r requirements.txt"
     )
     assert "WORKDIR /home/site/wwwroot" in lines
+
+
+EVENTS_APP = """
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.route(route="score", methods=["POST"])
+def score(req: func.HttpRequest) -> str:
+    return "scored"
+
+
+@app.blob_trigger(arg_name="blob", path="inbox/{name}", connection="AzureWebJobsStorage",
+                  source=func.BlobSource.EVENT_GRID)
+def inbox(blob: func.InputStream) -> None:
+    pass
+"""
+
+
+def test_event_grid_blob_triggers_get_a_service_that_says_event_grid_must_reach_it(
+    plain_app: Path,
+) -> None:
+    (plain_app / "function_app.py").write_text(EVENTS_APP)
+    manifests = render_kube(plain_app, env=PLAIN_ENV).manifests
+    docs = _docs(manifests)
+    services = _of(docs, "Service")
+    other = _of(docs, "Deployment")["shop-app-other"]
+    assert _selected(other) == ["inbox"]
+    events = services["shop-app-other"]
+    pod_labels = other["spec"]["template"]["metadata"]["labels"]
+    assert events["spec"]["selector"].items() <= pod_labels.items()
+    assert events["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+    before = manifests[
+        : manifests.index("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shop-app-other\n")
+    ]
+    comment = "\n".join(line for line in before.splitlines()[-6:] if line.startswith("#"))
+    assert "Event Grid must reach this Service" in comment
+    assert "/runtime/webhooks/blobs?functionName=Host.Functions.inbox" in comment
+
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    version = kubernetes_validate.latest_version()
+    for doc in docs:
+        if doc["apiVersion"] in ("v1", "apps/v1"):
+            kubernetes_validate.validate(doc, version, strict=True)
