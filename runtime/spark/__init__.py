@@ -16,7 +16,7 @@ from runtime.errors import ColumnsRefused, EndpointNotFound, ExtraMissing
 from runtime.spark.worker import ERROR_COLUMN
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import StructType
 
     from runtime.endpoint import BoundEndpoint
@@ -69,7 +69,14 @@ def score(
     alike = sorted({n for n in added if added.count(n) > 1})
     if alike:
         raise ColumnsRefused(name, f"output columns would share a name: {', '.join(alike)}")
-    columns = set(df.columns)
+    names = df.columns
+    columns = set(names)
+    # pyspark's mapInArrow takes the DataFrame's columns by unquoted name (``df[name]``), where
+    # ``user.id`` is field ``id`` of a struct ``user`` (UNRESOLVED_COLUMN): such columns pass
+    # through it under stand-in names and get their own back after.
+    standins = _standins(names)
+    if standins:
+        df = df.select(*(column(n).alias(standins.get(n, n)) for n in names))
     inputs, missing = [], []
     for field_name, field in bound.endpoint.input.model_fields.items():
         key = field.validation_alias if isinstance(field.validation_alias, str) else None
@@ -78,7 +85,8 @@ def score(
         if found is not None:
             # A null is left out unless the field takes None: the default applies, or the row
             # is told the field is missing, as for an empty CSV cell in a batch file.
-            inputs.append((found, key, not field.is_required() or not _takes_none(field)))
+            optional = not field.is_required() or not _takes_none(field)
+            inputs.append((standins.get(found, found), key, optional))
         elif field.is_required():
             missing.append(key)
     if missing:
@@ -104,7 +112,30 @@ def score(
         warnings.filterwarnings(
             "ignore", "PySpark does not yet fully support pandas", FutureWarning
         )
-        return df.mapInArrow(partial(score_batches, plan=plan), schema)
+        scored = df.mapInArrow(partial(score_batches, plan=plan), schema)
+    return scored.toDF(*names, *outputs.fieldNames()) if standins else scored
+
+
+def column(name: str) -> Column:
+    """The column named ``name``, whatever the name holds: a bare ``user.id`` is field ``id``
+    of a struct ``user`` to Spark, so the name is quoted."""
+    from pyspark.sql import functions as sf
+
+    return sf.col("`" + name.replace("`", "``") + "`")
+
+
+def _standins(names: list[str]) -> dict[str, str]:
+    """Plain names, unlike any of ``names``, for those Spark would read as a path."""
+    taken = {n.lower() for n in names}
+    standins: dict[str, str] = {}
+    for i, name in enumerate(names):
+        if "." in name or "`" in name:
+            standin = f"_mlfn_column_{i}"
+            while standin.lower() in taken:
+                standin += "_"
+            taken.add(standin.lower())
+            standins[name] = standin
+    return standins
 
 
 def output_schema(bound: BoundEndpoint) -> StructType:

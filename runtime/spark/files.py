@@ -6,17 +6,23 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
-from runtime.errors import BadRequest, SparkJobFailed
+from runtime.errors import BadRequest, MlfnError, SparkJobFailed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+# CSV read and written alike, so the command's output reads back as its input does: a header,
+# and quotes inside a field doubled as RFC 4180 (and Python's csv module, pandas and the batch
+# trigger's CSV) has them, not Spark's default backslash.
+CSV_OPTIONS = {"header": "true", "escape": '"'}
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,10 @@ def read(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     reader = spark.read.format(fmt)
     if fmt == "csv":
         # Every column a string ("007" stays "007"): the input model converts, in lax mode,
-        # as it does JSON strings.
-        reader = reader.option("header", "true").option("inferSchema", "false")
+        # as it does JSON strings. Quotes inside a field are doubled (RFC 4180), as ``write``
+        # writes them: with Spark's default backslash escape, a field holding '",' was split
+        # and its row's last values dropped without a word.
+        reader = reader.options(**CSV_OPTIONS, inferSchema="false")
     return reader.load(path)
 
 
@@ -70,21 +78,21 @@ def write(df: DataFrame, path: str, fmt: str, overwrite: bool) -> None:
     from pyspark.sql import functions as sf
     from pyspark.sql import types as st
 
+    from runtime.spark import column
+
     if fmt == "csv":  # CSV holds no arrays, maps or structs: those columns become JSON
         nested = (st.ArrayType, st.MapType, st.StructType)
         df = df.select(
             *(
-                sf.to_json(sf.col(f.name)).alias(f.name)
+                sf.to_json(column(f.name)).alias(f.name)
                 if isinstance(f.dataType, nested)
-                else sf.col(f.name)
+                else column(f.name)
                 for f in df.schema.fields
             )
         )
     writer = df.write.format(fmt).mode("overwrite" if overwrite else "errorifexists")
     if fmt == "csv":
-        # Quotes inside a field doubled, as RFC 4180 (and the blob trigger's CSV) has them:
-        # Spark's default backslash is read by neither Python's csv module nor pandas.
-        writer = writer.option("header", "true").option("escape", '"')
+        writer = writer.options(**CSV_OPTIONS)
     writer.save(path)
 
 
@@ -104,7 +112,7 @@ def score_file(
     from pyspark.sql import Observation
     from pyspark.sql import functions as sf
 
-    from runtime.spark import ERROR_COLUMN, score
+    from runtime.spark import ERROR_COLUMN, column, score
 
     started = time.perf_counter()
     in_format = file_format(source, source_format)
@@ -115,7 +123,7 @@ def score_file(
     # with the writer's options. A result task's metrics count once, retried or not.
     counts = Observation("mlfn spark-score")
     observed = scored.observe(
-        counts, sf.count(sf.lit(1)).alias("rows"), sf.count(sf.col(ERROR_COLUMN)).alias("errors")
+        counts, sf.count(sf.lit(1)).alias("rows"), sf.count(column(ERROR_COLUMN)).alias("errors")
     )
     write(observed, target, out_format, overwrite)
     got = counts.get
@@ -144,47 +152,122 @@ def run(
     require_pyspark()
     from pyspark.errors import PySparkException
 
-    # An unknown endpoint, an output no Spark column holds: told before a JVM starts.
+    # An unknown endpoint, an output no Spark column holds, an OUTPUT this machine sees is
+    # there: told before a JVM starts.
     output_schema(endpoint(app_dir, name))
+    output = _on_disk(target)
+    seen_here = _local_master(master) or urlsplit(target).scheme == "file"
+    if output is not None and seen_here and not overwrite and os.path.lexists(output):
+        raise _exists(target)
     try:
         spark = session(master, f"mlfn spark-score {name}")
         # A failed task logs the worker's whole traceback at ERROR, several times over; the
         # command tells the failure itself, in one line.
         spark.sparkContext.setLogLevel("FATAL")
+        leave_out = [p for p in (_on_disk(source), output) if p is not None]
         return score_file(
             spark,
             name,
             source,
             target,
-            app_dir=shipped(spark, app_dir, pack, ship),
+            app_dir=shipped(spark, app_dir, pack, ship, leave_out),
             source_format=source_format,
             target_format=target_format,
             batch_size=batch_size,
             overwrite=overwrite,
         )
     except PySparkException as exc:
-        raise SparkJobFailed(_last_line(str(exc))) from None
+        raise _failed(_last_line(str(exc)), target) from None
     except Exception as exc:
         # Py4J's own error: a Spark failure pyspark does not convert (a file that is no
         # Parquet, say); its first line names Spark's error class.
         if type(exc).__name__ != "Py4JJavaError":
             raise
-        raise SparkJobFailed(_java_error(str(exc))) from None
+        raise _failed(_java_error(str(exc)), target) from None
+
+
+def _failed(line: str, target: str) -> MlfnError:
+    """Spark's failure, in the line that says it. An OUTPUT that exists (in a store this
+    machine could not look in first) is said with the command's option, not Spark's
+    ``mode "overwrite"``."""
+    if "[PATH_ALREADY_EXISTS]" in line:
+        return _exists(target)
+    return SparkJobFailed(line)
+
+
+def _exists(target: str) -> BadRequest:
+    return BadRequest(f"OUTPUT {target} exists: pass --overwrite to replace it")
+
+
+def _on_disk(path: str) -> Path | None:
+    """``path`` as a path on this machine's disk: a ``file:`` URI or a bare path (which Spark
+    on a cluster reads from its default file system, HDFS say); None for any other store."""
+    parts = urlsplit(path)
+    if parts.scheme == "file":
+        return Path(url2pathname(parts.path))
+    if parts.scheme and not (len(parts.scheme) == 1 and os.name == "nt"):  # C:\ is bare
+        return None
+    return Path(path)
+
+
+def _local_master(master: str | None) -> bool:
+    """Whether ``session`` runs Spark on this machine."""
+    from pyspark import SparkContext
+
+    if master is None:
+        active = SparkContext._active_spark_context
+        if active is not None:
+            return str(active.master).startswith("local")
+        return "PYSPARK_GATEWAY_PORT" not in os.environ  # spark-submit's master: unknown here
+    return master.startswith("local")
 
 
 def shipped(
-    spark: SparkSession, app_dir: Path, pack: Callable[[], Path] | None, ship: bool | None
+    spark: SparkSession,
+    app_dir: Path,
+    pack: Callable[[], Path] | None,
+    ship: bool | None,
+    leave_out: Sequence[Path] = (),
 ) -> Path:
     """The app as every process of the job finds it: its folder where they share this machine
     (a local master), else a zip of it shipped with the job and named bare, so that the driver
-    and each executor take it from Spark's files."""
+    and each executor take it from Spark's files. The job's own INPUT and OUTPUT
+    (``leave_out``) are not shipped when they sit in the app folder, as they do when the
+    command runs there: data for the driver alone, maybe large, maybe not for the cluster."""
     if ship is None:
         ship = not str(spark.sparkContext.master).startswith("local")
     if not ship or pack is None:
         return app_dir
-    archive = pack()
+    archive = _without(pack(), app_dir, leave_out)
     spark.sparkContext.addFile(str(archive))
     return Path(archive.name)
+
+
+def _without(archive: Path, root: Path, paths: Sequence[Path]) -> Path:
+    """``archive`` (a zip of the folder ``root``) less the files under ``paths``, rewritten
+    under the same name only when it holds any."""
+    import shutil
+    import zipfile
+
+    root = root.resolve()
+    inside = [p.resolve() for p in paths if p.resolve().is_relative_to(root)]
+    prefixes = [p.relative_to(root).as_posix() for p in inside if p != root]
+
+    def left_out(entry: str) -> bool:
+        return any(entry == p or entry.startswith(f"{p}/") for p in prefixes)
+
+    with zipfile.ZipFile(archive) as z:
+        entries = z.infolist()
+        if not any(left_out(e.filename) for e in entries):
+            return archive
+        kept = archive.with_name(f".{archive.name}.tmp")
+        with zipfile.ZipFile(kept, "w") as out:
+            for entry in entries:
+                if not left_out(entry.filename):
+                    with z.open(entry) as src, out.open(entry, "w", force_zip64=True) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+    kept.replace(archive)
+    return archive
 
 
 def _java_error(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,10 +92,11 @@ def test_the_app_is_shipped_to_the_executors_as_a_zip(
         "--ship-app", TMPDIR=str(tmp),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("scored 1 rows (0 errors) into scored.jsonl")
+    assert re.match(r"scored 1 rows? \(0 errors\) into scored.jsonl", done.stdout), done.stdout
     unpacked = [p.parent.parent.parent for p in tmp.glob("mlfn-app-*/functions/iris/endpoint.py")]
     assert len(unpacked) == 1, sorted(p.name for p in tmp.iterdir())
     assert not (unpacked[0] / "notes").exists()  # what publish leaves out, the zip does too
+    assert not (unpacked[0] / "flowers.jsonl").exists()  # the job's own input: not shipped
     assert json.loads(next(_part_lines(app / "scored.jsonl", ".json")))["label"] == "setosa"
 
 
@@ -152,7 +154,7 @@ def test_a_csv_file_is_scored_into_csv_read_back_by_pythons_csv_module(
         app, models, "spark-score", "iris", "flowers.csv", "scored.csv", "--master", "local[1]"
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("scored 2 rows (1 errors) into scored.csv in ")
+    assert re.match(r"scored 2 rows \(1 errors?\) into scored.csv in ", done.stdout), done.stdout
     out = {r["id"]: r for r in csv.DictReader(_part_lines(app / "scored.csv", ".csv"))}
     assert out["1"]["label"] == "setosa" and out["1"]["error"] == ""
     assert set(json.loads(out["1"]["probabilities"])) == {"setosa", "versicolor", "virginica"}
@@ -173,7 +175,61 @@ def test_a_parquet_file_is_scored_into_json_lines_with_the_bad_rows_error(
         app, models, "spark-score", "iris", "flowers.parquet", "out.jsonl", "--master", "local[1]"
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith("scored 3 rows (1 errors) into out.jsonl in ")
+    assert re.match(r"scored 3 rows \(1 errors?\) into out.jsonl in ", done.stdout), done.stdout
     out = {r["id"]: r for r in map(json.loads, _part_lines(app / "out.jsonl", ".json"))}
     assert '"field":"petal_width"' in out[1]["error"] and "label" not in out[1]
     assert out[0]["label"] == out[2]["label"] == "setosa" and "error" not in out[0]
+
+
+def test_csv_quotes_read_as_written_and_a_dotted_column_is_carried_through(
+    app: Path, models: Path
+) -> None:
+    # RFC 4180, as Python's csv module writes it: a quote inside a field doubled. Spark's
+    # default backslash escape split such a field and dropped the row's last values; and a
+    # column named user.id read as field id of a struct user (UNRESOLVED_COLUMN).
+    header = ["user.id", "sepal_length", "sepal_width", "petal_length", "petal_width"]
+    with (app / "quoted.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerow(['x",1,2', 5.1, 3.5, 1.4, 0.2])
+        writer.writerow(["plain", 5.1, 3.5, 1.4, 0.2])
+    (app / "quoted-out.csv").mkdir()
+    (app / "quoted-out.csv" / "part-stale.csv").write_text("from an earlier run\n")
+
+    done = _mlfn(
+        app, models,
+        "spark-score", "iris", "quoted.csv", "quoted-out.csv", "--master", "local[1]",
+        "--overwrite",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("scored 2 rows (0 errors) into quoted-out.csv in ")
+    out = list(csv.DictReader(_part_lines(app / "quoted-out.csv", ".csv")))
+    assert list(out[0])[: len(header)] == header
+    assert {r["user.id"]: (r["label"], r["error"]) for r in out} == {
+        'x",1,2': ("setosa", ""),
+        "plain": ("setosa", ""),
+    }
+
+
+def test_an_existing_output_is_refused_before_spark_starts(app: Path, models: Path) -> None:
+    (app / "taken.jsonl").mkdir()
+    (app / "in.jsonl").write_text(json.dumps(FLOWER) + "\n")
+    done = _mlfn(app, models, "spark-score", "iris", "in.jsonl", "taken.jsonl")
+    assert done.returncode == 1
+    # One line and nothing else: Spark, which logs as it starts, never started.
+    assert done.stderr == "Error: OUTPUT taken.jsonl exists: pass --overwrite to replace it\n"
+
+
+def test_an_existing_output_spark_finds_is_told_as_the_command_s_option() -> None:
+    # Where this machine cannot look first (abfss://, s3a://, HDFS), Spark's refusal.
+    from runtime.errors import BadRequest
+    from runtime.spark.files import _failed
+
+    target = "abfss://out@acct.dfs.core.windows.net/scored"
+    line = (
+        f'[PATH_ALREADY_EXISTS] Path {target} already exists. Set mode as "overwrite" to '
+        "overwrite the existing path. SQLSTATE: 42K04"
+    )
+    told = _failed(line, target)
+    assert isinstance(told, BadRequest)
+    assert told.message == f"OUTPUT {target} exists: pass --overwrite to replace it"
