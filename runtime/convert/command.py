@@ -48,13 +48,14 @@ def convert(
     """Convert a scikit-learn, PyTorch, Keras/TensorFlow or Spark ML model in FILE to ONNX,
     once it answers sample rows as the original does (exit 1 and write nothing otherwise)."""
     from runtime.convert.api import to_onnx
-    from runtime.convert.files import PICKLE_WARNING, framework_of_file, load
+    from runtime.convert.files import code_warning, framework_of_file, load
     from runtime.errors import HostError
 
     try:
         framework = framework or framework_of_file(file)
-        if framework == "sklearn":
-            click.echo(PICKLE_WARNING.format(file=file), err=True)
+        warning = code_warning(file, framework)
+        if warning is not None:
+            click.echo(warning, err=True)
         model = load(file, framework)
         rows_given = _read_sample(sample) if sample else None
         options = {"classes": [c.strip() for c in classes.split(",")]} if classes else {}

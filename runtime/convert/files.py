@@ -11,10 +11,6 @@ from runtime.errors import ConversionError
 
 PICKLES = (".joblib", ".pkl", ".pickle")
 TORCH = (".pt", ".pth", ".pt2")
-PICKLE_WARNING = (
-    "warning: loading {file} unpickles it, which runs any code the file holds: convert only "
-    "files you trust"
-)
 
 
 def framework_of_file(path: Path) -> str:
@@ -39,6 +35,26 @@ def framework_of_file(path: Path) -> str:
         f"cannot tell which framework wrote {path.name}: pass --framework (joblib/pickle files "
         "are scikit-learn, .pt/.pth TorchScript, .pt2 torch.export, .keras Keras)"
     )
+
+
+def code_warning(path: Path, framework: str) -> str | None:
+    """What ``mlfn convert`` says before it touches ``path`` when loading or proving the model
+    runs code the file carries (a pickle unpickled; a TorchScript or exported program, a
+    TensorFlow graph, a Keras model's layers, Lambda layers' Python included, each run by the
+    proof): one sentence, alike for each. None for a Spark ML pipeline, whose stages are
+    classes Spark and pyspark already hold, named by the file."""
+    suffix = path.suffix.lower()
+    if framework == "sklearn":
+        done = f"loading {path} unpickles it"
+    elif framework == "torch":
+        kind = "exported program (torch.export)" if suffix == ".pt2" else "TorchScript program"
+        done = f"converting {path} runs its {kind}"
+    elif framework == "keras":
+        kind = "TensorFlow graph (SavedModel)" if path.is_dir() else "Keras layers"
+        done = f"converting {path} runs its {kind}"
+    else:
+        return None
+    return f"warning: {done}, which runs any code the file holds: convert only files you trust"
 
 
 def load(path: Path, framework: str, spark: Any = None) -> Any:
