@@ -138,3 +138,164 @@ def test_enqueue_and_results_say_storage_is_unreachable_in_one_line(
         assert result.exit_code == 1, _failed(result)
         assert "cannot be reached" in result.output, _failed(result)
         assert result.exc_info is None or result.exc_info[0] is SystemExit, _failed(result)
+
+
+# --- where the app and its storage are (MLFN_URL, --url, --connection) --------------------------
+
+UNREACHABLE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;"
+    "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+)
+
+
+def test_invoke_calls_the_app_at_mlfn_url(
+    host: LocalHost, mlfn: Mlfn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFN_URL", host.url)
+    ok = mlfn("invoke", "iris", "--data", json.dumps({"instances": [FLOWER]}))
+    assert ok.exit_code == 0, _failed(ok)
+    assert json.loads(ok.stdout)["predictions"][0]["label"] == "setosa"
+    # --url wins over the variable.
+    monkeypatch.setenv("MLFN_URL", "http://127.0.0.1:9")
+    body = json.dumps({"instances": [FLOWER]})
+    again = mlfn("invoke", "iris", "--url", host.url, "--data", body)
+    assert again.exit_code == 0, _failed(again)
+
+
+def test_a_bad_mlfn_url_is_one_line_naming_the_variable(
+    mlfn: Mlfn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFN_URL", "127.0.0.1:7071")
+    done = mlfn("invoke", "iris", "--data", "[]")
+    assert done.exit_code == 1, _failed(done)
+    assert "MLFN_URL" in done.stderr and len(done.stderr.strip().splitlines()) == 1, _failed(done)
+    assert done.exc_info is None or done.exc_info[0] is SystemExit, _failed(done)
+
+
+def test_the_help_of_each_client_command_names_what_it_reads(mlfn: Mlfn) -> None:
+    assert "MLFN_URL" in mlfn("invoke", "--help").output
+    for command in ("enqueue", "results", "batch", "upload"):
+        shown = mlfn(command, "--help").output
+        assert "--connection" in shown and "AzureWebJobsStorage" in shown, (command, shown)
+
+
+def test_storage_commands_reach_the_account_given_by_connection(
+    app: tuple[Path, dict[str, str]],
+    host: LocalHost,
+    mlfn: Mlfn,
+    azurite: AzuriteInfo,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # The shell's own setting points nowhere: --connection alone reaches Azurite.
+    monkeypatch.setenv("AzureWebJobsStorage", UNREACHABLE)
+    monkeypatch.setenv("MLFN_STORE_RETRIES", "0")
+    real = azurite.connection_string
+    sent = mlfn(
+        "enqueue", "iris", "--data", json.dumps([FLOWER]), "--id", "conn-1", "--connection", real
+    )
+    assert sent.exit_code == 0, _failed(sent)
+    seen: list[str] = []
+    for _ in range(10):
+        done = mlfn("results", "iris", "--wait", "5", "--connection", real)
+        assert done.exit_code == 0, _failed(done)
+        seen += [json.loads(line)["id"] for line in done.stdout.splitlines()]
+        if seen:
+            break
+    assert seen == ["conn-1"]
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not really a model")
+    up = mlfn("upload", str(model), "az://conn-test/m.onnx", "--connection", real)
+    assert up.exit_code == 0, _failed(up)
+    assert "sha256" in up.stdout
+
+
+def test_without_connection_the_storage_commands_read_local_settings_as_serve_does(
+    app: tuple[Path, dict[str, str]], mlfn: Mlfn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_dir, env = app
+    monkeypatch.delenv("AzureWebJobsStorage")
+    (app_dir / "local.settings.json").write_text(
+        json.dumps({"Values": {"AzureWebJobsStorage": env["AzureWebJobsStorage"]}})
+    )
+    done = mlfn("results", "iris")
+    assert done.exit_code == 0, _failed(done)
+
+
+# --- errors as one line ----------------------------------------------------------------------
+
+
+def test_a_missing_data_file_is_one_line_for_invoke_and_enqueue(mlfn: Mlfn) -> None:
+    for command in ("invoke", "enqueue"):
+        done = mlfn(command, "iris", "--data", "@missing.json")
+        assert done.exit_code == 1, _failed(done)
+        assert done.stderr == "Error: --data @missing.json: No such file or directory\n", _failed(
+            done
+        )
+
+
+def test_a_data_file_that_is_not_text_is_one_line(mlfn: Mlfn, tmp_path: Path) -> None:
+    binary = tmp_path / "model.onnx"
+    binary.write_bytes(b"\x08\xff\xfe\x00binary")
+    done = mlfn("enqueue", "iris", "--data", f"@{binary}")
+    assert done.exit_code == 1, _failed(done)
+    assert "is not UTF-8 text" in done.stderr and len(done.stderr.splitlines()) == 1, _failed(done)
+
+
+def test_invoke_says_a_lost_connection_in_one_line(mlfn: Mlfn) -> None:
+    import socket
+    import threading
+
+    # A server that accepts and hangs up before answering, as a crashing app would.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def hang_up() -> None:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.close()
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        done = mlfn("invoke", "iris", "--url", f"http://127.0.0.1:{port}", "--data", "[]")
+        thread.join()
+    assert done.exit_code == 1, _failed(done)
+    assert done.stderr.startswith("Error: ") and len(done.stderr.splitlines()) == 1, _failed(done)
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("import time\nx = (\n", "functions/broken/endpoint.py, line 2: SyntaxError"),
+        (
+            "import no_such_module_here\n",
+            "functions/broken/endpoint.py, line 1: ModuleNotFoundError",
+        ),
+        (
+            "raise RuntimeError('boom')\n",
+            "functions/broken/endpoint.py, line 1: RuntimeError: boom",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [("serve", "--port", "9"), ("results", "broken")])
+def test_an_endpoint_that_fails_to_import_is_one_line_naming_file_and_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_imports: None,
+    source: str,
+    says: str,
+    command: tuple[str, ...],
+) -> None:
+    from tests.support import make_app
+
+    app = make_app(tmp_path / "app", {"broken": source})
+    monkeypatch.chdir(app)
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    done = CliRunner().invoke(main, list(command))
+    assert done.exit_code == 1, _failed(done)
+    assert done.exc_info is None or done.exc_info[0] is SystemExit, _failed(done)
+    assert done.stderr.startswith("Error: importing function_app.py failed: "), _failed(done)
+    assert says in done.stderr and len(done.stderr.splitlines()) == 1, _failed(done)

@@ -116,8 +116,8 @@ def test_unknown_mlfn_variables_are_named_with_the_closest_setting() -> None:
         "MLFN_MEMORY_BUDGET is not an mlfn setting and is ignored; "
         "did you mean MLFN_MEMORY_BUDGET_MB?",
     ]
-    assert config.unknown_settings({"MLFN_ZZZ": "1"}) == [
-        "MLFN_ZZZ is not an mlfn setting and is ignored"
+    assert config.unknown_settings({"MLFN_ZZZZZZZZ": "1"}) == [
+        "MLFN_ZZZZZZZZ is not an mlfn setting and is ignored"
     ]
 
 

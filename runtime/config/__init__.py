@@ -309,7 +309,12 @@ def describe() -> list[tuple[str, Any, str]]:
 
 
 def known_variables() -> frozenset[str]:
-    return frozenset(variable for variable, _, _ in describe())
+    """Every ``MLFN_*`` variable mlfn reads: the app's, the local host's and the client
+    commands' (``MLFN_URL``, which a shell that also runs ``mlfn serve`` may well export)."""
+    from runtime.config.client import ClientSettings  # imports this module
+
+    client = {f.metadata["variable"] for f in fields(ClientSettings)}
+    return frozenset(variable for variable, _, _ in describe()) | client
 
 
 def unknown_settings(env: Mapping[str, str]) -> list[str]:
