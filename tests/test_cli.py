@@ -299,3 +299,14 @@ def test_an_endpoint_that_fails_to_import_is_one_line_naming_file_and_line(
     assert done.exc_info is None or done.exc_info[0] is SystemExit, _failed(done)
     assert done.stderr.startswith("Error: importing function_app.py failed: "), _failed(done)
     assert says in done.stderr and len(done.stderr.splitlines()) == 1, _failed(done)
+
+
+def test_a_file_a_command_cannot_write_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not really a model")
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["upload", str(model), str(model / "sub" / "m.onnx")])
+    assert done.exit_code == 1, _failed(done)
+    assert done.stderr == f"Error: {model / 'sub'}: Not a directory\n", _failed(done)
