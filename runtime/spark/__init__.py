@@ -16,8 +16,11 @@ from runtime.errors import ColumnsRefused, EndpointNotFound, ExtraMissing
 from runtime.spark.worker import ERROR_COLUMN
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    import pyarrow as pa
     from pyspark.sql import Column, DataFrame
-    from pyspark.sql.types import StructType
+    from pyspark.sql.types import StructField, StructType
 
     from runtime.endpoint import BoundEndpoint
 
@@ -47,8 +50,6 @@ def score(
     batch_size: rows per predict call; default the endpoint's ``max_batch_size``.
     """
     require_pyspark()
-    from pyspark.sql import types as st
-
     from runtime.spark.types import arrow_field
     from runtime.spark.worker import Plan, app_root, fingerprint, score_batches
 
@@ -69,14 +70,7 @@ def score(
     alike = sorted({n for n in added if added.count(n) > 1})
     if alike:
         raise ColumnsRefused(name, f"output columns would share a name: {', '.join(alike)}")
-    names = df.columns
-    columns = set(names)
-    # pyspark's mapInArrow takes the DataFrame's columns by unquoted name (``df[name]``), where
-    # ``user.id`` is field ``id`` of a struct ``user`` (UNRESOLVED_COLUMN): such columns pass
-    # through it under stand-in names and get their own back after.
-    standins = _standins(names)
-    if standins:
-        df = df.select(*(column(n).alias(standins.get(n, n)) for n in names))
+    columns = {c: i for i, c in enumerate(df.columns)}
     inputs, missing = [], []
     for field_name, field in bound.endpoint.input.model_fields.items():
         key = field.validation_alias if isinstance(field.validation_alias, str) else None
@@ -86,7 +80,7 @@ def score(
             # A null is left out unless the field takes None: the default applies, or the row
             # is told the field is missing, as for an empty CSV cell in a batch file.
             optional = not field.is_required() or not _takes_none(field)
-            inputs.append((standins.get(found, found), key, optional))
+            inputs.append((columns[found], key, optional))
         elif field.is_required():
             missing.append(key)
     if missing:
@@ -103,17 +97,42 @@ def score(
         batch_size=batch_size,
         fingerprint=fingerprint(app_root(app_dir)),
     )
-    schema = st.StructType([*df.schema.fields, *outputs.fields])
     # A module-level function and a plain dataclass: the task pickles a reference, so each
     # Python worker keeps one Services (and one loaded model) across its tasks.
+    return map_in_arrow(df, partial(score_batches, plan=plan), outputs.fields)
+
+
+def map_in_arrow(
+    df: DataFrame,
+    func: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]],
+    added: Sequence[StructField] = (),
+) -> DataFrame:
+    """``df.mapInArrow(func)`` for a ``func`` that yields each batch's columns, then the
+    ``added`` ones, whatever the columns are named. pyspark takes them by unquoted name
+    (``df[name]``), where ``user.id`` is field ``id`` of a struct ``user``
+    (UNRESOLVED_COLUMN): there, they pass through under stand-in names and get their own
+    back after, so ``func`` reads columns by position."""
+    from pyspark.sql import types as st
+
+    names = df.columns
+    plain = not any("." in n or "`" in n for n in names)
+    taken = {f.name.lower() for f in added}
+    standins = [_unlike(f"_mlfn_{i}", taken) for i in range(len(names))]
+    inner = df if plain else df.toDF(*standins)
     with warnings.catch_warnings():
         # pyspark checks for pandas before any Arrow UDF and warns about pandas 3; mapInArrow
         # hands Arrow batches and never touches pandas.
         warnings.filterwarnings(
             "ignore", "PySpark does not yet fully support pandas", FutureWarning
         )
-        scored = df.mapInArrow(partial(score_batches, plan=plan), schema)
-    return scored.toDF(*names, *outputs.fieldNames()) if standins else scored
+        mapped = inner.mapInArrow(func, st.StructType([*inner.schema.fields, *added]))
+    return mapped if plain else mapped.toDF(*names, *(f.name for f in added))
+
+
+def _unlike(name: str, taken: set[str]) -> str:
+    while name.lower() in taken:
+        name += "_"
+    return name
 
 
 def column(name: str) -> Column:
@@ -122,20 +141,6 @@ def column(name: str) -> Column:
     from pyspark.sql import functions as sf
 
     return sf.col("`" + name.replace("`", "``") + "`")
-
-
-def _standins(names: list[str]) -> dict[str, str]:
-    """Plain names, unlike any of ``names``, for those Spark would read as a path."""
-    taken = {n.lower() for n in names}
-    standins: dict[str, str] = {}
-    for i, name in enumerate(names):
-        if "." in name or "`" in name:
-            standin = f"_mlfn_column_{i}"
-            while standin.lower() in taken:
-                standin += "_"
-            taken.add(standin.lower())
-            standins[name] = standin
-    return standins
 
 
 def output_schema(bound: BoundEndpoint) -> StructType:

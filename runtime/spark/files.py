@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -78,7 +79,8 @@ def write(df: DataFrame, path: str, fmt: str, overwrite: bool) -> None:
     from pyspark.sql import functions as sf
     from pyspark.sql import types as st
 
-    from runtime.spark import column
+    from runtime.spark import column, map_in_arrow
+    from runtime.spark.worker import inert_formulas
 
     if fmt == "csv":  # CSV holds no arrays, maps or structs: those columns become JSON
         nested = (st.ArrayType, st.MapType, st.StructType)
@@ -90,6 +92,11 @@ def write(df: DataFrame, path: str, fmt: str, overwrite: bool) -> None:
                 for f in df.schema.fields
             )
         )
+        # Text a spreadsheet would run as a formula (=HYPERLINK(...), an input carried
+        # through or echoed by predict) made inert, as in batch files' CSV results.
+        texts = [i for i, f in enumerate(df.schema.fields) if isinstance(f.dataType, st.StringType)]
+        if texts:
+            df = map_in_arrow(df, partial(inert_formulas, columns=tuple(texts)))
     writer = df.write.format(fmt).mode("overwrite" if overwrite else "errorifexists")
     if fmt == "csv":
         writer = writer.options(**CSV_OPTIONS)

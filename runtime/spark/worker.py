@@ -52,8 +52,9 @@ class Plan:
 
     app_dir: str
     name: str
-    # (column, key the input model accepts, whether a null is left out so the default applies)
-    inputs: tuple[tuple[str, str, bool], ...]
+    # (column by position, key the input model accepts, whether a null is left out so the
+    # default applies)
+    inputs: tuple[tuple[int, str, bool], ...]
     outputs: tuple[pa.Field, ...]  # the output model's fields as columns, by alias
     error: pa.Field
     batch_size: int | None = None
@@ -200,6 +201,26 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
         )
+
+
+def inert_formulas(
+    batches: Iterator[pa.RecordBatch], columns: tuple[int, ...]
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow``'s function for CSV output: the text ``columns`` (by position) with each
+    cell a spreadsheet would run as a formula made inert, by the rule batch files' CSV
+    results follow (``runtime.protocol.csv_safety``)."""
+    import pyarrow as pa
+
+    from runtime.protocol.csv_safety import safe_cell
+
+    for batch in batches:
+        arrays = list(batch.columns)
+        for i in columns:
+            values = arrays[i].to_pylist()
+            safe = [safe_cell(v) for v in values]
+            if safe != values:
+                arrays[i] = pa.array(safe, type=arrays[i].type)
+        yield pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
 def _raw(keys: list[tuple[str, bool]], columns: list[list[Any]], i: int) -> dict[str, Any]:

@@ -233,3 +233,29 @@ def test_an_existing_output_spark_finds_is_told_as_the_command_s_option() -> Non
     told = _failed(line, target)
     assert isinstance(told, BadRequest)
     assert told.message == f"OUTPUT {target} exists: pass --overwrite to replace it"
+
+
+def test_csv_output_cells_a_spreadsheet_would_run_are_made_inert(app: Path, models: Path) -> None:
+    # Text carried through (or echoed by predict) reaches whoever opens the CSV in a
+    # spreadsheet: the rule batch files' CSV results follow, OWASP's leading quote.
+    notes = {
+        "1": ('=HYPERLINK("http://evil.example","x")', '\'=HYPERLINK("http://evil.example","x")'),
+        "2": ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        "3": ("@SUM(1+1)", "'@SUM(1+1)"),
+        "4": ("+1+1", "'+1+1"),
+        "5": ("-1.5", "-1.5"),  # a number stays a number
+        "6": ("plain", "plain"),
+    }
+    with (app / "notes.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "note", *FLOWER])
+        for i, (note, _) in notes.items():
+            writer.writerow([i, note, *FLOWER.values()])
+
+    done = _mlfn(
+        app, models, "spark-score", "iris", "notes.csv", "notes-out.csv", "--master", "local[1]"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = {r["id"]: r for r in csv.DictReader(_part_lines(app / "notes-out.csv", ".csv"))}
+    assert {i: r["note"] for i, r in out.items()} == {i: inert for i, (_, inert) in notes.items()}
+    assert {r["label"] for r in out.values()} == {"setosa"}
