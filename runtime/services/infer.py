@@ -15,13 +15,12 @@ from runtime.endpoint import BoundEndpoint
 from runtime.errors import (
     BadRequest,
     EndpointNotFound,
-    ModelNotInStore,
     ModelVersionNotFound,
     PayloadTooLarge,
-    StoreUnavailable,
 )
 from runtime.models.onnx_model import OnnxModel, TensorSpec
-from runtime.models.registry import ModelRegistry, ModelState
+from runtime.models.readiness import Readiness
+from runtime.models.registry import ModelRegistry
 from runtime.protocol import v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.services.placement import Placement
@@ -51,6 +50,7 @@ class InferService:
         self._registry = registry
         # Per model: decode, run and encode on the loop once loaded and proved fast.
         self._placements = {name: Placement() for name in endpoints}
+        self._readiness = Readiness(registry)
 
     def _bound(self, name: str) -> BoundEndpoint:
         bound = self._endpoints.get(name)
@@ -84,19 +84,15 @@ class InferService:
             doc["parameters"] = {"sha256": model.sha256, "load": model.report.as_dict()}
         return doc
 
-    def ready(self, name: str, version: str | None = None) -> bool:
-        """True when the model is in memory, or its file exists in the store; never loads it."""
+    async def ready(self, name: str, version: str | None = None) -> bool:
+        """True when the model is in memory, or its file exists in the store; never loads it,
+        and never asks the store more than once at a time (``Readiness``)."""
         bound = self._bound(name)
         declared = bound.endpoint.model.version
         if version is not None and declared is not None and version != declared:
             raise ModelVersionNotFound(name, version, declared)
-        if self._registry.state(name) is ModelState.READY:
-            return True
-        try:
-            self._registry.source(bound.endpoint.model).stat()
-        except (ModelNotInStore, StoreUnavailable):
-            return False
-        return True
+        source = self._registry.source  # resolved on the check's thread: it may read settings
+        return await self._readiness.ready(name, lambda: source(bound.endpoint.model).stat())
 
     async def infer_body(
         self, name: str, body: bytes, header_length: str | None, version: str | None = None

@@ -45,7 +45,7 @@ def model_ready(services: Services) -> AsyncHttpFunction:
     async def ready(req: func.HttpRequest) -> func.HttpResponse:
         service = services.infer
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
-        if await asyncio.to_thread(service.ready, name, version):
+        if await service.ready(name, version):  # its own threads: see Readiness
             return json_response(200, {"name": name, "ready": True})
         # An expected answer to a probe, not a fault: no exception, no warning in the log.
         message = (
