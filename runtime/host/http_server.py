@@ -3,6 +3,7 @@ functions, as real ``func.HttpRequest``s, and sends their ``func.HttpResponse``s
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -27,6 +28,10 @@ Send = Callable[[Message], Awaitable[None]]
 
 # Azure Functions refuses HTTP requests over 100 MB before any function runs.
 MAX_REQUEST_BYTES = 100 * 1024 * 1024
+# A connection that has not sent a whole request head this long after it opened, or after its
+# last answer, is closed: idle and half-sent requests (slowloris) cannot hold the host's
+# connections. uvicorn times out only the wait between requests, not a head sent slowly.
+HEAD_TIMEOUT_S = 5.0
 
 
 def http_route(info: FunctionInfo, route_prefix: str) -> str:
@@ -238,3 +243,52 @@ async def _send(
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def http_protocol(head_timeout_s: float = HEAD_TIMEOUT_S) -> type[Any]:
+    """uvicorn's HTTP protocol, closing a connection whose request head is not complete
+    ``head_timeout_s`` after the connection opened or its last response (or after the
+    first byte of a request sent on a kept-alive connection)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_marker: object = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # Bytes of a new request (uvicorn has just cancelled its keep-alive timer): the
+            # head must now complete in time.
+            if self._head_timer is None and self._between_requests():
+                self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or bool(self.cycle.response_complete)
+
+        def _arm_head_timer(self) -> None:
+            # A new request replaces ``cycle``: unchanged when the timer fires, none began.
+            self._head_marker = self.cycle
+            self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is self._head_marker:
+                log.debug("closing a connection that sent no whole request in %.0f s",
+                          head_timeout_s)  # fmt: skip
+                self.transport.close()
+            elif self._between_requests():
+                self._arm_head_timer()  # a request came and went: time the next one
+
+    return HeadTimeoutProtocol

@@ -13,7 +13,7 @@ from pathlib import Path
 from runtime import config, redact
 from runtime.host.asgi import HostApp, Listener
 from runtime.host.blob_listener import BlobListener, BlobOptions, host_id
-from runtime.host.http_server import HttpHost, http_route
+from runtime.host.http_server import HttpHost, http_protocol, http_route
 from runtime.host.invocation_log import JsonFormatter
 from runtime.host.invoke import Invoker
 from runtime.host.local_settings import apply_local_settings
@@ -117,7 +117,15 @@ def serve(app_dir: Path, host: str = "127.0.0.1", port: int = 7071, queues: bool
             )
     print(flush=True)
     # The HTTP host writes each request's one line itself (with its invocation id).
-    uvicorn.run(app, host=host, port=port, log_config=None, lifespan="on", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        http=http_protocol(),  # closes idle and half-sent connections
+    )
 
 
 def since_process_start() -> float:
