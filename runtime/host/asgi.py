@@ -12,12 +12,7 @@ from typing import Protocol
 
 from runtime.host.http_server import HttpHost, Receive, Scope, Send
 from runtime.host.metadata import FunctionInfo
-from runtime.host.queue_listener import (
-    STORAGE_HINT,
-    first_line,
-    refused_by_storage,
-    unreachable_storage,
-)
+from runtime.host.outages import RETRY_S, StorageOutages
 
 log = logging.getLogger("mlfn.host")
 RESTART_S = 5
@@ -31,6 +26,8 @@ class Listener(Protocol):
 
     info: FunctionInfo
     setting: str  # the connection setting of its storage account
+    address: str  # of the storage service it polls
+    outages: StorageOutages  # shared by the listeners: an account down is said once
 
     @property
     def watches(self) -> str: ...
@@ -91,29 +88,14 @@ class HostApp:
                 await listener.run(self._stop)
                 wait_s = RESTART_S
             except Exception as exc:
-                if unreachable_storage(exc):
-                    # One line, backing off: a missing emulator is a setup step, not a crash.
-                    log.warning(
-                        "listener of %s cannot reach its storage account (%s): %s; "
-                        "retrying in %ds (%s)",
-                        listener.info.name,
-                        listener.setting,
-                        first_line(exc),
-                        wait_s,
-                        STORAGE_HINT,
-                    )
-                elif refused_by_storage(exc):  # a key, identity or API version it will not take
-                    log.warning(
-                        "listener of %s: its storage account (%s) refused: %s; retrying in %ds",
-                        listener.info.name,
-                        listener.setting,
-                        first_line(exc),
-                        wait_s,
-                    )
-                else:
-                    log.exception(
-                        "listener of %s failed; restarting in %ds", listener.info.name, wait_s
-                    )
+                if listener.outages.failed(listener.setting, listener.address, exc):
+                    # Unreachable or refusing: a setup step, not a crash, said once for all.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), RETRY_S)
+                    continue
+                log.exception(
+                    "listener of %s failed; restarting in %ds", listener.info.name, wait_s
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait_s)
                 wait_s = min(wait_s * 2, MAX_RESTART_S)

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -35,13 +36,8 @@ from runtime.host import deferred
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
-from runtime.host.queue_listener import (
-    STORAGE_HINT,
-    StorageAccounts,
-    first_line,
-    resolve,
-    write_outputs,
-)
+from runtime.host.outages import first_line
+from runtime.host.queue_listener import StorageAccounts, resolve, write_outputs
 from runtime.protocol import message_encoding
 
 if TYPE_CHECKING:
@@ -112,6 +108,9 @@ class BlobListener:
         self._by_reference = deferred.registry_for(self._annotation)
         self._done: set[tuple[str, str]] = set()  # (blob, etag) known complete: not asked again
         self._running: set[str] = set()
+        self.outages = accounts.outages
+        self.address = urlsplit(accounts.blobs(self.setting).url).netloc
+        self.outages.watch(self.setting, "blob")
 
     @property
     def container(self) -> str:
@@ -129,7 +128,9 @@ class BlobListener:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
-                for name, props in await io_(self._scan):
+                found = await io_(self._scan)
+                self.outages.worked(self.setting, self.address)
+                for name, props in found:
                     if stop.is_set():
                         break
                     await slots.acquire()
@@ -163,7 +164,8 @@ class BlobListener:
             elif isinstance(claim, int):
                 await self._attempt(name, props, receipt, claim)
         except Exception as exc:  # storage trouble: the next scan tries again
-            log.warning("blob %s/%s: %s (%s)", self.container, name, first_line(exc), STORAGE_HINT)
+            if not self.outages.failed(self.setting, self.address, exc):
+                log.warning("blob %s/%s: %s", self.container, name, first_line(exc))
         finally:
             self._running.discard(name)
             slots.release()

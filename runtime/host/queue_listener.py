@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -29,6 +30,7 @@ from runtime.errors import ConfigError, ListenerError
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
+from runtime.host.outages import RETRY_S, StorageOutages, first_line
 from runtime.host.queue_options import QueueOptions
 from runtime.protocol import message_encoding
 from runtime.storage import clients
@@ -45,31 +47,6 @@ IO = Callable[..., Awaitable[Any]]
 MIN_POLLING_S = 0.1
 POISON_SUFFIX = "-poison"
 MAX_INVISIBLE_S = 7 * 24 * 3600.0  # the queue service's limit on a visibility timeout
-
-
-STORAGE_HINT = (
-    "is the storage emulator running? npx azurite --skipApiVersionCheck; or serve HTTP only "
-    "with --no-queues"
-)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def unreachable_storage(exc: BaseException) -> bool:
-    """A storage account that does not answer (not one that refuses: a wrong key or identity
-    is an error of its own, with its own message)."""
-    from azure.core.exceptions import ServiceRequestError
-
-    return isinstance(exc, ServiceRequestError | OSError)
-
-
-def refused_by_storage(exc: BaseException) -> bool:
-    from azure.core.exceptions import HttpResponseError
-
-    return isinstance(exc, HttpResponseError)
 
 
 def resolve(value: str, env: Mapping[str, str]) -> str:
@@ -96,6 +73,7 @@ class StorageAccounts:
         self._clients: dict[str, QueueServiceClient] = {}
         self._blob_clients: dict[str, BlobServiceClient] = {}
         self._created: set[tuple[str, ...]] = set()
+        self.outages = StorageOutages()  # said once for all listeners, not once for each
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking storage call of the listeners on their own threads."""
@@ -170,6 +148,9 @@ class QueueListener:
         self.queue_name = resolve(str(info.trigger.raw["queueName"]), env)
         self._binary = str(info.trigger.raw.get("dataType", "")).lower() == "binary"
         self._queue = accounts.queue(self.setting, self.queue_name)
+        self.outages = accounts.outages
+        self.address = urlsplit(self._queue.url).netloc
+        self.outages.watch(self.setting, "queue")
 
     @property
     def watches(self) -> str:
@@ -177,6 +158,7 @@ class QueueListener:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._accounts.io(self._accounts.ensure, self.setting, self.queue_name)
+        self.outages.worked(self.setting, self.address)
         in_flight: set[asyncio.Task[None]] = set()
         delay = MIN_POLLING_S
         outage = ""
@@ -186,15 +168,18 @@ class QueueListener:
                 continue
             try:
                 messages = await self._accounts.io(self._receive)
+                self.outages.worked(self.setting, self.address)
                 if outage:
                     log.info("polling queue %s works again", self.queue_name)
                     outage = ""
             except Exception as exc:  # storage down: keep polling, as the host does
+                if self.outages.failed(self.setting, self.address, exc):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), RETRY_S)
+                    continue
                 reason = first_line(exc)
                 if reason != outage:  # said once per outage, not once per poll
-                    log.warning(
-                        "polling queue %s failed: %s (%s)", self.queue_name, reason, STORAGE_HINT
-                    )
+                    log.warning("polling queue %s failed: %s", self.queue_name, reason)
                 outage = reason
                 messages = []
             if messages:
