@@ -98,6 +98,10 @@ class _Commands(click.Group):
 @click.version_option(package_name="mlfn")
 def main() -> None:
     """mlfn: ONNX models and predict functions as Azure Functions endpoints."""
+    from runtime import redact
+
+    # The client commands log storage URLs and connection errors too (a SAS among them).
+    redact.install_in_logging()
 
 
 @main.command()

@@ -37,7 +37,10 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"endpoint", "errors", "models", "registration"},
     "convert": {"errors"},
     # Spark scoring: a DataFrame's rows through the rows service; no deployed app imports it.
-    "spark": {"discovery", "services", "endpoint", "errors", "digest"},
+    # It shares the model cache's check of a private folder, the CSV rule of batch files and
+    # the log redaction.
+    "spark": {"discovery", "services", "endpoint", "errors", "digest", "models", "protocol",
+              "redact"},
 }  # fmt: skip
 ANYTHING = {"host", "cli", "scaffold", "deploy"}  # the local host, the command line, deploy tools
 

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import re
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -244,3 +246,39 @@ def test_a_batch_event_for_a_deleted_blob_logs_its_url_without_the_sas_in_the_ap
         inbox.delete_container()
     assert "deleted.csv" in caplog.text and "is gone" in caplog.text
     assert signature and not any(part in caplog.text for part in signature)
+
+
+# Processes that never run the app's registration: the mlfn command and a Spark executor.
+# Each runs in its own interpreter, where nothing installed redaction before.
+LOG_A_SAS_AFTER = """
+import logging, sys
+logging.basicConfig(stream=sys.stdout, format="%(message)s")
+{setup}
+logging.getLogger("mlfn.test").warning("GET https://a/c/m.onnx?sv=1&sig=SECRETSIG failed")
+"""
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "from runtime.cli import main\ntry: main(['check'], standalone_mode=False)\n"
+        "except BaseException: pass",  # it exits: no requirements.txt
+        "from runtime.spark.worker import services_for\ntry: services_for(sys.argv[1])\n"
+        "except BaseException: pass",  # an app with no endpoint: refused after the install
+    ],
+    ids=["mlfn command", "spark executor"],
+)
+def test_processes_that_never_register_the_app_redact_their_logs_too(
+    setup: str, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path / "app", {})
+    code = LOG_A_SAS_AFTER.format(setup=setup)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(app)],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "sig=REDACTED failed" in done.stdout, done.stdout + done.stderr
+    assert "SECRETSIG" not in done.stdout + done.stderr

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime import redact
 from runtime.digest import sha256_file
 from runtime.discovery import discover
 from runtime.errors import DiscoveryError, MlfnError, OutputNotRepresentable
@@ -69,6 +70,9 @@ def services_for(app_dir: str, fingerprint: str = "") -> Services:
     with _lock:
         kept = _services.get(key)
         if kept is None or kept[0] != fingerprint:
+            # An executor logs what the function app would (a model's SAS URL, say) but never
+            # runs its registration, where redaction is installed for Azure.
+            redact.install_in_logging()
             root = app_root(app_dir)
             kept = (fingerprint, Services(discover_app(root), app_root=root))
             _services[key] = kept
