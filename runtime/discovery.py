@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from runtime.endpoint import BoundEndpoint, Endpoint
-from runtime.errors import DiscoveryError
+from runtime.errors import DiscoveryError, HostError
 
 
 def discover(functions_dir: Path) -> list[BoundEndpoint]:
@@ -37,6 +39,44 @@ def discover(functions_dir: Path) -> list[BoundEndpoint]:
             raise DiscoveryError(str(exc)) from None
     _check_batch_containers(found)
     return found
+
+
+def import_failure(exc: BaseException, app_dir: Path, what: str) -> str:
+    """Why importing ``what`` (``function_app.py``, an app's endpoints) failed, in one
+    line: the app's file and line that raised (a SyntaxError's own), then the error. mlfn's
+    own refusals (HostError) already say which file and what to do: their message as it is."""
+    if isinstance(exc, HostError):
+        return str(exc)
+    where: tuple[Path | str, int | None] | None = None
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = (_in_app(exc.filename, app_dir) or exc.filename, exc.lineno)
+        message = exc.msg
+    else:
+        for frame, line in traceback.walk_tb(exc.__traceback__):
+            # The innermost frame of the app's own code (not of a venv inside the app folder).
+            source = _in_app(frame.f_code.co_filename, app_dir)
+            if source is not None:
+                where = (source, line)
+        lines = str(exc).strip().splitlines()
+        message = lines[-1] if lines else ""
+    error = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if where is not None:
+        shown = where[0].as_posix() if isinstance(where[0], Path) else where[0]
+        error = f"{shown}, line {where[1]}: {error}" if where[1] else f"{shown}: {error}"
+    return f"importing {what} failed: {error}"
+
+
+def _in_app(filename: str, app_dir: Path) -> Path | None:
+    """``filename`` relative to ``app_dir`` when it is the app's own code, else None. Tried as
+    named and as resolved: ``mlfn check`` imports links to the app's files from elsewhere."""
+    named = Path(os.path.abspath(filename))
+    for path, root in (
+        (named, Path(os.path.abspath(app_dir))),
+        (named.resolve(), app_dir.resolve()),
+    ):
+        if path.is_relative_to(root) and "site-packages" not in path.parts:
+            return path.relative_to(root)
+    return None
 
 
 def _check_batch_containers(endpoints: list[BoundEndpoint]) -> None:

@@ -46,7 +46,10 @@ def probe(app_dir: Path) -> dict[str, Any]:
         baseline = set(sys.modules)
         import function_app  # noqa: F401
     except BaseException as exc:
-        report["error"] = f"importing function_app.py failed: {_last_line(exc)}"
+        from runtime.host.metadata import SCRIPT, import_failure
+
+        # Worded here, where the traceback is, as mlfn serve words it: the app's file and line.
+        report["error"] = import_failure(exc, app_dir, SCRIPT)
         traceback.print_exc(limit=8)  # to stderr, for a person running the probe by hand
         return report
     report["loaded"] = sorted(m for m in HEAVY if m in sys.modules and m not in baseline)
@@ -74,11 +77,6 @@ def probe(app_dir: Path) -> dict[str, Any]:
         model = bound.endpoint.model
         report["models"].append({"endpoint": name, "uri": model.uri, "sha256": model.sha256})
     return report
-
-
-def _last_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"
 
 
 def main(app_dir: str) -> None:

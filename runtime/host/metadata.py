@@ -8,13 +8,13 @@ import importlib
 import inspect
 import json
 import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime.config import STORAGE_SETTING
+from runtime.discovery import import_failure
 from runtime.errors import HostError, IndexingError
 from runtime.host import worker_rules
 
@@ -78,31 +78,8 @@ def index_app(app_dir: Path) -> list[FunctionInfo]:
     except HostError:
         raise  # mlfn's own refusals already say which file and what to do
     except Exception as exc:  # the app's own code: a person fixes it from one line
-        raise IndexingError(import_failure(exc, app_dir)) from exc
+        raise IndexingError(import_failure(exc, app_dir, SCRIPT)) from exc
     return [_describe(f) for f in functions_of(registered_app())]
-
-
-def import_failure(exc: BaseException, app_dir: Path) -> str:
-    """Why importing ``function_app.py`` failed, in one line: the app's file and line that
-    raised (a SyntaxError's own), then the error, as ``mlfn check`` words it."""
-    where: tuple[str, int | None] | None = None
-    if isinstance(exc, SyntaxError) and exc.filename:
-        where = (exc.filename, exc.lineno)
-        message = exc.msg
-    else:
-        for frame, line in traceback.walk_tb(exc.__traceback__):
-            source = Path(frame.f_code.co_filename).resolve()
-            # The innermost frame of the app's own code (not of a venv inside the app folder).
-            if source.is_relative_to(app_dir) and "site-packages" not in source.parts:
-                where = (str(source), line)
-        lines = str(exc).strip().splitlines()
-        message = lines[-1] if lines else ""
-    error = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    if where is not None:
-        path = Path(where[0]).resolve()
-        shown = path.relative_to(app_dir) if path.is_relative_to(app_dir) else path
-        error = f"{shown}, line {where[1]}: {error}" if where[1] else f"{shown}: {error}"
-    return f"importing {SCRIPT} failed: {error}"
 
 
 def functions_of(app: Any) -> list[Any]:

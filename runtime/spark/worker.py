@@ -29,8 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from runtime import redact
 from runtime.digest import sha256_file
-from runtime.discovery import discover
-from runtime.errors import DiscoveryError, MlfnError, OutputNotRepresentable
+from runtime.discovery import discover, import_failure
+from runtime.errors import (
+    DiscoveryError,
+    HostError,
+    IndexingError,
+    MlfnError,
+    OutputNotRepresentable,
+)
 from runtime.models.cache import not_private
 from runtime.services import Services
 
@@ -101,6 +107,10 @@ def discover_app(root: Path) -> list[BoundEndpoint]:
     sys.path.insert(0, str(root))  # first, so `functions` is this app's
     try:
         return discover(root / _PACKAGE)
+    except HostError:
+        raise  # mlfn's own refusals already say which file and what to do
+    except Exception as exc:  # the app's own code: one line naming its file and line
+        raise IndexingError(import_failure(exc, root, "the app's endpoints")) from exc
     finally:
         if saved:
             for name in _package_modules():

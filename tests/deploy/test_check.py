@@ -418,6 +418,18 @@ def test_a_module_the_package_leaves_out_fails_indexing_as_on_azure(tmp_path: Pa
     assert check(app, env={}).ok
 
 
+def test_an_import_failure_names_the_file_and_line_as_mlfn_serve_does(tmp_path: Path) -> None:
+    # The probe runs in its own interpreter, on links to the package's files: the line is the
+    # app's own, found through them (runtime.host.metadata.import_failure words it).
+    app = _write(tmp_path / "app", Case("", False, app="import helpers\n" + PLAIN))
+    (app / "helpers.py").write_text('"""Helpers."""\n\nimport not_a_module_xyz\n')
+    report = check(app, env={})
+    assert [str(f) for f in report.findings] == [
+        "function_app.py: importing function_app.py failed: helpers.py, line 3: "
+        "ModuleNotFoundError: No module named 'not_a_module_xyz'"
+    ]
+
+
 def test_a_link_to_nothing_is_a_finding_not_a_crash(tmp_path: Path) -> None:
     app = _write(tmp_path / "app", Case("", False))
     (app / "gone.onnx").symlink_to(tmp_path / "nowhere.onnx")

@@ -128,6 +128,24 @@ def test_errors_are_one_line_without_a_traceback(
     assert "Traceback" not in corrupt.stderr and "Py4JJavaError" not in corrupt.stderr
 
 
+def test_an_endpoint_that_fails_to_import_is_one_line_naming_file_and_line(
+    tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    # As mlfn serve, batch, enqueue and results say it (runtime.host.metadata.import_failure).
+    app = copy_examples(tmp_path / "app")
+    broken = app / "functions" / "broken"
+    broken.mkdir()
+    (broken / "endpoint.py").write_text(
+        '"""An endpoint whose import fails."""\n\nimport not_a_module_xyz\n'
+    )
+    done = _mlfn(app, example_models["iris"].parent, "spark-score", "iris", "in.jsonl", "o.jsonl")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "Error: importing the app's endpoints failed: functions/broken/endpoint.py, line 3: "
+        "ModuleNotFoundError: No module named 'not_a_module_xyz'\n"
+    )
+
+
 def test_json_lines_out_when_every_row_scored(app: Path, models: Path) -> None:
     # Spark's JSON writer leaves out null fields: with no bad row, no line has an error.
     rows = [{"id": i, **FLOWER} for i in range(5)]
