@@ -15,7 +15,8 @@ from azure.storage.blob import ContainerClient
 from click.testing import CliRunner, Result
 
 from runtime import config
-from runtime.cli import batch, main
+from runtime.cli import main
+from runtime.cli.batch_files import batch
 from tests.conftest import AzuriteInfo
 from tests.support import LocalHost, make_app, wait_for
 from tests.test_batch_e2e import _endpoint, _host

@@ -46,7 +46,8 @@ def probe(app_dir: Path) -> dict[str, Any]:
         baseline = set(sys.modules)
         import function_app  # noqa: F401
     except BaseException as exc:
-        from runtime.host.metadata import SCRIPT, import_failure
+        from runtime.discovery import import_failure
+        from runtime.host.metadata import SCRIPT
 
         # Worded here, where the traceback is, as mlfn serve words it: the app's file and line.
         report["error"] = import_failure(exc, app_dir, SCRIPT)

@@ -25,7 +25,7 @@ TOOLING = frozenset({"uvicorn", "click", "pathspec", "packaging", "pyyaml"})
 # Never in requirements.txt: it conflicts with the worker the platform provides.
 FORBIDDEN = {"azure-functions-worker": "it conflicts with the worker the platform provides"}
 # The local runtime/ package's modules that a deployed app never imports (tests/test_imports.py).
-LOCAL_ONLY = ("runtime/host/", "runtime/deploy/", "runtime/cli.py", "runtime/scaffold/")
+LOCAL_ONLY = ("runtime/host/", "runtime/deploy/", "runtime/cli/", "runtime/scaffold/")
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""What the ``mlfn`` commands read from the app folder they run in: its settings, its
+functions, the storage account a trigger names, and the options that stand in for them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from runtime.config import STORAGE_SETTING, Settings
+from runtime.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from runtime.config import Connection
+    from runtime.host.metadata import FunctionInfo
+
+TRIGGER_CONNECTION = f"the trigger's connection setting ({STORAGE_SETTING})"
+
+
+def settings(app_dir: Path, overrides: Mapping[str, str] | None = None) -> Settings:
+    """The app folder's settings: local.settings.json Values under the environment's, both
+    under ``overrides`` (a command's options)."""
+    from runtime.host.local_settings import apply_local_settings
+
+    apply_local_settings(app_dir)
+    return Settings.from_mapping({**os.environ, **(overrides or {})})
+
+
+def connection_option(setting: str, applies: str = "") -> Callable[[F], F]:
+    """``--connection``: the storage account of a command that talks to storage, standing in
+    for ``setting``, which is otherwise read as ``mlfn serve`` reads it."""
+    return click.option(
+        "--connection",
+        default=None,
+        metavar="STRING",
+        help=f"Storage connection string{applies}. Default: {setting} from the environment "
+        f"(make serve prints export {STORAGE_SETTING}=... when its Azurite is on other ports), "
+        "else from local.settings.json Values, as mlfn serve reads it.",
+    )
+
+
+def read_data(data: str) -> bytes:
+    """``--data``: the text itself, or ``@FILE``'s bytes."""
+    if not data.startswith("@"):
+        return data.encode()
+    try:
+        return Path(data[1:]).read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"--data {data}: {exc.strerror or exc}") from None
+
+
+def index(app_dir: Path) -> dict[str, FunctionInfo]:
+    """The app's functions by name (an app that fails to import is one line: output.told)."""
+    from runtime.host.metadata import index_app
+
+    return {f.name: f for f in index_app(app_dir)}
+
+
+def storage_account(
+    app_dir: Path, setting: str, connection: str | None
+) -> tuple[Connection, Settings]:
+    """The account app setting ``setting`` names (or ``--connection``, standing in for it) and
+    the settings read with it."""
+    from runtime.storage import clients
+
+    overrides = {setting: connection} if connection else {}
+    found = settings(app_dir, overrides)
+    try:
+        return clients.connection(setting, {**os.environ, **overrides}), found
+    except ConfigError as exc:
+        raise click.ClickException(
+            f"{exc.message} (the environment, local.settings.json Values, or --connection)"
+        ) from None
