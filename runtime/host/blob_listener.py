@@ -38,7 +38,7 @@ from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
 from runtime.host.outages import first_line
 from runtime.host.queue_listener import StorageAccounts, resolve, write_outputs
-from runtime.protocol import message_encoding
+from runtime.protocol import batch, message_encoding
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
@@ -48,7 +48,6 @@ log = logging.getLogger("mlfn.host.blobs")
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
 POISON_QUEUE = "webjobs-blobtrigger-poison"
 MAX_ATTEMPTS = 5  # the host's blob trigger: five tries, then the poison queue
-MAX_BLOB_NAME = 1024  # characters, Azure Storage's limit
 RUNNING, FAILED, DONE, POISONED = "running", "failed", "complete", "poisoned"
 
 
@@ -267,13 +266,13 @@ class BlobListener:
 
 def receipt_path(prefix: str, etag: str, container: str, name: str) -> str:
     """Where one blob version's receipt lives, as the host names it: ``{prefix}/{etag}/
-    {container}/{name}``. A name near the limit leaves no room for the prefix (Azure refuses
-    the receipt, every claim would fail, forever): its digest stands in for it."""
+    {container}/{name}``. A name near Azure's limits leaves no room for the prefix (Azure
+    refuses the receipt, every claim would fail, forever): its digest stands in for it, as
+    for a batch file's results."""
     path = f"{prefix}/{etag.strip(chr(34))}/{container}/{name}"
-    if len(path) <= MAX_BLOB_NAME:
+    if batch.fits(path):
         return path
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    return f"{path[: len(path) - len(name)]}.sha256/{digest}"
+    return f"{path[: len(path) - len(name)]}{batch.hashed_name(name)}"
 
 
 class _Receipt:
@@ -370,8 +369,9 @@ class _Receipt:
 
 class LazyBlob(func.blob.InputStream):
     """The trigger's blob as the worker gives it (name, uri, length, properties, metadata);
-    its bytes are downloaded on the first ``read``, so a function that streams the blob
-    itself, as mlfn's batch trigger does, never holds it whole."""
+    its bytes, as stored (a Content-Encoding is not undone, on Azure either), are downloaded
+    on the first ``read``, so a function that streams the blob itself, as mlfn's batch
+    trigger does, never holds it whole."""
 
     def __init__(self, client: BlobClient, container: str, name: str, props: Any) -> None:
         properties = blob_properties(props)
@@ -391,8 +391,10 @@ class LazyBlob(func.blob.InputStream):
         if self._loaded is None:
             from azure.core import MatchConditions
 
+            # The stored bytes, as the Functions host gives them (and ``length`` counts):
+            # the SDK would inflate a Content-Encoding whole, a gzip bomb's gigabytes.
             data = self._client.download_blob(
-                etag=self._etag, match_condition=MatchConditions.IfNotModified
+                etag=self._etag, match_condition=MatchConditions.IfNotModified, decompress=False
             ).readall()
             self._loaded = io.BytesIO(data)
         return self._loaded.read(-1 if size is None else size)

@@ -90,10 +90,16 @@ def result_path(path: str, etag: str) -> str:
     one of more than 254 segments): the storage would refuse the name, every time."""
     stem, suffix = posixpath.splitext(path)
     named = f"{stem}.{version_tag(etag)}{suffix}"
-    if len(named) + len(SUMMARY_SUFFIX) <= MAX_BLOB_NAME and named.count("/") < MAX_SEGMENTS:
+    if fits(named + SUMMARY_SUFFIX):
         return named
     kept = suffix if len(suffix) <= 16 else ""
     return f"{hashed_name(path)}.{version_tag(etag)[:64]}{kept}"
+
+
+def fits(name: str) -> bool:
+    """Whether Azure Storage takes ``name`` as a blob's (Azurite does not check): at most
+    1,024 characters and 254 '/'-separated parts."""
+    return len(name) <= MAX_BLOB_NAME and name.count("/") < MAX_SEGMENTS
 
 
 def hashed_name(name: str) -> str:

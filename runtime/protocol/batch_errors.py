@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.protocol.batch import Format
+from runtime.protocol.batch_formats import FileUnreadable, allow_csv_fields
 
 # A file whose every row fails differently must not grow the counter without bound.
 MAX_DISTINCT = 1000
@@ -67,20 +68,37 @@ def _errors(path: Path, fmt: Format) -> Iterator[Any]:
                     if isinstance(doc, dict) and "error" in doc:
                         yield doc["error"]
     elif fmt is Format.CSV:
+        # A cell holds what a prediction's field does (an embedding as JSON, say): no longer
+        # than the file, whatever the csv module's own limit.
+        allow_csv_fields(path.stat().st_size)
         with path.open(newline="", encoding="utf-8", errors="replace") as f:
             rows = csv.reader(f)
-            next(rows, None)  # the header; the error column is the last
-            for row in rows:
-                if row and row[-1]:
-                    yield _loads(row[-1])
+            try:
+                next(rows, None)  # the header; the error column is the last
+                for row in rows:
+                    if row and row[-1]:
+                        yield _loads(row[-1])
+            except csv.Error as exc:
+                raise _unreadable(path, "CSV", f"line {rows.line_num}: {exc}") from None
     else:
-        from runtime.protocol.batch_formats import _pyarrow
+        from runtime.protocol.parquet_rows import pyarrow
 
-        parquet = _pyarrow().parquet.ParquetFile(path)
-        for piece in parquet.iter_batches(columns=["error"]):
-            for text in piece.column(0).to_pylist():
-                if text:
-                    yield _loads(text)
+        pa = pyarrow()
+        try:
+            parquet = pa.parquet.ParquetFile(path)
+            for piece in parquet.iter_batches(columns=["error"]):
+                for text in piece.column(0).to_pylist():
+                    if text:
+                        yield _loads(text)
+        except (pa.ArrowException, KeyError) as exc:  # KeyError: no error column
+            raise _unreadable(path, "Parquet", str(exc)) from None
+
+
+def _unreadable(path: Path, fmt: str, why: str) -> FileUnreadable:
+    return FileUnreadable(
+        f"{path} cannot be read as {fmt} results ({' '.join(why.split())}); its failed rows "
+        "are not counted"
+    )
 
 
 def _loads(text: str | bytes) -> Any:

@@ -1,10 +1,11 @@
 """Reading rows from a batch file and writing its results, chunk by chunk, in the input's
-format: JSON Lines, CSV with a header, or Parquet (pyarrow, the ``parquet`` extra).
+format: JSON Lines, CSV with a header, or Parquet (``parquet_rows``).
 
 Rows are numbered from 0 in file order (blank JSON Lines and a CSV header are not rows). A row
 that cannot be read (not JSON, a CSV record of the wrong width, longer than the row limit) is
 an error for that row alone; a file that cannot be read at all raises ``FileUnreadable``.
-Nothing holds more than one chunk of rows, or one row of at most ``max_row_bytes``.
+Nothing holds more than one chunk of rows, or one row of at most ``max_row_bytes`` (Parquet:
+see ``parquet_rows`` for what its footer can and cannot tell).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import IO, Any, Protocol
 from pydantic import BaseModel
 from pydantic_core import from_json
 
-from runtime.errors import BadRequest, MlfnError, OutputNotRepresentable, PackageMissing
+from runtime.errors import BadRequest, MlfnError
 from runtime.protocol.batch import Format
 from runtime.protocol.csv_safety import safe_cell
 
@@ -58,7 +59,9 @@ def read_rows(
     only ones a row needs (``input_columns``), None for all; a columnar format reads no
     other (a text format has to read every byte anyway)."""
     if fmt is Format.PARQUET:
-        yield from _parquet_chunks(source, chunk_size, max_row_bytes, chunk_bytes, columns)
+        from runtime.protocol import parquet_rows
+
+        yield from parquet_rows.read_chunks(source, chunk_size, max_row_bytes, chunk_bytes, columns)
         return
     rows = (
         _jsonl_rows(source, max_row_bytes)
@@ -82,7 +85,9 @@ def writer(fmt: Format, sink: Sink, output: type[BaseModel]) -> RowWriter:
         return _JsonlWriter(sink)
     if fmt is Format.CSV:
         return _CsvWriter(sink, output)
-    return _ParquetWriter(sink, output)
+    from runtime.protocol.parquet_rows import ParquetWriter
+
+    return ParquetWriter(sink, output)
 
 
 def unreadable_row(what: str) -> BadRequest:
@@ -163,7 +168,7 @@ class _JsonlWriter:
             if error is None:
                 parts.append(b'{"row":%d,"prediction":%s}\n' % (i, prediction))
             else:
-                parts.append(b'{"row":%d,"error":%s}\n' % (i, _error_json(error)))
+                parts.append(b'{"row":%d,"error":%s}\n' % (i, error_json(error)))
         self._sink.write(b"".join(parts))
         return 0
 
@@ -171,7 +176,7 @@ class _JsonlWriter:
         pass
 
 
-def _error_json(error: MlfnError) -> bytes:
+def error_json(error: MlfnError) -> bytes:
     return json.dumps(error.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -182,8 +187,7 @@ def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, i
     """Records found by their own boundaries (a newline outside quotes), each at most
     ``max_row_bytes``: an over-long or undecodable record is that row's error, and the next
     record starts where this one ended, so every later row keeps its number."""
-    # Fields as long as a row may be (the csv module's own limit is 128 KiB, process-wide).
-    csv.field_size_limit(max(csv.field_size_limit(), max_row_bytes))
+    allow_csv_fields(max_row_bytes)
     records = _csv_records(source, max_row_bytes)
     try:
         raw_header, _ = next(records)
@@ -224,6 +228,12 @@ def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, i
             continue
         # An empty cell is a missing value: the field's default applies, or it is reported.
         yield {h: v for h, v in zip(header, record, strict=True) if v != ""}, read
+
+
+def allow_csv_fields(size: int) -> None:
+    """Let the csv module read fields of ``size`` bytes: its own limit is 128 KiB, and
+    process-wide, so it is only ever raised (to what a C long holds on every platform)."""
+    csv.field_size_limit(max(csv.field_size_limit(), min(size, 2**31 - 1)))
 
 
 def _is_number(text: str) -> bool:
@@ -323,7 +333,7 @@ class _CsvWriter:
             self._header_written = True
         for i, (prediction, error) in enumerate(outcomes, start):
             if error is not None:
-                out.writerow([i, *([""] * len(self._fields)), _error_json(error).decode()])
+                out.writerow([i, *([""] * len(self._fields)), error_json(error).decode()])
                 continue
             values = json.loads(prediction or b"{}")
             out.writerow([i, *(safe_cell(_cell(values.get(f))) for f in self._fields), ""])
@@ -358,250 +368,3 @@ def output_columns(output: type[BaseModel]) -> list[tuple[str, Any]]:
         (f.alias or name, f.return_type) for name, f in output.model_computed_fields.items()
     ]
     return columns
-
-
-# --- Parquet ----------------------------------------------------------------------------------
-
-
-def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise PackageMissing("a Parquet batch file", "pyarrow", "parquet") from None
-    return pyarrow
-
-
-def _parquet_chunks(
-    source: IO[bytes],
-    chunk_size: int,
-    max_row_bytes: int,
-    chunk_bytes: int,
-    columns: Collection[str] | None,
-) -> Iterator[list[RawRow]]:
-    """Row groups read a batch at a time, only the columns a row needs: a column the endpoint
-    never reads is never decoded, however wide. Text columns are read as dictionaries (a
-    value repeated down a column is held once) and each row's size is measured in Arrow,
-    before any Python object is made of it: a row over ``max_row_bytes`` is its own error,
-    as an over-long JSON line is, and chunks are cut by bytes as well as rows."""
-    pa = _pyarrow()
-    try:
-        # Without pre_buffer=False and a buffer_size, a row group's column data is read whole
-        # before the first batch: one huge row group would be held in memory at once.
-        schema = pa.parquet.ParquetFile(source).schema_arrow
-        names = [n for n in schema.names if columns is None or n in columns]
-        texts = [n for n in names if _is_text(pa, schema.field(n).type)]
-        file = pa.parquet.ParquetFile(
-            source, pre_buffer=False, buffer_size=1 << 20, read_dictionary=texts
-        )
-        meta = file.metadata
-        read = set(names)
-        for group in range(meta.num_row_groups):
-            info = meta.row_group(group)
-            if not names:  # no column the endpoint reads: rows of nothing
-                yield from _empty_rows(info.num_rows, chunk_size)
-                continue
-            stored = sum(
-                info.column(j).total_uncompressed_size
-                for j in range(info.num_columns)
-                if info.column(j).path_in_schema.split(".")[0] in read
-            )
-            if info.num_rows == 1 and stored > max_row_bytes:
-                yield [too_long_row(max_row_bytes)]  # told by the footer, never read
-                continue
-            # A batch holds about a chunk's bytes of the group (as stored, decoded).
-            per_row = max(1, stored // max(1, info.num_rows))
-            rows = max(1, min(chunk_size, chunk_bytes // per_row))
-            for batch in file.iter_batches(batch_size=rows, row_groups=[group], columns=names):
-                yield from _batch_chunks(pa, batch, chunk_size, max_row_bytes, chunk_bytes)
-    except (pa.ArrowException, OSError) as exc:
-        raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
-
-
-def _is_text(pa: Any, kind: Any) -> bool:
-    return bool(
-        pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
-    )  # fmt: skip
-
-
-def _empty_rows(n: int, chunk_size: int) -> Iterator[list[RawRow]]:
-    for start in range(0, n, chunk_size):
-        yield [{} for _ in range(min(chunk_size, n - start))]
-
-
-def _batch_chunks(
-    pa: Any, batch: Any, chunk_size: int, max_row_bytes: int, chunk_bytes: int
-) -> Iterator[list[RawRow]]:
-    sizes = _row_bytes(pa, batch)
-    chunk: list[RawRow] = []
-    size = 0
-    start = 0  # the first row of the run of readable rows not yet made Python objects
-
-    def run(end: int) -> list[RawRow]:
-        return _to_rows(batch.slice(start, end - start)) if end > start else []
-
-    for i, row_size in enumerate(sizes):
-        if row_size > max_row_bytes:
-            chunk += run(i)
-            chunk.append(too_long_row(max_row_bytes))
-            start = i + 1
-        else:
-            size += row_size
-        if len(chunk) + i + 1 - start >= chunk_size or size >= chunk_bytes:
-            yield chunk + run(i + 1)
-            chunk, size, start = [], 0, i + 1
-    chunk += run(len(sizes))
-    if chunk:
-        yield chunk
-
-
-def _row_bytes(pa: Any, batch: Any) -> list[int]:
-    """Each row's bytes in Arrow (its values' data, as a JSON line would roughly spend)."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    total = np.zeros(batch.num_rows, dtype=np.int64)
-    for column in batch.columns:
-        kind = column.type
-        if pa.types.is_dictionary(kind):
-            total += _numbers(pc.take(pc.binary_length(column.dictionary), column.indices))
-        elif _is_text(pa, kind):
-            total += _numbers(pc.binary_length(column))
-        elif pa.types.is_primitive(kind) and kind.bit_width >= 8:
-            total += kind.bit_width // 8
-        elif column.nbytes > 4096:  # nested: each row's own bytes, where they can matter
-            total += np.array([column.slice(i, 1).nbytes for i in range(len(column))])
-        else:
-            total += column.nbytes // max(1, len(column))
-    return total.tolist()  # type: ignore[no-any-return]
-
-
-def _numbers(lengths: Any) -> Any:
-    return lengths.fill_null(0).to_numpy(zero_copy_only=False).astype("int64")
-
-
-def _to_rows(piece: Any) -> list[RawRow]:
-    """A slice of a batch as dicts; a value Python cannot hold (a timestamp past year 9999,
-    say) is its row's error, the column named."""
-    try:
-        rows = piece.to_pylist()
-    except _UNREPRESENTABLE:
-        rows = [_to_row(piece, i) for i in range(piece.num_rows)]
-    # A null is a missing value, as an empty CSV cell is.
-    return [
-        row if isinstance(row, MlfnError) else {k: v for k, v in row.items() if v is not None}
-        for row in rows
-    ]
-
-
-def _to_row(piece: Any, i: int) -> RawRow:
-    row: dict[str, Any] = {}
-    for name, column in zip(piece.schema.names, piece.columns, strict=True):
-        try:
-            row[name] = column[i].as_py()
-        except _UNREPRESENTABLE as exc:
-            return unreadable_row(f"column {name!r} cannot be read: {type(exc).__name__}: {exc}")
-    return row
-
-
-# What a value Arrow refuses raises: a string where a number goes, an int over 64 bits, ...
-_UNREPRESENTABLE = (ValueError, TypeError, ArithmeticError, KeyError)  # OverflowError too
-
-
-class _Unwritable(OutputNotRepresentable):
-    """``OutputNotRepresentable`` (its type and detail, as Spark scoring writes it), with a
-    message that names the Parquet column, not a Spark one."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        MlfnError.__init__(
-            self,
-            f"output field {field!r} cannot be written as its Parquet column: {reason:.300}",
-            detail={"field": field},
-        )
-
-    @property
-    def type(self) -> str:
-        return OutputNotRepresentable.__name__
-
-
-class _ParquetWriter:
-    def __init__(self, sink: Sink, output: type[BaseModel]) -> None:
-        pa = _pyarrow()
-        self._pa = pa
-        columns = output_columns(output)
-        types = [arrow_type(pa, annotation) for _, annotation in columns]
-        # A field with no exact Arrow type (a union, Any, an enum) is written as JSON text.
-        self._as_json = {n for (n, _), t in zip(columns, types, strict=True) if t is None}
-        self._schema = pa.schema(
-            [("row", pa.int64())]
-            + [(n, t or pa.string()) for (n, _), t in zip(columns, types, strict=True)]
-            + [("error", pa.string())]
-        )
-        self._writer = pa.parquet.ParquetWriter(sink, self._schema)
-
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
-        rows = []
-        for i, (prediction, error) in enumerate(outcomes, start):
-            row: dict[str, Any] = {}
-            if error is None:
-                row.update(json.loads(prediction or b"{}"))
-                for name in self._as_json & row.keys():
-                    row[name] = json.dumps(row[name], separators=(",", ":"), ensure_ascii=False)
-            row["row"], row["error"] = i, None if error is None else _error_json(error).decode()
-            rows.append(row)
-        refused = 0
-        try:
-            table = self._pa.Table.from_pylist(rows, schema=self._schema)
-        except (self._pa.ArrowException, *_UNREPRESENTABLE):
-            # Only this batch, row by row: a value its column cannot hold is that row's error.
-            written = [self._writable(row) for row in rows]
-            refused = sum(1 for was, now in zip(rows, written, strict=True) if was is not now)
-            table = self._pa.Table.from_pylist(written, schema=self._schema)
-        self._writer.write_table(table)
-        return refused
-
-    def _writable(self, row: dict[str, Any]) -> dict[str, Any]:
-        """``row``, or its error alone when one of its values is one its column cannot hold
-        (an int over 64 bits, say), as Spark scoring reports it."""
-        for field in self._schema:
-            try:
-                self._pa.array([row.get(field.name)], type=field.type)
-            except (self._pa.ArrowException, *_UNREPRESENTABLE) as exc:
-                error = _Unwritable(field.name, f"{type(exc).__name__}: {exc}")
-                return {"row": row["row"], "error": _error_json(error).decode()}
-        return row
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-def arrow_type(pa: Any, annotation: Any) -> Any:
-    """The Arrow type of a pydantic annotation (numbers, strings, booleans, lists, nested models
-    as structs, dicts as maps; an optional value is nullable anyway), or None when it has no
-    exact one."""
-    import types
-    import typing
-
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin in (typing.Union, types.UnionType):
-        return arrow_type(pa, args[0]) if len(args) == 1 else None
-    if origin is typing.Annotated:
-        return arrow_type(pa, args[0])
-    if origin is typing.Literal:
-        kinds = {type(a) for a in args}
-        return arrow_type(pa, kinds.pop()) if len(kinds) == 1 else None
-    if origin in (list, set, frozenset) or (origin is tuple and len(args) == 2 and args[1] is ...):
-        inner = arrow_type(pa, args[0]) if args else None
-        return pa.list_(inner) if inner is not None else None
-    if origin is dict and len(args) == 2:
-        key, value = arrow_type(pa, args[0]), arrow_type(pa, args[1])
-        return pa.map_(key, value) if key is not None and value is not None else None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        fields = [(name, arrow_type(pa, a)) for name, a in output_columns(annotation)]
-        if any(t is None for _, t in fields):
-            return None
-        return pa.struct(fields)
-    exact = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
-    return exact.get(annotation)

@@ -35,6 +35,25 @@ SLAB_ROWS = 1024  # rows read, validated and handed to the batcher at once (whol
 IN_FLIGHT = 4  # slabs being scored while the oldest is written
 
 
+# What the storage answers for the request itself (a name, a size, a header), so for every
+# retry of the file's results alike. Any other refusal (Md5Mismatch, Crc64Mismatch: bytes
+# damaged on the way; a code not known here) is the host's to retry.
+REFUSED_FOR_GOOD = frozenset(
+    {
+        "InvalidResourceName",  # a name Azure does not take
+        "InvalidUri",  # a name too long, or of too many parts, for a URL of Azure's
+        "OutOfRangeInput",  # a name, or another input, past Azure's limits
+        "InvalidBlobOrBlock",  # a block over Azure's size
+        "BlockListTooLong",
+        "BlockCountExceedsLimit",  # over 50,000 blocks: results past Azure's largest blob
+        "RequestBodyTooLarge",
+        "InvalidMetadata",
+        "MetadataTooLarge",
+        "InvalidHeaderValue",
+    }
+)
+
+
 class InputChanged(Exception):
     """The blob was overwritten while it was scored: its new version has its own event."""
 
@@ -108,10 +127,10 @@ class BatchService:
                 # delivery writes the summary.
                 log.info("%s: another delivery committed its results first", path)
                 return None
-            if exc.status_code != 400:
-                raise  # the storage: a retry may cure it
-            # The storage refuses the request itself (a name, a size): it always will.
-            code = getattr(exc, "error_code", None) or exc.reason
+            code = getattr(exc, "error_code", None)
+            code = str(getattr(code, "value", code))  # the SDK may give its own enum
+            if code not in REFUSED_FOR_GOOD:
+                raise  # the storage, or bytes damaged on the way: a retry may cure it
             refused = BadRequest(f"the storage refused the file's results for good: {code}")
             _failed(summary, refused)
             log.warning("%s: %s", path, refused.message)

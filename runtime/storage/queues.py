@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Connection, Settings, storage_account
 from runtime.protocol import jobs, message_encoding
-from runtime.storage import clients
+from runtime.storage import blob_files, clients
 from runtime.telemetry import traceparent as current_traceparent
 
 if TYPE_CHECKING:
@@ -98,11 +98,20 @@ class EndpointQueues:
             time.sleep(0.2)
 
     def read_blob(self, ref: str) -> dict[str, Any]:
-        """A result written to blob (``predictions_blob``)."""
+        """A result written to blob (``predictions_blob``). The app writes it as is: one
+        stored with a Content-Encoding is not the app's, and is refused, never inflated."""
         container, path = jobs.split_blob_ref(ref, "predictions_blob")
         client = clients.blob(self._connection, container, path, self._settings)
         with client:
-            doc: dict[str, Any] = json.loads(client.download_blob().readall())
+            downloader = client.download_blob(decompress=False)
+            encoding = blob_files.encoding_of(
+                downloader.properties.content_settings.content_encoding
+            )
+            if encoding is not None:
+                raise blob_files.UnsupportedEncoding(
+                    f"result {ref!r}", encoding, "which mlfn never writes a result with"
+                )
+            doc: dict[str, Any] = json.loads(downloader.readall())
         return doc
 
     def _queue(self, name: str) -> QueueClient:

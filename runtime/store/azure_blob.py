@@ -64,8 +64,10 @@ class AzureBlob:
             if if_none_match:
                 condition = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
             try:
+                # The stored bytes, the size stat() gives and the digest is of: the SDK would
+                # inflate a Content-Encoding (a range at a time, which fails past 32 MiB).
                 downloader = client.download_blob(
-                    max_concurrency=4, progress_hook=progress, **condition
+                    max_concurrency=4, progress_hook=progress, decompress=False, **condition
                 )
             except HttpResponseError as exc:
                 # The SDK raises ResourceNotModifiedError for some operations and a bare

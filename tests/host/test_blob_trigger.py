@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from runtime.host.blob_listener import POISON_QUEUE, BlobPath, receipt_path
+from runtime.protocol import batch
 from tests.conftest import AzuriteInfo
 from tests.support import ROOT, LocalHost, queue_client, wait_for
 
@@ -176,6 +177,10 @@ def test_a_receipt_s_name_fits_azure_s_limit_whatever_the_blob_s_name() -> None:
     names = ["in/" + "n" * 1000 + ".txt", "in/" + "n" * 1000 + ".csv", "n" * 1024]
     paths = [receipt_path(prefix, '"0x8DD"', "inbox", n) for n in names]
     assert all(len(p) <= 1024 for p in paths) and len(set(paths)) == 3, paths
+    # Azure's other limit, 254 '/'-separated parts, by the rule result names follow.
+    deep = receipt_path(prefix, '"0x8DD"', "inbox", "d/" * 250 + "f.txt")
+    assert deep.count("/") < batch.MAX_SEGMENTS, deep
+    assert deep == f"{prefix}/0x8DD/inbox/{batch.hashed_name('d/' * 250 + 'f.txt')}"
 
 
 @pytest.mark.parametrize(
@@ -211,3 +216,23 @@ def test_a_renewal_racing_the_end_of_a_run_never_leaves_it_running(azurite: Azur
             t.join()
         statuses.append(receipt._blob.get_blob_properties().metadata["status"])
     assert statuses == [DONE] * 15
+
+
+def test_a_blob_trigger_reads_a_content_encoded_blob_as_stored_as_the_functions_host_does(
+    azurite: AzuriteInfo, container: str
+) -> None:
+    # The Functions host hands a function the stored bytes (its SDK never inflates): a gzip
+    # bomb of 256 MiB was inflated whole by the local host, and length said the stored size.
+    from azure.storage.blob import ContentSettings
+
+    from runtime.host.blob_listener import LazyBlob
+    from tests.bombs import MiB, gzip_bomb, peak_growth
+
+    bomb = gzip_bomb(b"a,b\n", 256 * MiB)
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    blob = client.upload_blob("in/bomb.csv", bomb, content_settings=ContentSettings(
+        content_encoding="gzip"))  # fmt: skip
+    lazy = LazyBlob(blob, container, "in/bomb.csv", blob.get_blob_properties())
+    read, grew = peak_growth(lazy.read)
+    assert grew < 64 * MiB, f"peak RSS grew by {grew / MiB:.0f} MiB"
+    assert read == bomb and lazy.length == len(bomb)

@@ -17,11 +17,11 @@ from runtime.errors import BadRequest, ValidationFailed
 from runtime.protocol import batch
 from runtime.protocol.batch_formats import (
     FileUnreadable,
-    arrow_type,
     input_columns,
     read_rows,
     writer,
 )
+from runtime.protocol.parquet_rows import arrow_type
 from tests.bombs import MiB, peak_growth
 
 
@@ -380,3 +380,27 @@ def test_result_and_summary_names_fit_azure_s_limit_whatever_the_input_s() -> No
     assert longer != batch.result_path("a/" + "x" * 996 + ".csv", etag)  # one name each
     fits = "b/" + "x" * 900 + ".csv"
     assert batch.result_path(fits, etag) == "b/" + "x" * 900 + ".0x8DD1A2B3C4D5E6F.csv"
+
+
+def test_a_parquet_row_group_whose_rows_average_over_the_limit_is_refused_unread() -> None:
+    # The reviewer's file: 2 rows in one row group, one a 256 MiB string in the column the
+    # endpoint reads, a few KB stored. Cut by the group's average row, the batch held it all.
+    data = _parquet(pa.table({"x": ["z" * (256 * MiB), "short"], "y": [1, 2]}))
+    assert len(data) < 100_000
+
+    def read() -> list[Any]:
+        chunks = read_rows(batch.Format.PARQUET, io.BytesIO(data), 64, MiB, MiB,
+                           columns=frozenset({"x", "y"}))  # fmt: skip
+        return [r if isinstance(r, dict) else r.message for c in chunks for r in c]
+
+    rows, grew = peak_growth(read)
+    assert grew < 64 * MiB, f"peak RSS grew by {grew / MiB:.0f} MiB"
+    assert isinstance(rows, list) and len(rows) == 2, rows
+    assert all("row group of 2 rows" in r and f"limit of {MiB} bytes" in r for r in rows), rows
+
+
+def test_the_rest_of_a_parquet_file_is_read_after_a_refused_row_group() -> None:
+    table = pa.table({"x": ["a", "b", "z" * 5000, "w" * 5000, "c", "d"]})
+    data = _parquet(table, row_group_size=2)
+    rows = _kinds(_rows(batch.Format.PARQUET, data, chunk=10, limit=1000))
+    assert rows == [{"x": "a"}, {"x": "b"}, "BadRequest", "BadRequest", {"x": "c"}, {"x": "d"}]

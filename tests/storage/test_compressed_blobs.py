@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from pathlib import Path
 
 import pytest
 from azure.storage.blob import ContainerClient, ContentSettings
@@ -116,3 +117,36 @@ def test_inflating_stops_at_what_each_read_asks_for() -> None:
     inflated = blob_files.inflating(io.BytesIO(data), "gzip", "test")
     assert inflated.raw.read(10) == b"a" * 10
     assert inflated.read() == b"a" * 99_990 + b'{"b": 2}'
+
+
+def test_a_model_stored_with_a_content_encoding_downloads_as_stored(
+    azurite: AzuriteInfo, container: str, tmp_path: Path
+) -> None:
+    # Its size and digest are the stored bytes': the SDK inflated it whole (and a range at a
+    # time past 32 MiB, which fails), so a bomb named as a model filled the disk.
+    from runtime.store.azure_blob import AzureBlob
+
+    bomb = gzip_bomb(b"onnx?", 64 * MiB)
+    _upload(azurite, container, "m/model.onnx", bomb, "gzip")
+    settings = Settings(store_connection=storage_account("x", azurite.connection_string))
+    store = AzureBlob.from_az_uri(container, "m/model.onnx", settings)
+    target = tmp_path / "model.onnx"
+    with target.open("wb") as into:
+        got = store.download(into)
+    assert got is not None and got.size == store.stat().size == len(bomb)
+    assert target.read_bytes() == bomb
+
+
+def test_a_result_claim_check_with_a_content_encoding_is_refused_in_one_line(
+    azurite: AzuriteInfo, container: str
+) -> None:
+    from runtime.storage.queues import EndpointQueues
+
+    _upload(azurite, container, "r/job.json", gzip_bomb(b'{"predictions": [', 64 * MiB), "gzip")
+    queues = EndpointQueues(azurite.connection_string, "q-requests", "q-results")
+    read, grew = peak_growth(lambda: queues.read_blob(f"{container}/r/job.json"))
+    assert isinstance(read, blob_files.UnsupportedEncoding), read
+    assert "Content-Encoding 'gzip'" in read.message and "\n" not in read.message
+    assert grew < BOUND, f"peak RSS grew by {grew / MiB:.0f} MiB"
+    _upload(azurite, container, "r/ok.json", b'{"predictions": [1]}', "identity")
+    assert queues.read_blob(f"{container}/r/ok.json") == {"predictions": [1]}

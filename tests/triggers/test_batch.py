@@ -149,3 +149,48 @@ def test_the_host_s_own_containers_are_refused_as_batch_containers(container: st
     for role in ("files", "results"):
         with pytest.raises(ValueError, match="belongs to the Functions host"):
             Batch(**{role: container})
+
+
+def _refusing(code: str) -> Any:
+    from azure.core.exceptions import HttpResponseError
+
+    def commit(self: object, metadata: object = None) -> None:
+        # As the storage SDK raises a refusal: the status and the service's error code.
+        error = HttpResponseError(message=f"refused: {code}")
+        error.status_code, error.reason, error.error_code = 400, "Bad Request", code  # type: ignore[attr-defined]
+        raise error
+
+    return commit
+
+
+@pytest.mark.parametrize(
+    ("code", "for_good"),
+    [("InvalidUri", True), ("OutOfRangeInput", True), ("InvalidResourceName", True),
+     ("Md5Mismatch", False), ("Crc64Mismatch", False), ("SomethingNew", False)],
+)  # fmt: skip
+def test_only_a_refusal_that_can_never_pass_ends_a_file_with_an_error_summary(
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    example_models: dict[str, Path],
+    isolated_imports: None,
+    monkeypatch: pytest.MonkeyPatch,
+    code: str,
+    for_good: bool,
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from runtime.storage import blob_files
+
+    score_file, inbox, results = _score_file(tmp_path, azurite, example_models)
+    etag = inbox.upload_blob("rows.jsonl", b'{"x": 1}\n').get_blob_properties().etag
+    monkeypatch.setattr(blob_files.BlockWriter, "commit", _refusing(code))
+    reference = _decoded(inbox.container_name, "rows.jsonl", etag)
+    if not for_good:  # a retry may pass: the host tries the file again
+        with pytest.raises(HttpResponseError, match=code):
+            asyncio.run(score_file(reference))
+        assert not list(results.list_blobs())
+        return
+    asyncio.run(score_file(reference))
+    summary = json.loads(results.download_blob(batch.summary_path("rows.jsonl", etag)).readall())
+    assert summary["output"] is None and (summary["rows"], summary["errors"]) == (0, 0)
+    assert summary["error"]["message"] == f"the storage refused the file's results for good: {code}"

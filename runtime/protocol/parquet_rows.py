@@ -1,0 +1,306 @@
+"""Parquet batch files (pyarrow, the ``parquet`` extra): rows read a batch at a time, only the
+columns the endpoint reads, each row's size measured in Arrow before it becomes Python objects;
+results written as a table typed by the output model.
+
+What the footer tells is used before anything is decoded: a row group whose read columns hold
+more than its rows may (``num_rows`` times the row limit, as stored uncompressed) is refused
+row by row, unread, as an over-long JSON line is. A group within that is decoded a batch at a
+time, a batch about a chunk's bytes of it; a single value wider than the limit in such a group
+is decoded (in Arrow, with its page) before its row is refused, so it costs up to its own size,
+which the rule bounds by the group's rows times the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator, Sequence
+from typing import IO, Any
+
+from pydantic import BaseModel
+
+from runtime.errors import MlfnError, OutputNotRepresentable, PackageMissing
+from runtime.protocol.batch_formats import (
+    FileUnreadable,
+    Outcome,
+    RawRow,
+    Sink,
+    error_json,
+    output_columns,
+    too_long_row,
+    unreadable_row,
+)
+
+
+def pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise PackageMissing("a Parquet batch file", "pyarrow", "parquet") from None
+    return pyarrow
+
+
+def read_chunks(
+    source: IO[bytes],
+    chunk_size: int,
+    max_row_bytes: int,
+    chunk_bytes: int,
+    columns: Collection[str] | None,
+) -> Iterator[list[RawRow]]:
+    """Row groups read a batch at a time, only the columns a row needs: a column the endpoint
+    never reads is never decoded, however wide. Text columns are read as dictionaries (a
+    value repeated down a column is held once) and each row's size is measured in Arrow,
+    before any Python object is made of it: a row over ``max_row_bytes`` is its own error,
+    as an over-long JSON line is, and chunks are cut by bytes as well as rows."""
+    pa = pyarrow()
+    try:
+        # Without pre_buffer=False and a buffer_size, a row group's column data is read whole
+        # before the first batch: one huge row group would be held in memory at once.
+        schema = pa.parquet.ParquetFile(source).schema_arrow
+        names = [n for n in schema.names if columns is None or n in columns]
+        texts = [n for n in names if _is_text(pa, schema.field(n).type)]
+        file = pa.parquet.ParquetFile(
+            source, pre_buffer=False, buffer_size=1 << 20, read_dictionary=texts
+        )
+        meta = file.metadata
+        read = set(names)
+        for group in range(meta.num_row_groups):
+            info = meta.row_group(group)
+            if not names:  # no column the endpoint reads: rows of nothing
+                yield from _empty_rows(info.num_rows, chunk_size)
+                continue
+            stored = sum(
+                info.column(j).total_uncompressed_size
+                for j in range(info.num_columns)
+                if info.column(j).path_in_schema.split(".")[0] in read
+            )
+            if stored > _allowed(info.num_rows, len(names), max_row_bytes):
+                # Told by the footer, never decoded: a batch cut by the group's average row
+                # could hold the whole of one wide value.
+                yield from _refused_group(info.num_rows, stored, max_row_bytes, chunk_size)
+                continue
+            # A batch holds about a chunk's bytes of the group (as stored, decoded).
+            per_row = max(1, stored // max(1, info.num_rows))
+            rows = max(1, min(chunk_size, chunk_bytes // per_row))
+            for batch in file.iter_batches(batch_size=rows, row_groups=[group], columns=names):
+                yield from _batch_chunks(pa, batch, chunk_size, max_row_bytes, chunk_bytes)
+    except (pa.ArrowException, OSError) as exc:
+        raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
+
+
+# What Parquet spends beside a row's values: a length before each text value, definition
+# levels; and, a column chunk, its page headers and statistics.
+_ROW_OVERHEAD = 16  # bytes, a column
+_CHUNK_OVERHEAD = 64 * 1024  # bytes, a column
+
+
+def _allowed(rows: int, columns: int, max_row_bytes: int) -> int:
+    """The most a row group's read columns may hold as stored (uncompressed) when none of its
+    rows is over the limit."""
+    return rows * (max_row_bytes + _ROW_OVERHEAD * columns) + _CHUNK_OVERHEAD * columns
+
+
+def _refused_group(
+    rows: int, stored: int, max_row_bytes: int, chunk_size: int
+) -> Iterator[list[RawRow]]:
+    """Each row of a group too large for its rows, as its own error: one row is simply over
+    the limit; of several, which are cannot be told without decoding them."""
+    if rows == 1:
+        error = too_long_row(max_row_bytes)
+    else:
+        error = unreadable_row(
+            f"row is in a Parquet row group of {rows} rows holding {stored} bytes, more than "
+            f"the limit of {max_row_bytes} bytes a row: its rows are refused unread; write "
+            "the file with smaller row groups to have the others scored"
+        )
+    for start in range(0, rows, chunk_size):
+        yield [error] * min(chunk_size, rows - start)
+
+
+def _is_text(pa: Any, kind: Any) -> bool:
+    return bool(
+        pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+    )  # fmt: skip
+
+
+def _empty_rows(n: int, chunk_size: int) -> Iterator[list[RawRow]]:
+    for start in range(0, n, chunk_size):
+        yield [{} for _ in range(min(chunk_size, n - start))]
+
+
+def _batch_chunks(
+    pa: Any, batch: Any, chunk_size: int, max_row_bytes: int, chunk_bytes: int
+) -> Iterator[list[RawRow]]:
+    sizes = _row_bytes(pa, batch)
+    chunk: list[RawRow] = []
+    size = 0
+    start = 0  # the first row of the run of readable rows not yet made Python objects
+
+    def run(end: int) -> list[RawRow]:
+        return _to_rows(batch.slice(start, end - start)) if end > start else []
+
+    for i, row_size in enumerate(sizes):
+        if row_size > max_row_bytes:
+            chunk += run(i)
+            chunk.append(too_long_row(max_row_bytes))
+            start = i + 1
+        else:
+            size += row_size
+        if len(chunk) + i + 1 - start >= chunk_size or size >= chunk_bytes:
+            yield chunk + run(i + 1)
+            chunk, size, start = [], 0, i + 1
+    chunk += run(len(sizes))
+    if chunk:
+        yield chunk
+
+
+def _row_bytes(pa: Any, batch: Any) -> list[int]:
+    """Each row's bytes in Arrow (its values' data, as a JSON line would roughly spend)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            total += _numbers(pc.take(pc.binary_length(column.dictionary), column.indices))
+        elif _is_text(pa, kind):
+            total += _numbers(pc.binary_length(column))
+        elif pa.types.is_primitive(kind) and kind.bit_width >= 8:
+            total += kind.bit_width // 8
+        elif column.nbytes > 4096:  # nested: each row's own bytes, where they can matter
+            total += np.array([column.slice(i, 1).nbytes for i in range(len(column))])
+        else:
+            total += column.nbytes // max(1, len(column))
+    return total.tolist()  # type: ignore[no-any-return]
+
+
+def _numbers(lengths: Any) -> Any:
+    return lengths.fill_null(0).to_numpy(zero_copy_only=False).astype("int64")
+
+
+def _to_rows(piece: Any) -> list[RawRow]:
+    """A slice of a batch as dicts; a value Python cannot hold (a timestamp past year 9999,
+    say) is its row's error, the column named."""
+    try:
+        rows = piece.to_pylist()
+    except _UNREPRESENTABLE:
+        rows = [_to_row(piece, i) for i in range(piece.num_rows)]
+    # A null is a missing value, as an empty CSV cell is.
+    return [
+        row if isinstance(row, MlfnError) else {k: v for k, v in row.items() if v is not None}
+        for row in rows
+    ]
+
+
+def _to_row(piece: Any, i: int) -> RawRow:
+    row: dict[str, Any] = {}
+    for name, column in zip(piece.schema.names, piece.columns, strict=True):
+        try:
+            row[name] = column[i].as_py()
+        except _UNREPRESENTABLE as exc:
+            return unreadable_row(f"column {name!r} cannot be read: {type(exc).__name__}: {exc}")
+    return row
+
+
+# What a value Arrow refuses raises: a string where a number goes, an int over 64 bits, ...
+_UNREPRESENTABLE = (ValueError, TypeError, ArithmeticError, KeyError)  # OverflowError too
+
+
+class _Unwritable(OutputNotRepresentable):
+    """``OutputNotRepresentable`` (its type and detail, as Spark scoring writes it), with a
+    message that names the Parquet column, not a Spark one."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        MlfnError.__init__(
+            self,
+            f"output field {field!r} cannot be written as its Parquet column: {reason:.300}",
+            detail={"field": field},
+        )
+
+    @property
+    def type(self) -> str:
+        return OutputNotRepresentable.__name__
+
+
+class ParquetWriter:
+    def __init__(self, sink: Sink, output: type[BaseModel]) -> None:
+        pa = pyarrow()
+        self._pa = pa
+        columns = output_columns(output)
+        types = [arrow_type(pa, annotation) for _, annotation in columns]
+        # A field with no exact Arrow type (a union, Any, an enum) is written as JSON text.
+        self._as_json = {n for (n, _), t in zip(columns, types, strict=True) if t is None}
+        self._schema = pa.schema(
+            [("row", pa.int64())]
+            + [(n, t or pa.string()) for (n, _), t in zip(columns, types, strict=True)]
+            + [("error", pa.string())]
+        )
+        self._writer = pa.parquet.ParquetWriter(sink, self._schema)
+
+    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
+        rows = []
+        for i, (prediction, error) in enumerate(outcomes, start):
+            row: dict[str, Any] = {}
+            if error is None:
+                row.update(json.loads(prediction or b"{}"))
+                for name in self._as_json & row.keys():
+                    row[name] = json.dumps(row[name], separators=(",", ":"), ensure_ascii=False)
+            row["row"], row["error"] = i, None if error is None else error_json(error).decode()
+            rows.append(row)
+        refused = 0
+        try:
+            table = self._pa.Table.from_pylist(rows, schema=self._schema)
+        except (self._pa.ArrowException, *_UNREPRESENTABLE):
+            # Only this batch, row by row: a value its column cannot hold is that row's error.
+            written = [self._writable(row) for row in rows]
+            refused = sum(1 for was, now in zip(rows, written, strict=True) if was is not now)
+            table = self._pa.Table.from_pylist(written, schema=self._schema)
+        self._writer.write_table(table)
+        return refused
+
+    def _writable(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row``, or its error alone when one of its values is one its column cannot hold
+        (an int over 64 bits, say), as Spark scoring reports it."""
+        for field in self._schema:
+            try:
+                self._pa.array([row.get(field.name)], type=field.type)
+            except (self._pa.ArrowException, *_UNREPRESENTABLE) as exc:
+                error = _Unwritable(field.name, f"{type(exc).__name__}: {exc}")
+                return {"row": row["row"], "error": error_json(error).decode()}
+        return row
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def arrow_type(pa: Any, annotation: Any) -> Any:
+    """The Arrow type of a pydantic annotation (numbers, strings, booleans, lists, nested models
+    as structs, dicts as maps; an optional value is nullable anyway), or None when it has no
+    exact one."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return arrow_type(pa, args[0]) if len(args) == 1 else None
+    if origin is typing.Annotated:
+        return arrow_type(pa, args[0])
+    if origin is typing.Literal:
+        kinds = {type(a) for a in args}
+        return arrow_type(pa, kinds.pop()) if len(kinds) == 1 else None
+    if origin in (list, set, frozenset) or (origin is tuple and len(args) == 2 and args[1] is ...):
+        inner = arrow_type(pa, args[0]) if args else None
+        return pa.list_(inner) if inner is not None else None
+    if origin is dict and len(args) == 2:
+        key, value = arrow_type(pa, args[0]), arrow_type(pa, args[1])
+        return pa.map_(key, value) if key is not None and value is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = [(name, arrow_type(pa, a)) for name, a in output_columns(annotation)]
+        if any(t is None for _, t in fields):
+            return None
+        return pa.struct(fields)
+    exact = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+    return exact.get(annotation)
