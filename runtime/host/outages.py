@@ -31,9 +31,17 @@ def unreachable_storage(exc: BaseException) -> bool:
 
 
 def refused_by_storage(exc: BaseException) -> bool:
+    """A storage account that refuses whatever is asked of it: a key or identity it does not
+    accept (401, 403) or a service that fails (5xx). Any other answer (404, 409, 412 when
+    another host took a receipt, 400) is about the one blob or queue asked for, and is that
+    one's warning: counted as the account's, it would be said down and back on every scan
+    and hide the warning."""
     from azure.core.exceptions import HttpResponseError
 
-    return isinstance(exc, HttpResponseError)
+    if not isinstance(exc, HttpResponseError):
+        return False
+    status = exc.status_code or 0
+    return status in (401, 403) or 500 <= status <= 599
 
 
 @dataclass
