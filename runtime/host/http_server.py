@@ -32,6 +32,12 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 # last answer, is closed: idle and half-sent requests (slowloris) cannot hold the host's
 # connections. uvicorn times out only the wait between requests, not a head sent slowly.
 HEAD_TIMEOUT_S = 5.0
+# A request body must then keep arriving at this rate, averaged from its start, after a grace
+# period: Kestrel's defaults (MinRequestBodyDataRate), the server of the Functions host. A
+# timeout between reads would not do: a byte just before each one holds the connection for
+# ever. Slower is a 408 and the connection closed.
+MIN_BODY_RATE = 240  # bytes a second
+BODY_GRACE_S = 5.0
 
 
 def http_route(info: FunctionInfo, route_prefix: str) -> str:
@@ -109,11 +115,12 @@ class HttpHost:
         params = _params(query)
         if not self._authorized(info, headers, params):
             return await _send(send, 401, b"", {})
-        body = await _read_body(receive, self._max)
-        if body is None:
-            return await _send(
-                send, 413, _error("PayloadTooLarge", f"request body over {self._max} bytes")
-            )
+        try:
+            body = await _read_body(receive, self._max)
+        except _BodyRefused as refused:
+            # The rest of the body is not read: the connection cannot carry another request.
+            closing = {"content-type": "application/json", "connection": "close"}
+            return await _send(send, refused.status, _error(refused.kind, str(refused)), closing)
         request = func.HttpRequest(
             method=method,
             url=_url(scope, headers, query),
@@ -209,16 +216,37 @@ def _url(scope: Scope, headers: dict[str, str], query: str) -> str:
     return f"{url}?{query}" if query else url
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+class _BodyRefused(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, refused (``_BodyRefused``) over ``limit`` bytes or when it arrives
+    slower than ``MIN_BODY_RATE`` after ``BODY_GRACE_S``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     chunks, size = [], 0
     while True:
-        message = await receive()
+        # Each byte received buys 1/MIN_BODY_RATE s more: the average rate is what counts.
+        left = start + BODY_GRACE_S + size / MIN_BODY_RATE - loop.time()
+        try:
+            # Never zero: bytes that arrived while the loop was busy elsewhere still count.
+            message = await asyncio.wait_for(receive(), max(left, 0.05))
+        except TimeoutError:
+            raise _BodyRefused(
+                408,
+                "RequestTimeout",
+                f"request body arrived slower than {MIN_BODY_RATE} bytes/s ({size} bytes in "
+                f"{loop.time() - start:.0f} s); send it in one go",
+            ) from None
         if message["type"] == "http.disconnect":
             break
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return None
+            raise _BodyRefused(413, "PayloadTooLarge", f"request body over {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
