@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 import traceback
+from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -124,8 +125,10 @@ def install_in_logging() -> None:
 
 def scrub(record: logging.LogRecord) -> None:
     """``record`` without secrets: its message rendered and redacted when it holds one; a
-    traceback that holds one rendered, redacted, and kept as ``exc_text`` (what every
-    ``logging.Formatter`` prints) in place of the exception itself."""
+    traceback that holds one rendered, redacted and kept as ``exc_text`` (what every
+    ``logging.Formatter`` prints), and its exception replaced by a stand-in of the same name,
+    stack and causes whose messages are redacted (what a handler that formats the exception
+    itself reads: OpenTelemetry's, so Application Insights still gets the type and stack)."""
     try:
         message = record.getMessage()
     except Exception:  # a bad format string: logging reports it when the record is written
@@ -137,8 +140,48 @@ def scrub(record: logging.LogRecord) -> None:
         rendered = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
         cleaned = text(rendered)
         if cleaned != rendered:
-            # The exception object still holds the secret for any handler that formats it
-            # itself: only the redacted text is left.
-            record.exc_info, record.exc_text = None, cleaned
+            record.exc_info, record.exc_text = _redacted_exc_info(record.exc_info), cleaned
     if record.stack_info:
         record.stack_info = text(record.stack_info)
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _redacted_exc_info(exc_info: Any) -> ExcInfo | None:
+    """A stand-in for the exception of ``exc_info`` that formats to the same traceback with its
+    secrets redacted; None when that is not possible: a secret written in the code of a frame
+    (source lines are read from the file whenever the stack is formatted)."""
+    _, value, tb = exc_info
+    if value is None:
+        return None
+    stand_in = _stand_in(value, set())
+    formatted = "".join(traceback.format_exception(type(stand_in), stand_in, tb))
+    if text(formatted) != formatted:
+        return None
+    return type(stand_in), stand_in, tb
+
+
+def _stand_in(exc: BaseException, seen: set[int]) -> BaseException:
+    """An exception named as ``exc`` (module and class), with its message redacted as its only
+    argument, its notes redacted, its traceback and its causes' stand-ins."""
+    seen.add(id(exc))
+    cls = type(exc)
+    named: type[Exception] = type(cls.__name__, (Exception,), {"__module__": cls.__module__})
+    named.__qualname__ = cls.__qualname__
+    try:
+        said = str(exc)
+    except Exception:  # a __str__ that fails: format_exception says so, and so does this
+        said = "<exception str() failed>"
+    stand_in = named(text(said)) if said else named()
+    stand_in.__traceback__ = exc.__traceback__
+    stand_in.__suppress_context__ = exc.__suppress_context__
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        stand_in.__notes__ = [text(str(note)) for note in notes]
+    # A chain may loop (an exception raised while handling itself): each is taken once.
+    if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        stand_in.__cause__ = _stand_in(exc.__cause__, seen)
+    if exc.__context__ is not None and id(exc.__context__) not in seen:
+        stand_in.__context__ = _stand_in(exc.__context__, seen)
+    return stand_in

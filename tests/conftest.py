@@ -85,3 +85,23 @@ def isolated_imports() -> Iterator[None]:
     yield
     purge()
     sys.path[:] = saved_path
+
+
+@pytest.fixture
+def logging_without_redaction() -> Iterator[None]:
+    """Logging as a fresh process has it, with no redaction installed: installing replaces the
+    process's record factory for good, and earlier tests (every ``build_app``, every ``mlfn``
+    command run in-process) install it, so a test of who installs it could not fail. Both are
+    put back after."""
+    import logging
+
+    from runtime import redact
+
+    factory, installed = logging.getLogRecordFactory(), redact._installed
+    logging.setLogRecordFactory(logging.LogRecord)
+    redact._installed = False
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(factory)
+        redact._installed = installed

@@ -163,7 +163,7 @@ def test_the_host_never_logs_a_key_it_accepted_from_the_query(host: LocalHost) -
 
 
 def test_tracebacks_are_redacted_for_any_handler_once_redaction_is_installed(
-    caplog: pytest.LogCaptureFixture,
+    logging_without_redaction: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     redact.install_in_logging()
     log = logging.getLogger("mlfn.test.secrets")
@@ -177,6 +177,67 @@ def test_tracebacks_are_redacted_for_any_handler_once_redaction_is_installed(
         assert "SECRETSIG" not in written and "SECRETARG" not in written
         assert "OSError" in written and "sig=REDACTED" in written  # the traceback is kept
     assert "SECRETSIG" not in caplog.text
+
+
+SIGNED = "https://a.blob.core.windows.net/c/m.onnx?sv=1&sig=SECRETSIG"
+
+
+def _fetch(url: str) -> None:
+    try:
+        raise TimeoutError(f"no answer from {url}")
+    except TimeoutError as exc:
+        raise OSError(f"GET {url} failed") from exc
+
+
+def test_an_exporter_gets_the_exception_s_type_and_stack_without_its_secret(
+    logging_without_redaction: None,
+) -> None:
+    # Application Insights (azure-monitor-opentelemetry) logs through OpenTelemetry's handler,
+    # which builds exception telemetry from the record's exc_info, not from its text.
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    redact.install_in_logging()
+    exported = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exported))
+    handler = LoggingHandler(logger_provider=provider)
+    log = logging.getLogger("mlfn.test.secrets.otel")
+    log.addHandler(handler)
+    try:
+        try:
+            _fetch(SIGNED)
+        except OSError:
+            log.exception("reading the model failed")
+    finally:
+        log.removeHandler(handler)
+        provider.shutdown()
+    [record] = [r.log_record for r in exported.get_finished_logs()]
+    attributes = dict(record.attributes or {})
+    assert "SECRETSIG" not in repr(attributes) + str(record.body)
+    assert attributes["exception.type"] == "OSError"
+    assert attributes["exception.message"] == f"GET {redact.text(SIGNED)} failed"
+    stack = str(attributes["exception.stacktrace"])
+    assert "in _fetch" in stack and "sig=REDACTED" in stack  # where it was raised, and why
+    assert "TimeoutError: no answer from" in stack  # its cause too
+
+
+def test_a_secret_in_the_code_of_a_frame_leaves_only_the_redacted_text(
+    logging_without_redaction: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A frame's source line is read from the file by whoever formats the stack: it cannot be
+    # redacted in the record, so a handler formatting the exception itself gets none.
+    redact.install_in_logging()
+    log = logging.getLogger("mlfn.test.secrets.source")
+    try:
+        raise OSError("GET https://a/c/m.onnx?sv=1&sig=SECRETSIG failed")
+    except OSError:
+        log.exception("reading failed")
+    [record] = [r for r in caplog.records if r.name == log.name]
+    assert record.exc_info is None
+    assert record.exc_text and "OSError" in record.exc_text
+    assert "SECRETSIG" not in record.exc_text
 
 
 BATCH_ENDPOINT = """
@@ -201,6 +262,7 @@ def test_a_batch_event_for_a_deleted_blob_logs_its_url_without_the_sas_in_the_ap
     tmp_path: Path,
     azurite: AzuriteInfo,
     isolated_imports: None,
+    logging_without_redaction: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # On Azure nothing of mlfn serve runs: the app's own registration must redact its logs.
