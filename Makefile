@@ -97,7 +97,8 @@ local.settings.json:
 # Azurite on 10000-10002 when they are free, else on free ports (AZURITE_PORTS=B,Q,T to choose);
 # never an emulator this did not start.
 serve: serve-setup
-	@$(PY) -m scripts.azurite run --prefer-default-ports --location .azurite -- bash -c '\
+	@$(PY) -m scripts.azurite run --prefer-default-ports --app-port $(PORT) --location .azurite \
+	  -- bash -c '\
 	  set -e; \
 	  $(MLFN) upload build/models/iris.onnx az://models/iris.onnx; \
 	  $(MLFN) upload build/models/diabetes.onnx az://models/diabetes.onnx; \
@@ -112,7 +113,9 @@ serve: serve-setup
 test: setup
 	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(addprefix --ignore=,$(FRAMEWORK_TESTS)) \
 	  $(PYTEST_ARGS)
-	@if [ "$(PYVER)" != "3.13" ]; then $(MAKE) --no-print-directory test-worker; fi
+	@if [ -n "$(PYTEST_ARGS)" ]; then \
+	  echo "PYTEST_ARGS given: tests/worker not run (make test-worker PYTEST_ARGS=... runs it)"; \
+	elif [ "$(PYVER)" != "3.13" ]; then $(MAKE) --no-print-directory test-worker; fi
 	@echo "Not run here: the framework tests ($(FRAMEWORK_TESTS)): make test-frameworks"
 
 # mlfn convert's torch, TensorFlow and Spark ML tests, and runtime.spark in local mode.

@@ -128,6 +128,8 @@ def _listening(port: int) -> bool:
 def _free(port: int) -> bool:
     """Whether nothing listens on 127.0.0.1:PORT (and it can be bound)."""
     with socket.socket() as s:
+        # As servers bind: a closed connection's TIME-WAIT (a minute after a stop) is no owner.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -176,12 +178,22 @@ def main(argv: list[str]) -> int:
         help="10000-10002, as UseDevelopmentStorage=true expects, when they are free",
     )
     run.add_argument("--location", type=Path, help="data folder (default: a temporary one)")
+    run.add_argument(
+        "--app-port",
+        type=int,
+        help="the port COMMAND will serve on: refused before anything starts when it is taken",
+    )
     run.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give a command after --")
 
+    if args.app_port is not None and not _free(args.app_port):
+        raise SystemExit(
+            f"127.0.0.1:{args.app_port} is already in use: stop what listens there, or serve "
+            f"on another port (PORT={args.app_port + 1} make serve)"
+        )
     ports, why = choose_ports(os.environ.get("AZURITE_PORTS"), args.prefer_default_ports)
     if why:
         print(why, flush=True)
@@ -211,8 +223,11 @@ def main(argv: list[str]) -> int:
 
 
 def _run(command: list[str], env: dict[str, str]) -> int:
-    """Run the command to its end; SIGINT and SIGTERM sent to this runner are passed on to it."""
-    child = subprocess.Popen(command, env=env)
+    """Run the command to its end; SIGINT and SIGTERM sent to this runner are passed on to it,
+    once: the child has a process group of its own, so a Ctrl-C (SIGINT to the terminal's
+    group) does not reach it a second time, which uvicorn takes for "force quit" and answers
+    with a traceback."""
+    child = subprocess.Popen(command, env=env, process_group=0)
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())
     signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))
     try:

@@ -3,6 +3,8 @@ emulator it did not start."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,3 +90,66 @@ def test_free_defaults_are_preferred_and_plain_runs_take_free_ports() -> None:
         assert (ports, why) == (azurite.DEFAULT_PORTS, "")
     else:
         assert ports is None and "already in use" in why
+
+
+def test_a_taken_app_port_stops_serve_before_anything_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        done = _run_script("--app-port", str(port), "--", sys.executable, "-c", "print('ran')")
+
+    assert done.returncode != 0
+    assert "ran" not in done.stdout and "azurite:" not in done.stdout
+    assert done.stderr.strip() == (
+        f"127.0.0.1:{port} is already in use: stop what listens there, or serve on another "
+        f"port (PORT={port + 1} make serve)"
+    )
+
+
+def test_a_port_left_in_time_wait_counts_as_free() -> None:
+    with socket.socket() as server:
+        # As Node (libuv) binds Azurite's ports; Linux lets a bind over TIME-WAIT when both ask.
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its port waits in TIME-WAIT
+        client.close()
+
+    assert azurite._free(port)
+
+
+COUNT_SIGINTS = """
+import signal, sys, time
+seen = []
+signal.signal(signal.SIGINT, lambda *_: seen.append(1))
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while not seen and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(1)  # room for a second one
+print("SIGINTS", len(seen), flush=True)
+"""
+
+
+def test_a_ctrl_c_reaches_the_command_once() -> None:
+    """A terminal's Ctrl-C signals its whole process group; uvicorn takes a second SIGINT for
+    "force quit" and answers with a traceback."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "scripts.azurite", "run", "--", sys.executable, "-c", COUNT_SIGINTS],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    ) as runner:
+        assert runner.stdout is not None
+        for line in runner.stdout:
+            if line.startswith("ready"):
+                break
+        os.killpg(runner.pid, signal.SIGINT)
+        rest = runner.stdout.read()
+    assert "SIGINTS 1" in rest, rest
