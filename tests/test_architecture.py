@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "batching": {"errors", "telemetry"},
     "config": {"errors"},
     "host_json": {"errors"},
-    "telemetry": {"config", "errors", "version"},
+    "telemetry": {"config", "errors", "version", "redact"},
     "storage": {"config", "errors", "protocol", "telemetry"},
     "store": {"storage", "config", "errors"},
     "models": {"store", "config", "errors", "element_types", "digest", "telemetry"},

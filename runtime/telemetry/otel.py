@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from runtime import redact
 from runtime.telemetry import (
     HTTP,
     Function,
@@ -58,10 +60,16 @@ def record(span: Any, exc: BaseException) -> None:
     span.set_attribute("error.type", type(exc).__name__)
     if not isinstance(exc, Exception):  # cancelled: no fault of anyone's
         return
-    span.record_exception(exc)
+    # An exception mlfn did not make (the storage SDK's, predict's) may quote a SAS URL: what
+    # leaves for the exporter is redacted as log lines are.
+    message = redact.text(str(exc))
+    stack = redact.text("".join(traceback.format_exception(exc)))
+    span.record_exception(
+        exc, attributes={"exception.message": message, "exception.stacktrace": stack}
+    )
     status = getattr(exc, "status", 500)
     if not isinstance(status, int) or status >= 500:
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:300]))
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:300]))
 
 
 class OtelTelemetry(Telemetry):
