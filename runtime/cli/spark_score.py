@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -28,7 +30,7 @@ _FORMATS = click.Choice(["parquet", "json", "csv"])
 @click.option(
     "--ship-app/--no-ship-app",
     default=None,
-    help="Send the app to the executors as a zip (the files mlfn pack takes); "
+    help="Send the app to the executors as a zip (the files mlfn pack takes, less data); "
     "default: when the master is not local.",
 )
 def spark_score(
@@ -60,7 +62,7 @@ def spark_score(
             target_format=target_format,
             batch_size=batch_size,
             overwrite=overwrite,
-            pack=lambda: _app_zip(app_dir),
+            pack=lambda leave_out: app_zip(app_dir, leave_out),
             ship=ship_app,
         )
     click.echo(
@@ -69,13 +71,44 @@ def spark_score(
     )
 
 
-def _app_zip(app_dir: Path) -> Path:
-    """The app as publish would upload it, zipped for Spark to ship (a fresh name: files Spark
-    ships are kept by name for the job)."""
+def app_zip(app_dir: Path, leave_out: Sequence[Path] = ()) -> Path:
+    """The app as publish would upload it, zipped in one pass for Spark to ship (a fresh name:
+    files Spark ships are kept by name for the job), less the files under ``leave_out`` (the
+    job's INPUT and OUTPUT) and the data ``mlfn check`` finds (said on stderr, in one line)."""
     import tempfile
     import uuid
 
+    from runtime.deploy import data_check
     from runtime.deploy.files import package, write_zip
 
+    whole = package(app_dir)
+    root = whole.root
+    inside = [p.resolve() for p in leave_out if p.resolve().is_relative_to(root)]
+    job = [p.relative_to(root).as_posix() for p in inside if p != root]
+
+    def the_job_s(relative: str) -> bool:
+        return any(relative == j or relative.startswith(f"{j}/") for j in job)
+
+    files = [f for f in whole.files if not the_job_s(f)]
+    data = data_check.data_files(replace(whole, files=tuple(files)), _model_files(root))
+    if data:
+        shown = [u if u in data else f"{u}/" for u, _ in data_check.units(data, files)]
+        click.echo(
+            f"spark-score: left out of the app zip as data (mlfn check's rule): "
+            f"{', '.join(shown)} (docs/spark.md)",
+            err=True,
+        )
+    kept = replace(whole, files=tuple(f for f in files if f not in data))
     out = Path(tempfile.mkdtemp(prefix="mlfn-spark-")) / f"mlfn-app-{uuid.uuid4().hex[:12]}.zip"
-    return write_zip(package(app_dir), out)
+    return write_zip(kept, out)
+
+
+def _model_files(root: Path) -> set[str]:
+    """The files in the app folder its endpoints name as their models: never data."""
+    import os
+
+    from runtime.deploy.model_check import referenced_files
+    from runtime.spark.worker import discover_app
+
+    models = [{"uri": b.endpoint.model.uri} for b in discover_app(root)]
+    return referenced_files(root, {"models": models}, dict(os.environ))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import PurePosixPath
 
 from runtime.deploy import files
@@ -56,12 +56,8 @@ def check_data(package: files.Package, models: set[str], report: Report) -> None
     """A finding for each folder (or lone file) of data in ``package``: ``models`` are the
     files endpoints name, never data."""
     sizes = {f: (package.root / f).stat().st_size for f in package.files}
-    flagged = {f: what for f in package.files if (what := _data(f, sizes[f], models))}
-    for folder in _spark_outputs(package.files):
-        for f in package.files:
-            if f.startswith(f"{folder}/"):
-                flagged[f] = "spark-score output"
-    for unit, members in _units(flagged, package.files):
+    flagged = data_files(package, models, sizes)
+    for unit, members in units(flagged, package.files):
         kinds = sorted({flagged[f] for f in members})
         total = sum(sizes[f] for f in members)
         if unit in flagged:
@@ -80,6 +76,21 @@ def check_data(package: files.Package, models: set[str], report: Report) -> None
             f"{shown}, which publish, mlfn pack and spark-score --ship-app would carry: add "
             f"`{line}` to .funcignore",
         )
+
+
+def data_files(
+    package: files.Package, models: set[str], sizes: dict[str, int] | None = None
+) -> dict[str, str]:
+    """The files of ``package`` that are data by these rules, each with what it is; ``models``
+    are the files endpoints name, never data (``sizes``: each file's, when already known)."""
+    if sizes is None:
+        sizes = {f: (package.root / f).stat().st_size for f in package.files}
+    flagged = {f: what for f in package.files if (what := _data(f, sizes[f], models))}
+    for folder in _spark_outputs(package.files):
+        for f in package.files:
+            if f.startswith(f"{folder}/"):
+                flagged[f] = "spark-score output"
+    return flagged
 
 
 def _data(relative: str, size: int, models: set[str]) -> str | None:
@@ -110,7 +121,7 @@ def _spark_outputs(packed: Iterable[str]) -> set[str]:
     return found
 
 
-def _units(flagged: dict[str, str], packed: Iterable[str]) -> list[tuple[str, list[str]]]:
+def units(flagged: Collection[str], packed: Iterable[str]) -> list[tuple[str, list[str]]]:
     """Flagged files grouped under the highest folder that holds nothing else (a file alone
     when its folder holds other files too), so that one .funcignore line covers each group."""
     clean: dict[str, bool] = defaultdict(lambda: True)  # folder -> every file in it flagged

@@ -148,12 +148,12 @@ def run(
     target_format: str | None = None,
     batch_size: int | None = None,
     overwrite: bool = False,
-    pack: Callable[[], Path] | None = None,
+    pack: Callable[[Sequence[Path]], Path] | None = None,
     ship: bool | None = None,
 ) -> Summary:
     """``mlfn spark-score``: a session, the scoring, and Spark's failures as one sentence.
-    ``pack`` zips the app for executors on other machines; ``ship``: whether to (None: when
-    the master is not local)."""
+    ``pack`` zips the app for executors on other machines, less the paths it is given;
+    ``ship``: whether to (None: when the master is not local)."""
     from runtime.spark import endpoint, output_schema, require_pyspark
 
     require_pyspark()
@@ -232,49 +232,22 @@ def _local_master(master: str | None) -> bool:
 def shipped(
     spark: SparkSession,
     app_dir: Path,
-    pack: Callable[[], Path] | None,
+    pack: Callable[[Sequence[Path]], Path] | None,
     ship: bool | None,
     leave_out: Sequence[Path] = (),
 ) -> Path:
     """The app as every process of the job finds it: its folder where they share this machine
     (a local master), else a zip of it shipped with the job and named bare, so that the driver
-    and each executor take it from Spark's files. The job's own INPUT and OUTPUT
-    (``leave_out``) are not shipped when they sit in the app folder, as they do when the
+    and each executor take it from Spark's files. ``pack`` writes the zip, without the job's
+    own INPUT and OUTPUT (``leave_out``) when they sit in the app folder, as they do when the
     command runs there: data for the driver alone, maybe large, maybe not for the cluster."""
     if ship is None:
         ship = not str(spark.sparkContext.master).startswith("local")
     if not ship or pack is None:
         return app_dir
-    archive = _without(pack(), app_dir, leave_out)
+    archive = pack(leave_out)
     spark.sparkContext.addFile(str(archive))
     return Path(archive.name)
-
-
-def _without(archive: Path, root: Path, paths: Sequence[Path]) -> Path:
-    """``archive`` (a zip of the folder ``root``) less the files under ``paths``, rewritten
-    under the same name only when it holds any."""
-    import shutil
-    import zipfile
-
-    root = root.resolve()
-    inside = [p.resolve() for p in paths if p.resolve().is_relative_to(root)]
-    prefixes = [p.relative_to(root).as_posix() for p in inside if p != root]
-
-    def left_out(entry: str) -> bool:
-        return any(entry == p or entry.startswith(f"{p}/") for p in prefixes)
-
-    with zipfile.ZipFile(archive) as z:
-        entries = z.infolist()
-        if not any(left_out(e.filename) for e in entries):
-            return archive
-        kept = archive.with_name(f".{archive.name}.tmp")
-        with zipfile.ZipFile(kept, "w") as out:
-            for entry in entries:
-                if not left_out(entry.filename):
-                    with z.open(entry) as src, out.open(entry, "w", force_zip64=True) as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-    kept.replace(archive)
-    return archive
 
 
 def _java_error(text: str) -> str:

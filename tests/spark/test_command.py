@@ -84,6 +84,7 @@ def test_the_app_is_shipped_to_the_executors_as_a_zip(
     (app / ".funcignore").write_text("notes/\n")
     (app / "notes").mkdir()
     (app / "notes" / "todo.txt").write_text("not for the executors")
+    (app / "train.npy").write_bytes(b"\x93NUMPY" + bytes(100))  # data: mlfn check's rule
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     done = _mlfn(
@@ -97,7 +98,44 @@ def test_the_app_is_shipped_to_the_executors_as_a_zip(
     assert len(unpacked) == 1, sorted(p.name for p in tmp.iterdir())
     assert not (unpacked[0] / "notes").exists()  # what publish leaves out, the zip does too
     assert not (unpacked[0] / "flowers.jsonl").exists()  # the job's own input: not shipped
+    assert not (unpacked[0] / "train.npy").exists()
+    assert "left out of the app zip as data (mlfn check's rule): train.npy" in done.stderr
     assert json.loads(next(_part_lines(app / "scored.jsonl", ".json")))["label"] == "setosa"
+
+
+def test_the_shipped_zip_leaves_out_the_job_s_files_and_data_in_one_pass(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    isolated_imports: None,
+) -> None:
+    import tempfile
+    import zipfile
+
+    from runtime.cli.spark_score import app_zip
+
+    app = copy_examples(tmp_path / "app")
+    (app / "in.jsonl").write_text(json.dumps(FLOWER) + "\n")
+    (app / "models").mkdir(exist_ok=True)
+    (app / "models" / "scaler.joblib").write_bytes(b"pickle")
+    (app / "samples.npy").write_bytes(b"\x93NUMPY")
+    (app / "old-out").mkdir()
+    for name in ("_SUCCESS", "part-00000-abc.json", "part-00001-abc.json"):
+        (app / "old-out" / name).write_text("{}\n")
+    (app / "out.parquet").mkdir()  # the job's OUTPUT, written by an earlier run
+    (app / "out.parquet" / "part-00000-x.parquet").write_bytes(b"PAR1")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the zip is written
+
+    archive = app_zip(app, [app / "in.jsonl", app / "out.parquet"])
+    names = zipfile.ZipFile(archive).namelist()
+    assert "functions/iris/endpoint.py" in names and "function_app.py" in names
+    data = ("in.jsonl", "out.parquet/", "models/scaler.joblib", "samples.npy", "old-out/")
+    assert [n for n in names if n.startswith(data)] == []
+    # Said in one line, the job's own files (the command's arguments) not among them.
+    assert capsys.readouterr().err == (
+        "spark-score: left out of the app zip as data (mlfn check's rule): "
+        "models/, old-out/, samples.npy (docs/spark.md)\n"
+    )
 
 
 def test_errors_are_one_line_without_a_traceback(
@@ -131,7 +169,7 @@ def test_errors_are_one_line_without_a_traceback(
 def test_an_endpoint_that_fails_to_import_is_one_line_naming_file_and_line(
     tmp_path: Path, example_models: dict[str, Path]
 ) -> None:
-    # As mlfn serve, batch, enqueue and results say it (runtime.host.metadata.import_failure).
+    # As mlfn serve, batch, enqueue and results say it (runtime.discovery.import_failure).
     app = copy_examples(tmp_path / "app")
     broken = app / "functions" / "broken"
     broken.mkdir()
