@@ -119,7 +119,11 @@ def run(quick: bool = False) -> tuple[str, str]:
     conn = os.environ.get("AzureWebJobsStorage")  # noqa: SIM112 - Azure's own name
     if not conn or "AZURITE_LOG" not in os.environ:
         raise SystemExit("run under Azurite: python -m scripts.azurite run -- python -m bench.run")
-    tmp = Path(tempfile.mkdtemp(prefix="mlfn-bench-"))
+    with tempfile.TemporaryDirectory(prefix="mlfn-bench-") as tmp:
+        return _measure(Path(tmp), conn, quick)
+
+
+def _measure(tmp: Path, conn: str, quick: bool) -> tuple[str, str]:
     models = build_all(tmp / "models")
     models["heavy"] = heavy(tmp / "models" / "heavy.onnx", seed=0, megabytes=8 if quick else 64)
     container = f"bench{uuid.uuid4().hex[:8]}"

@@ -48,28 +48,29 @@ def _body() -> bytes:
 
 
 def wrk(url: str, body: bytes, connections: int, seconds: float) -> Load:
-    script = Path(tempfile.mkdtemp()) / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{body.decode()}]]\n"
-    )
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-    ).stdout
+    with tempfile.TemporaryDirectory(prefix="mlfn-wrk-") as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = [[{body.decode()}]]\n"
+        )
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        ).stdout
 
     def ms(label: str) -> float:
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]

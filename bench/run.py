@@ -61,14 +61,15 @@ def import_time_top(count: int = 10) -> str:
 
 def hot_path_profiles() -> str:
     """pyinstrument's top frames for the in-process path (MLP, batch 1 and 32)."""
-    out = Path(tempfile.mkdtemp(prefix="mlfn-profile-"))
     with tempfile.TemporaryDirectory(prefix="mlfn-hot-") as tmp:
+        out = Path(tmp) / "profiles"
+        out.mkdir()
         functions, cases = hot_path.build_cases(Path(tmp))
         hot_path.profile(functions, [c for c in cases if c.label.startswith("MLP")], out)
-    parts = []
-    for path in sorted(out.glob("*.txt")):
-        lines = [line for line in path.read_text().splitlines() if line.strip()][5:]
-        parts.append(f"{path.stem}:\n\n```\n" + "\n".join(lines[:PROFILE_LINES]) + "\n```")
+        parts = []
+        for path in sorted(out.glob("*.txt")):
+            lines = [line for line in path.read_text().splitlines() if line.strip()][5:]
+            parts.append(f"{path.stem}:\n\n```\n" + "\n".join(lines[:PROFILE_LINES]) + "\n```")
     return "\n\n".join(parts)
 
 
