@@ -310,3 +310,89 @@ def test_a_file_a_command_cannot_write_is_one_line_naming_it(
     done = CliRunner().invoke(main, ["upload", str(model), str(model / "sub" / "m.onnx")])
     assert done.exit_code == 1, _failed(done)
     assert done.stderr == f"Error: {model / 'sub'}: Not a directory\n", _failed(done)
+
+
+# --- --wait, --data and what a client command says when it finds nothing -------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "abc", ""])
+def test_results_wait_must_be_a_finite_number_of_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # No app here: a value that got past the option would fail reading the app, with exit 1.
+    monkeypatch.chdir(tmp_path)
+    for args in (["--wait", value], [f"--wait={value}"]):
+        done = CliRunner().invoke(main, ["results", "iris", *args])
+        assert done.exit_code == 2, _failed(done)
+        said = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+        assert len(said) == 1 and "'--wait'" in said[0] and "seconds" in said[0], _failed(done)
+
+
+@pytest.mark.parametrize(
+    ("args", "wait_s"),
+    [(["iris", "--wait"], 600.0), (["--wait", "iris"], 600.0), (["iris", "--wait", "2.5"], 2.5)],
+)
+def test_results_wait_alone_means_the_default_as_in_batch(args: list[str], wait_s: float) -> None:
+    from runtime.cli.calls import results
+
+    ctx = results.make_context("results", args)
+    assert ctx.params["name"] == "iris" and ctx.params["wait_s"] == wait_s
+    assert "--wait alone" in CliRunner().invoke(main, ["results", "--help"]).output
+
+
+def test_results_on_an_empty_queue_say_so_on_stderr_and_exit_0(mlfn: Mlfn) -> None:
+    while mlfn("results", "iris").stdout:  # what earlier tests may have left on the queue
+        pass
+    done = mlfn("results", "iris", "--wait", "0.2")
+    assert done.exit_code == 0, _failed(done)
+    assert done.stdout == "" and done.stderr == "no results on iris-results after 0.2s\n"
+    at_once = mlfn("results", "iris")
+    assert at_once.exit_code == 0 and at_once.stderr == "no results on iris-results\n"
+    assert "Exits 0 when there are none" in mlfn("results", "--help").output
+
+
+def test_invoke_of_an_unknown_endpoint_lists_the_apps_predict_endpoints(
+    host: LocalHost, mlfn: Mlfn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = json.dumps({"instances": [FLOWER]})
+    done = mlfn("invoke", "irs", "--url", host.url, "--data", body)
+    assert done.exit_code == 1, _failed(done)
+    assert done.stderr == (
+        "Error: no endpoint 'irs' in this app answers /api/irs/predict; known: diabetes, iris\n"
+    ), _failed(done)
+    # Outside an app folder, the app's own answer, in one line.
+    monkeypatch.chdir(tmp_path)
+    outside = mlfn("invoke", "irs", "--url", host.url, "--data", body)
+    assert outside.exit_code == 1, _failed(outside)
+    assert outside.stderr == ("Error: no function is registered for /api/irs/predict\n"), _failed(
+        outside
+    )
+
+
+def test_invoke_sends_a_json_lines_file_as_instances_as_enqueue_does(
+    app: tuple[Path, dict[str, str]], host: LocalHost, mlfn: Mlfn
+) -> None:
+    app_dir, _ = app
+    other = {**FLOWER, "petal_length": 6.0, "petal_width": 2.2}
+    (app_dir / "flowers.jsonl").write_text(f"{json.dumps(FLOWER)}\n\n{json.dumps(other)}\n")
+    done = mlfn("invoke", "iris", "--url", host.url, "--data", "@flowers.jsonl")
+    assert done.exit_code == 0, _failed(done)
+    labels = [p["label"] for p in json.loads(done.stdout)["predictions"]]
+    assert labels == ["setosa", "virginica"]
+
+
+@pytest.mark.parametrize("command", ["invoke", "enqueue"])
+@pytest.mark.parametrize(
+    ("line", "says"), [("{not json", "is not valid JSON: "), ('{"x": NaN}', "holds NaN")]
+)
+def test_a_bad_line_of_a_json_lines_data_file_is_named_by_its_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, line: str, says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flowers.jsonl").write_text(f"{json.dumps(FLOWER)}\n\n{line}\n")
+    # Nothing listens at --url: a file sent as it is would fail as unreachable instead.
+    url = ["--url", "http://127.0.0.1:9"] if command == "invoke" else []
+    done = CliRunner().invoke(main, [command, "iris", *url, "--data", "@flowers.jsonl"])
+    assert done.exit_code == 1, _failed(done)
+    assert done.stderr.startswith(f"Error: --data @flowers.jsonl line 3 {says}"), _failed(done)
+    assert len(done.stderr.splitlines()) == 1, _failed(done)

@@ -161,3 +161,28 @@ def test_a_usage_error_exits_2() -> None:
     assert done.exit_code == 2 and isinstance(done.exception, SystemExit)
     with pytest.raises(click.UsageError):
         batch.make_context("batch", ["flowers"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["FILE", "--wait", "-5"],
+        ["FILE", "--wait", "nan"],
+        ["FILE", "--wait", "inf"],
+        ["FILE", "--wait", "abc"],
+        ["--wait", "abc", "FILE"],
+        ["FILE", "--wait=abc"],
+        ["FILE", "--wait="],
+    ],
+)
+def test_wait_must_be_a_finite_number_of_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    source = _rows(tmp_path / "rows.jsonl", [FLOWER])
+    # No app here: a value that got past the option would fail reading the app, with exit 1.
+    monkeypatch.chdir(tmp_path)
+    argv = ["batch", "flowers", *(str(source) if a == "FILE" else a for a in args)]
+    done = CliRunner().invoke(main, argv)
+    assert done.exit_code == 2, (done.output, done.exc_info)
+    said = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(said) == 1 and "'--wait'" in said[0] and "seconds" in said[0], done.stderr

@@ -3,6 +3,7 @@ functions, the storage account a trigger names, and the options that stand in fo
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,14 +45,38 @@ def connection_option(setting: str, applies: str = "") -> Callable[[F], F]:
     )
 
 
-def read_data(data: str) -> bytes:
-    """``--data``: the text itself, or ``@FILE``'s bytes."""
+JSON_LINES = (".jsonl", ".ndjson")
+
+
+def read_data(data: str) -> str:
+    """``--data`` as JSON text: the text itself, or ``@FILE``'s; a JSON Lines file (``.jsonl``)
+    as ``{"instances": [...]}``, one instance a line, a bad line named by its number."""
     if not data.startswith("@"):
-        return data.encode()
+        return data
     try:
-        return Path(data[1:]).read_bytes()
+        raw = Path(data[1:]).read_bytes()
     except OSError as exc:
         raise click.ClickException(f"--data {data}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise click.ClickException(
+            f"--data {data}: is not UTF-8 text (JSON or JSON Lines)"
+        ) from None
+    if not data.lower().endswith(JSON_LINES):
+        return text
+    from runtime.cli.output import told
+    from runtime.protocol import json_input
+
+    # Lines end at \n alone: str.splitlines would also split a JSON string at U+2028.
+    lines = enumerate(text.split("\n"), 1)
+    with told():
+        instances = [
+            json_input.loads(line, f"--data {data} line {number}")
+            for number, line in lines
+            if line.strip()
+        ]
+    return json.dumps({"instances": instances})
 
 
 def index(app_dir: Path) -> dict[str, FunctionInfo]:

@@ -18,54 +18,25 @@ from runtime.cli.app_folder import (
     storage_account,
 )
 from runtime.cli.output import plural, progress_bar, storage, told
+from runtime.cli.waiting import WAIT_S, OptionalWaitCommand, wait_option
 
 if TYPE_CHECKING:
     from runtime.config import Connection, Settings
 
-WAIT_S = 600.0
 EXIT_ROWS_FAILED = 3  # the file was scored, but rows failed (all, or any with --fail-on-errors)
 
 
-class _OptionalWaitCommand(click.Command):
-    """A command whose ``--wait`` takes a number when one follows it, else its default: so
-    ``--wait FILE`` and ``FILE --wait`` both leave FILE a file (click's optional values
-    would take FILE as the number)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, _optional_number(args, "--wait", WAIT_S))
-
-
-def _optional_number(args: list[str], option: str, default: float) -> list[str]:
-    """``args`` with a bare ``option`` (no number after it) given ``default`` as its value."""
-    given: list[str] = []
-    for i, arg in enumerate(args):
-        if arg == "--":
-            return given + args[i:]
-        following = args[i + 1] if i + 1 < len(args) else ""
-        if arg == option and not _is_number(following):
-            arg = f"{option}={default:g}"
-        given.append(arg)
-    return given
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-@click.command(cls=_OptionalWaitCommand)
+@click.command(cls=OptionalWaitCommand)
 @click.argument("name")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--path", "blob_path", default=None, help="Path in the batch container [FILE's name]."
 )
-@click.option("--wait", "wait_s", type=float, default=WAIT_S, metavar="[SECONDS]",
-              help=f"Seconds to wait for the results [{WAIT_S:g}]; 0 to only upload. A number "
-              f"right after --wait is its value; --wait alone (before FILE too) means {WAIT_S:g}"
-              " (a FILE named like a number: write ./5).")  # fmt: skip
+@wait_option(
+    "Seconds to wait for the results; 0 to only upload",
+    WAIT_S,
+    note=" (before FILE too; a FILE named like a number: write ./5)",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to save the results [FILE.results.EXT beside FILE].")  # fmt: skip
 @click.option(

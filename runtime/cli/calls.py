@@ -3,10 +3,12 @@ enqueue`` and ``mlfn results`` through its queues."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ from runtime.cli.app_folder import (
     storage_account,
 )
 from runtime.cli.output import pretty, storage, told
+from runtime.cli.waiting import OptionalWaitCommand, wait_option
 from runtime.config import HostSettings
 from runtime.config.client import ClientSettings, app_url
 from runtime.config.client import read as client_settings
@@ -32,7 +35,11 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("name")
-@click.option("--data", required=True, help='JSON body, or @FILE: {"instances": [...]}.')
+@click.option(
+    "--data",
+    required=True,
+    help='JSON body {"instances": [...]}, or @FILE (.json, or .jsonl: one instance a line).',
+)
 @click.option(
     "--url",
     default=None,
@@ -48,7 +55,7 @@ if TYPE_CHECKING:
 def invoke(name: str, data: str, url: str | None, key: str | None) -> None:
     """POST a predict request to endpoint NAME and print the response. Exits 1 when the app
     answers with an error (its body on stderr) or cannot be reached."""
-    body = read_data(data)
+    body = read_data(data).encode()
     with told():
         base = app_url("--url", url) if url else client_settings().url
     request = urllib.request.Request(
@@ -62,6 +69,8 @@ def invoke(name: str, data: str, url: str | None, key: str | None) -> None:
             payload = response.read()
     except urllib.error.HTTPError as exc:
         payload = exc.read()
+        if exc.code == 404:
+            raise click.ClickException(_not_found(name, payload, request.full_url)) from None
         click.echo(pretty(payload), err=True)
         raise SystemExit(1) from None
     except urllib.error.URLError as exc:
@@ -71,6 +80,35 @@ def invoke(name: str, data: str, url: str | None, key: str | None) -> None:
             f"{base} did not answer: {exc or type(exc).__name__}; is the app running (mlfn serve)?"
         ) from None
     click.echo(pretty(payload))
+
+
+def _not_found(name: str, payload: bytes, url: str) -> str:
+    """Why the app has no ``url``: in an app folder that has no endpoint NAME, the endpoints
+    it has; else what the app said, in one line."""
+    from runtime.errors import HostError
+
+    known = None
+    # An app that cannot be read here: the app's own answer stands.
+    with contextlib.suppress(HostError, click.ClickException):
+        if (Path.cwd() / "function_app.py").is_file():
+            known = _predict_endpoints(Path.cwd())
+    if known is not None and name not in known:
+        path = urllib.parse.urlsplit(url).path
+        return f"no endpoint {name!r} in this app answers {path}; known: {', '.join(known)}"
+    try:
+        said = json.loads(payload)["error"]["message"]
+    except (ValueError, TypeError, KeyError):
+        said = None
+    return str(said) if said else f"{url}: 404 Not Found"
+
+
+def _predict_endpoints(app_dir: Path) -> list[str]:
+    """The endpoints of the app in ``app_dir`` with a predict route, as its functions say."""
+    with told():
+        settings(app_dir)  # local.settings.json Values: the app's own code may read them
+        functions = index(app_dir).values()
+    routes = (f.route for f in functions if f.trigger.type == "httpTrigger")
+    return sorted(r.removesuffix("/predict") for r in routes if r.endswith("/predict"))
 
 
 def _endpoint_queues(name: str, connection: str | None) -> EndpointQueues:
@@ -118,12 +156,7 @@ def enqueue(
     from runtime.protocol.jobs import check_job_id
     from runtime.telemetry import trace_context
 
-    try:
-        text = read_data(data).decode()
-    except UnicodeDecodeError:
-        raise click.ClickException(
-            f"--data {data}: is not UTF-8 text (JSON or JSON Lines)"
-        ) from None
+    text = read_data(data)
     # What the endpoint would refuse (NaN, a bad id) is refused here, before it is queued.
     with told():
         if job_id is not None:
@@ -132,12 +165,8 @@ def enqueue(
             raise click.ClickException(
                 f"--traceparent {traceparent!r} is not a W3C trace parent (00-<32 hex>-<16 hex>-01)"
             )
-        if data.startswith("@") and data.endswith(".jsonl"):
-            lines = [line for line in text.splitlines() if line.strip()]
-            instances = [json_input.loads(line, "a line of --data") for line in lines]
-        else:
-            doc = json_input.loads(text, "--data")
-            instances = doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
+        doc = json_input.loads(text, "--data")
+        instances = doc["instances"] if isinstance(doc, dict) and "instances" in doc else doc
     if not isinstance(instances, list):
         raise click.ClickException('--data must be {"instances": [...]} or a list of instances')
     queues = _endpoint_queues(name, connection)
@@ -149,16 +178,20 @@ def enqueue(
     click.echo(f"queued {sent.id} on {sent.queue}{via}{trace}")
 
 
-@click.command()
+@click.command(cls=OptionalWaitCommand)
 @click.argument("name")
-@click.option(
-    "--wait", "wait_s", type=float, default=0.0, help="Seconds to wait for a first result."
-)
+@wait_option("Seconds to wait for a first result", 0.0)
 @click.option("--keep", is_flag=True, help="Leave the messages on the queue.")
 @connection_option(TRIGGER_CONNECTION)
 def results(name: str, wait_s: float, keep: bool, connection: str | None) -> None:
-    """Print (and remove) the result messages of endpoint NAME, one JSON document a line."""
+    """Print (and remove) the result messages of endpoint NAME, one JSON document a line.
+    Exits 0 when there are none (none yet is no error), saying so on stderr."""
     queues = _endpoint_queues(name, connection)
+    found = 0
     with told(), storage("the result queue"):
         for doc in queues.receive(wait_s=wait_s, delete=not keep):
             click.echo(json.dumps(doc))
+            found += 1
+    if not found:
+        after = f" after {wait_s:g}s" if wait_s else ""
+        click.echo(f"no results on {queues.results}{after}", err=True)
