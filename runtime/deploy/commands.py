@@ -7,10 +7,14 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from runtime.errors import HostError, MlfnError
+
+if TYPE_CHECKING:
+    from runtime.deploy.files import Package
 
 CORE_TOOLS_MISSING = (
     "`func` (Azure Functions Core Tools) is not on PATH, so this command would not run: install "
@@ -58,7 +62,12 @@ def init(directory: Path, no_example: bool, wheel: Path | None) -> None:
 @click.argument(
     "directory", default=".", type=click.Path(file_okay=False, exists=True, path_type=Path)
 )
-@click.option("--list-files", is_flag=True, help="Print the files publish would upload.")
+@click.option(
+    "--list-files",
+    is_flag=True,
+    help="Print the files mlfn pack takes: what publish uploads, less secret-looking files "
+    "(named on stderr, as publish would upload them).",
+)
 @click.option("--offline", is_flag=True, help="Do not fetch remote models to check pinned digests.")
 def check(directory: Path, list_files: bool, offline: bool) -> None:
     """Is the app in DIRECTORY ready to publish? Exit 1 with one line per finding."""
@@ -68,9 +77,34 @@ def check(directory: Path, list_files: bool, offline: bool) -> None:
         pkg = package(directory)
         for name in pkg.files:
             click.echo(name)
-        click.echo(f"{len(pkg.files)} files, {pkg.size:,} bytes", err=True)
+        click.echo(f"{len(pkg.files)} files mlfn pack takes, {pkg.size:,} bytes", err=True)
+        if pkg.secrets:
+            click.echo(f"note: not listed, {_secrets_note(pkg)}", err=True)
         return
     _check_or_exit(directory, offline)
+
+
+def _secrets_note(pkg: Package) -> str:
+    """The secret-looking files mlfn leaves out, and the .funcignore lines that keep them from
+    Core Tools' publish too."""
+    from runtime.deploy.files import funcignore_line
+
+    left = ", ".join(f"{name} ({what})" for name, what in pkg.secrets)
+    lines = []
+    for name, _ in pkg.secrets:
+        folder = pkg.root / name
+        inside = None
+        if folder.is_dir():
+            inside = [p.relative_to(pkg.root).as_posix() for p in folder.rglob("*") if p.is_file()]
+        lines.append(f"`{funcignore_line(name, inside)}`")
+    return (
+        f"as they look like secrets: {left}; mlfn pack leaves them out, func azure "
+        f"functionapp publish would upload them: add {_and(lines)} to .funcignore"
+    )
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _check_or_exit(directory: Path, offline: bool = False) -> None:
@@ -101,7 +135,11 @@ def pack(directory: Path, out: Path | None) -> None:
     secret-looking files, and no dependencies. Deploy it with a remote build, which installs
     requirements.txt on Azure: `az functionapp deployment source config-zip --src ZIP
     --build-remote true` (docs/deploy.md). It cannot run as it is (`publish --no-build`,
-    WEBSITE_RUN_FROM_PACKAGE): those need the dependencies in .python_packages."""
+    WEBSITE_RUN_FROM_PACKAGE): those need the dependencies in .python_packages.
+
+    Data files (mlfn check's rule: pickles, arrays, row files from 1 MiB, ...) are packed too,
+    as publish would upload them, and named on stderr with the .funcignore lines that leave
+    them out; pack exits 0 all the same: mlfn check is what fails on them."""
     from runtime.deploy.files import funcignore, package, write_zip
 
     pkg = package(directory)
@@ -123,13 +161,74 @@ def pack(directory: Path, out: Path | None) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot write {target}: {exc.strerror or exc}") from None
     if pkg.secrets:
-        left = ", ".join(f"{name} ({what})" for name, what in pkg.secrets)
-        click.echo(f"note: left out, as they look like secrets: {left}", err=True)
+        click.echo(f"note: left out, {_secrets_note(pkg)}", err=True)
+    data = _data_note(pkg)
+    if data:
+        click.echo(f"note: packed data mlfn check fails on: {data}", err=True)
     for link, folder in pkg.linked_folders:
         click.echo(
             f"note: {link} links to the folder {folder}: packed under {folder} only", err=True
         )
     click.echo(f"{target}: {len(pkg.files)} files, {target.stat().st_size:,} bytes")
+
+
+def _data_note(pkg: Package) -> str | None:
+    """The data files in ``pkg`` by mlfn check's rule, grouped as check groups them, and the
+    .funcignore lines that leave them out; None when there are none."""
+    from runtime.cli.output import plural
+    from runtime.deploy import data_check
+    from runtime.deploy.files import funcignore_line
+
+    sizes = {f: (pkg.root / f).stat().st_size for f in pkg.files}
+    data = data_check.data_files(pkg, _model_files(pkg), sizes)
+    if not data:
+        return None
+    shown, lines = [], []
+    for unit, members in data_check.units(data, pkg.files):
+        kinds = "; ".join(sorted({data[f] for f in members}))
+        size = _size(sum(sizes[f] for f in members))
+        if unit in data:
+            shown.append(f"{unit} ({kinds}, {size})")
+            lines.append(f"`{funcignore_line(unit)}`")
+        else:
+            shown.append(f"{unit}/ ({plural(len(members), 'file')}: {kinds}, {size})")
+            lines.append(f"`{funcignore_line(unit, members)}`")
+    return f"{', '.join(shown)}; add {_and(lines)} to .funcignore"
+
+
+def _model_files(pkg: Package) -> set[str]:
+    """The files of ``pkg`` its endpoints name as their models, never data, read as
+    spark-score --ship-app reads them: by importing the app's endpoints (put away after)."""
+    import sys
+
+    from runtime.deploy.model_check import referenced_files
+    from runtime.host.local_settings import apply_local_settings
+    from runtime.spark.worker import discover_app
+
+    modules, path = set(sys.modules), list(sys.path)
+    env = dict(os.environ)
+    try:
+        apply_local_settings(pkg.root, env)
+        models = [{"uri": b.endpoint.model.uri} for b in discover_app(pkg.root)]
+    except (HostError, MlfnError):
+        # mlfn check says why the app does not import; until then, its ONNX files are taken
+        # for its models rather than called data.
+        return {f for f in pkg.files if f.lower().endswith(".onnx")}
+    finally:
+        # pack changes nothing in its process: the next app imported here is that app's own.
+        for name in set(sys.modules) - modules:
+            if name == "functions" or name.startswith("functions."):
+                del sys.modules[name]
+        sys.path[:] = path
+    return referenced_files(pkg.root, {"models": models}, env)
+
+
+def _size(count: int) -> str:
+    if count < 1 << 10:
+        return f"{count} bytes"
+    if count < 1 << 20:
+        return f"{count / (1 << 10):.0f} KiB"
+    return f"{count / (1 << 20):.1f} MiB"
 
 
 @click.command()

@@ -140,3 +140,62 @@ def test_init_refuses_to_overwrite_a_model_or_a_wheel_already_there(tmp_path: Pa
         assert done.exit_code == 1 and "not overwriting" in done.output, done.output
         assert (target / existing).read_bytes() == b"mine"
         assert not (target / "host.json").exists()  # refused before writing anything
+
+
+def _add_data(app: Path) -> None:
+    """A 2 MiB CSV of rows and a NumPy array: data by mlfn check's rule."""
+    row = "5.1,3.5,1.4,0.2\n"
+    (app / "data.csv").write_text(row * ((2 << 20) // len(row) + 1))
+    np.save(app / "train.npy", np.zeros((4, 4), dtype=np.float32))
+
+
+def test_pack_names_the_data_files_it_packs_with_the_funcignore_lines(
+    app: Path, isolated_imports: None
+) -> None:
+    _add_data(app)
+    done = CliRunner().invoke(main, ["pack", str(app)])
+    assert done.exit_code == 0, done.output
+    with zipfile.ZipFile(app / "build" / "package.zip") as z:
+        assert {"data.csv", "train.npy"} <= set(z.namelist())  # packed, as asked
+    notes = done.stderr.splitlines()
+    assert len(notes) == 1, done.stderr
+    assert notes[0].startswith("note: packed data mlfn check fails on: "), done.stderr
+    assert "data.csv (CSV rows, 2.0 MiB)" in notes[0] and "train.npy (a NumPy array" in notes[0]
+    assert "add `data.csv` and `train.npy` to .funcignore" in notes[0], done.stderr
+    assert not check(app, env={}).ok  # and check fails on them, as the note says
+    shown = " ".join(CliRunner().invoke(main, ["pack", "--help"]).output.split())
+    assert "Data files (mlfn check's rule" in shown and "pack exits 0 all the same" in shown
+
+
+def test_pack_does_not_call_an_endpoints_model_data(app: Path, isolated_imports: None) -> None:
+    # Over 10 MiB, a file no endpoint names is data; the example's model is named by its endpoint.
+    model = app / "models" / "example.onnx"
+    model.write_bytes(model.read_bytes() + b"\0" * (11 << 20))
+    (app / "big.bin").write_bytes(b"\0" * (11 << 20))
+    done = CliRunner().invoke(main, ["pack", str(app)])
+    assert done.exit_code == 0, done.output
+    assert "big.bin (a large file" in done.stderr and "models" not in done.stderr, done.stderr
+
+
+def test_list_files_lists_what_pack_takes_and_names_the_secrets_publish_would_upload(
+    app: Path, isolated_imports: None
+) -> None:
+    # A .funcignore that lets .env through, as Core Tools would upload it.
+    ignore = app / ".funcignore"
+    kept = [line for line in ignore.read_text().splitlines() if not line.startswith(".env")]
+    ignore.write_text("\n".join(kept) + "\n")
+    (app / ".env").write_text("KEY=secret\n")
+    assert any(f.where == ".env" for f in check(app, env={}).findings)
+    listed = CliRunner().invoke(main, ["check", str(app), "--list-files"])
+    assert listed.exit_code == 0, listed.output
+    assert ".env" not in listed.stdout.split()
+    said = listed.stderr.splitlines()
+    assert said[0].endswith(f" files mlfn pack takes, {_size(app, listed.stdout):,} bytes")
+    assert said[1].startswith("note: not listed, as they look like secrets: .env ("), said
+    assert "func azure functionapp publish would upload them: add `.env`" in said[1], said
+    shown = " ".join(CliRunner().invoke(main, ["check", "--help"]).output.split())
+    assert "Print the files mlfn pack takes" in shown
+
+
+def _size(app: Path, listing: str) -> int:
+    return sum((app / name).stat().st_size for name in listing.split())
