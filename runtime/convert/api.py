@@ -73,13 +73,15 @@ def to_onnx(
     original does; otherwise raise ``ConversionMismatch`` and write nothing.
 
     sample: rows to prove the conversion on (an array shaped ``[rows, ...]``; for Spark ML, a
-        DataFrame or an array ``[rows, columns]`` of the columns its first stage reads). Needed
+        DataFrame or an array ``[rows, columns]`` of the columns its first stage reads; for a
+        scikit-learn model fitted on a pandas DataFrame, a DataFrame with its columns). Needed
         for PyTorch modules, where it also gives the input's shape and type; synthesised from
         the model's signature elsewhere when not given.
     framework: ``sklearn``, ``torch``, ``keras`` or ``sparkml``; by default from the model's type.
     tolerance: the largest ``Difference.value`` accepted on any output.
     rows: how many sample rows to synthesise when ``sample`` is None.
-    options: for the converter: ``opset`` (default 17), ``input_name`` (default ``input``),
+    options: for the converter: ``opset`` (default 17), ``input_name`` (default ``input``;
+        a scikit-learn model fitted on a DataFrame takes its columns' names instead),
         ``classes`` (class names, stored in the model's ``mlfn.classes`` metadata; a PyTorch
         or Keras network's one score output becomes ``probabilities`` with a ``label``), and
         ``spark`` (a SparkSession, Spark ML only).

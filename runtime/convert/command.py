@@ -21,8 +21,9 @@ from runtime.convert.api import FRAMEWORKS, ROWS, TOLERANCE
 )  # fmt: skip
 @click.option(
     "--sample", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="Rows to prove the conversion on, a .npy array [rows, ...]; PyTorch needs it unless "
-    "a torch.export archive carries example inputs.",
+    help="Rows to prove the conversion on, a .npy array [rows, ...], or for a scikit-learn "
+    "model fitted on a DataFrame a .csv or .parquet file with its columns; PyTorch needs it "
+    "unless a torch.export archive carries example inputs.",
 )  # fmt: skip
 @click.option(
     "--tolerance", type=float, default=TOLERANCE, show_default=True,
@@ -82,9 +83,23 @@ def convert(
 
 
 def _read_sample(path: Path) -> object:
-    import numpy as np
-
     from runtime.errors import ConversionError
+
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        # Named columns, strings among them: rows for a model fitted on a DataFrame.
+        try:
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            raise ConversionError(
+                f"reading {path.name} needs pandas: pip install pandas (or pass a .npy array)"
+            ) from None
+        try:
+            return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        except Exception as exc:  # pandas' readers raise many kinds
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConversionError(f"cannot read {path} as a table: {first}") from None
+    import numpy as np
 
     try:
         return np.load(path, allow_pickle=False)

@@ -1,19 +1,25 @@
 """scikit-learn estimators and pipelines through skl2onnx: input ``input``; classifiers answer
 ``label`` and ``probabilities`` (no ZipMap) and list their classes in the metadata.
 
-The input is float32, except for a pipeline feeding a tree model: scikit-learn runs the steps
+A model fitted on a DataFrame (it has ``feature_names_in_``) takes its columns instead, one
+named input ``[None, 1]`` each, strings for categorical ones (runtime/convert/sklearn_columns.py).
+
+Numbers are float32, except for a pipeline feeding a tree model: scikit-learn runs the steps
 before the tree in float64 and casts their output to float32 for the tree's comparisons. A graph
 computing those steps in float32 lands some rows on the other side of a threshold (a whole
 tree's vote, 0.1 of a probability, on 9 of iris's 150 rows with a scaler and a forest), so such
-a pipeline takes float64 and casts before the tree, as scikit-learn does."""
+a pipeline takes float64 and casts before the tree, as scikit-learn does (unless it imputes:
+onnxruntime's Imputer takes float32 alone)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from runtime.convert import sklearn_columns
 from runtime.convert.base import (
     CLASSES_KEY,
+    COLUMNS_KEY,
     LABELS_KEY,
     OPSET,
     Converted,
@@ -29,7 +35,8 @@ RENAMED = {"output_label": "label", "output_probability": "probabilities"}
 
 
 def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Converted:
-    """Convert a fitted estimator (or pipeline) taking one numeric matrix."""
+    """Convert a fitted estimator (or pipeline) taking one numeric matrix, or the named columns
+    of the DataFrame it was fitted on."""
     require("sklearn", "scikit-learn", EXTRA, "scikit-learn")
     skl2onnx = require("skl2onnx", "scikit-learn", EXTRA)
     require("onnx", "scikit-learn", EXTRA)
@@ -37,20 +44,35 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 
     final = _final_step(model)
-    graph = _cast_before_tree(model, final)
-    x = _sample(model, sample, rows, np.float64 if graph is not model else np.float32)
-    tensor_type = DoubleTensorType if x.dtype == np.float64 else FloatTensorType
-    input_name = options.get("input_name", "input")
+    columns = sklearn_columns.columns_of(model, sample)
+    graph = model if _imputes(model) else _cast_before_tree(model, final)
+    dtype = np.float64 if graph is not model else np.float32
+    tensor_type = DoubleTensorType if dtype == np.float64 else FloatTensorType
+    if columns is None:
+        input_name = options.get("input_name", "input")
+        x = _sample(model, sample, rows, dtype)
+        feeds: dict[str, Any] = {input_name: x}
+        initial_types = [(input_name, tensor_type([None, x.shape[1]]))]
+    else:
+        x = sklearn_columns.frame(model, columns, sample, rows)
+        feeds = sklearn_columns.feeds(x, columns, dtype)
+        initial_types = sklearn_columns.initial_types(columns, tensor_type)
+        graph = sklearn_columns.joined(graph, columns, x)
+        # The original answers the numbers the ONNX model is given, rounded to its type alike.
+        x = x.assign(**{c.name: feeds[c.name][:, 0] for c in columns if c.type != "str"})
     try:
         onnx_model = skl2onnx.to_onnx(
             graph,
-            initial_types=[(input_name, tensor_type([None, x.shape[1]]))],
+            initial_types=initial_types,
             target_opset=options.get("opset", OPSET),
             # Plain tensors, not a sequence of maps: what V2 clients and the scaffold read.
             options={id(final): {"zipmap": False}} if hasattr(final, "classes_") else None,
         )
     except Exception as exc:  # skl2onnx raises many kinds; all mean "cannot convert this"
         raise ConversionError(f"skl2onnx cannot convert {type(model).__name__}: {exc}") from None
+    if columns is not None:
+        sklearn_columns.restore_names(onnx_model, columns)
+        set_metadata(onnx_model, {COLUMNS_KEY: sklearn_columns.dumps(columns)})
     rename_outputs(onnx_model, RENAMED)
     outputs = [o.name for o in onnx_model.graph.output]
     expected: dict[str, Any] = {}
@@ -77,7 +99,15 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         expected[outputs[0]] = np.asarray(model.predict(x))
     else:
         expected[outputs[0]] = np.asarray(model.transform(x))
-    return Converted(onnx_model, {input_name: x}, expected, synthesised=sample is None)
+    return Converted(onnx_model, feeds, expected, synthesised=sample is None)
+
+
+def _imputes(model: Any) -> bool:
+    """Whether ``model`` holds an imputer: onnxruntime's Imputer takes float32, not float64,
+    so such a model takes float32 even before a tree."""
+    from sklearn.impute import SimpleImputer
+
+    return any(isinstance(step, SimpleImputer) for step in sklearn_columns.steps(model))
 
 
 def _cast_before_tree(model: Any, final: Any) -> Any:

@@ -26,6 +26,7 @@ from runtime.models.onnx_model import TensorSpec
 from runtime.models.reference import Model
 from runtime.protocol.jobs import check_queue_name, requests_queue, results_queue
 from runtime.scaffold.classifier import FLOATS, classifier_outputs, fill_values
+from runtime.scaffold.columns import column_fields
 from runtime.store.base import Progress
 
 TEMPLATES = ("tensor", "classifier", "regressor")
@@ -70,7 +71,9 @@ class _Field:
     annotation: str
 
     def declaration(self) -> str:
-        alias = f'Field(alias="{self.onnx_name}")' if self.attr != self.onnx_name else None
+        alias = (
+            None if self.attr == self.onnx_name else f"Field(alias={json.dumps(self.onnx_name)})"
+        )
         return f"    {self.attr}: {self.annotation}" + (f" = {alias}" if alias else "")
 
 
@@ -114,7 +117,20 @@ def render_endpoint(
         local = _fetch(source, app_dir, settings, progress)
     signature = _signature(local)
 
-    in_fields = [_field(spec, "input") for spec in signature.inputs]
+    columns = column_fields(signature.inputs, signature.metadata)
+    if columns is None:
+        in_fields = [_field(spec, "input") for spec in signature.inputs]
+        feeds = [
+            f'            "{f.onnx_name}": [i.{f.attr} for i in instances],' for f in in_fields
+        ]
+        sample = {spec.name: _sample(spec) for spec in signature.inputs}
+    else:  # one named column a field: each row is the column's [1] slice of [batch, 1]
+        in_fields = _unique([_Field(c.name, _attr_name(c.name), c.annotation) for c in columns])
+        feeds = [
+            f"            {json.dumps(f.onnx_name)}: [[i.{f.attr}] for i in instances],"
+            for f in in_fields
+        ]
+        sample = {c.name: c.sample for c in columns}
     command = f"mlfn new {name} --model {source}" + (
         f" --template {template}" if template != "tensor" else ""
     )
@@ -125,9 +141,7 @@ def render_endpoint(
         "input_fields": "\n".join(f.declaration() for f in in_fields),
         "model_uri": json.dumps(model_uri),
         "max_batch_size": _batch_size(signature.inputs),
-        "feeds": "\n".join(
-            f'            "{f.onnx_name}": [i.{f.attr} for i in instances],' for f in in_fields
-        ),
+        "feeds": "\n".join(feeds),
     }
     annotations = [f.annotation for f in in_fields]
     notes: list[str] = []
@@ -148,9 +162,8 @@ def render_endpoint(
         notes.append(fill_values(values, local, signature.outputs, signature.metadata, labels))
     else:
         _regressor_values(values, signature.outputs)
-    values["typing_import"] = (
-        "\nfrom typing import Annotated\n" if any("Annotated" in a for a in annotations) else ""
-    )
+    typing = [n for n in ("Annotated", "Literal") if any(f"{n}[" in a for a in annotations)]
+    values["typing_import"] = f"\nfrom typing import {', '.join(typing)}\n" if typing else ""
     text = _render(app_dir, template, values)
 
     target.mkdir(parents=True)
@@ -160,7 +173,6 @@ def render_endpoint(
         functions_init.write_text("")
     endpoint_file = target / "endpoint.py"
     endpoint_file.write_text(text)
-    sample = {spec.name: _sample(spec) for spec in signature.inputs}
     return Scaffold(endpoint_file, sample, tuple(notes))
 
 
@@ -266,6 +278,21 @@ def _field(spec: TensorSpec, role: str) -> _Field:
             else f"Annotated[list[{annotation}], Field(min_length={dim}, max_length={dim})]"
         )
     return _Field(spec.name, _attr_name(spec.name), annotation)
+
+
+def _unique(fields: list[_Field]) -> list[_Field]:
+    """``fields`` with attribute names made distinct: columns ``a b`` and ``a_b`` are both
+    ``a_b`` as Python names."""
+    seen: set[str] = set()
+    out = []
+    for field in fields:
+        attr, n = field.attr, 1
+        while attr in seen:
+            n += 1
+            attr = f"{field.attr}_{n}"
+        seen.add(attr)
+        out.append(_Field(field.onnx_name, attr, field.annotation))
+    return out
 
 
 def _sample(spec: TensorSpec) -> Any:

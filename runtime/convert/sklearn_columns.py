@@ -1,0 +1,286 @@
+"""A scikit-learn model fitted on a DataFrame: its named, typed columns, as ONNX inputs.
+
+Each column becomes its own ONNX input shaped ``[None, 1]`` (a number, or a string for a
+categorical column), so one name addresses a JSON row's field, a CSV header, a Parquet or Spark
+column and a V2 input alike. The columns, their types and an encoder's categories are recorded in
+the model's ``mlfn.columns`` metadata, which ``mlfn new`` turns into one typed field each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.errors import ConversionError
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column: ``float``, ``int`` or ``str``; the categories an encoder knows (None
+    for a plain number), and whether that encoder refuses any other value."""
+
+    name: str
+    type: str
+    categories: tuple[Any, ...] | None = None
+    closed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+            out["closed"] = self.closed
+        return out
+
+
+def dumps(columns: list[Column]) -> str:
+    return json.dumps([c.as_json() for c in columns], ensure_ascii=False)
+
+
+def columns_of(model: Any, sample: Any) -> list[Column] | None:
+    """The columns ``model`` was fitted on (``feature_names_in_``), typed by the sample's dtypes
+    when it is a DataFrame, else by the encoders; None for a model fitted on an array."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    encoders = _encoded(model, names)
+    dtypes = _sample_dtypes(sample)
+    columns = []
+    for name in names:
+        categories, closed = encoders.get(name, (None, False))
+        kind = dtypes.get(name)
+        if kind is None:  # no sample column: the encoder's categories say
+            kind = "float"
+            if categories is not None and len(categories):
+                kind = _kind_of_values(categories)
+        if categories is not None:
+            categories = tuple(_plain(v) for v in categories)
+        columns.append(Column(name, kind, categories, closed))
+    return columns
+
+
+def frame(model: Any, columns: list[Column], sample: Any, rows: int) -> Any:
+    """The rows to prove on as a DataFrame of ``columns``: the sample's (a DataFrame, or an
+    array in the columns' order), else rows synthesised like the training data: numbers around
+    a fitted scaler's centre and spread, categories drawn from the encoder's."""
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    names = [c.name for c in columns]
+    if sample is not None:
+        if isinstance(sample, pd.DataFrame):
+            missing = [n for n in names if n not in sample.columns]
+            if missing:
+                raise ConversionError(
+                    f"the sample has no column {', '.join(map(repr, missing))}; the model was "
+                    f"fitted on {', '.join(names)}"
+                )
+            return sample[names].reset_index(drop=True)
+        array = np.asarray(sample)
+        if array.ndim != 2 or array.shape[1] != len(names):
+            raise ConversionError(
+                f"a sample for this model is a DataFrame or a [rows, {len(names)}] matrix of "
+                f"its columns ({', '.join(names)}), not shaped {array.shape}"
+            )
+        return pd.DataFrame(array, columns=names)
+    rng = np.random.default_rng(0)
+    stats = _scaled(model, names)
+    data: dict[str, Any] = {}
+    for column in columns:
+        if column.categories:
+            picks = rng.integers(0, len(column.categories), rows)
+            data[column.name] = np.array(column.categories, dtype=object)[picks]
+            if column.type != "str":
+                data[column.name] = data[column.name].astype(np.float64)
+        else:
+            centre, spread = stats.get(column.name, (0.0, 1.0))
+            data[column.name] = centre + spread * rng.standard_normal(rows)
+    return pd.DataFrame(data)
+
+
+def feeds(rows: Any, columns: list[Column], dtype: Any) -> dict[str, Any]:
+    """One ``[rows, 1]`` array per column: strings as objects, numbers as ``dtype``."""
+    import numpy as np
+
+    out = {}
+    for column in columns:
+        values = rows[column.name]
+        try:
+            array = (
+                values.astype(str).to_numpy(dtype=object)
+                if column.type == "str"
+                else values.to_numpy(dtype=dtype)
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConversionError(
+                f"the sample's column {column.name!r} is not {column.type}: {exc}"
+            ) from None
+        out[column.name] = np.ascontiguousarray(array.reshape(-1, 1))
+    return out
+
+
+def initial_types(columns: list[Column], number_type: Any) -> list[tuple[str, Any]]:
+    """skl2onnx's ``initial_types``: a string or a number tensor ``[None, 1]`` per column."""
+    from skl2onnx.common.data_types import StringTensorType
+
+    return [
+        (c.name, StringTensorType([None, 1]) if c.type == "str" else number_type([None, 1]))
+        for c in columns
+    ]
+
+
+def joined(model: Any, columns: list[Column], rows: Any) -> Any:
+    """``model``, or for numbers alone reaching an estimator that takes one matrix (skl2onnx
+    joins several inputs for a scaler, not for a regressor), a pipeline that first joins the
+    columns in their order (a passthrough ColumnTransformer, as scikit-learn reads them)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    names = [c.name for c in columns]
+    if _column_transformer(model) is not None or any(c.type == "str" for c in columns):
+        return model  # a ColumnTransformer leads, or an encoder reads strings
+    join = ColumnTransformer([("columns", "passthrough", names)]).fit(rows)
+    return Pipeline([("mlfn_join_columns", join), ("model", model)])
+
+
+def restore_names(model: Any, columns: list[Column]) -> None:
+    """Give an ``onnx.ModelProto``'s inputs the columns' own names: skl2onnx makes names such as
+    ``annual income`` identifiers (``annual_income``), which a CSV header or a JSON row would
+    then miss. The inputs come in the columns' order."""
+    inputs = list(model.graph.input)
+    if len(inputs) != len(columns):
+        raise ConversionError(
+            f"skl2onnx made {len(inputs)} inputs of the model's {len(columns)} columns"
+        )
+    taken = {o for node in model.graph.node for o in node.output}
+    for graph_input, column in zip(inputs, columns, strict=True):
+        old, new = graph_input.name, column.name
+        if old == new:
+            continue
+        if new in taken:
+            raise ConversionError(
+                f"column {new!r} has the name of a value inside the converted graph: rename it"
+            )
+        graph_input.name = new
+        for node in model.graph.node:
+            node.input[:] = [new if name == old else name for name in node.input]
+
+
+def steps(model: Any) -> Iterator[Any]:
+    """Every estimator inside ``model``: pipelines' steps and column transformers' parts."""
+    yield model
+    for _, step in getattr(model, "steps", ()):
+        yield from steps(step)
+    for _, part, _ in getattr(model, "transformers_", ()):
+        if not isinstance(part, str):  # "drop", "passthrough"
+            yield from steps(part)
+
+
+def _routes(model: Any, names: list[str]) -> list[tuple[list[str], Any]]:
+    """Which transformer first sees which columns: a ColumnTransformer's parts (through a
+    pipeline's first steps), else the whole model for every column."""
+    first = _column_transformer(model)
+    if first is None:
+        return [(names, model)]
+    indices = getattr(first, "_transformer_to_input_indices", {})
+    return [
+        ([names[i] for i in indices.get(label, ())], part)
+        for label, part, _ in first.transformers_
+        if not isinstance(part, str)
+    ]
+
+
+def _column_transformer(model: Any) -> Any:
+    """The ColumnTransformer ``model`` starts with (through pipelines' first steps), or None."""
+    from sklearn.compose import ColumnTransformer
+
+    first = model
+    while hasattr(first, "steps"):
+        first = first.steps[0][1]
+    return first if isinstance(first, ColumnTransformer) else None
+
+
+def _leading(part: Any) -> Iterator[Any]:
+    """``part``, or a pipeline's steps up to the first that changes what a column means:
+    imputers keep a column a column."""
+    from sklearn.impute import SimpleImputer
+
+    for step in [s for _, s in part.steps] if hasattr(part, "steps") else [part]:
+        if hasattr(step, "steps"):
+            yield from _leading(step)
+            return
+        yield step
+        if not isinstance(step, SimpleImputer):
+            return
+
+
+def _encoded(model: Any, names: list[str]) -> dict[str, tuple[Any, bool]]:
+    """The categories of each column an encoder reads, and whether it refuses others."""
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    found: dict[str, tuple[Any, bool]] = {}
+    for columns, part in _routes(model, names):
+        for step in _leading(part):
+            if isinstance(step, OneHotEncoder | OrdinalEncoder):
+                closed = step.handle_unknown == "error"
+                for name, categories in zip(columns, step.categories_, strict=False):
+                    found[name] = ([v for v in categories if not _missing(v)], closed)
+    return found
+
+
+def _scaled(model: Any, names: list[str]) -> dict[str, tuple[float, float]]:
+    """The centre and spread a fitted scaler (StandardScaler) learnt for each column it reads."""
+    import numpy as np
+
+    found: dict[str, tuple[float, float]] = {}
+    for columns, part in _routes(model, names):
+        for step in _leading(part):
+            mean, var = getattr(step, "mean_", None), getattr(step, "var_", None)
+            if mean is not None and len(np.atleast_1d(mean)) == len(columns):
+                spread = np.sqrt(var) if var is not None else np.ones(len(columns))
+                for name, m, s in zip(columns, np.atleast_1d(mean), spread, strict=True):
+                    found[name] = (float(m), float(s))
+    return found
+
+
+def _sample_dtypes(sample: Any) -> dict[str, str]:
+    try:
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return {}
+    if not isinstance(sample, pd.DataFrame):
+        return {}
+    kinds = {}
+    for name, dtype in sample.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
+            kinds[str(name)] = "int"
+        elif pd.api.types.is_numeric_dtype(dtype):
+            kinds[str(name)] = "float"
+        else:  # object, string, category
+            kinds[str(name)] = "str"
+    return kinds
+
+
+def _kind_of_values(values: Any) -> str:
+    import numpy as np
+
+    array = np.asarray(values)
+    if array.dtype.kind in "iub":
+        return "int"
+    if array.dtype.kind == "f":
+        return "int" if bool(np.all(np.mod(array, 1) == 0)) else "float"
+    return "str"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON can hold."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -1,0 +1,59 @@
+"""A model that takes named columns (``mlfn convert`` of a model fitted on a DataFrame): one typed
+field per column, read from the model's ``mlfn.columns`` metadata."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.convert.base import COLUMNS_KEY
+from runtime.errors import ScaffoldError
+from runtime.models.onnx_model import TensorSpec
+
+_PYTHON = {"float": "float", "int": "int", "str": "str"}
+
+
+@dataclass(frozen=True)
+class ColumnField:
+    """One column's field: its annotation, a value that fits it, and how a row becomes the
+    column's ``[1]`` slice of the model's ``[batch, 1]`` input."""
+
+    name: str
+    annotation: str
+    sample: Any
+
+
+def column_fields(
+    inputs: list[TensorSpec], metadata: Mapping[str, str]
+) -> list[ColumnField] | None:
+    """A field per input for a model whose metadata lists its columns; None for any other."""
+    if COLUMNS_KEY not in metadata:
+        return None
+    try:
+        columns = json.loads(metadata[COLUMNS_KEY])
+        by_name = {c["name"]: c for c in columns}
+        if not all(c["type"] in _PYTHON for c in columns):
+            raise ValueError("unknown type")
+    except (ValueError, TypeError, KeyError):
+        raise ScaffoldError(
+            f"metadata_props {COLUMNS_KEY!r} must be a JSON list of columns (name, type float, "
+            f"int or str), not {metadata[COLUMNS_KEY][:80]!r}"
+        ) from None
+    fields = []
+    for spec in inputs:
+        column = by_name.get(spec.name)
+        if column is None or tuple(spec.shape or ())[1:] != (1,):
+            return None  # not the columns convert wrote: the tensor fields serve it
+        categories = column.get("categories")
+        if column["type"] == "str" and categories and column.get("closed"):
+            # The encoder refuses any other value: a 422 naming the choices, not a 500.
+            annotation = f"Literal[{', '.join(json.dumps(str(c)) for c in categories)}]"
+        else:
+            annotation = _PYTHON[column["type"]]
+        sample: Any = {"float": 0.0, "int": 0, "str": ""}[column["type"]]
+        if categories:
+            sample = str(categories[0]) if column["type"] == "str" else categories[0]
+        fields.append(ColumnField(spec.name, annotation, sample))
+    return fields

@@ -1,0 +1,331 @@
+"""A scikit-learn pipeline fitted on a DataFrame of numeric and categorical string columns:
+converted with its named, typed columns, scaffolded with a field per column, and served by
+name over HTTP and through a batch file of the DataFrame's own CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shlex
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from azure.storage.blob import ContainerClient
+from click.testing import CliRunner
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from runtime import config
+from runtime.cli import main
+from runtime.convert import to_onnx
+from runtime.errors import ConversionError
+from tests.conftest import AzuriteInfo
+from tests.convert.steps import mlfn, served
+from tests.support import LocalHost, app_env, make_app, wait_for
+
+CITIES = ["oslo", "paris", "rome"]
+
+
+def _loans(n: int, seed: int = 0) -> pd.DataFrame:
+    """Applicants: an integer, a float with a space in its name, two string categories."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n),
+            "annual income": rng.normal(50.0, 12.0, n).round(3),
+            "city": rng.choice(CITIES, n),
+            "size": rng.choice(["S", "M", "L"], n),
+        }
+    )
+
+
+def _outcome(frame: pd.DataFrame) -> pd.Series:
+    score = (frame["age"] - 45) / 10 + (frame["annual income"] - 50) / 8
+    score = score + frame["city"].map({"oslo": 1.0, "paris": 0.0, "rome": -1.0})
+    return pd.Series(np.where(score > 0, "approved", "refused"), name="outcome")
+
+
+@pytest.fixture(scope="module")
+def loans() -> pd.DataFrame:
+    return _loans(240)
+
+
+@pytest.fixture(scope="module")
+def pipeline(loans: pd.DataFrame) -> Pipeline:
+    """Scaled numbers, a one-hot city refusing unknown cities, an ordinal size, boosted trees."""
+    prep = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), ["age", "annual income"]),
+            ("city", OneHotEncoder(handle_unknown="error"), ["city"]),
+            (
+                "size",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                ["size"],
+            ),
+        ]
+    )
+    model = GradientBoostingClassifier(n_estimators=30, max_depth=3, random_state=0)
+    return Pipeline([("prep", prep), ("model", model)]).fit(loans, _outcome(loans))
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
+
+
+def test_a_dataframe_pipeline_takes_its_columns_by_name_with_their_types_and_categories(
+    tmp_path: Path, pipeline: Pipeline, loans: pd.DataFrame
+) -> None:
+    done = to_onnx(pipeline, tmp_path / "loans.onnx", loans)  # a sample with string columns
+    assert done.rows == len(loans)
+    model = onnx.load(tmp_path / "loans.onnx")
+    inputs = {i.name: i.type.tensor_type for i in model.graph.input}
+    assert list(inputs) == ["age", "annual income", "city", "size"]
+    assert inputs["city"].elem_type == onnx.TensorProto.STRING
+    assert inputs["age"].elem_type == onnx.TensorProto.DOUBLE  # float64 before the trees
+    assert [d.dim_value for d in inputs["age"].shape.dim] == [0, 1]  # [None, 1]
+    assert json.loads(_metadata(tmp_path / "loans.onnx")["mlfn.columns"]) == [
+        {"name": "age", "type": "int"},
+        {"name": "annual income", "type": "float"},
+        {"name": "city", "type": "str", "categories": CITIES, "closed": True},
+        {"name": "size", "type": "str", "categories": ["L", "M", "S"], "closed": False},
+    ]
+
+
+def test_rows_are_synthesised_from_the_scalers_and_the_encoders_categories(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    done = to_onnx(pipeline, tmp_path / "loans.onnx", rows=64)
+    assert done.synthesised and done.rows == 64
+    assert done.constant == ()  # rows like the training data reach both classes
+    columns = json.loads(_metadata(tmp_path / "loans.onnx")["mlfn.columns"])
+    # Without a sample, a number's type is unknown: float, which takes integers too.
+    assert [c["type"] for c in columns] == ["float", "float", "str", "str"]
+
+
+def test_a_sample_missing_a_column_is_refused_by_name(
+    tmp_path: Path, pipeline: Pipeline, loans: pd.DataFrame
+) -> None:
+    with pytest.raises(ConversionError, match="the sample has no column 'city'"):
+        to_onnx(pipeline, tmp_path / "loans.onnx", loans.drop(columns="city"))
+    assert not (tmp_path / "loans.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "final", [LogisticRegression(), RandomForestClassifier(n_estimators=10, random_state=0)]
+)
+def test_imputed_numbers_convert_before_linear_models_and_trees(
+    tmp_path: Path, loans: pd.DataFrame, final: Any
+) -> None:
+    """onnxruntime's Imputer takes float32 alone: a tree after an imputer took float64 and the
+    converted model could not run."""
+    holes = loans.copy()
+    holes.loc[::7, "annual income"] = np.nan
+    prep = ColumnTransformer(
+        [
+            ("numbers", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "annual income"]),
+            ("city", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ]
+    )
+    model = Pipeline([("prep", prep), ("model", final)]).fit(holes, _outcome(loans))
+    done = to_onnx(model, tmp_path / "m.onnx", holes)
+    assert done.rows == len(loans)
+    numbers = make_pipeline(SimpleImputer(), RandomForestClassifier(n_estimators=5, random_state=0))
+    x = holes[["age", "annual income"]].to_numpy()
+    to_onnx(numbers.fit(x, _outcome(loans)), tmp_path / "arrays.onnx", x)  # arrays too
+
+
+def test_a_numeric_dataframe_regressor_serves_a_field_per_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loans: pd.DataFrame
+) -> None:
+    numbers = loans[["age", "annual income"]]
+    target = 3 * numbers["age"] - numbers["annual income"]
+    joblib.dump(
+        make_pipeline(StandardScaler(), LinearRegression()).fit(numbers, target),
+        tmp_path / "r.joblib",
+    )
+    app = make_app(tmp_path / "app", {})
+    done = mlfn(monkeypatch, app, "convert", str(tmp_path / "r.joblib"), "--to", "models/r.onnx")
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    made = mlfn(
+        monkeypatch, app, "new", "spend", "--model", "models/r.onnx", "--template", "regressor"
+    )
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    text = (app / "functions" / "spend" / "endpoint.py").read_text()
+    assert "    age: float\n" in text
+    assert '    annual_income: float = Field(alias="annual income")\n' in text
+    rows = numbers.head(5).to_dict(orient="records")
+    (answer,) = served(app, tmp_path, [("spend", {"instances": rows})])
+    got = [p["prediction"] for p in answer.json()["predictions"]]
+    np.testing.assert_allclose(got, target.head(5), rtol=1e-4)
+
+
+# --- end to end: convert, new, HTTP and a batch file ---------------------------------------------
+
+
+@pytest.fixture
+def served_app(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline: Pipeline,
+    loans: pd.DataFrame,
+    azurite: AzuriteInfo,
+    container: str,
+    isolated_imports: None,
+) -> Iterator[tuple[LocalHost, str]]:
+    """The pipeline pickled, converted with the DataFrame's CSV as its sample, made an endpoint
+    by ``mlfn new --template classifier``, served by the local host with Azurite."""
+    app = make_app(tmp_path / "app", {})
+    joblib.dump(pipeline, tmp_path / "loans.joblib")
+    loans.assign(outcome=_outcome(loans)).to_csv(tmp_path / "train.csv", index=False)
+    done = mlfn(
+        monkeypatch, app, "convert", str(tmp_path / "loans.joblib"), "--to", "models/loans.onnx",
+        "--sample", str(tmp_path / "train.csv"),
+    )  # fmt: skip
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert f"{len(loans)} sample rows answered by both models" in done.stdout
+    name = f"loans{uuid.uuid4().hex[:8]}"
+    made = mlfn(
+        monkeypatch, app, "new", name, "--model", "models/loans.onnx", "--template", "classifier"
+    )
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    text = (app / "functions" / name / "endpoint.py").read_text()
+    assert "from typing import Literal\n" in text
+    assert "    age: int\n" in text
+    assert '    annual_income: float = Field(alias="annual income")\n' in text
+    assert '    city: Literal["oslo", "paris", "rome"]\n' in text
+    assert "    size: str\n" in text  # the ordinal encoder takes unknown sizes
+    env = app_env(azurite.connection_string, container, tmp_path, MLFN_HOST_BLOB_SCAN_S="0.2")
+    host = LocalHost(app, env).start()
+    inbox = ContainerClient.from_connection_string(azurite.connection_string, f"{name}-batch")
+    try:
+        wait_for(inbox.exists, 30, f"container {name}-batch")
+        yield host, name
+    finally:
+        host.stop()
+
+
+def test_a_dataframe_pipeline_served_by_column_name_answers_what_scikit_learn_answers(
+    served_app: tuple[LocalHost, str],
+    pipeline: Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    host, name = served_app
+    rows = _loans(60, seed=1)  # rows the pipeline was not fitted on
+    classes = [str(c) for c in pipeline.classes_]
+    expected_labels = list(pipeline.predict(rows))
+    expected_probabilities = pipeline.predict_proba(rows)
+
+    with host.client() as http:
+        answer = http.post(
+            f"/api/{name}/predict", json={"instances": rows.to_dict(orient="records")}
+        )
+        assert answer.status_code == 200, answer.text + host.output()
+        predictions = answer.json()["predictions"]
+        unknown = http.post(
+            f"/api/{name}/predict",
+            json={"instances": [{**rows.head(1).to_dict(orient="records")[0], "city": "tokyo"}]},
+        )
+    assert [p["label"] for p in predictions] == expected_labels
+    got = np.array([[p["probabilities"][c] for c in classes] for p in predictions])
+    np.testing.assert_allclose(got, expected_probabilities, atol=1e-6)
+    assert len(set(expected_labels)) == 2  # both classes reached
+    assert unknown.status_code == 422, unknown.text
+    assert "city" in unknown.text and "'oslo', 'paris' or 'rome'" in unknown.text
+
+    rows.to_csv(tmp_path / "applicants.csv", index=False)  # the DataFrame's own CSV
+    monkeypatch.chdir(host.app_dir)
+    for key, value in host.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(config, "_current", None)
+    for module in [m for m in sys.modules if m == "functions" or m.startswith("functions.")]:
+        del sys.modules[module]
+    out = tmp_path / "scored.csv"
+    done = CliRunner().invoke(
+        main, ["batch", name, str(tmp_path / "applicants.csv"), "--wait", "120", "--out", str(out)]
+    )
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert f"{len(rows)} rows, 0 errors" in done.stdout
+    scored = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["error"] for r in scored] == [""] * len(rows)
+    assert [r["label"] for r in scored] == expected_labels
+    got = np.array([[json.loads(r["probabilities"])[c] for c in classes] for r in scored])
+    np.testing.assert_allclose(got, expected_probabilities, atol=1e-6)
+
+
+def test_the_tensor_template_takes_the_columns_and_its_printed_sample_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline: Pipeline, loans: pd.DataFrame
+) -> None:
+    app = make_app(tmp_path / "app", {})
+    to_onnx(pipeline, app / "models" / "loans.onnx", loans)
+    made = mlfn(monkeypatch, app, "new", "raw", "--model", "models/loans.onnx")
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    line = next(w for w in made.stdout.splitlines() if w.strip().startswith("curl"))
+    words = shlex.split(line)
+    sample = json.loads(words[words.index("-d") + 1])
+    assert sample == {"instances": [{"age": 0, "annual income": 0.0, "city": "oslo", "size": "L"}]}
+    (answer,) = served(app, tmp_path, [("raw", sample)])
+    (prediction,) = answer.json()["predictions"]
+    expected = pipeline.predict(pd.DataFrame(sample["instances"]))
+    assert prediction["label"] == expected[0]  # the tensor template: the label output
+
+
+def test_columns_whose_python_names_collide_get_distinct_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = pd.DataFrame({"a b": [1.0, 2.0, 3.0, 4.0], "a_b": [0.5, 0.1, 0.9, 0.2]})
+    model = LinearRegression().fit(frame, [1.0, 2.0, 3.0, 4.0])
+    app = make_app(tmp_path / "app", {})
+    to_onnx(model, app / "models" / "ab.onnx", frame)
+    made = mlfn(
+        monkeypatch, app, "new", "ab", "--model", "models/ab.onnx", "--template", "regressor"
+    )
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    text = (app / "functions" / "ab" / "endpoint.py").read_text()
+    assert '    a_b: float = Field(alias="a b")\n    a_b_2: float = Field(alias="a_b")\n' in text
+    (answer,) = served(app, tmp_path, [("ab", {"instances": [{"a b": 2.0, "a_b": 0.1}]})])
+    expected = model.predict(pd.DataFrame({"a b": [2.0], "a_b": [0.1]}))
+    np.testing.assert_allclose(answer.json()["predictions"][0]["prediction"], expected, rtol=1e-5)
+
+
+NUMBERS = ["age", "annual income"]
+
+
+@pytest.mark.parametrize(
+    ("model", "columns"),
+    [
+        (
+            make_pipeline(
+                ColumnTransformer([("numbers", StandardScaler(), NUMBERS)]), LogisticRegression()
+            ),
+            NUMBERS,
+        ),
+        (LogisticRegression(), NUMBERS),  # one matrix in: the columns are joined before it
+        (
+            make_pipeline(OneHotEncoder(handle_unknown="ignore"), LogisticRegression()),
+            ["city", "size"],
+        ),
+    ],
+    ids=["one-part-column-transformer", "bare-estimator", "encoder-first"],
+)
+def test_every_way_of_reading_the_columns_converts(
+    tmp_path: Path, loans: pd.DataFrame, model: Any, columns: list[str]
+) -> None:
+    frame = loans[columns]
+    model.fit(frame, _outcome(loans))
+    done = to_onnx(model, tmp_path / "m.onnx", frame)
+    assert done.rows == len(frame)
+    assert [i.name for i in onnx.load(tmp_path / "m.onnx").graph.input] == columns
