@@ -155,7 +155,10 @@ def _redacted_exc_info(exc_info: Any) -> ExcInfo | None:
     _, value, tb = exc_info
     if value is None:
         return None
-    stand_in = _stand_in(value, set())
+    try:
+        stand_in = _stand_in(value, set())
+    except Exception:  # a cause chain deeper than the stack, a note whose str() fails: the
+        return None  # redacted text stays, and a log call must never raise
     formatted = "".join(traceback.format_exception(type(stand_in), stand_in, tb))
     if text(formatted) != formatted:
         return None

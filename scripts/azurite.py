@@ -223,13 +223,15 @@ def main(argv: list[str]) -> int:
 
 
 def _run(command: list[str], env: dict[str, str]) -> int:
-    """Run the command to its end; SIGINT and SIGTERM sent to this runner are passed on to it,
-    once: the child has a process group of its own, so a Ctrl-C (SIGINT to the terminal's
-    group) does not reach it a second time, which uvicorn takes for "force quit" and answers
-    with a traceback."""
-    child = subprocess.Popen(command, env=env, process_group=0)
+    """Run the command to its end in this runner's process group (the terminal's: it may read
+    it, and a hang-up reaches it). A Ctrl-C signals the whole group, so the command has its
+    SIGINT from the terminal and the runner passes none on: a second one is uvicorn's "force
+    quit", answered with a traceback. SIGTERM sent to the runner is passed on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # before the child exists: no window
+    child = subprocess.Popen(
+        command, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())
-    signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGINT))
     try:
         return child.wait()
     finally:

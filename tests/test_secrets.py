@@ -344,3 +344,25 @@ def test_processes_that_never_register_the_app_redact_their_logs_too(
     )
     assert "sig=REDACTED failed" in done.stdout, done.stdout + done.stderr
     assert "SECRETSIG" not in done.stdout + done.stderr
+
+
+class _BadNote:
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+def test_logging_an_exception_whose_stand_in_cannot_be_made_never_raises(
+    caplog: pytest.LogCaptureFixture, logging_without_redaction: None
+) -> None:
+    redact.install_in_logging()
+    log = logging.getLogger("mlfn.test.secrets")
+    err = OSError("GET https://a/c/m.onnx?sig=SECRETSIG failed")
+    err.__notes__ = [_BadNote()]  # add_note takes str only; the attribute takes anything
+    try:
+        raise err
+    except OSError:
+        log.exception("reading failed")
+    [record] = [r for r in caplog.records if r.name == log.name]
+    assert record.exc_info is None  # no stand-in: only the redacted text is kept
+    assert record.exc_text is not None and "sig=REDACTED" in record.exc_text
+    assert "SECRETSIG" not in caplog.text

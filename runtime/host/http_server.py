@@ -241,8 +241,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
                 f"request body arrived slower than {MIN_BODY_RATE} bytes/s ({size} bytes in "
                 f"{loop.time() - start:.0f} s); send it in one go",
             ) from None
-        if message["type"] == "http.disconnect":
-            break
+        if message["type"] == "http.disconnect":  # gone before the end: never run on a part
+            raise _BodyRefused(400, "ClientDisconnected", f"client left after {size} bytes")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

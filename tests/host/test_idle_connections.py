@@ -4,11 +4,20 @@ sent slower than the Functions host's server accepts."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from pathlib import Path
 
-from runtime.host.http_server import BODY_GRACE_S, HEAD_TIMEOUT_S, MIN_BODY_RATE
+import pytest
+
+from runtime.host.http_server import (
+    BODY_GRACE_S,
+    HEAD_TIMEOUT_S,
+    MIN_BODY_RATE,
+    _BodyRefused,
+    _read_body,
+)
 from tests.support import LocalHost
 
 APP = """
@@ -104,3 +113,16 @@ def test_a_body_sent_a_byte_at_a_time_is_refused_and_its_connection_closed(
         host.stop()
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"RequestTimeout" in answer and b"bytes/s" in answer
+
+
+def test_a_body_cut_short_by_a_disconnect_is_refused_not_run_on_a_part() -> None:
+    messages = iter(
+        [{"type": "http.request", "body": b'{"instances": [', "more_body": True},
+         {"type": "http.disconnect"}]
+    )  # fmt: skip
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    with pytest.raises(_BodyRefused, match="client left after 15 bytes"):
+        asyncio.run(_read_body(receive, limit=1 << 20))  # type: ignore[arg-type]
