@@ -69,12 +69,13 @@ def read_chunks(
             if not names:  # no column the endpoint reads: rows of nothing
                 yield from _empty_rows(info.num_rows, chunk_size)
                 continue
-            stored = sum(
-                info.column(j).total_uncompressed_size
+            leaves = [
+                j
                 for j in range(info.num_columns)
                 if info.column(j).path_in_schema.split(".")[0] in read
-            )
-            if stored > _allowed(info.num_rows, len(names), max_row_bytes):
+            ]
+            stored = sum(info.column(j).total_uncompressed_size for j in leaves)
+            if stored > _allowed(info.num_rows, len(leaves), max_row_bytes):
                 # Told by the footer, never decoded: a batch cut by the group's average row
                 # could hold the whole of one wide value.
                 yield from _refused_group(info.num_rows, stored, max_row_bytes, chunk_size)
@@ -88,16 +89,21 @@ def read_chunks(
         raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
 
 
-# What Parquet spends beside a row's values: a length before each text value, definition
-# levels; and, a column chunk, its page headers and statistics.
-_ROW_OVERHEAD = 16  # bytes, a column
-_CHUNK_OVERHEAD = 64 * 1024  # bytes, a column
+# What Parquet may spend beside a row's values as Arrow holds them: a value stored wider than
+# Arrow's type (a uint8 as an INT32: 4x), a length before each text value, definition levels;
+# and, a column chunk (a leaf column), a dictionary page (pyarrow's default limit: 1 MiB) with
+# page headers and statistics. Generous on purpose: the footer check is there to refuse a
+# group whose few rows hide a value hundreds of times the limit, unread; a row that passes it
+# and is over the limit is still refused, once decoded.
+_WIDENING = 4
+_ROW_OVERHEAD = 16  # bytes, a leaf column
+_CHUNK_OVERHEAD = (1 << 20) + 64 * 1024  # bytes, a leaf column
 
 
-def _allowed(rows: int, columns: int, max_row_bytes: int) -> int:
-    """The most a row group's read columns may hold as stored (uncompressed) when none of its
-    rows is over the limit."""
-    return rows * (max_row_bytes + _ROW_OVERHEAD * columns) + _CHUNK_OVERHEAD * columns
+def _allowed(rows: int, leaves: int, max_row_bytes: int) -> int:
+    """The most a row group's read (leaf) columns may hold as stored, uncompressed, when none
+    of its rows is over the limit."""
+    return rows * (_WIDENING * max_row_bytes + _ROW_OVERHEAD * leaves) + _CHUNK_OVERHEAD * leaves
 
 
 def _refused_group(

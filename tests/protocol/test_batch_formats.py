@@ -404,3 +404,27 @@ def test_the_rest_of_a_parquet_file_is_read_after_a_refused_row_group() -> None:
     data = _parquet(table, row_group_size=2)
     rows = _kinds(_rows(batch.Format.PARQUET, data, chunk=10, limit=1000))
     assert rows == [{"x": "a"}, {"x": "b"}, "BadRequest", "BadRequest", {"x": "c"}, {"x": "d"}]
+
+
+@pytest.mark.parametrize(
+    ("table", "options"),
+    [
+        # Embeddings near the limit, as pyarrow writes them by default (a dictionary page).
+        (pa.table({"x": [[float(i * 200_000 + j) for j in range(200_000)] for i in range(3)]},
+                  schema=pa.schema([("x", pa.list_(pa.float32()))])), {}),
+        (pa.table({"x": [[float(i) + 0.5 for i in range(250_000)]]},
+                  schema=pa.schema([("x", pa.list_(pa.float32()))])), {}),
+        # Bytes as a list of uint8: Parquet stores each as an INT32, four times Arrow's size.
+        (pa.table({"x": [[i % 256 for i in range(900_000)], [1, 2, 3]]},
+                  schema=pa.schema([("x", pa.list_(pa.uint8()))])), {"use_dictionary": False}),
+    ],
+    ids=["3 rows at 76%", "1 row at 95%", "uint8 stored as INT32"],
+)  # fmt: skip
+def test_parquet_rows_under_the_limit_are_read_however_parquet_stores_them(
+    table: pa.Table, options: dict[str, Any]
+) -> None:
+    data = _parquet(table, **options)
+    chunks = list(read_rows(batch.Format.PARQUET, io.BytesIO(data), 64, MiB, MiB))
+    rows = [r for c in chunks for r in c]
+    assert len(rows) == table.num_rows
+    assert all(isinstance(r, dict) for r in rows), [getattr(r, "message", r) for r in rows]

@@ -155,9 +155,14 @@ def _refusing(code: str) -> Any:
     from azure.core.exceptions import HttpResponseError
 
     def commit(self: object, metadata: object = None) -> None:
-        # As the storage SDK raises a refusal: the status and the service's error code.
+        # As the storage SDK raises a refusal: the status and the service's error code, a
+        # member of its StorageErrorCode where it has one (a plain string otherwise).
+        from azure.storage.blob import StorageErrorCode
+
+        known = code in StorageErrorCode.__members__.values()
         error = HttpResponseError(message=f"refused: {code}")
-        error.status_code, error.reason, error.error_code = 400, "Bad Request", code  # type: ignore[attr-defined]
+        error.status_code, error.reason = 400, "Bad Request"
+        error.error_code = StorageErrorCode(code) if known else code  # type: ignore[attr-defined]
         raise error
 
     return commit
