@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,7 +51,13 @@ def spark_score(
     from runtime.spark.files import run
 
     app_dir = Path.cwd()
-    with told():
+    zips: list[Path] = []
+
+    def pack(leave_out: Sequence[Path]) -> Path:
+        zips.append(app_zip(app_dir, leave_out))
+        return zips[-1]
+
+    with told(), _removed(zips):
         require_pyspark()
         settings(app_dir)  # local.settings.json Values: the local workers inherit them
         summary = run(
@@ -62,13 +70,24 @@ def spark_score(
             target_format=target_format,
             batch_size=batch_size,
             overwrite=overwrite,
-            pack=lambda leave_out: app_zip(app_dir, leave_out),
+            pack=pack,
             ship=ship_app,
         )
     click.echo(
         f"scored {plural(summary.rows, 'row')} ({plural(summary.errors, 'error')}) into {target} "
         f"in {summary.seconds:.1f}s"
     )
+
+
+@contextlib.contextmanager
+def _removed(zips: list[Path]) -> Iterator[None]:
+    """The zips made for the job, and their folders, removed once it is over (Spark served
+    them to the executors while it ran)."""
+    try:
+        yield
+    finally:
+        for archive in zips:
+            shutil.rmtree(archive.parent, ignore_errors=True)
 
 
 def app_zip(app_dir: Path, leave_out: Sequence[Path] = ()) -> Path:
@@ -79,6 +98,7 @@ def app_zip(app_dir: Path, leave_out: Sequence[Path] = ()) -> Path:
     import uuid
 
     from runtime.deploy import data_check
+    from runtime.deploy.check import model_files
     from runtime.deploy.files import package, write_zip
 
     whole = package(app_dir)
@@ -90,7 +110,7 @@ def app_zip(app_dir: Path, leave_out: Sequence[Path] = ()) -> Path:
         return any(relative == j or relative.startswith(f"{j}/") for j in job)
 
     files = [f for f in whole.files if not the_job_s(f)]
-    data = data_check.data_files(replace(whole, files=tuple(files)), _model_files(root))
+    data = data_check.data_files(replace(whole, files=tuple(files)), model_files(whole))
     if data:
         shown = [u if u in data else f"{u}/" for u, _ in data_check.units(data, files)]
         click.echo(
@@ -101,14 +121,3 @@ def app_zip(app_dir: Path, leave_out: Sequence[Path] = ()) -> Path:
     kept = replace(whole, files=tuple(f for f in files if f not in data))
     out = Path(tempfile.mkdtemp(prefix="mlfn-spark-")) / f"mlfn-app-{uuid.uuid4().hex[:12]}.zip"
     return write_zip(kept, out)
-
-
-def _model_files(root: Path) -> set[str]:
-    """The files in the app folder its endpoints name as their models: never data."""
-    import os
-
-    from runtime.deploy.model_check import referenced_files
-    from runtime.spark.worker import discover_app
-
-    models = [{"uri": b.endpoint.model.uri} for b in discover_app(root)]
-    return referenced_files(root, {"models": models}, dict(os.environ))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from runtime.convert.base import CLASSES_KEY, Converted, quiet, require, set_metadata
@@ -35,7 +37,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     # onnxmltools prints some converters' attributes to stdout, and pyspark warns as it turns
     # the pipeline's parameters into pandas: neither is the user's business.
     try:
-        with quiet("py4j"), contextlib.redirect_stdout(io.StringIO()):
+        with quiet("py4j"), contextlib.redirect_stdout(io.StringIO()), _scratch_tempdir():
             onnx_model = onnxmltools.convert_sparkml(
                 model,
                 "sparkml",
@@ -57,6 +59,18 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     if options.get("classes"):
         set_metadata(onnx_model, {CLASSES_KEY: json.dumps([str(c) for c in options["classes"]])})
     return Converted(onnx_model, feeds, expected, synthesised=synthesised)
+
+
+@contextlib.contextmanager
+def _scratch_tempdir() -> Iterator[None]:
+    """``tempfile.tempdir`` pointed at a folder removed afterwards: onnxmltools saves each tree
+    model there (a local master) to read its nodes back, and never removes it."""
+    with tempfile.TemporaryDirectory(prefix="mlfn-convert-") as scratch:
+        saved, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
 
 
 def session() -> Any:

@@ -77,6 +77,19 @@ def check(app_dir: Path, env: Mapping[str, str] | None = None, fetch: bool = Tru
     return report
 
 
+def model_files(package: files.Package, env: Mapping[str, str] | None = None) -> set[str]:
+    """The files of ``package`` its endpoints name as their models (never data), found as
+    ``check`` finds them: the app indexed in a fresh interpreter, so the caller's process
+    imports nothing of it. An app that does not import has its ONNX files taken for its
+    models; ``check`` says why it does not import."""
+    settings = dict(os.environ if env is None else env)
+    _local_settings(package.root, settings, Report())
+    probed = _probe(package, settings)
+    if probed["error"]:
+        return {f for f in package.files if f.lower().endswith(".onnx")}
+    return model_check.referenced_files(package.root, probed, settings)
+
+
 def _local_settings(app_dir: Path, settings: dict[str, str], report: Report) -> dict[str, str]:
     """Put local.settings.json Values under ``settings``; return all of them."""
     from runtime.errors import LocalSettingsError

@@ -176,11 +176,12 @@ def _data_note(pkg: Package) -> str | None:
     """The data files in ``pkg`` by mlfn check's rule, grouped as check groups them, and the
     .funcignore lines that leave them out; None when there are none."""
     from runtime.cli.output import plural
+    from runtime.deploy import check as check_app
     from runtime.deploy import data_check
     from runtime.deploy.files import funcignore_line
 
     sizes = {f: (pkg.root / f).stat().st_size for f in pkg.files}
-    data = data_check.data_files(pkg, _model_files(pkg), sizes)
+    data = data_check.data_files(pkg, check_app.model_files(pkg), sizes)
     if not data:
         return None
     shown, lines = [], []
@@ -194,33 +195,6 @@ def _data_note(pkg: Package) -> str | None:
             shown.append(f"{unit}/ ({plural(len(members), 'file')}: {kinds}, {size})")
             lines.append(f"`{funcignore_line(unit, members)}`")
     return f"{', '.join(shown)}; add {_and(lines)} to .funcignore"
-
-
-def _model_files(pkg: Package) -> set[str]:
-    """The files of ``pkg`` its endpoints name as their models, never data, read as
-    spark-score --ship-app reads them: by importing the app's endpoints (put away after)."""
-    import sys
-
-    from runtime.deploy.model_check import referenced_files
-    from runtime.host.local_settings import apply_local_settings
-    from runtime.spark.worker import discover_app
-
-    modules, path = set(sys.modules), list(sys.path)
-    env = dict(os.environ)
-    try:
-        apply_local_settings(pkg.root, env)
-        models = [{"uri": b.endpoint.model.uri} for b in discover_app(pkg.root)]
-    except (HostError, MlfnError):
-        # mlfn check says why the app does not import; until then, its ONNX files are taken
-        # for its models rather than called data.
-        return {f for f in pkg.files if f.lower().endswith(".onnx")}
-    finally:
-        # pack changes nothing in its process: the next app imported here is that app's own.
-        for name in set(sys.modules) - modules:
-            if name == "functions" or name.startswith("functions."):
-                del sys.modules[name]
-        sys.path[:] = path
-    return referenced_files(pkg.root, {"models": models}, env)
 
 
 def _size(count: int) -> str:

@@ -100,6 +100,7 @@ def test_the_app_is_shipped_to_the_executors_as_a_zip(
     assert not (unpacked[0] / "flowers.jsonl").exists()  # the job's own input: not shipped
     assert not (unpacked[0] / "train.npy").exists()
     assert "left out of the app zip as data (mlfn check's rule): train.npy" in done.stderr
+    assert not list(tmp.glob("mlfn-spark-*"))  # the zip, once the job is over
     assert json.loads(next(_part_lines(app / "scored.jsonl", ".json")))["label"] == "setosa"
 
 
