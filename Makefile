@@ -28,7 +28,12 @@ FRAMEWORK_TESTS := tests/convert/test_torch.py tests/convert/test_keras.py \
   tests/convert/test_sparkml.py tests/spark
 # torch's CPU build, from PyTorch's own index as its users install it (PyPI's Linux torch is a
 # ~4 GB CUDA build). Where that index cannot be reached, torch's tests are reported skipped.
+# pip runs --isolated for it: another index in a pip configuration (a mirror's, say) would
+# offer a newer CUDA build, which pip prefers; a wheel folder in PIP_FIND_LINKS is still read.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Told by the installed version, before torch's dependencies (a CUDA build's are GBs): PyTorch's
+# CPU wheels for Linux and Windows say +cpu; macOS's are CPU builds.
+export TORCH_IS_CPU := import importlib.metadata as m, sys;   sys.exit(not ("+cpu" in m.version("torch") or sys.platform == "darwin"))
 PIP := $(PY) -m pip --disable-pip-version-check
 
 .PHONY: setup serve-setup frameworks-setup serve test test-frameworks test-worker lint bench clean
@@ -56,9 +61,13 @@ $(VENV)/.frameworks: $(VENV)/.dev
 	@printf '\n==> %s\n' "$(VENV): TensorFlow, tf2onnx, onnxmltools, pyspark for the framework tests (pip)"
 	$(PIP) install -e '.[dev,frameworks]'
 	@printf '\n==> %s\n' "$(VENV): torch's CPU build from $(TORCH_INDEX)"
-	if $(PIP) install --no-deps --index-url $(TORCH_INDEX) 'torch>=2.5'; then \
+	if $(PIP) --isolated install --no-deps --retries 1 --index-url $(TORCH_INDEX) \
+	     $${PIP_FIND_LINKS:+--find-links "$$PIP_FIND_LINKS"} $${PIP_CERT:+--cert "$$PIP_CERT"} \
+	     'torch>=2.5' \
+	   && $(PY) -c "$$TORCH_IS_CPU"; then \
 	  $(PIP) install 'torch>=2.5'; \
 	else \
+	  $(PIP) uninstall --yes --quiet torch 2>/dev/null; \
 	  echo "torch's CPU wheel could not be installed from $(TORCH_INDEX):" \
 	    "the torch tests will be reported skipped"; \
 	fi
