@@ -4,8 +4,10 @@ converted, proven, scaffolded and served."""
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,19 @@ torch = pytest.importorskip(
     reason="torch is not installed: `make test-frameworks` installs its CPU wheel from "
     "https://download.pytorch.org/whl/cpu, which could not be reached or was not tried",
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """torch's compiler caches what it builds under /tmp/torchinductor_USER unless told where:
+    in the tests' own folder, removed with it."""
+    saved = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("torchinductor"))
+    yield
+    if saved is None:
+        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    else:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved
 
 
 @pytest.fixture(scope="module")
