@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,14 +217,19 @@ def test_a_dataframe_without_an_input_column_is_refused_before_any_job(
 
 
 def test_an_app_shipped_as_the_zip_mlfn_pack_writes_scores_the_same(
-    spark: SparkSession, app: Path, tmp_path: Path
+    spark: SparkSession, app: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from runtime.deploy.files import package, write_zip
+    from runtime.digest import sha256_file
     from runtime.spark import score
 
     archive = write_zip(package(app), tmp_path / "app.zip")
+    # Where this machine's Python workers unpack it (their temporary folder is this process's).
+    unpacked = Path(tempfile.gettempdir()) / f"mlfn-app-{sha256_file(archive)[:16]}"
+    request.addfinalizer(lambda: shutil.rmtree(unpacked, ignore_errors=True))
     df = _flowers(spark).where("id < 300")
     by_zip = {r["id"]: (r["label"], r["error"]) for r in score(df, "spark_iris", archive).collect()}
+    assert unpacked.is_dir()
     by_folder = {r["id"]: (r["label"], r["error"]) for r in score(df, "spark_iris", app).collect()}
     assert by_zip == by_folder and len(by_zip) == 300
     assert sum(error is not None for _, error in by_zip.values()) == 3
