@@ -233,7 +233,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         left = start + BODY_GRACE_S + size / MIN_BODY_RATE - loop.time()
         try:
             # Never zero: bytes that arrived while the loop was busy elsewhere still count.
-            message = await asyncio.wait_for(receive(), max(left, 0.05))
+            # A deadline on this task, not wait_for's task per message: this is every request.
+            async with asyncio.timeout(max(left, 0.05)):
+                message = await receive()
         except TimeoutError:
             raise _BodyRefused(
                 408,
