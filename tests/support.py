@@ -20,6 +20,9 @@ import pytest
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
+    from click.testing import Result
+
+Mlfn = Callable[..., "Result"]
 
 ROOT = Path(__file__).resolve().parents[1]
 MLFN = Path(sys.executable).parent / "mlfn"
@@ -160,3 +163,29 @@ def app_env(connection: str, container: str, tmp_path: Path, **extra: str) -> di
         "MLFN_CACHE_DIR": str(tmp_path / "cache"),
         **extra,
     }
+
+
+def mlfn_in(app_dir: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Mlfn:
+    """``mlfn ARGS`` typed in ``app_dir`` with ``env`` set, run in this process (a host stays a
+    subprocess: the command reaches it over real HTTP and real queues)."""
+    from click.testing import CliRunner
+
+    from runtime import config
+    from runtime.cli import main
+
+    monkeypatch.chdir(app_dir)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Process-wide state the app's import sets, which a subprocess would start without.
+    monkeypatch.setattr(config, "_current", None)
+    monkeypatch.setattr(config, "_warned", False)
+
+    def run(*args: str) -> Result:
+        # Each command imports the app afresh, as its own process would: the app's
+        # FunctionApp lists its functions only once (get_functions() is not idempotent).
+        for name in list(sys.modules):
+            if name in ("function_app", "functions") or name.startswith("functions."):
+                del sys.modules[name]
+        return CliRunner().invoke(main, list(args))
+
+    return run

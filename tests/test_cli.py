@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
-from runtime import config
 from runtime.cli import main
 from tests.conftest import AzuriteInfo
-from tests.support import LocalHost, app_env, copy_examples
+from tests.support import LocalHost, Mlfn, app_env, copy_examples, mlfn_in
 
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-Mlfn = Callable[..., Result]
 
 
 @pytest.fixture
@@ -38,25 +34,9 @@ def host(app: tuple[Path, dict[str, str]]) -> Iterator[LocalHost]:
 def mlfn(
     app: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch, isolated_imports: None
 ) -> Mlfn:
-    """``mlfn ARGS`` typed in the app folder with the app's settings, run in this process
-    (a host stays a subprocess: the CLI reaches it over real HTTP and real queues)."""
+    """``mlfn ARGS`` typed in the app folder with the app's settings, run in this process."""
     app_dir, env = app
-    monkeypatch.chdir(app_dir)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    # Process-wide state the app's import sets, which a subprocess would start without.
-    monkeypatch.setattr(config, "_current", None)
-    monkeypatch.setattr(config, "_warned", False)
-
-    def run(*args: str) -> Result:
-        # Each command imports the app afresh, as its own process would: the app's
-        # FunctionApp lists its functions only once (get_functions() is not idempotent).
-        for name in list(sys.modules):
-            if name in ("function_app", "functions") or name.startswith("functions."):
-                del sys.modules[name]
-        return CliRunner().invoke(main, list(args))
-
-    return run
+    return mlfn_in(app_dir, env, monkeypatch)
 
 
 def _failed(result: Result) -> object:

@@ -4,27 +4,23 @@ how it exits when rows fail, and how its ``--wait`` is read."""
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
 from azure.storage.blob import ContainerClient
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from runtime import config
 from runtime.cli import main
 from runtime.cli.batch_files import batch
 from tests.conftest import AzuriteInfo
-from tests.support import LocalHost, make_app, wait_for
+from tests.support import LocalHost, Mlfn, make_app, mlfn_in, wait_for
 from tests.test_batch_e2e import _endpoint, _host
 from tests.test_cli import UNREACHABLE
 
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-Mlfn = Callable[..., Result]
 
 
 @pytest.fixture
@@ -47,19 +43,7 @@ def host(
 @pytest.fixture
 def mlfn(host: LocalHost, monkeypatch: pytest.MonkeyPatch, isolated_imports: None) -> Mlfn:
     """``mlfn ARGS`` typed in the host's app folder, with its settings, run in this process."""
-    monkeypatch.chdir(host.app_dir)
-    for key, value in host.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(config, "_current", None)
-
-    def run(*args: str) -> Result:
-        # Each command imports the app afresh, as its own process would.
-        for name in list(sys.modules):
-            if name in ("function_app", "functions") or name.startswith("functions."):
-                del sys.modules[name]
-        return CliRunner().invoke(main, list(args))
-
-    return run
+    return mlfn_in(host.app_dir, host.env, monkeypatch)
 
 
 def _rows(path: Path, rows: list[object]) -> Path:

@@ -98,7 +98,7 @@ def app_zip(app_dir: Path, leave_out: Sequence[Path] = ()) -> Path:
     import uuid
 
     from runtime.deploy import data_check
-    from runtime.deploy.check import model_files
+    from runtime.deploy.check import data_files
     from runtime.deploy.files import package, write_zip
 
     whole = package(app_dir)
@@ -110,7 +110,7 @@ def app_zip(app_dir: Path, leave_out: Sequence[Path] = ()) -> Path:
         return any(relative == j or relative.startswith(f"{j}/") for j in job)
 
     files = [f for f in whole.files if not the_job_s(f)]
-    data = data_check.data_files(replace(whole, files=tuple(files)), model_files(whole))
+    data = data_files(replace(whole, files=tuple(files)))
     if data:
         shown = [u if u in data else f"{u}/" for u, _ in data_check.units(data, files)]
         click.echo(

@@ -90,6 +90,16 @@ def model_files(package: files.Package, env: Mapping[str, str] | None = None) ->
     return model_check.referenced_files(package.root, probed, settings)
 
 
+def data_files(package: files.Package, sizes: dict[str, int] | None = None) -> dict[str, str]:
+    """What ``check`` counts as data in ``package``, each with what it is. The app is indexed
+    (a fresh interpreter, about a second) only when some file could be data: its models are
+    never data."""
+    found = data_check.data_files(package, set(), sizes)
+    if not found:
+        return found
+    return data_check.data_files(package, model_files(package), sizes)
+
+
 def _local_settings(app_dir: Path, settings: dict[str, str], report: Report) -> dict[str, str]:
     """Put local.settings.json Values under ``settings``; return all of them."""
     from runtime.errors import LocalSettingsError

@@ -181,7 +181,7 @@ def _data_note(pkg: Package) -> str | None:
     from runtime.deploy.files import funcignore_line
 
     sizes = {f: (pkg.root / f).stat().st_size for f in pkg.files}
-    data = data_check.data_files(pkg, check_app.model_files(pkg), sizes)
+    data = check_app.data_files(pkg, sizes)
     if not data:
         return None
     shown, lines = [], []
