@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.endpoint import Batch, Endpoint, Limits, Queues
+from runtime.endpoint import Batch, Columns, Endpoint, Limits, Queues
 from runtime.errors import MlfnError, ValidationFailed
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.reference import Model
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Batch",
+    "Columns",
     "Endpoint",
     "Limits",
     "MlfnError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 PredictFn: TypeAlias = Callable[[list[Any], "OnnxModel"], Sequence[Any] | Awaitable[Sequence[Any]]]
 """``predict(instances, model) -> outputs``, a plain function or an ``async def`` one."""
 F = TypeVar("F", bound=PredictFn)
+Columns: TypeAlias = dict[str, Any]
+"""A batch as one numpy array per field, by field name (``Endpoint.predict_columns``)."""
+ColumnsFn: TypeAlias = Callable[[Columns, "OnnxModel"], Mapping[str, Any]]
+"""``predict(columns, model) -> columns``: one array per field, in and out (runtime.columnar)."""
+C = TypeVar("C", bound=ColumnsFn)
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
@@ -124,6 +129,7 @@ class Endpoint:
         self.queues = queues or Queues()
         self.batch = batch or Batch()
         self.predict_fn: PredictFn | None = None
+        self.columns_fn: ColumnsFn | None = None
         if predict is not None:
             self.predict(predict)
 
@@ -132,6 +138,25 @@ class Endpoint:
         if self._input is None or self._output is None:
             raise TypeError("an Endpoint with a predict function needs input and output models")
         self.predict_fn = fn
+        self.columns_fn = None
+        return fn
+
+    def predict_columns(self, fn: C) -> C:
+        """Decorator: register ``fn(columns, model) -> columns``, the columnar form of predict.
+
+        ``columns`` holds the batch as one numpy array per input field, by field name (float64,
+        int64, bool, an object array of str, a 2-D array for a fixed-length list: see
+        ``runtime.columnar.frame``); ``fn`` returns one array or list per output field, by
+        field name, a value per instance in order. Spark and batch files then validate and
+        score whole columns without a Python object per row; HTTP and queue requests reach
+        ``fn`` too, their instances gathered into columns.
+        """
+        if self._input is None or self._output is None:
+            raise TypeError("an Endpoint with a predict function needs input and output models")
+        if _is_coroutine_function(fn):
+            raise TypeError("a columnar predict is a plain function (def, not async def)")
+        self.predict_fn = _RowsThroughColumns(fn, self._input, self._output)
+        self.columns_fn = fn
         return fn
 
     @property
@@ -151,6 +176,34 @@ class Endpoint:
             return f"Endpoint(model={self.model.uri!r})"
         schemas = f"input={self._input.__name__}, output={self._output.__name__}"
         return f"Endpoint({schemas}, model={self.model.uri!r})"
+
+
+class _RowsThroughColumns:
+    """A columnar predict called with instances, as the row path calls predict: instances in
+    as columns, the returned columns out as one dict per instance (for the output model to
+    validate). Imports the columnar path on first call, never at indexing."""
+
+    def __init__(self, fn: ColumnsFn, input: type[BaseModel], output: type[BaseModel]) -> None:
+        self.fn = fn
+        self.input = input
+        self.output = output
+        self.__name__ = getattr(fn, "__name__", "predict")
+
+    def __call__(self, instances: list[Any], model: OnnxModel) -> list[BaseModel]:
+        from runtime.columnar import frame
+
+        n = len(instances)
+        returned = self.fn(frame.from_instances(self.input, instances), model)
+        rows = frame.to_rows(frame.output_columns("predict", self.output, returned, n), n)
+        return frame.outputs(self.output, rows)
+
+
+def _is_coroutine_function(fn: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
+    )
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")

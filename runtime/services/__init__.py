@@ -18,6 +18,7 @@ from runtime.errors import MlfnError
 if TYPE_CHECKING:
     from runtime.models.registry import ModelRegistry
     from runtime.services.batch import BatchService
+    from runtime.services.columns import ColumnService
     from runtime.services.infer import InferService
     from runtime.services.jobs import JobService
     from runtime.services.predict import PredictService
@@ -56,6 +57,7 @@ class Services:
         self.app_root = app_root
         self._settings = settings
         self._built: _Built | None = None
+        self._columns: ColumnService | None = None
         self._lock = threading.Lock()
 
     @property
@@ -81,6 +83,17 @@ class Services:
     @property
     def batch(self) -> BatchService:
         return self._get().batch
+
+    @property
+    def columns(self) -> ColumnService:
+        """Built on first use, apart from the rest: only the bulk paths score columns."""
+        predict = self.predict
+        with self._lock:
+            if self._columns is None:
+                from runtime.services.columns import ColumnService
+
+                self._columns = ColumnService(predict)
+            return self._columns
 
     @property
     def settings(self) -> config.Settings:

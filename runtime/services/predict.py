@@ -110,6 +110,14 @@ class PredictService:
             return asyncio.run(scorer.run_async(instances))
         return scorer.run_sync(instances)
 
+    def predict_columns_sync(
+        self, name: str, columns: dict[str, Any], n: int
+    ) -> tuple[dict[str, Any], ModelInfo]:
+        """Score validated columns of ``n`` rows by the endpoint's columnar predict on this
+        thread (no batcher: the caller batches): its output columns, checked for presence and
+        length, and the model that made them."""
+        return self._scorer(name).run_columns(columns, n)
+
     def _scorer(self, name: str) -> _Scorer:
         try:
             return self._scorers[name]
@@ -261,6 +269,24 @@ class _Scorer:
         ):
             size = len(instances)
             return self._placement.timed(lambda: self._score(instances, model), size)
+
+    def run_columns(self, columns: dict[str, Any], n: int) -> tuple[dict[str, Any], ModelInfo]:
+        from runtime.columnar.frame import output_columns
+
+        predict = self.bound.endpoint.columns_fn
+        assert predict is not None, "the columns service calls columnar predicts only"
+        with (
+            telemetry.InvocationOnThread(),
+            self._registry.use(self.name, self.bound.endpoint.model) as model,
+        ):
+            try:
+                returned = predict(columns, model)
+            except MlfnError:
+                raise
+            except Exception as exc:
+                raise self._failed(exc) from exc
+            who = f"predict of endpoint {self.name!r}"
+            return output_columns(who, self._output, returned, n), self._model_info(model)
 
     def _score(self, instances: list[BaseModel], model: OnnxModel) -> Scored:
         predictions: list[bytes] = []

@@ -11,32 +11,17 @@ row. Rows fewer than a handful that all fail alone are each that row's error.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from runtime.endpoint import BoundEndpoint
-from runtime.errors import MlfnError, PredictContractError, PredictFailed
-from runtime.scored import ModelInfo, Scored
+from runtime.errors import MlfnError
+from runtime.scored import ModelInfo
+from runtime.services.halving import ROW_FAULTS, Part, RowFault, Steps, scoring
 from runtime.services.predict import PredictService
-
-# The faults of one row's values, not of the model or the store: another row may score.
-ROW_FAULTS = (PredictFailed, PredictContractError)
-# When predict fails on rows, this many of them, drawn at random, are tried alone first: if
-# none scores, predict is taken to fail on everything (a bug, a model it cannot use) and that is
-# raised, at the cost of a few calls instead of halving down to an error (and a logged
-# traceback) for every row. Fewer rows than this are always halved: they may all be bad rows.
-FAILS_EVERYWHERE_AT = 8
-Outcomes = tuple[list[bytes | MlfnError], ModelInfo | None]
-# The predict calls that score rows are decided once (``_scoring``) for the two shells that
-# make them (``score`` awaits the batcher, ``score_sync`` runs on a thread with no loop): each
-# step yields the rows to call predict on and is sent that call's answer, its predictions or
-# the row fault it raised.
-Answer = Scored | PredictFailed | PredictContractError
-Steps = Generator[list[BaseModel], Answer, Outcomes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +61,12 @@ class RowService:
         valid = _valid(checked)
         if not valid:
             return _errors_only(checked)
-        steps = _scoring([m for _, m in valid])
+        steps: Steps[BaseModel] = scoring([m for _, m in valid])
         calls = next(steps)
         while True:
             try:
-                answer: Answer = await self._predict.predict_valid(name, calls)
+                scored = await self._predict.predict_valid(name, calls)
+                answer: Part | RowFault = Part(scored.predictions, scored.model)
             except ROW_FAULTS as err:
                 answer = err
             try:
@@ -94,72 +80,18 @@ class RowService:
         valid = _valid(checked)
         if not valid:
             return _errors_only(checked)
-        steps = _scoring([m for _, m in valid])
+        steps: Steps[BaseModel] = scoring([m for _, m in valid])
         calls = next(steps)
         while True:
             try:
-                answer: Answer = self._predict.predict_valid_sync(name, calls)
+                scored = self._predict.predict_valid_sync(name, calls)
+                answer: Part | RowFault = Part(scored.predictions, scored.model)
             except ROW_FAULTS as err:
                 answer = err
             try:
                 calls = steps.send(answer)
             except StopIteration as done:
                 return _join_outcomes(checked, valid, *done.value)
-
-
-# Why the probes are drawn at random. Whether predict fails on everything or only on some rows
-# is told by rows tried alone. Rows at fixed places (the ends, an even spread) let whoever
-# writes a file's rows put bad ones exactly there: eight rows sank a whole file. Drawn from the
-# system's randomness, the probes are a sample whichever rows are bad: all of them fail alone
-# only when most of the rows do (eight bad rows of 1,024: about 1 in 10^19; half the rows bad:
-# 1 in 256). The cost of that: rows that nearly all fail alone cannot be told from a broken
-# predict without a call for each, the very cost the probes avoid (2n - 1 failed calls, each
-# a logged traceback, for a bug or a model predict cannot use); such rows fail the call as a
-# broken predict does. A broken predict costs 1 + FAILS_EVERYWHERE_AT calls a chunk.
-_random = random.SystemRandom()
-
-
-def _scoring(instances: list[BaseModel]) -> Steps:
-    """The rows' predictions; when predict fails on them, each half scored on its own, down
-    to the rows that fail alone (a few model calls for one bad row among many), unless
-    predict fails on every row: ``FAILS_EVERYWHERE_AT`` rows drawn at random fail alone
-    too. That is raised, not written as an error for every row."""
-    answer = yield instances
-    if not isinstance(answer, ROW_FAULTS):
-        return list(answer.predictions), answer.model
-    probes = _probes(instances)
-    for probe in probes:
-        if not isinstance((yield [probe]), ROW_FAULTS):
-            break
-    else:
-        if probes:
-            raise answer
-    return (yield from _halves(instances, answer))
-
-
-def _halves(instances: list[BaseModel], failed: PredictFailed | PredictContractError) -> Steps:
-    """After ``instances`` failed together with ``failed``: each half on its own."""
-    if len(instances) == 1:
-        return [failed], None
-    half = len(instances) // 2
-    first, model = yield from _part(instances[:half])
-    second, later = yield from _part(instances[half:])
-    return first + second, model or later
-
-
-def _part(instances: list[BaseModel]) -> Steps:
-    answer = yield instances
-    if isinstance(answer, ROW_FAULTS):
-        return (yield from _halves(instances, answer))
-    return list(answer.predictions), answer.model
-
-
-def _probes(instances: list[BaseModel]) -> list[BaseModel]:
-    """``FAILS_EVERYWHERE_AT`` of ``instances`` drawn at random; none for fewer rows (they
-    are halved whatever)."""
-    if len(instances) < FAILS_EVERYWHERE_AT:
-        return []
-    return _random.sample(instances, FAILS_EVERYWHERE_AT)
 
 
 def _valid(checked: Sequence[BaseModel | MlfnError]) -> list[tuple[int, BaseModel]]:

@@ -184,7 +184,11 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
     """``mapInArrow``'s function: each batch scored in chunks of the endpoint's batch size."""
     import pyarrow as pa
 
-    rows = services_for(plan.app_dir, plan.fingerprint).rows
+    services = services_for(plan.app_dir, plan.fingerprint)
+    if services.columns.plan(plan.name) is not None:
+        yield from _score_columns(batches, plan, services)
+        return
+    rows = services.rows
     size = plan.batch_size or rows.max_batch_size(plan.name)
     fixers = [_from_json(field.type, nullable=True) for field in plan.outputs]
     for batch in batches:
@@ -215,6 +219,60 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
         )
+
+
+def _score_columns(
+    batches: Iterator[pa.RecordBatch], plan: Plan, services: Services
+) -> Iterator[pa.RecordBatch]:
+    """Each batch validated and scored as columns (``runtime.services.columns``): no Python
+    object per valid row, the outputs written from the arrays predict returned."""
+    import pyarrow as pa
+
+    keys = [(key, optional) for _, key, optional in plan.inputs]
+    for batch in batches:
+        given = {key: batch.column(column) for column, key, _ in plan.inputs}
+
+        def raw_rows(rows: list[int], batch: pa.RecordBatch = batch) -> list[dict[str, Any]]:
+            picked = pa.array(rows, type=pa.int64())
+            columns = [_python(batch.column(column).take(picked)) for column, _, _ in plan.inputs]
+            return [_raw(keys, columns, j) for j in range(len(rows))]
+
+        scored = services.columns.score_sync(
+            plan.name, given, batch.num_rows, raw_rows, plan.batch_size
+        )
+        errors: list[str | None] = [None] * batch.num_rows
+        for row, error in scored.errors.items():
+            errors[row] = _error_json(error)
+        arrays = _typed(list(scored.outputs.values()), plan.outputs, errors)
+        schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
+        )
+
+
+def _typed(
+    columns: list[pa.Array], fields: tuple[pa.Field, ...], errors: list[str | None]
+) -> list[pa.Array]:
+    """Output columns as the Spark types of ``fields``: cast where Arrow can, else made from
+    their Python values; a value no column of its type holds makes its row an error, as on
+    the row path (``_arrays``)."""
+    import pyarrow as pa
+
+    typed = []
+    for column, field in zip(columns, fields, strict=True):
+        try:
+            typed.append(column if column.type == field.type else column.cast(field.type))
+            continue
+        except (pa.ArrowException, *_UNREPRESENTABLE):
+            pass
+        try:
+            typed.append(pa.array(column.to_pylist(), type=field.type))
+        except (pa.ArrowException, *_UNREPRESENTABLE):
+            break
+    else:
+        return typed
+    outputs = [c.to_pylist() for c in columns]
+    return _arrays(outputs, fields, [None] * len(fields), errors)
 
 
 def inert_formulas(

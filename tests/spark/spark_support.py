@@ -77,6 +77,32 @@ def predict(flowers: list[Flower], model: OnnxModel) -> list[Species]:
     ]
 """
 
+# The same endpoint with a columnar predict: Spark's columns checked and scored as columns.
+IRIS_COLUMNS = IRIS.replace(
+    """@endpoint.predict
+def predict(flowers: list[Flower], model: OnnxModel) -> list[Species]:
+    rows = [[f.sepal_length, f.sepal_width, f.petal_length, f.petal_width] for f in flowers]
+    out = model.run({"input": rows})
+    return [
+        Species(label=SPECIES[label], probabilities=dict(zip(SPECIES, probs)), worker=os.getpid())
+        for label, probs in zip(out["label"].tolist(), out["probabilities"].tolist())
+    ]
+""",
+    """@endpoint.predict_columns
+def predict(columns, model):
+    import numpy as np
+
+    names = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+    out = model.run({"input": np.column_stack([columns[n] for n in names]).astype("float32")})
+    return {
+        "label": [SPECIES[label] for label in out["label"].tolist()],
+        "probabilities": [dict(zip(SPECIES, p)) for p in out["probabilities"].tolist()],
+        "worker": np.full(len(out["label"]), os.getpid()),
+    }
+""",
+)
+assert "predict_columns" in IRIS_COLUMNS
+
 # Every kind of output type, computed from the input (the model is loaded, not run).
 SHAPES = """
 from typing import Optional

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import AzuriteInfo
-from tests.spark.spark_support import IRIS, ODD, SHAPES, count_blob_downloads, needs_spark
+from tests.spark.spark_support import (
+    IRIS,
+    IRIS_COLUMNS,
+    ODD,
+    SHAPES,
+    count_blob_downloads,
+    needs_spark,
+)
 from tests.support import make_app
 
 if TYPE_CHECKING:
@@ -48,7 +55,12 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     saved_path, saved = list(sys.path), dict(sys.modules)
     yield make_app(
         tmp_path_factory.mktemp("spark-app"),
-        {"spark_iris": IRIS, "spark_shapes": SHAPES, "spark_odd": ODD},
+        {
+            "spark_iris": IRIS,
+            "spark_iris_columns": IRIS_COLUMNS,
+            "spark_shapes": SHAPES,
+            "spark_odd": ODD,
+        },
     )
     for name in [n for n in sys.modules if n == "functions" or n.startswith("functions.")]:
         del sys.modules[name]
@@ -164,6 +176,29 @@ def test_100k_rows_score_as_onnxruntime_does_bad_rows_carry_errors_one_download(
     gets, downloads = count_blob_downloads(azurite.log_path, store, "iris.onnx")
     assert downloads == 1
     assert 1 <= gets <= len(workers) < PARTITIONS
+
+
+def test_a_columnar_predict_scores_as_the_row_form_does_bad_rows_alike(
+    spark: SparkSession, app: Path
+) -> None:
+    from runtime.spark import score
+
+    flowers = _flowers(spark)
+    by_rows = score(flowers, "spark_iris", app_dir=app).drop("worker").toArrow()
+    by_columns = score(flowers, "spark_iris_columns", app_dir=app).drop("worker").toArrow()
+    assert by_columns.schema == by_rows.schema
+    rows = {r["id"]: r for r in by_rows.to_pylist()}
+    columns = {r["id"]: r for r in by_columns.to_pylist()}
+    assert sorted(columns) == sorted(rows)
+    bad = 0
+    for i, want in rows.items():
+        got = columns[i]
+        assert got["error"] == want["error"], i  # the same error, word for word
+        bad += want["error"] is not None
+        assert got["label"] == want["label"], i
+        if want["probabilities"] is not None:
+            assert dict(got["probabilities"]) == pytest.approx(dict(want["probabilities"]))
+    assert bad == ROWS // 100
 
 
 def test_every_output_type_becomes_its_spark_column(spark: SparkSession, app: Path) -> None:

@@ -1,0 +1,203 @@
+"""The compiled checks run over whole Arrow columns: each field's values as a numpy array, and
+which rows the checks cannot pass.
+
+A row the checks pass is one pydantic would accept with the very same values. A row they do
+not pass is only a suspect: pydantic decides it (``runtime.columnar.validate``), so its error
+is the row path's own, and a value pydantic accepts in a form the checks do not know (a number
+in a string, "yes" for a bool) is still accepted. The checks may be stricter than pydantic,
+never looser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from runtime.columnar.schema import Compiled, Field, Scalar
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+_INT64_MAX = np.iinfo(np.int64).max
+_DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "str": object}
+
+
+@dataclass
+class Checked:
+    """Every field's column over all rows (a placeholder where a row is suspect), and the
+    suspects."""
+
+    columns: dict[str, NDArray[Any]]
+    suspect: NDArray[np.bool_]
+
+
+def check(compiled: Compiled, given: Mapping[str, pa.Array | pa.ChunkedArray], n: int) -> Checked:
+    """Check ``given`` columns (by the keys a row would use) of ``n`` rows against the model."""
+    suspect = np.zeros(n, dtype=np.bool_)
+    if compiled.forbid_extra and set(given) - compiled.keys():
+        suspect[:] = True  # every row carries a key the model refuses
+    columns: dict[str, NDArray[Any]] = {}
+    for field in compiled.fields:
+        key = next((k for k in field.keys if k in given), None)
+        if key is None:
+            columns[field.name] = _absent(field, n, suspect)
+            continue
+        column = given[key]
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        values, bad = _field(field, column)
+        columns[field.name] = values
+        suspect |= bad
+    return Checked(columns, suspect)
+
+
+def empty_column(field: Field, n: int) -> NDArray[Any]:
+    """A column of ``n`` placeholder values of the field's type, filled in row by row."""
+    dtype = _DTYPES[field.value.kind]
+    shape = (n,) if field.width is None else (n, field.width)
+    return np.empty(shape, dtype=object) if dtype is object else np.zeros(shape, dtype=dtype)
+
+
+def _absent(field: Field, n: int, suspect: NDArray[np.bool_]) -> NDArray[Any]:
+    if field.has_default:
+        column = empty_column(field, n)
+        column[:] = _null_value(field) if field.default is None else field.default
+        return column
+    suspect[:] = True  # "Field required", every row: pydantic says so
+    return empty_column(field, n)
+
+
+def _null_value(field: Field) -> Any:
+    return np.nan if field.value.kind == "float" else None
+
+
+def _field(field: Field, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    n = len(column)
+    if field.width is not None:
+        return _list(field, column)
+    values, bad = _scalar(field.value, column)
+    if column.null_count:
+        nulls = column.is_null().to_numpy(zero_copy_only=False)
+        if field.has_default or field.nullable:
+            default = field.default if field.has_default else None
+            if not values.flags.writeable:  # Arrow's memory, zero-copy
+                values = values.copy()
+            values[nulls] = _null_value(field) if default is None else default
+            bad = bad & ~nulls
+        else:
+            bad = bad | nulls
+    assert len(values) == n
+    return values, bad
+
+
+def _list(field: Field, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    n, width = len(column), field.width
+    assert width is not None
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+            or pa.types.is_fixed_size_list(kind)):  # fmt: skip
+        return empty_column(field, n), np.ones(n, dtype=np.bool_)
+    lengths = pc.list_value_length(column)
+    fits = pc.fill_null(pc.equal(lengths, width), False).to_numpy(zero_copy_only=False)
+    values = empty_column(field, n)
+    if fits.all():
+        flat, bad = _scalar(field.value, column.flatten())
+        if column.flatten().null_count:
+            bad = bad | _nulls(column.flatten())
+        values[:] = flat.reshape(n, width)
+        return values, np.asarray(bad.reshape(n, width).any(axis=1))
+    kept = column.filter(pa.array(fits))
+    flat, bad = _scalar(field.value, kept.flatten())
+    if kept.flatten().null_count:
+        bad = bad | _nulls(kept.flatten())
+    values[fits] = flat.reshape(-1, width)
+    suspect = ~fits
+    suspect[fits] = bad.reshape(-1, width).any(axis=1)
+    return values, suspect
+
+
+def _nulls(column: pa.Array) -> NDArray[np.bool_]:
+    nulls: NDArray[np.bool_] = column.is_null().to_numpy(zero_copy_only=False)
+    return nulls
+
+
+def _scalar(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """The values as the field's numpy type and the rows whose value the checks cannot pass
+    (nulls are placeholders here: ``_field`` decides them)."""
+    kind, n = column.type, len(column)
+    if rule.kind == "float":
+        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            return np.zeros(n), np.ones(n, dtype=np.bool_)
+        values = pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+        bad = np.zeros(n, dtype=np.bool_) if rule.allow_inf_nan else ~np.isfinite(values)
+        return values, bad | _out_of_bounds(rule, values)
+    if rule.kind == "int":
+        return _int(rule, column)
+    if rule.kind == "bool":
+        if pa.types.is_boolean(kind):
+            return column.to_numpy(zero_copy_only=False).astype(np.bool_), np.zeros(n, np.bool_)
+        if pa.types.is_integer(kind):
+            raw = pc.cast(column, pa.int64(), safe=False).to_numpy(zero_copy_only=False)
+            return raw == 1, ~np.isin(raw, (0, 1))
+        return np.zeros(n, dtype=np.bool_), np.ones(n, dtype=np.bool_)
+    return _str(rule, column)
+
+
+def _int(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    kind, n = column.type, len(column)
+    if pa.types.is_integer(kind):
+        bad = np.zeros(n, dtype=np.bool_)
+        if kind == pa.uint64():
+            bad |= pc.fill_null(pc.greater(column, _INT64_MAX), False).to_numpy(
+                zero_copy_only=False
+            )
+        values = pc.cast(column, pa.int64(), safe=False).fill_null(0).to_numpy()
+    elif pa.types.is_floating(kind) and rule.choices is None:
+        floats = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(floats) & (np.floor(floats) == floats) & (np.abs(floats) < 2.0**63)
+        values = np.where(whole, floats, 0).astype(np.int64)
+        bad = ~whole
+    else:  # a literal of ints takes ints only here; text and the rest: pydantic decides
+        return np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.bool_)
+    if rule.choices is not None:
+        bad |= ~np.isin(values, rule.choices)
+    return values, bad | _out_of_bounds(rule, values)
+
+
+def _str(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    kind, n = column.type, len(column)
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return np.empty(n, dtype=object), np.ones(n, dtype=np.bool_)
+    bad = np.zeros(n, dtype=np.bool_)
+    if rule.min_length is not None or rule.max_length is not None:
+        lengths = pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        if rule.min_length is not None:
+            bad |= lengths < rule.min_length
+        if rule.max_length is not None:
+            bad |= lengths > rule.max_length
+    if rule.choices is not None:
+        bad |= ~pc.fill_null(pc.is_in(column, pa.array(rule.choices)), True).to_numpy(
+            zero_copy_only=False
+        )
+    values: NDArray[Any] = column.to_numpy(zero_copy_only=False).astype(object)
+    return values, bad
+
+
+def _out_of_bounds(rule: Scalar, values: NDArray[Any]) -> NDArray[np.bool_]:
+    bad = np.zeros(len(values), dtype=np.bool_)
+    with np.errstate(invalid="ignore"):  # NaN fails every bound, as in pydantic
+        if rule.gt is not None:
+            bad |= ~(values > rule.gt)
+        if rule.ge is not None:
+            bad |= ~(values >= rule.ge)
+        if rule.lt is not None:
+            bad |= ~(values < rule.lt)
+        if rule.le is not None:
+            bad |= ~(values <= rule.le)
+    return bad

@@ -1,0 +1,151 @@
+"""Columns: a batch of instances as one numpy array per field, the form a columnar predict
+takes and returns.
+
+A field the checks compile (``runtime.columnar.schema``) has a typed array: ``float`` as
+float64 (a None as NaN), ``int`` as int64, ``bool`` as bool, ``str`` and literals as an object
+array of str (a None as None), a fixed-length list of numbers as a 2-D array, a row each. Any
+other field is ``np.asarray`` of its values. The same columns reach predict whether the rows
+came from an HTTP body or an Arrow batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from runtime.columnar.checks import empty_column
+from runtime.columnar.schema import Compiled, Field, NotCompiled, compile_model
+from runtime.errors import PredictContractError, ValidationFailed
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+Columns: TypeAlias = dict[str, "NDArray[Any]"]
+
+_compiled: dict[type[BaseModel], Compiled | NotCompiled] = {}
+
+
+def compiled(model: type[BaseModel]) -> Compiled | NotCompiled:
+    """``model`` compiled once per process; the reason when it cannot be."""
+    found = _compiled.get(model)
+    if found is None:
+        try:
+            found = compile_model(model)
+        except NotCompiled as exc:
+            found = exc
+        _compiled[model] = found
+    return found
+
+
+def from_instances(model: type[BaseModel], instances: Sequence[BaseModel]) -> Columns:
+    """Validated instances as columns."""
+    plan = compiled(model)
+    if isinstance(plan, NotCompiled):
+        return {name: np.asarray([getattr(i, name) for i in instances])
+                for name in model.model_fields}  # fmt: skip
+    columns: Columns = {}
+    for field in plan.fields:
+        column = empty_column(field, len(instances))
+        for row, instance in enumerate(instances):
+            column[row] = _cell(field, getattr(instance, field.name))
+        columns[field.name] = column
+    return columns
+
+
+def put_row(columns: Columns, plan: Compiled, row: int, instance: BaseModel) -> None:
+    """Write a validated instance's values into row ``row`` of ``columns``; ValidationFailed
+    for a value pydantic took that the field's array cannot hold (an int past 64 bits)."""
+    for field in plan.fields:
+        column = columns[field.name]
+        if not column.flags.writeable:  # Arrow's own memory, zero-copy: written here only
+            column = columns[field.name] = column.copy()
+        try:
+            column[row] = _cell(field, getattr(instance, field.name))
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise ValidationFailed(
+                f"invalid row: {field.name}",
+                detail=[{"field": field.name, "message": f"Value does not fit a {field.value.kind}"
+                         f" column: {exc}", "type": "column_overflow"}],
+            ) from None  # fmt: skip
+
+
+def _cell(field: Field, value: Any) -> Any:
+    if value is None and field.value.kind == "float" and field.width is None:
+        return np.nan
+    return value
+
+
+def take(columns: Columns, rows: NDArray[np.intp] | Sequence[int] | slice) -> Columns:
+    return {name: column[rows] for name, column in columns.items()}
+
+
+def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> dict[str, Any]:
+    """What a columnar predict returned, checked: a mapping with a column of ``n`` values for
+    every field of the output model (by field name), each as an array or list."""
+    if not isinstance(returned, Mapping):
+        raise PredictContractError(
+            f"{who} returned {type(returned).__name__}; a columnar "
+            "predict returns a mapping of output field name to column"
+        )
+    columns: dict[str, Any] = {}
+    for name, info in output.model_fields.items():
+        if name not in returned:
+            if not info.is_required():
+                columns[name] = [info.get_default(call_default_factory=True)] * n
+                continue
+            raise PredictContractError(
+                f"{who} returned no column {name!r}; it returned {sorted(map(str, returned))[:10]}"
+            )
+        column = returned[name]
+        try:
+            count = len(column)
+        except TypeError:
+            count = -1
+        if count != n:
+            raise PredictContractError(
+                f"{who} returned column {name!r} of "
+                f"{count if count >= 0 else 'no'} values for {n} instances; it must hold one "
+                "value per instance"
+            )
+        columns[name] = column
+    return columns
+
+
+def to_rows(columns: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
+    """Columns as ``n`` dicts of plain Python values (``tolist`` for arrays)."""
+    lists = {name: _values(column) for name, column in columns.items()}
+    if not lists:
+        return [{} for _ in range(n)]
+    names = list(lists)
+    return [dict(zip(names, values, strict=True)) for values in zip(*lists.values(), strict=True)]
+
+
+def outputs(output: type[BaseModel], rows: list[dict[str, Any]]) -> list[BaseModel]:
+    """Rows of output values by field name as the output model's instances; an invalid one is
+    PredictContractError naming the instance and what is wrong."""
+    made = []
+    for i, row in enumerate(rows):
+        try:
+            made.append(output.model_validate(row, by_name=True))
+        except ValidationError as exc:
+            raise invalid_output("predict", i, exc) from None
+    return made
+
+
+def invalid_output(who: str, row: int, exc: ValidationError) -> PredictContractError:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return PredictContractError(
+        f"{who} returned an invalid output for instance {row}: {where}: {first['msg']}"
+    )
+
+
+def _values(column: Any) -> list[Any]:
+    if isinstance(column, np.ndarray):
+        return column.tolist()  # type: ignore[no-any-return]
+    if hasattr(column, "to_pylist"):  # an Arrow array
+        return column.to_pylist()  # type: ignore[no-any-return]
+    return list(column)

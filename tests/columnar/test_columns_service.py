@@ -1,0 +1,173 @@
+"""The columns service scores Arrow columns as the rows service scores rows: the same
+predictions, the same error for each bad row, through a columnar predict."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime.config import Settings
+from runtime.endpoint import BoundEndpoint, Endpoint, Limits
+from runtime.errors import PredictContractError, PredictFailed
+from runtime.models.onnx_model import OnnxModel
+from runtime.models.registry import ModelRegistry
+from runtime.services.columns import ColumnService
+from runtime.services.predict import PredictService
+from runtime.services.rows import RowService
+
+FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+class Flower(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    sepal_length: float = Field(gt=0, le=50)
+    sepal_width: float = Field(gt=0, le=50)
+    petal_length: float = Field(gt=0, le=50)
+    petal_width: float = Field(gt=0, le=50, alias="petalWidth")
+
+
+class Species(BaseModel):
+    label: int
+    probabilities: list[float]
+
+
+def by_rows(flowers: list[Flower], model: OnnxModel) -> list[Species]:
+    x = [[getattr(f, n) for n in FEATURES] for f in flowers]
+    out = model.run({"input": x})
+    return [
+        Species(label=label, probabilities=probs)
+        for label, probs in zip(out["label"].tolist(), out["probabilities"].tolist(), strict=True)
+    ]
+
+
+def by_columns(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
+    x = np.column_stack([columns[n] for n in FEATURES]).astype(np.float32)
+    out = model.run({"input": x})
+    return {"label": out["label"], "probabilities": out["probabilities"]}
+
+
+def _services(model: Path, tmp: Path, **predicts: Any) -> PredictService:
+    endpoints = {}
+    for name, fn in predicts.items():
+        endpoint = Endpoint(Flower, Species, model=str(model), limits=Limits(max_batch_size=16))
+        if fn is by_columns or getattr(fn, "columnar", False):
+            endpoint.predict_columns(fn)
+        else:
+            endpoint.predict(fn)
+        endpoints[name] = BoundEndpoint(name, endpoint)
+    registry = ModelRegistry(Settings(cache_dir=tmp / "cache"), tmp)
+    return PredictService(endpoints, registry)
+
+
+def _table(n: int, bad_every: int = 100) -> dict[str, pa.Array]:
+    rng = np.random.default_rng(7)
+    columns: dict[str, list[Any]] = {
+        "sepal_length": rng.uniform(4, 8, n).tolist(),
+        "sepal_width": rng.uniform(2, 4.5, n).tolist(),
+        "petal_length": rng.uniform(1, 7, n).tolist(),
+        "petalWidth": rng.uniform(0.1, 2.5, n).tolist(),
+    }
+    bad = [-1.0, math.inf, None, 0.0, 51.0, math.nan]
+    for j, i in enumerate(
+        range(3, n, bad_every) if bad_every else ()
+    ):  # 1% of the rows, each bad its own way
+        columns[list(columns)[j % 4]][i] = bad[j % len(bad)]
+    return {k: pa.array(v, type=pa.float64()) for k, v in columns.items()}
+
+
+def _raw_rows(given: dict[str, pa.Array]) -> Any:
+    def rows(indices: list[int]) -> list[dict[str, Any]]:
+        lists = {k: c.take(pa.array(indices)).to_pylist() for k, c in given.items()}
+        return [{k: v[j] for k, v in lists.items() if v[j] is not None}
+                for j in range(len(indices))]  # fmt: skip
+
+    return rows
+
+
+@pytest.fixture(scope="module")
+def iris(example_models: dict[str, Path]) -> Path:
+    return example_models["iris"]
+
+
+def test_columns_score_as_rows_do_and_each_bad_row_gets_the_row_paths_error(
+    iris: Path, tmp_path: Path
+) -> None:
+    predict = _services(iris, tmp_path, rows=by_rows, columns=by_columns)
+    given = _table(1000)
+    raw = _raw_rows(given)(list(range(1000)))
+    expected = RowService(predict).score_sync("rows", raw).rows
+
+    service = ColumnService(predict)
+    assert service.plan("columns") is not None and service.plan("rows") is None
+    scored = service.score_sync("columns", given, 1000, _raw_rows(given))
+
+    failed = {i for i, r in enumerate(expected) if r.error is not None}
+    assert len(failed) == 10 and set(scored.errors) == failed
+    for i in failed:
+        assert scored.errors[i].to_dict() == expected[i].error.to_dict()  # type: ignore[union-attr]
+    labels = scored.outputs["label"].to_pylist()
+    probabilities = scored.outputs["probabilities"].to_pylist()
+    for i, row in enumerate(expected):
+        if row.prediction is None:
+            assert labels[i] is None and probabilities[i] is None
+            continue
+        want = json.loads(row.prediction)
+        assert labels[i] == want["label"]
+        assert probabilities[i] == pytest.approx(want["probabilities"], abs=1e-6)
+
+
+def test_a_predict_that_fails_on_some_rows_fails_only_them(iris: Path, tmp_path: Path) -> None:
+    def fussy(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
+        if (columns["sepal_length"] > 7.9).any():
+            raise ValueError("too long")
+        return by_columns(columns, model)
+
+    fussy.columnar = True  # type: ignore[attr-defined]
+    predict = _services(iris, tmp_path, fussy=fussy)
+    given = _table(200, bad_every=0)
+    long = np.flatnonzero(given["sepal_length"].to_numpy() > 7.9).tolist()
+    assert 0 < len(long) < 10
+    scored = ColumnService(predict).score_sync("fussy", given, 200, _raw_rows(given))
+    assert sorted(scored.errors) == long
+    assert all(isinstance(e, PredictFailed) for e in scored.errors.values())
+    assert scored.outputs["label"].null_count == len(long)
+
+
+def test_an_output_the_output_model_refuses_is_that_rows_error(iris: Path, tmp_path: Path) -> None:
+    given = _table(40, bad_every=0)
+    fifth = given["sepal_length"][5].as_py()
+
+    def short(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
+        out = by_columns(columns, model)
+        label = out["label"].astype(object)
+        label[columns["sepal_length"] == fifth] = "five"  # the output model refuses it
+        return {"label": label, "probabilities": out["probabilities"]}
+
+    short.columnar = True  # type: ignore[attr-defined]
+    predict = _services(iris, tmp_path, short=short)
+    scored = ColumnService(predict).score_sync("short", given, 40, _raw_rows(given))
+    assert list(scored.errors) == [5]
+    error = scored.errors[5]
+    assert isinstance(error, PredictContractError)
+    assert "label: Input should be a valid integer" in error.message
+
+
+def test_a_columnar_predict_serves_rows_too(iris: Path, tmp_path: Path) -> None:
+    predict = _services(iris, tmp_path, rows=by_rows, columns=by_columns)
+    given = _table(50, bad_every=0)
+    raw = _raw_rows(given)(list(range(50)))
+    want = RowService(predict).score_sync("rows", raw).rows
+    got = RowService(predict).score_sync("columns", raw).rows
+    for a, b in zip(want, got, strict=True):
+        assert a.prediction is not None and b.prediction is not None
+        x, y = json.loads(a.prediction), json.loads(b.prediction)
+        assert x["label"] == y["label"]
+        assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-6)
