@@ -154,15 +154,7 @@ def main() -> None:
     print(queue, flush=True)
     files = batch_load.table(*batch_load.run(5_000 if quick else 1_000_000))
     print(files, flush=True)
-    spark_rows = 2_000 if quick else 200_000
-    spark = spark_load.table(
-        spark_load.missing()
-        or spark_load.run(
-            spark_rows,
-            queued[0].rows_per_s,
-            queue_rows=queued[0].messages * queue_load.ROWS_PER_MESSAGE,
-        )
-    )
+    spark = spark_load.table(spark_load.missing() or spark_load.run(quick))
     print(spark, flush=True)
     cold, loads = cold_start.run(quick)
     imports = import_time_top()
