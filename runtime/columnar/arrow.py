@@ -33,3 +33,60 @@ def scatter(values: pa.Array, order: np.ndarray[Any, Any]) -> pa.Array:
         return values
     indices = pa.array(np.where(missing, 0, order), mask=missing)
     return values.take(indices)
+
+
+def from_dicts(
+    rows: list[dict[str, Any]], keys: frozenset[str]
+) -> tuple[dict[str, pa.Array], np.ndarray[Any, Any]] | None:
+    """Rows read as dicts (a file's JSON lines or CSV records) as Arrow columns, one per key
+    the model reads, and the rows whose explicit null the columns cannot tell from a key left
+    out (pydantic decides those). None when a column's values are of kinds Arrow will not
+    put in one array (text and numbers, say): the rows are then validated one by one."""
+    n = len(rows)
+    given: dict[str, pa.Array] = {}
+    suspect = np.zeros(n, dtype=np.bool_)
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        if all(v is None for v in values):
+            suspect |= np.array([key in row for row in rows], dtype=np.bool_)
+            continue  # left out everywhere: the field's default, or "Field required"
+        try:
+            given[key] = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            # Values of mixed kinds (a word among numbers): the column holds the kind most
+            # rows have, and the other rows are pydantic's to decide.
+            odd = _odd_ones(values)
+            if odd is None:
+                return None
+            suspect |= odd
+            try:
+                given[key] = pa.array([None if o else v for v, o in zip(values, odd, strict=True)])
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                return None
+        if given[key].null_count:
+            explicit = [v is None and key in row for row, v in zip(rows, values, strict=True)]
+            suspect |= np.array(explicit, dtype=np.bool_)
+    return given, suspect
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _odd_ones(values: list[Any]) -> np.ndarray[Any, Any] | None:
+    """The values not of the kind most values are; None when there is no such kind."""
+    kinds = [_kind(v) for v in values]
+    counts: dict[str, int] = {}
+    for kind, value in zip(kinds, values, strict=True):
+        if value is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+    if not counts:
+        return None
+    most = max(counts, key=lambda k: counts[k])
+    return np.array(
+        [v is not None and k != most for k, v in zip(kinds, values, strict=True)], dtype=np.bool_
+    )

@@ -36,8 +36,17 @@ class Checked:
     suspect: NDArray[np.bool_]
 
 
-def check(compiled: Compiled, given: Mapping[str, pa.Array | pa.ChunkedArray], n: int) -> Checked:
-    """Check ``given`` columns (by the keys a row would use) of ``n`` rows against the model."""
+def check(
+    compiled: Compiled,
+    given: Mapping[str, pa.Array | pa.ChunkedArray],
+    n: int,
+    null_is_missing: bool = False,
+) -> Checked:
+    """Check ``given`` columns (by the keys a row would use) of ``n`` rows against the model.
+
+    null_is_missing: a null is a key the row left out (an empty CSV cell, a Parquet null),
+        so only a default stands in for it; else it is None to a field that takes None (a
+        Spark null)."""
     suspect = np.zeros(n, dtype=np.bool_)
     if compiled.forbid_extra and set(given) - compiled.keys():
         suspect[:] = True  # every row carries a key the model refuses
@@ -50,7 +59,7 @@ def check(compiled: Compiled, given: Mapping[str, pa.Array | pa.ChunkedArray], n
         column = given[key]
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
-        values, bad = _field(field, column)
+        values, bad = _field(field, column, null_is_missing)
         columns[field.name] = values
         suspect |= bad
     return Checked(columns, suspect)
@@ -76,14 +85,16 @@ def _null_value(field: Field) -> Any:
     return np.nan if field.value.kind == "float" else None
 
 
-def _field(field: Field, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+def _field(
+    field: Field, column: pa.Array, null_is_missing: bool
+) -> tuple[NDArray[Any], NDArray[np.bool_]]:
     n = len(column)
     if field.width is not None:
         return _list(field, column)
     values, bad = _scalar(field.value, column)
     if column.null_count:
         nulls = column.is_null().to_numpy(zero_copy_only=False)
-        if field.has_default or field.nullable:
+        if field.has_default or (field.nullable and not null_is_missing):
             default = field.default if field.has_default else None
             if not values.flags.writeable:  # Arrow's memory, zero-copy
                 values = values.copy()
@@ -130,6 +141,12 @@ def _scalar(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bo
     """The values as the field's numpy type and the rows whose value the checks cannot pass
     (nulls are placeholders here: ``_field`` decides them)."""
     kind, n = column.type, len(column)
+    if rule.kind != "str" and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        column, parsed = _from_text(rule, column)
+        if column is None:
+            return np.zeros(n, dtype=_DTYPES[rule.kind]), np.ones(n, dtype=np.bool_)
+        values, bad = _scalar(rule, column)
+        return values, bad | ~parsed
     if rule.kind == "float":
         if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
             return np.zeros(n), np.ones(n, dtype=np.bool_)
@@ -146,6 +163,32 @@ def _scalar(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bo
             return raw == 1, ~np.isin(raw, (0, 1))
         return np.zeros(n, dtype=np.bool_), np.ones(n, dtype=np.bool_)
     return _str(rule, column)
+
+
+# Text pydantic reads as a number or a bool, in forms it reads exactly as Arrow does; any other
+# text (" 1", "1_000", "yes", "Infinity") is a suspect, for pydantic to decide.
+_TEXT = {
+    "float": r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$",
+    "int": r"^-?[0-9]{1,18}$",
+}
+_TRUE, _FALSE = ("true", "True", "1"), ("false", "False", "0")
+
+
+def _from_text(rule: Scalar, column: pa.Array) -> tuple[pa.Array | None, NDArray[np.bool_]]:
+    """A text column as the rule's Arrow type: the texts of the plain forms parsed, the rest
+    (and nulls) a placeholder and False in the mask."""
+    if rule.kind == "bool":
+        true = pc.fill_null(pc.is_in(column, pa.array(_TRUE)), False)
+        false = pc.fill_null(pc.is_in(column, pa.array(_FALSE)), False)
+        parsed = pc.or_(true, false).to_numpy(zero_copy_only=False)
+        return pc.if_else(column.is_null(), None, true), parsed
+    pattern = _TEXT.get(rule.kind)
+    if pattern is None or rule.choices is not None:
+        return None, np.zeros(len(column), dtype=np.bool_)
+    plain = pc.fill_null(pc.match_substring_regex(column, pattern), False)
+    target = pa.float64() if rule.kind == "float" else pa.int64()
+    kept = pc.if_else(plain, column, None)  # a null where the text is not plain
+    return pc.cast(kept, target), plain.to_numpy(zero_copy_only=False)
 
 
 def _int(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_]]:

@@ -42,10 +42,21 @@ class Validated:
 
 
 def validate(
-    plan: Compiled, given: Mapping[str, pa.Array | pa.ChunkedArray], n: int, rows: RowPath
+    plan: Compiled,
+    given: Mapping[str, pa.Array | pa.ChunkedArray],
+    n: int,
+    rows: RowPath,
+    null_is_missing: bool = False,
+    suspect: NDArray[np.bool_] | None = None,
 ) -> Validated:
-    """``n`` rows of ``given`` columns (by the keys a row would use) against ``plan``."""
-    checked = check(plan, given, n)
+    """``n`` rows of ``given`` columns (by the keys a row would use) against ``plan``.
+
+    null_is_missing: see ``checks.check``. suspect: rows the caller wants the row path to
+        decide whatever their columns hold (a JSON null the columns cannot tell from a key
+        left out, say)."""
+    checked = check(plan, given, n, null_is_missing)
+    if suspect is not None:
+        checked.suspect |= suspect
     errors: dict[int, MlfnError] = {}
     suspects = np.flatnonzero(checked.suspect).tolist()
     if suspects:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 from pydantic import BaseModel
@@ -27,6 +29,64 @@ Outcome = tuple[bytes | None, MlfnError | None]  # a prediction's JSON, or the r
 RawRow = Any  # a decoded row (a dict), or the MlfnError that says why it could not be read
 
 
+@dataclass(frozen=True)
+class ColumnOutcomes:
+    """A chunk's outcomes as columns: each output column (by the name it is written under)
+    an Arrow array with a value per row, null where the row failed, and each failed row's
+    error by its index in the chunk."""
+
+    outputs: dict[str, Any]  # pyarrow arrays
+    errors: dict[int, MlfnError]
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def python(self) -> list[dict[str, Any]]:
+        """Each row's outputs as plain values (maps as dicts), as a prediction's JSON holds
+        them: a float that is not finite is None."""
+        lists = {n: a.to_pylist(maps_as_pydicts="strict") for n, a in self.outputs.items()}
+        names = list(lists)
+        return [
+            {n: _finite(v) for n, v in zip(names, values, strict=True)}
+            for values in zip(*lists.values(), strict=True)
+        ]
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with each float that is not finite as None, at any depth (pydantic writes
+    them as JSON null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+Outcomes = Sequence[Outcome] | ColumnOutcomes
+
+
+def as_outcomes(chunk: Outcomes) -> Sequence[Outcome]:
+    """Column outcomes as one outcome per row (a prediction as compact JSON)."""
+    if not isinstance(chunk, ColumnOutcomes):
+        return chunk
+    rows = chunk.python()
+    return [
+        (None, chunk.errors[i])
+        if i in chunk.errors
+        else (json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode(), None)
+        for i, row in enumerate(rows)
+    ]
+
+
+def error_count(chunk: Outcomes) -> int:
+    if isinstance(chunk, ColumnOutcomes):
+        return len(chunk.errors)
+    return sum(1 for _, error in chunk if error is not None)
+
+
 class FileUnreadable(MlfnError):
     """The file cannot be read as its format at all: nothing in it can be scored."""
 
@@ -38,7 +98,7 @@ class Sink(Protocol):
 
 
 class RowWriter(Protocol):
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
+    def write(self, start: int, outcomes: Outcomes) -> int:
         """Write rows ``start``...; how many of their predictions could only be written as
         errors (a value the format cannot hold)."""
         ...
@@ -162,9 +222,9 @@ class _JsonlWriter:
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
 
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
+    def write(self, start: int, outcomes: Outcomes) -> int:
         parts = []
-        for i, (prediction, error) in enumerate(outcomes, start):
+        for i, (prediction, error) in enumerate(as_outcomes(outcomes), start):
             if error is None:
                 parts.append(b'{"row":%d,"prediction":%s}\n' % (i, prediction))
             else:
@@ -323,7 +383,7 @@ class _CsvWriter:
         self._fields = [name for name, _ in output_columns(output)]
         self._header_written = False
 
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
+    def write(self, start: int, outcomes: Outcomes) -> int:
         buffer = io.StringIO()
         # RFC 4180's CRLF: with "\n" alone the csv module leaves a text's bare CR unquoted,
         # and readers take it for the record's end.
@@ -331,6 +391,21 @@ class _CsvWriter:
         if not self._header_written:
             out.writerow(["row", *map(safe_cell, self._fields), "error"])
             self._header_written = True
+        if isinstance(outcomes, ColumnOutcomes):  # values as they are: no JSON between
+            rows = outcomes.python()
+            errors = outcomes.errors
+            for i, values in enumerate(rows):
+                error = errors.get(i)
+                if error is not None:
+                    out.writerow(
+                        [start + i, *([""] * len(self._fields)), error_json(error).decode()]
+                    )
+                else:
+                    out.writerow(
+                        [start + i, *(safe_cell(_cell(values.get(f))) for f in self._fields), ""]
+                    )
+            self._sink.write(buffer.getvalue().encode())
+            return 0
         for i, (prediction, error) in enumerate(outcomes, start):
             if error is not None:
                 out.writerow([i, *([""] * len(self._fields)), error_json(error).decode()])

@@ -13,17 +13,19 @@ which the rule bounds by the group's rows times the limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator
 from typing import IO, Any
 
 from pydantic import BaseModel
 
 from runtime.errors import MlfnError, OutputNotRepresentable, PackageMissing
 from runtime.protocol.batch_formats import (
+    ColumnOutcomes,
     FileUnreadable,
-    Outcome,
+    Outcomes,
     RawRow,
     Sink,
+    as_outcomes,
     error_json,
     output_columns,
     too_long_row,
@@ -245,7 +247,13 @@ class ParquetWriter:
         )
         self._writer = pa.parquet.ParquetWriter(sink, self._schema)
 
-    def write(self, start: int, outcomes: Sequence[Outcome]) -> int:
+    def write(self, start: int, outcomes: Outcomes) -> int:
+        if isinstance(outcomes, ColumnOutcomes):
+            table = self._columns(start, outcomes)
+            if table is not None:
+                self._writer.write_table(table)
+                return 0
+            outcomes = as_outcomes(outcomes)
         rows = []
         for i, (prediction, error) in enumerate(outcomes, start):
             row: dict[str, Any] = {}
@@ -265,6 +273,32 @@ class ParquetWriter:
             table = self._pa.Table.from_pylist(written, schema=self._schema)
         self._writer.write_table(table)
         return refused
+
+    def _columns(self, start: int, chunk: ColumnOutcomes) -> Any:
+        """The chunk as a table of the file's schema straight from its arrays; None when a
+        value needs the row path's care: a column Arrow cannot cast, a field written as
+        JSON, a float that is not finite (the row path writes null for it, as JSON does)."""
+        pa = self._pa
+        import pyarrow.compute as pc
+
+        if self._as_json:
+            return None
+        arrays = [pa.array(range(start, start + chunk.rows), type=pa.int64())]
+        try:
+            for field in list(self._schema)[1:-1]:
+                column = chunk.outputs[field.name]
+                if column.type != field.type:
+                    column = column.cast(field.type)
+                if _has_non_finite(pa, pc, column):
+                    return None
+                arrays.append(column)
+        except (pa.ArrowException, *_UNREPRESENTABLE):
+            return None
+        errors: list[str | None] = [None] * chunk.rows
+        for i, error in chunk.errors.items():
+            errors[i] = error_json(error).decode()
+        arrays.append(pa.array(errors, type=pa.string()))
+        return pa.Table.from_arrays(arrays, schema=self._schema)
 
     def _writable(self, row: dict[str, Any]) -> dict[str, Any]:
         """``row``, or its error alone when one of its values is one its column cannot hold
@@ -310,3 +344,15 @@ def arrow_type(pa: Any, annotation: Any) -> Any:
         return pa.struct(fields)
     exact = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
     return exact.get(annotation)
+
+
+def _has_non_finite(pa: Any, pc: Any, column: Any) -> bool:
+    """Whether a float anywhere in ``column`` (lists of floats too) is NaN or infinite."""
+    kind = column.type
+    while (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
+        column, kind = column.flatten(), kind.value_type
+    if not pa.types.is_floating(kind):
+        return False
+    return not pc.all(pc.fill_null(pc.is_finite(column), True)).as_py()

@@ -124,7 +124,7 @@ class Services:
             InferService(self.endpoints, registry),
             JobService(predict, Payloads(settings)),
             rows,
-            BatchService(rows, settings),
+            BatchService(rows, settings, lambda: self.columns),
         )
 
     def import_ahead(self) -> None:

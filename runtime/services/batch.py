@@ -15,19 +15,21 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.errors import BadRequest, InternalError, MlfnError
 from runtime.protocol import batch, batch_formats
-from runtime.protocol.batch_formats import Outcome, RawRow
+from runtime.protocol.batch_formats import ColumnOutcomes, Outcome, Outcomes, RawRow
 from runtime.scored import ModelInfo
 from runtime.services.rows import RowService
 from runtime.storage import blob_files, clients
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
+
+    from runtime.services.columns import ColumnService
 
 log = logging.getLogger("mlfn.batch")
 
@@ -59,10 +61,16 @@ class InputChanged(Exception):
 
 
 class BatchService:
-    def __init__(self, rows: RowService, settings: Settings) -> None:
+    def __init__(
+        self,
+        rows: RowService,
+        settings: Settings,
+        columns: Callable[[], ColumnService] | None = None,
+    ) -> None:
         self._rows = rows
         self._settings = settings
         self._ready: set[str] = set()
+        self._columns = columns  # built on first use: numpy and pyarrow
 
     async def score_blob(self, name: str, path: str, results: str) -> batch.Summary | None:
         """Score the current version of the file at ``path`` of the endpoint's batch container
@@ -170,7 +178,7 @@ class BatchService:
         chunks: Iterator[list[RawRow]] = batch_formats.read_rows(
             fmt, reader, slab, limit, slab_bytes, columns
         )
-        pending: deque[tuple[int, asyncio.Task[tuple[list[Outcome], ModelInfo | None]]]] = deque()
+        pending: deque[tuple[int, asyncio.Task[tuple[Outcomes, ModelInfo | None]]]] = deque()
         model: ModelInfo | None = None
         start = 0
         try:
@@ -185,7 +193,7 @@ class BatchService:
                     outcomes, scored_by = await oldest
                     model = scored_by or model
                     summary.rows += len(outcomes)
-                    summary.errors += sum(1 for _, e in outcomes if e is not None)
+                    summary.errors += batch_formats.error_count(outcomes)
                     summary.errors += await asyncio.to_thread(writer.write, first, outcomes)
                 if chunk is None:
                     break
@@ -197,7 +205,12 @@ class BatchService:
 
     async def _score_chunk(
         self, name: str, chunk: list[RawRow]
-    ) -> tuple[list[Outcome], ModelInfo | None]:
+    ) -> tuple[Outcomes, ModelInfo | None]:
+        columns = self._columns() if self._columns is not None else None
+        if columns is not None and columns.plan(name) is not None:
+            done = await asyncio.to_thread(_score_columns, columns, name, chunk)
+            if done is not None:
+                return done
         readable = [r for r in chunk if not isinstance(r, MlfnError)]
         scored = await self._rows.score(name, readable) if readable else None
         rows = iter(scored.rows if scored else ())
@@ -248,3 +261,37 @@ def _model_doc(model: ModelInfo | None) -> dict[str, str] | None:
     if model is None:
         return None
     return {"name": model.name, "version": model.version, "sha256": model.sha256}
+
+
+def _score_columns(
+    columns: ColumnService, name: str, chunk: list[RawRow]
+) -> tuple[ColumnOutcomes, ModelInfo | None] | None:
+    """A chunk's readable rows scored as columns (``runtime.services.columns``); None when
+    they do not make columns (values of mixed kinds), for the rows service to score."""
+    import numpy as np
+
+    from runtime.columnar.arrow import from_dicts, scatter
+
+    plans = columns.plan(name)
+    assert plans is not None
+    readable = [i for i, raw in enumerate(chunk) if not isinstance(raw, MlfnError)]
+    rows = [chunk[i] for i in readable]
+    made = from_dicts(rows, plans.input.keys()) if rows else None
+    if made is None:
+        return None
+    given, suspect = made
+    scored = columns.score_sync(
+        name,
+        given,
+        len(rows),
+        lambda picked: [rows[i] for i in picked],
+        null_is_missing=True,  # an empty CSV cell, a Parquet null: the key left out
+        suspect=suspect,
+    )
+    errors = {i: raw for i, raw in enumerate(chunk) if isinstance(raw, MlfnError)}
+    errors.update({readable[i]: error for i, error in scored.errors.items()})
+    order = np.full(len(chunk), -1, dtype=np.int64)
+    order[readable] = np.arange(len(rows))
+    output = columns.output_names(name)
+    outputs = {written: scatter(scored.outputs[field], order) for field, written in output.items()}
+    return ColumnOutcomes(outputs, errors, len(chunk)), scored.model

@@ -82,6 +82,11 @@ class ColumnService:
         self._plans[name] = plans
         return plans
 
+    def output_names(self, name: str) -> dict[str, str]:
+        """Each output field's name and the name it is written under (its alias)."""
+        output = self._predict.endpoint(name).endpoint.output
+        return {n: f.serialization_alias or f.alias or n for n, f in output.model_fields.items()}
+
     def score_sync(
         self,
         name: str,
@@ -89,11 +94,14 @@ class ColumnService:
         n: int,
         raw_rows: RawRows,
         batch_size: int | None = None,
+        null_is_missing: bool = False,
+        suspect: NDArray[np.bool_] | None = None,
     ) -> ScoredColumns:
         """Score ``n`` rows of ``given`` columns (by the keys a row would use) on this thread,
         which runs no event loop. ``raw_rows`` reads rows the way the caller's row path does:
-        pydantic validates those the checks do not pass. Call only when ``plan(name)`` is
-        not None."""
+        pydantic validates those the checks do not pass (and the ``suspect`` ones); see
+        ``runtime.columnar.validate`` for ``null_is_missing``. Call only when
+        ``plan(name)`` is not None."""
         import numpy as np
 
         from runtime.columnar.validate import validate
@@ -101,7 +109,12 @@ class ColumnService:
         plans = self.plan(name)
         assert plans is not None, "ask plan(name) first"
         checked = validate(
-            plans.input, given, n, lambda rows: self._predict.validate_each(name, raw_rows(rows))
+            plans.input,
+            given,
+            n,
+            lambda rows: self._predict.validate_each(name, raw_rows(rows)),
+            null_is_missing,
+            suspect,
         )
         errors = checked.errors
         size = batch_size or self._predict.endpoint(name).endpoint.limits.max_batch_size
