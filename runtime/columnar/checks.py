@@ -91,6 +91,8 @@ def _field(
     n = len(column)
     if field.width is not None:
         return _list(field, column)
+    if field.ragged is not None:
+        return np.empty(n, dtype=object), _ragged(field, column)
     values, bad = _scalar(field.value, column)
     if column.null_count:
         nulls = column.is_null().to_numpy(zero_copy_only=False)
@@ -130,6 +132,30 @@ def _list(field: Field, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool
     suspect = ~fits
     suspect[fits] = bad.reshape(-1, width).any(axis=1)
     return values, suspect
+
+
+def _ragged(field: Field, column: pa.Array) -> NDArray[np.bool_]:
+    """The rows of an output list that the checks cannot pass: a length out of bounds, a
+    null, an item its rule refuses."""
+    assert field.ragged is not None
+    n, (shortest, longest) = len(column), field.ragged
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+            or pa.types.is_fixed_size_list(kind)):  # fmt: skip
+        return np.ones(n, dtype=np.bool_)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        bad = ~(lengths >= shortest)  # a null list's NaN length fails too
+        if longest is not None:
+            bad |= lengths > longest
+    items = column.flatten()
+    _, item_bad = _scalar(field.value, items)
+    if items.null_count:
+        item_bad = item_bad | _nulls(items)
+    if item_bad.any():
+        parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+        bad[parents[item_bad]] = True
+    return np.asarray(bad, dtype=np.bool_)
 
 
 def _nulls(column: pa.Array) -> NDArray[np.bool_]:

@@ -25,18 +25,19 @@ if TYPE_CHECKING:
 
 Columns: TypeAlias = dict[str, "NDArray[Any]"]
 
-_compiled: dict[type[BaseModel], Compiled | NotCompiled] = {}
+_compiled: dict[tuple[type[BaseModel], bool], Compiled | NotCompiled] = {}
 
 
-def compiled(model: type[BaseModel]) -> Compiled | NotCompiled:
-    """``model`` compiled once per process; the reason when it cannot be."""
-    found = _compiled.get(model)
+def compiled(model: type[BaseModel], output: bool = False) -> Compiled | NotCompiled:
+    """``model`` compiled once per process (see ``compile_model``); the reason when it
+    cannot be."""
+    found = _compiled.get((model, output))
     if found is None:
         try:
-            found = compile_model(model)
+            found = compile_model(model, output)
         except NotCompiled as exc:
             found = exc
-        _compiled[model] = found
+        _compiled[(model, output)] = found
     return found
 
 

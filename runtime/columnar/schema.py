@@ -72,6 +72,7 @@ class Field:
     nullable: bool = False
     has_default: bool = False
     default: Any = None
+    ragged: tuple[int, int | None] | None = None  # an output list's (min, max) length
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,11 @@ class Compiled:
         return frozenset(k for f in self.fields for k in f.keys)
 
 
-def compile_model(model: type[BaseModel]) -> Compiled:
-    """The columns of ``model``; raises NotCompiled naming what the checks cannot decide."""
+def compile_model(model: type[BaseModel], output: bool = False) -> Compiled:
+    """The columns of ``model``; raises NotCompiled naming what the checks cannot decide.
+
+    output: the model of predict's outputs, only checked, never made arrays of: a list may
+        be of any length."""
     schema: Mapping[str, Any] = model.__pydantic_core_schema__
     if schema.get("type") == "definitions":
         schema = schema["schema"]
@@ -111,14 +115,19 @@ def compile_model(model: type[BaseModel]) -> Compiled:
     by_name = config.get("validate_by_name", False)
     allow_inf_nan = config.get("allow_inf_nan", True)
     fields = tuple(
-        _field(name, spec, by_alias, by_name, allow_inf_nan)
+        _field(name, spec, by_alias, by_name, allow_inf_nan, output)
         for name, spec in inner["fields"].items()
     )
     return Compiled(model, fields, forbid_extra=extra == "forbid")
 
 
 def _field(
-    name: str, spec: Mapping[str, Any], by_alias: bool, by_name: bool, allow_inf_nan: bool
+    name: str,
+    spec: Mapping[str, Any],
+    by_alias: bool,
+    by_name: bool,
+    allow_inf_nan: bool,
+    output: bool = False,
 ) -> Field:
     if set(spec) - _FIELD_KEYS:
         raise NotCompiled(f"field {name!r} has {sorted(set(spec) - _FIELD_KEYS)[0]}")
@@ -139,29 +148,32 @@ def _field(
             raise NotCompiled(f"field {name!r}: an unusual optional")
         inner = inner["schema"]
     width = None
+    ragged = None
     if inner["type"] == "list":
         if set(inner) - {"type", "items_schema", "min_length", "max_length"}:
             raise NotCompiled(f"field {name!r}: a list with rules beyond its length")
         width = inner.get("min_length")
         if width is None or inner.get("max_length") != width:
-            raise NotCompiled(f"field {name!r}: a list of no fixed length")
+            if not output:
+                raise NotCompiled(f"field {name!r}: a list of no fixed length")
+            width, ragged = None, (inner.get("min_length") or 0, inner.get("max_length"))
         inner = inner["items_schema"]
     value = _scalar(name, inner, allow_inf_nan)
-    if width is not None and value.kind not in ("float", "int"):
+    if (width is not None or ragged) and value.kind not in ("float", "int"):
         raise NotCompiled(f"field {name!r}: a list of {value.kind}")
-    if nullable and (width is not None or value.kind in ("int", "bool")):
+    if nullable and (width is not None or ragged or value.kind in ("int", "bool")):
         # No null fits an int64 or bool array, nor a row of a 2-D one.
         raise NotCompiled(f"field {name!r}: an optional {value.kind if width is None else 'list'}")
     if has_default and default is None and not nullable and value.kind in ("int", "bool"):
         raise NotCompiled(f"field {name!r}: a default of None that no {value.kind} column holds")
-    if has_default and default is not None and width is None:
+    if has_default and default is not None and width is None and not ragged:
         try:
             default = {"float": float, "int": int, "bool": bool, "str": str}[value.kind](default)
         except (TypeError, ValueError):
             raise NotCompiled(f"field {name!r}: a default of another type") from None
-    elif has_default and width is not None:
+    elif has_default and (width is not None or ragged):
         raise NotCompiled(f"field {name!r}: a list with a default")
-    return Field(name, keys, value, width, nullable, has_default, default)
+    return Field(name, keys, value, width, nullable, has_default, default, ragged=ragged)
 
 
 def _scalar(name: str, spec: Mapping[str, Any], allow_inf_nan: bool) -> Scalar:

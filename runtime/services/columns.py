@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import MlfnError
+from pydantic import BaseModel
+
+from runtime.errors import MlfnError, PredictContractError
 from runtime.scored import ModelInfo
 from runtime.services.halving import ROW_FAULTS, Part, RowFault, Steps, scoring
 from runtime.services.predict import PredictService
@@ -77,7 +79,7 @@ class ColumnService:
             if isinstance(found, NotCompiled):
                 log.info("endpoint %r: rows are validated one by one (%s)", name, found)
             else:
-                out = compiled(endpoint.output)
+                out = compiled(endpoint.output, output=True)
                 plans = _Plans(found, None if isinstance(out, NotCompiled) else out)
         self._plans[name] = plans
         return plans
@@ -102,7 +104,6 @@ class ColumnService:
         pydantic validates those the checks do not pass (and the ``suspect`` ones); see
         ``runtime.columnar.validate`` for ``null_is_missing``. Call only when
         ``plan(name)`` is not None."""
-        import numpy as np
 
         from runtime.columnar.validate import validate
 
@@ -118,55 +119,45 @@ class ColumnService:
         )
         errors = checked.errors
         size = batch_size or self._predict.endpoint(name).endpoint.limits.max_batch_size
-        valid = checked.valid()
-        order = np.full(n, -1, dtype=np.int64)  # each row's index into the joined outputs
-        parts: list[dict[str, pa.Array]] = []
-        model: ModelInfo | None = None
-        run = _Runner(self._predict, name, plans, checked.columns, parts)
-        for start in range(0, len(valid), size):
-            rows = valid[start : start + size]
-            model = run.chunk(rows, order, errors) or model
-        return ScoredColumns(_joined(run, order), errors, model)
+        run = _Runner(name, checked.columns)
+        with self._predict.predicting_columns(name) as (call, model):
+            run.call = call
+            valid = checked.valid()
+            if len(valid) == n:  # every row: slices, views of the columns
+                for start in range(0, n, size):
+                    run.chunk(slice(start, min(start + size, n)), errors)
+            else:
+                for start in range(0, len(valid), size):
+                    run.chunk(valid[start : start + size], errors)
+        output = self._predict.endpoint(name).endpoint.output
+        return ScoredColumns(run.joined(output, plans.output, n, errors), errors, model)
 
 
 class _Runner:
-    """The predict calls of one set of columns: each call's checked outputs kept in ``parts``,
-    a row's index into them written in ``order``."""
+    """The predict calls on one set of columns: the outputs of each call kept, with the rows
+    they answer, and joined once at the end (one Arrow array and one check per field)."""
 
-    def __init__(
-        self,
-        predict: PredictService,
-        name: str,
-        plans: _Plans,
-        columns: dict[str, NDArray[Any]],
-        parts: list[dict[str, pa.Array]],
-    ) -> None:
-        self.predict, self.name, self.plans = predict, name, plans
-        self.columns, self.parts = columns, parts
-        self.joined = 0  # outputs kept so far
-        self.output = predict.endpoint(name).endpoint.output
+    def __init__(self, name: str, columns: dict[str, NDArray[Any]]) -> None:
+        self.name = name
+        self.columns = columns
+        self.call: Callable[[dict[str, Any], int], dict[str, Any]] = _unset
+        self.rows: list[NDArray[np.intp] | slice] = []  # the rows each kept output answers
+        self.outputs: list[dict[str, Any]] = []
 
-    def chunk(
-        self, rows: NDArray[np.intp], order: NDArray[np.int64], errors: dict[int, MlfnError]
-    ) -> ModelInfo | None:
+    def chunk(self, rows: NDArray[np.intp] | slice, errors: dict[int, MlfnError]) -> None:
         try:
-            part = self.call(rows.tolist())
+            self._call(rows)
         except ROW_FAULTS as fault:
-            return self._halved(rows.tolist(), fault, order, errors)
-        for row, result in zip(rows.tolist(), part.results, strict=True):
-            if isinstance(result, MlfnError):
-                errors[row] = result
-            else:
-                order[row] = result
-        return part.model
+            self._halved(_indices(rows), fault, errors)
 
-    def _halved(
-        self,
-        rows: list[int],
-        fault: RowFault,
-        order: NDArray[np.int64],
-        errors: dict[int, MlfnError],
-    ) -> ModelInfo | None:
+    def _call(self, rows: NDArray[np.intp] | slice | list[int]) -> None:
+        from runtime.columnar.frame import take
+
+        n = _count(rows)
+        self.outputs.append(self.call(take(self.columns, rows), n))
+        self.rows.append(rows if not isinstance(rows, list) else _array(rows))
+
+    def _halved(self, rows: list[int], fault: RowFault, errors: dict[int, MlfnError]) -> None:
         steps: Steps[int] = scoring(rows)
         next(steps)
         answer: Part | RowFault = fault
@@ -174,93 +165,152 @@ class _Runner:
             try:
                 calls = steps.send(answer)
             except StopIteration as done:
-                results, model = done.value
-                for row, result in zip(rows, results, strict=True):
+                for row, result in zip(rows, done.value[0], strict=True):
                     if isinstance(result, MlfnError):
                         errors[row] = result
-                    else:
-                        order[row] = result
-                return model  # type: ignore[no-any-return]
+                return
             try:
-                answer = self.call(calls)
+                self._call(calls)
+                answer = Part(calls, None)  # each row's result: itself, kept
             except ROW_FAULTS as err:
                 answer = err
 
-    def call(self, rows: list[int]) -> Part:
-        """One predict call on ``rows``: each row's index into the joined outputs, or the
-        error of a row whose output the output model refuses."""
-        from runtime.columnar.frame import take
-
-        n = len(rows)  # a list: numpy takes it as indices
-        returned, model = self.predict.predict_columns_sync(self.name, take(self.columns, rows), n)
-        arrays, refused = self._checked(returned, n)
-        if refused:  # their values out, and with them the type they may have forced
-            arrays = {f: _nulled(a, refused) for f, a in arrays.items()}
-        self.parts.append(arrays)
-        first = self.joined
-        self.joined += n
-        results: list[Any] = list(range(first, first + n))
-        for i, error in refused.items():
-            results[i] = error
-        return Part(results, model)
-
-    def _checked(
-        self, returned: dict[str, Any], n: int
-    ) -> tuple[dict[str, pa.Array], dict[int, MlfnError]]:
-        """The output columns as Arrow arrays, and the rows whose output the output model
-        refuses (checked by columns where it compiles; else by pydantic, row by row)."""
+    def joined(
+        self,
+        output: type[BaseModel],
+        plan: Compiled | None,
+        n: int,
+        errors: dict[int, MlfnError],
+    ) -> dict[str, pa.Array]:
+        """Each output field over all ``n`` rows (null where a row failed); a row whose output
+        the output model refuses gets that error."""
         import numpy as np
+        import pyarrow as pa
 
-        from runtime.columnar.arrow import to_arrow
-        from runtime.columnar.checks import check
-        from runtime.columnar.frame import invalid_output, to_rows
-        from runtime.errors import PredictContractError
+        from runtime.columnar.arrow import scatter
 
+        fields = list(output.model_fields)
+        if not self.outputs:
+            return {f: pa.nulls(n) for f in fields}
+        answered = np.concatenate([_indices_array(r) for r in self.rows])
+        pieces = {f: [o[f] for o in self.outputs] for f in fields}
         try:
-            arrays = {field: to_arrow(column) for field, column in returned.items()}
-        except Exception as exc:  # pyarrow's refusals (ArrowInvalid, TypeError, ...)
-            raise PredictContractError(
-                f"predict of endpoint {self.name!r} returned columns Arrow cannot hold: {exc}"
-            ) from None
-        plan = self.plans.output
-        if plan is None:
-            suspects = list(range(n))
-        else:
-            given = {f.keys[0]: arrays[f.name] for f in plan.fields if f.name in arrays}
-            suspects = np.flatnonzero(check(plan, given, n).suspect).tolist()
-        refused: dict[int, MlfnError] = {}
-        if suspects:
-            picked = {f: a.take(suspects) for f, a in arrays.items()}
-            who = f"predict of endpoint {self.name!r}"
-            from pydantic import ValidationError
-
-            for j, row in enumerate(to_rows(picked, len(suspects))):
-                try:
-                    self.output.model_validate(row, by_name=True)
-                except ValidationError as exc:
-                    refused[suspects[j]] = invalid_output(who, suspects[j], exc)
-        return arrays, refused
+            arrays = {f: _joined_column(self.name, pieces[f]) for f in fields}
+            refused = _refused(self.name, output, plan, arrays, answered)
+        except PredictContractError:
+            # Values of kinds no one array holds: each row checked by pydantic, and the
+            # arrays made of the rows it keeps.
+            python = {f: _python(pieces[f]) for f in fields}
+            refused = _refused(self.name, output, None, python, answered)
+            for i in refused:
+                for values in python.values():
+                    values[i] = None
+            arrays = {f: _joined_column(self.name, [values]) for f, values in python.items()}
+        order = np.full(n, -1, dtype=np.int64)
+        order[answered] = np.arange(len(answered))
+        if refused:
+            for i, error in refused.items():
+                errors[int(answered[i])] = error
+                order[answered[i]] = -1
+            arrays = {f: _nulled(a, refused) for f, a in arrays.items()}
+        return {f: scatter(a, order) for f, a in arrays.items()}
 
 
-def _joined(run: _Runner, order: NDArray[np.int64]) -> dict[str, pa.Array]:
-    import pyarrow as pa
+def _unset(columns: dict[str, Any], n: int) -> dict[str, Any]:
+    raise AssertionError("a runner calls predict only inside predicting_columns")
 
-    from runtime.columnar.arrow import scatter
 
-    fields = list(run.output.model_fields)
-    if not run.parts:
-        return {f: pa.nulls(len(order)) for f in fields}
-    joined = {}
-    for field in fields:
-        pieces = [part[field] for part in run.parts]
-        kind = next((p.type for p in pieces if p.type != pa.null()), pa.null())
-        same = [p if p.type == kind else p.cast(kind) for p in pieces]
-        joined[field] = scatter(pa.concat_arrays(same), order)
-    return joined
+def _count(rows: Any) -> int:
+    return len(range(rows.stop)[rows]) if isinstance(rows, slice) else len(rows)
+
+
+def _indices(rows: NDArray[np.intp] | slice) -> list[int]:
+    return list(range(rows.start, rows.stop)) if isinstance(rows, slice) else rows.tolist()
+
+
+def _array(rows: list[int]) -> NDArray[np.intp]:
+    import numpy as np
+
+    return np.asarray(rows, dtype=np.intp)
+
+
+def _indices_array(rows: NDArray[np.intp] | slice) -> NDArray[np.intp]:
+    import numpy as np
+
+    if isinstance(rows, slice):
+        return np.arange(rows.start, rows.stop, dtype=np.intp)
+    return rows
+
+
+def _joined_column(name: str, pieces: list[Any]) -> pa.Array:
+    """One output field's pieces (one a predict call) as one Arrow array."""
+    import numpy as np
+
+    from runtime.columnar.arrow import to_arrow
+    from runtime.errors import PredictContractError
+
+    try:
+        if all(isinstance(p, np.ndarray) and p.dtype != object for p in pieces):
+            return to_arrow(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
+        return to_arrow(_python(pieces))
+    except Exception as exc:  # pyarrow's refusals (ArrowInvalid, TypeError, ...)
+        raise PredictContractError(
+            f"predict of endpoint {name!r} returned columns Arrow cannot hold: {exc}"
+        ) from None
+
+
+def _python(pieces: list[Any]) -> list[Any]:
+    """One output field's pieces as one list of plain values."""
+    import numpy as np
+
+    values: list[Any] = []
+    for piece in pieces:
+        values += piece.tolist() if isinstance(piece, np.ndarray) else list(piece)
+    return values
+
+
+def _refused(
+    name: str,
+    output: type[BaseModel],
+    plan: Compiled | None,
+    arrays: Mapping[str, Any],
+    answered: NDArray[np.intp],
+) -> dict[int, MlfnError]:
+    """The rows whose output the output model refuses: checked by columns where it compiles,
+    else by pydantic, row by row; the rows the checks do not pass by pydantic too."""
+    import numpy as np
+    from pydantic import ValidationError
+
+    from runtime.columnar.checks import check
+    from runtime.columnar.frame import invalid_output, to_rows
+
+    n = len(answered)
+    if plan is None:  # ``arrays`` may be lists here
+        suspects = list(range(n))
+    else:
+        given = {f.keys[0]: arrays[f.name] for f in plan.fields if f.name in arrays}
+        suspects = np.flatnonzero(check(plan, given, n).suspect).tolist()
+    refused: dict[int, MlfnError] = {}
+    if suspects:
+        picked = {f: _take(a, suspects) for f, a in arrays.items()}
+        who = f"predict of endpoint {name!r}"
+        for j, row in enumerate(to_rows(picked, len(suspects))):
+            try:
+                output.model_validate(row, by_name=True)
+            except ValidationError as exc:
+                refused[suspects[j]] = invalid_output(who, int(answered[suspects[j]]), exc)
+    return refused
+
+
+def _take(values: Any, rows: list[int]) -> Any:
+    if isinstance(values, list):
+        return [values[i] for i in rows]
+    return values.take(rows)
 
 
 def _nulled(values: pa.Array, rows: dict[int, MlfnError]) -> pa.Array:
-    """``values`` with a null at ``rows``, made again from the other values."""
+    """``values`` with a null at ``rows``, made again from the other values (a refused value
+    may have forced the array's type)."""
     import pyarrow as pa
 
     python = values.to_pylist()

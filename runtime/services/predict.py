@@ -4,11 +4,12 @@ predict function, checked against its contract, predictions out. Every trigger c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import BaseModel, FailFast, TypeAdapter, ValidationError, create_model
 from pydantic_core import PydanticSerializationError
@@ -34,6 +35,9 @@ from runtime.scored import ModelInfo, Scored
 from runtime.services.placement import Placement
 
 log = logging.getLogger("mlfn.predict")
+
+# A columnar predict's call on ``n`` rows' columns, and the model it runs.
+ColumnsCall: TypeAlias = tuple[Callable[[dict[str, Any], int], dict[str, Any]], ModelInfo]
 
 # Bodies up to this size are parsed and validated on the event loop: that takes less than a
 # trip to a worker thread and back would (pydantic parses JSON natively and holds the GIL in a
@@ -110,13 +114,11 @@ class PredictService:
             return asyncio.run(scorer.run_async(instances))
         return scorer.run_sync(instances)
 
-    def predict_columns_sync(
-        self, name: str, columns: dict[str, Any], n: int
-    ) -> tuple[dict[str, Any], ModelInfo]:
-        """Score validated columns of ``n`` rows by the endpoint's columnar predict on this
-        thread (no batcher: the caller batches): its output columns, checked for presence and
-        length, and the model that made them."""
-        return self._scorer(name).run_columns(columns, n)
+    def predicting_columns(self, name: str) -> contextlib.AbstractContextManager[ColumnsCall]:
+        """``with predicting_columns(name) as (call, model):`` the endpoint's model held for
+        the block, and ``call(columns, n)`` running its columnar predict on this thread (no
+        batcher: the caller batches): the output columns, checked for presence and length."""
+        return self._scorer(name).predicting_columns()
 
     def _scorer(self, name: str) -> _Scorer:
         try:
@@ -270,23 +272,28 @@ class _Scorer:
             size = len(instances)
             return self._placement.timed(lambda: self._score(instances, model), size)
 
-    def run_columns(self, columns: dict[str, Any], n: int) -> tuple[dict[str, Any], ModelInfo]:
+    @contextlib.contextmanager
+    def predicting_columns(self) -> Iterator[ColumnsCall]:
         from runtime.columnar.frame import output_columns
 
         predict = self.bound.endpoint.columns_fn
         assert predict is not None, "the columns service calls columnar predicts only"
+        who = f"predict of endpoint {self.name!r}"
         with (
             telemetry.InvocationOnThread(),
             self._registry.use(self.name, self.bound.endpoint.model) as model,
         ):
-            try:
-                returned = predict(columns, model)
-            except MlfnError:
-                raise
-            except Exception as exc:
-                raise self._failed(exc) from exc
-            who = f"predict of endpoint {self.name!r}"
-            return output_columns(who, self._output, returned, n), self._model_info(model)
+
+            def call(columns: dict[str, Any], n: int) -> dict[str, Any]:
+                try:
+                    returned = predict(columns, model)
+                except MlfnError:
+                    raise
+                except Exception as exc:
+                    raise self._failed(exc) from exc
+                return output_columns(who, self._output, returned, n)
+
+            yield call, self._model_info(model)
 
     def _score(self, instances: list[BaseModel], model: OnnxModel) -> Scored:
         predictions: list[bytes] = []
