@@ -18,13 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runtime.columnar.frame import DTYPES, empty_column
 from runtime.columnar.schema import Compiled, Field, Scalar
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 _INT64_MAX = np.iinfo(np.int64).max
-_DTYPES = {"float": np.float64, "int": np.int64, "bool": np.bool_, "str": object}
 
 
 @dataclass
@@ -63,13 +63,6 @@ def check(
         columns[field.name] = values
         suspect |= bad
     return Checked(columns, suspect)
-
-
-def empty_column(field: Field, n: int) -> NDArray[Any]:
-    """A column of ``n`` placeholder values of the field's type, filled in row by row."""
-    dtype = _DTYPES[field.value.kind]
-    shape = (n,) if field.width is None else (n, field.width)
-    return np.empty(shape, dtype=object) if dtype is object else np.zeros(shape, dtype=dtype)
 
 
 def _absent(field: Field, n: int, suspect: NDArray[np.bool_]) -> NDArray[Any]:
@@ -170,7 +163,7 @@ def _scalar(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bo
     if rule.kind != "str" and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         column, parsed = _from_text(rule, column)
         if column is None:
-            return np.zeros(n, dtype=_DTYPES[rule.kind]), np.ones(n, dtype=np.bool_)
+            return np.zeros(n, dtype=DTYPES[rule.kind]), np.ones(n, dtype=np.bool_)
         values, bad = _scalar(rule, column)
         return values, bad | ~parsed
     if rule.kind == "float":

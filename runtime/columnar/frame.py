@@ -6,6 +6,9 @@ float64 (a None as NaN), ``int`` as int64, ``bool`` as bool, ``str`` and literal
 array of str (a None as None), a fixed-length list of numbers as a 2-D array, a row each. Any
 other field is ``np.asarray`` of its values. The same columns reach predict whether the rows
 came from an HTTP body or an Arrow batch.
+
+numpy only: HTTP requests reach a columnar predict through here, and pyarrow (which holds the
+bulk paths' columns) is an optional extra.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from runtime.columnar.checks import empty_column
 from runtime.columnar.schema import Compiled, Field, NotCompiled, compile_model
 from runtime.errors import PredictContractError, ValidationFailed
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 Columns: TypeAlias = dict[str, "NDArray[Any]"]
+
+DTYPES: dict[str, Any] = {"float": np.float64, "int": np.int64, "bool": np.bool_, "str": object}
 
 _compiled: dict[tuple[type[BaseModel], bool], Compiled | NotCompiled] = {}
 
@@ -54,6 +58,13 @@ def from_instances(model: type[BaseModel], instances: Sequence[BaseModel]) -> Co
             column[row] = _cell(field, getattr(instance, field.name))
         columns[field.name] = column
     return columns
+
+
+def empty_column(field: Field, n: int) -> NDArray[Any]:
+    """A column of ``n`` placeholder values of the field's type, filled in row by row."""
+    dtype = DTYPES[field.value.kind]
+    shape = (n,) if field.width is None else (n, field.width)
+    return np.empty(shape, dtype=object) if dtype is object else np.zeros(shape, dtype=dtype)
 
 
 def put_row(columns: Columns, plan: Compiled, row: int, instance: BaseModel) -> None:

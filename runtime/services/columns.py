@@ -12,6 +12,7 @@ the checks cannot decide, is served by the rows service instead (said once, with
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -67,6 +68,11 @@ class ColumnService:
 
         endpoint = self._predict.endpoint(name).endpoint
         plans: _Plans | None = None
+        if endpoint.columns_fn is not None and importlib.util.find_spec("pyarrow") is None:
+            log.info("endpoint %r: rows are scored one by one: pyarrow, which holds the "
+                     "columns, is not installed (pip install 'mlfn[parquet]')", name)  # fmt: skip
+            self._plans[name] = None
+            return None
         output = endpoint.output if endpoint.columns_fn is not None else None
         if output is not None and (
             output.model_computed_fields or any(f.exclude for f in output.model_fields.values())

@@ -171,3 +171,56 @@ def test_a_columnar_predict_serves_rows_too(iris: Path, tmp_path: Path) -> None:
         x, y = json.loads(a.prediction), json.loads(b.prediction)
         assert x["label"] == y["label"]
         assert x["probabilities"] == pytest.approx(y["probabilities"], abs=1e-6)
+
+
+def test_a_columnar_predict_over_http_needs_no_pyarrow(iris: Path, tmp_path: Path) -> None:
+    # pyarrow is an optional extra (Parquet, Spark): requests reach a columnar predict without.
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, json, sys
+sys.modules["pyarrow"] = None  # importing it fails, as where it is not installed
+import numpy as np
+from pathlib import Path
+from pydantic import BaseModel
+from runtime.config import Settings
+from runtime.endpoint import BoundEndpoint, Endpoint
+from runtime.models.registry import ModelRegistry
+from runtime.services.predict import PredictService
+
+class Flower(BaseModel):
+    x: list[float]
+
+class Species(BaseModel):
+    label: int
+
+endpoint = Endpoint(Flower, Species, model={str(iris)!r})
+
+@endpoint.predict_columns
+def predict(columns, model):
+    return {{"label": model.run({{"input": columns["x"]}})["label"]}}
+
+tmp = Path({str(tmp_path)!r})
+registry = ModelRegistry(Settings(cache_dir=tmp / "cache"), tmp)
+service = PredictService({{"ep": BoundEndpoint("ep", endpoint)}}, registry)
+body = json.dumps({{"instances": [{{"x": [5.1, 3.5, 1.4, 0.2]}}]}}).encode()
+scored = asyncio.run(service.predict_body("ep", body))
+print(json.loads(scored.predictions[0])["label"])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"  # setosa
+
+
+def test_without_pyarrow_the_rows_service_scores_bulk_rows(
+    iris: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
+    )
+    service = ColumnService(_services(iris, tmp_path, columns=by_columns))
+    assert service.plan("columns") is None  # batch files then go row by row, as they can
