@@ -53,9 +53,13 @@ def from_instances(model: type[BaseModel], instances: Sequence[BaseModel]) -> Co
                 for name in model.model_fields}  # fmt: skip
     columns: Columns = {}
     for field in plan.fields:
-        column = empty_column(field, len(instances))
-        for row, instance in enumerate(instances):
-            column[row] = _cell(field, getattr(instance, field.name))
+        values = [getattr(i, field.name) for i in instances]
+        dtype = DTYPES[field.value.kind]
+        if dtype is object:
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+        else:  # a None of an optional float is NaN here, as numpy makes it
+            column = np.array(values, dtype=dtype)
         columns[field.name] = column
     return columns
 

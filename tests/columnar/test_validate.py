@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from runtime.columnar.frame import from_instances
 from runtime.columnar.schema import NotCompiled, compile_model
 from runtime.columnar.validate import validate
 
@@ -179,6 +180,15 @@ def _decided_alike(seed: int) -> int:
             if name == "maybe" and value is None:
                 value = math.nan  # None of an optional float is NaN in its column
             assert _same(got.columns[name][i], value), (i, name, got.columns[name][i], value)
+    # The same columns reach predict from instances (an HTTP body) as from Arrow columns.
+    valid = got.valid()
+    if len(valid):
+        gathered = from_instances(Strict, [expected[i] for i in valid.tolist()])
+        for name, column in gathered.items():
+            assert column.dtype == got.columns[name].dtype, name
+            assert column.shape == got.columns[name][valid].shape, name
+            for a, b in zip(column.tolist(), got.columns[name][valid].tolist(), strict=True):
+                assert _same(a, b), (name, a, b)
     return len(got.errors)
 
 
