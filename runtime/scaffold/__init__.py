@@ -1,7 +1,9 @@
 """``mlfn new``: render an endpoint folder from a template and a model's signature.
 
 Templates: ``tensor`` (a field per model output), ``classifier`` (the class name and a
-probability per class) and ``regressor`` (one float per target).
+probability per class) and ``regressor`` (one float per target). Each writes a columnar predict
+(``@endpoint.predict_columns``): the model fed each input field's column, each output field's
+column taken from what it returns.
 """
 
 from __future__ import annotations
@@ -54,14 +56,6 @@ class Scaffold:
             f"mlfn enqueue {name} --data {body}",
             f"mlfn results {name} --wait 30",
         ]
-
-
-def _row_value(spec: TensorSpec, name: str) -> str:
-    """The expression for one row of an output: a string tensor of one value a row gives a
-    Python str (numpy's object arrays hold the objects themselves), anything else an array."""
-    if spec.element_type == "string" and len(spec.shape or ()) <= 1:
-        return f'str(out["{name}"][row])'
-    return f'out["{name}"][row].tolist()'
 
 
 @dataclass(frozen=True)
@@ -120,16 +114,11 @@ def render_endpoint(
     columns = column_fields(signature.inputs, signature.metadata)
     if columns is None:
         in_fields = [_field(spec, "input") for spec in signature.inputs]
-        feeds = [
-            f'            "{f.onnx_name}": [i.{f.attr} for i in instances],' for f in in_fields
-        ]
+        feeds = [_feed(f) for f in in_fields]
         sample = {spec.name: _sample(spec) for spec in signature.inputs}
-    else:  # one named column a field: each row is the column's [1] slice of [batch, 1]
+    else:  # one named column a field, each fed as the model's [batch, 1] input
         in_fields = _unique([_Field(c.name, _attr_name(c.name), c.annotation) for c in columns])
-        feeds = [
-            f"            {json.dumps(f.onnx_name)}: [[i.{f.attr}] for i in instances],"
-            for f in in_fields
-        ]
+        feeds = [_feed(f, ".reshape(-1, 1)") for f in in_fields]
         sample = {c.name: c.sample for c in columns}
     command = f"mlfn new {name} --model {source}" + (
         f" --template {template}" if template != "tensor" else ""
@@ -149,9 +138,8 @@ def render_endpoint(
         out_fields = [_field(spec, "output") for spec in signature.outputs]
         annotations += [f.annotation for f in out_fields]
         values["output_fields"] = "\n".join(f.declaration() for f in out_fields)
-        values["output_args"] = "\n".join(
-            f"            {f.attr}={_row_value(spec, f.onnx_name)},"
-            for spec, f in zip(signature.outputs, out_fields, strict=True)
+        values["output_columns"] = "\n".join(
+            f"        {json.dumps(f.attr)}: out[{json.dumps(f.onnx_name)}]," for f in out_fields
         )
         if classifier_outputs(signature.outputs):
             notes.append(
@@ -162,8 +150,12 @@ def render_endpoint(
         notes.append(fill_values(values, local, signature.outputs, signature.metadata, labels))
     else:
         _regressor_values(values, signature.outputs)
-    typing = [n for n in ("Annotated", "Literal") if any(f"{n}[" in a for a in annotations)]
-    values["typing_import"] = f"\nfrom typing import {', '.join(typing)}\n" if typing else ""
+    declared = f"{values['input_fields']}\n{values.get('output_fields', '')}"
+    values["imports"] = _imports(
+        annotations,
+        field=template == "classifier" or "Field(" in declared,  # the classifier's Output has one
+        numpy=bool(values.get("names")),  # the classifier's NAMES array
+    )
     text = _render(app_dir, template, values)
 
     target.mkdir(parents=True)
@@ -200,6 +192,22 @@ def _render(app_dir: Path, template: str, values: Mapping[str, object]) -> str:
             except (KeyError, ValueError) as exc:
                 raise ScaffoldError(f"{path} has a placeholder mlfn does not fill: {exc}") from None
     raise ScaffoldError(f"no scaffold {template!r} in {app_dir / 'scaffolds'} or {builtin}")
+
+
+def _feed(field: _Field, reshape: str = "") -> str:
+    """One entry of the model's feeds: the field's column (``columns`` is keyed by field name)."""
+    return f"            {json.dumps(field.onnx_name)}: columns[{json.dumps(field.attr)}]{reshape},"
+
+
+def _imports(annotations: list[str], *, field: bool, numpy: bool) -> str:
+    """The import lines above ``from runtime import ...``, each name only if the generated code
+    uses it (ruff's F401): typing's, numpy, pydantic's ``Field``."""
+    typing = [n for n in ("Annotated", "Literal") if any(f"{n}[" in a for a in annotations)]
+    lines = [f"\nfrom typing import {', '.join(typing)}\n"] if typing else [""]
+    if numpy:
+        lines.append("import numpy as np")
+    lines.append("from pydantic import BaseModel, ConfigDict" + (", Field" if field else ""))
+    return "\n".join(lines)
 
 
 def _check_name(name: str) -> None:
@@ -338,6 +346,7 @@ def _regressor_values(values: dict[str, object], outputs: list[TensorSpec]) -> N
     fields = ["prediction"] if targets == 1 else [f"prediction_{i}" for i in range(targets)]
     values.update(
         output=json.dumps(spec.name),
+        targets=targets,
         output_fields="\n".join(f"    {f}: float" for f in fields),
-        output_args="\n".join(f"            {f}=row[{i}]," for i, f in enumerate(fields)),
+        output_columns="\n".join(f'        "{f}": values[:, {i}],' for i, f in enumerate(fields)),
     )

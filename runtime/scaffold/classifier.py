@@ -68,17 +68,26 @@ def fill_values(
             "The model names none of its classes, so each is named by the number its label output "
             "gives it: edit CLASSES, or run mlfn new again with --labels."
         )
+    label_values = f"out[{json.dumps(label.name)}]"
+    indexed = classes.labels == list(range(len(classes.labels)))
     values.update(
         classes_note=textwrap.fill(note, width=99),
         classes="\n".join(
             f"    {json.dumps(x, ensure_ascii=False)}: {json.dumps(n, ensure_ascii=False)},"
             for x, n in zip(classes.labels, classes.names, strict=True)
         ),
-        label_output=json.dumps(label.name),
+        # Labels 0, 1, ... index an array of the names, the whole column at once.
+        names="\n# The names in label order: the label output's values index it.\n"
+        "NAMES = np.array(list(CLASSES.values()))"
+        if indexed
+        else "",
+        label_column=f"NAMES[{label_values}]"
+        if indexed
+        else f"[CLASSES[label] for label in {label_values}.tolist()]",
         probability_rows=f"out[{json.dumps(probabilities.name)}]" + ("" if zipmap else ".tolist()"),
-        probabilities="{CLASSES[k]: p for k, p in probs.items()}"
+        probability_column="[{CLASSES[k]: v for k, v in p.items()} for p in probabilities]"
         if zipmap
-        else "dict(zip(CLASSES.values(), probs, strict=True))",
+        else "[dict(zip(CLASSES.values(), p, strict=True)) for p in probabilities]",
     )
     return f"classes {classes.origin}: {', '.join(classes.names)}"
 

@@ -17,8 +17,8 @@ _PYTHON = {"float": "float", "int": "int", "str": "str"}
 
 @dataclass(frozen=True)
 class ColumnField:
-    """One column's field: its annotation, a value that fits it, and how a row becomes the
-    column's ``[1]`` slice of the model's ``[batch, 1]`` input."""
+    """One column's field: its annotation and a value that fits it. The generated predict feeds
+    the field's column, reshaped, as the model's ``[batch, 1]`` input."""
 
     name: str
     annotation: str
