@@ -49,8 +49,9 @@ def from_instances(model: type[BaseModel], instances: Sequence[BaseModel]) -> Co
     """Validated instances as columns."""
     plan = compiled(model)
     if isinstance(plan, NotCompiled):
-        return {name: np.asarray([getattr(i, name) for i in instances])
-                for name in model.model_fields}  # fmt: skip
+        return {
+            name: _asarray([getattr(i, name) for i in instances]) for name in model.model_fields
+        }
     columns: Columns = {}
     for field in plan.fields:
         values = [getattr(i, field.name) for i in instances]
@@ -69,6 +70,17 @@ def empty_column(field: Field, n: int) -> NDArray[Any]:
     dtype = DTYPES[field.value.kind]
     shape = (n,) if field.width is None else (n, field.width)
     return np.empty(shape, dtype=object) if dtype is object else np.zeros(shape, dtype=dtype)
+
+
+def _asarray(values: list[Any]) -> NDArray[Any]:
+    """``np.asarray`` of the values; rows numpy cannot stack (lists of different lengths) as
+    an object array of them, for predict (or the model's input check) to refuse."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
 
 
 def put_row(columns: Columns, plan: Compiled, row: int, instance: BaseModel) -> None:

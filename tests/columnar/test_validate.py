@@ -250,3 +250,10 @@ def test_what_the_checks_cannot_decide_is_not_compiled_and_says_why(
 ) -> None:
     with pytest.raises(NotCompiled, match=reason):
         compile_model(model)
+
+
+def test_ragged_rows_of_a_model_that_does_not_compile_are_gathered_as_objects() -> None:
+    # The model's input check then refuses them (a 400), as the row form's model.run did.
+    rows = [Ragged(v=[1.0, 2.0]), Ragged(v=[1.0])]
+    column = from_instances(Ragged, rows)["v"]
+    assert column.dtype == object and column.tolist() == [[1.0, 2.0], [1.0]]
