@@ -110,13 +110,13 @@ def _list(field: Field, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool
         return empty_column(field, n), np.ones(n, dtype=np.bool_)
     lengths = pc.list_value_length(column)
     fits = pc.fill_null(pc.equal(lengths, width), False).to_numpy(zero_copy_only=False)
+    if fits.all():  # the usual case: the items as they are, a view where Arrow allows
+        items = column.flatten()
+        flat, bad = _scalar(field.value, items)
+        if items.null_count:
+            bad = bad | _nulls(items)
+        return flat.reshape(n, width), np.asarray(bad.reshape(n, width).any(axis=1))
     values = empty_column(field, n)
-    if fits.all():
-        flat, bad = _scalar(field.value, column.flatten())
-        if column.flatten().null_count:
-            bad = bad | _nulls(column.flatten())
-        values[:] = flat.reshape(n, width)
-        return values, np.asarray(bad.reshape(n, width).any(axis=1))
     kept = column.filter(pa.array(fits))
     flat, bad = _scalar(field.value, kept.flatten())
     if kept.flatten().null_count:
