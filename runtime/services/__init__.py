@@ -122,7 +122,7 @@ class Services:
             registry,
             predict,
             InferService(self.endpoints, registry),
-            JobService(predict, Payloads(settings)),
+            JobService(predict, Payloads(settings), lambda: self.columns),
             rows,
             BatchService(rows, settings, lambda: self.columns),
         )

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from runtime.errors import MlfnError, PredictContractError
-from runtime.scored import ModelInfo
+from runtime.scored import ModelInfo, Scored
 from runtime.services.halving import ROW_FAULTS, Part, RowFault, Steps, scoring
 from runtime.services.predict import PredictService
 
@@ -58,6 +59,10 @@ class ColumnService:
     def __init__(self, predict: PredictService) -> None:
         self._predict = predict
         self._plans: dict[str, _Plans | None] = {}
+        # An endpoint's max_concurrent_batches bounds its column runs too (Spark tasks,
+        # files' slabs and queue messages on threads of their own).
+        self._runs: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
 
     def plan(self, name: str) -> _Plans | None:
         """The endpoint's compiled models, or None when the rows service must serve it."""
@@ -89,6 +94,49 @@ class ColumnService:
                 plans = _Plans(found, None if isinstance(out, NotCompiled) else out)
         self._plans[name] = plans
         return plans
+
+    def score_instances(self, name: str, raw: Sequence[Any]) -> Scored | None:
+        """Instances as decoded from JSON (a queue message's, a claim check's) scored as
+        columns when every one is valid and scores: their predictions as JSON, as the predict
+        service makes them. None otherwise, for the predict service to score them (or to say
+        exactly what is wrong, as it says it for any request); None too when the endpoint has
+        no columns (``plan``)."""
+        import json
+
+        from runtime.columnar.arrow import from_dicts
+        from runtime.protocol.batch_formats import ColumnOutcomes
+
+        plans = self.plan(name)
+        if plans is None or not raw or not all(type(r) is dict for r in raw):
+            return None
+        made = from_dicts(list(raw), plans.input.keys())
+        if made is None:
+            return None
+        given, suspect = made
+        rows = list(raw)
+        scored = self.score_sync(
+            name,
+            given,
+            len(rows),
+            lambda picked: [rows[i] for i in picked],
+            null_is_missing=True,  # a key left out; a JSON null is marked suspect above
+            suspect=suspect,
+        )
+        if scored.errors or scored.model is None:
+            return None
+        names = self.output_names(name)
+        outputs = {names[f]: a for f, a in scored.outputs.items()}
+        values = ColumnOutcomes(outputs, {}, len(rows)).python()
+        dumped = [json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode() for v in values]
+        return Scored(dumped, scored.model)
+
+    def _slot(self, name: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            slot = self._runs.get(name)
+            if slot is None:
+                limits = self._predict.endpoint(name).endpoint.limits
+                slot = self._runs[name] = threading.BoundedSemaphore(limits.max_concurrent_batches)
+            return slot
 
     def output_names(self, name: str) -> dict[str, str]:
         """Each output field's name and the name it is written under (its alias)."""
@@ -126,7 +174,7 @@ class ColumnService:
         errors = checked.errors
         size = batch_size or self._predict.endpoint(name).endpoint.limits.max_batch_size
         run = _Runner(name, checked.columns)
-        with self._predict.predicting_columns(name) as (call, model):
+        with self._slot(name), self._predict.predicting_columns(name) as (call, model):
             run.call = call
             valid = checked.valid()
             if len(valid) == n:  # every row: slices, views of the columns

@@ -9,13 +9,17 @@ raises, so the host retries it and finally moves it to the poison queue.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.errors import MlfnError
 from runtime.protocol import jobs
 from runtime.services.predict import PredictService
 from runtime.storage.payloads import Payloads
+
+if TYPE_CHECKING:
+    from runtime.services.columns import ColumnService
 
 
 @dataclass(frozen=True)
@@ -26,10 +30,21 @@ class JobResult:
     error: MlfnError | None = None
 
 
+# From this many instances a message is scored as columns where the endpoint has a columnar
+# predict; fewer share model calls with HTTP requests through the batcher.
+COLUMNS_FROM = 256
+
+
 class JobService:
-    def __init__(self, predict: PredictService, payloads: Payloads) -> None:
+    def __init__(
+        self,
+        predict: PredictService,
+        payloads: Payloads,
+        columns: Callable[[], ColumnService] | None = None,
+    ) -> None:
         self._predict = predict
         self._payloads = payloads
+        self._columns = columns  # built on first use: numpy and pyarrow
 
     async def process(self, name: str, body: bytes, message_id: str | None = None) -> JobResult:
         """The result message (JSON text) for one request message. Raises only for transient
@@ -58,7 +73,12 @@ class JobService:
             limit = self._predict.endpoint(name).endpoint.limits.max_request_bytes
             raw = await asyncio.to_thread(self._payloads.read_instances, job.instances_blob, limit)
         assert raw is not None
-        scored = await self._predict.predict(name, raw)
+        scored = None
+        if len(raw) >= COLUMNS_FROM and self._columns is not None:
+            # Many rows: validated and scored as columns, without a Python object per row.
+            scored = await asyncio.to_thread(self._columns().score_instances, name, raw)
+        if scored is None:
+            scored = await self._predict.predict(name, raw)
         text = jobs.encode_result(job.id, scored)
         if jobs.fits_in_message(text):
             return text

@@ -3,6 +3,7 @@ predictions, the same error for each bad row, through a columnar predict."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -224,3 +225,41 @@ def test_without_pyarrow_the_rows_service_scores_bulk_rows(
     )
     service = ColumnService(_services(iris, tmp_path, columns=by_columns))
     assert service.plan("columns") is None  # batch files then go row by row, as they can
+
+
+def test_a_queue_message_of_many_instances_is_scored_as_columns_and_answers_alike(
+    iris: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.services import columns as columns_service
+    from runtime.services.jobs import COLUMNS_FROM, JobService
+    from runtime.storage.payloads import Payloads
+
+    predict = _services(iris, tmp_path, rows=by_rows, columns=by_columns)
+    service = ColumnService(predict)
+    jobs = JobService(predict, Payloads(Settings(cache_dir=tmp_path / "c")), lambda: service)
+    given = _table(COLUMNS_FROM + 44, bad_every=0)
+    instances = _raw_rows(given)(list(range(COLUMNS_FROM + 44)))
+    through_columns = []
+    score = ColumnService.score_instances
+
+    def spy(self: ColumnService, name: str, raw: Any) -> Any:
+        done = score(self, name, raw)
+        through_columns.append((name, done is not None))
+        return done
+
+    monkeypatch.setattr(columns_service.ColumnService, "score_instances", spy)
+
+    def answer(name: str, rows: list[Any]) -> dict[str, Any]:
+        body = json.dumps({"id": "j1", "instances": rows}).encode()
+        result: dict[str, Any] = json.loads(asyncio.run(jobs.process(name, body)).text)
+        return result
+
+    want, got = answer("rows", instances), answer("columns", instances)
+    assert through_columns == [("rows", False), ("columns", True)]
+    assert [p["label"] for p in got["predictions"]] == [p["label"] for p in want["predictions"]]
+    for a, b in zip(want["predictions"], got["predictions"], strict=True):
+        assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-6)
+
+    instances[100] = {**instances[100], "sepal_width": -1.0}  # one bad instance: the same error
+    assert answer("columns", instances)["error"] == answer("rows", instances)["error"]
+    assert through_columns[2:] == [("columns", False), ("rows", False)]
