@@ -1,6 +1,6 @@
 """A scikit-learn pipeline fitted on a DataFrame of numeric and categorical string columns:
 converted with its named, typed columns, scaffolded with a field per column, and served by
-name over HTTP and through a batch file of the DataFrame's own CSV."""
+name over HTTP, the Open Inference Protocol (V2) and a batch file of the DataFrame's own CSV."""
 
 from __future__ import annotations
 
@@ -65,6 +65,10 @@ def loans() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def pipeline(loans: pd.DataFrame) -> Pipeline:
+    return _fitted_pipeline(loans)
+
+
+def _fitted_pipeline(loans: pd.DataFrame) -> Pipeline:
     """Scaled numbers, a one-hot city refusing unknown cities, an ordinal size, boosted trees."""
     prep = ColumnTransformer(
         [
@@ -172,7 +176,7 @@ def test_a_numeric_dataframe_regressor_serves_a_field_per_column(
     np.testing.assert_allclose(got, target.head(5), rtol=1e-4)
 
 
-# --- end to end: convert, new, HTTP and a batch file ---------------------------------------------
+# --- end to end: convert, new, HTTP, V2 and a batch file -----------------------------------------
 
 
 @pytest.fixture
@@ -217,6 +221,22 @@ def served_app(
         host.stop()
 
 
+def _v2_request(rows: pd.DataFrame) -> dict[str, Any]:
+    """An Open Inference Protocol request: each column a [batch, 1] tensor under its name."""
+    datatypes = {"age": "FP64", "annual income": "FP64", "city": "BYTES", "size": "BYTES"}
+    return {
+        "inputs": [
+            {
+                "name": column,
+                "datatype": datatype,
+                "shape": [len(rows), 1],
+                "data": rows[column].tolist(),
+            }
+            for column, datatype in datatypes.items()
+        ]
+    }
+
+
 def test_a_dataframe_pipeline_served_by_column_name_answers_what_scikit_learn_answers(
     served_app: tuple[LocalHost, str],
     pipeline: Pipeline,
@@ -239,12 +259,31 @@ def test_a_dataframe_pipeline_served_by_column_name_answers_what_scikit_learn_an
             f"/api/{name}/predict",
             json={"instances": [{**rows.head(1).to_dict(orient="records")[0], "city": "tokyo"}]},
         )
+        metadata = http.get(f"/api/v2/models/{name}")
+        inferred = http.post(f"/api/v2/models/{name}/infer", json=_v2_request(rows))
     assert [p["label"] for p in predictions] == expected_labels
     got = np.array([[p["probabilities"][c] for c in classes] for p in predictions])
     np.testing.assert_allclose(got, expected_probabilities, atol=1e-6)
     assert len(set(expected_labels)) == 2  # both classes reached
     assert unknown.status_code == 422, unknown.text
     assert "city" in unknown.text and "'oslo', 'paris' or 'rome'" in unknown.text
+
+    # The Open Inference Protocol: the model's own inputs, a [batch, 1] tensor per column,
+    # named as the DataFrame names them; the string columns as BYTES.
+    assert metadata.status_code == 200, metadata.text
+    assert metadata.json()["inputs"] == [
+        {"name": "age", "datatype": "FP64", "shape": [-1, 1]},
+        {"name": "annual income", "datatype": "FP64", "shape": [-1, 1]},
+        {"name": "city", "datatype": "BYTES", "shape": [-1, 1]},
+        {"name": "size", "datatype": "BYTES", "shape": [-1, 1]},
+    ]
+    assert inferred.status_code == 200, inferred.text + host.output()
+    outputs = {o["name"]: o for o in inferred.json()["outputs"]}
+    assert (outputs["label"]["datatype"], outputs["label"]["shape"]) == ("BYTES", [len(rows)])
+    assert outputs["label"]["data"] == expected_labels
+    assert outputs["probabilities"]["shape"] == [len(rows), len(classes)]
+    got = np.array(outputs["probabilities"]["data"]).reshape(len(rows), len(classes))
+    np.testing.assert_allclose(got, expected_probabilities, atol=1e-6)
 
     rows.to_csv(tmp_path / "applicants.csv", index=False)  # the DataFrame's own CSV
     monkeypatch.chdir(host.app_dir)
