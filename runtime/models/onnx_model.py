@@ -122,6 +122,7 @@ class OnnxModel:
         import numpy as np
 
         feeds: dict[str, Any] = {}
+        texts = self._known_texts()
         for spec in self.inputs:
             if spec.dtype is None or spec.shape is None:
                 return False
@@ -129,13 +130,29 @@ class OnnxModel:
             feeds[spec.name] = (
                 np.zeros(shape, dtype=spec.dtype)
                 if spec.dtype != "object"
-                else np.full(shape, "", dtype=object)
+                else np.full(shape, texts.get(spec.name, ""), dtype=object)
             )
         try:
             self._session.run(None, feeds)
         except Exception:  # some models reject zeros (e.g. index inputs); warm-up is optional
             return False
         return True
+
+    def _known_texts(self) -> dict[str, str]:
+        """A category each text column takes, by input, from the metadata ``mlfn convert``
+        writes: an encoder that refuses unknown categories refuses ""."""
+        import json
+
+        try:
+            meta = self._session.get_modelmeta().custom_metadata_map
+            columns = json.loads(meta.get("mlfn.columns", "[]"))
+            return {
+                str(c["name"]): str(c["categories"][0])
+                for c in columns
+                if c.get("type") == "str" and c.get("categories")
+            }
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return {}
 
     def run(
         self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None

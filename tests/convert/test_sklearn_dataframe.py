@@ -368,3 +368,15 @@ def test_every_way_of_reading_the_columns_converts(
     done = to_onnx(model, tmp_path / "m.onnx", frame)
     assert done.rows == len(frame)
     assert [i.name for i in onnx.load(tmp_path / "m.onnx").graph.input] == columns
+
+
+def test_a_model_whose_encoder_refuses_unknown_categories_warms_up(
+    tmp_path: Path, pipeline: Pipeline, loans: pd.DataFrame
+) -> None:
+    # Warm-up fed "" to every text input, which the encoder refuses: it never ran, and
+    # onnxruntime logged an error at every load.
+    from runtime.models.onnx_model import OnnxModel
+
+    to_onnx(pipeline, tmp_path / "loans.onnx", loans)
+    model = OnnxModel.load("loans", tmp_path / "loans.onnx", sha256="x", version="1")
+    assert model.warm_up()
