@@ -59,6 +59,8 @@ def check(
         column = given[key]
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
+        if pa.types.is_dictionary(column.type):  # Parquet's text, each value held once
+            column = column.dictionary_decode()
         values, bad = _field(field, column, null_is_missing)
         columns[field.name] = values
         suspect |= bad

@@ -113,7 +113,7 @@ def read_rows(
     max_row_bytes: int,
     chunk_bytes: int,
     columns: Collection[str] | None = None,
-) -> Iterator[list[RawRow]]:
+) -> Iterator[Sequence[RawRow]]:
     """The file's rows in chunks of at most ``chunk_size`` rows and (but for a single row)
     about ``chunk_bytes`` bytes of input, so wide rows make short chunks. ``columns``: the
     only ones a row needs (``input_columns``), None for all; a columnar format reads no

@@ -13,8 +13,8 @@ which the rule bounds by the group's rows times the limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator
-from typing import IO, Any
+from collections.abc import Collection, Iterator, Sequence
+from typing import IO, Any, overload
 
 from pydantic import BaseModel
 
@@ -48,7 +48,7 @@ def read_chunks(
     max_row_bytes: int,
     chunk_bytes: int,
     columns: Collection[str] | None,
-) -> Iterator[list[RawRow]]:
+) -> Iterator[Sequence[RawRow]]:
     """Row groups read a batch at a time, only the columns a row needs: a column the endpoint
     never reads is never decoded, however wide. Text columns are read as dictionaries (a
     value repeated down a column is held once) and each row's size is measured in Arrow,
@@ -137,30 +137,64 @@ def _empty_rows(n: int, chunk_size: int) -> Iterator[list[RawRow]]:
         yield [{} for _ in range(min(chunk_size, n - start))]
 
 
+class ArrowRows(Sequence[RawRow]):
+    """A chunk of a Parquet file's rows as the Arrow batch they were read into: the columnar
+    path takes its columns as they are; the row path reads it as a list of rows (dicts, a
+    null left out, or a row's error), made on first use. ``batch`` holds the readable rows
+    only (at ``readable`` in the chunk): an over-long row's values are not kept."""
+
+    def __init__(self, batch: Any, rows: int, errors: dict[int, MlfnError]) -> None:
+        if errors:
+            pa = pyarrow()
+            kept = [i for i in range(rows) if i not in errors]
+            batch = batch.take(pa.array(kept, type=pa.int64()))
+        self.batch = batch
+        self.errors = errors  # rows over the limit, by their index in the chunk
+        self.readable = [i for i in range(rows) if i not in errors]
+        self._n = rows
+        self._rows: list[RawRow] | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> RawRow: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RawRow]: ...
+    def __getitem__(self, i: int | slice) -> RawRow | list[RawRow]:
+        return self.rows()[i]
+
+    def rows(self) -> list[RawRow]:
+        if self._rows is None:
+            rows: list[RawRow] = list(self.errors.get(i) for i in range(self._n))
+            for i, row in zip(self.readable, _to_rows(self.batch), strict=True):
+                rows[i] = row
+            self._rows = rows
+        return self._rows
+
+    def rows_at(self, indices: list[int]) -> list[RawRow]:
+        """Only the readable rows at ``indices`` (into ``batch``), as the row path reads them."""
+        pa = pyarrow()
+        return _to_rows(self.batch.take(pa.array(indices, type=pa.int64())))
+
+
 def _batch_chunks(
     pa: Any, batch: Any, chunk_size: int, max_row_bytes: int, chunk_bytes: int
-) -> Iterator[list[RawRow]]:
+) -> Iterator[ArrowRows]:
     sizes = _row_bytes(pa, batch)
-    chunk: list[RawRow] = []
+    start = 0  # the chunk's first row in the batch
     size = 0
-    start = 0  # the first row of the run of readable rows not yet made Python objects
-
-    def run(end: int) -> list[RawRow]:
-        return _to_rows(batch.slice(start, end - start)) if end > start else []
-
+    errors: dict[int, MlfnError] = {}
     for i, row_size in enumerate(sizes):
         if row_size > max_row_bytes:
-            chunk += run(i)
-            chunk.append(too_long_row(max_row_bytes))
-            start = i + 1
+            errors[i - start] = too_long_row(max_row_bytes)
         else:
             size += row_size
-        if len(chunk) + i + 1 - start >= chunk_size or size >= chunk_bytes:
-            yield chunk + run(i + 1)
-            chunk, size, start = [], 0, i + 1
-    chunk += run(len(sizes))
-    if chunk:
-        yield chunk
+        if i + 1 - start >= chunk_size or size >= chunk_bytes:
+            yield ArrowRows(batch.slice(start, i + 1 - start), i + 1 - start, errors)
+            start, size, errors = i + 1, 0, {}
+    if start < len(sizes):
+        yield ArrowRows(batch.slice(start, len(sizes) - start), len(sizes) - start, errors)
 
 
 def _row_bytes(pa: Any, batch: Any) -> list[int]:

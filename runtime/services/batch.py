@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
@@ -175,7 +175,7 @@ class BatchService:
         # make short slabs, so the slabs in flight stay within one request's memory.
         slab_bytes = max(64 * 1024, limit // IN_FLIGHT)
         columns = batch_formats.input_columns(endpoint.input)
-        chunks: Iterator[list[RawRow]] = batch_formats.read_rows(
+        chunks: Iterator[Sequence[RawRow]] = batch_formats.read_rows(
             fmt, reader, slab, limit, slab_bytes, columns
         )
         pending: deque[tuple[int, asyncio.Task[tuple[Outcomes, ModelInfo | None]]]] = deque()
@@ -204,7 +204,7 @@ class BatchService:
         return model
 
     async def _score_chunk(
-        self, name: str, chunk: list[RawRow]
+        self, name: str, chunk: Sequence[RawRow]
     ) -> tuple[Outcomes, ModelInfo | None]:
         columns = self._columns() if self._columns is not None else None
         if columns is not None and columns.plan(name) is not None:
@@ -264,34 +264,54 @@ def _model_doc(model: ModelInfo | None) -> dict[str, str] | None:
 
 
 def _score_columns(
-    columns: ColumnService, name: str, chunk: list[RawRow]
+    columns: ColumnService, name: str, chunk: Sequence[RawRow]
 ) -> tuple[ColumnOutcomes, ModelInfo | None] | None:
-    """A chunk's readable rows scored as columns (``runtime.services.columns``); None when
-    they do not make columns (values of mixed kinds), for the rows service to score."""
+    """A chunk's readable rows scored as columns (``runtime.services.columns``): a Parquet
+    chunk's Arrow columns as they are, other rows made columns; None when they do not make
+    columns (values of mixed kinds), for the rows service to score."""
     import numpy as np
 
     from runtime.columnar.arrow import from_dicts, scatter
+    from runtime.protocol.parquet_rows import ArrowRows
 
     plans = columns.plan(name)
     assert plans is not None
-    readable = [i for i, raw in enumerate(chunk) if not isinstance(raw, MlfnError)]
-    rows = [chunk[i] for i in readable]
-    made = from_dicts(rows, plans.input.keys()) if rows else None
-    if made is None:
+    if isinstance(chunk, ArrowRows):
+        errors: dict[int, MlfnError] = dict(chunk.errors)
+        readable = chunk.readable
+        batch = chunk.batch
+        names = set(batch.schema.names) & plans.input.keys()
+        given = {key: batch.column(key) for key in names}
+        suspect = None
+
+        def raw_rows(picked: list[int]) -> list[Any]:
+            return chunk.rows_at(picked)
+
+    else:
+        errors = {i: raw for i, raw in enumerate(chunk) if isinstance(raw, MlfnError)}
+        readable = [i for i in range(len(chunk)) if i not in errors]
+        rows = [chunk[i] for i in readable]
+        made = from_dicts(rows, plans.input.keys()) if rows else None
+        if made is None:
+            return None
+        given, suspect = made
+
+        def raw_rows(picked: list[int]) -> list[Any]:
+            return [rows[i] for i in picked]
+
+    if not readable:
         return None
-    given, suspect = made
     scored = columns.score_sync(
         name,
         given,
-        len(rows),
-        lambda picked: [rows[i] for i in picked],
+        len(readable),
+        raw_rows,
         null_is_missing=True,  # an empty CSV cell, a Parquet null: the key left out
         suspect=suspect,
     )
-    errors = {i: raw for i, raw in enumerate(chunk) if isinstance(raw, MlfnError)}
     errors.update({readable[i]: error for i, error in scored.errors.items()})
     order = np.full(len(chunk), -1, dtype=np.int64)
-    order[readable] = np.arange(len(rows))
+    order[readable] = np.arange(len(readable))
     output = columns.output_names(name)
     outputs = {written: scatter(scored.outputs[field], order) for field, written in output.items()}
     return ColumnOutcomes(outputs, errors, len(chunk)), scored.model
