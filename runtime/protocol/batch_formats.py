@@ -391,14 +391,23 @@ class _CsvWriter:
         if not self._header_written:
             out.writerow(["row", *map(safe_cell, self._fields), "error"])
             self._header_written = True
-        if isinstance(outcomes, ColumnOutcomes):  # values as they are: no JSON between
+        if isinstance(outcomes, ColumnOutcomes):  # cells made a column at a time
+            cells = [_column_cells(outcomes.outputs[f]) for f in self._fields]
+            if all(c is not None for c in cells):
+                errors = [""] * outcomes.rows
+                for i, failed in outcomes.errors.items():
+                    errors[i] = error_json(failed).decode()
+                numbers = range(start, start + outcomes.rows)
+                out.writerows(zip(numbers, *cells, errors, strict=True))  # type: ignore[arg-type]
+                self._sink.write(buffer.getvalue().encode())
+                return 0
             rows = outcomes.python()
-            errors = outcomes.errors
+            errors_at = outcomes.errors
             for i, values in enumerate(rows):
-                error = errors.get(i)
-                if error is not None:
+                refused = errors_at.get(i)
+                if refused is not None:
                     out.writerow(
-                        [start + i, *([""] * len(self._fields)), error_json(error).decode()]
+                        [start + i, *([""] * len(self._fields)), error_json(refused).decode()]
                     )
                 else:
                     out.writerow(
@@ -418,6 +427,53 @@ class _CsvWriter:
     def close(self) -> None:
         if not self._header_written:
             self.write(0, [])
+
+
+# A cell a spreadsheet would run (``csv_safety``), as a regular expression over a column.
+_FORMULA = r"^[=+\-@\t\r]"
+_PLAIN_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+
+
+def _column_cells(column: Any) -> list[Any] | None:
+    """An output column's CSV cells, made by Arrow a column at a time: the text the row
+    path writes for each value (a null, and a float that is not finite, empty; a list as
+    compact JSON; text made inert as ``safe_cell`` makes it). None for a column of another
+    kind, or a list holding a float that is not finite: those are written value by value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_floating(kind):
+        wide = column.cast(pa.float64())
+        text = pc.if_else(pc.is_finite(wide), wide.cast(pa.string()), None)
+    elif pa.types.is_integer(kind):
+        text = column.cast(pa.string())
+    elif pa.types.is_boolean(kind):
+        text = pc.if_else(column, "True", "False")  # as Python writes a bool
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        formula = pc.and_(
+            pc.match_substring_regex(column, _FORMULA),
+            pc.invert(pc.match_substring_regex(column, _PLAIN_NUMBER)),
+        )
+        text = pc.if_else(formula, pc.binary_join_element_wise("'", column, ""), column)
+    elif (
+        pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)
+    ):
+        items = column.flatten()
+        if pa.types.is_floating(items.type):
+            if items.null_count or pc.any(pc.invert(pc.is_finite(items))).as_py():
+                return None  # null or NaN inside: JSON null, written value by value
+            listed = pa.list_(pa.string())
+            parts = column.cast(pa.list_(pa.float64())).cast(listed)
+        elif pa.types.is_integer(items.type) and not items.null_count:
+            parts = column.cast(pa.list_(pa.string()))
+        else:
+            return None
+        text = pc.binary_join_element_wise("[", pc.binary_join(parts, ","), "]", "")
+    else:
+        return None
+    cells: list[Any] = pc.fill_null(text, "").to_pylist()
+    return cells
 
 
 def _cell(value: Any) -> Any:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlfn.batch")
 
 SLAB_ROWS = 1024  # rows read, validated and handed to the batcher at once (whole batches)
+COLUMN_SLAB_ROWS = 16384  # the same, scored as columns
 IN_FLIGHT = 4  # slabs being scored while the oldest is written
 
 
@@ -168,7 +169,10 @@ class BatchService:
     ) -> ModelInfo | None:
         size = self._rows.max_batch_size(name)
         limit = self._rows.endpoint(name).endpoint.limits.max_request_bytes
-        slab = max(size, SLAB_ROWS // size * size)
+        columnar = self._columns is not None and self._columns().plan(name) is not None
+        # Columns cost per slab, not per row: longer slabs (still bounded by bytes, below).
+        rows = COLUMN_SLAB_ROWS if columnar else SLAB_ROWS
+        slab = max(size, rows // size * size)
         endpoint = self._rows.endpoint(name).endpoint
         writer = await asyncio.to_thread(batch_formats.writer, fmt, sink, endpoint.output)
         # A slab holds at most a quarter of a request's bytes: wide rows (embeddings, images)
