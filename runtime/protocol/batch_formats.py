@@ -443,6 +443,8 @@ def _column_cells(column: Any) -> list[Any] | None:
     import pyarrow.compute as pc
 
     kind = column.type
+    if pa.types.is_null(kind):
+        return [""] * len(column)
     if pa.types.is_floating(kind):
         wide = column.cast(pa.float64())
         text = pc.if_else(pc.is_finite(wide), wide.cast(pa.string()), None)

@@ -50,6 +50,7 @@ def _same(a: Any, b: Any) -> bool:
         pa.array([[0.1, 0.2], [], None, [1e-7]], type=pa.list_(pa.float64())),
         pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32) / 3), 3),
         pa.array([[1, 2], None], type=pa.list_(pa.int64())),
+        pa.array([None, None]),  # an optional output predict left None everywhere
     ],
 )
 def test_column_cells_say_what_the_row_path_says(column: pa.Array) -> None:
