@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runtime.convert import sklearn_columns
+from runtime.convert import boosting, sklearn_columns
 from runtime.convert.base import (
     CLASSES_KEY,
     COLUMNS_KEY,
@@ -60,16 +60,21 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         graph = sklearn_columns.joined(graph, columns, x)
         # The original answers the numbers the ONNX model is given, rounded to its type alike.
         x = x.assign(**{c.name: feeds[c.name][:, 0] for c in columns if c.type != "str"})
+    opset: int | dict[str, int] = options.get("opset", OPSET)
+    converter = "skl2onnx"
+    if boosting.register(graph):
+        opset = {"": opset, "ai.onnx.ml": boosting.ML_OPSET}
+        converter = "skl2onnx (with onnxmltools' converters)"
     try:
         onnx_model = skl2onnx.to_onnx(
             graph,
             initial_types=initial_types,
-            target_opset=options.get("opset", OPSET),
+            target_opset=opset,
             # Plain tensors, not a sequence of maps: what V2 clients and the scaffold read.
             options={id(final): {"zipmap": False}} if hasattr(final, "classes_") else None,
         )
     except Exception as exc:  # skl2onnx raises many kinds; all mean "cannot convert this"
-        raise ConversionError(f"skl2onnx cannot convert {type(model).__name__}: {exc}") from None
+        raise ConversionError(f"{converter} cannot convert {type(model).__name__}: {exc}") from None
     if columns is not None:
         sklearn_columns.restore_names(onnx_model, columns)
         set_metadata(onnx_model, {COLUMNS_KEY: sklearn_columns.dumps(columns)})
@@ -116,6 +121,7 @@ def _cast_before_tree(model: Any, final: Any) -> Any:
     from sklearn.pipeline import Pipeline
 
     trees = type(final).__module__.startswith(("sklearn.tree", "sklearn.ensemble"))
+    trees = trees or boosting.library(final) is not None
     if not (trees and isinstance(model, Pipeline) and len(model.steps) > 1):
         return model
     import numpy as np

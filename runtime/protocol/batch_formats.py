@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, overload
 
 from pydantic import BaseModel
 from pydantic_core import from_json
@@ -123,12 +123,18 @@ def read_rows(
 
         yield from parquet_rows.read_chunks(source, chunk_size, max_row_bytes, chunk_bytes, columns)
         return
-    rows = (
-        _jsonl_rows(source, max_row_bytes)
-        if fmt is Format.JSONL
-        else _csv_rows(source, max_row_bytes)
-    )
-    chunk: list[RawRow] = []
+    if fmt is Format.CSV:
+        header, records = _csv_records_of(source, max_row_bytes)
+        for piece in _chunks(records, chunk_size, chunk_bytes):
+            yield CsvRows(header, piece)
+        return
+    yield from _chunks(_jsonl_rows(source, max_row_bytes), chunk_size, chunk_bytes)
+
+
+def _chunks(
+    rows: Iterator[tuple[Any, int]], chunk_size: int, chunk_bytes: int
+) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
     size = 0
     for row, read in rows:
         chunk.append(row)
@@ -243,10 +249,11 @@ def error_json(error: MlfnError) -> bytes:
 # --- CSV --------------------------------------------------------------------------------------
 
 
-def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, int]]:
-    """Records found by their own boundaries (a newline outside quotes), each at most
-    ``max_row_bytes``: an over-long or undecodable record is that row's error, and the next
-    record starts where this one ended, so every later row keeps its number."""
+def _csv_records_of(
+    source: IO[bytes], max_row_bytes: int
+) -> tuple[list[str], Iterator[tuple[bytes | MlfnError, int]]]:
+    """The header, and each later record's bytes (a blank line is no record), or its error
+    when it is over the limit."""
     allow_csv_fields(max_row_bytes)
     records = _csv_records(source, max_row_bytes)
     try:
@@ -266,28 +273,110 @@ def _csv_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow, i
             f"the CSV file's first row is numbers, not column names: {header[:20]}; it needs "
             "a header row naming the input fields"
         )
-    for raw, read in records:
-        if raw is None:
-            yield too_long_row(max_row_bytes), 0
-            continue
-        if not raw.strip():
-            continue  # a blank line
+
+    def rest() -> Iterator[tuple[bytes | MlfnError, int]]:
+        for raw, read in records:
+            if raw is None:
+                yield too_long_row(max_row_bytes), 0
+            elif raw.strip():  # a blank line is no row
+                yield raw, read
+
+    return header, rest()
+
+
+def record_row(header: list[str], raw: bytes) -> RawRow:
+    """A CSV record as the row path reads it: a dict of its non-empty cells by column, or
+    the error that says why it cannot be read."""
+    try:
+        record = _parse_record(raw)
+    except UnicodeDecodeError as exc:
+        return unreadable_row(f"row is not UTF-8 text: {exc}")
+    except csv.Error as exc:
+        return unreadable_row(f"row cannot be read as CSV: {exc}")
+    if len(record) != len(header):
+        return unreadable_row(f"row has {len(record)} fields, the header has {len(header)}")
+    # An empty cell is a missing value: the field's default applies, or it is reported.
+    return {h: v for h, v in zip(header, record, strict=True) if v != ""}
+
+
+class CsvRows(Sequence[RawRow]):
+    """A chunk of a CSV file's records, read as rows (dicts) on first use by the row path;
+    the columnar path may have Arrow parse them all at once (``columns``)."""
+
+    def __init__(self, header: list[str], records: list[bytes | MlfnError]) -> None:
+        self.header = header
+        self.records = records
+        self._rows: list[RawRow] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, i: int) -> RawRow: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RawRow]: ...
+    def __getitem__(self, i: int | slice) -> RawRow | list[RawRow]:
+        return self.rows()[i]
+
+    def rows(self) -> list[RawRow]:
+        if self._rows is None:
+            self._rows = [self._row(i) for i in range(len(self.records))]
+        return self._rows
+
+    def rows_at(self, indices: list[int]) -> list[RawRow]:
+        return [self._row(i) for i in indices]
+
+    def _row(self, i: int) -> RawRow:
+        raw = self.records[i]
+        return raw if isinstance(raw, MlfnError) else record_row(self.header, raw)
+
+    def columns(
+        self, keys: Collection[str]
+    ) -> tuple[dict[str, Any], list[int], dict[int, MlfnError]] | None:
+        """The ``keys`` columns of the readable records as Arrow text (an empty cell null),
+        the records they hold, and each other record's error; None unless every record is
+        plain (no quote, no carriage return inside), where Arrow's CSV reader and the csv
+        module split alike: then the row path reads the chunk."""
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        width = len(self.header)
+        errors: dict[int, MlfnError] = {}
+        lines: list[bytes] = []
+        readable: list[int] = []
+        for i, raw in enumerate(self.records):
+            if isinstance(raw, MlfnError):
+                errors[i] = raw
+                continue
+            line = raw.rstrip(b"\r\n")
+            if b'"' in line or b"\r" in line:
+                return None
+            fields = line.count(b",") + 1
+            if fields != width:
+                errors[i] = unreadable_row(f"row has {fields} fields, the header has {width}")
+                continue
+            lines.append(line)
+            readable.append(i)
+        wanted = [h for h in self.header if h in keys]
+        if not lines or not wanted:
+            return None
         try:
-            record = _parse_record(raw)
-        except UnicodeDecodeError as exc:
-            yield unreadable_row(f"row is not UTF-8 text: {exc}"), read
-            continue
-        except csv.Error as exc:
-            yield unreadable_row(f"row cannot be read as CSV: {exc}"), read
-            continue
-        if len(record) != len(header):
-            yield (
-                unreadable_row(f"row has {len(record)} fields, the header has {len(header)}"),
-                read,
+            table = pcsv.read_csv(
+                io.BytesIO(b"\n".join(lines) + b"\n"),
+                read_options=pcsv.ReadOptions(column_names=self.header),
+                parse_options=pcsv.ParseOptions(quote_char=False, newlines_in_values=False),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={h: pa.string() for h in wanted},
+                    include_columns=wanted,
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
             )
-            continue
-        # An empty cell is a missing value: the field's default applies, or it is reported.
-        yield {h: v for h, v in zip(header, record, strict=True) if v != ""}, read
+        except (pa.ArrowException, UnicodeDecodeError, ValueError):
+            return None  # text that is not UTF-8, say: the row path says which row
+        if table.num_rows != len(lines):
+            return None
+        return {h: table.column(h).combine_chunks() for h in wanted}, readable, errors
 
 
 def allow_csv_fields(size: int) -> None:

@@ -276,6 +276,7 @@ def _score_columns(
     import numpy as np
 
     from runtime.columnar.arrow import from_dicts, scatter
+    from runtime.protocol.batch_formats import CsvRows
     from runtime.protocol.parquet_rows import ArrowRows
 
     plans = columns.plan(name)
@@ -290,6 +291,13 @@ def _score_columns(
 
         def raw_rows(picked: list[int]) -> list[Any]:
             return chunk.rows_at(picked)
+
+    elif isinstance(chunk, CsvRows) and (parsed := chunk.columns(plans.input.keys())):
+        given, readable, errors = parsed  # text: the checks read plain numbers
+        suspect = None
+
+        def raw_rows(picked: list[int]) -> list[Any]:
+            return chunk.rows_at([readable[i] for i in picked])
 
     else:
         errors = {i: raw for i, raw in enumerate(chunk) if isinstance(raw, MlfnError)}

@@ -24,6 +24,7 @@ from runtime.endpoint import Batch, BoundEndpoint, Endpoint, Limits
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
 from runtime.protocol import batch
+from runtime.protocol.batch_formats import CsvRows
 from runtime.services.batch import BatchService
 from runtime.services.columns import ColumnService
 from runtime.services.predict import PredictService
@@ -154,7 +155,7 @@ def _score(service: BatchService, azurite: AzuriteInfo, prefix: str, name: str, 
 def _records(fmt: str, data: bytes) -> list[dict[str, Any]]:
     if fmt == "jsonl":
         return [json.loads(line) for line in data.splitlines()]
-    if fmt == "csv":
+    if fmt.endswith("csv"):
         return list(csv.DictReader(io.StringIO(data.decode())))
     return pq.read_table(io.BytesIO(data)).to_pylist()
 
@@ -171,7 +172,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "quoted.csv", "parquet"])
 def test_a_file_scores_through_columns_as_through_rows(
     fmt: str,
     azurite: AzuriteInfo,
@@ -190,14 +191,27 @@ def test_a_file_scores_through_columns_as_through_rows(
 
     score_columns = batch_service._score_columns
     monkeypatch.setattr(batch_service, "_score_columns", spy)
+    parsed_by_arrow = []
+    csv_columns = CsvRows.columns
+
+    def csv_spy(self: CsvRows, keys: Any) -> Any:
+        done = csv_columns(self, keys)
+        parsed_by_arrow.append(done is not None)
+        return done
+
+    monkeypatch.setattr(CsvRows, "columns", csv_spy)
     prefix = f"c{uuid.uuid4().hex[:10]}"
     service = _service(example_models["iris"], tmp_path, azurite, prefix)
     rows = _rows(1000)
-    data = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[fmt](rows)
+    if fmt == "quoted.csv":  # a cell the writer quotes: the csv module reads the file
+        rows[500] = {**rows[500], "tag": 'a,"b'} if isinstance(rows[500], dict) else rows[500]
+    data = {"jsonl": _jsonl, "csv": _csv, "quoted.csv": _csv, "parquet": _parquet}[fmt](rows)
     path = f"flowers.{fmt}"
     want_summary, want = _score(service, azurite, prefix, "byrows", path, data)
     got_summary, got = _score(service, azurite, prefix, "bycols", path, data)
     assert through_columns and all(through_columns)  # no chunk fell back to the rows
+    if fmt.endswith("csv"):  # plain records parsed by Arrow at once; quoted ones by csv
+        assert parsed_by_arrow == [fmt == "csv"] * len(parsed_by_arrow) and parsed_by_arrow
     assert (got_summary.rows, got_summary.errors) == (want_summary.rows, want_summary.errors)
     assert 5 <= want_summary.errors < 40
     expected, actual = _records(fmt, want), _records(fmt, got)
