@@ -25,7 +25,7 @@ WORKER_VENV := .venv-3.13
 
 # Tests that need the heavy frameworks (torch, TensorFlow, pyspark + Java): `make test-frameworks`.
 FRAMEWORK_TESTS := tests/convert/test_torch.py tests/convert/test_keras.py \
-  tests/convert/test_sparkml.py tests/spark
+  tests/convert/test_sparkml.py tests/convert/test_boosting.py tests/spark
 # torch's CPU build, from PyTorch's own index as its users install it (PyPI's Linux torch is a
 # ~4 GB CUDA build). Where that index cannot be reached, torch's tests are reported skipped.
 # pip runs --isolated for it: another index in a pip configuration (a mirror's, say) would

@@ -1,5 +1,6 @@
 """scikit-learn estimators and pipelines through skl2onnx: input ``input``; classifiers answer
-``label`` and ``probabilities`` (no ZipMap) and list their classes in the metadata.
+``label`` and ``probabilities`` (no ZipMap) and list their classes in the metadata. XGBoost and
+LightGBM estimators, alone or as a pipeline's last step, alike (runtime/convert/boosting.py).
 
 A model fitted on a DataFrame (it has ``feature_names_in_``) takes its columns instead, one
 named input ``[None, 1]`` each, strings for categorical ones (runtime/convert/sklearn_columns.py).
@@ -63,7 +64,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     opset: int | dict[str, int] = options.get("opset", OPSET)
     converter = "skl2onnx"
     if boosting.register(graph):
-        opset = {"": opset, "ai.onnx.ml": boosting.ML_OPSET}
+        opset = {"": options.get("opset", OPSET), "ai.onnx.ml": boosting.ML_OPSET}
         converter = "skl2onnx (with onnxmltools' converters)"
     try:
         onnx_model = skl2onnx.to_onnx(
@@ -116,8 +117,9 @@ def _imputes(model: Any) -> bool:
 
 
 def _cast_before_tree(model: Any, final: Any) -> Any:
-    """``model``, or for a pipeline whose last step is a tree model, the same fitted steps with
-    a cast to float32 before that step (skl2onnx's ``CastTransformer``)."""
+    """``model``, or for a pipeline whose last step is a tree model (XGBoost and LightGBM too),
+    the same fitted steps with a cast to float32 before that step (skl2onnx's
+    ``CastTransformer``)."""
     from sklearn.pipeline import Pipeline
 
     trees = type(final).__module__.startswith(("sklearn.tree", "sklearn.ensemble"))
