@@ -116,3 +116,43 @@ def test_with_telemetry_off_serving_imports_nothing_of_opentelemetry(
     assert "runtime.telemetry" in loaded and "onnxruntime" in loaded  # it did serve
     otel = ("opentelemetry", "azure.monitor", "runtime.telemetry.otel", "runtime.telemetry.setup")
     assert sorted(m for m in loaded if m.startswith(otel)) == []
+
+
+COLUMNAR = """
+from pydantic import BaseModel
+
+from runtime import Columns, Endpoint, OnnxModel
+
+
+class In(BaseModel):
+    x: float
+
+
+class Out(BaseModel):
+    y: float
+
+
+endpoint = Endpoint(In, Out, model="iris.onnx")
+
+
+@endpoint.predict_columns
+def predict(columns: Columns, model: OnnxModel) -> Columns:
+    return {"y": columns["x"]}
+"""
+
+
+def test_indexing_an_app_with_a_columnar_predict_imports_nothing_of_the_columnar_path(
+    tmp_path: Path,
+) -> None:
+    from tests.support import make_app
+
+    app = make_app(tmp_path / "app", {"cols": COLUMNAR})
+    code = "import json, sys; import function_app; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=app, check=True, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout  # fmt: skip
+    loaded = set(json.loads(out.splitlines()[-1]))
+    assert "functions.cols.endpoint" in loaded
+    columnar = ("runtime.columnar", "runtime.services.columns", "numpy", "pyarrow")
+    assert sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in columnar)) == []
