@@ -36,15 +36,18 @@ def scatter(values: pa.Array, order: np.ndarray[Any, Any]) -> pa.Array:
 
 
 def from_dicts(
-    rows: list[dict[str, Any]], keys: frozenset[str]
+    rows: list[dict[str, Any]], keys: frozenset[str], forbid_extra: bool = False
 ) -> tuple[dict[str, pa.Array], np.ndarray[Any, Any]] | None:
     """Rows read as dicts (a file's JSON lines or CSV records) as Arrow columns, one per key
     the model reads, and the rows whose explicit null the columns cannot tell from a key left
-    out (pydantic decides those). None when a column's values are of kinds Arrow will not
+    out, and with ``forbid_extra`` those holding a key the model does not know (pydantic
+    decides those). None when a column's values are of kinds Arrow will not
     put in one array (text and numbers, say): the rows are then validated one by one."""
     n = len(rows)
     given: dict[str, pa.Array] = {}
     suspect = np.zeros(n, dtype=np.bool_)
+    if forbid_extra:  # a key the model refuses: pydantic says which
+        suspect |= np.array([not keys.issuperset(row) for row in rows], dtype=np.bool_)
     for key in keys:
         values = [row.get(key) for row in rows]
         if all(v is None for v in values):

@@ -52,7 +52,12 @@ def check(
         suspect[:] = True  # every row carries a key the model refuses
     columns: dict[str, NDArray[Any]] = {}
     for field in compiled.fields:
-        key = next((k for k in field.keys if k in given), None)
+        present = [k for k in field.keys if k in given]
+        if len(present) > 1:
+            # By alias and by name at once: pydantic takes whichever a row holds, alias
+            # first, and a null (a key left out) falls through to the other. Its call.
+            suspect[:] = True
+        key = present[0] if present else None
         if key is None:
             columns[field.name] = _absent(field, n, suspect)
             continue
@@ -217,9 +222,8 @@ def _int(rule: Scalar, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool_
     if pa.types.is_integer(kind):
         bad = np.zeros(n, dtype=np.bool_)
         if kind == pa.uint64():
-            bad |= pc.fill_null(pc.greater(column, _INT64_MAX), False).to_numpy(
-                zero_copy_only=False
-            )
+            past = pc.greater(column, pa.scalar(_INT64_MAX, pa.uint64()))
+            bad |= pc.fill_null(past, False).to_numpy(zero_copy_only=False)
         values = pc.cast(column, pa.int64(), safe=False).fill_null(0).to_numpy()
     elif pa.types.is_floating(kind) and rule.choices is None:
         floats = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)

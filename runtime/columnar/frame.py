@@ -60,7 +60,11 @@ def from_instances(model: type[BaseModel], instances: Sequence[BaseModel]) -> Co
             column = np.empty(len(values), dtype=object)
             column[:] = values
         else:  # a None of an optional float is NaN here, as numpy makes it
-            column = np.array(values, dtype=dtype)
+            try:
+                column = np.array(values, dtype=dtype)
+            except OverflowError:  # an int pydantic took, past what an int64 holds
+                row = next(i for i, v in enumerate(values) if not _fits_int64(v))
+                raise _too_big(f"instances[{row}].{field.name}") from None
         columns[field.name] = column
     return columns
 
@@ -92,12 +96,22 @@ def put_row(columns: Columns, plan: Compiled, row: int, instance: BaseModel) -> 
             column = columns[field.name] = column.copy()
         try:
             column[row] = _cell(field, getattr(instance, field.name))
-        except (OverflowError, ValueError, TypeError) as exc:
-            raise ValidationFailed(
-                f"invalid row: {field.name}",
-                detail=[{"field": field.name, "message": f"Value does not fit a {field.value.kind}"
-                         f" column: {exc}", "type": "column_overflow"}],
-            ) from None  # fmt: skip
+        except (OverflowError, ValueError, TypeError):
+            raise _too_big(field.name) from None
+
+
+def _fits_int64(value: Any) -> bool:
+    return not isinstance(value, int) or -(2**63) <= value < 2**63
+
+
+def _too_big(where: str) -> ValidationFailed:
+    """A number pydantic took that this endpoint's columns cannot hold (an int of more
+    than 64 bits): the request's fault, named, not the endpoint's."""
+    message = "Input should be a whole number that fits in 64 bits (from -2**63 to 2**63 - 1)"
+    return ValidationFailed(
+        f"invalid {'instances' if where.startswith('instances[') else 'row'}: {where}",
+        detail=[{"field": where, "message": message, "type": "int_too_big"}],
+    )
 
 
 def _cell(field: Field, value: Any) -> Any:

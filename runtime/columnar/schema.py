@@ -9,6 +9,7 @@ mode, a default factory) makes the whole model fall back to the row path, with t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -99,7 +100,11 @@ def compile_model(model: type[BaseModel], output: bool = False) -> Compiled:
         raise NotCompiled(f"{model.__name__} is not a plain model")
     if schema.get("custom_init") or schema.get("post_init"):
         raise NotCompiled(f"{model.__name__} has its own __init__ or model_post_init")
+    if output and schema.get("serialization"):
+        raise NotCompiled(f"{model.__name__} serializes itself (a model serializer)")
     config: Mapping[str, Any] = schema.get("config", {})
+    if output and config.get("ser_json_inf_nan", "null") != "null":
+        raise NotCompiled(f"{model.__name__} writes NaN and infinities its own way")
     unknown = sorted(set(config) - _NEUTRAL_CONFIG)
     if unknown:
         raise NotCompiled(f"{model.__name__}'s config sets {unknown[0]}")
@@ -167,10 +172,10 @@ def _field(
     if has_default and default is None and not nullable and value.kind in ("int", "bool"):
         raise NotCompiled(f"field {name!r}: a default of None that no {value.kind} column holds")
     if has_default and default is not None and width is None and not ragged:
-        try:
-            default = {"float": float, "int": int, "bool": bool, "str": str}[value.kind](default)
-        except (TypeError, ValueError):
-            raise NotCompiled(f"field {name!r}: a default of another type") from None
+        fits = {"float": (float, int), "int": (int,), "bool": (bool,), "str": (str,)}[value.kind]
+        if type(default) not in fits:  # pydantic leaves a default as it is: no column holds it
+            raise NotCompiled(f"field {name!r}: a default of another type")
+        default = float(default) if value.kind == "float" else default
     elif has_default and (width is not None or ragged):
         raise NotCompiled(f"field {name!r}: a list with a default")
     return Field(name, keys, value, width, nullable, has_default, default, ragged=ragged)
@@ -196,6 +201,8 @@ def _scalar(name: str, spec: Mapping[str, Any], allow_inf_nan: bool) -> Scalar:
     bounds = {b: spec[b] for b in _BOUNDS if b in spec}
     if any(type(v) not in (int, float) for v in bounds.values()):
         raise NotCompiled(f"field {name!r}: a bound that is not a plain number")
+    if kind == "int":
+        bounds = _int_bounds(name, bounds)
     return Scalar(
         kind,
         allow_inf_nan=spec.get("allow_inf_nan", allow_inf_nan),
@@ -203,3 +210,27 @@ def _scalar(name: str, spec: Mapping[str, Any], allow_inf_nan: bool) -> Scalar:
         max_length=spec.get("max_length"),
         **bounds,
     )
+
+
+def _int_bounds(name: str, bounds: dict[str, Any]) -> dict[str, Any]:
+    """An int field's bounds as ``ge`` and ``le`` ints that say the same of every int
+    (``n < 2.5`` is ``n <= 2``): numpy would compare int64 with a float bound as floats, and
+    lose digits past 2**53."""
+    lows, highs = [], []
+    for bound, value in bounds.items():
+        if type(value) is float and not math.isfinite(value):
+            raise NotCompiled(f"field {name!r}: a bound that is not finite")
+        if bound == "gt":
+            lows.append(math.floor(value) + 1)
+        elif bound == "ge":
+            lows.append(math.ceil(value))
+        elif bound == "lt":
+            highs.append(math.ceil(value) - 1)
+        else:
+            highs.append(math.floor(value))
+    exact: dict[str, Any] = {}
+    if lows:
+        exact["ge"] = max(lows)
+    if highs:
+        exact["le"] = min(highs)
+    return exact

@@ -269,7 +269,7 @@ def _model_doc(model: ModelInfo | None) -> dict[str, str] | None:
 
 def _score_columns(
     columns: ColumnService, name: str, chunk: Sequence[RawRow]
-) -> tuple[ColumnOutcomes, ModelInfo | None] | None:
+) -> tuple[Outcomes, ModelInfo | None] | None:
     """A chunk's readable rows scored as columns (``runtime.services.columns``): a Parquet
     chunk's Arrow columns as they are, other rows made columns; None when they do not make
     columns (values of mixed kinds), for the rows service to score."""
@@ -281,18 +281,26 @@ def _score_columns(
 
     plans = columns.plan(name)
     assert plans is not None
+    keys = plans.input.keys()
+    forbid = plans.input.forbid_extra
     if isinstance(chunk, ArrowRows):
+        if forbid and not keys.issuperset(chunk.batch.schema.names):
+            return None  # columns the model refuses: each row's nulls decide, row by row
         errors: dict[int, MlfnError] = dict(chunk.errors)
         readable = chunk.readable
         batch = chunk.batch
-        names = set(batch.schema.names) & plans.input.keys()
+        names = set(batch.schema.names) & keys
         given = {key: batch.column(key) for key in names}
         suspect = None
 
         def raw_rows(picked: list[int]) -> list[Any]:
             return chunk.rows_at(picked)
 
-    elif isinstance(chunk, CsvRows) and (parsed := chunk.columns(plans.input.keys())):
+    elif (
+        isinstance(chunk, CsvRows)
+        and not (forbid and not keys.issuperset(chunk.header))
+        and (parsed := chunk.columns(keys))
+    ):
         given, readable, errors = parsed  # text: the checks read plain numbers
         suspect = None
 
@@ -303,7 +311,7 @@ def _score_columns(
         errors = {i: raw for i, raw in enumerate(chunk) if isinstance(raw, MlfnError)}
         readable = [i for i in range(len(chunk)) if i not in errors]
         rows = [chunk[i] for i in readable]
-        made = from_dicts(rows, plans.input.keys()) if rows else None
+        made = from_dicts(rows, keys, forbid) if rows else None
         if made is None:
             return None
         given, suspect = made
@@ -322,6 +330,10 @@ def _score_columns(
         suspect=suspect,
     )
     errors.update({readable[i]: error for i, error in scored.errors.items()})
+    if scored.outputs is None:  # pydantic wrote each row's JSON, as the row path does
+        at = dict(zip(readable, scored.predictions or (), strict=False))
+        outcomes: list[Outcome] = [(at.get(i), errors.get(i)) for i in range(len(chunk))]
+        return outcomes, scored.model
     order = np.full(len(chunk), -1, dtype=np.int64)
     order[readable] = np.arange(len(readable))
     output = columns.output_names(name)

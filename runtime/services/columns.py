@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from numpy.typing import NDArray
 
-    from runtime.columnar.schema import Compiled
+    from runtime.columnar.schema import Compiled, Field
 
 log = logging.getLogger("mlfn.columns")
 
@@ -42,11 +42,14 @@ RawRows = Callable[[list[int]], list[Any]]
 @dataclass
 class ScoredColumns:
     """The output model's fields as Arrow columns (by field name), a value per row and null
-    where the row failed, and each failed row's error."""
+    where the row failed, and each failed row's error. Where the output model is not one the
+    checks compile (a dict, a nested model, its own serializer), ``outputs`` is None and
+    ``predictions`` holds each row's JSON, made by pydantic as the row path makes it."""
 
-    outputs: dict[str, pa.Array]
+    outputs: dict[str, pa.Array] | None
     errors: dict[int, MlfnError]
     model: ModelInfo | None
+    predictions: list[bytes | None] | None = None
 
 
 @dataclass
@@ -109,7 +112,7 @@ class ColumnService:
         plans = self.plan(name)
         if plans is None or not raw or not all(type(r) is dict for r in raw):
             return None
-        made = from_dicts(list(raw), plans.input.keys())
+        made = from_dicts(list(raw), plans.input.keys(), plans.input.forbid_extra)
         if made is None:
             return None
         given, suspect = made
@@ -124,6 +127,8 @@ class ColumnService:
         )
         if scored.errors or scored.model is None:
             return None
+        if scored.outputs is None:  # pydantic wrote each row, as the predict service does
+            return Scored([p for p in scored.predictions or () if p is not None], scored.model)
         names = self.output_names(name)
         outputs = {names[f]: a for f, a in scored.outputs.items()}
         values = ColumnOutcomes(outputs, {}, len(rows)).python()
@@ -184,7 +189,8 @@ class ColumnService:
                 for start in range(0, len(valid), size):
                     run.chunk(valid[start : start + size], errors)
         output = self._predict.endpoint(name).endpoint.output
-        return ScoredColumns(run.joined(output, plans.output, n, errors), errors, model)
+        outputs, predictions = run.joined(output, plans.output, n, errors)
+        return ScoredColumns(outputs, errors, model, predictions)
 
 
 class _Runner:
@@ -235,9 +241,11 @@ class _Runner:
         plan: Compiled | None,
         n: int,
         errors: dict[int, MlfnError],
-    ) -> dict[str, pa.Array]:
-        """Each output field over all ``n`` rows (null where a row failed); a row whose output
-        the output model refuses gets that error."""
+    ) -> tuple[dict[str, pa.Array] | None, list[bytes | None] | None]:
+        """Each output field over all ``n`` rows as an array of its declared type (null where
+        a row failed); a row whose output the output model refuses gets that error. Where the
+        checks cannot decide the outputs (the model does not compile, or its values are of
+        kinds no one array holds), each row's JSON instead, made by pydantic."""
         import numpy as np
         import pyarrow as pa
 
@@ -245,29 +253,67 @@ class _Runner:
 
         fields = list(output.model_fields)
         if not self.outputs:
-            return {f: pa.nulls(n) for f in fields}
+            return {f: pa.nulls(n) for f in fields}, None
         answered = np.concatenate([_indices_array(r) for r in self.rows])
         pieces = {f: [o[f] for o in self.outputs] for f in fields}
-        try:
-            arrays = {f: _joined_column(self.name, pieces[f]) for f in fields}
-            refused = _refused(self.name, output, plan, arrays, answered)
-        except PredictContractError:
-            # Values of kinds no one array holds: each row checked by pydantic, and the
-            # arrays made of the rows it keeps.
-            python = {f: _python(pieces[f]) for f in fields}
-            refused = _refused(self.name, output, None, python, answered)
-            for i in refused:
-                for values in python.values():
-                    values[i] = None
-            arrays = {f: _joined_column(self.name, [values]) for f, values in python.items()}
-        order = np.full(n, -1, dtype=np.int64)
-        order[answered] = np.arange(len(answered))
-        if refused:
-            for i, error in refused.items():
-                errors[int(answered[i])] = error
-                order[answered[i]] = -1
-            arrays = {f: _nulled(a, refused) for f, a in arrays.items()}
-        return {f: scatter(a, order) for f, a in arrays.items()}
+        if plan is not None:
+            try:
+                arrays = {f: _joined_column(self.name, pieces[f]) for f in fields}
+                refused = _refused(self.name, output, plan, arrays, answered)
+                if refused:
+                    arrays = {f: _nulled(a, refused) for f, a in arrays.items()}
+                arrays = {f.name: _declared(arrays[f.name], f) for f in plan.fields}
+            except (PredictContractError, pa.ArrowException):
+                pass  # row by row, below
+            else:
+                order = np.full(n, -1, dtype=np.int64)
+                order[answered] = np.arange(len(answered))
+                for i, error in refused.items():
+                    errors[int(answered[i])] = error
+                    order[answered[i]] = -1
+                return {f: scatter(a, order) for f, a in arrays.items()}, None
+        return None, self._encoded(output, pieces, answered, n, errors)
+
+    def _encoded(
+        self,
+        output: type[BaseModel],
+        pieces: dict[str, list[Any]],
+        answered: NDArray[np.intp],
+        n: int,
+        errors: dict[int, MlfnError],
+    ) -> list[bytes | None]:
+        """Each answered row's output validated and written as JSON by pydantic, as the row
+        path writes it; a row it refuses gets that error."""
+        from pydantic import ValidationError
+
+        from runtime.columnar.frame import invalid_output, to_rows
+        from runtime.services.predict import encode_output
+
+        python = {f: _python(values) for f, values in pieces.items()}
+        predictions: list[bytes | None] = [None] * n
+        who = f"predict of endpoint {self.name!r}"
+        for j, row in enumerate(to_rows(python, len(answered))):
+            at = int(answered[j])
+            try:
+                predictions[at] = encode_output(output.model_validate(row, by_name=True))
+            except ValidationError as exc:
+                errors[at] = invalid_output(who, at, exc)
+            except PredictContractError as err:
+                errors[at] = err
+        return predictions
+
+
+_KINDS = {"float": "float64", "int": "int64", "bool": "bool_", "str": "string"}
+
+
+def _declared(values: pa.Array, field: Field) -> pa.Array:
+    """``values`` as the Arrow type of the field's declared type (an int for an int field,
+    even where predict returned whole floats), as pydantic would have made them."""
+    import pyarrow as pa
+
+    item = getattr(pa, _KINDS[field.value.kind])()
+    kind = pa.list_(item) if field.width is not None or field.ragged is not None else item
+    return values if values.type == kind else values.cast(kind)
 
 
 def _unset(columns: dict[str, Any], n: int) -> dict[str, Any]:

@@ -400,7 +400,7 @@ class _Scorer:
                     f"predict of endpoint {name!r} returned an invalid output for instance "
                     f"{offset + i}: {exc.errors(include_url=False)[0]['msg']}"
                 ) from None
-            encoded.append(_encode(value))
+            encoded.append(encode_output(value))
         return encoded
 
 
@@ -412,7 +412,7 @@ def _not_the_requests_fault(exc: BaseException) -> bool:
     )
 
 
-def _encode(value: BaseModel) -> bytes:
+def encode_output(value: BaseModel) -> bytes:
     """One prediction as JSON, by its own class (a subclass keeps its fields) and aliases."""
     try:
         return value.__pydantic_serializer__.to_json(value, by_alias=True)

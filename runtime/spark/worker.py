@@ -200,25 +200,36 @@ def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.
             stop = min(start + size, batch.num_rows)
             raw = [_raw(keys, columns, i) for i in range(start, stop)]
             scored = rows.score_sync(plan.name, raw).rows
-            # One JSON document for the chunk's predictions: one parse, not one per row.
-            joined = b",".join(r.prediction for r in scored if r.prediction is not None)
-            predictions = iter(json.loads(b"[" + joined + b"]"))
-            for row in scored:
-                if row.prediction is None:
-                    assert row.error is not None  # a Row holds one or the other
-                    errors.append(_error_json(row.error))
-                    for values in outputs:
-                        values.append(None)
-                else:
-                    prediction = next(predictions)
-                    errors.append(None)
-                    for values, field in zip(outputs, plan.outputs, strict=True):
-                        values.append(prediction.get(field.name))
+            _add_predictions([(r.prediction, r.error) for r in scored], plan, outputs, errors)
         arrays = _arrays(outputs, plan.outputs, fixers, errors)
         schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
         )
+
+
+def _add_predictions(
+    scored: list[tuple[bytes | None, MlfnError | None]],
+    plan: Plan,
+    outputs: list[list[Any]],
+    errors: list[str | None],
+) -> None:
+    """Rows' predictions (JSON, as the predict service writes them) or errors, appended to
+    the output columns' values and the ``error`` column."""
+    # One JSON document for the rows' predictions: one parse, not one per row.
+    joined = b",".join(p for p, _ in scored if p is not None)
+    predictions = iter(json.loads(b"[" + joined + b"]"))
+    for prediction_json, error in scored:
+        if prediction_json is None:
+            assert error is not None  # a row holds one or the other
+            errors.append(_error_json(error))
+            for values in outputs:
+                values.append(None)
+        else:
+            prediction = next(predictions)
+            errors.append(None)
+            for values, field in zip(outputs, plan.outputs, strict=True):
+                values.append(prediction.get(field.name))
 
 
 def _score_columns(
@@ -229,6 +240,7 @@ def _score_columns(
     import pyarrow as pa
 
     keys = [(key, optional) for _, key, optional in plan.inputs]
+    fixers = [_from_json(field.type, nullable=True) for field in plan.outputs]
     for batch in batches:
         given = {key: batch.column(column) for column, key, _ in plan.inputs}
 
@@ -240,10 +252,18 @@ def _score_columns(
         scored = services.columns.score_sync(
             plan.name, given, batch.num_rows, raw_rows, plan.batch_size
         )
-        errors: list[str | None] = [None] * batch.num_rows
-        for row, error in scored.errors.items():
-            errors[row] = _error_json(error)
-        arrays = _typed(list(scored.outputs.values()), plan.outputs, errors)
+        if scored.outputs is None:  # pydantic wrote each row: read as the row path reads it
+            outputs: list[list[Any]] = [[] for _ in plan.outputs]
+            errors: list[str | None] = []
+            each = scored.predictions or [None] * batch.num_rows
+            rows = [(p, scored.errors.get(i)) for i, p in enumerate(each)]
+            _add_predictions(rows, plan, outputs, errors)
+            arrays = _arrays(outputs, plan.outputs, fixers, errors)
+        else:
+            errors = [None] * batch.num_rows
+            for row, error in scored.errors.items():
+                errors[row] = _error_json(error)
+            arrays = _typed(list(scored.outputs.values()), plan.outputs, errors)
         schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
         yield pa.RecordBatch.from_arrays(
             [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from runtime.config import Settings
 from runtime.endpoint import BoundEndpoint, Endpoint, Limits
@@ -263,3 +263,49 @@ def test_a_queue_message_of_many_instances_is_scored_as_columns_and_answers_alik
     instances[100] = {**instances[100], "sepal_width": -1.0}  # one bad instance: the same error
     assert answer("columns", instances)["error"] == answer("rows", instances)["error"]
     assert through_columns[2:] == [("columns", False), ("rows", False)]
+
+
+class Coerced(BaseModel):
+    label: int
+    flag: bool
+    score: float
+    tags: list[int]
+
+
+class Serialized(BaseModel):
+    tag: str
+    probs: dict[str, float]
+
+    @field_serializer("tag")
+    def upper(self, value: str) -> str:
+        return value.upper()
+
+
+def _odd_outputs(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
+    n = len(columns["sepal_length"])
+    return {
+        "label": np.ones(n),  # whole floats for an int
+        "flag": np.arange(n) % 2,  # 0 and 1 for a bool
+        "score": np.arange(n),  # ints for a float
+        "tags": np.ones((n, 2)),  # whole floats for list[int]
+        "tag": ["a"] * n,
+        "probs": [{"b": 0.5} if i % 2 else {"a": 0.5} for i in range(n)],  # keys differ
+    }
+
+
+@pytest.mark.parametrize("output", [Coerced, Serialized])
+def test_bulk_outputs_are_what_pydantic_makes_of_them_as_on_the_row_path(
+    iris: Path, tmp_path: Path, output: type[BaseModel]
+) -> None:
+    endpoint = Endpoint(Flower, output, model=str(iris), limits=Limits(max_batch_size=16))
+    endpoint.predict_columns(_odd_outputs)
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    predict = PredictService({"odd": BoundEndpoint("odd", endpoint)}, registry)
+    given = _table(300, bad_every=0)
+    raw = _raw_rows(given)(list(range(300)))
+    by_rows = [
+        json.loads(r.prediction or b"") for r in RowService(predict).score_sync("odd", raw).rows
+    ]
+    scored = ColumnService(predict).score_instances("odd", raw)
+    assert scored is not None
+    assert [json.loads(p) for p in scored.predictions] == by_rows

@@ -257,3 +257,78 @@ def test_ragged_rows_of_a_model_that_does_not_compile_are_gathered_as_objects() 
     rows = [Ragged(v=[1.0, 2.0]), Ragged(v=[1.0])]
     column = from_instances(Ragged, rows)["v"]
     assert column.dtype == object and column.tolist() == [[1.0, 2.0], [1.0]]
+
+
+def _decides_alike(model: type[BaseModel], columns: dict[str, pa.Array], n: int) -> None:
+    """Each row decided by the columns as pydantic decides the row the file would make (a
+    null a key left out)."""
+    from runtime.errors import MlfnError
+
+    row_path = _row_path(model, columns)
+
+    class Error(MlfnError):
+        pass
+
+    def rows(indices: list[int]) -> list[Any]:
+        return [Error("x", detail=o.errors) if isinstance(o, _Failed) else o
+                for o in row_path(indices)]  # fmt: skip
+
+    got = validate(compile_model(model), columns, n, rows, null_is_missing=True)
+    expected = row_path(list(range(n)))
+    assert set(got.errors) == {i for i, e in enumerate(expected) if isinstance(e, _Failed)}
+    for i in got.valid().tolist():
+        for name in model.model_fields:
+            assert _same(got.columns[name][i], getattr(expected[i], name)), (i, name)
+
+
+class ByBoth(BaseModel):
+    model_config = ConfigDict(validate_by_name=True)
+    x: float = Field(default=0.0, alias="X")
+
+
+def test_a_field_given_by_alias_and_by_name_is_read_as_pydantic_reads_it() -> None:
+    # A null alias cell is a key left out: pydantic reads the name's column instead.
+    columns = {"X": pa.array([None, 1.0, None]), "x": pa.array([5.0, 2.0, None])}
+    _decides_alike(ByBoth, columns, 3)
+
+
+class Huge(BaseModel):
+    n: int = Field(le=9007199254740992.0)  # a float bound, as pydantic keeps it
+
+
+def test_ints_past_what_floats_hold_are_bounded_exactly_and_past_int64_decided_by_pydantic() -> (
+    None
+):
+    columns = {"n": pa.array([2**53, 2**53 + 1, 2**63 + 5, 3], type=pa.uint64())}
+    _decides_alike(Huge, columns, 4)
+
+
+class Forbids(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: float
+
+
+def test_a_row_with_a_key_a_forbidding_model_refuses_gets_pydantics_error() -> None:
+    from runtime.columnar.arrow import from_dicts
+
+    rows = [{"x": 1.0}, {"x": 2.0, "typo": 1}]
+    made = from_dicts(rows, compile_model(Forbids).keys(), forbid_extra=True)
+    assert made is not None and made[1].tolist() == [False, True]
+
+
+class OddDefault(BaseModel):
+    n: int = 1.5  # type: ignore[assignment]  # pydantic keeps the default as it is
+
+
+def test_a_default_no_column_of_the_fields_type_holds_is_not_compiled() -> None:
+    with pytest.raises(NotCompiled, match="a default of another type"):
+        compile_model(OddDefault)
+
+
+def test_an_int_past_64_bits_gathered_into_columns_is_the_requests_error() -> None:
+    from runtime.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed) as raised:
+        from_instances(Plain, [Plain(x=1.0, n=1), Plain(x=1.0, n=2**63)])
+    assert raised.value.status == 422
+    assert raised.value.detail[0]["field"] == "instances[1].n"  # type: ignore[index]
