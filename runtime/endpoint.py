@@ -44,7 +44,8 @@ class Limits:
     max_request_bytes: checked before the body is parsed.
     max_batch_wait_ms: how long a batch may wait for company when other requests are in
         flight (an idle endpoint never waits).
-    max_concurrent_batches: predict calls of this endpoint that may run at once.
+    max_concurrent_batches: predict calls of this endpoint that may run at once, whichever
+        path starts them (the batcher's runs and the bulk paths' column runs together).
     max_pending_requests: HTTP requests that may wait for a run; more are answered 503 with
         Retry-After instead of waiting without limit (queue messages wait: the listener
         bounds how many run at once).

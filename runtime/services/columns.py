@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -62,10 +61,6 @@ class ColumnService:
     def __init__(self, predict: PredictService) -> None:
         self._predict = predict
         self._plans: dict[str, _Plans | None] = {}
-        # An endpoint's max_concurrent_batches bounds its column runs too (Spark tasks,
-        # files' slabs and queue messages on threads of their own).
-        self._runs: dict[str, threading.BoundedSemaphore] = {}
-        self._lock = threading.Lock()
 
     def plan(self, name: str) -> _Plans | None:
         """The endpoint's compiled models, or None when the rows service must serve it."""
@@ -135,14 +130,6 @@ class ColumnService:
         dumped = [json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode() for v in values]
         return Scored(dumped, scored.model)
 
-    def _slot(self, name: str) -> threading.BoundedSemaphore:
-        with self._lock:
-            slot = self._runs.get(name)
-            if slot is None:
-                limits = self._predict.endpoint(name).endpoint.limits
-                slot = self._runs[name] = threading.BoundedSemaphore(limits.max_concurrent_batches)
-            return slot
-
     def output_names(self, name: str) -> dict[str, str]:
         """Each output field's name and the name it is written under (its alias)."""
         output = self._predict.endpoint(name).endpoint.output
@@ -179,7 +166,8 @@ class ColumnService:
         errors = checked.errors
         size = batch_size or self._predict.endpoint(name).endpoint.limits.max_batch_size
         run = _Runner(name, checked.columns)
-        with self._slot(name), self._predict.predicting_columns(name) as (call, model):
+        # The endpoint's bound on runs holds here too (predicting_columns takes a run's slot).
+        with self._predict.predicting_columns(name) as (call, model):
             run.call = call
             valid = checked.valid()
             if len(valid) == n:  # every row: slices, views of the columns

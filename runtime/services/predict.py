@@ -8,6 +8,7 @@ import contextlib
 import inspect
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, TypeAlias
 
@@ -150,6 +151,9 @@ class _Scorer:
         self._body: TypeAdapter[Any] = TypeAdapter(body)
         self._output = endpoint.output
         self._placement = Placement()  # sync runs: on the loop once loaded and proved fast
+        # The endpoint's max_concurrent_batches over every sync run, whoever starts it: the
+        # batcher (HTTP, queue messages), Spark tasks, file slabs and large messages (columns).
+        self._runs = threading.BoundedSemaphore(endpoint.limits.max_concurrent_batches)
         self._info: ModelInfo | None = None
         limits = self._limits
         self.batcher: Batcher[BaseModel, Scored] = Batcher(
@@ -256,16 +260,25 @@ class _Scorer:
         if self.is_async:
             return await self.run_async(instances)
         size, ref = len(instances), self.bound.endpoint.model
-        if self._limits.inline_fast_runs and self._placement.fast(size):
-            held = self._registry.use_loaded(self.name, ref)
-            if held is not None:  # never a load on the event loop
-                # On the loop's thread: the worker attributes log lines there by the task.
-                with held as model:
-                    return self._placement.timed(lambda: self._score(instances, model), size)
+        # On the loop only when a run may start now: never a wait for one there.
+        if (
+            self._limits.inline_fast_runs
+            and self._placement.fast(size)
+            and self._runs.acquire(blocking=False)
+        ):
+            try:
+                held = self._registry.use_loaded(self.name, ref)
+                if held is not None:  # never a load on the event loop
+                    # On the loop's thread: the worker attributes log lines there by the task.
+                    with held as model:
+                        return self._placement.timed(lambda: self._score(instances, model), size)
+            finally:
+                self._runs.release()
         return await asyncio.to_thread(self.run_sync, instances)
 
     def run_sync(self, instances: list[BaseModel]) -> Scored:
         with (
+            self._runs,
             telemetry.InvocationOnThread(),
             self._registry.use(self.name, self.bound.endpoint.model) as model,
         ):
@@ -280,6 +293,7 @@ class _Scorer:
         assert predict is not None, "the columns service calls columnar predicts only"
         who = f"predict of endpoint {self.name!r}"
         with (
+            self._runs,
             telemetry.InvocationOnThread(),
             self._registry.use(self.name, self.bound.endpoint.model) as model,
         ):

@@ -309,3 +309,41 @@ def test_bulk_outputs_are_what_pydantic_makes_of_them_as_on_the_row_path(
     scored = ColumnService(predict).score_instances("odd", raw)
     assert scored is not None
     assert [json.loads(p) for p in scored.predictions] == by_rows
+
+
+def test_column_runs_and_the_batchers_runs_share_the_endpoints_bound(
+    iris: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    inside = threading.Event()
+    running = [0]
+    peak = [0]
+    lock = threading.Lock()
+
+    def slow(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        inside.set()
+        threading.Event().wait(0.3)  # long enough for the other run to try to start
+        with lock:
+            running[0] -= 1
+        return by_columns(columns, model)
+
+    slow.columnar = True  # type: ignore[attr-defined]
+    predict = _services(iris, tmp_path, slow=slow)  # max_concurrent_batches: 1, the default
+    given = _table(20, bad_every=0)
+    bulk = threading.Thread(
+        target=ColumnService(predict).score_sync,
+        args=("slow", given, 20, _raw_rows(given)),
+    )
+    bulk.start()
+    assert inside.wait(30)
+
+    async def request() -> Any:
+        return await predict.predict("slow", _raw_rows(given)([0]))
+
+    asyncio.run(request())
+    bulk.join(30)
+    assert peak[0] == 1  # never two predict calls of the endpoint at once
