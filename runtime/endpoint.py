@@ -154,7 +154,7 @@ class Endpoint:
         """
         if self._input is None or self._output is None:
             raise TypeError("an Endpoint with a predict function needs input and output models")
-        if _is_coroutine_function(fn):
+        if is_coroutine_function(fn):
             raise TypeError("a columnar predict is a plain function (def, not async def)")
         self.predict_fn = _RowsThroughColumns(fn, self._input, self._output)
         self.columns_fn = fn
@@ -199,7 +199,9 @@ class _RowsThroughColumns:
         return frame.outputs(self.output, rows)
 
 
-def _is_coroutine_function(fn: Any) -> bool:
+def is_coroutine_function(fn: Any) -> bool:
+    """Whether calling ``fn`` gives a coroutine: an ``async def``, or an object whose
+    ``__call__`` is one."""
     import inspect
 
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(

@@ -490,20 +490,7 @@ class _CsvWriter:
                 out.writerows(zip(numbers, *cells, errors, strict=True))  # type: ignore[arg-type]
                 self._sink.write(buffer.getvalue().encode())
                 return 0
-            rows = outcomes.python()
-            errors_at = outcomes.errors
-            for i, values in enumerate(rows):
-                refused = errors_at.get(i)
-                if refused is not None:
-                    out.writerow(
-                        [start + i, *([""] * len(self._fields)), error_json(refused).decode()]
-                    )
-                else:
-                    out.writerow(
-                        [start + i, *(safe_cell(_cell(values.get(f))) for f in self._fields), ""]
-                    )
-            self._sink.write(buffer.getvalue().encode())
-            return 0
+            outcomes = as_outcomes(outcomes)  # a column of another kind: row by row
         for i, (prediction, error) in enumerate(outcomes, start):
             if error is not None:
                 out.writerow([i, *([""] * len(self._fields)), error_json(error).decode()])

@@ -17,7 +17,7 @@ from pydantic_core import PydanticSerializationError
 
 from runtime import telemetry
 from runtime.batching import Batcher
-from runtime.endpoint import BoundEndpoint
+from runtime.endpoint import BoundEndpoint, is_coroutine_function
 from runtime.errors import (
     ConfigError,
     EndpointNotFound,
@@ -137,7 +137,7 @@ class _Scorer:
         self.name = bound.name
         self._registry = registry
         self._predict = endpoint.predict_fn
-        self.is_async = _is_async(self._predict)
+        self.is_async = is_coroutine_function(self._predict)
         self._limits = endpoint.limits
         rows: Any = list[endpoint.input]  # type: ignore[name-defined]
         self._instances: TypeAdapter[list[Any]] = TypeAdapter(rows)
@@ -446,12 +446,6 @@ def encode_output(value: BaseModel) -> bytes:
 def _release_if_taken(acquired: asyncio.Future[Any], held: Any) -> None:
     if not acquired.cancelled() and acquired.exception() is None:
         held.__exit__(None, None, None)
-
-
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
-    )
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
