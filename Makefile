@@ -23,7 +23,8 @@ PYTEST_ARGS ?=
 PY313 := $(call find_python,python3.13)
 WORKER_VENV := .venv-3.13
 
-# Tests that need the heavy frameworks (torch, TensorFlow, pyspark + Java): `make test-frameworks`.
+# Tests that need the heavy frameworks (torch, TensorFlow, XGBoost, LightGBM, pyspark + Java):
+# `make test-frameworks`.
 FRAMEWORK_TESTS := tests/convert/test_torch.py tests/convert/test_keras.py \
   tests/convert/test_sparkml.py tests/convert/test_boosting.py tests/spark
 # torch's CPU build, from PyTorch's own index as its users install it (PyPI's Linux torch is a
