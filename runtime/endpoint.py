@@ -189,14 +189,19 @@ class _RowsThroughColumns:
         self.input = input
         self.output = output
         self.__name__ = getattr(fn, "__name__", "predict")
+        self._frame: Any = None  # runtime.columnar.frame, imported on the first call
 
     def __call__(self, instances: list[Any], model: OnnxModel) -> list[BaseModel]:
-        from runtime.columnar import frame
+        frame = self._frame
+        if frame is None:
+            from runtime.columnar import frame as imported
 
+            frame = self._frame = imported
         n = len(instances)
         returned = self.fn(frame.from_instances(self.input, instances), model)
-        rows = frame.to_rows(frame.output_columns("predict", self.output, returned, n), n)
-        return frame.outputs(self.output, rows)
+        columns = frame.output_columns("predict", self.output, returned, n)
+        made: list[BaseModel] = frame.outputs(self.output, columns, n)
+        return made
 
 
 def is_coroutine_function(fn: Any) -> bool:

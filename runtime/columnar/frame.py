@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from runtime.columnar.schema import Compiled, Field, NotCompiled, compile_model
 from runtime.errors import PredictContractError, ValidationFailed
@@ -133,7 +133,7 @@ def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> 
             "predict returns a mapping of output field name to column"
         )
     columns: dict[str, Any] = {}
-    for name, info in output.model_fields.items():
+    for name, info in _output_fields(output):
         if name not in returned:
             if not info.is_required():
                 columns[name] = [info.get_default(call_default_factory=True)] * n
@@ -145,36 +145,76 @@ def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> 
         try:
             count = len(column)
         except TypeError:
-            count = -1
+            raise PredictContractError(
+                f"{who} returned a single {type(column).__name__} for column {name!r}; it must "
+                f"return a column (an array or a list) of one value per instance, {n} here"
+            ) from None
         if count != n:
             raise PredictContractError(
-                f"{who} returned column {name!r} of "
-                f"{count if count >= 0 else 'no'} values for {n} instances; it must hold one "
-                "value per instance"
+                f"{who} returned column {name!r} of {count} values for {n} instances; it must "
+                "hold one value per instance"
             )
         columns[name] = column
     return columns
 
 
-def to_rows(columns: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    """Columns as ``n`` dicts of plain Python values (``tolist`` for arrays)."""
+_fields: dict[type[BaseModel], tuple[tuple[str, Any], ...]] = {}
+_keys: dict[type[BaseModel], dict[str, str]] = {}
+_lists: dict[type[BaseModel], Any] = {}
+
+
+def _output_fields(output: type[BaseModel]) -> tuple[tuple[str, Any], ...]:
+    found = _fields.get(output)
+    if found is None:
+        found = _fields[output] = tuple(output.model_fields.items())
+    return found
+
+
+def input_keys(model: type[BaseModel]) -> dict[str, str]:
+    """Each field's name and the key pydantic reads it by (its alias, unless the model
+    validates by name only), so rows made of columns validate whatever the model's config."""
+    found = _keys.get(model)
+    if found is None:
+        by_alias = model.model_config.get("validate_by_alias", True)
+        found = {}
+        for name, info in model.model_fields.items():
+            alias = info.validation_alias if isinstance(info.validation_alias, str) else None
+            alias = alias or info.alias
+            found[name] = alias if alias and by_alias else name
+        _keys[model] = found
+    return found
+
+
+def to_rows(
+    columns: Mapping[str, Any], n: int, keys: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Columns as ``n`` dicts of plain Python values (``tolist`` for arrays), each column
+    under its name in ``keys`` if given."""
     lists = {name: _values(column) for name, column in columns.items()}
     if not lists:
         return [{} for _ in range(n)]
-    names = list(lists)
+    names = [keys.get(name, name) for name in lists] if keys else list(lists)
     return [dict(zip(names, values, strict=True)) for values in zip(*lists.values(), strict=True)]
 
 
-def outputs(output: type[BaseModel], rows: list[dict[str, Any]]) -> list[BaseModel]:
-    """Rows of output values by field name as the output model's instances; an invalid one is
-    PredictContractError naming the instance and what is wrong."""
-    made = []
+def outputs(output: type[BaseModel], columns: Mapping[str, Any], n: int) -> list[Any]:
+    """Output columns (by field name) as the output model's instances, validated in one call;
+    an invalid one is PredictContractError naming the instance and what is wrong."""
+    rows = to_rows(columns, n, input_keys(output))
+    adapter = _lists.get(output)
+    if adapter is None:
+        adapter = _lists[output] = TypeAdapter(list[output])  # type: ignore[valid-type]
+    try:
+        made: list[Any] = adapter.validate_python(rows)
+        return made
+    except ValidationError:
+        pass  # which instance, told below
     for i, row in enumerate(rows):
         try:
-            made.append(output.model_validate(row, by_name=True))
+            output.model_validate(row)
         except ValidationError as exc:
             raise invalid_output("predict", i, exc) from None
-    return made
+    raise AssertionError("a list of outputs pydantic refused, each of which it takes")
 
 
 def invalid_output(who: str, row: int, exc: ValidationError) -> PredictContractError:

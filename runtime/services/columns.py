@@ -274,16 +274,16 @@ class _Runner:
         path writes it; a row it refuses gets that error."""
         from pydantic import ValidationError
 
-        from runtime.columnar.frame import invalid_output, to_rows
+        from runtime.columnar.frame import input_keys, invalid_output, to_rows
         from runtime.services.predict import encode_output
 
         python = {f: _python(values) for f, values in pieces.items()}
         predictions: list[bytes | None] = [None] * n
         who = f"predict of endpoint {self.name!r}"
-        for j, row in enumerate(to_rows(python, len(answered))):
+        for j, row in enumerate(to_rows(python, len(answered), input_keys(output))):
             at = int(answered[j])
             try:
-                predictions[at] = encode_output(output.model_validate(row, by_name=True))
+                predictions[at] = encode_output(output.model_validate(row))
             except ValidationError as exc:
                 errors[at] = invalid_output(who, at, exc)
             except PredictContractError as err:
@@ -370,7 +370,7 @@ def _refused(
     from pydantic import ValidationError
 
     from runtime.columnar.checks import check
-    from runtime.columnar.frame import invalid_output, to_rows
+    from runtime.columnar.frame import input_keys, invalid_output, to_rows
 
     n = len(answered)
     if plan is None:  # ``arrays`` may be lists here
@@ -382,9 +382,9 @@ def _refused(
     if suspects:
         picked = {f: _take(a, suspects) for f, a in arrays.items()}
         who = f"predict of endpoint {name!r}"
-        for j, row in enumerate(to_rows(picked, len(suspects))):
+        for j, row in enumerate(to_rows(picked, len(suspects), input_keys(output))):
             try:
-                output.model_validate(row, by_name=True)
+                output.model_validate(row)
             except ValidationError as exc:
                 refused[suspects[j]] = invalid_output(who, int(answered[suspects[j]]), exc)
     return refused
