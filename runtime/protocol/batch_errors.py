@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.protocol.batch import Format
-from runtime.protocol.batch_formats import FileUnreadable, allow_csv_fields
+from runtime.protocol.batch_formats import FileUnreadable
+from runtime.protocol.csv_rows import allow_csv_fields
 
 # A file whose every row fails differently must not grow the counter without bound.
 MAX_DISTINCT = 1000

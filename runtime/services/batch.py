@@ -276,7 +276,7 @@ def _score_columns(
     import numpy as np
 
     from runtime.columnar.arrow import from_dicts, scatter
-    from runtime.protocol.batch_formats import CsvRows
+    from runtime.protocol.csv_rows import CsvRows
     from runtime.protocol.parquet_rows import ArrowRows
 
     plans = columns.plan(name)

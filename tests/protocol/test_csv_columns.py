@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from runtime.protocol.batch_formats import _cell, _column_cells
+from runtime.protocol.csv_rows import _cell, _column_cells
 from runtime.protocol.csv_safety import safe_cell
 
 TEXTS = ["plain", "=1+1", "-1.5", "+3e10", "-", "+", "@SUM(A1)", "\tx", "\rx", "", None, "é=", "'="]

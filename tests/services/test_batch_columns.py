@@ -24,7 +24,7 @@ from runtime.endpoint import Batch, BoundEndpoint, Endpoint, Limits
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
 from runtime.protocol import batch
-from runtime.protocol.batch_formats import CsvRows
+from runtime.protocol.csv_rows import CsvRows
 from runtime.services.batch import BatchService
 from runtime.services.columns import ColumnService
 from runtime.services.predict import PredictService
