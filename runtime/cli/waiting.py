@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
+from runtime.protocol.csv_rows import is_number
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 WAIT_S = 600.0  # --wait alone
@@ -80,15 +82,7 @@ def _optional_number(args: list[str], option: str, default: float) -> list[str]:
         if arg == "--":
             return given + args[i:]
         following = args[i + 1] if i + 1 < len(args) else ""
-        if arg == option and not _is_number(following):
+        if arg == option and not is_number(following):
             arg = f"{option}={default:g}"
         given.append(arg)
     return given
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -112,25 +112,23 @@ def _list(field: Field, column: pa.Array) -> tuple[NDArray[Any], NDArray[np.bool
     n, width = len(column), field.width
     assert width is not None
     kind = column.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
-            or pa.types.is_fixed_size_list(kind)):  # fmt: skip
+    if not _is_list(kind):
         return empty_column(field, n), np.ones(n, dtype=np.bool_)
     lengths = pc.list_value_length(column)
     fits = pc.fill_null(pc.equal(lengths, width), False).to_numpy(zero_copy_only=False)
-    if fits.all():  # the usual case: the items as they are, a view where Arrow allows
-        items = column.flatten()
-        flat, bad = _scalar(field.value, items)
-        if items.null_count:
-            bad = bad | _nulls(items)
-        return flat.reshape(n, width), np.asarray(bad.reshape(n, width).any(axis=1))
+    every = bool(fits.all())
+    kept = column if every else column.filter(pa.array(fits))
+    items = kept.flatten()
+    flat, bad = _scalar(field.value, items)
+    if items.null_count:
+        bad = bad | _nulls(items)
+    rows_bad = np.asarray(bad.reshape(-1, width).any(axis=1))
+    if every:  # the usual case: the items as they are, a view where Arrow allows
+        return flat.reshape(n, width), rows_bad
     values = empty_column(field, n)
-    kept = column.filter(pa.array(fits))
-    flat, bad = _scalar(field.value, kept.flatten())
-    if kept.flatten().null_count:
-        bad = bad | _nulls(kept.flatten())
     values[fits] = flat.reshape(-1, width)
     suspect = ~fits
-    suspect[fits] = bad.reshape(-1, width).any(axis=1)
+    suspect[fits] = rows_bad
     return values, suspect
 
 
@@ -140,8 +138,7 @@ def _ragged(field: Field, column: pa.Array) -> NDArray[np.bool_]:
     assert field.ragged is not None
     n, (shortest, longest) = len(column), field.ragged
     kind = column.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
-            or pa.types.is_fixed_size_list(kind)):  # fmt: skip
+    if not _is_list(kind):
         return np.ones(n, dtype=np.bool_)
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
@@ -156,6 +153,11 @@ def _ragged(field: Field, column: pa.Array) -> NDArray[np.bool_]:
         parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
         bad[parents[item_bad]] = True
     return np.asarray(bad, dtype=np.bool_)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    t = pa.types
+    return bool(t.is_list(kind) or t.is_large_list(kind) or t.is_fixed_size_list(kind))
 
 
 def _nulls(column: pa.Array) -> NDArray[np.bool_]:

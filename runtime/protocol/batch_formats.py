@@ -78,6 +78,14 @@ def as_outcomes(chunk: Outcomes) -> Sequence[Outcome]:
     ]
 
 
+def is_list_type(kind: Any) -> bool:
+    """Whether an Arrow type holds a list a row (of any of Arrow's three list layouts)."""
+    import pyarrow as pa
+
+    t = pa.types
+    return bool(t.is_list(kind) or t.is_large_list(kind) or t.is_fixed_size_list(kind))
+
+
 def error_count(chunk: Outcomes) -> int:
     if isinstance(chunk, ColumnOutcomes):
         return len(chunk.errors)

@@ -48,7 +48,7 @@ def csv_records_of(
         raise FileUnreadable(f"the CSV header cannot be read: {exc}") from None
     if not header or len(set(header)) != len(header) or not all(h.strip() for h in header):
         raise FileUnreadable(f"the CSV header must name every column once: {header[:20]}")
-    if all(_is_number(h) for h in header):
+    if all(is_number(h) for h in header):
         raise FileUnreadable(
             f"the CSV file's first row is numbers, not column names: {header[:20]}; it needs "
             "a header row naming the input fields"
@@ -165,7 +165,8 @@ def allow_csv_fields(size: int) -> None:
     csv.field_size_limit(max(csv.field_size_limit(), min(size, 2**31 - 1)))
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number (as Python's ``float`` reads it)."""
     try:
         float(text)
     except ValueError:

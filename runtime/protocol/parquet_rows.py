@@ -27,6 +27,7 @@ from runtime.protocol.batch_formats import (
     Sink,
     as_outcomes,
     error_json,
+    is_list_type,
     output_columns,
     too_long_row,
     unreadable_row,
@@ -383,9 +384,7 @@ def arrow_type(pa: Any, annotation: Any) -> Any:
 def _has_non_finite(pa: Any, pc: Any, column: Any) -> bool:
     """Whether a float anywhere in ``column`` (lists of floats too) is NaN or infinite."""
     kind = column.type
-    while (
-        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
-    ):
+    while is_list_type(kind):
         column, kind = column.flatten(), kind.value_type
     if not pa.types.is_floating(kind):
         return False

@@ -132,8 +132,12 @@ class ColumnService:
 
     def output_names(self, name: str) -> dict[str, str]:
         """Each output field's name and the name it is written under (its alias)."""
+        from runtime.protocol.batch_formats import output_columns
+
         output = self._predict.endpoint(name).endpoint.output
-        return {n: f.serialization_alias or f.alias or n for n, f in output.model_fields.items()}
+        # No excluded or computed field here (``plan``): the fields and the columns pair up.
+        written = [column for column, _ in output_columns(output)]
+        return dict(zip(output.model_fields, written, strict=True))
 
     def score_sync(
         self,
@@ -165,10 +169,9 @@ class ColumnService:
         )
         errors = checked.errors
         size = batch_size or self._predict.endpoint(name).endpoint.limits.max_batch_size
-        run = _Runner(name, checked.columns)
         # The endpoint's bound on runs holds here too (predicting_columns takes a run's slot).
         with self._predict.predicting_columns(name) as (call, model):
-            run.call = call
+            run = _Runner(name, checked.columns, call)
             valid = checked.valid()
             if len(valid) == n:  # every row: slices, views of the columns
                 for start in range(0, n, size):
@@ -185,10 +188,15 @@ class _Runner:
     """The predict calls on one set of columns: the outputs of each call kept, with the rows
     they answer, and joined once at the end (one Arrow array and one check per field)."""
 
-    def __init__(self, name: str, columns: dict[str, NDArray[Any]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        columns: dict[str, NDArray[Any]],
+        call: Callable[[dict[str, Any], int], dict[str, Any]],
+    ) -> None:
         self.name = name
         self.columns = columns
-        self.call: Callable[[dict[str, Any], int], dict[str, Any]] = _unset
+        self.call = call
         self.rows: list[NDArray[np.intp] | slice] = []  # the rows each kept output answers
         self.outputs: list[dict[str, Any]] = []
 
@@ -196,14 +204,14 @@ class _Runner:
         try:
             self._call(rows)
         except ROW_FAULTS as fault:
-            self._halved(_indices(rows), fault, errors)
+            self._halved(_indices(rows).tolist(), fault, errors)
 
     def _call(self, rows: NDArray[np.intp] | slice | list[int]) -> None:
         from runtime.columnar.frame import take
 
-        n = _count(rows)
+        n = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
         self.outputs.append(self.call(take(self.columns, rows), n))
-        self.rows.append(rows if not isinstance(rows, list) else _array(rows))
+        self.rows.append(rows if isinstance(rows, slice) else _indices(rows))
 
     def _halved(self, rows: list[int], fault: RowFault, errors: dict[int, MlfnError]) -> None:
         steps: Steps[int] = scoring(rows)
@@ -242,7 +250,7 @@ class _Runner:
         fields = list(output.model_fields)
         if not self.outputs:
             return {f: pa.nulls(n) for f in fields}, None
-        answered = np.concatenate([_indices_array(r) for r in self.rows])
+        answered = np.concatenate([_indices(r) for r in self.rows])
         pieces = {f: [o[f] for o in self.outputs] for f in fields}
         if plan is not None:
             try:
@@ -304,30 +312,13 @@ def _declared(values: pa.Array, field: Field) -> pa.Array:
     return values if values.type == kind else values.cast(kind)
 
 
-def _unset(columns: dict[str, Any], n: int) -> dict[str, Any]:
-    raise AssertionError("a runner calls predict only inside predicting_columns")
-
-
-def _count(rows: Any) -> int:
-    return len(range(rows.stop)[rows]) if isinstance(rows, slice) else len(rows)
-
-
-def _indices(rows: NDArray[np.intp] | slice) -> list[int]:
-    return list(range(rows.start, rows.stop)) if isinstance(rows, slice) else rows.tolist()
-
-
-def _array(rows: list[int]) -> NDArray[np.intp]:
-    import numpy as np
-
-    return np.asarray(rows, dtype=np.intp)
-
-
-def _indices_array(rows: NDArray[np.intp] | slice) -> NDArray[np.intp]:
+def _indices(rows: NDArray[np.intp] | slice | list[int]) -> NDArray[np.intp]:
+    """The row indices a call answered, as an array."""
     import numpy as np
 
     if isinstance(rows, slice):
         return np.arange(rows.start, rows.stop, dtype=np.intp)
-    return rows
+    return np.asarray(rows, dtype=np.intp)
 
 
 def _joined_column(name: str, pieces: list[Any]) -> pa.Array:

@@ -1,19 +1,55 @@
-"""What the Spark tests share: the skip when pyspark or Java is missing, and a test app."""
+"""What the Spark tests share: the skip when pyspark or Java is missing, a local session, and
+test apps."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 _missing = [m for m in ("pyspark", "pyarrow", "pandas") if importlib.util.find_spec(m) is None]
 _java = shutil.which("java") or (
     os.environ.get("JAVA_HOME") and Path(os.environ["JAVA_HOME"], "bin", "java").exists()
 )
+
+
+@contextlib.contextmanager
+def local_spark(env: dict[str, str]) -> Iterator[SparkSession]:
+    """A local[2] session whose Python workers run with ``env`` (and this interpreter), one
+    onnxruntime thread each; stopped at the end."""
+    from pyspark.sql import SparkSession
+
+    env = {"MLFN_ORT_INTRA_OP_THREADS": "1", "PYSPARK_PYTHON": sys.executable, **env}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        builder = SparkSession.builder.master("local[2]")
+        # Also as executor settings: a JVM an earlier test started (mlfn convert's Spark ML
+        # tests, another module's) keeps the environment it started with, and its workers
+        # inherit that.
+        for key, value in env.items():
+            builder = builder.config(f"spark.executorEnv.{key}", value)
+        session = (
+            builder.appName("mlfn-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .getOrCreate()
+        )
+        session.sparkContext.setLogLevel("ERROR")
+        yield session
+        session.stop()
+
 
 needs_spark = pytest.mark.skipif(
     bool(_missing) or not _java,

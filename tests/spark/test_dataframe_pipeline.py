@@ -5,7 +5,6 @@ pipeline's own answers, and each bad row the error HTTP gives the same instance.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ import pytest
 
 from tests.convert.steps import mlfn
 from tests.convert.test_sklearn_dataframe import _fitted_pipeline, _loans
-from tests.spark.spark_support import needs_spark
+from tests.spark.spark_support import local_spark, needs_spark
 from tests.support import LocalHost, make_app
 
 if TYPE_CHECKING:
@@ -31,30 +30,8 @@ ROWS = 400
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """local[2], one onnxruntime thread per Python worker; the model is a file in the app, so
     no store is needed."""
-    from pyspark.sql import SparkSession
-
-    env = {
-        "MLFN_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
-        "MLFN_ORT_INTRA_OP_THREADS": "1",
-        "PYSPARK_PYTHON": sys.executable,
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        builder = SparkSession.builder.master("local[2]")
-        # Also as executor settings: a JVM an earlier test module started keeps the
-        # environment it started with, and its workers inherit that.
-        for key, value in env.items():
-            builder = builder.config(f"spark.executorEnv.{key}", value)
-        session = (
-            builder.appName("mlfn-tests")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.shuffle.partitions", "2")
-            .getOrCreate()
-        )
-        session.sparkContext.setLogLevel("ERROR")
+    with local_spark({"MLFN_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}) as session:
         yield session
-        session.stop()
 
 
 def _applicants() -> tuple[pd.DataFrame, list[int], list[int]]:

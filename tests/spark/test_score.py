@@ -22,6 +22,7 @@ from tests.spark.spark_support import (
     ODD,
     SHAPES,
     count_blob_downloads,
+    local_spark,
     needs_spark,
 )
 from tests.support import make_app
@@ -73,32 +74,13 @@ def spark(
     azurite: AzuriteInfo, store: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SparkSession]:
     """local[2]; the Python workers inherit the environment the JVM starts with."""
-    from pyspark.sql import SparkSession
-
     env = {
         "AzureWebJobsStorage": azurite.connection_string,
         "MLFN_MODEL_STORE": f"az://{store}",
         "MLFN_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
-        "MLFN_ORT_INTRA_OP_THREADS": "1",
-        "PYSPARK_PYTHON": sys.executable,
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        builder = SparkSession.builder.master("local[2]")
-        # Also as executor settings: a JVM an earlier test started (mlfn convert's Spark ML
-        # tests) keeps the environment it started with, and its workers inherit that.
-        for key, value in env.items():
-            builder = builder.config(f"spark.executorEnv.{key}", value)
-        session = (
-            builder.appName("mlfn-tests")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.shuffle.partitions", "2")
-            .getOrCreate()
-        )
-        session.sparkContext.setLogLevel("ERROR")
+    with local_spark(env) as session:
         yield session
-        session.stop()
 
 
 def _flowers(spark: SparkSession) -> DataFrame:
