@@ -1,7 +1,7 @@
 """Batch files: mlfn scoring a CSV and a Parquet file dropped into an endpoint's batch container,
 against the loop a user writes instead, over the same blob in the same Azurite (issue 23).
 
-    python -m scripts.azurite run -- python -m bench.batch_load [--quick] [--profile]
+    python -m scripts.azurite run -- python -m bench.batch_load [--quick] [--profile [csv|parquet]]
 
 The endpoint is made as a user makes one, in a temporary app: ``mlfn new iris --model
 models/iris.onnx`` (scripts/build_models.py's logistic regression). For that model ``mlfn new``
@@ -23,8 +23,8 @@ machine is shared: the fastest is the least disturbed). The host's peak RSS is r
 file (``/proc/PID/clear_refs``) and read after. Then both paths' outputs for the first 1,000
 rows must agree: labels equal, probabilities within 1e-6.
 
-``--profile``: after timing, the host scores the CSV file once more under py-spy; the busiest
-frames by own time are printed after the table.
+``--profile [csv|parquet]``: after timing, the host scores that file (CSV unless named) once
+more under py-spy; the busiest frames by own time are printed after the table.
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ def profile(host: Host, data: bytes, fmt: str, rows: int, top: int = 10) -> str:
 
 
 def run(
-    rows: int, rounds: int = 2, with_profile: bool = False
+    rows: int, rounds: int = 2, with_profile: str | None = None
 ) -> tuple[list[Measured], Endpoint, str | None]:
     conn = os.environ["AzureWebJobsStorage"]  # noqa: SIM112 - Azure's own name
     with tempfile.TemporaryDirectory(prefix="mlfn-batch-") as name:
@@ -389,7 +389,7 @@ def run(
                 for fmt in FORMATS
             ]
             if with_profile:
-                spied = profile(host, files["csv"], "csv", rows)
+                spied = profile(host, files[with_profile], with_profile, rows)
         finally:
             host.stop()
     return measured, endpoint, spied
@@ -425,7 +425,9 @@ def _path(fmt: str) -> str:
     return f"bench/{os.getpid()}-{time.time_ns()}.{fmt}"
 
 
-def table(measured: list[Measured], endpoint: Endpoint, spied: str | None = None) -> str:
+def table(
+    measured: list[Measured], endpoint: Endpoint, spied: str | None = None, spied_fmt: str = ""
+) -> str:
     size = endpoint.batch_size
     form = (
         "`mlfn new`'s tensor template (its `@endpoint.predict_columns`), `input: list[float]` "
@@ -460,7 +462,8 @@ def table(measured: list[Measured], endpoint: Endpoint, spied: str | None = None
     )
     text = "\n".join(lines)
     if spied:
-        text += "\n\nmlfn serve scoring the CSV file, the busiest frames by own time (py-spy "
+        fmt = "CSV" if spied_fmt == "csv" else "Parquet"
+        text += f"\n\nmlfn serve scoring the {fmt} file, the busiest frames by own time (py-spy "
         text += "--gil):\n\n"
         text += spied
     return text
@@ -469,10 +472,12 @@ def table(measured: list[Measured], endpoint: Endpoint, spied: str | None = None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny counts: a smoke run")
-    parser.add_argument("--profile", action="store_true", help="py-spy on the host, CSV")
+    parser.add_argument(
+        "--profile", nargs="?", const="csv", choices=FORMATS, help="py-spy on the host"
+    )
     args = parser.parse_args()
     rows, rounds = (20_000, 1) if args.quick else (1_000_000, 2)
-    print(table(*run(rows, rounds, args.profile)))
+    print(table(*run(rows, rounds, args.profile), spied_fmt=args.profile or ""))
 
 
 if __name__ == "__main__":

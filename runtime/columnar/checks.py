@@ -213,6 +213,15 @@ def _from_text(rule: Scalar, column: pa.Array) -> tuple[pa.Array | None, NDArray
     pattern = _TEXT.get(rule.kind)
     if pattern is None or rule.choices is not None:
         return None, np.zeros(len(column), dtype=np.bool_)
+    if rule.kind == "float":
+        # Most number columns are all numbers: Arrow's cast reads each form as pydantic
+        # does, but its spellings of infinity and NaN, left to pydantic (a suspect).
+        try:
+            floats = pc.cast(column, pa.float64())
+        except pa.ArrowInvalid:
+            pass  # some text is no number: each value by the plain forms, below
+        else:
+            return floats, pc.fill_null(pc.is_finite(floats), False).to_numpy(zero_copy_only=False)
     plain = pc.fill_null(pc.match_substring_regex(column, pattern), False)
     target = pa.float64() if rule.kind == "float" else pa.int64()
     kept = pc.if_else(plain, column, None)  # a null where the text is not plain

@@ -103,9 +103,15 @@ class Sink(Protocol):
 
 
 class RowWriter(Protocol):
-    def write(self, start: int, outcomes: Outcomes) -> int:
-        """Write rows ``start``...; how many of their predictions could only be written as
-        errors (a value the format cannot hold)."""
+    def prepare(self, start: int, outcomes: Outcomes) -> Any:
+        """What of writing rows ``start``... needs none of the writer's state (encoding them),
+        done on any thread, beside other chunks: ``write`` takes it as ``prepared``."""
+        ...
+
+    def write(self, start: int, outcomes: Outcomes, prepared: Any = None) -> int:
+        """Write rows ``start``..., in order after the rows before (``prepared``: what
+        ``prepare`` made of them, else it is made here); how many of their predictions could
+        only be written as errors (a value the format cannot hold)."""
         ...
 
     def close(self) -> None: ...
@@ -129,18 +135,19 @@ def read_rows(
         yield from parquet_rows.read_chunks(source, chunk_size, max_row_bytes, chunk_bytes, columns)
         return
     if fmt is Format.CSV:
-        from runtime.protocol.csv_rows import CsvRows, csv_records_of
+        from runtime.protocol.csv_rows import read_chunks
 
-        header, records = csv_records_of(source, max_row_bytes)
-        for piece in _chunks(records, chunk_size, chunk_bytes):
-            yield CsvRows(header, piece)
+        yield from read_chunks(source, chunk_size, max_row_bytes, chunk_bytes)
         return
-    yield from _chunks(_jsonl_rows(source, max_row_bytes), chunk_size, chunk_bytes)
+    yield from chunked(_jsonl_rows(source, max_row_bytes), chunk_size, chunk_bytes)
 
 
-def _chunks(
+def chunked(
     rows: Iterator[tuple[Any, int]], chunk_size: int, chunk_bytes: int
 ) -> Iterator[list[Any]]:
+    """Rows (each with the bytes it was read from) in lists of at most ``chunk_size`` rows and
+    (but for a single row) about ``chunk_bytes`` bytes; nothing read past a list's last row
+    before it is taken."""
     chunk: list[Any] = []
     size = 0
     for row, read in rows:
@@ -237,14 +244,17 @@ class _JsonlWriter:
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
 
-    def write(self, start: int, outcomes: Outcomes) -> int:
+    def prepare(self, start: int, outcomes: Outcomes) -> bytes:
         parts = []
         for i, (prediction, error) in enumerate(as_outcomes(outcomes), start):
             if error is None:
                 parts.append(b'{"row":%d,"prediction":%s}\n' % (i, prediction))
             else:
                 parts.append(b'{"row":%d,"error":%s}\n' % (i, error_json(error)))
-        self._sink.write(b"".join(parts))
+        return b"".join(parts)
+
+    def write(self, start: int, outcomes: Outcomes, prepared: Any = None) -> int:
+        self._sink.write(prepared if prepared is not None else self.prepare(start, outcomes))
         return 0
 
     def close(self) -> None:

@@ -251,6 +251,10 @@ def _to_row(piece: Any, i: int) -> RawRow:
 _UNREPRESENTABLE = (ValueError, TypeError, ArithmeticError, KeyError)  # OverflowError too
 
 
+ROW_GROUP_ROWS = 65_536  # rows of a written row group, at most ...
+ROW_GROUP_BYTES = 8 * 1024 * 1024  # ... and about this many bytes in Arrow
+
+
 class _Unwritable(OutputNotRepresentable):
     """``OutputNotRepresentable`` (its type and detail, as Spark scoring writes it), with a
     message that names the Parquet column, not a Spark one."""
@@ -281,13 +285,16 @@ class ParquetWriter:
             + [("error", pa.string())]
         )
         self._writer = pa.parquet.ParquetWriter(sink, self._schema)
+        self._held: list[Any] = []  # tables written since the last row group
+        self._held_rows = self._held_bytes = 0
 
-    def write(self, start: int, outcomes: Outcomes) -> int:
+    def prepare(self, start: int, outcomes: Outcomes) -> tuple[Any, int]:
+        """The chunk as a table of the file's schema, and how many of its predictions only
+        their error could be written for."""
         if isinstance(outcomes, ColumnOutcomes):
             table = self._columns(start, outcomes)
             if table is not None:
-                self._writer.write_table(table)
-                return 0
+                return table, 0
             outcomes = as_outcomes(outcomes)
         rows = []
         for i, (prediction, error) in enumerate(outcomes, start):
@@ -306,8 +313,23 @@ class ParquetWriter:
             written = [self._writable(row) for row in rows]
             refused = sum(1 for was, now in zip(rows, written, strict=True) if was is not now)
             table = self._pa.Table.from_pylist(written, schema=self._schema)
-        self._writer.write_table(table)
+        return table, refused
+
+    def write(self, start: int, outcomes: Outcomes, prepared: Any = None) -> int:
+        table, refused = prepared if prepared is not None else self.prepare(start, outcomes)
+        # Chunks gathered into row groups of a reader's size: a group per chunk costs
+        # the writer, and a reader, a footer entry and pages per column each.
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        self._held_bytes += table.nbytes
+        if self._held_rows >= ROW_GROUP_ROWS or self._held_bytes >= ROW_GROUP_BYTES:
+            self._flush()
         return refused
+
+    def _flush(self) -> None:
+        if self._held:
+            self._writer.write_table(self._pa.concat_tables(self._held))
+        self._held, self._held_rows, self._held_bytes = [], 0, 0
 
     def _columns(self, start: int, chunk: ColumnOutcomes) -> Any:
         """The chunk as a table of the file's schema straight from its arrays; None when a
@@ -318,7 +340,9 @@ class ParquetWriter:
 
         if self._as_json:
             return None
-        arrays = [pa.array(range(start, start + chunk.rows), type=pa.int64())]
+        import numpy as np
+
+        arrays = [pa.array(np.arange(start, start + chunk.rows, dtype=np.int64))]
         try:
             for field in list(self._schema)[1:-1]:
                 column = chunk.outputs[field.name]
@@ -329,10 +353,13 @@ class ParquetWriter:
                 arrays.append(column)
         except (pa.ArrowException, *_UNREPRESENTABLE):
             return None
-        errors: list[str | None] = [None] * chunk.rows
-        for i, error in chunk.errors.items():
-            errors[i] = error_json(error).decode()
-        arrays.append(pa.array(errors, type=pa.string()))
+        if chunk.errors:
+            errors: list[str | None] = [None] * chunk.rows
+            for i, error in chunk.errors.items():
+                errors[i] = error_json(error).decode()
+            arrays.append(pa.array(errors).cast(pa.string()))  # inferred: faster than typed
+        else:
+            arrays.append(pa.nulls(chunk.rows, pa.string()))
         return pa.Table.from_arrays(arrays, schema=self._schema)
 
     def _writable(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -347,6 +374,7 @@ class ParquetWriter:
         return row
 
     def close(self) -> None:
+        self._flush()
         self._writer.close()
 
 

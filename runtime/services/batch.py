@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.errors import BadRequest, InternalError, MlfnError
 from runtime.protocol import batch, batch_formats
-from runtime.protocol.batch_formats import ColumnOutcomes, Outcome, Outcomes, RawRow
+from runtime.protocol.batch_formats import ColumnOutcomes, Outcome, Outcomes, RawRow, RowWriter
 from runtime.scored import ModelInfo
 from runtime.services.rows import RowService
 from runtime.storage import blob_files, clients
@@ -55,6 +55,10 @@ REFUSED_FOR_GOOD = frozenset(
         "InvalidHeaderValue",
     }
 )
+
+
+# A slab's outcomes, the model that scored it, and what the writer made of them ahead.
+_Done = tuple[Outcomes, ModelInfo | None, Any]
 
 
 class InputChanged(Exception):
@@ -121,12 +125,15 @@ class BatchService:
                 props.content_settings.content_encoding,
                 seekable=fmt is batch.Format.PARQUET,
             )
-            model = await self._stream(name, fmt, reader, sink, summary)
-            summary.model = _model_doc(model)
-            summary.output = output
-            summary.seconds = time.perf_counter() - started
-            metadata = {"mlfn_input_etag": version_of(current), "mlfn_rows": str(summary.rows)}
-            await asyncio.to_thread(sink.commit, metadata)
+            try:
+                model = await self._stream(name, fmt, reader, sink, summary)
+                summary.model = _model_doc(model)
+                summary.output = output
+                summary.seconds = time.perf_counter() - started
+                metadata = {"mlfn_input_etag": version_of(current), "mlfn_rows": str(summary.rows)}
+                await asyncio.to_thread(sink.commit, metadata)
+            finally:
+                await asyncio.to_thread(sink.close)
         except ResourceModifiedError:
             raise InputChanged from None
         except HttpResponseError as exc:
@@ -182,23 +189,25 @@ class BatchService:
         chunks: Iterator[Sequence[RawRow]] = batch_formats.read_rows(
             fmt, reader, slab, limit, slab_bytes, columns
         )
-        pending: deque[tuple[int, asyncio.Task[tuple[Outcomes, ModelInfo | None]]]] = deque()
+        pending: deque[tuple[int, asyncio.Task[_Done]]] = deque()
         model: ModelInfo | None = None
         start = 0
         try:
             while True:
                 chunk = await asyncio.to_thread(next, chunks, None)
                 if chunk is not None:
-                    task = asyncio.ensure_future(self._score_chunk(name, chunk))
+                    task = asyncio.ensure_future(self._score_slab(name, chunk, start, writer))
                     pending.append((start, task))
                     start += len(chunk)
                 while pending and (chunk is None or len(pending) >= IN_FLIGHT):
                     first, oldest = pending.popleft()
-                    outcomes, scored_by = await oldest
+                    outcomes, scored_by, prepared = await oldest
                     model = scored_by or model
                     summary.rows += len(outcomes)
                     summary.errors += batch_formats.error_count(outcomes)
-                    summary.errors += await asyncio.to_thread(writer.write, first, outcomes)
+                    summary.errors += await asyncio.to_thread(
+                        writer.write, first, outcomes, prepared
+                    )
                 if chunk is None:
                     break
             await asyncio.to_thread(writer.close)
@@ -206,6 +215,13 @@ class BatchService:
             for _, task in pending:
                 task.cancel()
         return model
+
+    async def _score_slab(
+        self, name: str, chunk: Sequence[RawRow], start: int, writer: RowWriter
+    ) -> _Done:
+        """A slab scored, and made ready for the writer (beside the slabs still scored)."""
+        outcomes, model = await self._score_chunk(name, chunk)
+        return outcomes, model, await asyncio.to_thread(writer.prepare, start, outcomes)
 
     async def _score_chunk(
         self, name: str, chunk: Sequence[RawRow]

@@ -13,6 +13,8 @@ import base64
 import io
 import uuid
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 
 from runtime.errors import BadRequest, MlfnError, PayloadTooLarge
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
 
 BLOCK_BYTES = 4 * 1024 * 1024
+STAGING = 2  # blocks being uploaded while the writer fills the next
 READ_BYTES = 4 * 1024 * 1024
 INFLATE_INPUT_BYTES = 64 * 1024  # compressed bytes handed to zlib at once
 
@@ -205,7 +208,11 @@ class BlockWriter(io.RawIOBase):
     """Writes a block blob as it is produced: every ``BLOCK_BYTES`` become a staged block; the
     blob appears, whole, when ``commit`` lists them. Block ids are unique to this writer, so
     two deliveries writing the same output at once never mix blocks: the last commit wins,
-    complete. Blocks never committed are dropped by the service."""
+    complete. Blocks never committed are dropped by the service.
+
+    Blocks are uploaded on a thread of the writer's own, up to ``STAGING`` at once, while the
+    caller goes on writing (at most that many blocks held besides the one being filled); a
+    failed upload raises from the next ``write`` or from ``commit``."""
 
     def __init__(self, blob: BlobClient, content_type: str) -> None:
         self._blob = blob
@@ -213,6 +220,8 @@ class BlockWriter(io.RawIOBase):
         self._attempt = uuid.uuid4().hex[:16]
         self._buffer = bytearray()
         self._blocks: list[str] = []
+        self._staging: deque[Future[Any]] = deque()
+        self._uploader: ThreadPoolExecutor | None = None
         self.bytes_written = 0
 
     def writable(self) -> bool:
@@ -238,15 +247,28 @@ class BlockWriter(io.RawIOBase):
         if self._buffer:
             self._stage(bytes(self._buffer))
             self._buffer.clear()
+        while self._staging:
+            self._staging.popleft().result()
         self._blob.commit_block_list(
             [BlobBlock(block_id=b) for b in self._blocks],
             content_settings=ContentSettings(content_type=self._content_type),
             metadata=metadata,
         )
 
+    def close(self) -> None:
+        """Stop uploading: blocks not yet staged are dropped (a committed blob is whole)."""
+        if self._uploader is not None:
+            self._uploader.shutdown(wait=True, cancel_futures=True)
+            self._uploader = None
+        super().close()
+
     def _stage(self, data: bytes) -> None:
         # Ids are base64 of the same length within a blob, as the service requires.
         raw = f"{self._attempt}-{len(self._blocks):08d}".encode()
         block_id = base64.b64encode(raw).decode()
-        self._blob.stage_block(block_id, data)
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(1, thread_name_prefix="mlfn-blocks")
+        self._staging.append(self._uploader.submit(self._blob.stage_block, block_id, data))
         self._blocks.append(block_id)
+        while len(self._staging) > STAGING:
+            self._staging.popleft().result()

@@ -165,6 +165,59 @@ def test_csv_records_keep_their_numbers_whatever_their_quotes_and_lengths() -> N
     assert rows[5] == {"a": "6", "b": "last"} and len(rows) == 6
 
 
+def _record_by_record(data: bytes, limit: int) -> list[Any]:
+    """The rows as the record reader alone reads them: every record scanned for quotes."""
+    from runtime.protocol import csv_rows
+
+    source = io.BytesIO(data)
+    header = csv_rows._header(source, limit)
+    records = csv_rows._record_rows(csv_rows._csv_records(source, limit), limit)
+    return [r if isinstance(r, BadRequest) else csv_rows.record_row(header, r) for r, _ in records]
+
+
+def _said(rows: list[Any]) -> list[Any]:
+    return [r.to_dict() if isinstance(r, BadRequest) else r for r in rows]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plain_csv_lines_are_cut_into_rows_as_the_record_reader_reads_them(seed: int) -> None:
+    # Plain stretches are cut a block at a time; a quote, a lone CR or an over-long record
+    # hands a stretch to the record reader. Wherever the cuts fall, the rows are the same.
+    import random
+
+    from runtime.protocol.csv_rows import CsvRows
+
+    rng = random.Random(seed)
+    plain = [
+        b"1,2.5,x\n", b"4,5,6\r\n", b"\n", b"  \n", b"\r\n", b"\t \r\n", b"7,8\n",
+        b"9,10,11,12\n", b" 1, 2 ,3\n", b"\xff,1,2\n", b"5," + b"z" * 90 + b",6\n", b",,\n",
+        b"-1e3,.5,\n",
+    ]  # fmt: skip
+    odd = [b'"q,1",2,3\n', b'"two\nlines",2,3\n', b"a\rb,1,2\n", b"5," + b"z" * 300 + b",6\n"]
+    data = b"a,b,c\n" + b"".join(
+        rng.choice(odd if rng.random() < 0.01 else plain) for _ in range(800)
+    )
+    data += rng.choice([b"", b"8,9,10", b"8,9,10\r", b"  "])  # the last line, unended
+    for chunk, chunk_bytes, limit in [(7, 64, 60), (64, 500, 200), (100, 1500, 1000)]:
+        chunks = list(read_rows(batch.Format.CSV, io.BytesIO(data), chunk, limit, chunk_bytes))
+        rows = [r for c in chunks for r in c]
+        assert _said(rows) == _said(_record_by_record(data, limit)), (chunk, chunk_bytes)
+        assert all(0 < len(c) <= chunk for c in chunks)
+        blocks = [c for c in chunks if isinstance(c, CsvRows) and c._records is None]
+        assert blocks and len(blocks) < len(chunks)  # both readers had a turn
+
+
+def test_a_plain_csv_chunk_gives_the_columns_its_rows_hold() -> None:
+    data = b"a,b,c\n1,2,3\n\n  \n4,,6\r\n7,8\n9,10,11"
+    (chunk,) = _rows(batch.Format.CSV, data, chunk=100)
+    found = chunk.columns({"a", "b"})
+    assert found is not None
+    columns, readable, errors = found
+    assert readable == [0, 1, 3] and list(errors) == [2]
+    assert columns["a"].to_pylist() == ["1", "4", "9"]
+    assert columns["b"].to_pylist() == ["2", None, "10"]  # an empty cell is a null
+
+
 def test_a_json_array_file_is_refused_whole() -> None:
     with pytest.raises(FileUnreadable, match="JSON array"):
         _rows(batch.Format.JSONL, b'[\n  {"a": 1},\n  {"a": 2}\n]\n')
@@ -241,7 +294,7 @@ def test_a_value_parquet_cannot_hold_is_that_row_s_error_and_the_rest_is_written
     assert w.write(3, [(b'{"n":4,"label":"d"}', None)]) == 0
     w.close()
     file = pq.ParquetFile(io.BytesIO(out.getvalue()))
-    assert file.metadata.num_row_groups == 2  # still a table a batch, not one a row
+    assert file.metadata.num_row_groups == 1  # chunks gathered in a row group, not one a row
     rows = file.read().to_pylist()
     assert [(r["row"], r["n"], r["label"]) for r in rows] == [
         (0, 1, "a"),

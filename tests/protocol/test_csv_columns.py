@@ -3,15 +3,20 @@ the same inert formulas, numbers that read back the same."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from pydantic import BaseModel
 
-from runtime.protocol.csv_rows import _cell, _column_cells
+from runtime.errors import BadRequest
+from runtime.protocol.batch_formats import ColumnOutcomes, as_outcomes
+from runtime.protocol.csv_rows import CsvWriter, _cell, _column_cells
 from runtime.protocol.csv_safety import safe_cell
 
 TEXTS = ["plain", "=1+1", "-1.5", "+3e10", "-", "+", "@SUM(A1)", "\tx", "\rx", "", None, "é=", "'="]
@@ -54,17 +59,51 @@ def _same(a: Any, b: Any) -> bool:
     ],
 )
 def test_column_cells_say_what_the_row_path_says(column: pa.Array) -> None:
-    cells = _column_cells(column)
-    assert cells is not None
+    found = _column_cells(column)
+    assert found is not None
+    cells = found.to_pylist()
     values = column.to_pylist()
     expected = _row_path(values)
     text = pa.types.is_string(column.type)
     for value, want, got in zip(values, expected, cells, strict=True):
         if text or want == "":
             assert got == want, (value, want, got)  # text and blanks, word for word
-        else:  # numbers and lists: text that reads back the same
-            assert _same(str(want), got), (value, want, got)
+        else:  # numbers and lists: Python's own text
+            assert got == str(want), (value, want, got)
 
 
 def test_a_list_holding_a_float_that_is_not_finite_is_left_to_the_row_path() -> None:
     assert _column_cells(pa.array([[0.1, math.nan]], type=pa.list_(pa.float64()))) is None
+
+
+class _Out(BaseModel):
+    label: str
+    score: float
+    probabilities: list[float]
+    ids: list[int] | None
+    flag: bool
+
+
+def _written(start: int, outcomes: Any) -> bytes:
+    sink = io.BytesIO()
+    CsvWriter(sink, _Out).write(start, outcomes)
+    return sink.getvalue()
+
+
+def test_records_written_a_column_at_a_time_are_the_csv_module_s_byte_for_byte() -> None:
+    # Quoting (a comma, a quote, CR, LF in text; a list of two or more numbers), formulas,
+    # nulls, errors (JSON, so quoted) and the row numbers: the same bytes as the rows' writer.
+    n = 9
+    outputs = {
+        "label": pa.array(["a", "b,c", 'say "hi"', "x\ny", "cr\rz", "=1+1", "", None, "é"]),
+        "score": pa.array([0.5, -1.25, 1e-7, 3.0, 1e16, 0.1, 2.5e-5, None, -0.0]),
+        "probabilities": pa.array([[0.1, 0.9], [1.0], [], None, [5e-5, 1e20, 2.0]] * 2)[:n],
+        "ids": pa.array([[1, 2], None, [3], [], [4, 5, 6]] * 2, type=pa.list_(pa.int64()))[:n],
+        "flag": pa.array([True, False, None, True, False, True, False, True, None]),
+    }
+    errors = {2: BadRequest('row is, "bad"'), 7: BadRequest("no")}
+    failed = pa.array([i in errors for i in range(n)])
+    outputs = {k: pc.if_else(failed, pa.nulls(n, a.type), a) for k, a in outputs.items()}
+    columns = ColumnOutcomes(outputs, errors, n)
+    assert _column_cells(outputs["label"]) is not None  # the column writer writes this one
+    assert _written(40, columns) == _written(40, as_outcomes(columns))
