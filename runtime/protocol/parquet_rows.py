@@ -145,13 +145,12 @@ class ArrowRows(Sequence[RawRow]):
     only (at ``readable`` in the chunk): an over-long row's values are not kept."""
 
     def __init__(self, batch: Any, rows: int, errors: dict[int, MlfnError]) -> None:
+        self.readable = [i for i in range(rows) if i not in errors] if errors else list(range(rows))
         if errors:
             pa = pyarrow()
-            kept = [i for i in range(rows) if i not in errors]
-            batch = batch.take(pa.array(kept, type=pa.int64()))
+            batch = batch.take(pa.array(self.readable, type=pa.int64()))
         self.batch = batch
         self.errors = errors  # rows over the limit, by their index in the chunk
-        self.readable = [i for i in range(rows) if i not in errors]
         self._n = rows
         self._rows: list[RawRow] | None = None
 
@@ -182,23 +181,27 @@ class ArrowRows(Sequence[RawRow]):
 def _batch_chunks(
     pa: Any, batch: Any, chunk_size: int, max_row_bytes: int, chunk_bytes: int
 ) -> Iterator[ArrowRows]:
+    """The batch in chunks of at most ``chunk_size`` rows, each cut after the row that brings
+    its bytes (rows over the limit not counted: they are errors) to ``chunk_bytes``."""
+    import numpy as np
+
     sizes = _row_bytes(pa, batch)
-    start = 0  # the chunk's first row in the batch
-    size = 0
-    errors: dict[int, MlfnError] = {}
-    for i, row_size in enumerate(sizes):
-        if row_size > max_row_bytes:
-            errors[i - start] = too_long_row(max_row_bytes)
-        else:
-            size += row_size
-        if i + 1 - start >= chunk_size or size >= chunk_bytes:
-            yield ArrowRows(batch.slice(start, i + 1 - start), i + 1 - start, errors)
-            start, size, errors = i + 1, 0, {}
-    if start < len(sizes):
-        yield ArrowRows(batch.slice(start, len(sizes) - start), len(sizes) - start, errors)
+    over = sizes > max_row_bytes
+    total = np.cumsum(np.where(over, 0, sizes))  # bytes up to and with each row
+    n, start = len(sizes), 0  # the chunk's first row in the batch
+    while start < n:
+        before = int(total[start - 1]) if start else 0
+        full = int(np.searchsorted(total, before + chunk_bytes, side="left"))  # its bytes reached
+        end = min(start + chunk_size, full + 1, n)  # one past its last row
+        errors: dict[int, MlfnError] = {
+            int(i) - start: too_long_row(max_row_bytes)
+            for i in np.flatnonzero(over[start:end]) + start
+        }
+        yield ArrowRows(batch.slice(start, end - start), end - start, errors)
+        start = end
 
 
-def _row_bytes(pa: Any, batch: Any) -> list[int]:
+def _row_bytes(pa: Any, batch: Any) -> Any:
     """Each row's bytes in Arrow (its values' data, as a JSON line would roughly spend)."""
     import numpy as np
     import pyarrow.compute as pc
@@ -216,7 +219,7 @@ def _row_bytes(pa: Any, batch: Any) -> list[int]:
             total += np.array([column.slice(i, 1).nbytes for i in range(len(column))])
         else:
             total += column.nbytes // max(1, len(column))
-    return total.tolist()  # type: ignore[no-any-return]
+    return total
 
 
 def _numbers(lengths: Any) -> Any:

@@ -481,3 +481,28 @@ def test_parquet_rows_under_the_limit_are_read_however_parquet_stores_them(
     rows = [r for c in chunks for r in c]
     assert len(rows) == table.num_rows
     assert all(isinstance(r, dict) for r in rows), [getattr(r, "message", r) for r in rows]
+
+
+def test_parquet_chunks_are_cut_by_rows_and_bytes_and_an_over_long_row_is_its_error() -> None:
+    # Rows of 1 to 300 text bytes; over 250 is a row's error and counts no bytes; a chunk
+    # ends at 10 rows, or after the row that brings its bytes to 1,000.
+    import random
+
+    rng = random.Random(5)
+    texts = ["x" * rng.choice([1, 40, 120, 260, 300]) for _ in range(500)]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"t": texts}), sink, row_group_size=200)
+    chunks = list(read_rows(batch.Format.PARQUET, io.BytesIO(sink.getvalue()), 10, 250, 1000))
+    expected: list[list[Any]] = []
+    for group in range(0, 500, 200):  # the rule, a row at a time, within each row group
+        chunk: list[Any] = []
+        size = 0
+        for text in texts[group : group + 200]:
+            chunk.append("BadRequest" if len(text) > 250 else {"t": text})
+            size += 0 if len(text) > 250 else len(text)
+            if len(chunk) == 10 or size >= 1000:
+                expected.append(chunk)
+                chunk, size = [], 0
+        if chunk:
+            expected.append(chunk)
+    assert [_kinds([c]) for c in chunks] == expected
