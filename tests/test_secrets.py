@@ -131,6 +131,40 @@ def test_credential_parameters_of_any_name_are_redacted(raw: str, secret: str) -
     assert secret not in redact.text(raw)
 
 
+# What docs/security.md promises to hide: SAS tokens and shared keys as connection strings
+# write them (the whole token after SharedAccessSignature=, its sig= alone in a URL).
+CONNECTION_SECRETS = [
+    (
+        "BlobEndpoint=https://a.blob.core.windows.net/;"
+        "SharedAccessSignature=sv=2024-05-04&ss=b&sp=rl&se=2030-01-01&sig=TOPSECRET%3D",
+        "SharedAccessSignature=REDACTED",
+    ),
+    (
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;"
+        "SharedAccessKey=TOPSECRET+k/ey=;EntityPath=q",
+        "SharedAccessKey=REDACTED;EntityPath=q",
+    ),
+    (
+        "DefaultEndpointsProtocol=https;AccountName=a;SharedAccessKey='TOPSECRET';Endpoint=x",
+        "SharedAccessKey=REDACTED",
+    ),
+    ("GET https://a.blob.core.windows.net/c/m.onnx?sv=1&sig=TOPSECRET failed", "sig=REDACTED"),
+    ("https://a.blob.core.windows.net/c/m.onnx?sp=r&SIG=TOPSECRET&se=1", "SIG=REDACTED"),
+    # A name a query parser decodes: %41 is "A".
+    ("https://h/p?a=1&Shared%41ccessSignature=TOPSECRET", "Shared%41ccessSignature=REDACTED"),
+    ("https://h/p?Shared%41ccessKey=TOPSECRET&a=1", "Shared%41ccessKey=REDACTED&a=1"),
+]
+
+
+@pytest.mark.parametrize(("raw", "clean"), CONNECTION_SECRETS)
+def test_sas_tokens_and_shared_keys_are_hidden_in_text_and_error_messages(
+    raw: str, clean: str
+) -> None:
+    assert "TOPSECRET" not in redact.text(raw) and clean in redact.text(raw)
+    said = StoreUnavailable(f"storage {raw} cannot be reached").message
+    assert "TOPSECRET" not in said and clean in said
+
+
 def test_a_quoted_url_keeps_its_closing_quote() -> None:
     assert (
         redact.text("uri 'https://a/m?sig=x' bad") == f"uri 'https://a/m?sig={redact.HIDDEN}' bad"

@@ -110,6 +110,24 @@ def test_body_over_the_endpoint_limit_is_413_before_parsing(iris: Call) -> None:
     assert doc["error"]["detail"] == {"size": 2049, "limit": 2048}
 
 
+def _valid_body(size: int) -> bytes:
+    """A valid V1 body of exactly ``size`` bytes (white space after the JSON pads it)."""
+    body = json.dumps({"instances": [ROW] * 10}).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def test_a_valid_body_is_held_to_the_limit_as_an_invalid_one_is(iris: Call) -> None:
+    # A valid body is read by the fast path (pydantic in one pass), which must refuse it
+    # by size as the careful path refuses an invalid one.
+    status, doc, resp = _post(iris, _valid_body(2049))
+    assert (status, resp.mimetype) == (413, "application/json")
+    assert doc["error"]["type"] == "PayloadTooLarge"
+    assert doc["error"]["detail"] == {"size": 2049, "limit": 2048}
+    status, doc, _ = _post(iris, _valid_body(2048))  # at the limit: served
+    assert status == 200 and len(doc["predictions"]) == 10
+
+
 def test_validation_errors_are_422_with_every_failing_field_path(iris: Call) -> None:
     bad = [ROW, {**ROW, "petal_width": -1}, {"sepal_length": "long"}]
     status, doc, _ = _post(iris, json.dumps({"instances": bad}))
