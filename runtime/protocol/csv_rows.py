@@ -28,7 +28,7 @@ from runtime.protocol.batch_formats import (
     too_long_row,
     unreadable_row,
 )
-from runtime.protocol.csv_safety import safe_cell
+from runtime.protocol.csv_safety import FORMULA_STARTS, NUMBER, safe_cell
 
 
 def read_chunks(
@@ -182,15 +182,16 @@ def _plain_chunk(
     starts = np.concatenate(([0], ends[:-1] + 1))
     # A blank line (whitespace only) is no row: only a line starting with whitespace may be.
     first = data[np.minimum(starts, cut - 1)]
-    maybe_blank = np.flatnonzero(np.isin(first, np.frombuffer(_WHITESPACE, np.uint8)))
+    # A line over the limit is its row's error, blank or not (as the record reader says).
+    over = np.minimum(ends + 1, cut) - starts > max_row_bytes
+    maybe_blank = np.flatnonzero(np.isin(first, np.frombuffer(_WHITESPACE, np.uint8)) & ~over)
     blank = [i for i in maybe_blank.tolist() if not block[starts[i] : ends[i]].strip()]
     if blank:
         keep = np.ones(len(starts), dtype=bool)
         keep[blank] = False
-        starts, ends = starts[keep], ends[keep]
+        starts, ends, over = starts[keep], ends[keep], over[keep]
     commas = np.flatnonzero(data == 0x2C)
     fields = np.searchsorted(commas, ends) - np.searchsorted(commas, starts) + 1
-    over = np.minimum(ends + 1, cut) - starts > max_row_bytes
     errors: dict[int, MlfnError] = {}
     for i in np.flatnonzero(over | (fields != len(header))).tolist():
         if over[i]:
@@ -300,8 +301,8 @@ class CsvRows(Sequence[RawRow]):
                 body = self._block  # every line a row: Arrow reads the block as it is
             else:
                 body = b"\n".join(self._block[starts[i] : ends[i]] for i in readable) + b"\n"
-        if not readable or not (body.isascii() or _is_utf8(body)):
-            return None
+        if not readable or not (body.isascii() or _is_utf8(body)) or body.startswith(BOM):
+            return None  # Arrow would skip a first row's BOM, which the row path reads
         text = _arrow_text(body, self.header, wanted, len(readable))
         return None if text is None else (text, readable, errors)
 
@@ -493,9 +494,9 @@ class CsvWriter:
             self.write(0, [])
 
 
-# A cell a spreadsheet would run (``csv_safety``), as a regular expression over a column.
-_FORMULA = r"^[=+\-@\t\r]"
-_PLAIN_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+# A cell a spreadsheet would run (``csv_safety``'s rule), as regular expressions over a column.
+_FORMULA = "^[" + "".join("\\" + c if c in "-\\]^" else c for c in FORMULA_STARTS) + "]"
+_PLAIN_NUMBER = f"^{NUMBER}$"
 
 
 def _column_lines(start: int, outcomes: ColumnOutcomes, fields: list[str]) -> bytes | None:
@@ -582,6 +583,8 @@ def _column_cells(column: Any) -> Any:
         )
         text = pc.if_else(formula, pc.binary_join_element_wise("'", column, ""), column)
     elif is_list_type(kind):
+        if column.offset:  # a slice: its offsets do not start at its values' start
+            column = pa.concat_arrays([column])
         items = column.flatten()
         if pa.types.is_floating(items.type):
             if items.null_count or pc.any(pc.invert(pc.is_finite(items))).as_py():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import uuid
 import zlib
 from collections import deque
@@ -210,9 +211,10 @@ class BlockWriter(io.RawIOBase):
     two deliveries writing the same output at once never mix blocks: the last commit wins,
     complete. Blocks never committed are dropped by the service.
 
-    Blocks are uploaded on a thread of the writer's own, up to ``STAGING`` at once, while the
-    caller goes on writing (at most that many blocks held besides the one being filled); a
-    failed upload raises from the next ``write`` or from ``commit``."""
+    Blocks are uploaded on threads of the writer's own, up to ``STAGING`` at once, while the
+    caller goes on writing (a write waits while that many are in flight); a failed upload
+    raises from a later ``write`` or from ``commit``. Once ``close`` is called (a delivery
+    cancelled midway, say) nothing more is uploaded, even by a write still running."""
 
     def __init__(self, blob: BlobClient, content_type: str) -> None:
         self._blob = blob
@@ -222,6 +224,7 @@ class BlockWriter(io.RawIOBase):
         self._blocks: list[str] = []
         self._staging: deque[Future[Any]] = deque()
         self._uploader: ThreadPoolExecutor | None = None
+        self._closing = threading.Lock()  # close() against a write on another thread
         self.bytes_written = 0
 
     def writable(self) -> bool:
@@ -257,18 +260,24 @@ class BlockWriter(io.RawIOBase):
 
     def close(self) -> None:
         """Stop uploading: blocks not yet staged are dropped (a committed blob is whole)."""
-        if self._uploader is not None:
-            self._uploader.shutdown(wait=True, cancel_futures=True)
-            self._uploader = None
-        super().close()
+        with self._closing:
+            uploader, self._uploader = self._uploader, None
+            if uploader is not None:  # uploads not started are dropped before it is closed
+                uploader.shutdown(wait=False, cancel_futures=True)
+            super().close()
+        if uploader is not None:
+            uploader.shutdown(wait=True)
 
     def _stage(self, data: bytes) -> None:
         # Ids are base64 of the same length within a blob, as the service requires.
         raw = f"{self._attempt}-{len(self._blocks):08d}".encode()
         block_id = base64.b64encode(raw).decode()
-        if self._uploader is None:
-            self._uploader = ThreadPoolExecutor(1, thread_name_prefix="mlfn-blocks")
-        self._staging.append(self._uploader.submit(self._blob.stage_block, block_id, data))
+        with self._closing:
+            if self.closed:
+                raise ValueError("the block writer is closed: nothing more is uploaded")
+            if self._uploader is None:
+                self._uploader = ThreadPoolExecutor(STAGING, thread_name_prefix="mlfn-blocks")
+            self._staging.append(self._uploader.submit(self._blob.stage_block, block_id, data))
         self._blocks.append(block_id)
         while len(self._staging) > STAGING:
             self._staging.popleft().result()

@@ -95,7 +95,7 @@ def test_records_written_a_column_at_a_time_are_the_csv_module_s_byte_for_byte()
     # nulls, errors (JSON, so quoted) and the row numbers: the same bytes as the rows' writer.
     n = 9
     outputs = {
-        "label": pa.array(["a", "b,c", 'say "hi"', "x\ny", "cr\rz", "=1+1", "", None, "é"]),
+        "label": pa.array(["a", "b,c", 'say "hi"', "x\ny", "-\u0661", "=1+1", "cr\rz", None, ""]),
         "score": pa.array([0.5, -1.25, 1e-7, 3.0, 1e16, 0.1, 2.5e-5, None, -0.0]),
         "probabilities": pa.array([[0.1, 0.9], [1.0], [], None, [5e-5, 1e20, 2.0]] * 2)[:n],
         "ids": pa.array([[1, 2], None, [3], [], [4, 5, 6]] * 2, type=pa.list_(pa.int64()))[:n],

@@ -42,3 +42,37 @@ def test_a_failed_upload_is_raised_and_nothing_is_committed(
             sink.write(b"x" * 1024)
         sink.commit()
     sink.close()
+
+
+def test_a_write_running_when_the_writer_is_closed_uploads_nothing_more(
+    azurite: AzuriteInfo, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A delivery cancelled midway closes its writer while a write still runs on its thread:
+    # no block is staged after close, and no uploader thread is left.
+    monkeypatch.setattr(blob_files, "BLOCK_BYTES", 64 * 1024)
+    blob = ContainerClient.from_connection_string(azurite.connection_string, container)
+    target = blob.get_blob_client("out.csv")
+    sink = blob_files.BlockWriter(target, "text/csv")
+    staged: list[bool] = []  # for each block staged: whether the writer was closed by then
+    stage = target.stage_block
+
+    def staging(block_id: str, data: bytes) -> None:
+        staged.append(sink.closed)
+        stage(block_id, data)
+
+    monkeypatch.setattr(target, "stage_block", staging)
+    writing = threading.Thread(target=_write_until_closed, args=(sink,))
+    writing.start()
+    while len(staged) < 3:  # uploads under way
+        threading.Event().wait(0.01)
+    sink.close()
+    writing.join(timeout=30)
+    assert not writing.is_alive()
+    assert staged and not any(staged)
+    assert not [t for t in threading.enumerate() if t.name.startswith("mlfn-blocks")]
+
+
+def _write_until_closed(sink: blob_files.BlockWriter) -> None:
+    with pytest.raises(ValueError, match="closed"):
+        for _ in range(10_000):
+            sink.write(b"z" * 16 * 1024)
