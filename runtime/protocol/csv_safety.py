@@ -15,8 +15,9 @@ from typing import Any
 # re-parses): OWASP's list.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A plain number ("-1.5", "+3e10") is no formula: left as it is, so numbers stay numbers.
-# ASCII digits only: "-١" is no number to a spreadsheet, which would run it. The pattern is
-# also read by Arrow (RE2), which writes CSV results a column at a time.
+# ASCII digits only: a sign and an Arabic-Indic digit is no number to a spreadsheet, which
+# would run it. The pattern is also read by Arrow (RE2), which writes CSV results a column
+# at a time.
 NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _NUMBER = re.compile(NUMBER)
 
