@@ -4,7 +4,12 @@
 the trigger adapters turn them into responses or error results. ``HostError`` subclasses are
 problems with the app folder itself (host.json, local settings, an endpoint that cannot be
 declared, an app that cannot be indexed): no request is involved, so they carry no status; the
-local host and the CLI tell them as one line, and on Azure they fail indexing.
+local host and the CLI tell them as one line, and on Azure they fail indexing. The signals at
+the end pass between rooms and are turned into one of those (or a decision) by the code that
+catches them; none reaches a client as it is.
+
+A module may keep a private exception class (``_Name``) that it raises and catches itself;
+every public one is here (tests/test_architecture.py).
 """
 
 from __future__ import annotations
@@ -114,6 +119,48 @@ class InputBlobMissing(MlfnError):
 
     def __init__(self, ref: str) -> None:
         super().__init__(f"inputs blob {ref} does not exist", detail={"instances_blob": ref})
+
+
+class UnknownFormat(MlfnError):
+    """A batch file whose extension names no format mlfn reads."""
+
+    status = 400
+
+
+class FileUnreadable(MlfnError):
+    """A batch file that cannot be read as its format at all: nothing in it can be scored."""
+
+    status = 400
+
+
+class UnsupportedEncoding(MlfnError):
+    """A blob stored with a ``Content-Encoding`` that cannot be read here: it never will be."""
+
+    status = 415
+
+    def __init__(self, what: str, encoding: str, why: str) -> None:
+        super().__init__(
+            f"{what} is stored with Content-Encoding {encoding!r}, {why}; upload it "
+            "without a Content-Encoding",
+            detail={"content_encoding": encoding},
+        )
+
+
+class InflatedTooLarge(PayloadTooLarge):
+    """A compressed blob inflates past the limit: told as soon as the limit is passed, with
+    the stored size beside it (the inflated size is never learnt)."""
+
+    def __init__(self, stored: int, limit: int, encoding: str) -> None:
+        MlfnError.__init__(
+            self,
+            f"the blob of {stored} bytes (Content-Encoding {encoding!r}) inflates to more than "
+            f"this endpoint's limit of {limit} bytes",
+            detail={"size": stored, "limit": limit, "content_encoding": encoding},
+        )
+
+    @property
+    def type(self) -> str:
+        return PayloadTooLarge.__name__
 
 
 # --- the store's fault: retry later (503) ------------------------------------------------------
@@ -339,3 +386,55 @@ class ConverterMissing(ConversionError):
 class ConversionMismatch(ConversionError):
     """The ONNX model answers the sample rows differently from the original, beyond the
     tolerance: it is not written."""
+
+
+# --- signals between rooms: the code that catches one decides what it means ---------------------
+
+
+class NotFound(Exception):
+    """The storage service answered: no such container, blob or queue (runtime.storage maps
+    the SDK's 404 to it; the caller tells what was missing, e.g. ``InputBlobMissing``)."""
+
+
+class NotEncoded(ValueError):
+    """A queue message body that is not in the expected encoding (host.json
+    ``messageEncoding``)."""
+
+
+class NotText(NotEncoded):
+    """A queue message body that is not UTF-8, for a trigger that takes text (the local
+    host fails the binding, as the Storage extension does)."""
+
+
+class InputChanged(Exception):
+    """A batch file's blob was overwritten while it was scored: its new version has its own
+    event, so this one stops without results."""
+
+
+class NotCompiled(Exception):
+    """A model holds something the column checks cannot decide as pydantic does: its rows go
+    the row path (runtime.columnar)."""
+
+
+class FunctionTimedOut(Exception):
+    """An invocation ran past host.json's functionTimeout: it fails, as on Azure (the local
+    host)."""
+
+
+class VersionChanged(Exception):
+    """A blob read by version (runtime.storage.blob_files) was overwritten while it was read:
+    the storage refused the next range rather than mix two versions."""
+
+
+class CommitSuperseded(Exception):
+    """Another writer committed the blob's block list first, dropping this writer's blocks:
+    the blob is that writer's, whole (the storage's ``InvalidBlockList``)."""
+
+
+class StorageRefused(Exception):
+    """The storage refused a request for what it asks, not for a fault of its own (a name, a
+    size, a header past Azure's limits): ``code`` is its error code; no retry can pass."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"the storage refused the request for good: {code}")
+        self.code = code

@@ -134,7 +134,8 @@ def _await_summary(blob: Any, path: str, wait_s: float) -> dict[str, Any] | None
     saying on stderr that it waits, and how long it has (redrawn on a terminal)."""
     import time
 
-    from azure.core.exceptions import ResourceNotFoundError
+    from runtime.errors import NotFound
+    from runtime.storage.clients import storage_errors
 
     started = time.monotonic()
     terminal = sys.stderr.isatty()
@@ -142,9 +143,10 @@ def _await_summary(blob: Any, path: str, wait_s: float) -> dict[str, Any] | None
     try:
         while True:
             try:
-                doc: dict[str, Any] = json.loads(blob.download_blob().readall())
+                with storage_errors(f"container {blob.container_name}"):
+                    doc: dict[str, Any] = json.loads(blob.download_blob().readall())
                 return doc
-            except ResourceNotFoundError:
+            except NotFound:
                 pass  # not scored yet
             waited = time.monotonic() - started
             if waited > wait_s:

@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from runtime.config import binding_expressions
 from runtime.deploy import data_check, files, model_check, requirements_check
 from runtime.deploy.findings import Report
 from runtime.protocol.jobs import is_container_name
@@ -43,7 +44,6 @@ KEEP_OUT = {
     "__azurite_db_*": "Azurite data",
     "node_modules": "node packages",
 }
-_BINDING_EXPRESSION = re.compile(r"%([^%]+)%")
 _TIMESPAN = re.compile(r"-1|(\d+\.)?\d{1,2}:\d{2}:\d{2}(\.\d+)?")
 
 
@@ -295,14 +295,14 @@ def _check_binding(
         value = binding.get(key)
         if not isinstance(value, str):
             continue
-        resolved = _resolve(value, settings)
-        if resolved is None:
-            unset = _BINDING_EXPRESSION.findall(value)
+        unset = binding_expressions.missing(value, settings)
+        if unset:
             report.add(where, f"{key} {value!r} names app settings that are not set: {unset}")
             continue
-        name = resolved.split("/", 1)[0] if key == "path" else resolved
         if key == "queueName":
-            name = name.lower()  # the queue extension lowercases queue names before using them
+            name = binding_expressions.queue_name(value, settings)
+        else:
+            name = binding_expressions.resolve(value, settings).split("/", 1)[0]
         if "{" in name:
             continue  # a binding expression resolved per invocation
         kind = "queue" if key == "queueName" else "container"
@@ -328,13 +328,6 @@ def _check_binding(
             f"connection {connection!r}: no setting provides it ({connection}, or "
             f"{connection}{forms}); add it to the app settings and to local.settings.json",
         )
-
-
-def _resolve(value: str, settings: Mapping[str, str]) -> str | None:
-    unset = [n for n in _BINDING_EXPRESSION.findall(value) if n not in settings]
-    if unset:
-        return None
-    return _BINDING_EXPRESSION.sub(lambda m: settings[m.group(1)], value)
 
 
 class _Misconfigured(Exception):

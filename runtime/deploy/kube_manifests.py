@@ -11,7 +11,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from runtime.config import CONNECTION_PROPERTIES, STORAGE_SETTING, Connection, Settings, connection
+from runtime.config import (
+    CONNECTION_PROPERTIES,
+    STORAGE_SETTING,
+    Connection,
+    Settings,
+    binding_expressions,
+    connection,
+)
 from runtime.errors import ConfigError, DeployError
 from runtime.host.metadata import FunctionInfo
 from runtime.host.queue_options import QueueOptions
@@ -24,7 +31,6 @@ EVENT_GRID_PATH = "/runtime/webhooks/blobs"
 QUEUE_HOST_SUFFIX = ".queue.core.windows.net"
 HOST_ID = "AzureFunctionsWebHost__hostId"
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_EXPRESSION = re.compile(r"%([^%]+)%")
 # Anonymous GET routes the probes may use, by how they end: Open Inference Protocol's first.
 _LIVE = ("health/live", "healthz", "livez", "health")
 _READY = ("health/ready", "readyz")
@@ -115,20 +121,17 @@ class Manifests:
     def _queue(self, f: FunctionInfo) -> QueueScaler:
         where = f"the queue trigger of function {f.name}"
         raw = str(f.trigger.raw.get("queueName") or "")
-
-        def lookup(m: re.Match[str]) -> str:
-            setting = m.group(1)
-            if not self.env.get(setting, "").strip():
-                raise DeployError(
-                    f"{where} reads its queue name from app setting {setting} (%{setting}%), "
-                    "which is not set: set it (local.settings.json Values or the environment) "
-                    "so that the ScaledObject watches the queue the function listens to"
-                )
-            self.literal_env[setting] = self.env[setting].strip()
-            return self.literal_env[setting]
-
-        # The queue extension lowercases names before checking them; so does this.
-        queue = _EXPRESSION.sub(lookup, raw).lower()
+        try:
+            queue = binding_expressions.queue_name(raw, self.env)
+        except ConfigError as exc:
+            raise DeployError(
+                f"{where} reads its queue name from app setting {exc.key} (%{exc.key}%), "
+                "which is not set: set it (local.settings.json Values or the environment) "
+                "so that the ScaledObject watches the queue the function listens to"
+            ) from None
+        # The pod's host reads the same settings again: they go in as written.
+        for setting in binding_expressions.settings_read(raw):
+            self.literal_env[setting] = self.env[setting]
         try:
             check_queue_name(queue)
         except ValueError as exc:

@@ -19,10 +19,7 @@ import io
 import json
 import logging
 import re
-import threading
-import time
 import typing
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +34,18 @@ from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
 from runtime.host.outages import first_line
-from runtime.host.queue_listener import StorageAccounts, resolve, write_outputs
+from runtime.host.queue_listener import binding_value, write_outputs
+from runtime.host.storage_accounts import DONE, Receipt, StorageAccounts, read_version
 from runtime.protocol import batch, message_encoding
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobClient, BlobProperties, ContainerClient
+    from runtime.host.storage_accounts import BlobClient, BlobProperties, ContainerClient
 
 log = logging.getLogger("mlfn.host.blobs")
 
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
 POISON_QUEUE = "webjobs-blobtrigger-poison"
 MAX_ATTEMPTS = 5  # the host's blob trigger: five tries, then the poison queue
-RUNNING, FAILED, DONE, POISONED = "running", "failed", "complete", "poisoned"
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ class BlobListener:
         self._accounts = accounts
         self._env = env
         self.setting = info.trigger.connection
-        self.path = BlobPath(resolve(str(info.trigger.raw["path"]), env))
+        self.path = BlobPath(binding_value(info, "path", env))
         self.source = str(info.trigger.raw.get("source") or "LogsAndContainerScan")
         self._receipts_prefix = f"blobreceipts/{host_id}/Host.Functions.{info.name}"
         # A parameter the worker binds by reference (an SDK type) gets the blob's name, as the
@@ -156,7 +153,7 @@ class BlobListener:
     async def _offer(self, name: str, props: BlobProperties, slots: asyncio.Semaphore) -> None:
         self._running.add(name)
         try:
-            receipt = _Receipt(self._receipt_blob(name, str(props.etag)), self._options.lease_s)
+            receipt = Receipt(self._receipt_blob(name, str(props.etag)), self._options.lease_s)
             claim = await self._accounts.io(receipt.claim)
             if claim == DONE:
                 self._done.add((name, str(props.etag)))
@@ -170,7 +167,7 @@ class BlobListener:
             slots.release()
 
     async def _attempt(
-        self, name: str, props: BlobProperties, receipt: _Receipt, attempt: int
+        self, name: str, props: BlobProperties, receipt: Receipt, attempt: int
     ) -> None:
         etag = str(props.etag)
         if attempt > MAX_ATTEMPTS:
@@ -223,7 +220,7 @@ class BlobListener:
             metadata,
         )
 
-    async def _keep(self, receipt: _Receipt) -> None:
+    async def _keep(self, receipt: Receipt) -> None:
         while True:
             await asyncio.sleep(self._options.lease_s / 3)
             try:
@@ -231,7 +228,7 @@ class BlobListener:
             except Exception as exc:
                 log.warning("renewing the receipt of %s failed: %s", receipt.name, first_line(exc))
 
-    def _poison(self, name: str, etag: str, receipt: _Receipt) -> None:
+    def _poison(self, name: str, etag: str, receipt: Receipt) -> None:
         message = {
             "Type": "BlobTrigger",
             "FunctionId": f"Host.Functions.{self.info.name}",
@@ -269,102 +266,10 @@ def receipt_path(prefix: str, etag: str, container: str, name: str) -> str:
     {container}/{name}``. A name near Azure's limits leaves no room for the prefix (Azure
     refuses the receipt, every claim would fail, forever): its digest stands in for it, as
     for a batch file's results."""
-    path = f"{prefix}/{etag.strip(chr(34))}/{container}/{name}"
+    path = f"{prefix}/{batch.bare_etag(etag)}/{container}/{name}"
     if batch.fits(path):
         return path
     return f"{path[: len(path) - len(name)]}{batch.hashed_name(name)}"
-
-
-class _Receipt:
-    """One blob version's receipt: who runs it, until when, how many attempts, and whether it
-    is done. Every change is conditional on the receipt's ETag, so two hosts never both take
-    it; this host's own changes (a renewal in flight while the run completes) take turns."""
-
-    def __init__(self, blob: BlobClient, lease_s: float) -> None:
-        self._blob = blob
-        self._lease_s = lease_s
-        self._etag: str | None = None
-        self._attempts = 0
-        self._owner = uuid.uuid4().hex
-        self._lock = threading.Lock()
-        self._settled = False  # completed, failed or poisoned: a late renewal changes nothing
-        self.name = blob.blob_name
-
-    def claim(self) -> int | str | None:
-        """The attempt this host now runs (1 for a new receipt), DONE when it is complete or
-        poisoned, None when another host holds it or its retry is not due yet."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-
-        with self._lock:
-            with contextlib.suppress(ResourceExistsError):
-                self._attempts = 1
-                made = self._blob.upload_blob(b"", overwrite=False, metadata=self._doc(RUNNING))
-                self._etag = str(made["etag"])
-                return 1
-            props = self._blob.get_blob_properties()
-            meta = props.metadata or {}
-            if meta.get("status") in (DONE, POISONED):
-                return DONE
-            if float(meta.get("until", "0")) > time.time():
-                return None  # running elsewhere, or its retry is not due
-            self._attempts = int(meta.get("attempts", "0")) + 1
-            try:
-                made = self._blob.set_blob_metadata(
-                    self._doc(RUNNING),
-                    etag=props.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except ResourceModifiedError:
-                return None  # another host took it first
-            self._etag = str(made["etag"])
-            return self._attempts
-
-    def renew(self) -> None:
-        self._set(RUNNING, self._lease_s)
-
-    def fail(self, retry_in_s: float) -> None:
-        self._set(FAILED, retry_in_s)
-
-    def complete(self) -> None:
-        self._set(DONE, 0)
-
-    def poison(self) -> None:
-        self._set(POISONED, 0)
-
-    def _set(self, status: str, for_s: float) -> None:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError
-
-        with self._lock:
-            if self._settled:
-                return
-            self._settled = status != RUNNING
-            for _ in range(2):
-                try:
-                    made = self._blob.set_blob_metadata(
-                        self._doc(status, for_s),
-                        etag=self._etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                    self._etag = str(made["etag"])
-                    return
-                except ResourceModifiedError:
-                    # Changed since this host last wrote it: still ours (a renewal whose answer
-                    # was lost) is written again; another host's now is left to it.
-                    props = self._blob.get_blob_properties()
-                    if (props.metadata or {}).get("owner") != self._owner:
-                        raise
-                    self._etag = str(props.etag)
-
-    def _doc(self, status: str, for_s: float | None = None) -> dict[str, str]:
-        until = time.time() + (self._lease_s if for_s is None else for_s)
-        return {
-            "status": status,
-            "attempts": str(self._attempts),
-            "until": f"{until:.3f}",
-            "owner": self._owner,
-        }
 
 
 class LazyBlob(func.blob.InputStream):
@@ -389,14 +294,8 @@ class LazyBlob(func.blob.InputStream):
 
     def read(self, size: int | None = -1) -> bytes:
         if self._loaded is None:
-            from azure.core import MatchConditions
-
-            # The stored bytes, as the Functions host gives them (and ``length`` counts):
-            # the SDK would inflate a Content-Encoding whole, a gzip bomb's gigabytes.
-            data = self._client.download_blob(
-                etag=self._etag, match_condition=MatchConditions.IfNotModified, decompress=False
-            ).readall()
-            self._loaded = io.BytesIO(data)
+            # The stored bytes, as the Functions host gives them (and ``length`` counts).
+            self._loaded = io.BytesIO(read_version(self._client, self._etag))
         return self._loaded.read(-1 if size is None else size)
 
     read1 = read

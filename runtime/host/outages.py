@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from runtime.storage import clients
+
 log = logging.getLogger("mlfn.host")
 
 RETRY_S = 5  # how often a listener tries an account that is down again
@@ -25,9 +27,7 @@ def first_line(exc: BaseException) -> str:
 def unreachable_storage(exc: BaseException) -> bool:
     """A storage account that does not answer (not one that refuses: a wrong key or identity
     is an error of its own, with its own message)."""
-    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-
-    return isinstance(exc, ServiceRequestError | ServiceResponseError | OSError)
+    return clients.unreachable(exc) or isinstance(exc, OSError)
 
 
 def refused_by_storage(exc: BaseException) -> bool:
@@ -36,12 +36,8 @@ def refused_by_storage(exc: BaseException) -> bool:
     another host took a receipt, 400) is about the one blob or queue asked for, and is that
     one's warning: counted as the account's, it would be said down and back on every scan
     and hide the warning."""
-    from azure.core.exceptions import HttpResponseError
-
-    if not isinstance(exc, HttpResponseError):
-        return False
-    status = exc.status_code or 0
-    return status in (401, 403) or 500 <= status <= 599
+    status = clients.http_status(exc)
+    return status is not None and (status in (401, 403) or 500 <= status <= 599)
 
 
 @dataclass

@@ -13,35 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import re
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import azure.functions as func
 
-from runtime.config import Settings
-from runtime.errors import ConfigError, ListenerError
+from runtime.config import binding_expressions
+from runtime.errors import ConfigError, ListenerError, NotEncoded, NotText
 from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
-from runtime.host.metadata import FunctionInfo
-from runtime.host.outages import RETRY_S, StorageOutages, first_line
+from runtime.host.metadata import Binding, FunctionInfo
+from runtime.host.outages import RETRY_S, first_line
 from runtime.host.queue_options import QueueOptions
+from runtime.host.storage_accounts import StorageAccounts
 from runtime.protocol import message_encoding
-from runtime.storage import clients
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobServiceClient
-    from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
+    from runtime.host.storage_accounts import QueueClient, QueueMessage
 
 log = logging.getLogger("mlfn.host.queues")
 
-T = TypeVar("T")
 IO = Callable[..., Awaitable[Any]]
 
 MIN_POLLING_S = 0.1
@@ -49,81 +44,24 @@ POISON_SUFFIX = "-poison"
 MAX_INVISIBLE_S = 7 * 24 * 3600.0  # the queue service's limit on a visibility timeout
 
 
-def resolve(value: str, env: Mapping[str, str]) -> str:
-    """Binding expressions ``%Setting%`` are read from app settings, as the host does."""
-
-    def lookup(m: re.Match[str]) -> str:
-        if m.group(1) not in env:
-            raise ListenerError(f"binding expression %{m.group(1)}% names no app setting")
-        return env[m.group(1)]
-
-    return re.sub(r"%([^%]+)%", lookup, value)
-
-
-class StorageAccounts:
-    """One service client per connection setting, shared by the listeners and outputs."""
-
-    def __init__(self, env: Mapping[str, str], settings: Settings) -> None:
-        self._env = env
-        self._settings = settings
-        # The listeners' own threads: polling, lease renewal and settling must not wait behind
-        # model loads or claim checks in the shared default pool, or a slow store would let
-        # leases lapse and messages run twice.
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlfn-queue-io")
-        self._clients: dict[str, QueueServiceClient] = {}
-        self._blob_clients: dict[str, BlobServiceClient] = {}
-        self._created: set[tuple[str, ...]] = set()
-        self.outages = StorageOutages()  # said once for all listeners, not once for each
-
-    async def io(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking storage call of the listeners on their own threads."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(fn, *args)
-        )
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def queue(self, setting: str, name: str) -> QueueClient:
-        if setting not in self._clients:
-            with self._told(setting, "a queue trigger"):
-                conn = clients.connection(setting, self._env)
-                self._clients[setting] = clients.queue_service(conn, self._settings)
-        return self._clients[setting].get_queue_client(name)
-
-    def blobs(self, setting: str) -> BlobServiceClient:
-        if setting not in self._blob_clients:
-            with self._told(setting, "a blob trigger"):
-                conn = clients.connection(setting, self._env)
-                self._blob_clients[setting] = clients.blob_service(conn, self._settings)
-        return self._blob_clients[setting]
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _told(setting: str, of: str) -> Iterator[None]:
-        """A connection setting the trigger cannot use, said as the listener's error."""
-        try:
-            yield
-        except ConfigError as exc:
-            raise ListenerError(
-                f"connection setting {setting!r} of {of}: {exc.message}; set it in "
-                "local.settings.json Values, or serve HTTP only with --no-queues"
-            ) from None
-
-    def ensure_container(self, setting: str, name: str) -> None:
-        if ("blob", setting, name) not in self._created:
-            clients.create_if_missing(
-                self.blobs(setting).get_container_client(name).create_container
-            )
-            self._created.add(("blob", setting, name))
-
-    def ensure(self, setting: str, name: str) -> QueueClient:
-        """The queue, created if missing (output bindings and poison queues do this)."""
-        client = self.queue(setting, name)
-        if (setting, name) not in self._created:
-            clients.create_if_missing(client.create_queue)
-            self._created.add((setting, name))
-        return client
+def binding_value(
+    info: FunctionInfo, key: str, env: Mapping[str, str], of: Binding | None = None
+) -> str:
+    """A binding's ``queueName`` or ``path`` (of the trigger unless ``of`` says which) as Azure
+    reads it (runtime.config.binding_expressions): ``%Setting%`` from the app settings, a queue
+    name lowercased. A setting that is not set stops the listener, as on Azure the function
+    fails to load."""
+    binding = of or info.trigger
+    raw = str(binding.raw[key])
+    try:
+        if key == "queueName":
+            return binding_expressions.queue_name(raw, env)
+        return binding_expressions.resolve(raw, env)
+    except ConfigError as exc:
+        raise ListenerError(
+            f"binding {binding.name} of function {info.name}: {exc.message}; set it in "
+            "local.settings.json Values"
+        ) from None
 
 
 class QueueListener:
@@ -145,7 +83,7 @@ class QueueListener:
         self._env = env
         self._lease_s = lease_s
         self.setting = info.trigger.connection
-        self.queue_name = resolve(str(info.trigger.raw["queueName"]), env)
+        self.queue_name = binding_value(info, "queueName", env)
         self._binary = str(info.trigger.raw.get("dataType", "")).lower() == "binary"
         self._queue = accounts.queue(self.setting, self.queue_name)
         self.outages = accounts.outages
@@ -233,7 +171,7 @@ class QueueListener:
             await self._accounts.io(self._write_outputs, invocation.outputs)
         except Exception as exc:
             renewer.cancel()
-            run.failed(exc, traceback=not isinstance(exc, message_encoding.NotEncoded))
+            run.failed(exc, traceback=not isinstance(exc, NotEncoded))
             if (message.dequeue_count or 0) >= self._options.max_dequeue_count:
                 await self._settle(self._poison(lease), "moving it to the poison queue", message.id)
             else:
@@ -309,13 +247,10 @@ def write_outputs(
                     binding.type,
                 )
             continue
-        queue = accounts.ensure(binding.connection, resolve(str(binding.raw["queueName"]), env))
+        name = binding_value(info, "queueName", env, of=binding)
+        queue = accounts.ensure(binding.connection, name)
         for item in value if isinstance(value, list) else [value]:
             queue.send_message(message_encoding.encode(_as_bytes(item), encoding))
-
-
-class NotText(message_encoding.NotEncoded):
-    """A message body that is not UTF-8, for a trigger that takes text."""
 
 
 def _text(body: bytes) -> str:

@@ -18,8 +18,9 @@ from runtime.host.invocation_log import JsonFormatter
 from runtime.host.invoke import Invoker
 from runtime.host.local_settings import apply_local_settings
 from runtime.host.metadata import FunctionInfo, index_app, registered_app
-from runtime.host.queue_listener import QueueListener, StorageAccounts
+from runtime.host.queue_listener import QueueListener
 from runtime.host.queue_options import QueueOptions
+from runtime.host.storage_accounts import StorageAccounts
 from runtime.host_json import HostConfig
 
 log = logging.getLogger("mlfn.host")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from runtime.errors import MlfnError
+from runtime.errors import UnknownFormat
 
 MAX_BLOB_NAME = 1024  # characters, Azure Storage's limit
 MAX_SEGMENTS = 254  # '/'-separated parts of a blob name, Azure Storage's limit
@@ -49,10 +49,6 @@ CONTENT_TYPES = {
 }
 
 
-class UnknownFormat(MlfnError):
-    status = 400
-
-
 def batch_container(name: str) -> str:
     return name.replace("_", "-") + BATCH_SUFFIX
 
@@ -78,9 +74,14 @@ def format_of(path: str) -> Format:
         ) from None
 
 
+def bare_etag(etag: str) -> str:
+    """An ETag without the quotes HTTP gives it (a blob listing gives it bare already)."""
+    return etag.strip('"')
+
+
 def version_tag(etag: str) -> str:
     """An ETag as a name part: the quotes gone, nothing but letters, digits, '-' and '_'."""
-    return "".join(c for c in etag.strip('"') if c.isalnum() or c in "-_") or "unversioned"
+    return "".join(c for c in bare_etag(etag) if c.isalnum() or c in "-_") or "unversioned"
 
 
 def result_path(path: str, etag: str) -> str:

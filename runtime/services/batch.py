@@ -19,7 +19,15 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
-from runtime.errors import BadRequest, InternalError, MlfnError
+from runtime.errors import (
+    BadRequest,
+    CommitSuperseded,
+    InputChanged,
+    InternalError,
+    MlfnError,
+    StorageRefused,
+    VersionChanged,
+)
 from runtime.protocol import batch, batch_formats
 from runtime.protocol.batch_formats import ColumnOutcomes, Outcome, Outcomes, RawRow, RowWriter
 from runtime.scored import ModelInfo
@@ -27,9 +35,8 @@ from runtime.services.rows import RowService
 from runtime.storage import blob_files, clients
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobClient
-
     from runtime.services.columns import ColumnService
+    from runtime.storage.clients import BlobClient
 
 log = logging.getLogger("mlfn.batch")
 
@@ -38,31 +45,8 @@ COLUMN_SLAB_ROWS = 16384  # the same, scored as columns
 IN_FLIGHT = 4  # slabs being scored while the oldest is written
 
 
-# What the storage answers for the request itself (a name, a size, a header), so for every
-# retry of the file's results alike. Any other refusal (Md5Mismatch, Crc64Mismatch: bytes
-# damaged on the way; a code not known here) is the host's to retry.
-REFUSED_FOR_GOOD = frozenset(
-    {
-        "InvalidResourceName",  # a name Azure does not take
-        "InvalidUri",  # a name too long, or of too many parts, for a URL of Azure's
-        "OutOfRangeInput",  # a name, or another input, past Azure's limits
-        "InvalidBlobOrBlock",  # a block over Azure's size
-        "BlockListTooLong",
-        "BlockCountExceedsLimit",  # over 50,000 blocks: results past Azure's largest blob
-        "RequestBodyTooLarge",
-        "InvalidMetadata",
-        "MetadataTooLarge",
-        "InvalidHeaderValue",
-    }
-)
-
-
 # A slab's outcomes, the model that scored it, and what the writer made of them ahead.
 _Done = tuple[Outcomes, ModelInfo | None, Any]
-
-
-class InputChanged(Exception):
-    """The blob was overwritten while it was scored: its new version has its own event."""
 
 
 class BatchService:
@@ -97,68 +81,57 @@ class BatchService:
     async def _score(
         self, name: str, source: BlobClient, path: str, results: str
     ) -> batch.Summary | None:
-        from azure.core.exceptions import (
-            AzureError,
-            HttpResponseError,
-            ResourceModifiedError,
-            ResourceNotFoundError,
-        )
-
         started = time.perf_counter()
-        try:
-            props = await asyncio.to_thread(source.get_blob_properties)
-        except ResourceNotFoundError:
+        version = await asyncio.to_thread(blob_files.current_version, source)
+        if version is None:
             log.info("%s is gone; nothing to score", source.url)
             return None
-        current = str(props.etag)
+        current = version.etag
         summary = batch.Summary(path, current, None, "")
         try:
-            fmt = batch.format_of(path)
-            summary.format = fmt.value
-            output = batch.result_path(path, current)
-            target = await asyncio.to_thread(self._blob, results, output, True)
-            sink = blob_files.BlockWriter(target, batch.CONTENT_TYPES[fmt])
-            reader = blob_files.open_version(
-                source,
-                int(props.size),
-                current,
-                props.content_settings.content_encoding,
-                seekable=fmt is batch.Format.PARQUET,
-            )
-            try:
-                model = await self._stream(name, fmt, reader, sink, summary)
-                summary.model = _model_doc(model)
-                summary.output = output
-                summary.seconds = time.perf_counter() - started
-                metadata = {"mlfn_input_etag": version_of(current), "mlfn_rows": str(summary.rows)}
-                await asyncio.to_thread(sink.commit, metadata)
-            finally:
-                await asyncio.to_thread(sink.close)
-        except ResourceModifiedError:
+            with blob_files.version_errors():
+                fmt = batch.format_of(path)
+                summary.format = fmt.value
+                output = batch.result_path(path, current)
+                target = await asyncio.to_thread(self._blob, results, output, True)
+                sink = blob_files.BlockWriter(target, batch.CONTENT_TYPES[fmt])
+                reader = blob_files.open_version(
+                    source,
+                    version.size,
+                    current,
+                    version.content_encoding,
+                    seekable=fmt is batch.Format.PARQUET,
+                )
+                try:
+                    model = await self._stream(name, fmt, reader, sink, summary)
+                    summary.model = _model_doc(model)
+                    summary.output = output
+                    summary.seconds = time.perf_counter() - started
+                    rows = str(summary.rows)
+                    metadata = {"mlfn_input_etag": batch.bare_etag(current), "mlfn_rows": rows}
+                    await asyncio.to_thread(sink.commit, metadata)
+                finally:
+                    await asyncio.to_thread(sink.close)
+        except VersionChanged:
             raise InputChanged from None
-        except HttpResponseError as exc:
-            if getattr(exc, "error_code", None) == "InvalidBlockList":
-                # Another delivery of this version committed its output meanwhile (a commit
-                # drops every block it does not list): that output is whole, and its
-                # delivery writes the summary.
-                log.info("%s: another delivery committed its results first", path)
-                return None
-            code = getattr(exc, "error_code", None)
-            code = str(getattr(code, "value", code))  # the SDK may give its own enum
-            if code not in REFUSED_FOR_GOOD:
-                raise  # the storage, or bytes damaged on the way: a retry may cure it
-            refused = BadRequest(f"the storage refused the file's results for good: {code}")
+        except CommitSuperseded:
+            # Another delivery of this version committed its output meanwhile: that output
+            # is whole, and its delivery writes the summary.
+            log.info("%s: another delivery committed its results first", path)
+            return None
+        except StorageRefused as exc:
+            refused = BadRequest(f"the storage refused the file's results for good: {exc.code}")
             _failed(summary, refused)
             log.warning("%s: %s", path, refused.message)
-        except AzureError:
-            raise
         except MlfnError as err:
             if err.retryable:
                 raise
             # Nothing in the file can be scored: a retry would only say it again.
             _failed(summary, err)
             log.warning("%s: %s", path, err.message)
-        except Exception:
+        except Exception as exc:
+            if clients.is_storage_error(exc):
+                raise  # the storage, or bytes damaged on the way: a retry may cure it
             # A bug of mlfn's: said in the summary (not five full re-scorings, then poison).
             log.exception("scoring %s failed", path)
             _failed(summary, InternalError())
@@ -244,15 +217,9 @@ class BatchService:
         return outcomes, scored.model if scored else None
 
     def _write_summary(self, results: str, path: str, etag: str, summary: batch.Summary) -> None:
-        from azure.storage.blob import ContentSettings
-
         blob = self._blob(results, batch.summary_path(path, etag), create=True)
         with clients.storage_errors(f"{results}/{path}"):
-            blob.upload_blob(
-                summary.to_json(),
-                overwrite=True,
-                content_settings=ContentSettings(content_type="application/json"),
-            )
+            blob_files.write_json(blob, summary.to_json())
 
     def _blob(self, container: str, path: str, create: bool = False) -> BlobClient:
         conn = clients.require(self._settings.storage_connection, STORAGE_SETTING)
@@ -271,10 +238,6 @@ def _failed(summary: batch.Summary, error: MlfnError) -> None:
     (the summary tells what the output holds)."""
     summary.error, summary.output = error.to_dict(), None
     summary.rows = summary.errors = 0
-
-
-def version_of(etag: str) -> str:
-    return etag.strip('"')
 
 
 def _model_doc(model: ModelInfo | None) -> dict[str, str] | None:

@@ -1,6 +1,7 @@
 """Large blobs as files: read one version of a blob by ranges (seekable, so Parquet can read
 its footer), write one as staged blocks committed at the end. Neither holds more than a
-block or two in memory, whatever the blob's size.
+block or two in memory, whatever the blob's size. ``version_errors`` says what went wrong with
+either in mlfn's words; a small JSON document is written whole (``write_json``).
 
 A blob's stored bytes are read as stored: a blob with a ``Content-Encoding`` is inflated here,
 a piece at a time (never by the SDK, which inflates a whole download in memory), so a small
@@ -15,10 +16,20 @@ import threading
 import uuid
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from runtime.errors import BadRequest, MlfnError, PayloadTooLarge
+from runtime.errors import (
+    BadRequest,
+    CommitSuperseded,
+    InflatedTooLarge,
+    StorageRefused,
+    UnsupportedEncoding,
+    VersionChanged,
+)
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
@@ -32,35 +43,23 @@ INFLATE_INPUT_BYTES = 64 * 1024  # compressed bytes handed to zlib at once
 INFLATED = ("gzip", "x-gzip", "deflate")
 _AUTO_HEADER = 32 + zlib.MAX_WBITS
 
-
-class UnsupportedEncoding(MlfnError):
-    """A blob stored with a ``Content-Encoding`` that cannot be read here: it never will be."""
-
-    status = 415
-
-    def __init__(self, what: str, encoding: str, why: str) -> None:
-        super().__init__(
-            f"{what} is stored with Content-Encoding {encoding!r}, {why}; upload it "
-            "without a Content-Encoding",
-            detail={"content_encoding": encoding},
-        )
-
-
-class InflatedTooLarge(PayloadTooLarge):
-    """A compressed blob inflates past the limit: told as soon as the limit is passed, with
-    the stored size beside it (the inflated size is never learnt)."""
-
-    def __init__(self, stored: int, limit: int, encoding: str) -> None:
-        MlfnError.__init__(
-            self,
-            f"the blob of {stored} bytes (Content-Encoding {encoding!r}) inflates to more than "
-            f"this endpoint's limit of {limit} bytes",
-            detail={"size": stored, "limit": limit, "content_encoding": encoding},
-        )
-
-    @property
-    def type(self) -> str:
-        return PayloadTooLarge.__name__
+# What the storage answers for the request itself (a name, a size, a header), so for every
+# retry alike. Any other refusal (Md5Mismatch, Crc64Mismatch: bytes damaged on the way; a code
+# not known here) may pass on a retry.
+REFUSED_FOR_GOOD = frozenset(
+    {
+        "InvalidResourceName",  # a name Azure does not take
+        "InvalidUri",  # a name too long, or of too many parts, for a URL of Azure's
+        "OutOfRangeInput",  # a name, or another input, past Azure's limits
+        "InvalidBlobOrBlock",  # a block over Azure's size
+        "BlockListTooLong",
+        "BlockCountExceedsLimit",  # over 50,000 blocks: past Azure's largest blob
+        "RequestBodyTooLarge",
+        "InvalidMetadata",
+        "MetadataTooLarge",
+        "InvalidHeaderValue",
+    }
+)
 
 
 def encoding_of(content_encoding: str | None) -> str | None:
@@ -281,3 +280,57 @@ class BlockWriter(io.RawIOBase):
         self._blocks.append(block_id)
         while len(self._staging) > STAGING:
             self._staging.popleft().result()
+
+
+@dataclass(frozen=True)
+class BlobVersion:
+    """What reading one version of a blob needs to know of it."""
+
+    etag: str  # as the service gives it, in quotes
+    size: int
+    content_encoding: str | None
+
+
+def current_version(blob: BlobClient) -> BlobVersion | None:
+    """The blob's current version; None when there is no such blob."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        props = blob.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    encoding = props.content_settings.content_encoding if props.content_settings else None
+    return BlobVersion(str(props.etag), int(props.size), encoding)
+
+
+@contextmanager
+def version_errors() -> Iterator[None]:
+    """What the storage answers a version read or a block write, in mlfn's words: the version
+    overwritten meanwhile (``VersionChanged``), another writer's commit first
+    (``CommitSuperseded``), a request no retry can pass (``StorageRefused``). Anything else
+    the storage did is left as it is: a retry may cure it (``clients.is_storage_error``)."""
+    from azure.core.exceptions import HttpResponseError, ResourceModifiedError
+
+    try:
+        yield
+    except ResourceModifiedError:
+        raise VersionChanged from None
+    except HttpResponseError as exc:
+        code = getattr(exc, "error_code", None)
+        code = str(getattr(code, "value", code))  # the SDK may give its own enum
+        if code == "InvalidBlockList":
+            # A commit drops every block it does not list: another writer's commit did.
+            raise CommitSuperseded from None
+        if code in REFUSED_FOR_GOOD:
+            raise StorageRefused(code) from exc
+        raise
+
+
+def write_json(blob: BlobClient, data: bytes) -> None:
+    """A JSON document written whole as ``blob`` (replacing it: a document written again is
+    written whole, never appended to)."""
+    from azure.storage.blob import ContentSettings
+
+    blob.upload_blob(
+        data, overwrite=True, content_settings=ContentSettings(content_type="application/json")
+    )

@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.config import Connection, Identity, Settings
 from runtime.config import connection as read_connection
-from runtime.errors import BadRequest, ConfigError, PackageMissing, StoreUnavailable
+from runtime.errors import BadRequest, ConfigError, NotFound, PackageMissing, StoreUnavailable
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+    # Callers hold the clients built here; they name the type from here.
+    from azure.storage.blob import BlobClient as BlobClient
+    from azure.storage.blob import BlobServiceClient, ContainerClient
     from azure.storage.queue import QueueClient, QueueServiceClient
-
-
-class NotFound(Exception):
-    """The service answered: no such container, blob or queue."""
 
 
 def connection(setting: str, env: Mapping[str, str]) -> Connection:
@@ -193,3 +191,28 @@ def storage_errors(what: str, caller_errors: bool = False) -> Iterator[None]:
         # No status: the response broke off (e.g. a body cut short), after the SDK's retries.
         verb = f"failed with HTTP {status}" if status else "broke off"
         raise unavailable(verb, exc) from exc
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the storage SDK's (the network, the service, a body cut short): what
+    a retry may cure, where any other exception is a bug."""
+    from azure.core.exceptions import AzureError
+
+    return isinstance(exc, AzureError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The service did not answer (no connection, or no whole response)."""
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+    return isinstance(exc, ServiceRequestError | ServiceResponseError)
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status the service answered with, 0 when the response broke off; None when
+    ``exc`` is not the service's answer."""
+    from azure.core.exceptions import HttpResponseError
+
+    if not isinstance(exc, HttpResponseError):
+        return None
+    return exc.status_code or 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.config import STORAGE_SETTING, Settings
-from runtime.errors import BadRequest, InputBlobMissing, PayloadTooLarge
+from runtime.errors import BadRequest, InputBlobMissing, NotFound, PayloadTooLarge
 from runtime.protocol import jobs
 from runtime.storage import blob_files, clients
 
@@ -35,7 +35,7 @@ class Payloads:
                 data = blob.download_blob(
                     offset=0, length=max_bytes + 1, decompress=False
                 ).readall()
-        except clients.NotFound:
+        except NotFound:
             raise InputBlobMissing(ref) from None
         if len(data) > max_bytes:
             raise PayloadTooLarge(len(data), max_bytes)
@@ -72,17 +72,9 @@ class Payloads:
             if not self._results_container_ready:
                 clients.create_if_missing(client.create_container)
                 self._results_container_ready = True
-            client.get_blob_client(path).upload_blob(
-                text.encode(), overwrite=True, content_settings=_json_content()
-            )
+            blob_files.write_json(client.get_blob_client(path), text.encode())
         return ref
 
     def _container(self, name: str) -> Any:
         conn = clients.require(self._settings.storage_connection, STORAGE_SETTING)
         return clients.container(conn, name, self._settings)
-
-
-def _json_content() -> Any:
-    from azure.storage.blob import ContentSettings
-
-    return ContentSettings(content_type="application/json")

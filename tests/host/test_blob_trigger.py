@@ -200,14 +200,15 @@ def test_trigger_paths_match_as_the_host_reads_them(path: str, blob: str, matche
 def test_a_renewal_racing_the_end_of_a_run_never_leaves_it_running(azurite: AzuriteInfo) -> None:
     import threading
 
-    from runtime.host.blob_listener import DONE, RECEIPTS_CONTAINER, _Receipt
+    from runtime.host.blob_listener import RECEIPTS_CONTAINER
+    from runtime.host.storage_accounts import DONE, Receipt
 
     hosts = ContainerClient.from_connection_string(azurite.connection_string, RECEIPTS_CONTAINER)
     with contextlib.suppress(ResourceExistsError):
         hosts.create_container()
     statuses = []
     for _ in range(15):
-        receipt = _Receipt(hosts.get_blob_client(f"race/{uuid.uuid4()}"), 30)
+        receipt = Receipt(hosts.get_blob_client(f"race/{uuid.uuid4()}"), 30)
         assert receipt.claim() == 1
         both = [threading.Thread(target=receipt.renew), threading.Thread(target=receipt.complete)]
         for t in both:

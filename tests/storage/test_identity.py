@@ -26,7 +26,7 @@ import pytest
 
 from runtime.config import Settings
 from runtime.errors import ListenerError, PackageMissing, StoreUnavailable
-from runtime.host.queue_listener import StorageAccounts
+from runtime.host.storage_accounts import StorageAccounts
 from runtime.storage import clients
 from runtime.storage.queues import EndpointQueues
 from runtime.store import locate
