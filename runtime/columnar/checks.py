@@ -89,6 +89,8 @@ def _field(
     field: Field, column: pa.Array, null_is_missing: bool
 ) -> tuple[NDArray[Any], NDArray[np.bool_]]:
     n = len(column)
+    if field.mapped:
+        return np.empty(n, dtype=object), _map(field, column)
     if field.width is not None:
         return _list(field, column)
     if field.ragged is not None:
@@ -152,6 +154,25 @@ def _ragged(field: Field, column: pa.Array) -> NDArray[np.bool_]:
     if item_bad.any():
         parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
         bad[parents[item_bad]] = True
+    return np.asarray(bad, dtype=np.bool_)
+
+
+def _map(field: Field, column: pa.Array) -> NDArray[np.bool_]:
+    """The rows of an output dict that the checks cannot pass: a null, a value its rule
+    refuses (text keys are Arrow's own: a map holds no null key)."""
+    n = len(column)
+    if not pa.types.is_map(column.type):
+        return np.ones(n, dtype=np.bool_)
+    if column.offset:  # a slice: its offsets do not start at its items' start
+        column = pa.concat_arrays([column])
+    bad = _nulls(column) if column.null_count else np.zeros(n, dtype=np.bool_)
+    offsets = column.offsets.to_numpy(zero_copy_only=False)
+    items = column.items.slice(0, int(offsets[-1]))
+    _, item_bad = _scalar(field.value, items)
+    if items.null_count:
+        item_bad = item_bad | _nulls(items)
+    if item_bad.any():  # each bad item's row (list_parent_indices aborts on a map in Arrow)
+        bad[np.searchsorted(offsets, np.flatnonzero(item_bad), side="right") - 1] = True
     return np.asarray(bad, dtype=np.bool_)
 
 

@@ -142,6 +142,10 @@ def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> 
                 f"{who} returned no column {name!r}; it returned {sorted(map(str, returned))[:10]}"
             )
         column = returned[name]
+        if isinstance(column, Mapping):  # a dict field's values, a column per key
+            column = _keyed(who, name, column, n)
+            columns[name] = column
+            continue
         try:
             count = len(column)
         except TypeError:
@@ -185,6 +189,12 @@ def input_keys(model: type[BaseModel]) -> dict[str, str]:
     return found
 
 
+def values_of(column: Any) -> list[Any]:
+    """A column predict returned (an array, a list, an Arrow array, a column per key of a
+    dict field) as a list of plain Python values."""
+    return _values(column)
+
+
 def to_rows(
     columns: Mapping[str, Any], n: int, keys: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -225,9 +235,32 @@ def invalid_output(who: str, row: int, exc: ValidationError) -> PredictContractE
     )
 
 
+def _keyed(who: str, name: str, column: Mapping[Any, Any], n: int) -> Any:
+    """A dict field returned as a column per key, checked: ``n`` values under each key."""
+    if not column:
+        return [{} for _ in range(n)]
+    for key, values in column.items():
+        try:
+            count = len(values)
+        except TypeError:
+            count = -1
+        if count != n:
+            raise PredictContractError(
+                f"{who} returned column {name!r} as a column per key, and key {key!r} holds "
+                f"{'a single value' if count < 0 else f'{count} values'} for {n} instances"
+            )
+    return column
+
+
 def _values(column: Any) -> list[Any]:
+    if isinstance(column, Mapping):  # a dict field's values, a column per key: a dict a row
+        keys = list(column)
+        return [
+            dict(zip(keys, row, strict=True))
+            for row in zip(*map(_values, column.values()), strict=True)
+        ]
     if isinstance(column, np.ndarray):
         return column.tolist()  # type: ignore[no-any-return]
-    if hasattr(column, "to_pylist"):  # an Arrow array
-        return column.to_pylist()  # type: ignore[no-any-return]
+    if hasattr(column, "to_pylist"):  # an Arrow array (a map's values as dicts)
+        return column.to_pylist(maps_as_pydicts="strict")  # type: ignore[no-any-return]
     return list(column)

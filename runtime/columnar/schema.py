@@ -74,6 +74,7 @@ class Field:
     has_default: bool = False
     default: Any = None
     ragged: tuple[int, int | None] | None = None  # an output list's (min, max) length
+    mapped: bool = False  # an output dict of text keys to ``value``s (an Arrow map column)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,15 @@ def _field(
         inner = inner["schema"]
     width = None
     ragged = None
+    mapped = inner["type"] == "dict" and output
+    if mapped:
+        if set(inner) != {"type", "keys_schema", "values_schema"} or inner["keys_schema"] != {
+            "type": "str"
+        }:
+            raise NotCompiled(f"field {name!r}: a dict of keys other than plain text")
+        if nullable or has_default:
+            raise NotCompiled(f"field {name!r}: an optional dict or a dict with a default")
+        inner = inner["values_schema"]
     if inner["type"] == "list":
         if set(inner) - {"type", "items_schema", "min_length", "max_length"}:
             raise NotCompiled(f"field {name!r}: a list with rules beyond its length")
@@ -164,8 +174,10 @@ def _field(
             width, ragged = None, (inner.get("min_length") or 0, inner.get("max_length"))
         inner = inner["items_schema"]
     value = _scalar(name, inner, allow_inf_nan)
-    if (width is not None or ragged) and value.kind not in ("float", "int"):
-        raise NotCompiled(f"field {name!r}: a list of {value.kind}")
+    if (width is not None or ragged or mapped) and value.kind not in ("float", "int"):
+        raise NotCompiled(f"field {name!r}: a {'dict' if mapped else 'list'} of {value.kind}")
+    if mapped and (width is not None or ragged):
+        raise NotCompiled(f"field {name!r}: a dict of lists")
     if nullable and (width is not None or ragged or value.kind in ("int", "bool")):
         # No null fits an int64 or bool array, nor a row of a 2-D one.
         raise NotCompiled(f"field {name!r}: an optional {value.kind if width is None else 'list'}")
@@ -178,7 +190,9 @@ def _field(
         default = float(default) if value.kind == "float" else default
     elif has_default and (width is not None or ragged):
         raise NotCompiled(f"field {name!r}: a list with a default")
-    return Field(name, keys, value, width, nullable, has_default, default, ragged=ragged)
+    return Field(
+        name, keys, value, width, nullable, has_default, default, ragged=ragged, mapped=mapped
+    )
 
 
 def _scalar(name: str, spec: Mapping[str, Any], allow_inf_nan: bool) -> Scalar:

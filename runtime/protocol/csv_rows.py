@@ -547,7 +547,7 @@ def _csv_quoted(text: Any, column: Any) -> Any:
     kind = column.type
     if is_list_type(kind):
         needs = pc.fill_null(pc.greater(pc.list_value_length(column), 1), False)
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_map(kind):
         needs = pc.match_substring_regex(text, '[,"\r\n]')
     else:
         return text
@@ -582,6 +582,8 @@ def _column_cells(column: Any) -> Any:
             pc.invert(pc.match_substring_regex(column, _PLAIN_NUMBER)),
         )
         text = pc.if_else(formula, pc.binary_join_element_wise("'", column, ""), column)
+    elif pa.types.is_map(kind):
+        return _map_cells(column)
     elif is_list_type(kind):
         if column.offset:  # a slice: its offsets do not start at its values' start
             column = pa.concat_arrays([column])
@@ -601,6 +603,33 @@ def _column_cells(column: Any) -> Any:
     else:
         return None
     return pc.fill_null(text, "").cast(pa.string())
+
+
+def _map_cells(column: Any) -> Any:
+    """A map column's cells as the row path writes a dict: compact JSON, keys as ``json``
+    writes them (each distinct key once), numbers as Python writes them; None for values of
+    another kind, or a float that is not finite (JSON null: written value by value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.offset:  # a slice: its offsets do not start at its values' start
+        column = pa.concat_arrays([column])
+    keys, values = column.keys, column.items
+    if pa.types.is_floating(values.type):
+        values = values.cast(pa.float64())
+        if values.null_count or not pc.all(pc.is_finite(values)).as_py():
+            return None
+        text = float_text(values)
+    elif pa.types.is_integer(values.type) and not values.null_count:
+        text = values.cast(pa.string())
+    else:
+        return None
+    distinct = pc.dictionary_encode(keys)
+    written = pa.array([json.dumps(k, ensure_ascii=False) for k in distinct.dictionary.to_pylist()])
+    pairs = pc.binary_join_element_wise(pc.take(written, distinct.indices), text, ":")
+    entries = pa.ListArray.from_arrays(column.offsets, pairs, mask=column.is_null())
+    joined = pc.binary_join_element_wise("{", pc.binary_join(entries, ","), "}", "")
+    return pc.fill_null(joined, "").cast(pa.string())
 
 
 def float_text(values: Any) -> Any:

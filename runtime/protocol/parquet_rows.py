@@ -415,8 +415,11 @@ def arrow_type(pa: Any, annotation: Any) -> Any:
 def _has_non_finite(pa: Any, pc: Any, column: Any) -> bool:
     """Whether a float anywhere in ``column`` (lists of floats too) is NaN or infinite."""
     kind = column.type
-    while is_list_type(kind):
-        column, kind = column.flatten(), kind.value_type
+    while is_list_type(kind) or pa.types.is_map(kind):
+        if pa.types.is_map(kind):
+            column, kind = column.items, kind.item_type
+        else:
+            column, kind = column.flatten(), kind.value_type
     if not pa.types.is_floating(kind):
         return False
     return not pc.all(pc.fill_null(pc.is_finite(column), True)).as_py()

@@ -84,10 +84,12 @@ def fill_values(
         label_column=f"NAMES[{label_values}]"
         if indexed
         else f"[CLASSES[label] for label in {label_values}.tolist()]",
-        probability_rows=f"out[{json.dumps(probabilities.name)}]" + ("" if zipmap else ".tolist()"),
+        probability_rows=f"out[{json.dumps(probabilities.name)}]",
+        # A ZipMap gives a dict a row already; a tensor gives a column per class, which the
+        # columns service makes a map column of without a Python object a row.
         probability_column="[{CLASSES[k]: v for k, v in p.items()} for p in probabilities]"
         if zipmap
-        else "[dict(zip(CLASSES.values(), p, strict=True)) for p in probabilities]",
+        else "dict(zip(CLASSES.values(), probabilities.T, strict=True))",
     )
     return f"classes {classes.origin}: {', '.join(classes.names)}"
 

@@ -254,7 +254,12 @@ class _Runner:
         pieces = {f: [o[f] for o in self.outputs] for f in fields}
         if plan is not None:
             try:
-                arrays = {f: _joined_column(self.name, pieces[f]) for f in fields}
+                arrays = {
+                    f.name: _joined_map(self.name, pieces[f.name], f)
+                    if f.mapped
+                    else _joined_column(self.name, pieces[f.name])
+                    for f in plan.fields
+                }
                 refused = _refused(self.name, output, plan, arrays, answered)
                 if refused:
                     arrays = {f: _nulled(a, refused) for f, a in arrays.items()}
@@ -308,7 +313,12 @@ def _declared(values: pa.Array, field: Field) -> pa.Array:
     import pyarrow as pa
 
     item = getattr(pa, _KINDS[field.value.kind])()
-    kind = pa.list_(item) if field.width is not None or field.ragged is not None else item
+    if field.mapped:
+        kind = pa.map_(pa.string(), item)
+    elif field.width is not None or field.ragged is not None:
+        kind = pa.list_(item)
+    else:
+        kind = item
     return values if values.type == kind else values.cast(kind)
 
 
@@ -340,12 +350,45 @@ def _joined_column(name: str, pieces: list[Any]) -> pa.Array:
 
 def _python(pieces: list[Any]) -> list[Any]:
     """One output field's pieces as one list of plain values."""
-    import numpy as np
+    from runtime.columnar.frame import values_of
 
     values: list[Any] = []
     for piece in pieces:
-        values += piece.tolist() if isinstance(piece, np.ndarray) else list(piece)
+        values += values_of(piece)
     return values
+
+
+def _joined_map(name: str, pieces: list[Any], field: Field) -> pa.Array:
+    """A dict field's pieces as one Arrow map column of its value type: pieces that each give
+    a column per key (the same keys, in the same order, for every row: what a classifier's
+    probabilities are) without a Python object a row; others (a dict a row) through Arrow."""
+    import numpy as np
+    import pyarrow as pa
+
+    from runtime.columnar.arrow import to_arrow
+    from runtime.errors import PredictContractError
+
+    item = pa.float64() if field.value.kind == "float" else pa.int64()
+    kind = pa.map_(pa.string(), item)
+    try:
+        keyed = [p for p in pieces if isinstance(p, Mapping)]
+        keys = list(keyed[0]) if keyed else []
+        if keys and len(keyed) == len(pieces) and all(list(p) == keys for p in keyed):
+            if not all(type(k) is str for k in keys):
+                raise TypeError("a key that is not text")  # pydantic decides: the row path
+            matrix = np.column_stack(
+                [np.concatenate([np.asarray(p[k]) for p in pieces]) for k in keys]
+            )
+            n = len(matrix)
+            offsets = pa.array(np.arange(0, n * len(keys) + 1, len(keys), dtype=np.int32))
+            flat_keys = pa.array(keys * n, pa.string())
+            values = to_arrow(matrix.ravel()).cast(item)
+            return pa.MapArray.from_arrays(offsets, flat_keys, values)
+        return pa.array(_python(pieces), type=kind)
+    except Exception as exc:  # pyarrow's refusals (ArrowInvalid, TypeError, ...)
+        raise PredictContractError(
+            f"predict of endpoint {name!r} returned a dict column Arrow cannot hold: {exc}"
+        ) from None
 
 
 def _refused(
@@ -392,6 +435,11 @@ def _nulled(values: pa.Array, rows: dict[int, MlfnError]) -> pa.Array:
     may have forced the array's type)."""
     import pyarrow as pa
 
+    if pa.types.is_map(values.type):  # a map's type is its own: dicts back into it
+        python = values.to_pylist(maps_as_pydicts="strict")
+        for row in rows:
+            python[row] = None
+        return pa.array(python, type=values.type)
     python = values.to_pylist()
     for row in rows:
         python[row] = None
