@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ import pytest
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
     from click.testing import Result
+
+    from tests.conftest import AzuriteInfo
 
 Mlfn = Callable[..., "Result"]
 
@@ -66,6 +69,16 @@ def copy_examples(app_dir: Path) -> Path:
         ROOT / "functions", app_dir / "functions", ignore=shutil.ignore_patterns("__pycache__")
     )
     return app_dir
+
+
+def declared_functions(app_dir: Path = ROOT) -> set[str]:
+    """The names of the functions the app in ``app_dir`` declares: those on the FunctionApp
+    its endpoints build, in this process (use the ``isolated_imports`` fixture)."""
+    from runtime.config import Settings
+    from runtime.registration import build_app
+
+    app = build_app(app_dir / "functions", settings=Settings())
+    return {f.get_function_name() for f in app.get_functions()}
 
 
 @dataclass
@@ -124,14 +137,30 @@ class LocalHost:
         return httpx.Client(base_url=self.url, timeout=60)
 
 
-def count_blob_gets(azurite_log: Path, container: str, blob: str) -> int:
-    """GET requests for one blob that reached Azurite, from its access log."""
+def count_blob_gets(azurite: AzuriteInfo, container: str, blob: str) -> int:
+    """GET requests for one blob that reached Azurite, from its access log once every
+    request made before this call is in it (``settled_log``)."""
     pattern = re.compile(
         rf'"GET /devstoreaccount1/{re.escape(container)}/{re.escape(blob)}(\?[^ ]*)? HTTP'
     )
-    return sum(
-        1 for line in azurite_log.read_text(errors="replace").splitlines() if pattern.search(line)
+    return sum(1 for line in settled_log(azurite).splitlines() if pattern.search(line))
+
+
+def settled_log(azurite: AzuriteInfo, timeout: float = 10) -> str:
+    """Azurite's access log with every request answered before this call in it. Azurite writes
+    a request's line a moment after it answers, in the order it answers: a marker request is
+    sent and its line awaited, so a count read now misses none (too many as well as too few)."""
+    from azure.storage.blob import ContainerClient
+
+    marker = f"log-settled-{uuid.uuid4().hex}"
+    ContainerClient.from_connection_string(azurite.connection_string, marker).exists()
+    wait_for(
+        lambda: marker in azurite.log_path.read_text(errors="replace"),
+        timeout,
+        "Azurite's access log to catch up",
+        every=0.02,
     )
+    return azurite.log_path.read_text(errors="replace")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -25,6 +26,16 @@ def _batcher(
         return [i * 10 for i in instances]
 
     return Batcher(run, lambda out, start, n: out[start : start + n], max_batch_size, wait_s), calls
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let the loop run until ``condition`` holds: tasks scheduled now do their part in a few
+    iterations, so a bound on iterations, not a sleep, says when to give up."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"the event loop never got to {what}")
 
 
 def test_concurrent_requests_are_merged_up_to_max_batch_size_and_split_back() -> None:
@@ -72,7 +83,8 @@ def test_under_load_a_batch_waits_for_company_until_it_is_full() -> None:
 
     async def main() -> None:
         together = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
-        await asyncio.sleep(0.05)
+        # The leader has taken both into its batch and waits for company: none is queued.
+        await _until(lambda: batcher.stats.requests == 2 and not batcher._pending, "a batch")
         await asyncio.gather(*together, batcher.submit([3]))
 
     asyncio.run(main())
@@ -90,9 +102,10 @@ def test_a_lone_request_on_an_idle_endpoint_never_waits() -> None:
 
 
 def test_requests_beyond_the_pending_limit_are_refused_as_overloaded() -> None:
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def run(instances: list[int]) -> list[int]:
+        started.set()
         release.wait(10)
         return instances
 
@@ -101,10 +114,10 @@ def test_requests_beyond_the_pending_limit_are_refused_as_overloaded() -> None:
     )
 
     async def main() -> list[object]:
-        first = asyncio.create_task(batcher.submit([0]))  # running, no longer pending
-        await asyncio.sleep(0.05)
+        first = asyncio.create_task(batcher.submit([0]))
+        await asyncio.to_thread(started.wait, 10)  # running, no longer pending
         waiting = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
-        await asyncio.sleep(0)
+        await _until(lambda: batcher.stats.requests == 3, "the two waiting requests")
         with pytest.raises(Overloaded) as caught:
             await batcher.submit([3])
         assert caught.value.status == 503 and caught.value.headers() == {"Retry-After": "1"}
@@ -173,9 +186,10 @@ def test_a_failing_split_fails_its_requests_and_the_batcher_keeps_working() -> N
 
 
 def test_a_cancelled_waiting_request_does_not_stall_the_endpoint() -> None:
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def run(instances: list[int]) -> list[int]:
+        started.set()
         release.wait(10)
         return instances
 
@@ -183,9 +197,9 @@ def test_a_cancelled_waiting_request_does_not_stall_the_endpoint() -> None:
 
     async def main() -> list[list[int]]:
         first = asyncio.create_task(batcher.submit([1]))
-        await asyncio.sleep(0.05)  # running
+        await asyncio.to_thread(started.wait, 10)  # running
         gone = asyncio.create_task(batcher.submit([2]))
-        await asyncio.sleep(0)
+        await _until(lambda: batcher.stats.requests == 2, "the second request to wait")
         gone.cancel()  # its caller gave up while it waited
         later = asyncio.create_task(batcher.submit([3]))
         release.set()
@@ -216,9 +230,10 @@ def test_a_cancelled_caller_does_not_strand_the_requests_batched_with_it() -> No
 
 
 def test_a_queue_caller_is_never_refused_as_overloaded() -> None:
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def run(instances: list[int]) -> list[int]:
+        started.set()
         release.wait(10)
         return instances
 
@@ -228,7 +243,8 @@ def test_a_queue_caller_is_never_refused_as_overloaded() -> None:
 
     async def main() -> list[object]:
         tasks = [asyncio.create_task(batcher.submit([i], bounded=False)) for i in range(4)]
-        await asyncio.sleep(0.05)
+        await asyncio.to_thread(started.wait, 10)  # the first runs: the other three wait,
+        await _until(lambda: batcher.stats.requests == 4, "all four requests")  # past the limit
         release.set()
         return list(await asyncio.wait_for(asyncio.gather(*tasks), 10))
 

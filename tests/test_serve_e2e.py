@@ -101,7 +101,7 @@ def test_64_concurrent_first_requests_cause_one_download_and_one_session(
             pool.map(lambda _: http.post("/api/iris/predict", json=body).status_code, range(64))
         )
     assert statuses == [200] * 64
-    assert count_blob_gets(azurite.log_path, models_in_blob, "iris.onnx") == 1
+    assert count_blob_gets(azurite, models_in_blob, "iris.onnx") == 1
     assert host.output().count("model loaded name=iris") == 1
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from runtime.deploy import example_model
 from runtime.deploy.check import check
-from tests.support import ROOT, WORKER_PROBE, WORKER_PYTHON, needs_worker
+from tests.support import ROOT, WORKER_PROBE, WORKER_PYTHON, declared_functions, needs_worker
 
 HOST_JSON = {
     "version": "2.0",
@@ -269,13 +269,14 @@ def test_each_broken_app_gets_its_finding(tmp_path: Path, name: str) -> None:
     assert not [f for f in report.findings if "site-packages" in str(f)]
 
 
-def test_the_plain_app_and_the_repository_pass(tmp_path: Path) -> None:
+def test_the_plain_app_and_the_repository_pass(tmp_path: Path, isolated_imports: None) -> None:
     plain = check(_write(tmp_path / "app", Case("", False)), env={})
     assert plain.ok, [str(f) for f in plain.findings]
     assert plain.functions == ["hello", "work"]
     repository = check(ROOT, env={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
     assert repository.ok, [str(f) for f in repository.findings]
-    assert len(repository.functions) == 17
+    assert set(repository.functions) == declared_functions(ROOT)
+    assert len(repository.functions) == len(set(repository.functions))  # each named once
 
 
 def test_model_files_must_exist_be_published_and_match_their_pin(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import base64
 import json
 import logging
 import os
-import time
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +54,16 @@ def queue_app(tmp_path: Path, azurite: AzuriteInfo) -> Iterator[tuple[LocalHost,
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def _lease_updates(azurite: AzuriteInfo, queue: str) -> list[int]:
+    """The visibility timeouts the host set on messages of ``queue`` (a lease renewed, a
+    message released or parked), in order, from Azurite's access log."""
+    pattern = re.compile(
+        rf'"PUT /devstoreaccount1/{queue}/messages/[^ ?]+\?[^ ]*visibilitytimeout=(\d+)[^ ]* '
+        r'HTTP/1\.1" 204'
+    )
+    return [int(m) for m in pattern.findall(azurite.log_path.read_text(errors="replace"))]
 
 
 def _empty(queue: QueueClient) -> bool:
@@ -215,8 +225,11 @@ def test_a_message_that_cannot_have_a_poison_queue_is_parked_not_redelivered_for
         queue = queue_client(azurite.connection_string, name)
         queue.send_message(_b64("fail"))
         wait_for(lambda: "cannot have a poison queue" in host.output(), 30, "the failure")
-        # Unparked, the message would be back after its 1 s lease and fail again each second.
-        time.sleep(4)
+        # Unparked, the message would be back after its 1 s lease and fail again each second:
+        # parked, it is hidden for days (the week the service allows, or until it expires).
+        wait_for(lambda: bool(_lease_updates(azurite, name)), 10, "the message to be parked")
+        (hidden_s,) = _lease_updates(azurite, name)
+        assert hidden_s > 6 * 24 * 3600
         assert queue.get_queue_properties().approximate_message_count == 1  # kept, not lost
         assert list(queue.receive_messages(visibility_timeout=1)) == []  # and not redelivered
     finally:
@@ -263,9 +276,12 @@ def test_lease_renewal_goes_on_while_the_apps_thread_pool_is_starved(
         queue = queue_client(azurite.connection_string, name)
         queue.send_message(_b64("work"))
         wait_for(lambda: not queue.peek_messages(), 30, "the host to take the message")
-        time.sleep(7.5)  # 2.5 leases into the 10 s the pool is starved
-        # Another instance polling the queue (this test) must not get the message: its lease
-        # was renewed on the listener's own threads, not queued behind the stuck ones.
+        # Renewed every half lease (1.5 s) on the listener's own threads: three renewals, a
+        # lease and a half in, well within the 10 s the pool is starved. Were renewals queued
+        # behind the stuck threads, none would come before those 10 s are over.
+        wait_for(lambda: len(_lease_updates(azurite, name)) >= 3, 8, "three lease renewals")
+        assert set(_lease_updates(azurite, name)) == {3}
+        # Another instance polling the queue (this test) must not get the message.
         assert list(queue.receive_messages(visibility_timeout=30)) == []
         wait_for(
             lambda: "Executed 'Functions.starve' (Succeeded" in host.output(), 30, "the function"

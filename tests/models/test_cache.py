@@ -22,7 +22,7 @@ from runtime.digest import sha256_file
 from runtime.endpoint import Model
 from runtime.models.registry import ModelRegistry
 from tests.conftest import AzuriteInfo
-from tests.support import ROOT
+from tests.support import ROOT, settled_log
 
 DEAD_STORE = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;"
 
@@ -233,11 +233,18 @@ def test_an_unchanged_model_is_only_revalidated(
     import time
 
     registry = _registry(tmp_path, models_in_blob, azurite.connection_string, revalidate_s=0.1)
+    # A revalidation asks for the blob's properties (a HEAD) and finds its ETag unchanged.
+    checks = re.compile(rf'"HEAD /devstoreaccount1/{models_in_blob}/iris\.onnx[^"]*" 200')
     with caplog.at_level(logging.INFO, logger="mlfn.models"):
         first = registry.get("iris", Model("iris.onnx"))
-        for _ in range(10):
-            time.sleep(0.05)
+        before = len(checks.findall(settled_log(azurite)))
+        deadline = time.monotonic() + 15
+        # Requests go on while revalidations are due; each is served the loaded model.
+        while len(checks.findall(azurite.log_path.read_text())) < before + 2:
+            assert time.monotonic() < deadline, "the model was never revalidated"
             assert registry.get("iris", Model("iris.onnx")) is first
+            time.sleep(0.05)
+        assert registry.get("iris", Model("iris.onnx")) is first
     assert sum("model loaded" in r.getMessage() for r in caplog.records) == 1
     assert _full_downloads(azurite, models_in_blob, "iris.onnx", expect=1) == 1
 

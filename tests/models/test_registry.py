@@ -18,7 +18,7 @@ from runtime.models.cache import DiskCache
 from runtime.models.registry import ModelRegistry, ModelState
 from runtime.store.base import StoredObject
 from tests.conftest import AzuriteInfo
-from tests.support import count_blob_gets
+from tests.support import count_blob_gets, settled_log
 
 
 def _cached_content(cache: Path) -> list[Path]:
@@ -50,7 +50,7 @@ def test_concurrent_first_requests_download_the_model_once(
         models = list(pool.map(first_request, range(callers)))
 
     assert len({id(m) for m in models}) == 1  # one session, shared
-    assert count_blob_gets(azurite.log_path, models_in_blob, "iris.onnx") == 1
+    assert count_blob_gets(azurite, models_in_blob, "iris.onnx") == 1
     assert sum("model loaded name=iris" in r.getMessage() for r in caplog.records) == 1
     assert registry.state("iris") is ModelState.READY
 
@@ -60,7 +60,7 @@ def test_nothing_loads_before_the_first_request(
 ) -> None:
     registry = _registry(azurite, tmp_path, models_in_blob)
     assert registry.state("iris") is ModelState.ABSENT
-    assert count_blob_gets(azurite.log_path, models_in_blob, "iris.onnx") == 0
+    assert count_blob_gets(azurite, models_in_blob, "iris.onnx") == 0
 
 
 def test_a_failed_load_keeps_its_error_and_the_next_request_retries(
@@ -154,5 +154,4 @@ def test_local_models_are_used_in_place(tmp_path: Path, example_models: dict[str
 
 def _store_requests(azurite: AzuriteInfo, container: str) -> int:
     """Requests for the container's iris.onnx that reached Azurite, from its access log."""
-    log = azurite.log_path.read_text(errors="replace")
-    return log.count(f"/devstoreaccount1/{container}/iris.onnx")
+    return settled_log(azurite).count(f"/devstoreaccount1/{container}/iris.onnx")

@@ -17,10 +17,11 @@ WORKER_STORAGE = threading.local()
 
 def test_a_merged_run_is_its_first_requests_whichever_task_runs_it() -> None:
     seen: list[tuple[str | None, str | None]] = []
-    release = threading.Event()
+    a_runs, release = threading.Event(), threading.Event()
 
     def run(instances: list[str]) -> list[str]:
         if instances == ["a"]:
+            a_runs.set()
             release.wait(5)  # "a" runs alone while "b" and "c" arrive and wait
         with InvocationOnThread():
             current = telemetry.current_invocation()
@@ -38,9 +39,13 @@ def test_a_merged_run_is_its_first_requests_whichever_task_runs_it() -> None:
 
     async def main() -> list[list[str]]:
         first = asyncio.ensure_future(request("a"))
-        await asyncio.sleep(0.05)  # "a"'s task leads the batches from here on
+        await asyncio.to_thread(a_runs.wait, 5)  # "a"'s task leads the batches from here on
         rest = [asyncio.ensure_future(request(n)) for n in ("b", "c")]
-        await asyncio.sleep(0.05)
+        for _ in range(1000):  # a few loop iterations: both are waiting, not yet in a batch
+            if batcher.stats.requests == 3:
+                break
+            await asyncio.sleep(0)
+        assert batcher.stats.requests == 3
         release.set()
         return await asyncio.gather(first, *rest)
 

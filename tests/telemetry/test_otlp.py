@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +23,10 @@ FLOWER = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_w
 HEADER = "x-mlfn-invocation-id"
 
 
-def _endpoint(prefix: str) -> str:
+def _endpoint(prefix: str, runs: Path) -> str:
     """The iris example with queues of its own and a predict slow enough (0.3 s) that requests
-    arriving while it runs wait, and are merged into the next batch."""
+    arriving while it runs wait, and are merged into the next batch. Each run writes a line to
+    ``runs`` as it starts, for a test to know one is under way."""
     declared = "limits=Limits(max_batch_size=256))"
     rows = "    rows = [[f.sepal_length"
     assert declared in IRIS and rows in IRIS, "the iris example changed; update this test"
@@ -34,7 +34,9 @@ def _endpoint(prefix: str) -> str:
     limits = "limits=Limits(max_batch_size=256, inline_fast_runs=False)"
     source = IRIS.replace(declared, f"{limits}, queues={queues})")
     return "import time\nfrom runtime import Queues\n" + source.replace(
-        rows, f"    time.sleep(0.3)\n{rows}"
+        rows,
+        f"    with open({str(runs)!r}, 'a') as started:\n        started.write('run\\n')\n"
+        f"    time.sleep(0.3)\n{rows}",
     )
 
 
@@ -57,10 +59,25 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """Where the endpoint's predict says each run has started."""
+    return tmp_path / "runs.txt"
+
+
+def _started(runs: Path) -> int:
+    return len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+@pytest.fixture
 def host(
-    tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str, receiver: Receiver, prefix: str
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    models_in_blob: str,
+    receiver: Receiver,
+    prefix: str,
+    runs: Path,
 ) -> Iterator[LocalHost]:
-    app = make_app(tmp_path / "app", {"flowers": _endpoint(prefix)})
+    app = make_app(tmp_path / "app", {"flowers": _endpoint(prefix, runs)})
     host_json = json.loads((app / "host.json").read_text())
     host_json["extensions"]["queues"] = {"maxPollingInterval": "00:00:01"}
     (app / "host.json").write_text(json.dumps(host_json))
@@ -125,14 +142,15 @@ def test_http_spans_continue_the_callers_trace_and_include_the_model_load_and_th
 
 
 def test_merged_requests_are_links_of_one_batch_and_histograms_arrive(
-    host: LocalHost, receiver: Receiver
+    host: LocalHost, receiver: Receiver, runs: Path
 ) -> None:
     callers = [_traceparent() for _ in range(5)]
     with host.client() as client:
         assert _predict(client, _traceparent()[0]).status_code == 200  # the model is loaded
         with ThreadPoolExecutor(5) as pool:  # the first runs (0.3 s); the others wait for it
+            before = _started(runs)
             first = pool.submit(_predict, client, callers[0][0])
-            time.sleep(0.1)
+            wait_for(lambda: _started(runs) > before, 30, "the first request's run", every=0.01)
             answers = list(pool.map(lambda c: _predict(client, c[0]), callers[1:]))
         refused = _predict(client, _traceparent()[0], {"sepal_length": -1})
     assert [r.status_code for r in [first.result(), *answers]] == [200] * 5

@@ -14,7 +14,7 @@ import pytest
 
 from runtime.triggers.invocation import INVOCATION_ID_HEADER
 from tests.conftest import AzuriteInfo
-from tests.support import make_app
+from tests.support import ROOT, declared_functions, make_app
 from tests.worker.conftest import (
     FLOWER,
     PATIENT,
@@ -48,8 +48,10 @@ def _predict(worker: Worker, name: str, body: bytes) -> InvocationResponse:
     return worker.request("POST", f"/api/{name}/predict", headers=JSON, content=body)
 
 
-def test_the_worker_indexes_and_loads_every_function_of_the_app(example_worker: Worker) -> None:
-    assert len(example_worker.functions) == 17
+def test_the_worker_indexes_and_loads_every_function_of_the_app(
+    example_worker: Worker, isolated_imports: None
+) -> None:
+    assert set(example_worker.functions) == declared_functions(ROOT)
     assert {"iris_predict", "diabetes_queue", "iris_batch", "v2_model_infer", "openapi"} <= set(
         example_worker.functions
     )
