@@ -212,7 +212,7 @@ def _batches(data: bytes, fmt: batch.Format) -> Iterator[pa.RecordBatch]:
 def build_endpoint(tmp: Path) -> Endpoint:
     """A temporary app with endpoint ``iris`` from ``mlfn new``, its input split into columns."""
     from runtime.columnar.frame import compiled
-    from runtime.columnar.schema import NotCompiled
+    from runtime.errors import NotCompiled
     from runtime.spark.worker import discover_app  # loads an app beside this one
 
     app = make_app(tmp / "app", {})

@@ -27,9 +27,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from runtime.cli import main
-from runtime.columnar.schema import NotCompiled, compile_model
+from runtime.columnar.schema import compile_model
 from runtime.config import Settings
 from runtime.convert import to_onnx
+from runtime.errors import NotCompiled
 from runtime.scaffold import render_endpoint
 from tests.conftest import AzuriteInfo
 from tests.models.onnx_builders import fixed_batch, mlp, multi_io, strings

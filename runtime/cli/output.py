@@ -30,7 +30,8 @@ def told() -> Iterator[None]:
 @contextmanager
 def storage(what: str) -> Iterator[None]:
     """Storage SDK errors as mlfn's (StoreUnavailable names what was being reached)."""
-    from runtime.storage.clients import NotFound, storage_errors
+    from runtime.errors import NotFound
+    from runtime.storage.clients import storage_errors
 
     try:
         with storage_errors(what):

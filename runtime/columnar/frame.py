@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from runtime.columnar.schema import Compiled, Field, NotCompiled, compile_model
-from runtime.errors import PredictContractError, ValidationFailed
+from runtime.columnar.schema import Compiled, Field, compile_model
+from runtime.errors import NotCompiled, PredictContractError, ValidationFailed
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from runtime.errors import NotCompiled
+
 Kind = Literal["float", "int", "bool", "str"]
 
 # Model config keys that change nothing the checks decide; any other key falls back.
@@ -40,10 +42,6 @@ _SCALAR_KEYS: dict[str, frozenset[str]] = {
 
 _WHAT = {"model": "a nested model", "union": "a union", "tagged-union": "a union",
          "dict": "a dict", "nullable": "an optional list item"}  # fmt: skip
-
-
-class NotCompiled(Exception):
-    """The model holds something the checks cannot decide as pydantic does."""
 
 
 @dataclass(frozen=True)

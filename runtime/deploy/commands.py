@@ -175,7 +175,6 @@ def pack(directory: Path, out: Path | None) -> None:
 def _data_note(pkg: Package) -> str | None:
     """The data files in ``pkg`` by mlfn check's rule, grouped as check groups them, and the
     .funcignore lines that leave them out; None when there are none."""
-    from runtime.cli.output import plural
     from runtime.deploy import check as check_app
     from runtime.deploy import data_check
     from runtime.deploy.files import funcignore_line
@@ -192,7 +191,10 @@ def _data_note(pkg: Package) -> str | None:
             shown.append(f"{unit} ({kinds}, {size})")
             lines.append(f"`{funcignore_line(unit)}`")
         else:
-            shown.append(f"{unit}/ ({plural(len(members), 'file')}: {kinds}, {size})")
+            # Spelled out, not cli.output.plural: the command line imports deploy, not the
+            # reverse, so the two rooms do not import each other.
+            files = "1 file" if len(members) == 1 else f"{len(members)} files"
+            shown.append(f"{unit}/ ({files}: {kinds}, {size})")
             lines.append(f"`{funcignore_line(unit, members)}`")
     return f"{', '.join(shown)}; add {_and(lines)} to .funcignore"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import azure.functions as func
 
+from runtime.errors import FunctionTimedOut
 from runtime.host.metadata import FunctionInfo
 
 # One for the process, as the worker has it: each thread sees the id of the invocation it runs.
@@ -87,10 +88,6 @@ def _run_sync(invocation_id: str, fn: Callable[..., Any], kwargs: dict[str, Any]
 
 def new_invocation_id() -> str:
     return str(uuid.uuid4())
-
-
-class FunctionTimedOut(Exception):
-    """An invocation ran past host.json's functionTimeout: it fails, as on Azure."""
 
 
 class Out(func.Out[Any]):

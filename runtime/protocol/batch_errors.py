@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import FileUnreadable
 from runtime.protocol.batch import Format
-from runtime.protocol.batch_formats import FileUnreadable
 from runtime.protocol.csv_rows import allow_csv_fields
 
 # A file whose every row fails differently must not grow the counter without bound.

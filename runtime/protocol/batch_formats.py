@@ -19,7 +19,7 @@ from typing import IO, Any, Protocol
 from pydantic import BaseModel
 from pydantic_core import from_json
 
-from runtime.errors import BadRequest, MlfnError
+from runtime.errors import BadRequest, FileUnreadable, MlfnError
 from runtime.protocol.batch import Format
 
 Outcome = tuple[bytes | None, MlfnError | None]  # a prediction's JSON, or the row's error
@@ -90,12 +90,6 @@ def error_count(chunk: Outcomes) -> int:
     if isinstance(chunk, ColumnOutcomes):
         return len(chunk.errors)
     return sum(1 for _, error in chunk if error is not None)
-
-
-class FileUnreadable(MlfnError):
-    """The file cannot be read as its format at all: nothing in it can be scored."""
-
-    status = 400
 
 
 class Sink(Protocol):

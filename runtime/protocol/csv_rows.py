@@ -12,11 +12,10 @@ from typing import IO, Any, Protocol, overload
 
 from pydantic import BaseModel
 
-from runtime.errors import MlfnError
+from runtime.errors import FileUnreadable, MlfnError
 from runtime.protocol.batch_formats import (
     BOM,
     ColumnOutcomes,
-    FileUnreadable,
     Outcomes,
     RawRow,
     Sink,

@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 
+from runtime.errors import NotEncoded
+
 ENCODINGS = ("base64", "none")
-
-
-class NotEncoded(ValueError):
-    """A message body that is not in the expected encoding."""
 
 
 def encode(data: bytes, encoding: str) -> str:

@@ -18,10 +18,9 @@ from typing import IO, Any, overload
 
 from pydantic import BaseModel
 
-from runtime.errors import MlfnError, OutputNotRepresentable, PackageMissing
+from runtime.errors import FileUnreadable, MlfnError, OutputNotRepresentable, PackageMissing
 from runtime.protocol.batch_formats import (
     ColumnOutcomes,
-    FileUnreadable,
     Outcomes,
     RawRow,
     Sink,

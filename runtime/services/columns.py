@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from runtime.errors import MlfnError, PredictContractError
+from runtime.errors import MlfnError, NotCompiled, PredictContractError
 from runtime.scored import ModelInfo, Scored
 from runtime.services.halving import ROW_FAULTS, Part, RowFault, Steps, scoring
 from runtime.services.predict import PredictService
@@ -67,7 +67,6 @@ class ColumnService:
         if name in self._plans:
             return self._plans[name]
         from runtime.columnar.frame import compiled
-        from runtime.columnar.schema import NotCompiled
 
         endpoint = self._predict.endpoint(name).endpoint
         plans: _Plans | None = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Connection, Settings, storage_account
+from runtime.errors import UnsupportedEncoding
 from runtime.protocol import jobs, message_encoding
 from runtime.storage import blob_files, clients
 from runtime.telemetry import traceparent as current_traceparent
@@ -108,7 +109,7 @@ class EndpointQueues:
                 downloader.properties.content_settings.content_encoding
             )
             if encoding is not None:
-                raise blob_files.UnsupportedEncoding(
+                raise UnsupportedEncoding(
                     f"result {ref!r}", encoding, "which mlfn never writes a result with"
                 )
             doc: dict[str, Any] = json.loads(downloader.readall())

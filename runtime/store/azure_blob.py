@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from runtime.config import Settings
-from runtime.errors import ModelNotInStore
+from runtime.errors import ModelNotInStore, NotFound
 from runtime.storage import clients
 from runtime.store.base import Progress, StoredObject
 
@@ -108,7 +108,7 @@ class AzureBlob:
         try:
             with clients.storage_errors(self.uri), self._make_client() as client:
                 return fn(client)
-        except clients.NotFound:
+        except NotFound:
             raise ModelNotInStore(self.uri) from None
 
 

@@ -32,7 +32,7 @@ def openapi_function(services: Services) -> HttpFunction:
 
     def openapi(req: func.HttpRequest) -> func.HttpResponse:
         if not cached:
-            from runtime.protocol.openapi import build_openapi
+            from runtime.openapi import build_openapi
 
             prefix = route_prefix(services.app_root)
             doc = build_openapi(services.endpoints, prefix, package_version())

@@ -13,8 +13,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from runtime.columnar.frame import from_instances
-from runtime.columnar.schema import NotCompiled, compile_model
+from runtime.columnar.schema import compile_model
 from runtime.columnar.validate import validate
+from runtime.errors import NotCompiled
 
 
 class Strict(BaseModel):

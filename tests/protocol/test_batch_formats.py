@@ -13,10 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import AliasChoices, AliasPath, BaseModel, Field, computed_field
 
-from runtime.errors import BadRequest, ValidationFailed
+from runtime.errors import BadRequest, FileUnreadable, UnknownFormat, ValidationFailed
 from runtime.protocol import batch
 from runtime.protocol.batch_formats import (
-    FileUnreadable,
     input_columns,
     read_rows,
     writer,
@@ -142,7 +141,7 @@ def test_results_are_named_by_the_input_s_path_and_etag() -> None:
     assert batch.summary_path("a/b/c.csv", '"0x8DD1"') == "a/b/c.0x8DD1.csv.summary.json"
     assert batch.result_path("x.jsonl", 'W/"../evil"') == "x.Wevil.jsonl"
     assert batch.format_of("x.PARQUET") is batch.Format.PARQUET
-    with pytest.raises(batch.UnknownFormat, match=r"extension '\.txt'"):
+    with pytest.raises(UnknownFormat, match=r"extension '\.txt'"):
         batch.format_of("notes.txt")
 
 

@@ -13,7 +13,7 @@ import pytest
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from runtime.config import Settings, storage_account
-from runtime.errors import BadRequest, MlfnError, PayloadTooLarge
+from runtime.errors import BadRequest, MlfnError, PayloadTooLarge, UnsupportedEncoding
 from runtime.protocol import batch, jobs
 from runtime.protocol.batch_formats import read_rows
 from runtime.storage import blob_files
@@ -61,7 +61,7 @@ def test_a_gzip_encoded_claim_check_within_the_limit_is_read_inflated(
 @pytest.mark.parametrize(
     ("encoding", "data", "error", "says"),
     [
-        ("br", b"\x0b\x02\x80{}\x03", blob_files.UnsupportedEncoding, "Content-Encoding 'br'"),
+        ("br", b"\x0b\x02\x80{}\x03", UnsupportedEncoding, "Content-Encoding 'br'"),
         ("gzip", b"not gzip at all", BadRequest, "cannot be inflated"),
         ("gzip", gzip.compress(b'{"x": 1}\n' * 100)[:-30], BadRequest, "ends before"),
     ],
@@ -106,7 +106,7 @@ def test_a_gzip_encoded_parquet_file_is_refused_naming_the_encoding(
 ) -> None:
     _upload(azurite, container, "rows.parquet", gzip.compress(b"PAR1...PAR1"), "gzip")
     blob, size, etag, encoding = _version(azurite, container, "rows.parquet")
-    with pytest.raises(blob_files.UnsupportedEncoding, match="Content-Encoding 'gzip'") as caught:
+    with pytest.raises(UnsupportedEncoding, match="Content-Encoding 'gzip'") as caught:
         blob_files.open_version(blob, size, etag, encoding, seekable=True)  # type: ignore[arg-type]
     assert not caught.value.retryable and "without a Content-Encoding" in caught.value.message
 
@@ -145,7 +145,7 @@ def test_a_result_claim_check_with_a_content_encoding_is_refused_in_one_line(
     _upload(azurite, container, "r/job.json", gzip_bomb(b'{"predictions": [', 64 * MiB), "gzip")
     queues = EndpointQueues(azurite.connection_string, "q-requests", "q-results")
     read, grew = peak_growth(lambda: queues.read_blob(f"{container}/r/job.json"))
-    assert isinstance(read, blob_files.UnsupportedEncoding), read
+    assert isinstance(read, UnsupportedEncoding), read
     assert "Content-Encoding 'gzip'" in read.message and "\n" not in read.message
     assert grew < BOUND, f"peak RSS grew by {grew / MiB:.0f} MiB"
     _upload(azurite, container, "r/ok.json", b'{"predictions": [1]}', "identity")

@@ -1,6 +1,9 @@
 """OpenAPI 3.1 for an app: every predict route with request and response schemas from the
 endpoint's pydantic models, the error bodies, the Open Inference Protocol routes, and the
-function-key security schemes."""
+function-key security schemes.
+
+A document of the declarations (``runtime.endpoint``), so a room above them: the codecs of
+``runtime.protocol`` sit below the declarations, which take their naming rules from them."""
 
 from __future__ import annotations
 
