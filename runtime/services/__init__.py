@@ -87,6 +87,8 @@ class Services:
     @property
     def columns(self) -> ColumnService:
         """Built on first use, apart from the rest: only the bulk paths score columns."""
+        if self._columns is not None:  # built: no lock on a warm path
+            return self._columns
         predict = self.predict
         with self._lock:
             if self._columns is None:
@@ -100,6 +102,9 @@ class Services:
         return self._settings or config.current()
 
     def _get(self) -> _Built:
+        built = self._built
+        if built is not None:  # every request after the first: no lock on the warm path
+            return built
         with self._lock:
             if self._built is None:
                 self._built = self._build(self.settings)
