@@ -1,0 +1,175 @@
+"""The batch-file service decides what one version of a file becomes: its results and summary,
+an error summary for a file that cannot be read, nothing for a file gone or overwritten
+meanwhile, or a raise the host retries. In process, against Azurite; no host."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import ContainerClient
+
+from runtime.endpoint import Batch
+from runtime.errors import ModelNotInStore
+from runtime.protocol import batch
+from runtime.services import Services
+from runtime.storage import blob_files
+from tests.conftest import AzuriteInfo
+from tests.models.onnx_builders import adder
+from tests.services.pairs import Pair, by_rows, pairs, services, sums
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return adder(tmp_path_factory.mktemp("models") / "adder.onnx")
+
+
+@pytest.fixture
+def containers(azurite: AzuriteInfo) -> Iterator[tuple[ContainerClient, ContainerClient]]:
+    """The endpoint's files container (made) and its results container (made by the service),
+    both removed after."""
+    prefix = f"s{uuid.uuid4().hex[:12]}"
+    files, results = (
+        ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-{role}")
+        for role in ("in", "out")
+    )
+    files.create_container()
+    yield files, results
+    for client in (files, results):
+        if client.exists():
+            client.delete_container()
+
+
+Containers = tuple[ContainerClient, ContainerClient]
+
+
+def _services(
+    model: str | Path, tmp_path: Path, azurite: AzuriteInfo, c: Containers, **kw: Any
+) -> Services:
+    files, results = c
+    return services(
+        model,
+        tmp_path,
+        {"AzureWebJobsStorage": azurite.connection_string},
+        batch=Batch(files=files.container_name, results=results.container_name),
+        **kw,
+    )
+
+
+def _score(app: Services, c: Containers, path: str) -> batch.Summary | None:
+    return asyncio.run(app.batch.score_blob("pairs", path, c[1].container_name))
+
+
+def _upload(c: Containers, path: str, data: bytes) -> str:
+    blob = c[0].get_blob_client(path)
+    return str(blob.upload_blob(data, overwrite=True)["etag"])
+
+
+def _stored_summary(c: Containers, path: str, etag: str) -> dict[str, Any]:
+    return json.loads(c[1].download_blob(batch.summary_path(path, etag)).readall())
+
+
+def test_a_file_s_rows_come_back_in_order_with_each_bad_row_s_error(
+    model: Path, tmp_path: Path, azurite: AzuriteInfo, containers: Containers
+) -> None:
+    good = pairs(300)
+    lines = [json.dumps(p) for p in good]
+    lines[7] = "{not json"
+    lines[150] = json.dumps({"x": [1.0], "y": [1.0, 2.0]})  # too short
+    etag = _upload(containers, "day/rows.jsonl", "\n".join(lines).encode())
+    app = _services(model, tmp_path, azurite, containers)
+    summary = _score(app, containers, "day/rows.jsonl")
+    assert summary is not None and summary.error is None
+    assert (summary.rows, summary.errors, summary.format) == (300, 2, "jsonl")
+    assert summary.output == batch.result_path("day/rows.jsonl", etag)
+    assert summary.model is not None and summary.model["name"] == "pairs"
+    assert _stored_summary(containers, "day/rows.jsonl", etag)["rows"] == 300
+    got = [
+        json.loads(x) for x in containers[1].download_blob(summary.output).readall().splitlines()
+    ]
+    assert [g["row"] for g in got] == list(range(300))
+    expected = sums(good)
+    for i, row in enumerate(got):
+        if i in (7, 150):
+            assert "prediction" not in row and row["error"]["type"], row
+        else:
+            assert row["prediction"]["sum"] == expected[i]
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "error", "says"),
+    [
+        ("notes.txt", b"hello", "UnknownFormat", "extension"),
+        ("empty.csv", b"", "FileUnreadable", "header"),
+        ("rows.json", b'[\n{"a": 1}\n]', "FileUnreadable", "JSON array"),
+        ("rows.parquet", b"PAR1 not really", "FileUnreadable", ""),
+    ],
+)
+def test_a_file_that_cannot_be_read_gets_an_error_summary_and_no_output(
+    model: Path,
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    containers: Containers,
+    path: str,
+    data: bytes,
+    error: str,
+    says: str,
+) -> None:
+    etag = _upload(containers, path, data)
+    summary = _score(_services(model, tmp_path, azurite, containers), containers, path)
+    assert summary is not None and summary.error is not None
+    assert summary.error["type"] == error and says in summary.error["message"]
+    assert (summary.output, summary.rows, summary.errors) == (None, 0, 0)
+    stored = _stored_summary(containers, path, etag)
+    assert stored["error"]["type"] == error and stored["output"] is None
+    # The summary alone: no results blob beside it.
+    assert [b.name for b in containers[1].list_blobs()] == [batch.summary_path(path, etag)]
+
+
+def test_a_file_gone_before_it_is_scored_is_nothing_to_score(
+    model: Path, tmp_path: Path, azurite: AzuriteInfo, containers: Containers
+) -> None:
+    summary = _score(_services(model, tmp_path, azurite, containers), containers, "gone.jsonl")
+    assert summary is None
+    assert not containers[1].exists() or list(containers[1].list_blobs()) == []
+
+
+def test_a_model_missing_from_the_store_is_raised_for_the_host_to_retry(
+    tmp_path: Path, azurite: AzuriteInfo, containers: Containers
+) -> None:
+    etag = _upload(containers, "rows.jsonl", json.dumps(pairs(1)[0]).encode())
+    app = _services("./adder.onnx", tmp_path, azurite, containers)
+    with pytest.raises(ModelNotInStore):
+        _score(app, containers, "rows.jsonl")
+    # No summary: a retry, once the model is there, scores the file.
+    assert not containers[1].get_blob_client(batch.summary_path("rows.jsonl", etag)).exists()
+
+
+def test_a_file_overwritten_while_it_is_scored_is_left_to_its_new_version(
+    model: Path,
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    containers: Containers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ranges of 64 KiB: the file is read in many, so one is asked for after the overwrite.
+    monkeypatch.setattr(blob_files, "READ_BYTES", 64 * 1024)
+    old = "\n".join(json.dumps(p) for p in pairs(20_000)).encode()
+    etag = _upload(containers, "rows.jsonl", old)
+    overwritten: list[str] = []
+
+    def overwriting(rows: list[Pair], model: Any) -> Any:
+        if not overwritten:  # the first batch: the reader is a few slabs ahead, no more
+            overwritten.append(_upload(containers, "rows.jsonl", b'{"x": [1, 2], "y": [3, 4]}'))
+        return by_rows(rows, model)
+
+    app = _services(model, tmp_path, azurite, containers, predict=overwriting)
+    assert _score(app, containers, "rows.jsonl") is None
+    assert overwritten and overwritten[0] != etag
+    # Nothing committed for the old version: neither results nor a summary.
+    assert [b.name for b in containers[1].list_blobs()] == []
