@@ -156,6 +156,13 @@ bench: setup
 	  || echo "wrk could not be installed: the HTTP benchmark uses an asyncio client"
 	$(PY) -m scripts.azurite run -- $(PY) -m bench.run
 
+# Mutation testing (mutmut) of the modules whose mistakes cost most, each group against its
+# own focused tests (scripts/mutate.py): a score per group and every mutant no test kills
+# (docs/mutation.md says which are equivalent). One group: make mutate MUTATE=redact
+.PHONY: mutate
+mutate: $(VENV)/.dev
+	$(PY) -m scripts.azurite run -- $(PY) -m scripts.mutate $(MUTATE)
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

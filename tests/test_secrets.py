@@ -165,6 +165,26 @@ def test_sas_tokens_and_shared_keys_are_hidden_in_text_and_error_messages(
     assert "TOPSECRET" not in said and clean in said
 
 
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        # A value with "=" in it (base64 padding): the name is what comes before the first.
+        ("GET https://h/p?code=c2VjcmV0==&a=1 503", "GET https://h/p?code=REDACTED&a=1 503"),
+        ("POST /api/x/predict?code+=TOPSECRET 503", "POST /api/x/predict?code+=REDACTED 503"),
+        ("the key in a message (code=TOPSECRET)", "the key in a message (code=REDACTED)"),
+        ("https://h/p?sig=x&flag&code=TOPSECRET", "https://h/p?sig=REDACTED&flag&code=REDACTED"),
+    ],
+)
+def test_names_are_read_as_a_query_parser_reads_them(raw: str, clean: str) -> None:
+    """Found by mutation testing (docs/mutation.md): each case fails a mutant of _pair or
+    _secret_name that the tests above let survive."""
+    assert redact.text(raw) == clean
+
+
+def test_a_password_holding_an_at_sign_is_dropped_whole() -> None:
+    assert redact.url("https://user:p@ss@host/c/m.onnx") == "https://host/c/m.onnx"
+
+
 def test_a_quoted_url_keeps_its_closing_quote() -> None:
     assert (
         redact.text("uri 'https://a/m?sig=x' bad") == f"uri 'https://a/m?sig={redact.HIDDEN}' bad"

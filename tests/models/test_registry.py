@@ -118,6 +118,25 @@ def test_a_pinned_digest_that_matches_loads(
     assert model.report is not None and model.report.downloaded and model.report.bytes > 0
 
 
+def test_a_cached_copy_is_served_under_a_pin_only_when_it_matches_it(
+    azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    """Found by mutation testing (docs/mutation.md): a cached copy must not stand in for a
+    pinned digest it does not have."""
+    from runtime.digest import sha256_file
+
+    _registry(azurite, tmp_path, models_in_blob).get("iris", Model("iris.onnx"))  # cached
+    with pytest.raises(IntegrityError):  # a new pin the store's bytes do not match
+        _registry(azurite, tmp_path, models_in_blob).get(
+            "iris", Model("iris.onnx", sha256="0" * 64)
+        )
+    digest = sha256_file(example_models["iris"])
+    again = _registry(azurite, tmp_path, models_in_blob).get(
+        "iris", Model("iris.onnx", sha256=digest)
+    )
+    assert again.report is not None and again.report.cache == "revalidated"
+
+
 class _CutShort:
     """A source whose download stops half way, as a dropped connection would."""
 

@@ -20,6 +20,8 @@ def test_size_is_checked_before_parsing() -> None:
     with pytest.raises(PayloadTooLarge) as caught:
         v1.decode_request(b"{" * 11, max_bytes=10)  # not JSON either: size wins
     assert caught.value.status == 413 and caught.value.detail == {"size": 11, "limit": 10}
+    at_limit = b'{"instances": [1]}'  # exactly the limit: read
+    assert v1.decode_request(at_limit, max_bytes=len(at_limit)) == [1]
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,8 @@ def test_a_valid_body_is_held_to_the_limit_as_an_invalid_one_is(iris: Call) -> N
     assert doc["error"]["detail"] == {"size": 2049, "limit": 2048}
     status, doc, _ = _post(iris, _valid_body(2048))  # at the limit: served
     assert status == 200 and len(doc["predictions"]) == 10
+    status, doc, _ = _post(iris, b"x" * 2048)  # at the limit but invalid: read, and refused
+    assert status == 400 and doc["error"]["type"] == "BadRequest"
 
 
 def test_validation_errors_are_422_with_every_failing_field_path(iris: Call) -> None:
