@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make serve` and `make test`. Both set up what is missing;
-# `make test-frameworks` runs the tests that need torch, TensorFlow and pyspark.
+# `make test-frameworks` runs the tests that need torch, TensorFlow and pyspark; `make test-quick`
+# the quick part of `make test` (no local host, no Azurite).
 # Another Python: `make test PYTHON=python3.13` (3.11, 3.12 and 3.13 are supported).
 SHELL := /bin/bash
 PYTHON ?= $(if $(shell command -v python3.11 2>/dev/null),python3.11,python3)
@@ -37,7 +38,8 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export TORCH_IS_CPU := import importlib.metadata as m, sys;   sys.exit(not ("+cpu" in m.version("torch") or sys.platform == "darwin"))
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: setup serve-setup frameworks-setup serve test test-frameworks test-worker lint bench clean
+.PHONY: setup serve-setup frameworks-setup serve test test-quick test-frameworks test-worker lint \
+  bench clean
 
 # What `make serve` needs, and no more: mlfn with its run-time dependencies.
 serve-setup: $(VENV)/.serve node_modules/.bin/azurite $(MODELS) local.settings.json
@@ -119,14 +121,26 @@ serve: serve-setup
 	  echo; \
 	  exec $(MLFN) serve --port $(PORT)'
 
-# Everything but the framework tests, which `make test-frameworks` runs.
+# Everything but the framework tests, which `make test-frameworks` runs. The suite waits more
+# than it computes (run serially it keeps half of one core busy), so TEST_WORKERS pytest-xdist
+# workers, one more than CI's two cores, share it; an end-to-end module's tests stay together
+# (tests/conftest.py groups them: its hosts are started once). TEST_WORKERS=0 runs it in one
+# process (for --pdb, say).
+TEST_WORKERS ?= 3
 test: setup
-	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(addprefix --ignore=,$(FRAMEWORK_TESTS)) \
-	  $(PYTEST_ARGS)
+	$(PY) -m scripts.azurite run -- $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup \
+	  $(addprefix --ignore=,$(FRAMEWORK_TESTS)) $(PYTEST_ARGS)
 	@if [ -n "$(PYTEST_ARGS)" ]; then \
 	  echo "PYTEST_ARGS given: tests/worker not run (make test-worker PYTEST_ARGS=... runs it)"; \
 	elif [ "$(PYVER)" != "3.13" ]; then $(MAKE) --no-print-directory test-worker; fi
 	@echo "Not run here: the framework tests ($(FRAMEWORK_TESTS)): make test-frameworks"
+
+# The quick part, under a minute: the tests that need no local host and no Azurite (the marks
+# tests/conftest.py gives: e2e, azurite), in two processes (they compute, where the rest wait).
+# `make test` runs these and all the others.
+test-quick: $(VENV)/.dev
+	$(PY) -m pytest -n 2 -m "not e2e and not azurite" $(addprefix --ignore=,$(FRAMEWORK_TESTS)) \
+	  $(PYTEST_ARGS)
 
 # mlfn convert's torch, TensorFlow and Spark ML tests, and runtime.spark in local mode.
 test-frameworks: frameworks-setup

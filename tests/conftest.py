@@ -15,6 +15,27 @@ from scripts import azurite as azurite_script
 from scripts.build_models import build_all
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks for the quick part (``make test-quick``: ``-m "not e2e and not azurite"``), given
+    from what a test uses, so no module has to remember them: ``azurite`` for a test that
+    takes the emulator (the fixture), ``e2e`` for every test of a module that drives a local
+    host (``mlfn serve`` in a subprocess, ``tests.support.LocalHost``).
+
+    Under ``make test`` (pytest-xdist, ``--dist loadgroup``) an e2e module's tests stay in one
+    worker, in order, so a host or a built wheel its fixtures share is made once."""
+    from tests.support import LocalHost
+
+    grouped = config.pluginmanager.hasplugin("xdist") and config.getoption("dist") == "loadgroup"
+    for item in items:
+        if "azurite" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.azurite)
+        module = getattr(item, "module", None)
+        if module is not None and getattr(module, "LocalHost", None) is LocalHost:
+            item.add_marker(pytest.mark.e2e)
+            if grouped:
+                item.add_marker(pytest.mark.xdist_group(module.__name__))
+
+
 @dataclass(frozen=True)
 class AzuriteInfo:
     connection_string: str

@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bench import spark_load
 from tests.conftest import AzuriteInfo
 from tests.support import ROOT
 
 
+@pytest.mark.slow  # a minute or more: every benchmark, Spark's too where pyspark is installed
 def test_every_benchmark_runs_and_prints_its_table(azurite: AzuriteInfo) -> None:
     env = {
         **os.environ,

@@ -26,6 +26,10 @@ SPECIES = ("setosa", "versicolor", "virginica")
 IRIS = (Path(__file__).resolve().parents[1] / "functions" / "iris" / "endpoint.py").read_text()
 
 
+# Set in a host's environment, the seconds its predict sleeps instead of the app's own.
+SLOW = "TEST_PREDICT_SLEEP_S"
+
+
 def _endpoint(prefix: str, max_batch: int, sleep_s: float) -> str:
     """The iris example with its own queues, batch size and (for the kill test) a slow predict."""
     declared = (
@@ -37,8 +41,8 @@ def _endpoint(prefix: str, max_batch: int, sleep_s: float) -> str:
     source = IRIS.replace(
         declared,
         f'endpoint = Endpoint(Flower, Species, model="iris.onnx", limits=Limits(max_batch_size={max_batch}), queues={queues})',
-    ).replace(rows, f"    time.sleep({sleep_s})\n{rows}")
-    return "import time\nfrom runtime import Queues\n" + source
+    ).replace(rows, f"    time.sleep(float(os.environ.get(SLOW, {sleep_s!r})))\n{rows}")
+    return f"import os, time\nfrom runtime import Queues\nSLOW = {SLOW!r}\n" + source
 
 
 def _app(tmp_path: Path, prefix: str, max_batch: int = 256, sleep_s: float = 0.0) -> Path:
@@ -202,7 +206,7 @@ def test_a_host_killed_mid_batch_loses_nothing(
     before = {r["id"] for r in results}
     assert 0 < len(before) < len(ids), "the kill must land in the middle of the work"
 
-    second = LocalHost(app, env).start()
+    second = LocalHost(app, {**env, SLOW: "0"}).start()  # the rest at full speed
     try:
         _collect(queues, results, until=len(ids), timeout=120)
     finally:
@@ -238,6 +242,7 @@ def test_a_store_outage_sends_messages_to_poison_after_max_dequeue_count_and_the
         "models",
         tmp_path,
         MLFN_MODEL_STORE_CONNECTION=store.connection_string,
+        MLFN_STORE_RETRIES="0",  # each delivery fails at once: the count of them is the point
         AzureFunctionsJobHost__extensions__queues__maxDequeueCount="3",
     )
     row = _flowers(np.random.default_rng(3), 1)

@@ -18,6 +18,8 @@ import pytest
 from runtime.deploy import example_model
 from tests.support import ROOT, LocalHost
 
+pytestmark = pytest.mark.slow  # a wheel built and installed with its dependencies in a venv
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
