@@ -13,13 +13,20 @@ from runtime.storage import blob_files
 from tests.conftest import AzuriteInfo
 
 
-def test_blocks_uploaded_beside_the_writing_make_the_bytes_written_in_order(
+def _writer(
     azurite: AzuriteInfo, container: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[BlobClient, blob_files.BlockWriter]:
+    """A blob of ``container`` and a block writer of 64 KiB blocks to it."""
     monkeypatch.setattr(blob_files, "BLOCK_BYTES", 64 * 1024)
     blob = ContainerClient.from_connection_string(azurite.connection_string, container)
     target = blob.get_blob_client("out.csv")
-    sink = blob_files.BlockWriter(target, "text/csv")
+    return target, blob_files.BlockWriter(target, "text/csv")
+
+
+def test_blocks_uploaded_beside_the_writing_make_the_bytes_written_in_order(
+    azurite: AzuriteInfo, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, sink = _writer(azurite, container, monkeypatch)
     written = b"".join(b"%07d,row\r\n" % i for i in range(60_000))  # 660 KB: 11 blocks
     for at in range(0, len(written), 50_000):  # pieces that do not fall on block bounds
         sink.write(written[at : at + 50_000])
@@ -49,10 +56,7 @@ def test_a_write_running_when_the_writer_is_closed_uploads_nothing_more(
 ) -> None:
     # A delivery cancelled midway closes its writer while a write still runs on its thread:
     # no block is staged after close, and no uploader thread is left.
-    monkeypatch.setattr(blob_files, "BLOCK_BYTES", 64 * 1024)
-    blob = ContainerClient.from_connection_string(azurite.connection_string, container)
-    target = blob.get_blob_client("out.csv")
-    sink = blob_files.BlockWriter(target, "text/csv")
+    target, sink = _writer(azurite, container, monkeypatch)
     staged: list[bool] = []  # for each block staged: whether the writer was closed by then
     stage = target.stage_block
 
