@@ -20,7 +20,27 @@ def settings_read(value: str) -> list[str]:
 
 def missing(value: str, settings: Mapping[str, str]) -> list[str]:
     """The app settings ``value`` reads that ``settings`` does not have."""
-    return [name for name in settings_read(value) if name not in settings]
+    return [name for name in settings_read(value) if setting(name, settings) is None]
+
+
+def setting(name: str, settings: Mapping[str, str]) -> str | None:
+    """App setting ``name`` as the Functions host reads it; None when it is not set."""
+    key = setting_key(name, settings)
+    return None if key is None else settings[key]
+
+
+def setting_key(name: str, settings: Mapping[str, str]) -> str | None:
+    """Which of ``settings`` app setting ``name`` is, as the Functions host's configuration
+    reads names (case ignored, ``__`` in an environment variable the section separator
+    ``:``): that exact name, else the one that name means; None when none is."""
+    if name in settings:
+        return name
+    wanted = _key(name)
+    return next((k for k in settings if _key(k) == wanted), None)
+
+
+def _key(name: str) -> str:
+    return name.replace("__", ":").casefold()
 
 
 def resolve(value: str, settings: Mapping[str, str]) -> str:
@@ -32,7 +52,7 @@ def resolve(value: str, settings: Mapping[str, str]) -> str:
         raise ConfigError(
             unset[0], "", f"an app setting, since binding expression {value!r} reads it"
         )
-    return _EXPRESSION.sub(lambda m: settings[m.group(1)], value)
+    return _EXPRESSION.sub(lambda m: setting(m.group(1), settings) or "", value)
 
 
 def queue_name(value: str, settings: Mapping[str, str]) -> str:

@@ -130,8 +130,10 @@ class Manifests:
                 "so that the ScaledObject watches the queue the function listens to"
             ) from None
         # The pod's host reads the same settings again: they go in as written.
-        for setting in binding_expressions.settings_read(raw):
-            self.literal_env[setting] = self.env[setting]
+        for read in binding_expressions.settings_read(raw):
+            key = binding_expressions.setting_key(read, self.env)
+            assert key is not None  # queue_name has found every one
+            self.literal_env[key] = self.env[key]
         try:
             check_queue_name(queue)
         except ValueError as exc:

@@ -43,3 +43,15 @@ def test_queue_names_are_lowercased_after_resolution_as_the_queue_extension_does
 def test_the_settings_an_expression_reads_are_listed_in_order() -> None:
     assert binding_expressions.settings_read("%B%-x-%A%") == ["B", "A"]
     assert binding_expressions.settings_read("no-expression") == []
+
+
+def test_a_setting_is_found_as_the_functions_host_finds_it() -> None:
+    # The host reads app settings through its configuration: names ignore case, and an
+    # environment variable's "__" is the section separator ":".
+    settings = {"Queues__Orders": "orders-eu", "region": "eu"}
+    assert binding_expressions.resolve("%Queues:Orders%-%REGION%", settings) == "orders-eu-eu"
+    assert binding_expressions.resolve("%queues__orders%", settings) == "orders-eu"
+    assert binding_expressions.setting_key("QUEUES:ORDERS", settings) == "Queues__Orders"
+    # The exact name first, when two would match.
+    assert binding_expressions.resolve("%Region%", {"REGION": "a", "Region": "b"}) == "b"
+    assert binding_expressions.missing("%Queues:Other%", settings) == ["Queues:Other"]
