@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, overload
 
 from pydantic import BaseModel
 from pydantic_core import from_json
@@ -90,6 +90,33 @@ def error_count(chunk: Outcomes) -> int:
     if isinstance(chunk, ColumnOutcomes):
         return len(chunk.errors)
     return sum(1 for _, error in chunk if error is not None)
+
+
+class LazyRows(Sequence[RawRow]):
+    """A chunk of a file's rows kept in the form it was read in (a block of CSV lines, an Arrow
+    batch), made a list of rows (dicts, or a row's error) only on first use by the row path."""
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._rows: list[RawRow] | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> RawRow: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RawRow]: ...
+    def __getitem__(self, i: int | slice) -> RawRow | list[RawRow]:
+        return self.rows()[i]
+
+    def rows(self) -> list[RawRow]:
+        if self._rows is None:
+            self._rows = self._made()
+        return self._rows
+
+    def _made(self) -> list[RawRow]:
+        raise NotImplementedError
 
 
 class Sink(Protocol):

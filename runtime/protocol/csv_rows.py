@@ -7,8 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Collection, Iterator, Sequence
-from typing import IO, Any, Protocol, overload
+from collections.abc import Collection, Iterator
+from typing import IO, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -16,6 +16,7 @@ from runtime.errors import FileUnreadable, MlfnError
 from runtime.protocol.batch_formats import (
     BOM,
     ColumnOutcomes,
+    LazyRows,
     Outcomes,
     RawRow,
     Sink,
@@ -215,7 +216,7 @@ def record_row(header: list[str], raw: bytes) -> RawRow:
     return {h: v for h, v in zip(header, record, strict=True) if v != ""}
 
 
-class CsvRows(Sequence[RawRow]):
+class CsvRows(LazyRows):
     """A chunk of a CSV file's rows, read as dicts on first use by the row path; the columnar
     path may have Arrow parse them all at once (``columns``). Made of records read one by
     one, or (``plain``) of a block of plain lines and where each row's line is in it."""
@@ -227,8 +228,7 @@ class CsvRows(Sequence[RawRow]):
         self._spans: Any = None  # (starts, ends) of each row's line in ``_block``
         self._errors: dict[int, MlfnError] = {}
         self._whole = False
-        self._n = len(records)
-        self._rows: list[RawRow] | None = None
+        super().__init__(len(records))
 
     @classmethod
     def plain(
@@ -248,20 +248,8 @@ class CsvRows(Sequence[RawRow]):
         rows._whole = whole
         return rows
 
-    def __len__(self) -> int:
-        return self._n
-
-    @overload
-    def __getitem__(self, i: int) -> RawRow: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[RawRow]: ...
-    def __getitem__(self, i: int | slice) -> RawRow | list[RawRow]:
-        return self.rows()[i]
-
-    def rows(self) -> list[RawRow]:
-        if self._rows is None:
-            self._rows = [self._row(i) for i in range(self._n)]
-        return self._rows
+    def _made(self) -> list[RawRow]:
+        return [self._row(i) for i in range(self._n)]
 
     def rows_at(self, indices: list[int]) -> list[RawRow]:
         return [self._row(i) for i in indices]

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterator, Sequence
-from typing import IO, Any, overload
+from typing import IO, Any
 
 from pydantic import BaseModel
 
 from runtime.errors import FileUnreadable, MlfnError, OutputNotRepresentable, PackageMissing
 from runtime.protocol.batch_formats import (
     ColumnOutcomes,
+    LazyRows,
     Outcomes,
     RawRow,
     Sink,
@@ -137,7 +138,7 @@ def _empty_rows(n: int, chunk_size: int) -> Iterator[list[RawRow]]:
         yield [{} for _ in range(min(chunk_size, n - start))]
 
 
-class ArrowRows(Sequence[RawRow]):
+class ArrowRows(LazyRows):
     """A chunk of a Parquet file's rows as the Arrow batch they were read into: the columnar
     path takes its columns as they are; the row path reads it as a list of rows (dicts, a
     null left out, or a row's error), made on first use. ``batch`` holds the readable rows
@@ -150,26 +151,13 @@ class ArrowRows(Sequence[RawRow]):
             batch = batch.take(pa.array(self.readable, type=pa.int64()))
         self.batch = batch
         self.errors = errors  # rows over the limit, by their index in the chunk
-        self._n = rows
-        self._rows: list[RawRow] | None = None
+        super().__init__(rows)
 
-    def __len__(self) -> int:
-        return self._n
-
-    @overload
-    def __getitem__(self, i: int) -> RawRow: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[RawRow]: ...
-    def __getitem__(self, i: int | slice) -> RawRow | list[RawRow]:
-        return self.rows()[i]
-
-    def rows(self) -> list[RawRow]:
-        if self._rows is None:
-            rows: list[RawRow] = list(self.errors.get(i) for i in range(self._n))
-            for i, row in zip(self.readable, _to_rows(self.batch), strict=True):
-                rows[i] = row
-            self._rows = rows
-        return self._rows
+    def _made(self) -> list[RawRow]:
+        rows: list[RawRow] = list(self.errors.get(i) for i in range(self._n))
+        for i, row in zip(self.readable, _to_rows(self.batch), strict=True):
+            rows[i] = row
+        return rows
 
     def rows_at(self, indices: list[int]) -> list[RawRow]:
         """Only the readable rows at ``indices`` (into ``batch``), as the row path reads them."""
