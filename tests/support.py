@@ -163,14 +163,22 @@ def settled_log(azurite: AzuriteInfo, timeout: float = 10) -> str:
     return azurite.log_path.read_text(errors="replace")
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
-    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    every: float = 0.2,
+    log: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds, with the
+    end of ``log`` (a host's output, say) so a failure in CI says what the host was doing."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    tail = f"\n--- the log's end ---\n{log()[-6000:]}" if log is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
 
 
 def queue_client(connection: str, name: str) -> QueueClient:

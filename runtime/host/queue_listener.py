@@ -134,16 +134,11 @@ class QueueListener:
             await asyncio.wait(in_flight)
 
     def _receive(self) -> list[QueueMessage]:
-        pages = self._queue.receive_messages(
-            messages_per_page=self._options.batch_size,
-            max_messages=self._options.batch_size,
-            visibility_timeout=max(1, round(self._lease_s)),
-        )
-        return list(pages)
+        return receive(self._queue, self._options.batch_size, self._lease_s)
 
     async def _process(self, message: QueueMessage) -> None:
         name = self.info.name
-        lease = _Lease(self._queue, message, self._lease_s)
+        lease = Lease(self._queue, message, self._lease_s)
         if (message.dequeue_count or 0) > self._options.max_dequeue_count:
             await self._settle(self._poison(lease), "moving it to the poison queue", message.id)
             return
@@ -193,7 +188,7 @@ class QueueListener:
                 "message %s of queue %s: %s failed: %s", message_id, self.queue_name, doing, reason
             )
 
-    async def _poison(self, lease: _Lease) -> None:
+    async def _poison(self, lease: Lease) -> None:
         if (
             self.queue_name.endswith(POISON_SUFFIX)
             or len(self.queue_name) + len(POISON_SUFFIX) > 63
@@ -226,6 +221,19 @@ class QueueListener:
 
     def _write_outputs(self, outputs: Mapping[str, Any]) -> None:
         write_outputs(self.info, outputs, self._accounts, self._env, self._options.message_encoding)
+
+
+def receive(queue: QueueClient, batch_size: int, lease_s: float) -> list[QueueMessage]:
+    """Up to ``batch_size`` messages of ``queue``, leased for ``lease_s``, in one request as the
+    host makes. Read whole, the SDK's pager asks again after a page short of its maximum, and
+    a failure of that second request would drop the first page's messages: leased and counted
+    as dequeued, yet never run until the lease lapses."""
+    pages = queue.receive_messages(
+        messages_per_page=batch_size,
+        max_messages=batch_size,
+        visibility_timeout=max(1, round(lease_s)),
+    )
+    return list(next(pages.by_page(), []))
 
 
 def write_outputs(
@@ -276,7 +284,7 @@ def _as_bytes(item: Any) -> bytes:
     raise TypeError(f"queue output takes str, bytes or QueueMessage, not {type(item).__name__}")
 
 
-class _Lease:
+class Lease:
     """A fetched message's invisibility, renewed while its function runs."""
 
     def __init__(self, queue: QueueClient, message: QueueMessage, lease_s: float) -> None:
@@ -285,26 +293,35 @@ class _Lease:
         self._lease_s = lease_s
         self._receipt = message.pop_receipt
         # Renewal runs in a worker thread that cancelling its task does not stop; the lock
-        # makes a release or delete wait for it and use the receipt it got back.
+        # makes a release or delete wait for it and use the receipt it got back, and a
+        # renewal that comes after them finds the message settled and leaves it: renewed
+        # then, a released message would stay hidden a whole lease instead of retrying.
         self._lock = threading.Lock()
+        self._settled = False
 
     async def keep(self, io: IO) -> None:
         while True:
             await asyncio.sleep(self._lease_s / 2)
             try:
-                await io(self._update, self._lease_s)
+                await io(self.renew)
             except Exception as exc:
                 log.warning("renewing the lease of message %s failed: %s", self.message.id, exc)
 
-    def _update(self, seconds: float) -> None:
+    def renew(self) -> None:
         with self._lock:
-            receipt = self._queue.update_message(
-                self.message.id, self._receipt, visibility_timeout=max(0, round(seconds))
-            )
-            self._receipt = receipt.pop_receipt
+            if not self._settled:
+                self._update(self._lease_s)
+
+    def _update(self, seconds: float) -> None:
+        receipt = self._queue.update_message(
+            self.message.id, self._receipt, visibility_timeout=max(0, round(seconds))
+        )
+        self._receipt = receipt.pop_receipt
 
     def release(self, after_s: float) -> None:
-        self._update(after_s)
+        with self._lock:
+            self._settled = True
+            self._update(after_s)
 
     def park(self) -> float:
         """Hide the message as long as the service allows: 7 days, or until it expires."""
@@ -312,9 +329,12 @@ class _Lease:
         if self.message.expires_on is not None:
             left = (self.message.expires_on - datetime.now(UTC)).total_seconds()
             seconds = max(1.0, min(seconds, left - 1))
-        self._update(seconds)
+        with self._lock:
+            self._settled = True
+            self._update(seconds)
         return seconds
 
     def delete(self) -> None:
         with self._lock:
+            self._settled = True
             self._queue.delete_message(self.message.id, self._receipt)

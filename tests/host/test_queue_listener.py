@@ -75,7 +75,7 @@ def _empty(queue: QueueClient) -> bool:
 def test_messages_run_the_function_and_outputs_are_written_base64(
     queue_app: tuple[LocalHost, str], azurite: AzuriteInfo
 ) -> None:
-    _, name = queue_app
+    host, name = queue_app
     queue_client(azurite.connection_string, name).send_message(_b64("hello"))
     out = queue_client(azurite.connection_string, f"{name}-out")
     got: list[str] = []
@@ -86,6 +86,7 @@ def test_messages_run_the_function_and_outputs_are_written_base64(
         ),
         30,
         "two outputs",
+        log=host.output,
     )
     assert got[0] == "HELLO"
     assert got[1].startswith("dequeue_count=1 id=")
@@ -105,6 +106,7 @@ def test_a_failing_message_goes_to_poison_after_max_dequeue_count(
         lambda: bool(seen.extend(m.content for m in poison.receive_messages())) or bool(seen),
         60,
         "the poison message",
+        log=host.output,
     )
     assert [base64.b64decode(c).decode() for c in seen] == ["fail"]  # the body, copied as stored
     assert host.output().count("Executed 'Functions.shout' (Failed") == 2
@@ -119,7 +121,7 @@ def test_a_message_that_is_not_base64_fails_like_on_azure(
     host, name = queue_app
     queue_client(azurite.connection_string, name).send_message("plain text, not base64!")
     poison = queue_client(azurite.connection_string, f"{name}-poison")
-    wait_for(lambda: bool(poison.peek_messages()), 60, "the poison message")
+    wait_for(lambda: bool(poison.peek_messages()), 60, "the poison message", log=host.output)
     assert "not base64" in host.output()
 
 
