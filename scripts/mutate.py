@@ -80,6 +80,20 @@ GROUPS = (
         ),
         deselect=("tests/models/test_cache.py::test_worker_processes_on_one_machine_share",),
     ),
+    Group(
+        "queue-settle",
+        ("runtime/host/queue_listener.py",),
+        ("tests/host/test_queue_settle.py", "tests/host/test_queue_leases.py"),
+        # mutmut names a method xǁClassǁname; "?" stands for the separator.
+        mutants=(
+            *(
+                f"runtime.host.queue_listener.x?QueueListener?{name}__mutmut_*"
+                for name in ("_process", "_settle", "_poison")
+            ),
+            "runtime.host.queue_listener.x?Lease?*__mutmut_*",
+            "runtime.host.queue_listener.x_receive__mutmut_*",
+        ),
+    ),
 )
 
 
