@@ -243,7 +243,9 @@ def _report(answer: HttpAnswer) -> HttpAnswer:
     doc: dict[str, Any] = answer.json()
     doc["thread_local_invocation_id"] = doc["thread_local_invocation_id"] == doc["invocation_id"]
     del doc["invocation_id"], doc["thread"]
-    return HttpAnswer(answer.status, answer.headers, json.dumps(doc).encode())
+    # Keys sorted: the worker reads headers, query and route values from protobuf maps, whose
+    # order is a process's own (on Azure too), not the request's.
+    return HttpAnswer(answer.status, answer.headers, json.dumps(doc, sort_keys=True).encode())
 
 
 @pytest.fixture(scope="module")
