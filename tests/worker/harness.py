@@ -5,9 +5,8 @@ On Python 3.13 the worker's indexing and invocation code is the PyPI package
 messages and hands each to a ``handle_event`` function, with its protobuf module in
 ``request.properties["protos"]``. Here:
 
-- the protobuf messages are stand-ins of our own (``protos``) with the fields the runtime reads
-  and writes, and protobuf's habits it relies on: an unset message field is an empty message,
-  ``WhichOneof`` names the member of a oneof that was set;
+- the protobuf messages (``protos``) are real ones, their classes made at import from
+  ``SCHEMA``: the host's FunctionRpc.proto cut down to what the runtime reads and writes;
 - ``Worker`` plays the proxy worker: its event loop runs on a thread of its own for good, the
   runtime's thread pool is started, then init with the app directory, metadata, a load per
   function, and invocations;
@@ -35,276 +34,223 @@ import sys
 import threading
 import types
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from google.protobuf import descriptor_pool, duration_pb2, message_factory, timestamp_pb2
+from google.protobuf.descriptor_pb2 import (
+    DescriptorProto,
+    FieldDescriptorProto,
+    FileDescriptorProto,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60.0
 
-# --- protobuf stand-ins ---------------------------------------------------------------------
+# --- the protobuf messages ------------------------------------------------------------------
+
+# FunctionRpc.proto (azure-functions-host, src/WebJobs.Script.Grpc/azure-functions-language-
+# worker-protobuf) and its shared/NullableTypes.proto, cut down to the messages and fields the
+# runtime reads or writes and the harness sends, with their names and numbers. The runtime
+# reading or writing a field left out here is an error (AttributeError, ValueError), as a
+# runtime that starts to use something new should be.
+SCHEMA = """
+message StreamingMessage {
+  oneof content {
+    InvocationRequest invocation_request = 4;
+    FunctionLoadRequest function_load_request = 8;
+    WorkerInitRequest worker_init_request = 17;
+    FunctionsMetadataRequest functions_metadata_request = 29;
+  }
+}
+message WorkerInitRequest {
+  map<string, string> capabilities = 2; string function_app_directory = 5;
+}
+message WorkerInitResponse {
+  map<string, string> capabilities = 2; StatusResult result = 3; WorkerMetadata worker_metadata = 4;
+}
+message WorkerMetadata {
+  string runtime_name = 1; string runtime_version = 2; string worker_version = 3;
+  string worker_bitness = 4; map<string, string> custom_properties = 5;
+}
+message StatusResult {
+  enum Status { Failure = 0; Success = 1; Cancelled = 2; }
+  RpcException exception = 2; Status status = 4;
+}
+message RpcException { string stack_trace = 1; string message = 2; }
+message FunctionsMetadataRequest { string function_app_directory = 1; }
+message FunctionMetadataResponse {
+  repeated RpcFunctionMetadata function_metadata_results = 1; StatusResult result = 2;
+  bool use_default_metadata_indexing = 3;
+}
+message FunctionLoadRequest { string function_id = 1; RpcFunctionMetadata metadata = 2; }
+message FunctionLoadResponse { string function_id = 1; StatusResult result = 2; }
+message RpcFunctionMetadata {
+  string directory = 1; string script_file = 2; string entry_point = 3; string name = 4;
+  map<string, BindingInfo> bindings = 6; bool is_proxy = 7; string language = 9;
+  repeated string raw_bindings = 10; string function_id = 13; bool managed_dependency_enabled = 14;
+  RpcRetryOptions retry_options = 15; map<string, string> properties = 16;
+}
+message BindingInfo {
+  enum Direction { in = 0; out = 1; inout = 2; }
+  enum DataType { undefined = 0; string = 1; binary = 2; stream = 3; }
+  string type = 2; Direction direction = 3; DataType data_type = 4;
+}
+message RpcRetryOptions {
+  enum RetryStrategy { exponential_backoff = 0; fixed_delay = 1; }
+  int32 max_retry_count = 2; google.protobuf.Duration delay_interval = 3;
+  google.protobuf.Duration minimum_interval = 4; google.protobuf.Duration maximum_interval = 5;
+  RetryStrategy retry_strategy = 6;
+}
+message InvocationRequest {
+  string invocation_id = 1; string function_id = 2; repeated ParameterBinding input_data = 3;
+  map<string, TypedData> trigger_metadata = 4; RpcTraceContext trace_context = 5;
+  RetryContext retry_context = 6;
+}
+message RpcTraceContext {
+  string trace_parent = 1; string trace_state = 2; map<string, string> attributes = 3;
+}
+message RetryContext {
+  int32 retry_count = 1; int32 max_retry_count = 2; RpcException exception = 3;
+}
+message InvocationResponse {
+  string invocation_id = 1; repeated ParameterBinding output_data = 2; StatusResult result = 3;
+  TypedData return_value = 4;
+}
+message TypedData {
+  oneof data {
+    string string = 1; string json = 2; bytes bytes = 3; RpcHttp http = 5; sint64 int = 6;
+    double double = 7; CollectionBytes collection_bytes = 8; CollectionString collection_string = 9;
+    CollectionSInt64 collection_sint64 = 11; ModelBindingData model_binding_data = 12;
+    CollectionModelBindingData collection_model_binding_data = 13;
+  }
+}
+message CollectionBytes { repeated bytes bytes = 1; }
+message CollectionString { repeated string string = 1; }
+message CollectionSInt64 { repeated sint64 sint64 = 1; }
+message CollectionModelBindingData { repeated ModelBindingData model_binding_data = 1; }
+message ModelBindingData {
+  string version = 1; string source = 2; string content_type = 3; bytes content = 4;
+}
+message ParameterBinding {
+  // rpc_shared_memory = 3 is the other member: the host uses it only with
+  // FUNCTIONS_WORKER_SHARED_MEMORY_DATA_TRANSFER_ENABLED, which is off by default.
+  string name = 1; oneof rpc_data { TypedData data = 2; }
+}
+message RpcHttp {
+  string method = 1; string url = 2; map<string, string> headers = 3; TypedData body = 4;
+  map<string, string> params = 10; string status_code = 12; map<string, string> query = 15;
+  bool enable_content_negotiation = 16; repeated RpcHttpCookie cookies = 19;
+}
+message RpcHttpCookie {
+  enum SameSite { None = 0; Lax = 1; Strict = 2; ExplicitNone = 3; }
+  string name = 1; string value = 2; NullableString domain = 3; NullableString path = 4;
+  NullableTimestamp expires = 5; NullableBool secure = 6; NullableBool http_only = 7;
+  SameSite same_site = 8; NullableDouble max_age = 9;
+}
+message NullableString { oneof string { string value = 1; } }
+message NullableBool { oneof bool { bool value = 1; } }
+message NullableDouble { oneof double { double value = 1; } }
+message NullableTimestamp { oneof timestamp { google.protobuf.Timestamp value = 1; } }
+"""
+
+_OPTIONAL = FieldDescriptorProto.LABEL_OPTIONAL
+_SCALARS = {
+    name: getattr(FieldDescriptorProto, f"TYPE_{name.upper()}")
+    for name in ("string", "bytes", "bool", "int32", "sint64", "double")
+}
 
 
-class Message:
-    """A protobuf message as the runtime uses one: built from keywords (None leaves a field
-    unset), every field readable (an unset one is its default: "", 0, an empty map or list, an
-    empty message), ``WhichOneof``. An unknown field is an error either way, so a runtime
-    that starts to read or write something new shows up here."""
-
-    FIELDS: ClassVar[dict[str, Callable[[], Any]]] = {}
-    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {}
-
-    def __init__(self, **values: Any) -> None:
-        unknown = set(values) - set(self.FIELDS)
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
-        self._set = {name for name, value in values.items() if value is not None}
-        for name, default in self.FIELDS.items():
-            value = values.get(name)
-            setattr(self, name, default() if value is None else value)
-
-    def WhichOneof(self, group: str) -> str | None:  # protobuf's name
-        return next((name for name in self.ONEOFS[group] if name in self._set), None)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self._set))
-        return f"{type(self).__name__}({shown})"
-
-
-def _fields(*names: str, **defaults: Callable[[], Any]) -> dict[str, Callable[[], Any]]:
-    """Fields named in ``names`` default to None (an unset scalar the runtime never reads
-    unset); the others to their factory."""
-    return {**dict.fromkeys(names, lambda: None), **defaults}
-
-
-_TYPED_DATA = (
-    "string",
-    "json",
-    "bytes",
-    "stream",
-    "http",
-    "int",
-    "double",
-    "collection_bytes",
-    "collection_string",
-    "collection_double",
-    "collection_sint64",
-    "model_binding_data",
-    "collection_model_binding_data",
-)
-
-
-class TypedData(Message):
-    FIELDS = _fields(*_TYPED_DATA)
-    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {"data": _TYPED_DATA}
-
-
-class ModelBindingData(Message):
-    """The host's reference to a binding's data, for a binding the worker marked
-    SupportsDeferredBinding."""
-
-    FIELDS = _fields(version=str, source=str, content_type=str, content=bytes)
-
-
-class RpcHttp(Message):
-    FIELDS = _fields(
-        method=str,
-        url=str,
-        headers=dict,
-        body=TypedData,
-        params=dict,
-        query=dict,
-        status_code=str,
-        cookies=list,
-        enable_content_negotiation=bool,
+def _compile(schema: str) -> types.SimpleNamespace:
+    """The message classes of ``schema``, a .proto text of messages (fields, repeated fields,
+    maps, oneofs, nested enums), by way of a FileDescriptorProto: no protoc. A field's type
+    is resolved by name as protoc resolves it: the enclosing message first, then the file."""
+    tokens = iter(re.findall(r"[{}]|[\w.]+", re.sub(r"//.*", "", schema)))
+    file = FileDescriptorProto(
+        name="mlfn_harness_rpc.proto",
+        package="mlfn_harness",
+        syntax="proto3",
+        dependency=["google/protobuf/duration.proto", "google/protobuf/timestamp.proto"],
     )
+    for keyword in tokens:
+        assert keyword == "message", f"a schema is messages, not {keyword!r}"
+        _message(file.message_type.add(), tokens)
+    # A pool of our own: the process's default pool (onnx's, OpenTelemetry's messages) is
+    # left alone, and a second import of this module (python -m) builds its own.
+    pool = descriptor_pool.DescriptorPool()
+    for known in (duration_pb2, timestamp_pb2):
+        pool.AddSerializedFile(known.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(file.SerializeToString())
+    names = [f"mlfn_harness.{m.name}" for m in file.message_type] + ["google.protobuf.Timestamp"]
+    classes = (message_factory.GetMessageClass(pool.FindMessageTypeByName(n)) for n in names)
+    return types.SimpleNamespace(**{cls.DESCRIPTOR.name: cls for cls in classes})
 
 
-class RpcHttpCookie(Message):
-    class SameSite:
-        Lax, Strict, ExplicitNone = 1, 2, 3
-
-    FIELDS = _fields(
-        "name", "value", "domain", "path", "expires", "secure", "http_only", "same_site", "max_age"
-    )
-
-
-setattr(RpcHttpCookie.SameSite, "None", 0)  # a keyword: no attribute syntax for it
-
-
-class NullableString(Message):
-    FIELDS = _fields("value")
-
-
-class NullableBool(Message):
-    FIELDS = _fields("value")
-
-
-class NullableDouble(Message):
-    FIELDS = _fields("value")
+def _message(message: DescriptorProto, tokens: Iterator[str]) -> None:
+    message.name = next(tokens)
+    next(tokens)  # {
+    oneof: int | None = None
+    for word in tokens:
+        if word == "}" and oneof is None:
+            return
+        if word == "}":
+            oneof = None
+        elif word == "enum":
+            enum = message.enum_type.add(name=next(tokens))
+            next(tokens)  # {
+            for name in iter(tokens.__next__, "}"):
+                enum.value.add(name=name, number=int(next(tokens)))
+        elif word == "oneof":
+            oneof = len(message.oneof_decl)
+            message.oneof_decl.add(name=next(tokens))
+            next(tokens)  # {
+        else:
+            _field(message, word, tokens, oneof)
 
 
-class NullableTimestamp(Message):
-    FIELDS = _fields("value")
+def _field(message: DescriptorProto, word: str, tokens: Iterator[str], oneof: int | None) -> None:
+    field = message.field.add(label=_OPTIONAL)
+    if word in ("repeated", "map"):
+        field.label = FieldDescriptorProto.LABEL_REPEATED
+    if word == "map":  # a repeated key/value message nested in this one, as protoc makes it
+        key, value, field.name = next(tokens), next(tokens), next(tokens)
+        entry = message.nested_type.add(name=field.name.title().replace("_", "") + "Entry")
+        entry.options.map_entry = True
+        _typed(entry.field.add(name="key", number=1, label=_OPTIONAL), key)
+        _typed(entry.field.add(name="value", number=2, label=_OPTIONAL), value)
+        _typed(field, entry.name)
+    else:
+        _typed(field, next(tokens) if word == "repeated" else word)
+        field.name = next(tokens)
+    field.number = int(next(tokens))
+    if oneof is not None:
+        field.oneof_index = oneof
 
 
-class Timestamp(Message):
-    FIELDS = _fields(seconds=int, nanos=int)
+def _typed(field: FieldDescriptorProto, kind: str) -> None:
+    if kind in _SCALARS:
+        field.type = _SCALARS[kind]
+    else:  # a message or an enum: the pool tells which
+        field.type_name = kind
 
 
-class ParameterBinding(Message):
-    # rpc_shared_memory is the other member: the host uses it only with
-    # FUNCTIONS_WORKER_SHARED_MEMORY_DATA_TRANSFER_ENABLED, which is off by default.
-    FIELDS = _fields(name=str, data=TypedData)
-    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {"rpc_data": ("data",)}
-
-
-class RpcException(Message):
-    FIELDS = _fields(message=str, stack_trace=str)
-
-
-class StatusResult(Message):
-    Failure, Success, Cancelled = 0, 1, 2
-    FIELDS = _fields(status=int, exception=RpcException)
-
-
-class RpcTraceContext(Message):
-    FIELDS = _fields(trace_parent=str, trace_state=str, attributes=dict)
-
-
-class RetryContext(Message):
-    FIELDS = _fields(retry_count=int, max_retry_count=int, exception=RpcException)
-
-
-class BindingInfo(Message):
-    undefined, string, binary, stream = 0, 1, 2, 3  # DataType
-    out, inout = 1, 2  # Direction ("in" = 0 is set below)
-    FIELDS = _fields(type=str, direction=int, data_type=int)
-
-
-setattr(BindingInfo, "in", 0)  # a keyword: no attribute syntax for it
-
-
-class RpcRetryOptions(Message):
-    FIELDS = _fields(
-        "delay_interval",
-        "minimum_interval",
-        "maximum_interval",
-        max_retry_count=int,
-        retry_strategy=str,
-    )
-
-
-class RpcFunctionMetadata(Message):
-    FIELDS = _fields(
-        name=str,
-        function_id=str,
-        managed_dependency_enabled=bool,
-        directory=str,
-        script_file=str,
-        entry_point=str,
-        is_proxy=bool,
-        language=str,
-        bindings=dict,
-        raw_bindings=list,
-        retry_options=RpcRetryOptions,
-        properties=dict,
-    )
-
-
-class WorkerMetadata(Message):
-    FIELDS = _fields(
-        runtime_name=str,
-        runtime_version=str,
-        worker_version=str,
-        worker_bitness=str,
-        custom_properties=dict,
-    )
-
-
-class WorkerInitRequest(Message):
-    FIELDS = _fields(host_version=str, capabilities=dict, function_app_directory=str)
-
-
-class WorkerInitResponse(Message):
-    FIELDS = _fields(capabilities=dict, worker_metadata=WorkerMetadata, result=StatusResult)
-
-
-class FunctionsMetadataRequest(Message):
-    FIELDS = _fields(function_app_directory=str)
-
-
-class FunctionMetadataResponse(Message):
-    FIELDS = _fields(
-        function_metadata_results=list, result=StatusResult, use_default_metadata_indexing=bool
-    )
-
-
-class FunctionLoadRequest(Message):
-    FIELDS = _fields(function_id=str, metadata=RpcFunctionMetadata)
-
-
-class FunctionLoadResponse(Message):
-    FIELDS = _fields(function_id=str, result=StatusResult)
-
-
-class InvocationRequest(Message):
-    FIELDS = _fields(
-        invocation_id=str,
-        function_id=str,
-        input_data=list,
-        trigger_metadata=dict,
-        trace_context=RpcTraceContext,
-        retry_context=RetryContext,
-    )
-
-
-class InvocationResponse(Message):
-    FIELDS = _fields(
-        invocation_id=str, output_data=list, return_value=TypedData, result=StatusResult
-    )
-
-
-class StreamingMessage(Message):
-    _CONTENT = (
-        "worker_init_request",
-        "functions_metadata_request",
-        "function_load_request",
-        "invocation_request",
-    )
-    FIELDS = _fields(*_CONTENT, request_id=str)
-    ONEOFS: ClassVar[dict[str, tuple[str, ...]]] = {"content": _CONTENT}
-
-
-protos = types.SimpleNamespace(
-    **{
-        cls.__name__: cls
-        for cls in (
-            TypedData,
-            RpcHttp,
-            RpcHttpCookie,
-            NullableString,
-            NullableBool,
-            NullableDouble,
-            NullableTimestamp,
-            Timestamp,
-            ParameterBinding,
-            RpcException,
-            StatusResult,
-            BindingInfo,
-            RpcRetryOptions,
-            RpcFunctionMetadata,
-            WorkerMetadata,
-            WorkerInitResponse,
-            FunctionMetadataResponse,
-            FunctionLoadResponse,
-            InvocationResponse,
-        )
-    }
-)
+protos = _compile(SCHEMA)  # what the proxy worker passes is its generated module
+# Names for the signatures below and the tests; other messages are made as protos.X, as the
+# runtime makes them. Made at run time, to a type checker they are Any.
+if TYPE_CHECKING:
+    TypedData: TypeAlias = Any
+    StatusResult: TypeAlias = Any
+    StreamingMessage: TypeAlias = Any
+    RpcFunctionMetadata: TypeAlias = Any
+    InvocationResponse: TypeAlias = Any
+else:
+    TypedData, StatusResult = protos.TypedData, protos.StatusResult
+    StreamingMessage, RpcFunctionMetadata = protos.StreamingMessage, protos.RpcFunctionMetadata
+    InvocationResponse = protos.InvocationResponse
 
 
 @dataclass
@@ -314,6 +260,10 @@ class WorkerRequest:
     name: str
     request: StreamingMessage
     properties: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # As the proxy worker has it: parsed from the bytes the host sent.
+        self.request = StreamingMessage.FromString(self.request.SerializeToString())
 
 
 # --- what the host sends --------------------------------------------------------------------
@@ -340,7 +290,7 @@ def http_data(
     if body and "content-length" not in merged:
         merged["content-length"] = str(len(body))
     return TypedData(
-        http=RpcHttp(
+        http=protos.RpcHttp(
             method=method.upper(),
             url=url,
             headers=merged,
@@ -439,7 +389,7 @@ def blob_data(
     if not by_reference:
         return TypedData(bytes=content), metadata
     named = {"Connection": connection, "ContainerName": container, "BlobName": path}
-    reference = ModelBindingData(
+    reference = protos.ModelBindingData(
         version="1.0",
         source="AzureStorageBlobs",
         content_type="application/json",
@@ -576,7 +526,7 @@ class Worker:
                 WorkerRequest(
                     "WorkerInitRequest",
                     StreamingMessage(
-                        worker_init_request=WorkerInitRequest(function_app_directory=app_dir)
+                        worker_init_request=protos.WorkerInitRequest(function_app_directory=app_dir)
                     ),
                     {"protos": protos, "host": "127.0.0.1"},
                 )
@@ -590,7 +540,7 @@ class Worker:
                 WorkerRequest(
                     "WorkerMetadataRequest",
                     StreamingMessage(
-                        functions_metadata_request=FunctionsMetadataRequest(
+                        functions_metadata_request=protos.FunctionsMetadataRequest(
                             function_app_directory=app_dir
                         )
                     ),
@@ -603,7 +553,7 @@ class Worker:
                     WorkerRequest(
                         "FunctionLoadRequest",
                         StreamingMessage(
-                            function_load_request=FunctionLoadRequest(
+                            function_load_request=protos.FunctionLoadRequest(
                                 function_id=meta.function_id, metadata=meta
                             )
                         ),
@@ -657,10 +607,10 @@ class Worker:
         import azure_functions_runtime as runtime
 
         meta = self.functions[function]
-        request = InvocationRequest(
+        request = protos.InvocationRequest(
             invocation_id=str(uuid.uuid4()),
             function_id=meta.function_id,
-            input_data=[ParameterBinding(name=self.trigger_name(function), data=trigger)],
+            input_data=[protos.ParameterBinding(name=self.trigger_name(function), data=trigger)],
             trigger_metadata=trigger_metadata or {},
         )
         message = StreamingMessage(invocation_request=request)
@@ -809,8 +759,9 @@ def run_in_fresh_worker(
         )
         if done.returncode != 0:
             raise WorkerError(f"the worker process failed:\n{done.stdout}\n{done.stderr}")
-        responses: list[InvocationResponse] = pickle.loads((work / "responses.pickle").read_bytes())
-        return responses
+        # Each response as the host would receive it: the message's bytes.
+        answers: list[bytes] = pickle.loads((work / "responses.pickle").read_bytes())
+        return [InvocationResponse.FromString(answer) for answer in answers]
     finally:
         for path in work.iterdir():
             path.unlink()
@@ -830,11 +781,13 @@ def _child_main(work: Path) -> None:
             responses = [worker.run(call).result(TIMEOUT_S) for call in calls]
     finally:
         worker.stop()
-    (work / "responses.pickle").write_bytes(pickle.dumps(responses))
+    answers = [response.SerializeToString() for response in responses]
+    (work / "responses.pickle").write_bytes(pickle.dumps(answers))
 
 
 if __name__ == "__main__":
-    # Run as tests.worker.harness, so the pickled messages are this module's classes.
+    # Run as tests.worker.harness, so the unpickled calls are this module's classes (Worker.run
+    # tells them apart by class).
     from tests.worker import harness
 
     harness._child_main(Path(sys.argv[1]))
