@@ -18,6 +18,10 @@ from runtime.telemetry import Invocation
 
 log = logging.getLogger("mlfn.batching")
 
+# An idle endpoint's request skips the turn of the loop that lets company join it, unless the
+# last request found company, or this many have gone by since one looked.
+LOOK_EVERY = 16
+
 I = TypeVar("I")  # noqa: E741 - one instance
 O = TypeVar("O")  # noqa: E741 - what a run returns for the instances it was given
 
@@ -83,6 +87,7 @@ class Batcher(Generic[I, O]):
         self._pending: collections.deque[_Request[I, O]] = collections.deque()
         self._arrived: asyncio.Event | None = None
         self._running = 0
+        self._alone = 0  # idle requests in a row that found no company
 
     async def submit(self, instances: list[I], *, bounded: bool = True) -> O:
         """Score ``instances`` with whatever else is waiting. ``bounded`` False: never refused
@@ -104,10 +109,37 @@ class Batcher(Generic[I, O]):
         assert self._arrived is not None
         self._arrived.set()
         self.stats.requests += 1
+        if len(self._pending) == 1 and self._running < self._concurrency:
+            return await self._lead_own(loop, request)
+        self._alone = 0  # company: the next idle request looks for more
         self._start_leader(loop)
         # A caller that is cancelled here cancels only its own future: the batch its request
         # is in runs in the leader's task, for the other requests in it.
         return await request.future
+
+    async def _lead_own(self, loop: asyncio.AbstractEventLoop, request: _Request[I, O]) -> O:
+        """An idle endpoint's request runs in its own task, with no leader task to start and
+        no future to wake it. It first gives requests that arrived with it one turn of the loop
+        to join (then, with company, all go to a leader task as any other, so a caller cancelled
+        meanwhile cancels only its own answer), unless the last requests found none: that turn
+        costs as much as the rest of the batcher, so a client calling one request at a time
+        pays it once in ``LOOK_EVERY``; any sign of company makes every request look again."""
+        self._running += 1
+        alone = False
+        try:
+            if self._alone % LOOK_EVERY == 0:
+                await asyncio.sleep(0)
+            alone = len(self._pending) == 1 and self._pending[0] is request
+            self._alone = self._alone + 1 if alone else 0
+            if alone:
+                self._pending.popleft()
+                await self._lead_batch([request])
+        except BaseException:
+            request.future.cancel()
+            raise
+        finally:
+            self._leave(loop)  # a leader for whoever waits: this request too, if it has company
+        return request.future.result() if alone else await request.future
 
     def _start_leader(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start a task that runs batches while requests wait, if a run slot is free. Starting
@@ -132,16 +164,19 @@ class Batcher(Generic[I, O]):
         while batch := self._take():
             if self._wait and self._fill(batch) < self._max and self._busy(batch):
                 await self._gather(batch)
-            try:
-                await self._dispatch(batch)
-            except Exception as exc:  # a bug in split: fail these requests, keep going
-                log.exception("batch dispatch failed")
-                for request in batch:
-                    _settle(request.future, exc=exc)
-            except BaseException:  # cancelled (the loop shuts down): nobody is left unanswered
-                for request in batch:
-                    request.future.cancel()
-                raise
+            await self._lead_batch(batch)
+
+    async def _lead_batch(self, batch: list[_Request[I, O]]) -> None:
+        try:
+            await self._dispatch(batch)
+        except Exception as exc:  # a bug in split: fail these requests, keep going
+            log.exception("batch dispatch failed")
+            for request in batch:
+                _settle(request.future, exc=exc)
+        except BaseException:  # cancelled (the loop shuts down): nobody is left unanswered
+            for request in batch:
+                request.future.cancel()
+            raise
 
     def _drop_answered(self) -> None:
         """Forget waiting requests that are already answered (their callers gave up)."""

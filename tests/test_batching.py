@@ -249,3 +249,69 @@ def test_a_queue_caller_is_never_refused_as_overloaded() -> None:
         return list(await asyncio.wait_for(asyncio.gather(*tasks), 10))
 
     assert asyncio.run(main()) == [[0], [1], [2], [3]]
+
+
+def test_an_idle_endpoints_requests_run_in_their_own_task_and_look_for_company_now_and_then() -> (
+    None
+):
+    """A request on an idle endpoint runs without a turn of the event loop (no leader task, no
+    future to wake), except the first and every LOOK_EVERY-th, which give requests that arrived
+    with it a turn to join."""
+    from runtime.batching import LOOK_EVERY
+
+    async def run(instances: list[int]) -> list[int]:
+        return instances  # no await: a run that never gives the loop a turn
+
+    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, s, n: out[s : s + n], 8)
+
+    async def main() -> list[bool]:
+        turned = []
+        for i in range(2 * LOOK_EVERY + 1):
+            ran: list[int] = []
+            asyncio.get_running_loop().call_soon(ran.append, 1)
+            assert await batcher.submit([i]) == [i]
+            turned.append(bool(ran))
+            await asyncio.sleep(0)  # the callback's turn, before the next request
+        return turned
+
+    turned = asyncio.run(main())
+    assert [i for i, t in enumerate(turned) if t] == [0, LOOK_EVERY, 2 * LOOK_EVERY]
+
+
+def test_a_burst_after_many_lone_requests_is_still_merged() -> None:
+    batcher, calls = _batcher(max_batch_size=16)
+
+    async def main() -> list[list[int]]:
+        for i in range(5):  # one at a time: they stop looking for company
+            await batcher.submit([i])
+        return await asyncio.gather(*(batcher.submit([i]) for i in range(100, 110)))
+
+    assert asyncio.run(main()) == [[i * 10] for i in range(100, 110)]
+    burst = calls[5:]
+    # The first may run alone (it did not look); it runs in a thread, and the rest wait for it
+    # and are merged into one run.
+    assert len(burst) <= 2 and sorted(i for c in burst for i in c) == list(range(100, 110))
+
+
+def test_a_cancelled_lone_request_leaves_the_endpoint_working() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        if instances == [0]:
+            started.set()
+            release.wait(10)
+        return instances
+
+    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, s, n: out[s : s + n], 4)
+
+    async def main() -> list[int]:
+        first = asyncio.create_task(batcher.submit([0]))
+        await asyncio.to_thread(started.wait, 10)
+        later = asyncio.create_task(batcher.submit([1]))  # waits: the first holds the slot
+        first.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await asyncio.wait_for(later, 10)
+
+    assert asyncio.run(main()) == [1]

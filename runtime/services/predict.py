@@ -61,7 +61,7 @@ class PredictService:
 
     def __init__(self, endpoints: Mapping[str, BoundEndpoint], registry: ModelRegistry) -> None:
         self._scorers = {
-            name: _Scorer(bound, registry)
+            name: Scorer(bound, registry)
             for name, bound in endpoints.items()
             if bound.endpoint.predict_fn is not None
         }
@@ -85,14 +85,12 @@ class PredictService:
 
     async def predict_body(self, name: str, body: bytes) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit."""
-        scorer = self._scorer(name)
-        tel = telemetry.current()
-        if tel.on:  # a span costs even when off: the hot path only checks
-            with tel.span("mlfn.validate"):
-                instances = await scorer.decode_body(body)
-        else:
-            instances = await scorer.decode_body(body)
-        return await scorer.batcher.submit(instances)
+        return await self._scorer(name).predict_body(body)
+
+    def scorer(self, name: str) -> Scorer:
+        """The endpoint's own scorer, for a caller that keeps it (the HTTP trigger): every
+        request after the first goes to it directly."""
+        return self._scorer(name)
 
     def validate(self, name: str, raw: Sequence[Any], field: str = "instances") -> list[BaseModel]:
         """Validate raw instances against the endpoint's input schema; every failing field is
@@ -121,14 +119,14 @@ class PredictService:
         batcher: the caller batches): the output columns, checked for presence and length."""
         return self._scorer(name).predicting_columns()
 
-    def _scorer(self, name: str) -> _Scorer:
+    def _scorer(self, name: str) -> Scorer:
         try:
             return self._scorers[name]
         except KeyError:
             raise EndpointNotFound(name) from None
 
 
-class _Scorer:
+class Scorer:
     """One endpoint's validation, batcher and predict calls."""
 
     def __init__(self, bound: BoundEndpoint, registry: ModelRegistry) -> None:
@@ -169,6 +167,16 @@ class _Scorer:
 
     def retry_in(self) -> float:
         return self._registry.retry_in(self.name)
+
+    async def predict_body(self, body: bytes) -> Scored:
+        """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit."""
+        tel = telemetry.current()
+        if tel.on:  # a span costs even when off: the hot path only checks
+            with tel.span("mlfn.validate"):
+                instances = await self.decode_body(body)
+        else:
+            instances = await self.decode_body(body)
+        return await self.batcher.submit(instances)
 
     async def decode_body(self, body: bytes) -> list[BaseModel]:
         instances = self.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None

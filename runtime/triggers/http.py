@@ -5,25 +5,43 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from runtime.host_json import route_prefix
 from runtime.protocol import v1
 from runtime.services import Services
-from runtime.triggers.responses import AsyncHttpFunction, HttpFunction, guarded, json_response
+from runtime.triggers.responses import (
+    AsyncHttpFunction,
+    HttpFunction,
+    error_response,
+    json_response,
+)
 from runtime.version import package_version
+
+if TYPE_CHECKING:
+    from runtime.services.predict import Scorer
 
 
 def predict_function(name: str, services: Services) -> AsyncHttpFunction:
     """``POST /api/NAME/predict``: a V1 body scored by the endpoint's predict function, through
-    the endpoint's batcher (concurrent requests share model calls)."""
+    the endpoint's batcher (concurrent requests share model calls). The hot path, so the
+    endpoint's scorer is looked up once (the services are built on the first request) and
+    errors are answered here, without a wrapper of their own."""
+    scorer: Scorer | None = None
 
     async def predict(req: func.HttpRequest) -> func.HttpResponse:
-        scored = await services.predict.predict_body(name, req.get_body())
+        nonlocal scorer
+        try:
+            if scorer is None:
+                scorer = services.predict.scorer(name)
+            scored = await scorer.predict_body(req.get_body())
+        except Exception as exc:
+            return error_response(req, exc)
         return func.HttpResponse(v1.encode_response(scored), mimetype="application/json")
 
-    return guarded(predict)
+    return predict
 
 
 def openapi_function(services: Services) -> HttpFunction:
