@@ -28,7 +28,7 @@ from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import Binding, FunctionInfo
 from runtime.host.outages import RETRY_S, first_line
-from runtime.host.queue_options import QueueOptions
+from runtime.host.queue_options import MAX_INVISIBLE_S, QueueOptions
 from runtime.host.storage_accounts import StorageAccounts
 from runtime.protocol import message_encoding
 
@@ -41,7 +41,6 @@ IO = Callable[..., Awaitable[Any]]
 
 MIN_POLLING_S = 0.1
 POISON_SUFFIX = "-poison"
-MAX_INVISIBLE_S = 7 * 24 * 3600.0  # the queue service's limit on a visibility timeout
 
 
 def binding_value(
@@ -189,19 +188,23 @@ class QueueListener:
             )
 
     async def _poison(self, lease: Lease) -> None:
-        if (
-            self.queue_name.endswith(POISON_SUFFIX)
-            or len(self.queue_name) + len(POISON_SUFFIX) > 63
-        ):
+        if self.queue_name.endswith(POISON_SUFFIX):
+            why = "it is a poison queue itself"
+        elif len(self.queue_name) + len(POISON_SUFFIX) > 63:
+            why = "name too long"
+        else:
+            why = ""
+        if why:
             # Left alone it would come back every lease and fail again, forever; parked for
             # as long as storage allows, it stays in the queue for an operator to inspect.
             parked_s = await self._accounts.io(lease.park)
             log.error(
-                "message %s failed %d times; queue %s cannot have a poison queue (name too "
-                "long), so the message is left in it, invisible for %.0f s",
+                "message %s failed %d times; queue %s cannot have a poison queue (%s), so the "
+                "message is left in it, invisible for %.0f s",
                 lease.message.id,
                 lease.message.dequeue_count,
                 self.queue_name,
+                why,
                 parked_s,
             )
             return

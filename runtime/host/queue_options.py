@@ -10,6 +10,8 @@ from runtime.errors import HostConfigError
 from runtime.host_json import HostConfig, parse_timespan
 from runtime.protocol.message_encoding import ENCODINGS
 
+MAX_INVISIBLE_S = 7 * 24 * 3600.0  # the queue service's limit on a visibility timeout
+
 
 def _int(value: Any, key: str, low: int, high: int) -> int:
     try:
@@ -47,13 +49,21 @@ class QueueOptions:
         encoding = str(get("messageEncoding") or "base64").lower()
         if encoding not in ENCODINGS:
             raise HostConfigError(f'host.json messageEncoding={encoding!r}: use "base64" or "none"')
+        visibility_s = (
+            parse_timespan(visibility, "visibilityTimeout") if visibility is not None else 0.0
+        )
+        if visibility_s > MAX_INVISIBLE_S:
+            # The service refuses such a release: the message would come back only when its
+            # lease lapsed, whatever this says.
+            raise HostConfigError(
+                f"host.json visibilityTimeout={visibility!r} is over the queue service's limit "
+                "of 7 days (7.00:00:00)"
+            )
         return cls(
             batch_size=batch,
             new_batch_threshold=threshold,
             max_dequeue_count=_int(get("maxDequeueCount") or 5, "maxDequeueCount", 1, 1_000_000),
-            visibility_timeout_s=parse_timespan(visibility, "visibilityTimeout")
-            if visibility is not None
-            else 0.0,
+            visibility_timeout_s=visibility_s,
             max_polling_interval_s=max(
                 0.1, parse_timespan(polling, "maxPollingInterval") if polling is not None else 60.0
             ),

@@ -237,7 +237,10 @@ def test_a_queue_named_like_a_poison_queue_parks_the_message_instead(
         ("update", "jobs-poison", "m1", "r0", round(MAX_INVISIBLE_S))
     ]
     said = _said(caplog)[-1]
-    assert said.startswith(f"ERROR message m1 failed {count} times; queue jobs-poison cannot ")
+    assert said.startswith(
+        f"ERROR message m1 failed {count} times; queue jobs-poison cannot have a poison queue "
+        "(it is a poison queue itself)"
+    )
     assert said.endswith(", so the message is left in it, invisible for 604800 s")
 
 

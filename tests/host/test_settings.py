@@ -81,3 +81,25 @@ def test_a_function_timeout_the_host_would_refuse_is_named(tmp_path: Path, value
     (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "functionTimeout": value}))
     with pytest.raises(HostConfigError, match="functionTimeout"):
         _ = HostConfig.load(tmp_path, {}).function_timeout_s
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("7.00:00:00", 604800.0), ("00:00:30", 30.0)])
+def test_a_visibility_timeout_within_the_services_limit_is_taken(
+    tmp_path: Path, value: str, seconds: float
+) -> None:
+    from runtime.host.queue_options import QueueOptions
+
+    doc = {"version": "2.0", "extensions": {"queues": {"visibilityTimeout": value}}}
+    config = HostConfig.load(_host_json(tmp_path, doc), {})
+    assert QueueOptions.from_host(config).visibility_timeout_s == seconds
+
+
+def test_a_visibility_timeout_over_the_services_limit_is_named(tmp_path: Path) -> None:
+    """The queue service refuses a release hiding a message over 7 days: the failed message
+    would come back when its lease lapsed, not when host.json says."""
+    from runtime.host.queue_options import QueueOptions
+
+    doc = {"version": "2.0", "extensions": {"queues": {"visibilityTimeout": "7.00:00:01"}}}
+    config = HostConfig.load(_host_json(tmp_path, doc), {})
+    with pytest.raises(HostConfigError, match=r"visibilityTimeout='7\.00:00:01' is over"):
+        QueueOptions.from_host(config)
