@@ -32,8 +32,8 @@ ALLOWED: dict[str, set[str]] = {
     "host_json": {"errors"},
     "telemetry": {"config", "errors", "version", "redact"},
     "storage": {"config", "errors", "protocol", "telemetry"},
-    "store": {"storage", "config", "errors"},
-    "models": {"store", "config", "errors", "element_types", "digest", "telemetry"},
+    "model_store": {"storage", "config", "errors"},
+    "models": {"model_store", "config", "errors", "element_types", "digest", "telemetry"},
     "protocol": {"errors", "scored", "element_types"},
     # Columns: checks compiled from a model, a columnar predict's arrays; numpy and pyarrow.
     "columnar": {"errors"},

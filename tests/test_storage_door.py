@@ -1,5 +1,5 @@
 """Storage has one door: the Azure Storage, Core and Identity SDKs are imported by the storage
-rooms (runtime/storage/: the app's storage account; runtime/store/: where model bytes come
+rooms (runtime/storage/: the app's storage account; runtime/model_store/: where model bytes come
 from) and by the local host's own storage module, nowhere else. Every import statement counts,
 those inside functions (imported on first use) and those for type checkers only too: code
 elsewhere asks the door and gets mlfn's values and exceptions back."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
 SDKS = ("azure.storage", "azure.core", "azure.identity")
-DOORS = ("storage/", "store/", "host/storage_accounts.py")
+DOORS = ("storage/", "model_store/", "host/storage_accounts.py")
 
 
 def _sdk_imports(path: Path) -> list[str]:
@@ -44,7 +44,7 @@ def test_the_storage_sdks_are_imported_only_behind_the_storage_door() -> None:
         if not name.startswith(DOORS) and (imports := _sdk_imports(path))
     }
     assert outside == {}, (
-        "the storage SDKs imported outside runtime/storage/, runtime/store/ and "
+        "the storage SDKs imported outside runtime/storage/, runtime/model_store/ and "
         "runtime/host/storage_accounts.py: give the door a function or an mlfn exception for "
         f"what is needed: {outside}"
     )

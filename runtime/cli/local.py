@@ -80,7 +80,7 @@ def new(name: str, source: str, template: str, labels: str | None) -> None:
 def upload(file: Path, uri: str, connection: str | None) -> None:
     """Upload a model FILE to URI (az://, s3://, a blob URL or a path) and print its sha256."""
     from runtime.digest import sha256_file
-    from runtime.store import locate, resolve_uri
+    from runtime.model_store import locate, resolve_uri
 
     app_dir = Path.cwd()
     digest = sha256_file(file)

@@ -13,7 +13,7 @@ import click
 from runtime.errors import HostError, MlfnError
 
 if TYPE_CHECKING:
-    from runtime.store.base import Progress
+    from runtime.model_store.base import Progress
 
 
 @contextmanager

@@ -24,7 +24,7 @@ def check_models(
 ) -> None:
     from runtime.config import Settings
     from runtime.errors import ConfigError, MlfnError
-    from runtime.store import locate, resolve_uri
+    from runtime.model_store import locate, resolve_uri
 
     try:
         config = Settings.from_mapping(settings)
@@ -93,7 +93,7 @@ def referenced_files(
     reference cannot be resolved for have their own finding above)."""
     from runtime.config import Settings
     from runtime.errors import ConfigError
-    from runtime.store import resolve_uri
+    from runtime.model_store import resolve_uri
 
     try:
         config = Settings.from_mapping(settings)

@@ -29,8 +29,8 @@ from runtime.errors import (
     ModelLoadTimeout,
     StoreUnavailable,
 )
-from runtime.store import ModelSource
-from runtime.store.base import Progress
+from runtime.model_store import ModelSource
+from runtime.model_store.base import Progress
 
 log = logging.getLogger("mlfn.cache")
 

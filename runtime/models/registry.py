@@ -16,13 +16,13 @@ from pathlib import Path
 from runtime import telemetry
 from runtime.config import Settings
 from runtime.errors import MlfnError, ModelLoadTimeout, StoreUnavailable
+from runtime.model_store import ModelSource, locate, resolve_uri
 from runtime.models.cache import DiskCache
 from runtime.models.memory import MB, release_to_os, rss_bytes
 from runtime.models.onnx_model import LoadReport, OnnxModel
 from runtime.models.reference import Model
 from runtime.models.session import SessionConfig
 from runtime.models.warm import import_in_background
-from runtime.store import ModelSource, locate, resolve_uri
 
 log = logging.getLogger("mlfn.models")
 

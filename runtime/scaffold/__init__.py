@@ -24,12 +24,12 @@ from runtime.config import Settings
 from runtime.element_types import BY_ONNX
 from runtime.endpoint import check_endpoint_name
 from runtime.errors import ScaffoldError
+from runtime.model_store.base import Progress
 from runtime.models.onnx_model import TensorSpec
 from runtime.models.reference import Model
 from runtime.protocol.jobs import check_queue_name, requests_queue, results_queue
 from runtime.scaffold.classifier import FLOATS, classifier_outputs, fill_values
 from runtime.scaffold.columns import column_fields
-from runtime.store.base import Progress
 
 TEMPLATES = ("tensor", "classifier", "regressor")
 # metadata_props keys a converter may use to name a classifier's classes (a JSON list).
@@ -227,8 +227,8 @@ def _check_name(name: str) -> None:
 
 
 def _fetch(source: str, app_dir: Path, settings: Settings, progress: Progress | None) -> Path:
+    from runtime.model_store import locate, resolve_uri
     from runtime.models.cache import DiskCache
-    from runtime.store import locate, resolve_uri
 
     uri = resolve_uri(Model(source).uri, settings, app_dir)
     return DiskCache(settings.cache_dir).fetch(locate(uri, settings), progress=progress).path

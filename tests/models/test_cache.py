@@ -154,7 +154,7 @@ def test_worker_processes_on_one_machine_share_one_download(
         from pathlib import Path
         from runtime.config import Settings, storage_account
         from runtime.models.cache import DiskCache
-        from runtime.store import locate
+        from runtime.model_store import locate
         settings = Settings(store_connection=storage_account("S", {azurite.connection_string!r}))
         while time.time() < float(sys.argv[1]):  # start together
             time.sleep(0.001)
@@ -179,7 +179,7 @@ def test_a_download_cut_short_on_the_wire_is_unavailable_and_never_cached(
     azurite: AzuriteInfo, models_in_blob: str, tmp_path: Path, example_models: dict[str, Path]
 ) -> None:
     from runtime.errors import StoreUnavailable
-    from tests.store.truncating_proxy import truncating_proxy
+    from tests.model_store.truncating_proxy import truncating_proxy
 
     with truncating_proxy(azurite.blob_port) as port:
         through_proxy = azurite.connection_string.replace(

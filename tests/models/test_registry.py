@@ -14,9 +14,9 @@ import pytest
 from runtime.config import Settings, storage_account
 from runtime.endpoint import Model
 from runtime.errors import IntegrityError, ModelNotInStore, StoreUnavailable
+from runtime.model_store.base import StoredObject
 from runtime.models.cache import DiskCache
 from runtime.models.registry import ModelRegistry, ModelState
-from runtime.store.base import StoredObject
 from tests.conftest import AzuriteInfo
 from tests.support import count_blob_gets, settled_log
 

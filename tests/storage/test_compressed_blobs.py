@@ -125,7 +125,7 @@ def test_a_model_stored_with_a_content_encoding_downloads_as_stored(
 ) -> None:
     # Its size and digest are the stored bytes': the SDK inflated it whole (and a range at a
     # time past 32 MiB, which fails), so a bomb named as a model filled the disk.
-    from runtime.store.azure_blob import AzureBlob
+    from runtime.model_store.azure_blob import AzureBlob
 
     bomb = gzip_bomb(b"onnx?", 64 * MiB)
     _upload(azurite, container, "m/model.onnx", bomb, "gzip")

@@ -27,9 +27,9 @@ import pytest
 from runtime.config import Settings
 from runtime.errors import ListenerError, PackageMissing, StoreUnavailable
 from runtime.host.storage_accounts import StorageAccounts
+from runtime.model_store import locate
 from runtime.storage import clients
 from runtime.storage.queues import EndpointQueues
-from runtime.store import locate
 from scripts import azurite as azurite_script
 from tests.support import LocalHost, copy_examples, wait_for
 

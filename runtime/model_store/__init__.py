@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 from runtime.config import Settings
 from runtime.errors import ConfigError
-from runtime.store.base import ModelSource, StoredObject
+from runtime.model_store.base import ModelSource, StoredObject
 
 __all__ = ["ModelSource", "StoredObject", "locate", "resolve_uri"]
 
@@ -40,19 +40,19 @@ def locate(uri: str, settings: Settings) -> ModelSource:
     """The source for an absolute model URI (see ``resolve_uri``)."""
     parts = urlsplit(uri)
     if uri.startswith("/") or parts.scheme == "file":
-        from runtime.store.local import LocalFile
+        from runtime.model_store.local import LocalFile
 
         return LocalFile(Path(unquote(parts.path)))
     if parts.scheme == "az":
-        from runtime.store.azure_blob import AzureBlob
+        from runtime.model_store.azure_blob import AzureBlob
 
         return AzureBlob.from_az_uri(parts.netloc, parts.path.lstrip("/"), settings)
     if parts.scheme == "s3":
-        from runtime.store.s3 import S3Object
+        from runtime.model_store.s3 import S3Object
 
         return S3Object(parts.netloc, parts.path.lstrip("/"), settings)
     if parts.scheme in ("https", "http"):
-        from runtime.store.azure_blob import AzureBlob
+        from runtime.model_store.azure_blob import AzureBlob
 
         return AzureBlob.from_url(uri, settings)
     raise ConfigError("model uri", uri, SCHEMES)

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 from runtime.config import Settings
 from runtime.errors import ModelNotInStore, StoreUnavailable
-from runtime.store.base import Progress, StoredObject
+from runtime.model_store.base import Progress, StoredObject
 
 MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 

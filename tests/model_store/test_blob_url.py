@@ -11,8 +11,8 @@ import pytest
 from runtime.config import Settings
 from runtime.endpoint import Model
 from runtime.errors import StoreUnavailable
+from runtime.model_store import locate
 from runtime.models.registry import ModelRegistry
-from runtime.store import locate
 from scripts.azurite import ACCOUNT, KEY
 from tests.conftest import AzuriteInfo
 

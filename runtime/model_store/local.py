@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from runtime.errors import ModelNotInStore
-from runtime.store.base import Progress, StoredObject
+from runtime.model_store.base import Progress, StoredObject
 
 
 class LocalFile:

@@ -13,8 +13,8 @@ import pytest
 
 from runtime.config import Connection, Settings, storage_account
 from runtime.errors import ConfigError, ModelNotInStore, StoreUnavailable
-from runtime.store import locate, resolve_uri
-from runtime.store.azure_blob import AzureBlob
+from runtime.model_store import locate, resolve_uri
+from runtime.model_store.azure_blob import AzureBlob
 from tests.conftest import AzuriteInfo
 
 

@@ -14,8 +14,8 @@ from runtime.config import Settings
 from runtime.digest import sha256_file
 from runtime.endpoint import Model
 from runtime.errors import ModelNotInStore, StoreUnavailable
+from runtime.model_store import locate
 from runtime.models.registry import ModelRegistry
-from runtime.store import locate
 from tests.support import MLFN, free_port
 
 CREDENTIALS = {

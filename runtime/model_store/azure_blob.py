@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from runtime.config import Settings
 from runtime.errors import ModelNotInStore, NotFound
+from runtime.model_store.base import Progress, StoredObject
 from runtime.storage import clients
-from runtime.store.base import Progress, StoredObject
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
