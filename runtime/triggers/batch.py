@@ -10,12 +10,10 @@ from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
-from runtime import telemetry
 from runtime.protocol import batch
 from runtime.services import Services
-from runtime.telemetry import Invocation
 from runtime.triggers.blob_reference import BlobReference
-from runtime.triggers.invocation import DETACHED
+from runtime.triggers.invocation import DETACHED, Scope
 
 BlobFunction = Callable[[BlobReference, func.Context], Awaitable[None]]
 
@@ -26,8 +24,7 @@ def batch_function(name: str, results: str, services: Services) -> BlobFunction:
     """Score each file of endpoint NAME's batch container into ``results``."""
 
     async def score_file(blob: BlobReference, context: func.Context = DETACHED) -> None:
-        invocation = Invocation(context.invocation_id or None, context.thread_local_storage)
-        token = telemetry.enter(invocation)
+        scope = Scope(context)
         try:
             path = blob.name
             summary = await services.batch.score_blob(name, path, results)
@@ -43,6 +40,6 @@ def batch_function(name: str, results: str, services: Services) -> BlobFunction:
                     summary.output or batch.summary_path(path, summary.etag),
                 )
         finally:
-            telemetry.leave(token)
+            scope.close()
 
     return score_file

@@ -1,6 +1,7 @@
-"""What every invocation of mlfn's HTTP functions gets, whatever the route: its invocation id
-on the response (``x-mlfn-invocation-id``, docs/decisions.md) and on the threads that run
-predict, and, with telemetry on, its span (continuing the caller's ``traceparent``) and metrics.
+"""What every invocation of mlfn's functions gets, whatever the trigger (``Scope``): its
+invocation id on the threads that run predict (their log lines are attributed to it on Azure)
+and, with telemetry on, its span (continuing the caller's ``traceparent``) and metrics. An HTTP
+invocation's response also carries the id (``x-mlfn-invocation-id``, docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -49,6 +50,36 @@ def host_carrier(context: func.Context) -> Carrier:
     return getattr(found, "trace_parent", None), getattr(found, "trace_state", None)
 
 
+class Scope(Invocation):
+    """One invocation as its trigger holds it, from the call to the answer, set up in one place
+    for every trigger: current (for the work it starts) from its making until ``close``; with
+    telemetry on, ``begin`` starts its span, which ``close`` ends, counting the invocation with
+    ``status`` (an HTTP status or a queue message's outcome: 500 unless the trigger sets it,
+    for an exception that ends the invocation). The invocation itself, not a holder of one: this
+    is on every request's path."""
+
+    __slots__ = ("_context", "_function", "_outer", "endpoint", "status")
+
+    def __init__(self, context: func.Context) -> None:
+        Invocation.__init__(self, context.invocation_id or None, context.thread_local_storage)
+        self.status: int | str = 500
+        self.endpoint: str | None = None  # the span's, when the function serves several
+        self._context = context
+        self._function: Function | None = None
+        self._outer = telemetry.enter(self)  # for the threads that run predict
+
+    def begin(self, function: Function, caller: Carrier) -> None:
+        """Start the invocation's span as ``function``'s, continuing ``caller``'s trace or the
+        host's (``host_carrier``)."""
+        self._function = function
+        telemetry.current().begin(self, function, caller, host_carrier(self._context))
+
+    def close(self) -> None:
+        if self._function is not None:
+            telemetry.current().end(self, self._function, self.status, self.endpoint)
+        telemetry.leave(self._outer)
+
+
 def http_function(
     name: str,
     method: str,
@@ -57,7 +88,9 @@ def http_function(
     app_root: Path,
     endpoints: Collection[str],
 ) -> ContextHttpFunction | AsyncContextHttpFunction:
-    """``handler`` as function NAME (``method`` on ``route``), taking the worker's ``context``."""
+    """``handler`` as function NAME (``method`` on ``route``), taking the worker's ``context``.
+    A sync handler stays sync (the worker runs it in a thread), an async one async: the shells
+    differ by ``await`` alone, what they do is ``opened`` and ``answered``."""
 
     @functools.cache
     def described() -> Function:  # on the first invocation with telemetry on: reads host.json
@@ -67,64 +100,46 @@ def http_function(
             attributes["mlfn.endpoint"] = name.removesuffix("_predict")
         return Function(name, HTTP, f"{method} {path}", attributes)
 
-    def endpoint_of(req: func.HttpRequest) -> str | None:
-        named = req.route_params.get("model_name")  # a client's text: only known names count
-        return named if named in endpoints else None
+    def opened(req: func.HttpRequest, context: func.Context) -> Scope:
+        scope = Scope(context)
+        if telemetry.current().on:
+            try:
+                named = req.route_params.get("model_name")  # a client's text: only known names
+                scope.endpoint = named if named in endpoints else None
+                caller = req.headers.get("traceparent"), req.headers.get("tracestate")
+                scope.begin(described(), caller)
+            except BaseException:
+                scope.close()
+                raise
+        return scope
 
-    def begin(invocation: Invocation, req: func.HttpRequest, context: func.Context) -> None:
-        caller = req.headers.get("traceparent"), req.headers.get("tracestate")
-        telemetry.current().begin(invocation, described(), caller, host_carrier(context))
-
-    def end(invocation: Invocation, req: func.HttpRequest, status: int) -> None:
-        telemetry.current().end(invocation, described(), status, endpoint_of(req))
-
-    def named(response: func.HttpResponse, invocation_id: str | None) -> func.HttpResponse:
-        if invocation_id:
-            response.headers[INVOCATION_ID_HEADER] = invocation_id
+    def answered(scope: Scope, response: func.HttpResponse) -> func.HttpResponse:
+        scope.status = response.status_code
+        if scope.id:
+            response.headers[INVOCATION_ID_HEADER] = scope.id
         return response
 
     if inspect.iscoroutinefunction(handler):
         run = cast(AsyncHttpFunction, handler)
 
-        async def traced(invocation: Invocation, req: func.HttpRequest) -> func.HttpResponse:
-            status = 500  # unless the handler answers: a bug past its own error answers
-            try:
-                response = await run(req)
-                status = response.status_code
-                return response
-            finally:
-                end(invocation, req, status)
-
         async def invoked(
             req: func.HttpRequest, context: func.Context = DETACHED
         ) -> func.HttpResponse:
-            invocation = Invocation(context.invocation_id or None, context.thread_local_storage)
-            token = telemetry.enter(invocation)  # for the threads that run predict
+            scope = opened(req, context)
             try:
-                if telemetry.current().on:
-                    begin(invocation, req, context)
-                    response = await traced(invocation, req)
-                else:
-                    response = await run(req)
+                return answered(scope, await run(req))
             finally:
-                telemetry.leave(token)
-            return named(response, invocation.id)
+                scope.close()
 
         return invoked
 
     call = cast(HttpFunction, handler)
 
     def invoked_sync(req: func.HttpRequest, context: func.Context = DETACHED) -> func.HttpResponse:
-        if not telemetry.current().on:
-            return named(call(req), context.invocation_id)
-        invocation = Invocation(context.invocation_id or None, context.thread_local_storage)
-        begin(invocation, req, context)
-        status = 500
+        scope = opened(req, context)
         try:
-            response = call(req)
-            status = response.status_code
+            return answered(scope, call(req))
         finally:
-            end(invocation, req, status)
-        return named(response, invocation.id)
+            scope.close()
 
     return invoked_sync

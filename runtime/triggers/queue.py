@@ -12,8 +12,8 @@ from runtime import telemetry
 from runtime.host_json import max_dequeue_count
 from runtime.protocol import jobs
 from runtime.services import Services
-from runtime.telemetry import QUEUE, Function, Invocation
-from runtime.triggers.invocation import DETACHED, host_carrier
+from runtime.telemetry import QUEUE, Function
+from runtime.triggers.invocation import DETACHED, Scope
 
 QueueFunction = Callable[[func.QueueMessage, func.Out[str], func.Context], Awaitable[None]]
 
@@ -35,30 +35,26 @@ def queue_function(name: str, queue: str, services: Services) -> QueueFunction:
     async def score_message(
         msg: func.QueueMessage, out: func.Out[str], context: func.Context = DETACHED
     ) -> None:
-        invocation = Invocation(context.invocation_id or None, context.thread_local_storage)
-        token = telemetry.enter(invocation)
+        scope = Scope(context)
+        scope.status = "retried"
         tel = telemetry.current()
-        body = msg.get_body()
-        if tel.on:
-            caller = jobs.traceparent_of(body), None  # the producer's, if it sent one
-            tel.begin(invocation, function, caller, host_carrier(context))
-            tel.set("messaging.message.id", msg.id or "")
-        outcome = "retried"
         try:
+            body = msg.get_body()
+            if tel.on:
+                scope.begin(function, (jobs.traceparent_of(body), None))  # the producer's trace
+                tel.set("messaging.message.id", msg.id or "")
             result = await services.jobs.process(name, body, msg.id)
             if result.error is not None:
                 tel.record_error(result.error)
-            outcome = "errored" if result.error is not None else "processed"
+            scope.status = "errored" if result.error is not None else "processed"
             out.set(result.text)
         except BaseException as exc:
             if tel.on:
                 tel.record_error(exc)
                 if (msg.dequeue_count or 0) >= last_delivery():
-                    outcome = "poisoned"  # the host moves it to the poison queue now
+                    scope.status = "poisoned"  # the host moves it to the poison queue now
             raise
         finally:
-            telemetry.leave(token)
-            if tel.on:
-                tel.end(invocation, function, outcome)
+            scope.close()
 
     return score_message
