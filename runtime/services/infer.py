@@ -4,14 +4,14 @@ readiness."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from runtime import telemetry
 from runtime.element_types import BY_ONNX
-from runtime.endpoint import BoundEndpoint
+from runtime.endpoint import BoundEndpoint, Model
 from runtime.errors import (
     BadRequest,
     EndpointNotFound,
@@ -49,7 +49,10 @@ class InferService:
         self._endpoints = endpoints
         self._registry = registry
         # Per model: decode, run and encode on the loop once loaded and proved fast.
-        self._placements = {name: Placement() for name in endpoints}
+        self._placements = {
+            name: (Placement(), _Model(registry, name, bound.endpoint.model))
+            for name, bound in endpoints.items()
+        }
         self._readiness = Readiness(registry)
 
     def _bound(self, name: str) -> BoundEndpoint:
@@ -100,31 +103,18 @@ class InferService:
         """An inference request's body in, the response body and headers out (JSON or binary
         tensors): decoding, the run and encoding take one hop off the event loop, or none for
         a loaded model whose requests of this size have proved faster than a hop."""
-        bound, placement = self._bound(name), self._placements[name]
+        bound = self._bound(name)
         size, limit = len(body), bound.endpoint.limits.max_request_bytes
         if size > limit:  # the endpoint's limit holds for tensors as for instances
             raise PayloadTooLarge(size, limit)
+        placement, model = self._placements[name]
+        return await placement.run(size, model, self._infer_body, body, header_length, version)
 
-        def run(model: OnnxModel) -> tuple[bytes, dict[str, str]]:
-            return placement.timed(
-                lambda: self._infer_body(model, body, header_length, version), size
-            )
-
-        if placement.fast(size):
-            held = self._registry.use_loaded(name, bound.endpoint.model)
-            if held is not None:  # never a load on the event loop
-                with held as model:
-                    return run(model)
-
-        def in_thread() -> tuple[bytes, dict[str, str]]:
-            with self._registry.use(name, bound.endpoint.model) as model:
-                return run(model)
-
-        return await asyncio.to_thread(in_thread)
-
-    def _infer_body(
+    async def _infer_body(
         self, model: OnnxModel, body: bytes, header_length: str | None, version: str | None
     ) -> tuple[bytes, dict[str, str]]:
+        # Never waits (async as Placement takes work: on the loop, or run to its end in a
+        # thread).
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):
@@ -205,6 +195,21 @@ class InferService:
                 f"its outputs are {known}"
             )
         return [o.name for o in request.outputs]
+
+
+class _Model:
+    """An endpoint's model as ``Placement`` holds it for a request."""
+
+    __slots__ = ("_name", "_ref", "_registry")
+
+    def __init__(self, registry: ModelRegistry, name: str, ref: Model) -> None:
+        self._registry, self._name, self._ref = registry, name, ref
+
+    def held_now(self) -> AbstractContextManager[OnnxModel] | None:
+        return self._registry.use_loaded(self._name, self._ref)  # never a load on the loop
+
+    def held(self) -> AbstractContextManager[OnnxModel]:
+        return self._registry.use(self._name, self._ref)
 
 
 def _encode(request: InferRequest, result: InferResult) -> tuple[bytes, dict[str, str]]:

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Any, Protocol, TypeAlias
 
 from pydantic import BaseModel, FailFast, TypeAdapter, ValidationError, create_model
 from pydantic_core import PydanticSerializationError
@@ -149,9 +149,7 @@ class Scorer:
         self._body: TypeAdapter[Any] = TypeAdapter(body)
         self._output = endpoint.output
         self._placement = Placement()  # sync runs: on the loop once loaded and proved fast
-        # The endpoint's max_concurrent_batches over every sync run, whoever starts it: the
-        # batcher (HTTP, queue messages), Spark tasks, file slabs and large messages (columns).
-        self._runs = threading.BoundedSemaphore(endpoint.limits.max_concurrent_batches)
+        self._runs = _Runs(bound, registry)
         self._info: ModelInfo | None = None
         limits = self._limits
         self.batcher: Batcher[BaseModel, Scored] = Batcher(
@@ -267,31 +265,11 @@ class Scorer:
     async def _run(self, instances: list[BaseModel]) -> Scored:
         if self.is_async:
             return await self.run_async(instances)
-        size, ref = len(instances), self.bound.endpoint.model
-        # On the loop only when a run may start now: never a wait for one there.
-        if (
-            self._limits.inline_fast_runs
-            and self._placement.fast(size)
-            and self._runs.acquire(blocking=False)
-        ):
-            try:
-                held = self._registry.use_loaded(self.name, ref)
-                if held is not None:  # never a load on the event loop
-                    # On the loop's thread: the worker attributes log lines there by the task.
-                    with held as model:
-                        return self._placement.timed(lambda: self._score(instances, model), size)
-            finally:
-                self._runs.release()
-        return await asyncio.to_thread(self.run_sync, instances)
+        return await self._placement.run(len(instances), self._runs, self._scored, instances)
 
     def run_sync(self, instances: list[BaseModel]) -> Scored:
-        with (
-            self._runs,
-            telemetry.InvocationOnThread(),
-            self._registry.use(self.name, self.bound.endpoint.model) as model,
-        ):
-            size = len(instances)
-            return self._placement.timed(lambda: self._score(instances, model), size)
+        """A sync predict's run on this thread, which runs no event loop."""
+        return self._placement.here(len(instances), self._runs, self._scored, instances)
 
     @contextlib.contextmanager
     def predicting_columns(self) -> Iterator[ColumnsCall]:
@@ -300,11 +278,7 @@ class Scorer:
         predict = self.bound.endpoint.columns_fn
         assert predict is not None, "the columns service calls columnar predicts only"
         who = f"predict of endpoint {self.name!r}"
-        with (
-            self._runs,
-            telemetry.InvocationOnThread(),
-            self._registry.use(self.name, self.bound.endpoint.model) as model,
-        ):
+        with telemetry.InvocationOnThread(), self._runs.held() as model:
 
             def call(columns: dict[str, Any], n: int) -> dict[str, Any]:
                 try:
@@ -317,26 +291,8 @@ class Scorer:
 
             yield call, self._model_info(model)
 
-    def _score(self, instances: list[BaseModel], model: OnnxModel) -> Scored:
-        predictions: list[bytes] = []
-        traced = telemetry.current().on
-        for start, chunk in self._chunks(instances):
-            if traced:
-                predictions += self._score_traced(chunk, model, start)
-            else:
-                predictions += self._dump(chunk, self._call(chunk, model), start)
-        return Scored(predictions, self._model_info(model))
-
-    def _score_traced(self, chunk: list[BaseModel], model: OnnxModel, start: int) -> list[bytes]:
-        tel = telemetry.current()
-        with tel.span("mlfn.run"):
-            outputs = self._call(chunk, model)
-        with tel.span("mlfn.encode"):
-            return self._dump(chunk, outputs, start)
-
     async def run_async(self, instances: list[BaseModel]) -> Scored:
-        predict = self._predict
-        assert predict is not None
+        """An async predict's run, on the loop."""
         held = self._registry.use(self.name, self.bound.endpoint.model)
         # Loading may block on a download: in a thread. If this task is cancelled meanwhile,
         # the model the thread goes on to take is released when it arrives, not leaked.
@@ -346,22 +302,41 @@ class Scorer:
         except asyncio.CancelledError:
             acquiring.add_done_callback(lambda f: _release_if_taken(f, held))
             raise
-        tel = telemetry.current()
         try:
-            predictions: list[bytes] = []
-            for start, chunk in self._chunks(instances):
-                try:
-                    with tel.span("mlfn.run"):
-                        outputs = await predict(chunk, model)  # type: ignore[misc]
-                except MlfnError:
-                    raise
-                except Exception as exc:
-                    raise self._failed(exc) from exc
-                with tel.span("mlfn.encode"):
-                    predictions += self._dump(chunk, outputs, start)
+            return await self._scored(model, instances)
         finally:
             held.__exit__(None, None, None)
+
+    async def _scored(self, model: OnnxModel, instances: list[BaseModel]) -> Scored:
+        """The chunk → run → encode loop, once for both kinds of predict: an async predict is
+        awaited here, on the loop; a sync one is only called, so this never waits, and runs on
+        a thread without a loop too (``placement.finished``)."""
+        tel = telemetry.current()
+        traced = tel.on  # a span costs even when off: the hot path only checks
+        size = self._limits.max_batch_size
+        predictions: list[bytes] = []
+        for start in range(0, len(instances), size):
+            chunk = instances[start : start + size]
+            if traced:
+                with tel.span("mlfn.run"):
+                    outputs = await self._outputs(chunk, model)
+                with tel.span("mlfn.encode"):
+                    predictions += self._dump(chunk, outputs, start)
+            else:
+                predictions += self._dump(chunk, await self._outputs(chunk, model), start)
         return Scored(predictions, self._model_info(model))
+
+    async def _outputs(self, chunk: list[BaseModel], model: OnnxModel) -> Any:
+        """What predict returns for ``chunk`` (awaited, for an async predict)."""
+        try:
+            outputs: Any = self._predict(chunk, model)  # type: ignore[misc]
+            if self.is_async:
+                outputs = await outputs
+        except MlfnError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        return outputs
 
     def _model_info(self, model: OnnxModel) -> ModelInfo:
         """Which model answered; made (and its JSON encoded) once per loaded version."""
@@ -369,21 +344,6 @@ class Scorer:
         if info is None or (info.sha256, info.version) != (model.sha256, model.version):
             info = self._info = ModelInfo(self.name, model.version, model.sha256)
         return info
-
-    def _chunks(self, instances: list[BaseModel]) -> list[tuple[int, list[BaseModel]]]:
-        size = self._limits.max_batch_size
-        return [
-            (start, instances[start : start + size]) for start in range(0, len(instances), size)
-        ]
-
-    def _call(self, chunk: list[BaseModel], model: OnnxModel) -> Any:
-        assert self._predict is not None
-        try:
-            return self._predict(chunk, model)
-        except MlfnError:
-            raise
-        except Exception as exc:
-            raise self._failed(exc) from exc
 
     def _failed(self, exc: Exception) -> PredictFailed:
         log.error("predict of endpoint %r raised", self.name, exc_info=exc)
@@ -424,6 +384,73 @@ class Scorer:
                 ) from None
             encoded.append(encode_output(value))
         return encoded
+
+
+class _Runs:
+    """An endpoint's sync runs, as ``Placement`` holds them: each takes its model and one of
+    the endpoint's ``max_concurrent_batches`` slots, whoever starts it (the batcher for HTTP
+    and queue messages, Spark tasks, file slabs, large messages as columns)."""
+
+    __slots__ = ("_inline", "_name", "_ref", "_registry", "_slots")
+
+    def __init__(self, bound: BoundEndpoint, registry: ModelRegistry) -> None:
+        limits = bound.endpoint.limits
+        self._name, self._ref, self._registry = bound.name, bound.endpoint.model, registry
+        self._inline = limits.inline_fast_runs
+        n = limits.max_concurrent_batches
+        # One slot (the default) is a lock: taken and given back in C, where a semaphore's
+        # Condition costs a microsecond a run in Python.
+        self._slots: _Slots = threading.Lock() if n == 1 else threading.BoundedSemaphore(n)
+
+    def held_now(self) -> _Run | None:
+        """A slot and the model, when both are free now (on the loop: never a wait for a slot,
+        never a load); None otherwise, and always when the endpoint keeps runs off the loop."""
+        if not self._inline or not self._slots.acquire(blocking=False):
+            return None
+        held = self._registry.use_loaded(self._name, self._ref)
+        if held is None:
+            self._slots.release()
+            return None
+        return _Run(self._slots, held, taken=True)
+
+    def held(self) -> _Run:
+        """A slot and the model, waited for and loaded as need be (on a worker thread)."""
+        return _Run(self._slots, self._registry.use(self._name, self._ref), taken=False)
+
+
+class _Slots(Protocol):
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class _Run:
+    """``with``: one run's slot (``taken`` already, or waited for here) and its model."""
+
+    __slots__ = ("_held", "_slots", "_taken")
+
+    def __init__(
+        self,
+        slots: _Slots,
+        held: contextlib.AbstractContextManager[OnnxModel],
+        taken: bool,
+    ) -> None:
+        self._slots, self._held, self._taken = slots, held, taken
+
+    def __enter__(self) -> OnnxModel:
+        if not self._taken:
+            self._slots.acquire()
+        try:
+            return self._held.__enter__()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._held.__exit__(*exc)
+        finally:
+            self._slots.release()
 
 
 def _not_the_requests_fault(exc: BaseException) -> bool:

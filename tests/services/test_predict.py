@@ -135,6 +135,27 @@ def test_requests_over_max_batch_size_reach_predict_in_chunks(service: Service) 
     assert sizes == [2, 2, 1]
 
 
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_sync_and_async_predicts_are_chunked_checked_and_encoded_alike(
+    service: Service, asynchronous: bool
+) -> None:
+    sizes: list[int] = []
+
+    def predict(rows: list[In], model: OnnxModel) -> list[Any]:
+        sizes.append(len(rows))
+        return [{"next": "x"} if r.count == 3 else {"next": r.count} for r in rows]
+
+    async def predict_async(rows: list[In], model: OnnxModel) -> list[Any]:
+        await asyncio.sleep(0)
+        return predict(rows, model)
+
+    svc = service(predict_async if asynchronous else predict, max_batch_size=2)
+    scored = asyncio.run(svc.predict("ep", _counts(0, 1, 2)))
+    assert _decoded(scored) == [{"next": 0}, {"next": 1}, {"next": 2}] and sizes == [2, 1]
+    with pytest.raises(PredictContractError, match="invalid output for instance 3"):
+        asyncio.run(svc.predict("ep", _counts(0, 1, 2, 3)))  # in the second chunk
+
+
 def test_a_sync_predict_that_returns_an_awaitable_breaks_the_contract(service: Service) -> None:
     async def inner(rows: list[In], model: OnnxModel) -> list[Out]:
         return _run(model, rows)
