@@ -22,7 +22,8 @@ from pydantic import BaseModel
 
 from runtime.errors import MlfnError, NotCompiled, PredictContractError
 from runtime.scored import ModelInfo, Scored
-from runtime.services.halving import ROW_FAULTS, Part, RowFault, Steps, scoring
+from runtime.services.halving import ROW_FAULTS, Part, RowFault, outcomes
+from runtime.services.placement import finished
 from runtime.services.predict import PredictService
 
 if TYPE_CHECKING:
@@ -213,22 +214,14 @@ class _Runner:
         self.rows.append(rows if isinstance(rows, slice) else _indices(rows))
 
     def _halved(self, rows: list[int], fault: RowFault, errors: dict[int, MlfnError]) -> None:
-        steps: Steps[int] = scoring(rows)
-        next(steps)
-        answer: Part | RowFault = fault
-        while True:
-            try:
-                calls = steps.send(answer)
-            except StopIteration as done:
-                for row, result in zip(rows, done.value[0], strict=True):
-                    if isinstance(result, MlfnError):
-                        errors[row] = result
-                return
-            try:
-                self._call(calls)
-                answer = Part(calls, None)  # each row's result: itself, kept
-            except ROW_FAULTS as err:
-                answer = err
+        async def call(picked: list[int]) -> Part:  # never waits: this thread runs no loop
+            self._call(picked)
+            return Part(picked, None)  # each row's result: itself, its output kept
+
+        results, _ = finished(outcomes(rows, call, fault))
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, MlfnError):
+                errors[row] = result
 
     def joined(
         self,

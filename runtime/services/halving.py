@@ -1,16 +1,17 @@
 """Which predict calls score many independent rows when a call fails on some of them: each half
 on its own, down to the rows that fail alone, unless predict fails on every row.
 
-The calls are decided here, once, for every shell that makes them (the rows service awaits the
-batcher or runs on a thread; the columns service runs on a thread): a step yields the items to
-call predict on and is sent that call's answer, its per-item results or the row fault it
-raised. Items are whatever the shell scores: validated instances, or row indices.
+The calls are decided here, once (``scoring``: a step yields the items to call predict on and is
+sent that call's answer, its per-item results or the row fault it raised), and made by one
+driver (``outcomes``), handed the call: the rows service's awaits the batcher, or runs predict
+on a thread with no event loop; the columns service's runs predict on a thread. Items are
+whatever the caller scores: validated instances, or row indices.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from runtime.errors import PredictContractError, PredictFailed
@@ -69,6 +70,32 @@ def scoring(items: list[T]) -> Steps[T]:
         if probes:
             raise answer
     return (yield from _halves(items, answer))
+
+
+async def outcomes(
+    items: list[T],
+    call: Callable[[list[T]], Awaitable[Part]],
+    failed: RowFault | None = None,
+) -> tuple[list[Any], ModelInfo | None]:
+    """Each item's result or error, and the model that made the results: ``scoring``'s calls,
+    each made by ``call``, which answers with a ``Part`` or raises a row fault. A caller
+    without an event loop hands a call that never waits and runs this to its end with
+    ``placement.finished``. ``failed``: the fault a call on all ``items`` raised already (that
+    call is not made again)."""
+    steps = scoring(items)
+    calls = next(steps)
+    answer: Part | RowFault | None = failed
+    while True:
+        if answer is None:
+            try:
+                answer = await call(calls)
+            except ROW_FAULTS as fault:
+                answer = fault
+        try:
+            calls = steps.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        answer = None
 
 
 def _halves(items: list[T], failed: RowFault) -> Steps[T]:

@@ -11,7 +11,8 @@ row. Rows fewer than a handful that all fail alone are each that row's error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,9 @@ from pydantic import BaseModel
 
 from runtime.endpoint import BoundEndpoint
 from runtime.errors import MlfnError
-from runtime.scored import ModelInfo
-from runtime.services.halving import ROW_FAULTS, Part, RowFault, Steps, scoring
+from runtime.scored import ModelInfo, Scored
+from runtime.services.halving import Part, outcomes
+from runtime.services.placement import finished
 from runtime.services.predict import PredictService
 
 
@@ -55,43 +57,37 @@ class RowService:
 
     async def score(self, name: str, raw: Sequence[Any]) -> ScoredRows:
         """Score rows as decoded from a file; call from the event loop."""
-        import asyncio
-
         checked = await asyncio.to_thread(self._predict.validate_each, name, raw)
-        valid = _valid(checked)
-        if not valid:
-            return _errors_only(checked)
-        steps: Steps[BaseModel] = scoring([m for _, m in valid])
-        calls = next(steps)
-        while True:
-            try:
-                scored = await self._predict.predict_valid(name, calls)
-                answer: Part | RowFault = Part(scored.predictions, scored.model)
-            except ROW_FAULTS as err:
-                answer = err
-            try:
-                calls = steps.send(answer)
-            except StopIteration as done:
-                return _join_outcomes(checked, valid, *done.value)
+
+        async def call(instances: list[BaseModel]) -> Part:
+            return _part(await self._predict.predict_valid(name, instances))
+
+        return await _scored(checked, call)
 
     def score_sync(self, name: str, raw: Sequence[Any]) -> ScoredRows:
         """Score rows on this thread, which runs no event loop (a Spark worker, say)."""
         checked = self._predict.validate_each(name, raw)
-        valid = _valid(checked)
-        if not valid:
-            return _errors_only(checked)
-        steps: Steps[BaseModel] = scoring([m for _, m in valid])
-        calls = next(steps)
-        while True:
-            try:
-                scored = self._predict.predict_valid_sync(name, calls)
-                answer: Part | RowFault = Part(scored.predictions, scored.model)
-            except ROW_FAULTS as err:
-                answer = err
-            try:
-                calls = steps.send(answer)
-            except StopIteration as done:
-                return _join_outcomes(checked, valid, *done.value)
+
+        async def call(instances: list[BaseModel]) -> Part:  # never waits
+            return _part(self._predict.predict_valid_sync(name, instances))
+
+        return finished(_scored(checked, call))
+
+
+async def _scored(
+    checked: Sequence[BaseModel | MlfnError], call: Callable[[list[BaseModel]], Awaitable[Part]]
+) -> ScoredRows:
+    """The valid rows of ``checked`` scored by ``call``, halved down to the rows predict fails
+    on (``halving``); for both shells, awaited or run to its end on a thread."""
+    valid = _valid(checked)
+    if not valid:
+        return _errors_only(checked)
+    results, model = await outcomes([m for _, m in valid], call)
+    return _join_outcomes(checked, valid, results, model)
+
+
+def _part(scored: Scored) -> Part:
+    return Part(scored.predictions, scored.model)
 
 
 def _valid(checked: Sequence[BaseModel | MlfnError]) -> list[tuple[int, BaseModel]]:
