@@ -32,6 +32,7 @@ class _Request(Generic[I, O]):
     future: asyncio.Future[O]
     invocation: Invocation | None = None  # whose the run is, for log lines and traces
     queued_at: float = 0.0  # with telemetry on: when it started waiting
+    alone: bool = False  # shares no run: its caller isolates its failures (``submit``)
 
 
 @dataclass
@@ -57,7 +58,10 @@ class Batcher(Generic[I, O]):
     A request larger than ``max_batch_size`` runs alone (``run`` chunks it). If a merged run
     fails, each of its requests is run again on its own, so one bad request cannot fail its
     neighbours; unless ``shared_failure(exc)`` says the failure is not any one request's (the
-    model could not be loaded), and then they all get that answer at once.
+    model could not be loaded), and then they all get that answer at once. A request whose
+    caller isolates its own failures (the rows service halves its rows) is submitted
+    ``alone``: it waits in line with the others but shares no run, so its failure is its own,
+    answered at once, and no merged run fails for it: one isolation, never two stacked.
     """
 
     def __init__(
@@ -89,9 +93,11 @@ class Batcher(Generic[I, O]):
         self._running = 0
         self._alone = 0  # idle requests in a row that found no company
 
-    async def submit(self, instances: list[I], *, bounded: bool = True) -> O:
+    async def submit(self, instances: list[I], *, bounded: bool = True, alone: bool = False) -> O:
         """Score ``instances`` with whatever else is waiting. ``bounded`` False: never refused
-        as overloaded (a caller whose own concurrency is bounded, like a queue listener)."""
+        as overloaded (a caller whose own concurrency is bounded, like a queue listener).
+        ``alone``: in a run of their own, and a failure is raised as it is, never run again
+        (a caller that isolates failures itself, by halving)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (a test's, a restarted worker's)
             self._loop, self._pending, self._running = loop, collections.deque(), 0
@@ -101,7 +107,7 @@ class Batcher(Generic[I, O]):
             if len(self._pending) >= self._max_pending:
                 raise Overloaded(len(self._pending))
         request: _Request[I, O] = _Request(
-            instances, loop.create_future(), telemetry.current_invocation()
+            instances, loop.create_future(), telemetry.current_invocation(), alone=alone
         )
         if telemetry.current().on:
             request.queued_at = time.perf_counter()
@@ -127,10 +133,13 @@ class Batcher(Generic[I, O]):
         self._running += 1
         alone = False
         try:
-            if self._alone % LOOK_EVERY == 0:
-                await asyncio.sleep(0)
-            alone = len(self._pending) == 1 and self._pending[0] is request
-            self._alone = self._alone + 1 if alone else 0
+            if request.alone:  # nothing may join it: no turn to look for company
+                alone = True
+            else:
+                if self._alone % LOOK_EVERY == 0:
+                    await asyncio.sleep(0)
+                alone = len(self._pending) == 1 and self._pending[0] is request
+                self._alone = self._alone + 1 if alone else 0
             if alone:
                 self._pending.popleft()
                 await self._lead_batch([request])
@@ -162,7 +171,12 @@ class Batcher(Generic[I, O]):
     async def _lead(self) -> None:
         """Run batches until no request waits."""
         while batch := self._take():
-            if self._wait and self._fill(batch) < self._max and self._busy(batch):
+            if (
+                self._wait
+                and not batch[0].alone
+                and self._fill(batch) < self._max
+                and self._busy(batch)
+            ):
                 await self._gather(batch)
             await self._lead_batch(batch)
 
@@ -208,8 +222,10 @@ class Batcher(Generic[I, O]):
         return sum(len(r.instances) for r in batch)
 
     def _take(self, room: int | None = None) -> list[_Request[I, O]]:
-        """The oldest waiting requests that fit ``room`` instances (a full batch by default);
-        an oversized request is taken alone."""
+        """The oldest waiting requests that fit ``room`` instances (a full batch by default;
+        a ``room`` given: more for a batch taken already); an oversized request, or one
+        submitted ``alone``, is taken alone."""
+        more = room is not None
         room = self._max if room is None else room
         batch: list[_Request[I, O]] = []
         size = 0
@@ -222,9 +238,11 @@ class Batcher(Generic[I, O]):
                 break
             if not batch and len(nxt.instances) > room and room < self._max:
                 break
+            if nxt.alone and (batch or more):
+                break
             batch.append(self._pending.popleft())
             size += len(nxt.instances)
-            if size >= room:
+            if size >= room or nxt.alone:
                 break
         return batch
 
@@ -246,10 +264,15 @@ class Batcher(Generic[I, O]):
             telemetry.leave(token)
 
     async def _dispatch(self, batch: list[_Request[I, O]]) -> None:
-        batch = [r for r in batch if not r.future.done()]
-        if not batch:
-            return
-        instances = [i for r in batch for i in r.instances]
+        if len(batch) == 1:  # an idle endpoint's request, most of all: no lists to make
+            if batch[0].future.done():
+                return
+            instances = batch[0].instances
+        else:
+            batch = [r for r in batch if not r.future.done()]
+            if not batch:
+                return
+            instances = [i for r in batch for i in r.instances]
         tel, first = telemetry.current(), batch[0].invocation
         try:
             if tel.on or first is not telemetry.current_invocation():

@@ -315,3 +315,26 @@ def test_a_cancelled_lone_request_leaves_the_endpoint_working() -> None:
         return await asyncio.wait_for(later, 10)
 
     assert asyncio.run(main()) == [1]
+
+
+def test_a_request_submitted_alone_shares_no_run_and_its_failure_is_not_run_again() -> None:
+    """Its caller isolates its failures itself (the rows service halves): it waits in line
+    with the others, but nothing is merged with it, even while a batch waits for company."""
+    batcher, calls = _batcher(max_batch_size=16, wait_s=0.05, poison=13)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            batcher.submit([1]),
+            batcher.submit([12, 13], alone=True),
+            batcher.submit([2]),
+            batcher.submit([14], alone=True),
+            batcher.submit([3]),
+            return_exceptions=True,
+        )
+
+    one, bad, two, fourteen, three = asyncio.run(main())
+    assert (one, two, three, fourteen) == ([10], [20], [30], [140])
+    assert isinstance(bad, ValueError) and "13" in str(bad)
+    assert [12, 13] in calls and [14] in calls and calls.count([12, 13]) == 1
+    assert not any(set(c) & {12, 13, 14} and len(c) > 2 for c in calls)
+    assert sorted(i for c in calls if set(c) <= {1, 2, 3} for i in c) == [1, 2, 3]

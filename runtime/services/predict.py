@@ -102,8 +102,10 @@ class PredictService:
         return self._scorer(name).validate_each(raw)
 
     async def predict_valid(self, name: str, instances: list[BaseModel]) -> Scored:
-        """Score instances already validated, micro-batched with every other caller's."""
-        return await self._scorer(name).batcher.submit(instances, bounded=False)
+        """Score independent rows already validated, through the batcher in a run of their
+        own: their caller halves them when predict fails (services/halving.py), which the
+        batcher's re-running of merged requests alone would only repeat."""
+        return await self._scorer(name).batcher.submit(instances, bounded=False, alone=True)
 
     def predict_valid_sync(self, name: str, instances: list[BaseModel]) -> Scored:
         """Score validated instances on the calling thread, which must run no event loop (a

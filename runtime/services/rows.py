@@ -2,11 +2,12 @@
 prediction, or the error that row alone caused. A bad row never fails the rows beside it.
 
 Rows are validated one by one only when a chunk holds an invalid one, and the valid rows are
-scored together through the predict service (micro-batched with HTTP and queue requests on an
-event loop; on the calling thread where there is none). A failure every row would meet (the
-store unreachable, the model file refused, a predict function that fails on every row) is
-raised, so the caller fails or retries the whole work instead of writing an error for every
-row. Rows fewer than a handful that all fail alone are each that row's error.
+scored together through the predict service: on an event loop through its batcher, in line with
+HTTP and queue requests but in runs of their own (a failure is halved here, once, never first
+run again alone by the batcher); on the calling thread where there is none. A failure every row
+would meet (the store unreachable, the model file refused, a predict function that fails on
+every row) is raised, so the caller fails or retries the whole work instead of writing an error
+for every row. Rows fewer than a handful that all fail alone are each that row's error.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +224,59 @@ def test_bad_rows_wherever_they_sit_are_their_rows_errors_not_the_files(
     )
     assert sum(r.prediction is not None for r in scored.rows) == 1016
     assert len(calls) < 2 * 8 * 10 + 1 + 8  # halving: 8 bad rows, about 2 calls a level each
+
+
+def test_rows_merged_with_other_requests_are_isolated_once_not_twice(
+    model_file: Path, tmp_path: Path
+) -> None:
+    """A bad row among rows that waited beside other requests: the rows service halves them
+    down to it, and that is the only isolation they get. The batcher does not first run a
+    merged batch that fails, then each request alone, then the rows' halves on top."""
+    calls: list[list[int]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def picky(rows: list[In], model: OnnxModel) -> list[Out]:
+        calls.append([r.count for r in rows])
+        started.set()
+        release.wait(30)  # the first run holds the endpoint's one slot while the rest queue
+        if any(r.count == 11 for r in rows):
+            raise ValueError("unlucky")
+        return _run(model, rows)
+
+    limits = Limits(max_batch_size=8, inline_fast_runs=False)
+    endpoint = Endpoint(In, Out, model=str(model_file), limits=limits, predict=picky)
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    predict = PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry)
+    rows, batcher = RowService(predict), predict.scorer("ep").batcher
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(3000):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("never")
+
+    async def main() -> tuple[Any, list[Any]]:
+        first = asyncio.ensure_future(predict.predict("ep", [{"count": 100}]))
+        await until(started.is_set)
+        scoring = asyncio.ensure_future(rows.score("ep", [{"count": c} for c in (10, 11, 12, 13)]))
+        await until(lambda: len(batcher._pending) == 1)
+        others = [asyncio.ensure_future(predict.predict("ep", [{"count": c}])) for c in (101, 102)]
+        await until(lambda: len(batcher._pending) == 3)
+        release.set()
+        return await scoring, await asyncio.gather(first, *others)
+
+    scored, answered = asyncio.run(main())
+    assert [r.error is not None for r in scored.rows] == [False, True, False, False]
+    assert [json.loads(a.predictions[0]) for a in answered] == [
+        {"next": n} for n in (101, 102, 103)
+    ]
+    assert calls == [
+        [100],  # running while the others queued
+        [10, 11, 12, 13],  # the rows: alone, never merged with the others' requests
+        [101, 102],  # the others, merged: none of them is run again
+        [10, 11],  # the rows' halves, down to the bad row
+        [10],
+        [11],
+        [12, 13],
+    ]
