@@ -32,7 +32,7 @@ class _Request(Generic[I, O]):
     future: asyncio.Future[O]
     invocation: Invocation | None = None  # whose the run is, for log lines and traces
     queued_at: float = 0.0  # with telemetry on: when it started waiting
-    alone: bool = False  # shares no run: its caller isolates its failures (``submit``)
+    merge: bool = True  # False: it shares no run, its caller isolates its failures
 
 
 @dataclass
@@ -59,9 +59,9 @@ class Batcher(Generic[I, O]):
     fails, each of its requests is run again on its own, so one bad request cannot fail its
     neighbours; unless ``shared_failure(exc)`` says the failure is not any one request's (the
     model could not be loaded), and then they all get that answer at once. A request whose
-    caller isolates its own failures (the rows service halves its rows) is submitted
-    ``alone``: it waits in line with the others but shares no run, so its failure is its own,
-    answered at once, and no merged run fails for it: one isolation, never two stacked.
+    caller isolates its own failures (the rows service halves its rows) is submitted with
+    ``merge`` False: it waits in line with the others but shares no run, so its failure is its
+    own, answered at once, and no merged run fails for it: one isolation, never two stacked.
     """
 
     def __init__(
@@ -93,11 +93,11 @@ class Batcher(Generic[I, O]):
         self._running = 0
         self._alone = 0  # idle requests in a row that found no company
 
-    async def submit(self, instances: list[I], *, bounded: bool = True, alone: bool = False) -> O:
+    async def submit(self, instances: list[I], *, bounded: bool = True, merge: bool = True) -> O:
         """Score ``instances`` with whatever else is waiting. ``bounded`` False: never refused
         as overloaded (a caller whose own concurrency is bounded, like a queue listener).
-        ``alone``: in a run of their own, and a failure is raised as it is, never run again
-        (a caller that isolates failures itself, by halving)."""
+        ``merge`` False: in a run of their own, and a failure is raised as it is, never run
+        again (for a caller that isolates failures itself, by halving)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (a test's, a restarted worker's)
             self._loop, self._pending, self._running = loop, collections.deque(), 0
@@ -107,7 +107,7 @@ class Batcher(Generic[I, O]):
             if len(self._pending) >= self._max_pending:
                 raise Overloaded(len(self._pending))
         request: _Request[I, O] = _Request(
-            instances, loop.create_future(), telemetry.current_invocation(), alone=alone
+            instances, loop.create_future(), telemetry.current_invocation(), merge=merge
         )
         if telemetry.current().on:
             request.queued_at = time.perf_counter()
@@ -133,7 +133,7 @@ class Batcher(Generic[I, O]):
         self._running += 1
         alone = False
         try:
-            if request.alone:  # nothing may join it: no turn to look for company
+            if not request.merge:  # nothing may join it: no turn to look for company
                 alone = True
             else:
                 if self._alone % LOOK_EVERY == 0:
@@ -173,7 +173,7 @@ class Batcher(Generic[I, O]):
         while batch := self._take():
             if (
                 self._wait
-                and not batch[0].alone
+                and batch[0].merge
                 and self._fill(batch) < self._max
                 and self._busy(batch)
             ):
@@ -223,9 +223,9 @@ class Batcher(Generic[I, O]):
 
     def _take(self, room: int | None = None) -> list[_Request[I, O]]:
         """The oldest waiting requests that fit ``room`` instances (a full batch by default;
-        a ``room`` given: more for a batch taken already); an oversized request, or one
-        submitted ``alone``, is taken alone."""
-        more = room is not None
+        given a ``room``, more for a batch taken already); an oversized request, or one not to
+        ``merge``, is taken alone."""
+        extending = room is not None
         room = self._max if room is None else room
         batch: list[_Request[I, O]] = []
         size = 0
@@ -238,11 +238,11 @@ class Batcher(Generic[I, O]):
                 break
             if not batch and len(nxt.instances) > room and room < self._max:
                 break
-            if nxt.alone and (batch or more):
+            if not nxt.merge and (batch or extending):
                 break
             batch.append(self._pending.popleft())
             size += len(nxt.instances)
-            if size >= room or nxt.alone:
+            if size >= room or not nxt.merge:
                 break
         return batch
 

@@ -317,7 +317,7 @@ def test_a_cancelled_lone_request_leaves_the_endpoint_working() -> None:
     assert asyncio.run(main()) == [1]
 
 
-def test_a_request_submitted_alone_shares_no_run_and_its_failure_is_not_run_again() -> None:
+def test_a_request_not_to_merge_shares_no_run_and_its_failure_is_not_run_again() -> None:
     """Its caller isolates its failures itself (the rows service halves): it waits in line
     with the others, but nothing is merged with it, even while a batch waits for company."""
     batcher, calls = _batcher(max_batch_size=16, wait_s=0.05, poison=13)
@@ -325,9 +325,9 @@ def test_a_request_submitted_alone_shares_no_run_and_its_failure_is_not_run_agai
     async def main() -> list[object]:
         return await asyncio.gather(
             batcher.submit([1]),
-            batcher.submit([12, 13], alone=True),
+            batcher.submit([12, 13], merge=False),
             batcher.submit([2]),
-            batcher.submit([14], alone=True),
+            batcher.submit([14], merge=False),
             batcher.submit([3]),
             return_exceptions=True,
         )

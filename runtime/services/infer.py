@@ -107,14 +107,13 @@ class InferService:
         size, limit = len(body), bound.endpoint.limits.max_request_bytes
         if size > limit:  # the endpoint's limit holds for tensors as for instances
             raise PayloadTooLarge(size, limit)
-        placement, model = self._placements[name]
-        return await placement.run(size, model, self._infer_body, body, header_length, version)
+        placement, held = self._placements[name]
+        return await placement.run(size, held, self._infer_body, body, header_length, version)
 
     async def _infer_body(
         self, model: OnnxModel, body: bytes, header_length: str | None, version: str | None
     ) -> tuple[bytes, dict[str, str]]:
-        # Never waits (async as Placement takes work: on the loop, or run to its end in a
-        # thread).
+        """Decode, run, encode. Never waits: async only as ``Placement`` takes work."""
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):

@@ -89,15 +89,9 @@ class Placement:
         seconds = self._seconds.get(max(size, 1).bit_length())
         return seconds is not None and seconds < self._limit
 
-    def timed(self, fn: Callable[[], T], size: int) -> T:
-        """Run ``fn`` here and learn from its duration (not from a failure: a quick error says
-        nothing about how long the work takes)."""
-        started = time.perf_counter()
-        result = fn()
-        self._learn(size, started)
-        return result
-
     def _learn(self, size: int, started: float) -> None:
+        """Learn from the duration of work that succeeded (not from a failure: a quick error
+        says nothing about how long the work takes)."""
         # A run stalled by something else (a collection, a descheduled process) counts as
         # twice the limit at most: one stall must not send a model's next runs to threads,
         # which slow them and are timed there, keeping the average up; runs that are slow

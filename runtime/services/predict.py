@@ -105,7 +105,7 @@ class PredictService:
         """Score independent rows already validated, through the batcher in a run of their
         own: their caller halves them when predict fails (services/halving.py), which the
         batcher's re-running of merged requests alone would only repeat."""
-        return await self._scorer(name).batcher.submit(instances, bounded=False, alone=True)
+        return await self._scorer(name).batcher.submit(instances, bounded=False, merge=False)
 
     def predict_valid_sync(self, name: str, instances: list[BaseModel]) -> Scored:
         """Score validated instances on the calling thread, which must run no event loop (a

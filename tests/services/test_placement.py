@@ -18,11 +18,11 @@ from runtime.services.placement import Placement, finished
 def test_work_proved_short_runs_in_place_and_work_proved_long_does_not() -> None:
     placement = Placement(inline_below_s=0.01)
     assert not placement.fast(1)  # not measured yet
-    placement.timed(lambda: None, 1)
+    placement.here(1, _Held(True), _sleep, 0)
     assert placement.fast(1)
     assert not placement.fast(64)  # another size class, not measured
     for _ in range(5):
-        placement.timed(lambda: time.sleep(0.03), 1)
+        placement.here(1, _Held(True), _sleep, 0.03)
     assert not placement.fast(1)
 
 
@@ -32,12 +32,17 @@ def test_one_stalled_run_does_not_send_the_next_ones_to_threads() -> None:
     there) for many runs after."""
     placement = Placement(inline_below_s=0.002)
     for _ in range(5):
-        placement.timed(lambda: None, 1)
-    placement.timed(lambda: time.sleep(0.1), 1)
+        placement.here(1, _Held(True), _sleep, 0)
+    placement.here(1, _Held(True), _sleep, 0.1)
     assert placement.fast(1)
     for _ in range(3):
-        placement.timed(lambda: time.sleep(0.1), 1)
+        placement.here(1, _Held(True), _sleep, 0.1)
     assert not placement.fast(1)  # slow again and again: it is slow
+
+
+async def _sleep(model: str, seconds: float) -> None:
+    if seconds:
+        time.sleep(seconds)
 
 
 class _Held:
