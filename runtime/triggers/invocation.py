@@ -75,9 +75,12 @@ class Scope(Invocation):
         telemetry.current().begin(self, function, caller, host_carrier(self._context))
 
     def close(self) -> None:
-        if self._function is not None:
-            telemetry.current().end(self, self._function, self.status, self.endpoint)
-        telemetry.leave(self._outer)
+        """End the span, if begun, and the invocation's time as the current one."""
+        try:
+            if self._function is not None:
+                telemetry.current().end(self, self._function, self.status, self.endpoint)
+        finally:
+            telemetry.leave(self._outer)
 
 
 def http_function(
