@@ -156,7 +156,7 @@ class Endpoint:
             raise TypeError("an Endpoint with a predict function needs input and output models")
         if is_coroutine_function(fn):
             raise TypeError("a columnar predict is a plain function (def, not async def)")
-        self.predict_fn = _RowsThroughColumns(fn, self._input, self._output)
+        self.predict_fn = ColumnarPredict(fn, self._input, self._output)
         self.columns_fn = fn
         return fn
 
@@ -179,29 +179,28 @@ class Endpoint:
         return f"Endpoint({schemas}, model={self.model.uri!r})"
 
 
-class _RowsThroughColumns:
-    """A columnar predict called with instances, as the row path calls predict: instances in
-    as columns, the returned columns out as one dict per instance (for the output model to
-    validate). Imports the columnar path on first call, never at indexing."""
+class ColumnarPredict:
+    """A columnar predict as the row path calls it (the ``predict_fn`` of an endpoint declared
+    with ``predict_columns``): instances in as columns, the returned columns out as the output
+    model's instances. The work is ``runtime.columnar.frame.RowsThroughColumns``, imported on
+    the first call, never at indexing; a caller that keeps the predict keeps ``direct()``."""
 
     def __init__(self, fn: ColumnsFn, input: type[BaseModel], output: type[BaseModel]) -> None:
         self.fn = fn
         self.input = input
         self.output = output
         self.__name__ = getattr(fn, "__name__", "predict")
-        self._frame: Any = None  # runtime.columnar.frame, imported on the first call
+        self._direct: Callable[[list[Any], OnnxModel], list[BaseModel]] | None = None
+
+    def direct(self) -> Callable[[list[Any], OnnxModel], list[BaseModel]]:
+        if self._direct is None:
+            from runtime.columnar.frame import RowsThroughColumns
+
+            self._direct = RowsThroughColumns(self.fn, self.input, self.output)
+        return self._direct
 
     def __call__(self, instances: list[Any], model: OnnxModel) -> list[BaseModel]:
-        frame = self._frame
-        if frame is None:
-            from runtime.columnar import frame as imported
-
-            frame = self._frame = imported
-        n = len(instances)
-        returned = self.fn(frame.from_instances(self.input, instances), model)
-        columns = frame.output_columns("predict", self.output, returned, n)
-        made: list[BaseModel] = frame.outputs(self.output, columns, n)
-        return made
+        return self.direct()(instances, model)
 
 
 def is_coroutine_function(fn: Any) -> bool:

@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "element_types": set(),
     "version": set(),
     "digest": set(),
-    "batching": {"errors", "telemetry"},
+    "scheduling": {"errors", "telemetry"},
     "config": {"errors"},
     "host_json": {"errors"},
     "telemetry": {"config", "errors", "version", "redact"},
@@ -40,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "endpoint": {"models", "protocol", "columnar"},
     "discovery": {"endpoint", "errors"},
     "openapi": {"endpoint", "element_types", "redact"},  # a document of the declarations
-    "services": {"models", "protocol", "storage", "batching", "endpoint", "errors", "config",
+    "services": {"models", "protocol", "storage", "scheduling", "endpoint", "errors", "config",
                  "scored", "element_types", "telemetry", "columnar"},
     "triggers": {"services", "protocol", "errors", "host_json", "version", "redact", "telemetry",
                  "openapi"},

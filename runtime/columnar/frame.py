@@ -264,3 +264,20 @@ def _values(column: Any) -> list[Any]:
     if hasattr(column, "to_pylist"):  # an Arrow array (a map's values as dicts)
         return column.to_pylist(maps_as_pydicts="strict")  # type: ignore[no-any-return]
     return list(column)
+
+
+class RowsThroughColumns:
+    """A columnar predict called with instances, as the row path calls predict (HTTP and queue
+    requests): instances in as columns, the returned columns out as the output model's
+    instances, validated in one call."""
+
+    def __init__(self, fn: Any, input: type[BaseModel], output: type[BaseModel]) -> None:
+        self.fn = fn
+        self.input = input
+        self.output = output
+        self.__name__ = getattr(fn, "__name__", "predict")
+
+    def __call__(self, instances: Sequence[BaseModel], model: Any) -> list[Any]:
+        n = len(instances)
+        returned = self.fn(from_instances(self.input, instances), model)
+        return outputs(self.output, output_columns("predict", self.output, returned, n), n)

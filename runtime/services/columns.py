@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from runtime.errors import MlfnError, NotCompiled, PredictContractError
+from runtime.scheduling import finished
 from runtime.scored import ModelInfo, Scored
 from runtime.services.halving import ROW_FAULTS, Part, RowFault, outcomes
-from runtime.services.placement import finished
 from runtime.services.predict import PredictService
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from runtime.models.readiness import Readiness
 from runtime.models.registry import ModelRegistry
 from runtime.protocol import v2
 from runtime.protocol.v2 import InferRequest, Tensor
-from runtime.services.placement import Placement
+from runtime.scheduling import Placement
 
 PLATFORM = "onnxruntime_onnx"
 

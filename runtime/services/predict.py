@@ -16,8 +16,7 @@ from pydantic import BaseModel, FailFast, TypeAdapter, ValidationError, create_m
 from pydantic_core import PydanticSerializationError
 
 from runtime import telemetry
-from runtime.batching import Batcher
-from runtime.endpoint import BoundEndpoint, is_coroutine_function
+from runtime.endpoint import BoundEndpoint, ColumnarPredict, is_coroutine_function
 from runtime.errors import (
     ConfigError,
     EndpointNotFound,
@@ -32,8 +31,8 @@ from runtime.errors import (
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
 from runtime.protocol import v1
+from runtime.scheduling import Batcher, Placement
 from runtime.scored import ModelInfo, Scored
-from runtime.services.placement import Placement
 
 log = logging.getLogger("mlfn.predict")
 
@@ -136,7 +135,9 @@ class Scorer:
         self.bound = bound
         self.name = bound.name
         self._registry = registry
-        self._predict = endpoint.predict_fn
+        predict = endpoint.predict_fn
+        # A columnar predict's adapter kept as it is: its calls go straight to the columnar room.
+        self._predict = predict.direct() if isinstance(predict, ColumnarPredict) else predict
         self.is_async = is_coroutine_function(self._predict)
         self._limits = endpoint.limits
         rows: Any = list[endpoint.input]  # type: ignore[name-defined]

@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from runtime.endpoint import BoundEndpoint
 from runtime.errors import MlfnError
+from runtime.scheduling import finished
 from runtime.scored import ModelInfo, Scored
 from runtime.services.halving import Part, outcomes
-from runtime.services.placement import finished
 from runtime.services.predict import PredictService
 
 

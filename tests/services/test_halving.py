@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from runtime.errors import PredictFailed
+from runtime.scheduling import finished
 from runtime.services.halving import Part, outcomes
-from runtime.services.placement import finished
 
 ITEMS = list(range(7))  # fewer than FAILS_EVERYWHERE_AT: halved, no random probes
 

@@ -7,7 +7,7 @@ import asyncio
 import threading
 
 from runtime import telemetry
-from runtime.batching import Batcher
+from runtime.scheduling import Batcher
 from runtime.telemetry import Invocation, InvocationOnThread
 
 # What the Functions worker hands a function as context.thread_local_storage: one for the

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from runtime import telemetry
-from runtime.services.placement import Placement, finished
+from runtime.scheduling import Placement, finished
 
 
 def test_work_proved_short_runs_in_place_and_work_proved_long_does_not() -> None:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from runtime.batching import Batcher
 from runtime.errors import Overloaded
+from runtime.scheduling import Batcher
 
 
 def _batcher(
@@ -257,7 +257,7 @@ def test_an_idle_endpoints_requests_run_in_their_own_task_and_look_for_company_n
     """A request on an idle endpoint runs without a turn of the event loop (no leader task, no
     future to wake), except the first and every LOOK_EVERY-th, which give requests that arrived
     with it a turn to join."""
-    from runtime.batching import LOOK_EVERY
+    from runtime.scheduling import LOOK_EVERY
 
     async def run(instances: list[int]) -> list[int]:
         return instances  # no await: a run that never gives the loop a turn
