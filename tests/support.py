@@ -61,6 +61,22 @@ def make_app(app_dir: Path, endpoints: dict[str, str]) -> Path:
     return app_dir
 
 
+# The iris example's input and output models, for test apps that write their own endpoint.
+FLOWER_MODELS = """
+from pydantic import BaseModel, Field
+
+class Flower(BaseModel):
+    sepal_length: float = Field(gt=0)
+    sepal_width: float = Field(gt=0)
+    petal_length: float = Field(gt=0)
+    petal_width: float = Field(gt=0)
+
+class Out(BaseModel):
+    label: int
+    probabilities: list[float]
+"""
+
+
 def copy_examples(app_dir: Path) -> Path:
     """The repository's own app (function_app.py, host.json, functions/) in ``app_dir``."""
     make_app(app_dir, {})

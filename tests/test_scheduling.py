@@ -28,6 +28,23 @@ def _batcher(
     return Batcher(run, lambda out, start, n: out[start : start + n], max_batch_size, wait_s), calls
 
 
+def _held(
+    max_batch_size: int, max_pending: int | None = None, times: int = 1, holds: int | None = None
+) -> tuple[Batcher[int, list[int]], threading.Event, threading.Event]:
+    """A batcher whose runs (those with instance ``holds`` only, if given) set ``started`` and
+    wait for ``release``; each instance scores as itself ``times``."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        if holds is None or holds in instances:
+            started.set()
+            release.wait(10)
+        return [i * times for i in instances]
+
+    split = lambda out, start, n: out[start : start + n]  # noqa: E731
+    return Batcher(run, split, max_batch_size, max_pending=max_pending), started, release
+
+
 async def _until(condition: Callable[[], bool], what: str) -> None:
     """Let the loop run until ``condition`` holds: tasks scheduled now do their part in a few
     iterations, so a bound on iterations, not a sleep, says when to give up."""
@@ -102,16 +119,7 @@ def test_a_lone_request_on_an_idle_endpoint_never_waits() -> None:
 
 
 def test_requests_beyond_the_pending_limit_are_refused_as_overloaded() -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def run(instances: list[int]) -> list[int]:
-        started.set()
-        release.wait(10)
-        return instances
-
-    batcher: Batcher[int, list[int]] = Batcher(
-        run, lambda out, start, n: out[start : start + n], 1, max_pending=2
-    )
+    batcher, started, release = _held(1, max_pending=2)
 
     async def main() -> list[object]:
         first = asyncio.create_task(batcher.submit([0]))
@@ -186,14 +194,7 @@ def test_a_failing_split_fails_its_requests_and_the_batcher_keeps_working() -> N
 
 
 def test_a_cancelled_waiting_request_does_not_stall_the_endpoint() -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def run(instances: list[int]) -> list[int]:
-        started.set()
-        release.wait(10)
-        return instances
-
-    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, start, n: out[start : start + n], 1)
+    batcher, started, release = _held(1)
 
     async def main() -> list[list[int]]:
         first = asyncio.create_task(batcher.submit([1]))
@@ -209,14 +210,7 @@ def test_a_cancelled_waiting_request_does_not_stall_the_endpoint() -> None:
 
 
 def test_a_cancelled_caller_does_not_strand_the_requests_batched_with_it() -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def run(instances: list[int]) -> list[int]:
-        started.set()
-        release.wait(10)
-        return [i * 10 for i in instances]
-
-    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, start, n: out[start : start + n], 8)
+    batcher, started, release = _held(8, times=10)
 
     async def main() -> list[int]:
         first = asyncio.create_task(batcher.submit([1]))
@@ -230,16 +224,7 @@ def test_a_cancelled_caller_does_not_strand_the_requests_batched_with_it() -> No
 
 
 def test_a_queue_caller_is_never_refused_as_overloaded() -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def run(instances: list[int]) -> list[int]:
-        started.set()
-        release.wait(10)
-        return instances
-
-    batcher: Batcher[int, list[int]] = Batcher(
-        run, lambda out, start, n: out[start : start + n], 1, max_pending=1
-    )
+    batcher, started, release = _held(1, max_pending=1)
 
     async def main() -> list[object]:
         tasks = [asyncio.create_task(batcher.submit([i], bounded=False)) for i in range(4)]
@@ -294,15 +279,7 @@ def test_a_burst_after_many_lone_requests_is_still_merged() -> None:
 
 
 def test_a_cancelled_lone_request_leaves_the_endpoint_working() -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def run(instances: list[int]) -> list[int]:
-        if instances == [0]:
-            started.set()
-            release.wait(10)
-        return instances
-
-    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, s, n: out[s : s + n], 4)
+    batcher, started, release = _held(4, holds=0)
 
     async def main() -> list[int]:
         first = asyncio.create_task(batcher.submit([0]))

@@ -15,21 +15,12 @@ import pytest
 
 from runtime.config import Settings, storage_account
 from runtime.registration import build_app
-from tests.support import make_app
+from tests.support import FLOWER_MODELS, make_app
 
-IRIS = """
-from pydantic import BaseModel, Field
+IRIS = (
+    FLOWER_MODELS
+    + """
 from runtime import Endpoint, Limits, OnnxModel
-
-class Flower(BaseModel):
-    sepal_length: float = Field(gt=0)
-    sepal_width: float = Field(gt=0)
-    petal_length: float = Field(gt=0)
-    petal_width: float = Field(gt=0)
-
-class Out(BaseModel):
-    label: int
-    probabilities: list[float]
 
 endpoint = Endpoint(Flower, Out, model=MODEL, limits=Limits(max_batch_size=2, max_request_bytes=2048))
 
@@ -39,6 +30,7 @@ def predict(flowers, model: OnnxModel):
     out = model.run({"input": [[f.sepal_length, f.sepal_width, f.petal_length, f.petal_width] for f in flowers]})
     return [Out(label=l, probabilities=p) for l, p in zip(out["label"].tolist(), out["probabilities"].tolist())]
 """
+)
 
 ROW = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}
 

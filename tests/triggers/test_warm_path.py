@@ -16,24 +16,20 @@ import pytest
 
 from runtime.config import Settings
 from runtime.registration import build_app
-from tests.support import ROOT, make_app
+from tests.support import FLOWER_MODELS, ROOT, make_app
 
-ROWS = """
-from pydantic import BaseModel, Field
-from runtime import Endpoint, OnnxModel
-
-class Flower(BaseModel):
-    sepal_length: float = Field(gt=0)
-    sepal_width: float = Field(gt=0)
-    petal_length: float = Field(gt=0)
-    petal_width: float = Field(gt=0)
-
-class Out(BaseModel):
-    label: int
-    probabilities: list[float]
+MODELS = (
+    FLOWER_MODELS
+    + """
+from runtime import Columns, Endpoint, OnnxModel
 
 endpoint = Endpoint(Flower, Out, model=MODEL)
+"""
+)
 
+ROWS = (
+    MODELS
+    + """
 @endpoint.predict
 def predict(flowers, model: OnnxModel):
     x = [[f.sepal_length, f.sepal_width, f.petal_length, f.petal_width] for f in flowers]
@@ -41,23 +37,12 @@ def predict(flowers, model: OnnxModel):
     return [Out(label=l, probabilities=p)
             for l, p in zip(out["label"].tolist(), out["probabilities"].tolist())]
 """
+)
 
-COLUMNS = """
+COLUMNS = (
+    MODELS
+    + """
 import numpy as np
-from pydantic import BaseModel, Field
-from runtime import Columns, Endpoint, OnnxModel
-
-class Flower(BaseModel):
-    sepal_length: float = Field(gt=0)
-    sepal_width: float = Field(gt=0)
-    petal_length: float = Field(gt=0)
-    petal_width: float = Field(gt=0)
-
-class Out(BaseModel):
-    label: int
-    probabilities: list[float]
-
-endpoint = Endpoint(Flower, Out, model=MODEL)
 
 @endpoint.predict_columns
 def predict(columns: Columns, model: OnnxModel) -> Columns:
@@ -65,6 +50,7 @@ def predict(columns: Columns, model: OnnxModel) -> Columns:
     out = model.run({"input": x})
     return {"label": out["label"], "probabilities": out["probabilities"]}
 """
+)
 
 BODY = b'{"instances": [{"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, ' + (
     b'"petal_width": 1.8}]}'
