@@ -66,14 +66,15 @@ Outcomes = Sequence[Outcome] | ColumnOutcomes
 
 
 def as_outcomes(chunk: Outcomes) -> Sequence[Outcome]:
-    """Column outcomes as one outcome per row (a prediction as compact JSON)."""
+    """Column outcomes as one outcome per row (a prediction as compact JSON, byte for byte as
+    the row path's pydantic writes it: the same serializer, so ``1e-9``, not ``1e-09``)."""
     if not isinstance(chunk, ColumnOutcomes):
         return chunk
+    from pydantic_core import to_json
+
     rows = chunk.python()
     return [
-        (None, chunk.errors[i])
-        if i in chunk.errors
-        else (json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode(), None)
+        (None, chunk.errors[i]) if i in chunk.errors else (to_json(row), None)
         for i, row in enumerate(rows)
     ]
 

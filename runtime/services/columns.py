@@ -99,10 +99,9 @@ class ColumnService:
         service makes them. None otherwise, for the predict service to score them (or to say
         exactly what is wrong, as it says it for any request); None too when the endpoint has
         no columns (``plan``)."""
-        import json
 
         from runtime.columnar.arrow import from_dicts
-        from runtime.protocol.batch_formats import ColumnOutcomes
+        from runtime.protocol.batch_formats import ColumnOutcomes, as_outcomes
 
         plans = self.plan(name)
         if plans is None or not raw or not all(type(r) is dict for r in raw):
@@ -126,9 +125,8 @@ class ColumnService:
             return Scored([p for p in scored.predictions or () if p is not None], scored.model)
         names = self.output_names(name)
         outputs = {names[f]: a for f, a in scored.outputs.items()}
-        values = ColumnOutcomes(outputs, {}, len(rows)).python()
-        dumped = [json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode() for v in values]
-        return Scored(dumped, scored.model)
+        outcomes = as_outcomes(ColumnOutcomes(outputs, {}, len(rows)))
+        return Scored([p for p, _ in outcomes if p is not None], scored.model)
 
     def output_names(self, name: str) -> dict[str, str]:
         """Each output field's name and the name it is written under (its alias)."""
