@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import inspect
 import logging
 import time
@@ -144,6 +145,8 @@ class Batcher(Generic[I, O]):
         pays it once in ``LOOK_EVERY``; any sign of company makes every request look again."""
         self._running += 1
         alone = False
+        left: list[asyncio.Future[Any]] = []
+        token = _left_running.set(left)
         try:
             if not request.merge:  # nothing may join it: no turn to look for company
                 alone = True
@@ -159,7 +162,12 @@ class Batcher(Generic[I, O]):
             request.future.cancel()
             raise
         finally:
-            self._leave(loop)  # a leader for whoever waits: this request too, if it has company
+            _left_running.reset(token)
+            running = [f for f in left if not f.done()]
+            if running:  # cancelled, its run goes on in a thread: the slot is the run's
+                running[0].add_done_callback(lambda _: self._leave(loop))
+            else:
+                self._leave(loop)  # a leader for whoever waits: this one too, with company
         return request.future.result() if alone else await request.future
 
     def _start_leader(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -261,7 +269,8 @@ class Batcher(Generic[I, O]):
     async def _call(self, instances: list[I]) -> O:
         if self._run_is_async:
             return await cast(Awaitable[O], self._run(instances))
-        return await asyncio.to_thread(cast(Callable[[list[I]], O], self._run), instances)
+        run = cast(Callable[[list[I]], O], self._run)
+        return await in_thread(lambda: run(instances))
 
     async def _call_as(
         self, tel: telemetry.Telemetry, batch: list[_Request[I, O]], instances: list[I]
@@ -318,6 +327,29 @@ def _settle(
         future.set_result(value)  # type: ignore[arg-type]
 
 
+# The worker threads a task's work was still running in when the task was cancelled (threads
+# cannot be stopped), noted by in_thread for the batcher, whose run slot stays taken until they
+# end: else the next request would run beside them.
+_left_running: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = contextvars.ContextVar(
+    "mlfn_left_running", default=None
+)
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` in a worker thread, with this task's context (as ``asyncio.to_thread``);
+    cancelled meanwhile, the thread's future is noted in ``_left_running`` (a cancelled wait is
+    done at once, long before the thread)."""
+    loop = asyncio.get_running_loop()
+    running = loop.run_in_executor(None, contextvars.copy_context().run, fn)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        left = _left_running.get()
+        if left is not None:
+            left.append(running)
+        raise
+
+
 # --- placement: on the loop or in a worker thread ---------------------------------------------
 
 
@@ -325,6 +357,8 @@ def _settle(
 # (bench/RESULTS.md); work shorter than a few of those is cheaper done in place, and blocks the
 # loop no longer than parsing a small request body does.
 INLINE_BELOW_S = 200e-6
+# Work of a size class is sent to threads once this share of its recent runs were slow.
+SLOW_SHARE = 0.2
 
 
 class Holder(Protocol[M_co]):
@@ -345,7 +379,8 @@ class Placement:
 
     def __init__(self, inline_below_s: float | None = None) -> None:
         self._limit = INLINE_BELOW_S if inline_below_s is None else inline_below_s
-        self._seconds: dict[int, float] = {}
+        # Per size class: the moving average of a run's seconds, and of the share of slow runs.
+        self._seconds: dict[int, tuple[float, float]] = {}
 
     async def run(
         self,
@@ -369,7 +404,7 @@ class Placement:
                     result = await work(held, *args, **kwargs)
                     self._learn(size, started)
                     return result
-        return await asyncio.to_thread(lambda: self.here(size, holder, work, *args, **kwargs))
+        return await in_thread(lambda: self.here(size, holder, work, *args, **kwargs))
 
     def here(
         self,
@@ -389,9 +424,9 @@ class Placement:
             return result
 
     def fast(self, size: int) -> bool:
-        """Work of ``size`` has proved shorter than the limit."""
-        seconds = self._seconds.get(max(size, 1).bit_length())
-        return seconds is not None and seconds < self._limit
+        """Work of ``size`` has proved shorter than the limit, and seldom longer."""
+        learnt = self._seconds.get(max(size, 1).bit_length())
+        return learnt is not None and learnt[0] < self._limit and learnt[1] < SLOW_SHARE
 
     def _learn(self, size: int, started: float) -> None:
         """Learn from the duration of work that succeeded (not from a failure: a quick error
@@ -400,10 +435,17 @@ class Placement:
         # twice the limit at most: one stall must not send a model's next runs to threads,
         # which slow them and are timed there, keeping the average up; runs that are slow
         # again and again still cross the limit in a few.
-        took = min(time.perf_counter() - started, 2 * self._limit)
+        # Work slow often, not once (by its inputs: a long text, say) is told by the share of
+        # slow runs, which a stall moves little, and a run of stalls enough.
+        took = time.perf_counter() - started
+        slow = 1.0 if took >= self._limit else 0.0
+        took = min(took, 2 * self._limit)
         key = max(size, 1).bit_length()
-        average = self._seconds.get(key)
-        self._seconds[key] = took if average is None else 0.8 * average + 0.2 * took
+        learnt = self._seconds.get(key)
+        if learnt is None:
+            self._seconds[key] = (took, slow)
+        else:
+            self._seconds[key] = (0.8 * learnt[0] + 0.2 * took, 0.9 * learnt[1] + 0.1 * slow)
 
 
 def finished(coroutine: Awaitable[T]) -> T:

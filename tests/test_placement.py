@@ -67,6 +67,23 @@ async def _where(model: str, n: int) -> tuple[int, str, int]:
     return threading.get_ident(), f"{model} {n} {on_thread}", n
 
 
+def test_work_slow_every_third_run_is_sent_to_threads() -> None:
+    """Work slow by its inputs now and then (a long text, say): capped like a stall, its slow
+    runs kept the average under the limit and blocked the loop for their whole length, 19
+    times in 20."""
+    placement = Placement(inline_below_s=0.002)
+    for _ in range(2):
+        placement.here(1, _Held(True), _sleep, 0)
+    inline = []  # whether each slow run would have gone on the loop
+    for _ in range(12):
+        for seconds in (0, 0, 0.02):
+            if seconds:
+                inline.append(placement.fast(1))
+            placement.here(1, _Held(True), _sleep, seconds)
+    assert inline[0]  # the first one cannot be told from a stall
+    assert not any(inline[6:]), inline  # then they are known: in threads
+
+
 @pytest.mark.parametrize("free_now", [True, False])
 def test_work_runs_on_the_loop_once_proved_short_and_held_without_waiting(free_now: bool) -> None:
     placement, holder = Placement(inline_below_s=60.0), _Held(free_now)

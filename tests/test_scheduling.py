@@ -315,3 +315,43 @@ def test_a_request_not_to_merge_shares_no_run_and_its_failure_is_not_run_again()
     assert [12, 13] in calls and [14] in calls and calls.count([12, 13]) == 1
     assert not any(set(c) & {12, 13, 14} and len(c) > 2 for c in calls)
     assert sorted(i for c in calls if set(c) <= {1, 2, 3} for i in c) == [1, 2, 3]
+
+
+def test_a_cancelled_lone_requests_run_keeps_its_slot_until_its_thread_ends() -> None:
+    """A thread cannot be stopped: cancelled while its run is in one, the request's run still
+    holds the endpoint's slot, so the next request waits for it instead of running beside it
+    (max_concurrency is a promise to the model's memory and CPU)."""
+    started, release = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    active, peak = 0, 0
+
+    def run(instances: list[int]) -> list[int]:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        if instances == [0]:
+            started.set()
+            release.wait(10)
+        with lock:
+            active -= 1
+        return instances
+
+    batcher: Batcher[int, list[int]] = Batcher(run, lambda out, s, n: out[s : s + n], 4)
+
+    async def main() -> list[int]:
+        first = asyncio.create_task(batcher.submit([0]))
+        await asyncio.to_thread(started.wait, 10)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.create_task(batcher.submit([1]))
+        await _until(lambda: batcher.stats.requests == 2, "the second request")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not second.done() and peak == 1  # waits for the first run's thread
+        release.set()
+        return await asyncio.wait_for(second, 10)
+
+    assert asyncio.run(main()) == [1]
+    assert peak == 1

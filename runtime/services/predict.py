@@ -410,7 +410,11 @@ class _Runs:
         never a load); None otherwise, and always when the endpoint keeps runs off the loop."""
         if not self._inline or not self._slots.acquire(blocking=False):
             return None
-        held = self._registry.use_loaded(self._name, self._ref)
+        try:
+            held = self._registry.use_loaded(self._name, self._ref)
+        except BaseException:
+            self._slots.release()
+            raise
         if held is None:
             self._slots.release()
             return None

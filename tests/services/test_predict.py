@@ -410,3 +410,24 @@ def test_non_finite_predictions_are_encoded_as_null(service: Service) -> None:
     scorer = svc._scorer("ep")
     encoded = scorer._dump([In(count=1), In(count=2)], predict([], None), 0)  # type: ignore[arg-type]
     assert encoded == [b'{"next":null}', b'{"next":null}']  # standard JSON, not NaN
+
+
+def test_a_run_slot_taken_on_the_loop_is_given_back_when_holding_the_model_fails(
+    tmp_path: Path,
+) -> None:
+    """Holding the model can raise (its revalidation starts a thread, and a process may have
+    none left): the slot taken for the run must not stay taken, or every later run of the
+    endpoint waits for it forever."""
+    from runtime.services.predict import _Runs
+
+    class Failing(ModelRegistry):
+        def use_loaded(self, name: str, ref: Model) -> Any:
+            raise RuntimeError("can't start new thread")
+
+    endpoint = Endpoint(In, Out, model="models/none.onnx")
+    runs = _Runs(
+        BoundEndpoint("ep", endpoint), Failing(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    )
+    for _ in range(2):  # the second finds the slot free again
+        with pytest.raises(RuntimeError, match="new thread"):
+            runs.held_now()
