@@ -172,6 +172,9 @@ class QueueListener:
                 release = self._accounts.io(lease.release, self._options.visibility_timeout_s)
                 await self._settle(release, "releasing it for a retry", message.id)
             return
+        except BaseException:  # cancelled: the lease lapses and the message comes back
+            renewer.cancel()
+            raise
         renewer.cancel()
         await self._settle(self._accounts.io(lease.delete), "deleting it", message.id)
         run.succeeded()

@@ -489,6 +489,34 @@ def test_no_lease_keeper_is_left_running_once_the_message_is_settled(
     assert len(run.storage.calls) == 2  # one renewal, then the settlement
 
 
+def test_no_lease_keeper_is_left_running_when_the_processing_is_cancelled(
+    naps: list[float],
+) -> None:
+    """Cancelled (the host stopping), the message is left to its lease; its keeper must not
+    go on renewing it, or it would stay hidden as long as the process lives."""
+    invoker = Invoker()
+    run = _listener(invoker, lease_s=30)
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    invoker.body = hang
+
+    async def process() -> set[asyncio.Task[Any]]:
+        task = asyncio.create_task(run.listener._process(_message(1)))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(5):
+            await pause(0)
+        return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    assert asyncio.run(process()) == set()
+
+
 class _Pager:
     """The SDK's ItemPaged: pages made as they are asked for."""
 
