@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
+from typing import Any
 
 import pytest
 
@@ -15,34 +15,56 @@ from runtime import telemetry
 from runtime.scheduling import Placement, finished
 
 
-def test_work_proved_short_runs_in_place_and_work_proved_long_does_not() -> None:
-    placement = Placement(inline_below_s=0.01)
+class _Clock:
+    """Placement's clock, moved by the work alone: how long a run takes is what the test says,
+    never what a busy machine makes of a sleep."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    from runtime import scheduling
+
+    found = _Clock()
+    monkeypatch.setattr(scheduling, "time", found)
+    return found
+
+
+def _taking(clock: _Clock) -> Any:
+    async def work(model: str, seconds: float) -> None:
+        clock.now += seconds
+
+    return work
+
+
+def test_work_proved_short_runs_in_place_and_work_proved_long_does_not(clock: _Clock) -> None:
+    placement, work = Placement(inline_below_s=0.01), _taking(clock)
     assert not placement.fast(1)  # not measured yet
-    placement.here(1, _Held(True), _sleep, 0)
+    placement.here(1, _Held(True), work, 0)
     assert placement.fast(1)
     assert not placement.fast(64)  # another size class, not measured
     for _ in range(5):
-        placement.here(1, _Held(True), _sleep, 0.03)
+        placement.here(1, _Held(True), work, 0.03)
     assert not placement.fast(1)
 
 
-def test_one_stalled_run_does_not_send_the_next_ones_to_threads() -> None:
+def test_one_stalled_run_does_not_send_the_next_ones_to_threads(clock: _Clock) -> None:
     """A collection or a descheduled process stalls a run now and then; counted whole, one
     stall of 50 limits kept a fast model's runs in threads (where they are slower, and timed
     there) for many runs after."""
-    placement = Placement(inline_below_s=0.002)
+    placement, work = Placement(inline_below_s=0.002), _taking(clock)
     for _ in range(5):
-        placement.here(1, _Held(True), _sleep, 0)
-    placement.here(1, _Held(True), _sleep, 0.1)
+        placement.here(1, _Held(True), work, 0)
+    placement.here(1, _Held(True), work, 0.1)
     assert placement.fast(1)
     for _ in range(3):
-        placement.here(1, _Held(True), _sleep, 0.1)
+        placement.here(1, _Held(True), work, 0.1)
     assert not placement.fast(1)  # slow again and again: it is slow
-
-
-async def _sleep(model: str, seconds: float) -> None:
-    if seconds:
-        time.sleep(seconds)
 
 
 class _Held:
@@ -67,19 +89,19 @@ async def _where(model: str, n: int) -> tuple[int, str, int]:
     return threading.get_ident(), f"{model} {n} {on_thread}", n
 
 
-def test_work_slow_every_third_run_is_sent_to_threads() -> None:
+def test_work_slow_every_third_run_is_sent_to_threads(clock: _Clock) -> None:
     """Work slow by its inputs now and then (a long text, say): capped like a stall, its slow
     runs kept the average under the limit and blocked the loop for their whole length, 19
     times in 20."""
-    placement = Placement(inline_below_s=0.002)
+    placement, work = Placement(inline_below_s=0.002), _taking(clock)
     for _ in range(2):
-        placement.here(1, _Held(True), _sleep, 0)
+        placement.here(1, _Held(True), work, 0)
     inline = []  # whether each slow run would have gone on the loop
     for _ in range(12):
         for seconds in (0, 0, 0.02):
             if seconds:
                 inline.append(placement.fast(1))
-            placement.here(1, _Held(True), _sleep, seconds)
+            placement.here(1, _Held(True), work, seconds)
     assert inline[0]  # the first one cannot be told from a stall
     assert not any(inline[6:]), inline  # then they are known: in threads
 
