@@ -163,9 +163,9 @@ class Batcher(Generic[I, O]):
             raise
         finally:
             _left_running.reset(token)
-            running = [f for f in left if not f.done()]
-            if running:  # cancelled, its run goes on in a thread: the slot is the run's
-                running[0].add_done_callback(lambda _: self._leave(loop))
+            # Cancelled while its run goes on in a thread: the slot is the run's until it ends.
+            if left and not left[0].done():
+                left[0].add_done_callback(lambda _: self._leave(loop))
             else:
                 self._leave(loop)  # a leader for whoever waits: this one too, with company
         return request.future.result() if alone else await request.future

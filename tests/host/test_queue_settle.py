@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 from asyncio import sleep as pause  # the real one: a test below replaces asyncio.sleep
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from runtime.host import queue_listener
 from runtime.host.invoke import Invocation
 from runtime.host.metadata import Binding, FunctionInfo
 from runtime.host.outages import StorageOutages
-from runtime.host.queue_listener import MAX_INVISIBLE_S, QueueListener, receive
-from runtime.host.queue_options import QueueOptions
+from runtime.host.queue_listener import Lease, QueueListener, receive
+from runtime.host.queue_options import MAX_INVISIBLE_S, QueueOptions
 
 SETTING = "JobsStorage"
 STORED = base64.b64encode(b"hello").decode()  # the body as the queue holds it
@@ -515,6 +516,21 @@ def test_no_lease_keeper_is_left_running_when_the_processing_is_cancelled(
         return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
 
     assert asyncio.run(process()) == set()
+
+
+@pytest.mark.parametrize("settle", ["release", "delete", "park"])
+def test_a_renewal_after_the_message_is_settled_leaves_it_alone(settle: str) -> None:
+    storage = Storage()
+    lease = Lease(Queue(storage, "jobs"), _message(1), lease_s=30)  # type: ignore[arg-type]
+    lease.renew()
+    {"release": lambda: lease.release(0), "delete": lease.delete, "park": lease.park}[settle]()
+    # The renewal was sent to its thread before the failure cancelled it, and ran late.
+    late = threading.Thread(target=lease.renew)
+    late.start()
+    late.join()
+    assert storage.calls[0] == ("update", "jobs", "m1", "r0", 30)
+    assert len(storage.calls) == 2, storage.calls  # released (visible now) stays released
+    assert storage.calls[1][0] == ("delete" if settle == "delete" else "update")
 
 
 class _Pager:
