@@ -23,6 +23,10 @@ def port_10000_taken() -> Iterator[socket.socket | None]:
     """Something that is not Azurite listening on 127.0.0.1:10000 (None: something else
     already does)."""
     listener = socket.socket()
+    # As servers bind: a connection of an emulator another test stopped on 10000 lingers in
+    # TIME-WAIT for a minute; without this the bind fails, the fixture says "something else
+    # listens", and the script, binding as servers do, finds the port free after all.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind(("127.0.0.1", azurite.DEFAULT_PORTS["blob"]))
     except OSError:
