@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,19 +18,27 @@ from tests.support import ROOT
 
 PRINT_CONNECTION = "import os; print('CONNECTION', os.environ['AzureWebJobsStorage'])"
 
+# Several tests here take 127.0.0.1:10000 or ask whether it is free: in two pytest-xdist
+# workers at once, one's listener made the other's fixture stand down and its script find the
+# port free a moment later. One worker runs them all, in turn.
+pytestmark = pytest.mark.xdist_group("azurite-default-ports")
+
 
 @pytest.fixture
 def port_10000_taken() -> Iterator[socket.socket | None]:
     """Something that is not Azurite listening on 127.0.0.1:10000 (None: something else
-    already does)."""
+    listens there for good)."""
     listener = socket.socket()
-    # As servers bind: a connection of an emulator another test stopped on 10000 lingers in
-    # TIME-WAIT for a minute; without this the bind fails, the fixture says "something else
-    # listens", and the script, binding as servers do, finds the port free after all.
+    # As servers bind: a connection of an emulator stopped on 10000 lingers in TIME-WAIT, which
+    # would fail a plain bind while the script, binding as servers do, finds the port free.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(("127.0.0.1", azurite.DEFAULT_PORTS["blob"]))
-    except OSError:
+    for _ in range(50):  # a listener of a moment (a test's, in another process) goes away
+        try:
+            listener.bind(("127.0.0.1", azurite.DEFAULT_PORTS["blob"]))
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
         listener.close()
         yield None
         return
