@@ -494,17 +494,19 @@ def _column_lines(start: int, outcomes: ColumnOutcomes, fields: list[str]) -> by
     import pyarrow.compute as pc
 
     outputs = outcomes.outputs
-    cells = [_column_cells(outputs[f]) for f in fields]
+    cells = [_column_cells(outputs[f], quote=True) for f in fields]
     if any(c is None for c in cells):
         return None
     # The error column ends each record: a row's error as a quoted cell, with the CRLF.
-    ends = ["\r\n"] * outcomes.rows
-    for i, failed in outcomes.errors.items():
-        ends[i] = _quoted(error_json(failed).decode()) + "\r\n"
+    ends: Any = "\r\n"
+    if outcomes.errors:
+        ends = ["\r\n"] * outcomes.rows
+        for i, failed in outcomes.errors.items():
+            ends[i] = _quoted(error_json(failed).decode()) + "\r\n"
+        ends = pa.array(ends)  # inferred: many times faster than typed
     numbers = pa.array(np.arange(start, start + outcomes.rows, dtype=np.int64)).cast(pa.string())
     quoted = [_csv_quoted(c, outputs[f]) for c, f in zip(cells, fields, strict=True)]
-    parts = [numbers, *quoted, pa.array(ends)]  # inferred: many times faster than typed
-    lines = pc.binary_join_element_wise(*parts, ",")
+    lines = pc.binary_join_element_wise(numbers, *quoted, ends, ",")
     return b"".join(buffer.to_pybytes() for buffer in _text_bytes(lines))
 
 
@@ -527,14 +529,12 @@ def _quoted(cell: str) -> str:
 
 def _csv_quoted(text: Any, column: Any) -> Any:
     """``_quoted`` over the cells ``text`` of an output ``column``: a number's text needs no
-    quotes; a list of numbers needs them where it holds a comma."""
+    quotes, and a list's is quoted already (``_column_cells``, ``quote``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = column.type
-    if is_list_type(kind):
-        needs = pc.fill_null(pc.greater(pc.list_value_length(column), 1), False)
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_map(kind):
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_map(kind):
         needs = pc.match_substring_regex(text, '[,"\r\n]')
     else:
         return text
@@ -545,11 +545,14 @@ def _csv_quoted(text: Any, column: Any) -> Any:
     return pc.if_else(needs, quoted, text)
 
 
-def _column_cells(column: Any) -> Any:
+def _column_cells(column: Any, quote: bool = False) -> Any:
     """An output column's CSV cells as Arrow text, made a column at a time: the text the row
     path writes for each value (a null, and a float that is not finite, empty; a list as
     compact JSON; text made inert as ``safe_cell`` makes it). None for a column of another
-    kind, or a list holding a float that is not finite: those are written value by value."""
+    kind, or a list holding a float that is not finite: those are written value by value.
+
+    quote: a list's cell as the csv module writes it, in quotes where it holds a comma (two
+    or more numbers; a number's text holds no quote to double), made in the same pass."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -586,10 +589,26 @@ def _column_cells(column: Any) -> Any:
             parts = column.cast(pa.list_(pa.string()))
         else:
             return None
-        text = pc.binary_join_element_wise("[", pc.binary_join(parts, ","), "]", "")
+        text = _bracketed(column, pc.binary_join(parts, ","), quote)
     else:
         return None
     return pc.fill_null(text, "").cast(pa.string())
+
+
+def _bracketed(column: Any, inner: Any, quote: bool) -> Any:
+    """Each list's joined items in brackets, and with ``quote`` in quotes too where it holds
+    two or more (a comma)."""
+    import pyarrow.compute as pc
+
+    if not quote:
+        return pc.binary_join_element_wise("[", inner, "]", "")
+    many = pc.fill_null(pc.greater(pc.list_value_length(column), 1), False)
+    if pc.all(many).as_py():  # a fixed length of two or more: every row
+        return pc.binary_join_element_wise('"[', inner, ']"', "")
+    plain = pc.binary_join_element_wise("[", inner, "]", "")
+    if not pc.any(many).as_py():
+        return plain
+    return pc.if_else(many, pc.binary_join_element_wise('"[', inner, ']"', ""), plain)
 
 
 def _map_cells(column: Any) -> Any:
@@ -621,9 +640,11 @@ def _map_cells(column: Any) -> Any:
 
 def float_text(values: Any) -> Any:
     """Each float of an Arrow float64 array as Python's ``repr`` writes it (a null stays
-    null). Arrow writes the same shortest digits, and lays them out as Python does where
-    both write no exponent (Arrow from 1e-6 to 1e10, Python from 1e-4 to 1e16) but for an
-    integral value's ".0": the other values are written by Python itself."""
+    null). Arrow writes the same shortest digits; only their layout differs, by the decimal
+    exponent e (Arrow: fixed from 1e-6 to 1e10, Python from 1e-4 to 1e16), and is mended in
+    Arrow: an integral value's ".0" (Arrow writes "3"), an exponent of one digit (Arrow writes
+    "1e-7", Python "1e-07") and 1e-6 <= |x| < 1e-4 (Arrow "0.00005", Python "5e-05"). The
+    rest (1e10 to 1e16, and what is not finite) is rare in outputs and written by Python."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -631,14 +652,69 @@ def float_text(values: Any) -> Any:
     text = values.cast(pa.string())
     numbers = values.to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
+        # The double's own magnitude gives the exponent of its shortest digits: the digits
+        # of a double below 1e-4 read below 1e-4 too (they round to it, not to 1e-4).
         size = np.abs(numbers)
-        alike = (size >= 1e-4) & (size < 1e10) & (np.floor(numbers) != numbers)
-    alike |= values.is_null().to_numpy(zero_copy_only=False)
-    others = np.flatnonzero(~alike)
-    if not len(others):
+        whole = np.floor(numbers) == numbers
+        integral = whole & (size < 1e10)  # 0 and -0 too
+        short_exponent = (size >= 1e-9) & (size < 1e-6)
+        fixed_small = (size >= 1e-6) & (size < 1e-4)
+        python = ~((size < 1e10) | (size >= 1e16))  # 1e10 to 1e16, NaN, infinities
+    python &= ~values.is_null().to_numpy(zero_copy_only=False)  # a null is a null
+    # Each kind mended on its own rows, then all put in place at once (one pass over ``text``).
+    at: list[Any] = []
+    mended: list[Any] = []
+    for rows, mend in (
+        (integral, _integral),
+        (short_exponent, _two_digit_exponent),
+        (fixed_small, _exponent_form),
+    ):
+        if rows.any():
+            at.append(np.flatnonzero(rows))
+            mended.append(mend(text.filter(pa.array(rows))))
+    if python.any():
+        at.append(np.flatnonzero(python))
+        mended.append(pa.array(list(map(repr, numbers[python].tolist())), pa.string()))
+    if not at:
         return text
-    written = pa.array(list(map(repr, numbers[others].tolist())))  # inferred: faster
-    return pc.replace_with_mask(text, pa.array(~alike), written)
+    where = np.concatenate(at)
+    order = np.argsort(where, kind="stable")
+    replaced = np.zeros(len(numbers), dtype=np.bool_)
+    replaced[where] = True
+    written = pa.concat_arrays(mended).take(pa.array(order))
+    return pc.replace_with_mask(text, pa.array(replaced), written)
+
+
+def _integral(text: Any) -> Any:
+    """Arrow's "3" as Python's "3.0"."""
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(text, ".0", "")
+
+
+def _two_digit_exponent(text: Any) -> Any:
+    """Arrow's "6.2e-8" as Python's "6.2e-08" (1e-9 <= |x| < 1e-6)."""
+    import pyarrow.compute as pc
+
+    return pc.replace_substring(text, "e-", "e-0")
+
+
+def _exponent_form(text: Any) -> Any:
+    """Arrow's "0.0000512" as Python's "5.12e-05" (1e-6 <= |x| < 1e-4)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    negative = pc.starts_with(text, "-")
+    bare = pc.if_else(negative, pc.utf8_slice_codeunits(text, 1), text)  # "0.0000512"
+    fraction = pc.utf8_slice_codeunits(bare, 2)  # "0000512": the zeros, then the digits
+    digits = pc.utf8_ltrim(fraction, "0")  # "512"
+    # The exponent: minus one, less each zero before the first digit.
+    zeros = pc.subtract(pc.utf8_length(fraction), pc.utf8_length(digits))
+    exponent = pc.if_else(pc.equal(zeros, 4), pa.scalar("e-05"), pa.scalar("e-06"))
+    first, rest = pc.utf8_slice_codeunits(digits, 0, 1), pc.utf8_slice_codeunits(digits, 1)
+    point = pc.if_else(pc.equal(pc.utf8_length(rest), 0), pa.scalar(""), pa.scalar("."))
+    sign = pc.if_else(negative, pa.scalar("-"), pa.scalar(""))
+    return pc.binary_join_element_wise(sign, first, point, rest, exponent, "")
 
 
 def _cell(value: Any) -> Any:
