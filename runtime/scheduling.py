@@ -39,6 +39,16 @@ M_co = TypeVar("M_co", covariant=True)
 P = ParamSpec("P")
 
 
+class NotNow:
+    """What ``Placement.now`` and a batcher's ``run_now`` answer for work they cannot run at
+    once (a class of its own: a result may be None)."""
+
+    __slots__ = ()
+
+
+NOT_NOW = NotNow()
+
+
 @dataclass
 class _Request(Generic[I, O]):
     instances: list[I]
@@ -75,6 +85,11 @@ class Batcher(Generic[I, O]):
     caller isolates its own failures (the rows service halves its rows) is submitted with
     ``merge`` False: it waits in line with the others but shares no run, so its failure is its
     own, answered at once, and no merged run fails for it: one isolation, never two stacked.
+
+    ``run_now(instances)``, if given, runs them on the calling task without waiting for
+    anything, or answers ``NOT_NOW`` when it cannot (the run would wait: for a slot, a load, a
+    thread). An idle endpoint's request that would not look for company is run by it directly:
+    no task, future or turn of the loop, and nothing can arrive while it runs (it never waits).
     """
 
     def __init__(
@@ -87,9 +102,11 @@ class Batcher(Generic[I, O]):
         max_pending: int | None = None,
         shared_failure: Callable[[BaseException], bool] = lambda exc: False,
         name: str = "",
+        run_now: Callable[[list[I]], O | NotNow] | None = None,
     ) -> None:
         self.name = name  # the endpoint's, in telemetry
         self._run = run
+        self._run_now = run_now
         self._run_is_async = inspect.iscoroutinefunction(run)
         self._split = split
         self._max = max_batch_size
@@ -115,6 +132,18 @@ class Batcher(Generic[I, O]):
         if self._loop is not loop:  # a new event loop (a test's, a restarted worker's)
             self._loop, self._pending, self._running = loop, collections.deque(), 0
             self._arrived = asyncio.Event()
+        if (
+            self._run_now is not None
+            and not self._pending
+            and not self._running
+            and self._alone % LOOK_EVERY
+            and not telemetry.current().on  # traced runs get the batch's span: the long way
+        ):
+            result = self._run_now(instances)
+            if not isinstance(result, NotNow):
+                self._alone += 1
+                self.stats.requests += 1
+                return result
         if bounded and self._max_pending is not None and len(self._pending) >= self._max_pending:
             self._drop_answered()  # callers that gave up no longer count
             if len(self._pending) >= self._max_pending:
@@ -395,16 +424,32 @@ class Placement:
         thread with ``holder.held()`` (``here``). ``work`` is a coroutine function that never
         waits (on a thread it runs with no loop: ``finished``). Only the work is timed, never
         the holding (a load)."""
-        if self.fast(size):
-            now = holder.held_now()
-            if now is not None:
-                # On the loop's thread: the worker attributes log lines there by the task.
-                with now as held:
-                    started = time.perf_counter()
-                    result = await work(held, *args, **kwargs)
-                    self._learn(size, started)
-                    return result
+        done = self.now(size, holder, work, *args, **kwargs)
+        if not isinstance(done, NotNow):
+            return done
         return await in_thread(lambda: self.here(size, holder, work, *args, **kwargs))
+
+    def now(
+        self,
+        size: int,
+        holder: Holder[M],
+        work: Callable[Concatenate[M, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T | NotNow:
+        """``work``'s result, run here and now when work of ``size`` has proved short and
+        ``holder.held_now()`` holds what it needs without waiting; ``NOT_NOW`` otherwise. On
+        the loop's thread, the worker attributes log lines by the task."""
+        if not self.fast(size):
+            return NOT_NOW
+        now = holder.held_now()
+        if now is None:
+            return NOT_NOW
+        with now as held:
+            started = time.perf_counter()
+            result = finished(work(held, *args, **kwargs))
+            self._learn(size, started)
+            return result
 
     def here(
         self,

@@ -355,3 +355,40 @@ def test_a_cancelled_lone_requests_run_keeps_its_slot_until_its_thread_ends() ->
 
     assert asyncio.run(main()) == [1]
     assert peak == 1
+
+
+def test_an_idle_request_that_can_run_now_runs_on_the_callers_task_and_the_rest_wait() -> None:
+    """``run_now`` serves an idle endpoint's request directly (no task, future or turn of the
+    loop), except when it looks for company, when others wait, or when it answers NOT_NOW."""
+    from runtime.scheduling import LOOK_EVERY, NOT_NOW, NotNow
+
+    now_calls: list[list[int]] = []
+    can = [True]
+
+    def run_now(instances: list[int]) -> list[int] | NotNow:
+        now_calls.append(list(instances))
+        return [i * 100 for i in instances] if can[0] else NOT_NOW
+
+    batcher, calls = _batcher(max_batch_size=8)
+    batcher._run_now = run_now
+
+    async def main() -> tuple[list[list[int]], list[list[int]]]:
+        alone = [await batcher.submit([i]) for i in range(LOOK_EVERY + 1)]
+        can[0] = False
+        refused = await batcher.submit([99])
+        can[0] = True
+        together = await asyncio.gather(*(batcher.submit([i]) for i in range(200, 204)))
+        return [*alone, refused], together
+
+    alone, together = asyncio.run(main())
+    # The first request looks for company (the long way); the next LOOK_EVERY - 1 run now,
+    # the LOOK_EVERY-th looks again; then one that cannot run now goes the long way.
+    assert alone[0] == [0] and alone[LOOK_EVERY] == [LOOK_EVERY * 10]
+    assert alone[1:LOOK_EVERY] == [[i * 100] for i in range(1, LOOK_EVERY)]
+    assert alone[-1] == [990]
+    assert now_calls[: LOOK_EVERY - 1] == [[i] for i in range(1, LOOK_EVERY)]
+    assert [99] in now_calls and [99] in calls
+    # Arriving together, each runs now in its turn: a run that never waits leaves no one
+    # waiting, so there is nothing to merge.
+    assert together == [[i * 100] for i in range(200, 204)]
+    assert batcher.stats.requests == LOOK_EVERY + 2 + 4

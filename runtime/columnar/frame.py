@@ -127,7 +127,7 @@ def take(columns: Columns, rows: NDArray[np.intp] | Sequence[int] | slice) -> Co
 def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> dict[str, Any]:
     """What a columnar predict returned, checked: a mapping with a column of ``n`` values for
     every field of the output model (by field name), each as an array or list."""
-    if not isinstance(returned, Mapping):
+    if type(returned) is not dict and not isinstance(returned, Mapping):  # dict: no ABC check
         raise PredictContractError(
             f"{who} returned {type(returned).__name__}; a columnar "
             "predict returns a mapping of output field name to column"
@@ -142,7 +142,7 @@ def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> 
                 f"{who} returned no column {name!r}; it returned {sorted(map(str, returned))[:10]}"
             )
         column = returned[name]
-        if isinstance(column, Mapping):  # a dict field's values, a column per key
+        if type(column) is not np.ndarray and isinstance(column, Mapping):  # a column per key
             column = _keyed(who, name, column, n)
             columns[name] = column
             continue
@@ -253,6 +253,8 @@ def _keyed(who: str, name: str, column: Mapping[Any, Any], n: int) -> Any:
 
 
 def _values(column: Any) -> list[Any]:
+    if type(column) is np.ndarray:  # the usual column: before the ABC checks below
+        return column.tolist()  # type: ignore[no-any-return]
     if isinstance(column, Mapping):  # a dict field's values, a column per key: a dict a row
         keys = list(column)
         return [

@@ -99,6 +99,9 @@ class OnnxModel:
         self.inputs = [TensorSpec.from_node_arg(a) for a in session.get_inputs()]
         self.outputs = [TensorSpec.from_node_arg(a) for a in session.get_outputs()]
         self._input_by_name = {spec.name: spec for spec in self.inputs}
+        # What every run needs, looked up once: on the warm path.
+        self._dtypes = {spec.name: spec.dtype for spec in self.inputs}
+        self._output_names = [spec.name for spec in self.outputs]
         self.session_info: SessionInfo | None = None
 
     @classmethod
@@ -161,7 +164,8 @@ class OnnxModel:
         input's element type. Returns every output (or those named) by name."""
         import numpy as np
 
-        if feeds.keys() != self._input_by_name.keys():
+        dtypes = self._dtypes
+        if feeds.keys() != dtypes.keys():
             missing = [name for name in self._input_by_name if name not in feeds]
             unknown = [name for name in feeds if name not in self._input_by_name]
             raise ValueError(
@@ -170,12 +174,12 @@ class OnnxModel:
             )
         arrays = {}
         for name, value in feeds.items():
-            dtype = self._input_by_name[name].dtype
+            dtype = dtypes[name]
             try:
                 arrays[name] = np.asarray(value, dtype=dtype) if dtype else value
             except (ValueError, TypeError, OverflowError) as exc:  # ragged rows, say
                 raise ModelInputRefused(self.name, f"input {name!r}: {exc}") from None
-        names = list(output_names) if output_names else [o.name for o in self.outputs]
+        names = list(output_names) if output_names else self._output_names
         try:
             results = self._session.run(names, arrays)
         except Exception as exc:

@@ -44,7 +44,10 @@ class _Slot:
     model: OnnxModel | None = None
     error: BaseException | None = None
     flight: Future[OnnxModel] | None = None
-    in_use: int = 0
+    # One entry per holder of the model. A list, never replaced, so the warm path takes and
+    # gives back a hold with no lock: append and pop are atomic, and eviction (``_evict``)
+    # reads it after hiding the model, so a hold is seen or the model is not taken.
+    holders: list[None] = dataclasses.field(default_factory=list)
     last_used: float = 0.0
     size: int = 0
     etag: str | None = None
@@ -87,19 +90,23 @@ class ModelRegistry:
 
     def use_loaded(self, name: str, ref: Model) -> _Held | None:
         """Like ``use``, but only for a model in memory now: None rather than a load (for
-        callers that must not block, e.g. on an event loop)."""
-        with self._lock:
-            slot = self._slots.get(name)
-            if slot is None or slot.model is None:
-                return None
-            slot.in_use += 1
-            self._maybe_revalidate(name, ref, slot)
-            return _Held(self, name, ref, (slot.model, slot))
+        callers that must not block, e.g. on an event loop). Takes no lock: the warm path."""
+        slot = self._slots.get(name)
+        if slot is None:
+            return None
+        slot.holders.append(None)  # held first, then looked at: see _evict
+        model = slot.model
+        if model is None:
+            slot.holders.pop()
+            return None
+        if self._due(slot):
+            with self._lock:
+                self._revalidate_soon(name, ref, slot)
+        return _Held(self, name, ref, (model, slot))
 
     def _release(self, slot: _Slot) -> None:
-        with self._lock:
-            slot.in_use -= 1
-            slot.last_used = time.monotonic()
+        slot.last_used = time.monotonic()  # before the hold goes: the reaper reads both
+        slot.holders.pop()
 
     def get(self, name: str, ref: Model) -> OnnxModel:
         """Load (if needed) and return the model, without holding it."""
@@ -145,8 +152,9 @@ class ModelRegistry:
                 if slot is None:
                     slot = self._slots[name] = _Slot()
                 if slot.model is not None:
-                    slot.in_use += 1
-                    self._maybe_revalidate(name, ref, slot)
+                    slot.holders.append(None)
+                    if self._due(slot):
+                        self._revalidate_soon(name, ref, slot)
                     return slot.model, slot
                 if slot.flight is None and slot.error and time.monotonic() < slot.retry_at:
                     # Within Retry-After of a failed load: the same answer at once, rather
@@ -177,7 +185,8 @@ class ModelRegistry:
             raise
         with self._lock:
             slot.state, slot.model, slot.error, slot.flight = ModelState.READY, model, None, None
-            slot.size, slot.in_use, slot.last_used = size, 1, time.monotonic()
+            slot.size, slot.last_used = size, time.monotonic()
+            slot.holders.append(None)  # the leader's own hold
             slot.etag, slot.checked = etag, time.monotonic()
             evicted = self._make_room(0, keep=name)
             resident = self._resident_names()
@@ -197,10 +206,18 @@ class ModelRegistry:
         )  # fmt: skip
         return model
 
-    def _maybe_revalidate(self, name: str, ref: Model, slot: _Slot) -> None:
-        """Start a background check of a loaded model, when one is due. Call with the lock held."""
+    def _due(self, slot: _Slot) -> bool:
+        """A background check of the loaded model is due (read without the lock: a stale
+        answer only moves the check by one request)."""
         every = self.settings.revalidate_s
-        if every is None or slot.refreshing or time.monotonic() - slot.checked < every:
+        return (
+            every is not None and not slot.refreshing and time.monotonic() - slot.checked >= every
+        )
+
+    def _revalidate_soon(self, name: str, ref: Model, slot: _Slot) -> None:
+        """Start a background check of a loaded model, unless one runs. Call with the lock
+        held."""
+        if slot.refreshing:
             return
         slot.refreshing = True
         threading.Thread(target=self._revalidate, args=(name, ref, slot), daemon=True).start()
@@ -304,7 +321,7 @@ class ModelRegistry:
             idle = [
                 (s.last_used, n)
                 for n, s in self._slots.items()
-                if s.model is not None and s.in_use == 0 and n != keep
+                if s.model is not None and not s.holders and n != keep
             ]
             if not idle:
                 log.warning(
@@ -313,14 +330,21 @@ class ModelRegistry:
                 )
                 return evicted
             _, victim = min(idle)
-            self._drop(victim, self._slots[victim], "memory budget")
-            evicted = True
+            evicted = self._evict(victim, self._slots[victim], "memory budget") or evicted
         return evicted
 
-    def _drop(self, name: str, slot: _Slot, reason: str) -> None:
-        slot.model, slot.state, slot.size = None, ModelState.ABSENT, 0
+    def _evict(self, name: str, slot: _Slot, reason: str) -> bool:
+        """Unload an idle model; False if a request took it meanwhile (it stays). Call with the
+        lock held. The model is hidden before its holders are counted, and ``use_loaded``
+        holds before it looks: so either the hold is counted here or the holder sees no model."""
+        model, slot.model = slot.model, None
+        if slot.holders:
+            slot.model = model
+            return False
+        slot.state, slot.size = ModelState.ABSENT, 0
         resident = self._resident_names()
         log.info("model unloaded name=%s reason=%s resident=%s", name, reason, resident)
+        return True
 
     def _start_reaper(self) -> None:
         idle_s = self.settings.idle_unload_s
@@ -343,11 +367,10 @@ class ModelRegistry:
                 for name, slot in self._slots.items():
                     if (
                         slot.model is not None
-                        and slot.in_use == 0
+                        and not slot.holders
                         and now - slot.last_used >= idle_s
                     ):
-                        self._drop(name, slot, "idle")
-                        evicted = True
+                        evicted = self._evict(name, slot, "idle") or evicted
             if evicted:
                 release_to_os()
 

@@ -38,7 +38,8 @@ def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:
 
 def encode_response(scored: Scored) -> bytes:
     """``{"predictions": [...], "model": {...}}`` as JSON bytes."""
-    return b'{"predictions":' + scored.predictions_json() + b',"model":' + scored.model.json + b"}"
+    predictions = b",".join(scored.predictions)
+    return b'{"predictions":[' + predictions + b'],"model":' + scored.model.json + b"}"
 
 
 def _kind(value: Any) -> str:

@@ -174,3 +174,58 @@ def test_local_models_are_used_in_place(tmp_path: Path, example_models: dict[str
 def _store_requests(azurite: AzuriteInfo, container: str) -> int:
     """Requests for the container's iris.onnx that reached Azurite, from its access log."""
     return settled_log(azurite).count(f"/devstoreaccount1/{container}/iris.onnx")
+
+
+def _loaded(tmp_path: Path, example_models: dict[str, Path]) -> tuple[ModelRegistry, Model]:
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), app_root=tmp_path)
+    ref = Model(str(example_models["iris"]))
+    registry.get("iris", ref)
+    return registry, ref
+
+
+def test_holding_a_loaded_model_takes_no_lock(
+    tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    """The warm path (``use_loaded`` and its release) never waits for the registry's lock,
+    whoever holds it (a load, an eviction, the idle reaper)."""
+    registry, ref = _loaded(tmp_path, example_models)
+
+    def warm_request() -> bool:
+        held = registry.use_loaded("iris", ref)
+        assert held is not None
+        with held as model:
+            return model.name == "iris"
+
+    with ThreadPoolExecutor(1) as pool:
+        registry._lock.acquire()  # held here, the whole time
+        try:
+            assert pool.submit(warm_request).result(timeout=10)
+        finally:
+            registry._lock.release()  # else a request that waits for it would never end
+    assert registry._slots["iris"].holders == []  # given back
+
+
+def test_a_model_held_while_it_is_being_evicted_stays_loaded(
+    tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    """Eviction hides the model, then counts its holders: a hold taken in between is seen,
+    and the model is put back, never unloaded under a request that has it."""
+    registry, ref = _loaded(tmp_path, example_models)
+    slot = registry._slots["iris"]
+    outcomes: list[bool] = []
+
+    class EvictedMeanwhile(list[None]):
+        def append(self, item: None) -> None:  # the hold is taken; then an eviction runs
+            super().append(item)
+            with registry._lock:
+                outcomes.append(registry._evict("iris", slot, "test"))
+
+    slot.holders = EvictedMeanwhile()
+    held = registry.use_loaded("iris", ref)
+    assert outcomes == [False] and held is not None
+    with held as model:
+        assert model.run({"input": [[5.1, 3.5, 1.4, 0.2]]})["label"].tolist() == [0]
+    assert registry.state("iris") is ModelState.READY
+    with registry._lock:
+        assert registry._evict("iris", slot, "test")  # idle now: it goes
+    assert registry.use_loaded("iris", ref) is None and slot.holders == []

@@ -1,6 +1,5 @@
 """The warm HTTP predict, as the Functions worker runs it in process on Azure: the modules of
-mlfn it goes through, traced, are the ones docs/architecture.md lists, and few (at most 8 for a
-row predict)."""
+mlfn it goes through, traced, are the ones docs/architecture.md lists, and few (at most 8)."""
 
 from __future__ import annotations
 
@@ -95,7 +94,7 @@ def _traced(fn: Any) -> list[str]:
 
 # A columnar predict's instances are gathered into columns and its columns made into outputs:
 # the columnar room is its one more.
-@pytest.mark.parametrize(("form", "source", "most"), [("rows", ROWS, 8), ("columns", COLUMNS, 9)])
+@pytest.mark.parametrize(("form", "source", "most"), [("rows", ROWS, 7), ("columns", COLUMNS, 8)])
 def test_a_warm_http_predict_crosses_the_documented_modules_and_few(
     tmp_path: Path,
     example_models: dict[str, Path],
