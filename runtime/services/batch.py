@@ -3,7 +3,9 @@
 
 Rows are read in slabs of whole batches, scored through the rows service (validation, the
 batcher and the predict function the HTTP and queue requests use), and written in order as
-staged blocks while later slabs are scored. The output and its summary are committed at the
+staged blocks while later slabs are scored. An endpoint with a columnar predict has its slabs
+read, scored as columns (``runtime.services.columns``) and written by three threads of the
+file's own, a slab at a time each (``_stream_columns`` says why). The output and its summary are committed at the
 end: a file scored again (a host restarted mid-file, an event delivered twice) rewrites them
 whole, never appends. A file that cannot be read at all gets an error summary; a failure a
 retry may cure (the store, the model's download) is raised, so the host tries again.
@@ -12,10 +14,13 @@ retry may cure (the store, the model's download) is raised, so the host tries ag
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
@@ -43,6 +48,10 @@ log = logging.getLogger("mlfn.batch")
 SLAB_ROWS = 1024  # rows read, validated and handed to the batcher at once (whole batches)
 COLUMN_SLAB_ROWS = 16384  # the same, scored as columns
 IN_FLIGHT = 4  # slabs being scored while the oldest is written
+
+
+class _Stopped(Exception):
+    """A part of a slab not done: one before it failed (``_stream_columns``)."""
 
 
 # A slab's outcomes, the model that scored it, and what the writer made of them ahead.
@@ -162,6 +171,8 @@ class BatchService:
         chunks: Iterator[Sequence[RawRow]] = batch_formats.read_rows(
             fmt, reader, slab, limit, slab_bytes, columns
         )
+        if columnar:
+            return await self._stream_columns(name, chunks, writer, summary)
         pending: deque[tuple[int, asyncio.Task[_Done]]] = deque()
         model: ModelInfo | None = None
         start = 0
@@ -189,21 +200,118 @@ class BatchService:
                 task.cancel()
         return model
 
+    async def _stream_columns(
+        self,
+        name: str,
+        chunks: Iterator[Sequence[RawRow]],
+        writer: RowWriter,
+        summary: batch.Summary,
+    ) -> ModelInfo | None:
+        """A columnar endpoint's slabs through three threads of the file's own, each doing
+        its part of every slab in turn: one reads them (the blob's ranges, cutting rows),
+        one scores them, one encodes and writes them; the loop hands each slab on, in order,
+        at most ``IN_FLIGHT`` held at once.
+
+        Not a thread a slab, as the row path has: a columnar predict call is short (64 iris
+        rows, ~20 us) and lets the GIL go while the model runs, so with other Python threads
+        busy beside it each call waits for the GIL to come back, up to the interpreter's
+        switch interval (5 ms). Slabs checked side by side slowed their predict calls more
+        than they overlapped; what runs beside the scoring thread now mostly waits for the
+        storage or runs in Arrow (CSV text, Parquet pages), which lets the GIL go."""
+        assert self._columns is not None
+        columns = self._columns()
+        loop = asyncio.get_running_loop()
+        pools = [ThreadPoolExecutor(1, thread_name_prefix=f"mlfn-{part}")
+                 for part in ("read", "score", "write")]  # fmt: skip
+        reading, scoring, writing = pools
+
+        stopped = threading.Event()  # a part failed, or the file is given up: no more parts
+        failed: list[BaseException] = []  # the first part that failed, what it raised
+
+        def part(fn: Callable[..., Any], *args: Any) -> Any:
+            # A thread's next part may already be queued when one fails (a write after the
+            # write that failed): it does nothing.
+            if stopped.is_set():
+                raise _Stopped
+            try:
+                return fn(*args)
+            except BaseException as exc:
+                failed.append(exc)
+                stopped.set()
+                raise
+
+        def result(future: asyncio.Future[Any]) -> Any:
+            try:
+                return future.result()
+            except _Stopped:  # a part not done: the failure that stopped it is the file's
+                raise failed[0] from None
+
+        def on(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+            # The invocation's context goes along (its trace, its id for predict's logs), as
+            # asyncio.to_thread takes it.
+            return loop.run_in_executor(pool, contextvars.copy_context().run, part, fn, *args)
+
+        def scored(chunk: Sequence[RawRow]) -> tuple[Outcomes | None, ModelInfo | None]:
+            done = _score_columns(columns, name, chunk)
+            return (None, None) if done is None else done
+
+        def written(start: int, outcomes: Outcomes) -> int:
+            return writer.write(start, outcomes, writer.prepare(start, outcomes))
+
+        reads: deque[asyncio.Future[Sequence[RawRow] | None]] = deque()
+        scores: deque[tuple[Sequence[RawRow], asyncio.Future[Any]]] = deque()
+        writes: deque[asyncio.Future[int]] = deque()
+        model: ModelInfo | None = None
+        start = 0
+        ended = False
+        try:
+            while True:
+                while not ended and len(reads) + len(scores) + len(writes) < IN_FLIGHT:
+                    reads.append(on(reading, next, chunks, None))
+                heads = [f for f in (reads and reads[0], scores and scores[0][1],
+                                     writes and writes[0]) if f]  # fmt: skip
+                if not heads:
+                    break
+                await asyncio.wait(heads, return_when=asyncio.FIRST_COMPLETED)
+                if writes and writes[0].done():
+                    summary.errors += result(writes.popleft())
+                if scores and scores[0][1].done():
+                    chunk, scoring_done = scores.popleft()
+                    outcomes, scored_by = result(scoring_done)
+                    if outcomes is None:  # rows the columns do not hold: the rows service's
+                        outcomes, scored_by = await self._score_rows(name, chunk)
+                    model = scored_by or model
+                    summary.rows += len(outcomes)
+                    summary.errors += batch_formats.error_count(outcomes)
+                    writes.append(on(writing, written, start, outcomes))
+                    start += len(outcomes)
+                if reads and reads[0].done():
+                    read = result(reads.popleft())
+                    if read is None:  # the end: the reads after it find the end too
+                        ended = True
+                    else:
+                        scores.append((read, on(scoring, scored, read)))
+            await on(writing, writer.close)
+        finally:
+            stopped.set()
+            for future in (*reads, *(f for _, f in scores), *writes):
+                future.cancel()
+            # A slab being read, scored or written finishes on its thread; nothing after it.
+            for pool in pools:
+                pool.shutdown(wait=False, cancel_futures=True)
+        return model
+
     async def _score_slab(
         self, name: str, chunk: Sequence[RawRow], start: int, writer: RowWriter
     ) -> _Done:
         """A slab scored, and made ready for the writer (beside the slabs still scored)."""
-        outcomes, model = await self._score_chunk(name, chunk)
+        outcomes, model = await self._score_rows(name, chunk)
         return outcomes, model, await asyncio.to_thread(writer.prepare, start, outcomes)
 
-    async def _score_chunk(
+    async def _score_rows(
         self, name: str, chunk: Sequence[RawRow]
     ) -> tuple[Outcomes, ModelInfo | None]:
-        columns = self._columns() if self._columns is not None else None
-        if columns is not None and columns.plan(name) is not None:
-            done = await asyncio.to_thread(_score_columns, columns, name, chunk)
-            if done is not None:
-                return done
+        """A chunk's readable rows scored by the rows service (the batcher, pydantic)."""
         readable = [r for r in chunk if not isinstance(r, MlfnError)]
         scored = await self._rows.score(name, readable) if readable else None
         rows = iter(scored.rows if scored else ())
@@ -313,8 +421,11 @@ def _score_columns(
         at = dict(zip(readable, scored.predictions or (), strict=False))
         outcomes: list[Outcome] = [(at.get(i), errors.get(i)) for i in range(len(chunk))]
         return outcomes, scored.model
+    output = columns.output_names(name)
+    if len(readable) == len(chunk):  # every row read: the columns' rows are the chunk's
+        outputs = {written: scored.outputs[field] for field, written in output.items()}
+        return ColumnOutcomes(outputs, errors, len(chunk)), scored.model
     order = np.full(len(chunk), -1, dtype=np.int64)
     order[readable] = np.arange(len(readable))
-    output = columns.output_names(name)
     outputs = {written: scatter(scored.outputs[field], order) for field, written in output.items()}
     return ColumnOutcomes(outputs, errors, len(chunk)), scored.model

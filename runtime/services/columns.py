@@ -197,6 +197,10 @@ class _Runner:
         self.call = call
         self.rows: list[NDArray[np.intp] | slice] = []  # the rows each kept output answers
         self.outputs: list[dict[str, Any]] = []
+        # While every call answered the slice after the one before, from row 0: the outputs
+        # then answer rows 0 .. ``ahead`` in order, with no index a row to keep (the usual
+        # case, a slab of valid rows; a call costs little more than predict itself).
+        self.ahead: int | None = 0
 
     def chunk(self, rows: NDArray[np.intp] | slice, errors: dict[int, MlfnError]) -> None:
         try:
@@ -205,11 +209,19 @@ class _Runner:
             self._halved(_indices(rows).tolist(), fault, errors)
 
     def _call(self, rows: NDArray[np.intp] | slice | list[int]) -> None:
-        from runtime.columnar.frame import take
-
-        n = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
-        self.outputs.append(self.call(take(self.columns, rows), n))
-        self.rows.append(rows if isinstance(rows, slice) else _indices(rows))
+        if isinstance(rows, slice):
+            n = rows.stop - rows.start
+            picked = {name: column[rows] for name, column in self.columns.items()}
+            self.outputs.append(self.call(picked, n))
+            self.rows.append(rows)
+            if self.ahead is not None:
+                self.ahead = rows.stop if rows.start == self.ahead else None
+            return
+        index = _indices(rows)
+        picked = {name: column[index] for name, column in self.columns.items()}
+        self.outputs.append(self.call(picked, len(index)))
+        self.rows.append(index)
+        self.ahead = None
 
     def _halved(self, rows: list[int], fault: RowFault, errors: dict[int, MlfnError]) -> None:
         async def call(picked: list[int]) -> Part:  # never waits: this thread runs no loop
@@ -240,7 +252,10 @@ class _Runner:
         fields = list(output.model_fields)
         if not self.outputs:
             return {f: pa.nulls(n) for f in fields}, None
-        answered = np.concatenate([_indices(r) for r in self.rows])
+        if self.ahead is not None:
+            answered = np.arange(self.ahead)
+        else:
+            answered = np.concatenate([_indices(r) for r in self.rows])
         pieces = {f: [o[f] for o in self.outputs] for f in fields}
         if plan is not None:
             try:
@@ -257,6 +272,8 @@ class _Runner:
             except (PredictContractError, pa.ArrowException):
                 pass  # row by row, below
             else:
+                if self.ahead == n and not refused:  # each row answered, in order
+                    return arrays, None
                 order = np.full(n, -1, dtype=np.int64)
                 order[answered] = np.arange(len(answered))
                 for i, error in refused.items():

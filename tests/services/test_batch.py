@@ -21,7 +21,7 @@ from runtime.services import Services
 from runtime.storage import blob_files
 from tests.conftest import AzuriteInfo
 from tests.models.onnx_builders import adder
-from tests.services.pairs import Pair, by_rows, pairs, services, sums
+from tests.services.pairs import by_columns, by_rows, pairs, services, sums
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,10 @@ def _services(
     )
 
 
+def _form(columnar: bool) -> dict[str, Any]:
+    return {"predict": by_columns, "columnar": True} if columnar else {}
+
+
 def _score(app: Services, c: Containers, path: str) -> batch.Summary | None:
     return asyncio.run(app.batch.score_blob("pairs", path, c[1].container_name))
 
@@ -74,15 +78,20 @@ def _stored_summary(c: Containers, path: str, etag: str) -> dict[str, Any]:
     return json.loads(c[1].download_blob(batch.summary_path(path, etag)).readall())
 
 
+# Both forms of predict: rows through the rows service, columns through the columns pipeline.
+FORMS = pytest.mark.parametrize("columnar", [False, True], ids=["rows", "columns"])
+
+
+@FORMS
 def test_a_file_s_rows_come_back_in_order_with_each_bad_row_s_error(
-    model: Path, tmp_path: Path, azurite: AzuriteInfo, containers: Containers
+    model: Path, tmp_path: Path, azurite: AzuriteInfo, containers: Containers, columnar: bool
 ) -> None:
     good = pairs(300)
     lines = [json.dumps(p) for p in good]
     lines[7] = "{not json"
     lines[150] = json.dumps({"x": [1.0], "y": [1.0, 2.0]})  # too short
     etag = _upload(containers, "day/rows.jsonl", "\n".join(lines).encode())
-    app = _services(model, tmp_path, azurite, containers)
+    app = _services(model, tmp_path, azurite, containers, **_form(columnar))
     summary = _score(app, containers, "day/rows.jsonl")
     assert summary is not None and summary.error is None
     assert (summary.rows, summary.errors, summary.format) == (300, 2, "jsonl")
@@ -139,37 +148,91 @@ def test_a_file_gone_before_it_is_scored_is_nothing_to_score(
     assert not containers[1].exists() or list(containers[1].list_blobs()) == []
 
 
+@FORMS
 def test_a_model_missing_from_the_store_is_raised_for_the_host_to_retry(
-    tmp_path: Path, azurite: AzuriteInfo, containers: Containers
+    tmp_path: Path, azurite: AzuriteInfo, containers: Containers, columnar: bool
 ) -> None:
     etag = _upload(containers, "rows.jsonl", json.dumps(pairs(1)[0]).encode())
-    app = _services("./adder.onnx", tmp_path, azurite, containers)
+    app = _services("./adder.onnx", tmp_path, azurite, containers, **_form(columnar))
     with pytest.raises(ModelNotInStore):
         _score(app, containers, "rows.jsonl")
     # No summary: a retry, once the model is there, scores the file.
     assert not containers[1].get_blob_client(batch.summary_path("rows.jsonl", etag)).exists()
 
 
+@FORMS
 def test_a_file_overwritten_while_it_is_scored_is_left_to_its_new_version(
     model: Path,
     tmp_path: Path,
     azurite: AzuriteInfo,
     containers: Containers,
     monkeypatch: pytest.MonkeyPatch,
+    columnar: bool,
 ) -> None:
-    # Ranges of 64 KiB: the file is read in many, so one is asked for after the overwrite.
+    # Ranges of 64 KiB: the file is read in many, so one is asked for after the overwrite;
+    # slabs of columns as short as the rows' (16,384 rows would hold the whole file).
     monkeypatch.setattr(blob_files, "READ_BYTES", 64 * 1024)
+    monkeypatch.setattr("runtime.services.batch.COLUMN_SLAB_ROWS", 1024)
     old = "\n".join(json.dumps(p) for p in pairs(20_000)).encode()
     etag = _upload(containers, "rows.jsonl", old)
     overwritten: list[str] = []
 
-    def overwriting(rows: list[Pair], model: Any) -> Any:
+    def overwriting(rows: Any, model: Any) -> Any:
         if not overwritten:  # the first batch: the reader is a few slabs ahead, no more
             overwritten.append(_upload(containers, "rows.jsonl", b'{"x": [1, 2], "y": [3, 4]}'))
-        return by_rows(rows, model)
+        return (by_columns if columnar else by_rows)(rows, model)
 
-    app = _services(model, tmp_path, azurite, containers, predict=overwriting)
+    app = _services(model, tmp_path, azurite, containers, predict=overwriting, columnar=columnar)
     assert _score(app, containers, "rows.jsonl") is None
     assert overwritten and overwritten[0] != etag
     # Nothing committed for the old version: neither results nor a summary.
     assert [b.name for b in containers[1].list_blobs()] == []
+
+
+def test_a_slab_whose_results_cannot_be_written_fails_the_file_and_stops_its_threads(
+    model: Path,
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    containers: Containers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A columnar endpoint's slabs are read, scored and written on threads of the file's own:
+    # a failure on one of them is the file's (here a bug: an error summary, no output), and
+    # no slab is read or scored after it.
+    from runtime.protocol import batch_formats
+
+    monkeypatch.setattr("runtime.services.batch.COLUMN_SLAB_ROWS", 256)
+    etag = _upload(
+        containers, "rows.jsonl", "\n".join(json.dumps(p) for p in pairs(20_000)).encode()
+    )
+    writes: list[int] = []
+    writer = batch_formats.writer
+
+    def failing_writer(*args: Any) -> Any:
+        made = writer(*args)
+        write = made.write
+
+        def second_write_fails(start: int, outcomes: Any, prepared: Any = None) -> int:
+            writes.append(start)
+            if len(writes) == 2:
+                raise RuntimeError("the disk is on fire")
+            return write(start, outcomes, prepared)
+
+        made.write = second_write_fails  # type: ignore[method-assign]
+        return made
+
+    monkeypatch.setattr(batch_formats, "writer", failing_writer)
+    scored: list[int] = []
+
+    def counting(columns: Any, model: Any) -> Any:
+        scored.append(len(columns["x"]))
+        return by_columns(columns, model)
+
+    app = _services(model, tmp_path, azurite, containers, predict=counting, columnar=True)
+    summary = _score(app, containers, "rows.jsonl")
+    assert summary is not None and summary.error is not None
+    assert (summary.error["type"], summary.output, summary.rows) == ("InternalError", None, 0)
+    assert _stored_summary(containers, "rows.jsonl", etag)["error"]["type"] == "InternalError"
+    assert writes == [0, 256]  # in order, and nothing written after the failure
+    # Slabs in flight when it failed may finish; the other 70-odd are never scored.
+    assert sum(scored) <= 256 * 8 < 20_000
