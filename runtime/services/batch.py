@@ -5,22 +5,20 @@ Rows are read in slabs of whole batches, scored through the rows service (valida
 batcher and the predict function the HTTP and queue requests use), and written in order as
 staged blocks while later slabs are scored. An endpoint with a columnar predict has its slabs
 read, scored as columns (``runtime.services.columns``) and written by three threads of the
-file's own, a slab at a time each (``_stream_columns`` says why). The output and its summary are committed at the
-end: a file scored again (a host restarted mid-file, an event delivered twice) rewrites them
-whole, never appends. A file that cannot be read at all gets an error summary; a failure a
-retry may cure (the store, the model's download) is raised, so the host tries again.
+file's own, a slab at a time each (``runtime.services.slabs`` says why). The output and its
+summary are committed at the end: a file scored again (a host restarted mid-file, an event
+delivered twice) rewrites them whole, never appends. A file that cannot be read at all gets
+an error summary; a failure a retry may cure (the store, the model's download) is raised, so
+the host tries again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
@@ -48,10 +46,6 @@ log = logging.getLogger("mlfn.batch")
 SLAB_ROWS = 1024  # rows read, validated and handed to the batcher at once (whole batches)
 COLUMN_SLAB_ROWS = 16384  # the same, scored as columns
 IN_FLIGHT = 4  # slabs being scored while the oldest is written
-
-
-class _Stopped(Exception):
-    """A part of a slab not done: one before it failed (``_stream_columns``)."""
 
 
 # A slab's outcomes, the model that scored it, and what the writer made of them ahead.
@@ -207,99 +201,50 @@ class BatchService:
         writer: RowWriter,
         summary: batch.Summary,
     ) -> ModelInfo | None:
-        """A columnar endpoint's slabs through three threads of the file's own, each doing
-        its part of every slab in turn: one reads them (the blob's ranges, cutting rows),
-        one scores them, one encodes and writes them; the loop hands each slab on, in order,
-        at most ``IN_FLIGHT`` held at once.
+        """A columnar endpoint's slabs read, scored as columns and written by three threads
+        of the file's own, a slab at a time each (``runtime.services.slabs`` says why)."""
+        from concurrent.futures import CancelledError
 
-        Not a thread a slab, as the row path has: a columnar predict call is short (64 iris
-        rows, ~20 us) and lets the GIL go while the model runs, so with other Python threads
-        busy beside it each call waits for the GIL to come back, up to the interpreter's
-        switch interval (5 ms). Slabs checked side by side slowed their predict calls more
-        than they overlapped; what runs beside the scoring thread now mostly waits for the
-        storage or runs in Arrow (CSV text, Parquet pages), which lets the GIL go."""
+        from runtime.services.slabs import Slabs
+
         assert self._columns is not None
         columns = self._columns()
         loop = asyncio.get_running_loop()
-        pools = [ThreadPoolExecutor(1, thread_name_prefix=f"mlfn-{part}")
-                 for part in ("read", "score", "write")]  # fmt: skip
-        reading, scoring, writing = pools
+        models: list[ModelInfo] = []
 
-        stopped = threading.Event()  # a part failed, or the file is given up: no more parts
-        failed: list[BaseException] = []  # the first part that failed, what it raised
-
-        def part(fn: Callable[..., Any], *args: Any) -> Any:
-            # A thread's next part may already be queued when one fails (a write after the
-            # write that failed): it does nothing.
-            if stopped.is_set():
-                raise _Stopped
-            try:
-                return fn(*args)
-            except BaseException as exc:
-                failed.append(exc)
-                stopped.set()
-                raise
-
-        def result(future: asyncio.Future[Any]) -> Any:
-            try:
-                return future.result()
-            except _Stopped:  # a part not done: the failure that stopped it is the file's
-                raise failed[0] from None
-
-        def on(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-            # The invocation's context goes along (its trace, its id for predict's logs), as
-            # asyncio.to_thread takes it.
-            return loop.run_in_executor(pool, contextvars.copy_context().run, part, fn, *args)
-
-        def scored(chunk: Sequence[RawRow]) -> tuple[Outcomes | None, ModelInfo | None]:
+        def score(chunk: Sequence[RawRow]) -> tuple[Outcomes, ModelInfo | None]:
             done = _score_columns(columns, name, chunk)
-            return (None, None) if done is None else done
-
-        def written(start: int, outcomes: Outcomes) -> int:
-            return writer.write(start, outcomes, writer.prepare(start, outcomes))
-
-        reads: deque[asyncio.Future[Sequence[RawRow] | None]] = deque()
-        scores: deque[tuple[Sequence[RawRow], asyncio.Future[Any]]] = deque()
-        writes: deque[asyncio.Future[int]] = deque()
-        model: ModelInfo | None = None
-        start = 0
-        ended = False
-        try:
+            if done is not None:
+                return done
+            # Rows the columns do not hold: the rows service's, on the loop (its batcher).
+            rows = asyncio.run_coroutine_threadsafe(self._score_rows(name, chunk), loop)
             while True:
-                while not ended and len(reads) + len(scores) + len(writes) < IN_FLIGHT:
-                    reads.append(on(reading, next, chunks, None))
-                heads = [f for f in (reads and reads[0], scores and scores[0][1],
-                                     writes and writes[0]) if f]  # fmt: skip
-                if not heads:
-                    break
-                await asyncio.wait(heads, return_when=asyncio.FIRST_COMPLETED)
-                if writes and writes[0].done():
-                    summary.errors += result(writes.popleft())
-                if scores and scores[0][1].done():
-                    chunk, scoring_done = scores.popleft()
-                    outcomes, scored_by = result(scoring_done)
-                    if outcomes is None:  # rows the columns do not hold: the rows service's
-                        outcomes, scored_by = await self._score_rows(name, chunk)
-                    model = scored_by or model
-                    summary.rows += len(outcomes)
-                    summary.errors += batch_formats.error_count(outcomes)
-                    writes.append(on(writing, written, start, outcomes))
-                    start += len(outcomes)
-                if reads and reads[0].done():
-                    read = result(reads.popleft())
-                    if read is None:  # the end: the reads after it find the end too
-                        ended = True
-                    else:
-                        scores.append((read, on(scoring, scored, read)))
-            await on(writing, writer.close)
+                try:
+                    return rows.result(timeout=0.05)
+                except TimeoutError:
+                    if slabs.stopped:
+                        rows.cancel()
+                        raise CancelledError from None
+
+        start = 0
+
+        def write(scored: tuple[Outcomes, ModelInfo | None]) -> None:
+            nonlocal start
+            outcomes, model = scored
+            if model is not None:
+                models[:] = [model]
+            summary.rows += len(outcomes)
+            summary.errors += batch_formats.error_count(outcomes)
+            summary.errors += writer.write(start, outcomes, writer.prepare(start, outcomes))
+            start += len(outcomes)
+
+        slabs = Slabs(lambda: next(chunks, None), score, write)
+        try:
+            await asyncio.to_thread(slabs.run)
+            await asyncio.to_thread(writer.close)
         finally:
-            stopped.set()
-            for future in (*reads, *(f for _, f in scores), *writes):
-                future.cancel()
-            # A slab being read, scored or written finishes on its thread; nothing after it.
-            for pool in pools:
-                pool.shutdown(wait=False, cancel_futures=True)
-        return model
+            slabs.stop()  # cancelled: the threads stop after the slab they are at
+        return models[0] if models else None
 
     async def _score_slab(
         self, name: str, chunk: Sequence[RawRow], start: int, writer: RowWriter

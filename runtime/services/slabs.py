@@ -1,0 +1,136 @@
+"""A file's slabs through three threads, each doing its part of every slab in turn: one reads
+them, one scores them, one writes them, handed on through queues of one slab each.
+
+Why three threads and not a thread a slab (batch files' row path) or the event loop handing
+each slab on: a columnar predict call is short (64 iris rows, ~20 us) and lets the GIL go
+while the model runs, so a slab's 256 calls wait to get it back whenever another Python
+thread is busy; slabs read and checked side by side slowed the calls more than they
+overlapped. And a thread that wakes the event loop (a future's result) lets the GIL go in the
+write to the loop's pipe: the scoring thread waited for it there, a slab at a time. Here a
+slab passes between threads through a queue, which takes no system call that lets the GIL
+go, and the loop hears once, at the end. What runs beside the scoring thread mostly waits for
+the storage or runs in Arrow (CSV text, Parquet pages), which lets the GIL go.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError
+from typing import Any, Generic, TypeVar
+
+Read = TypeVar("Read")
+Scored = TypeVar("Scored")
+
+_POLL_S = 0.05  # how soon a thread waiting on a queue sees that the slabs were stopped
+
+
+class Slabs(Generic[Read, Scored]):
+    """``read()`` until it gives None, ``score`` each slab it read, ``write`` each scored slab,
+    in order; at most five slabs held at once (one in each part, one in each queue)."""
+
+    def __init__(
+        self,
+        read: Callable[[], Read | None],
+        score: Callable[[Read], Scored],
+        write: Callable[[Scored], None],
+    ) -> None:
+        self._read, self._score, self._write = read, score, write
+        self._stop = threading.Event()
+        self._failed: list[BaseException] = []  # what the first part that failed raised
+        self._read_slabs: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._scored_slabs: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._written = False  # the last slab too
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """No part starts after this (a part that cannot finish without waiting on something
+        else may raise CancelledError when it sees ``stopped``); one running finishes its
+        slab."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Every slab read, scored and written (the writing on this thread), or the first
+        failure of a part raised once the others have stopped (CancelledError: ``stop``
+        came first)."""
+        threads = [
+            threading.Thread(
+                target=contextvars.copy_context().run,  # the caller's context: its trace, ...
+                args=(self._part, part),
+                name=f"mlfn-{name}",
+                daemon=True,
+            )
+            for name, part in (("read", self._reading), ("score", self._scoring))
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._part(self._writing)
+        finally:
+            self._stop.set()  # the end, or a failure: the others stop at their next step
+            for thread in threads:
+                thread.join()
+        if self._failed:
+            raise self._failed[0]
+        if not self._written:
+            raise CancelledError  # stopped from outside: not every slab was written
+
+    def _part(self, part: Callable[[], None]) -> None:
+        try:
+            part()
+        except CancelledError:  # not done: another part failed, or the slabs were stopped
+            pass
+        except BaseException as exc:
+            self._failed.append(exc)
+            self._stop.set()
+
+    def _reading(self) -> None:
+        while True:
+            self._check()
+            slab = self._read()
+            self._put(self._read_slabs, slab)
+            if slab is None:
+                return
+
+    def _scoring(self) -> None:
+        while True:
+            slab = self._get(self._read_slabs)
+            if slab is None:
+                self._put(self._scored_slabs, None)
+                return
+            self._put(self._scored_slabs, (self._score(slab),))
+
+    def _writing(self) -> None:
+        while True:
+            scored = self._get(self._scored_slabs)
+            if scored is None:
+                self._written = True
+                return
+            self._check()
+            self._write(scored[0])
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise CancelledError
+
+    def _put(self, slabs: queue.Queue[Any], item: Any) -> None:
+        while True:
+            self._check()
+            try:
+                slabs.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, slabs: queue.Queue[Any]) -> Any:
+        while True:
+            self._check()
+            try:
+                return slabs.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
