@@ -136,13 +136,16 @@ class Batcher(Generic[I, O]):
             self._run_now is not None
             and not self._pending
             and not self._running
-            and self._alone % LOOK_EVERY
+            and (not merge or self._alone % LOOK_EVERY)  # not one to look for company
             and not telemetry.current().on  # traced runs get the batch's span: the long way
         ):
-            result = self._run_now(instances)
+            try:
+                result = self._run_now(instances)
+            except BaseException:
+                self._ran_now(merge)
+                raise
             if not isinstance(result, NotNow):
-                self._alone += 1
-                self.stats.requests += 1
+                self._ran_now(merge)
                 return result
         if bounded and self._max_pending is not None and len(self._pending) >= self._max_pending:
             self._drop_answered()  # callers that gave up no longer count
@@ -164,6 +167,12 @@ class Batcher(Generic[I, O]):
         # A caller that is cancelled here cancels only its own future: the batch its request
         # is in runs in the leader's task, for the other requests in it.
         return await request.future
+
+    def _ran_now(self, merge: bool) -> None:
+        """Count a request ``run_now`` served, as the long way counts a lone one."""
+        self.stats.requests += 1
+        if merge:  # one not to merge never looks for company: it tells nothing of it
+            self._alone += 1
 
     async def _lead_own(self, loop: asyncio.AbstractEventLoop, request: _Request[I, O]) -> O:
         """An idle endpoint's request runs in its own task, with no leader task to start and

@@ -392,3 +392,37 @@ def test_an_idle_request_that_can_run_now_runs_on_the_callers_task_and_the_rest_
     # waiting, so there is nothing to merge.
     assert together == [[i * 100] for i in range(200, 204)]
     assert batcher.stats.requests == LOOK_EVERY + 2 + 4
+
+
+def test_run_now_is_not_asked_while_a_run_goes_on_nor_with_telemetry_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request arriving while another's run goes on in a thread waits its turn in line, and
+    a traced one takes the long way (its run gets the batch's span): neither is run now."""
+    from runtime import telemetry
+    from runtime.scheduling import NOT_NOW, NotNow
+
+    batcher, started, release = _held(8, holds=0)
+    asked: list[list[int]] = []
+
+    def run_now(instances: list[int]) -> list[int] | NotNow:
+        asked.append(list(instances))
+        return NOT_NOW if 0 in instances else [i * 100 for i in instances]
+
+    batcher._run_now = run_now
+
+    async def main() -> list[list[int]]:
+        assert await batcher.submit([1]) == [1]  # the first looks for company: the long way
+        blocked = asyncio.create_task(batcher.submit([0]))  # refused now: runs in a thread
+        await asyncio.to_thread(started.wait, 10)
+        waiting = asyncio.create_task(batcher.submit([2]))
+        await _until(lambda: len(batcher._pending) == 1, "the request queued")
+        release.set()
+        # 2 found company: the next looks for more (the long way), the one after runs now.
+        return [await blocked, await waiting, await batcher.submit([3]), await batcher.submit([5])]
+
+    on = type("On", (telemetry.Telemetry,), {"on": True})()
+    assert asyncio.run(main()) == [[0], [2], [3], [500]]
+    assert asked == [[0], [5]]  # never asked for 2, which waited its turn
+    monkeypatch.setattr(telemetry, "_current", on)
+    assert asyncio.run(batcher.submit([4])) == [4] and asked == [[0], [5]]

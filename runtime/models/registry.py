@@ -153,8 +153,7 @@ class ModelRegistry:
                     slot = self._slots[name] = _Slot()
                 if slot.model is not None:
                     slot.holders.append(None)
-                    if self._due(slot):
-                        self._revalidate_soon(name, ref, slot)
+                    self._revalidate_soon(name, ref, slot)
                     return slot.model, slot
                 if slot.flight is None and slot.error and time.monotonic() < slot.retry_at:
                     # Within Retry-After of a failed load: the same answer at once, rather
@@ -215,12 +214,16 @@ class ModelRegistry:
         )
 
     def _revalidate_soon(self, name: str, ref: Model, slot: _Slot) -> None:
-        """Start a background check of a loaded model, unless one runs. Call with the lock
-        held."""
-        if slot.refreshing:
+        """Start a background check of a loaded model, if one is still due (one may have run
+        since a caller looked without the lock). Call with the lock held."""
+        if not self._due(slot):
             return
         slot.refreshing = True
-        threading.Thread(target=self._revalidate, args=(name, ref, slot), daemon=True).start()
+        try:
+            threading.Thread(target=self._revalidate, args=(name, ref, slot), daemon=True).start()
+        except BaseException:  # no thread to be had: the next request tries again
+            slot.refreshing = False
+            log.warning("cannot start a check of model %s", name, exc_info=True)
 
     def _revalidate(self, name: str, ref: Model, slot: _Slot) -> None:
         try:

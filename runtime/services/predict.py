@@ -324,7 +324,8 @@ class Scorer:
         traced = tel.on  # a span costs even when off: the hot path only checks
         size = self._limits.max_batch_size
         if not traced and len(instances) <= size:  # one chunk: the warm path, no list to grow
-            return Scored(self._dump(instances, await self._outputs(instances, model), 0),
+            chunk = instances[:]  # predict's own list, as every chunk is: it may change it
+            return Scored(self._dump(chunk, await self._outputs(chunk, model), 0),
                           self._model_info(model))  # fmt: skip
         predictions: list[bytes] = []
         for start in range(0, len(instances), size):

@@ -214,13 +214,13 @@ def test_a_model_held_while_it_is_being_evicted_stays_loaded(
     slot = registry._slots["iris"]
     outcomes: list[bool] = []
 
-    class EvictedMeanwhile(list[None]):
+    class EvictedOnceHeld(list[None]):
         def append(self, item: None) -> None:  # the hold is taken; then an eviction runs
             super().append(item)
             with registry._lock:
                 outcomes.append(registry._evict("iris", slot, "test"))
 
-    slot.holders = EvictedMeanwhile()
+    slot.holders = EvictedOnceHeld()
     held = registry.use_loaded("iris", ref)
     assert outcomes == [False] and held is not None
     with held as model:
@@ -229,3 +229,66 @@ def test_a_model_held_while_it_is_being_evicted_stays_loaded(
     with registry._lock:
         assert registry._evict("iris", slot, "test")  # idle now: it goes
     assert registry.use_loaded("iris", ref) is None and slot.holders == []
+
+
+def test_a_hold_begun_as_an_eviction_runs_either_keeps_the_model_or_gets_none(
+    tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    """The two interleavings the order of a hold (append, then look) and of an eviction (hide,
+    then count) must survive: the eviction done between the hold's start and its append, and
+    the hold made between the eviction's hide and its count. Either the hold gets no model or
+    the model stays loaded; never a model held and unloaded."""
+    registry, ref = _loaded(tmp_path, example_models)
+    slot = registry._slots["iris"]
+    evicted: list[bool] = []
+
+    class EvictedFirst(list[None]):
+        def append(self, item: None) -> None:  # the eviction wins the race to the slot
+            with registry._lock:
+                evicted.append(registry._evict("iris", slot, "test"))
+            super().append(item)
+
+    slot.holders = EvictedFirst()
+    held = registry.use_loaded("iris", ref)
+    assert evicted == [True]
+    assert held is None and list(slot.holders) == []
+
+    slot.holders = []  # a plain list again: the load below appends under the lock
+    registry.get("iris", ref)  # loaded again
+    holds: list[object] = []
+
+    class HeldWhileCounted(list[None]):
+        def __len__(self) -> int:  # counted by the eviction; then a request takes a hold
+            n = super().__len__()
+            if not holds:
+                holds.append(registry.use_loaded("iris", ref))
+            return n
+
+    slot.holders = HeldWhileCounted()
+    with registry._lock:
+        gone = registry._evict("iris", slot, "test")
+    assert gone and holds == [None]  # hidden before it was counted: the request got none
+    assert registry.state("iris") is ModelState.ABSENT and list(slot.holders) == []
+
+
+def test_a_check_of_the_model_starts_only_when_still_due_under_the_lock(
+    tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    """The warm path looks at whether a check is due without the lock; a check that ran
+    meanwhile makes the next one wait its interval again, not start at once."""
+    registry = ModelRegistry(
+        Settings(cache_dir=tmp_path / "cache", revalidate_s=60), app_root=tmp_path
+    )
+    ref = Model(str(example_models["iris"]))
+    registry.get("iris", ref)
+    slot = registry._slots["iris"]
+    slot.checked = time.monotonic() - 61
+    assert registry._due(slot)  # what a request saw, before a check ran and ended:
+    slot.checked = time.monotonic()
+    with registry._lock:
+        registry._revalidate_soon("iris", ref, slot)
+    assert not slot.refreshing  # no check started
+    slot.checked = time.monotonic() - 61
+    with registry._lock:
+        registry._revalidate_soon("iris", ref, slot)
+    assert slot.refreshing or slot.checked > time.monotonic() - 61  # started (maybe done)
