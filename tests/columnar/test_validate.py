@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -333,3 +333,17 @@ def test_an_int_past_64_bits_gathered_into_columns_is_the_requests_error() -> No
         from_instances(Plain, [Plain(x=1.0, n=1), Plain(x=1.0, n=2**63)])
     assert raised.value.status == 422
     assert raised.value.detail[0]["field"] == "instances[1].n"  # type: ignore[index]
+
+
+class IntRows(BaseModel):
+    v: Annotated[list[int], Field(min_length=2, max_length=2)]
+
+
+def test_an_int_past_64_bits_in_a_list_field_is_the_requests_error_naming_its_row() -> None:
+    from runtime.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed) as raised:
+        from_instances(IntRows, [IntRows(v=[1, 2]), IntRows(v=[3, 2**63])])
+    assert raised.value.detail[0]["field"] == "instances[1].v"  # type: ignore[index]
+    columns = from_instances(IntRows, [IntRows(v=[1, 2]), IntRows(v=[3, 2**62])])
+    assert columns["v"].tolist() == [[1, 2], [3, 2**62]] and columns["v"].dtype == np.int64
