@@ -23,8 +23,9 @@ machine is shared: the fastest is the least disturbed). The host's peak RSS is r
 file (``/proc/PID/clear_refs``) and read after. Then both paths' outputs for the first 1,000
 rows must agree: labels equal, probabilities within 1e-6.
 
-``--profile [csv|parquet]``: after timing, the host scores that file (CSV unless named) once
-more under py-spy; the busiest frames by own time are printed after the table.
+``--profile [csv|parquet]``: after timing, the host scores that file (CSV unless named) twice
+more under py-spy; the busiest frames of the thread holding the GIL, then the busiest threads
+and their frames, are printed after the table.
 """
 
 from __future__ import annotations
@@ -331,16 +332,54 @@ def compare(mine: bytes, theirs: bytes, fmt: str) -> int:
 
 
 def profile(host: Host, data: bytes, fmt: str, rows: int, top: int = 10) -> str:
-    """py-spy on the host while it scores ``data`` once: the ``top`` frames by own time, over
-    the samples of the thread holding the GIL (threads waiting, and native code that let the
-    GIL go, are not counted), each function's lines together."""
+    """py-spy on the host while it scores ``data``, twice. First the ``top`` frames by own
+    time over the samples of the thread holding the GIL (threads waiting, and native code
+    that let the GIL go, are not counted). Then every thread at work: each busy thread's
+    share of the samples (one blocked on a lock, a queue or a socket is not sampled; one
+    waiting for the GIL, or in native code, is) and its busiest frames: which thread the
+    file waits on, which the GIL view alone does not show. Each function's lines together."""
+    held = _spied(host, data, fmt, rows, ["--gil"])
+    if held is None:
+        return "(py-spy could not attach here)"
+    own: Counter[str] = Counter()
+    for stack, count in held:
+        own[_frame(stack.split(";")[-1])] += count
+    total = sum(own.values())
+    lines = [f"{n / total * 100:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    text = "```\n" + "\n".join(lines) + f"\n```\n({total:,} samples holding the GIL, 200 Hz)"
+    busy = _spied(host, data, fmt, rows, ["--threads"])
+    if busy is None:
+        return text
+    threads: dict[str, Counter[str]] = {}
+    for stack, count in busy:
+        thread, _, rest = stack.partition(";")
+        name = re.sub(r"^thread \(\w+\): ", "", thread)
+        leaf = _frame(rest.split(";")[-1]).split(" (")[0]  # by name: pyarrow has two wrappers
+        threads.setdefault(name, Counter())[leaf] += count
+    total = sum(sum(c.values()) for c in threads.values())
+    ranked = sorted(threads.items(), key=lambda t: -sum(t[1].values()))
+    lines = []
+    for name, frames in ranked[:4]:
+        n = sum(frames.values())
+        busiest = ", ".join(f"{frame} {k / n * 100:.0f}%" for frame, k in frames.most_common(4))
+        lines.append(f"{n / total * 100:5.1f}%  {name}: {busiest}")
+    return (
+        text + "\n\nThreads at work (py-spy, every thread, 200 Hz), each with its busiest frames:"
+        "\n\n```\n" + "\n".join(lines) + f"\n```\n({total:,} samples)"
+    )
+
+
+def _spied(
+    host: Host, data: bytes, fmt: str, rows: int, options: list[str]
+) -> list[tuple[str, int]] | None:
+    """py-spy's raw stacks, with their sample counts, while the host scores ``data`` once."""
     assert host.local.process is not None
     with tempfile.TemporaryDirectory(prefix="mlfn-spy-") as name:
         raw = Path(name) / "host.raw"
         spy = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-             str(host.local.process.pid), "--rate", "200", "--function", "--gil", "--format", "raw",
-             "--output", str(raw), "--nonblocking"],
+             str(host.local.process.pid), "--rate", "200", "--function", *options,
+             "--format", "raw", "--output", str(raw), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(1.0)  # attached
@@ -350,15 +389,16 @@ def profile(host: Host, data: bytes, fmt: str, rows: int, top: int = 10) -> str:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
             spy.wait(timeout=60)
         if not raw.exists():
-            return "(py-spy could not attach here)"
-        own: Counter[str] = Counter()
+            return None
+        stacks = []
         for line in raw.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            leaf = re.sub(r" \(/.*/(site-packages|main)/", " (", stack.split(";")[-1])
-            own[leaf or "(no Python frame)"] += int(count)
-    total = sum(own.values())
-    lines = [f"{n / total * 100:5.1f}%  {frame}" for frame, n in own.most_common(top)]
-    return "```\n" + "\n".join(lines) + f"\n```\n({total:,} samples holding the GIL, 200 Hz)"
+            stacks.append((stack, int(count)))
+    return stacks
+
+
+def _frame(frame: str) -> str:
+    return re.sub(r" \(/.*/(site-packages|main)/", " (", frame) or "(no Python frame)"
 
 
 # The run.
@@ -463,8 +503,8 @@ def table(
     text = "\n".join(lines)
     if spied:
         fmt = "CSV" if spied_fmt == "csv" else "Parquet"
-        text += f"\n\nmlfn serve scoring the {fmt} file, the busiest frames by own time (py-spy "
-        text += "--gil):\n\n"
+        text += f"\n\nmlfn serve scoring the {fmt} file, the busiest frames by own time of the "
+        text += "thread holding the GIL (py-spy --gil):\n\n"
         text += spied
     return text
 
