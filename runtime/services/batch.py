@@ -238,7 +238,7 @@ class BatchService:
             summary.errors += writer.write(start, outcomes, writer.prepare(start, outcomes))
             start += len(outcomes)
 
-        slabs = Slabs(lambda: next(chunks, None), score, write)
+        slabs = Slabs(lambda: next(chunks, None), score, write, held=IN_FLIGHT)
         try:
             await asyncio.to_thread(slabs.run)
             await asyncio.to_thread(writer.close)

@@ -1,5 +1,6 @@
 """A file's slabs through three threads, each doing its part of every slab in turn: one reads
-them, one scores them, one writes them, handed on through queues of one slab each.
+them, one scores them, one writes them, handed on through queues; a bounded number of slabs
+held at once, from the start of their reading to the end of their writing.
 
 Why three threads and not a thread a slab (batch files' row path) or the event loop handing
 each slab on: a columnar predict call is short (64 iris rows, ~20 us) and lets the GIL go
@@ -24,24 +25,28 @@ from typing import Any, Generic, TypeVar
 Read = TypeVar("Read")
 Scored = TypeVar("Scored")
 
-_POLL_S = 0.05  # how soon a thread waiting on a queue sees that the slabs were stopped
+_POLL_S = 0.05  # how soon a thread waiting for a slab sees that the slabs were stopped
 
 
 class Slabs(Generic[Read, Scored]):
     """``read()`` until it gives None, ``score`` each slab it read, ``write`` each scored slab,
-    in order; at most five slabs held at once (one in each part, one in each queue)."""
+    in order; at most ``held`` slabs (at least 3, one a part) from the start of their reading
+    to the end of their writing."""
 
     def __init__(
         self,
         read: Callable[[], Read | None],
         score: Callable[[Read], Scored],
         write: Callable[[Scored], None],
+        held: int = 4,
     ) -> None:
         self._read, self._score, self._write = read, score, write
         self._stop = threading.Event()
         self._failed: list[BaseException] = []  # what the first part that failed raised
-        self._read_slabs: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._scored_slabs: queue.Queue[Any] = queue.Queue(maxsize=1)
+        # Taken to read a slab, given back once it is written.
+        self._held = threading.Semaphore(max(3, held))
+        self._read_slabs: queue.Queue[Any] = queue.Queue()
+        self._scored_slabs: queue.Queue[Any] = queue.Queue()
         self._written = False  # the last slab too
 
     @property
@@ -91,6 +96,8 @@ class Slabs(Generic[Read, Scored]):
 
     def _reading(self) -> None:
         while True:
+            while not self._held.acquire(timeout=_POLL_S):
+                self._check()
             self._check()
             slab = self._read()
             self._put(self._read_slabs, slab)
@@ -113,19 +120,15 @@ class Slabs(Generic[Read, Scored]):
                 return
             self._check()
             self._write(scored[0])
+            self._held.release()
 
     def _check(self) -> None:
         if self._stop.is_set():
             raise CancelledError
 
     def _put(self, slabs: queue.Queue[Any], item: Any) -> None:
-        while True:
-            self._check()
-            try:
-                slabs.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                continue
+        self._check()
+        slabs.put(item)  # never full: the slabs held are bounded where they are read
 
     def _get(self, slabs: queue.Queue[Any]) -> Any:
         while True:

@@ -40,7 +40,8 @@ def test_every_slab_is_read_scored_and_written_in_order() -> None:
     assert threads == {"mlfn-score"}
 
 
-def test_no_more_than_five_slabs_are_held_at_once() -> None:
+@pytest.mark.parametrize("held", [3, 4, 6])
+def test_no_more_slabs_are_held_at_once_than_asked(held: int) -> None:
     alive: set[int] = set()
     most = 0
     lock = threading.Lock()
@@ -60,8 +61,8 @@ def test_no_more_than_five_slabs_are_held_at_once() -> None:
             alive.discard(slab)
 
     slabs = iter(range(40))
-    Slabs(read, lambda slab: slab, write).run()
-    assert not alive and 3 <= most <= 5
+    Slabs(read, lambda slab: slab, write, held=held).run()
+    assert not alive and most == held  # read ahead as far as allowed, and no further
 
 
 @pytest.mark.parametrize("part", ["read", "score", "write"])
@@ -89,7 +90,7 @@ def test_the_first_failure_of_any_part_is_raised_and_nothing_starts_after_it(par
     assert written == list(range(len(written))) and len(written) <= 5
     if part == "write":
         assert written == list(range(5))
-    assert len(scored) <= 5 + 2  # a slab or two ahead of the writer, no more
+    assert len(scored) <= 5 + 4  # no more than the slabs held ahead of the writer
 
 
 def test_slabs_stopped_from_outside_say_so_and_their_threads_end() -> None:
