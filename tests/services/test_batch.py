@@ -236,3 +236,68 @@ def test_a_slab_whose_results_cannot_be_written_fails_the_file_and_stops_its_thr
     assert writes == [0, 256]  # in order, and nothing written after the failure
     # Slabs in flight when it failed may finish; the other 70-odd are never scored.
     assert sum(scored) <= 256 * 8 < 20_000
+
+
+def _no_rows_parquet() -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pairs_of = pa.list_(pa.float64())
+    pq.write_table(pa.table({"x": pa.array([], pairs_of), "y": pa.array([], pairs_of)}), sink)
+    return sink.getvalue()
+
+
+@FORMS
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("none.csv", b"x,y\n"),
+        ("none.jsonl", b""),
+        ("blank.jsonl", b"\n\n"),
+        ("none.parquet", _no_rows_parquet()),
+    ],
+)
+def test_a_file_of_no_rows_gets_an_output_of_no_rows(
+    model: Path,
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    containers: Containers,
+    columnar: bool,
+    path: str,
+    data: bytes,
+) -> None:
+    _upload(containers, path, data)
+    app = _services(model, tmp_path, azurite, containers, **_form(columnar))
+    summary = _score(app, containers, path)
+    assert summary is not None and summary.error is None, summary
+    assert (summary.rows, summary.errors) == (0, 0) and summary.output is not None
+    written = containers[1].download_blob(summary.output).readall()
+    if path.endswith(".parquet"):
+        import io
+
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(written))
+        assert (table.num_rows, table.column_names) == (0, ["row", "sum", "error"])
+    else:
+        assert written == (b"row,sum,error\r\n" if path.endswith(".csv") else b"")
+
+
+@FORMS
+def test_a_slab_the_columns_cannot_hold_is_scored_by_the_rows_service(
+    model: Path, tmp_path: Path, azurite: AzuriteInfo, containers: Containers, columnar: bool
+) -> None:
+    # No row of the file reads (the columns hold none): the rows service says so for each,
+    # through the loop, from the columns pipeline's scoring thread.
+    _upload(containers, "bad.jsonl", b"{not json\n[1, 2\n{nor this\n")
+    app = _services(model, tmp_path, azurite, containers, **_form(columnar))
+    summary = _score(app, containers, "bad.jsonl")
+    assert summary is not None and summary.error is None, summary
+    assert (summary.rows, summary.errors) == (3, 3)
+    got = [
+        json.loads(x) for x in containers[1].download_blob(summary.output).readall().splitlines()
+    ]
+    assert [(g["row"], g["error"]["type"]) for g in got] == [(i, "BadRequest") for i in range(3)]
