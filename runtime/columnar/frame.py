@@ -58,7 +58,7 @@ def from_instances(model: type[BaseModel], instances: Sequence[BaseModel]) -> Co
         values = [getattr(i, field.name) for i in instances]
         dtype = DTYPES[field.value.kind]
         if dtype is object:
-            column = np.empty(len(values), dtype=object)
+            column: NDArray[Any] = np.empty(len(values), dtype=object)
             column[:] = values
         else:  # a None of an optional float is NaN here, as numpy makes it
             try:
@@ -66,8 +66,8 @@ def from_instances(model: type[BaseModel], instances: Sequence[BaseModel]) -> Co
                     column = np.array(values, dtype=dtype)
                 else:  # rows of one length (validated): read flat, 10% faster than nested
                     flat = chain.from_iterable(values)
-                    column = np.fromiter(flat, dtype, len(values) * field.width)
-                    column = column.reshape(len(values), field.width)
+                    read = np.fromiter(flat, dtype, len(values) * field.width)
+                    column = read.reshape(len(values), field.width)
             except OverflowError:  # an int pydantic took, past what an int64 holds
                 row = next(i for i, v in enumerate(values) if not _fits_int64(v))
                 raise _too_big(f"instances[{row}].{field.name}") from None
