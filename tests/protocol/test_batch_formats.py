@@ -315,6 +315,39 @@ def test_a_value_parquet_cannot_hold_is_that_row_s_error_and_the_rest_is_written
     assert json.loads(rows[2]["error"])["type"] == "ValidationFailed"
 
 
+class Probable(BaseModel):
+    label: str
+    n: int
+    probabilities: list[float]
+    score: float
+
+
+def test_parquet_results_keep_dictionaries_for_repeating_columns_only() -> None:
+    """Text, whole numbers and errors repeat; row numbers and floats do not, and a dictionary
+    of them costs the writer more than it saves. A reader gets the same table either way."""
+    out = io.BytesIO()
+    w = writer(batch.Format.PARQUET, out, Probable)
+    rows = [
+        (b'{"label":"%s","n":%d,"probabilities":[0.%d,0.5],"score":1.%d}' % (b"ab"[i % 2 : i % 2 + 1], i % 3, i, i), None)
+        for i in range(200)
+    ]  # fmt: skip
+    w.write(0, rows)
+    w.close()
+    file = pq.ParquetFile(io.BytesIO(out.getvalue()))
+    group = file.metadata.row_group(0)
+    dictionary = {
+        group.column(i).path_in_schema.split(".")[0]
+        for i in range(group.num_columns)
+        if any("DICTIONARY" in e for e in group.column(i).encodings)
+    }
+    assert dictionary == {"label", "n", "error"}
+    table = file.read().to_pylist()
+    assert [(r["row"], r["label"], r["n"], r["score"]) for r in table[:3]] == [
+        (0, "a", 0, 1.0), (1, "b", 1, 1.1), (2, "a", 2, 1.2)
+    ]  # fmt: skip
+    assert table[5]["probabilities"] == [0.5, 0.5] and table[0]["error"] is None
+
+
 # --- Parquet rows: only the columns a row needs, each row within the limit --------------------
 
 
