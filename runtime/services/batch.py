@@ -240,7 +240,7 @@ class BatchService:
 
         slabs = Slabs(lambda: next(chunks, None), score, write, held=IN_FLIGHT)
         try:
-            await asyncio.to_thread(slabs.run)
+            await slabs.run_aside()
             await asyncio.to_thread(writer.close)
         finally:
             slabs.stop()  # cancelled: the threads stop after the slab they are at

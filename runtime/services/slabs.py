@@ -15,6 +15,8 @@ the storage or runs in Arrow (CSV text, Parquet pages), which lets the GIL go.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import queue
 import threading
@@ -85,11 +87,39 @@ class Slabs(Generic[Read, Scored]):
         if not self._written:
             raise CancelledError  # stopped from outside: not every slab was written
 
+    async def run_aside(self) -> None:
+        """``run`` on a thread of its own, awaited. Not on a thread of the loop's default
+        executor: the file would hold it to its end, and the rows service (which a slab the
+        columns cannot hold goes to) needs one, as every other invocation does; a few files at
+        once would take them all and wait for one another for ever."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def ran() -> None:
+            failure: BaseException | None = None
+            try:
+                self.run()
+            except BaseException as exc:
+                failure = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_settle, done, failure)
+
+        context = contextvars.copy_context()  # the caller's: its trace, its invocation
+        threading.Thread(target=context.run, args=(ran,), name="mlfn-write", daemon=True).start()
+        await done
+
     def _part(self, part: Callable[[], None]) -> None:
         try:
             part()
-        except CancelledError:  # not done: another part failed, or the slabs were stopped
-            pass
+        except CancelledError as exc:
+            if self._stop.is_set():  # not done: another part failed, or the slabs were stopped
+                return
+            # Cancelled by its own work (a coroutine it waited for), not by a stop: a failure,
+            # or the other parts would wait for this one's slabs for ever.
+            failed = RuntimeError("a part of the file's scoring was cancelled")
+            failed.__cause__ = exc
+            self._failed.append(failed)
+            self._stop.set()
         except BaseException as exc:
             self._failed.append(exc)
             self._stop.set()
@@ -137,3 +167,14 @@ class Slabs(Generic[Read, Scored]):
                 return slabs.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
+
+
+def _settle(done: asyncio.Future[None], failure: BaseException | None) -> None:
+    if done.done():  # its waiter was cancelled
+        return
+    if failure is None:
+        done.set_result(None)
+    elif isinstance(failure, CancelledError):  # stopped from outside: its waiter is cancelled
+        done.cancel()
+    else:
+        done.set_exception(failure)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +302,30 @@ def test_a_slab_the_columns_cannot_hold_is_scored_by_the_rows_service(
         json.loads(x) for x in containers[1].download_blob(summary.output).readall().splitlines()
     ]
     assert [(g["row"], g["error"]["type"]) for g in got] == [(i, "BadRequest") for i in range(3)]
+
+
+@FORMS
+def test_a_file_scored_with_one_default_thread_to_spare_never_starves_the_rows_service(
+    model: Path, tmp_path: Path, azurite: AzuriteInfo, containers: Containers, columnar: bool
+) -> None:
+    """Rows the columns cannot hold (values of mixed kinds) go to the rows service, which
+    validates them in the loop's default executor; the file's own threads are not taken from
+    that executor, so a loop with a single default thread still scores the file."""
+    mixed = [{"x": [1, 2], "y": [0.5, 1.5]}, {"x": ["3", "4"], "y": [0.25, 1]}]
+    _upload(containers, "mixed.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in mixed))
+    app = _services(model, tmp_path, azurite, containers, **_form(columnar))
+
+    async def main() -> batch.Summary | None:
+        with ThreadPoolExecutor(1) as one:
+            asyncio.get_running_loop().set_default_executor(one)
+            return await asyncio.wait_for(
+                app.batch.score_blob("pairs", "mixed.jsonl", containers[1].container_name), 60
+            )
+
+    summary = asyncio.run(main())
+    assert summary is not None and summary.error is None, summary
+    assert (summary.rows, summary.errors) == (2, 0)
+    got = [
+        json.loads(x) for x in containers[1].download_blob(summary.output).readall().splitlines()
+    ]
+    assert [g["prediction"]["sum"] for g in got] == [[1.5, 3.5], [3.25, 5.0]]

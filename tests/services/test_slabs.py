@@ -1,5 +1,5 @@
-"""A file's slabs through three threads: read, scored and written in order, at most five held
-at once, the first failure of any part the file's, and nothing started after it."""
+"""A file's slabs through three threads: read, scored and written in order, at most the
+slabs asked held at once, the first failure of any part the file's, and nothing started after it."""
 
 from __future__ import annotations
 
@@ -44,20 +44,22 @@ def test_every_slab_is_read_scored_and_written_in_order() -> None:
 def test_no_more_slabs_are_held_at_once_than_asked(held: int) -> None:
     alive: set[int] = set()
     most = 0
-    lock = threading.Lock()
+    changed = threading.Condition()
 
     def read() -> int | None:
         nonlocal most
         slab = next(slabs, None)
         if slab is not None:
-            with lock:
+            with changed:
                 alive.add(slab)
                 most = max(most, len(alive))
+                changed.notify_all()
         return slab
 
     def write(slab: int) -> None:
-        time.sleep(0.002)  # the writer is the slow part: the others wait for it
-        with lock:
+        with changed:
+            if slab == 0:  # the writer is the slow part: the reader goes as far as it may
+                changed.wait_for(lambda: len(alive) >= held, timeout=10)
             alive.discard(slab)
 
     slabs = iter(range(40))
@@ -132,3 +134,28 @@ def test_the_caller_s_context_reaches_every_part() -> None:
 
     Slabs(_reader(3), score, lambda slab: seen.add(where.get())).run()
     assert seen == {"invocation 7"}
+
+
+def test_a_part_cancelled_by_its_own_work_is_a_failure_not_a_hang() -> None:
+    """A CancelledError no stop asked for (a coroutine the scoring waited for was cancelled)
+    fails the file, and the other parts end, rather than waiting for its slabs for ever."""
+
+    def score(slab: int) -> int:
+        if slab == 2:
+            raise CancelledError
+        return slab
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            Slabs(_reader(10), score, lambda slab: None).run()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the slabs waited for ever"
+    assert isinstance(outcome[0], RuntimeError) and "cancelled" in str(outcome[0])
