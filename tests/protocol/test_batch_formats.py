@@ -404,7 +404,13 @@ read, grew = peak_growth(lambda: _kinds(list(read_rows(
     batch.Format.PARQUET, io.BytesIO(data), 64, 8 * MiB, 2 * MiB, columns=frozenset({"x"})
 ))))
 import pyarrow.parquet as pq
-_, decoded = peak_growth(lambda: pq.ParquetFile(io.BytesIO(data)).read_row_group(0))
+# That the measure sees a decode: under a loaded machine's xdist run it once read 0.2 MiB for
+# one (1 run in ~6; never alone), so it is asked up to three times, and the most it saw counts.
+decoded = 0
+for _ in range(3):
+    decoded = max(decoded, peak_growth(lambda: pq.ParquetFile(io.BytesIO(data)).read_row_group(0))[1])
+    if decoded > 48 * MiB:
+        break
 print(json.dumps([read, grew, decoded]))
 """
 
@@ -429,7 +435,7 @@ def test_a_parquet_row_group_of_one_over_long_row_is_refused_from_the_footer() -
     assert done.returncode == 0, done.stderr[-2000:]
     rows, grew, decoded = json.loads(done.stdout.splitlines()[-1])
     assert rows == ["BadRequest"] * 3
-    assert decoded > 48 * MiB  # what the measure would see of one decode
+    assert decoded > 48 * MiB, (grew, decoded)  # what the measure would see of one decode
     assert grew < 8 * MiB, f"peak RSS grew by {grew / MiB:.0f} MiB"
 
 
