@@ -203,8 +203,6 @@ class BatchService:
     ) -> ModelInfo | None:
         """A columnar endpoint's slabs read, scored as columns and written by three threads
         of the file's own, a slab at a time each (``runtime.services.slabs`` says why)."""
-        from concurrent.futures import CancelledError
-
         from runtime.services.slabs import Slabs
 
         assert self._columns is not None
@@ -217,14 +215,7 @@ class BatchService:
             if done is not None:
                 return done
             # Rows the columns do not hold: the rows service's, on the loop (its batcher).
-            rows = asyncio.run_coroutine_threadsafe(self._score_rows(name, chunk), loop)
-            while True:
-                try:
-                    return rows.result(timeout=0.05)
-                except TimeoutError:
-                    if slabs.stopped:
-                        rows.cancel()
-                        raise CancelledError from None
+            return slabs.wait(asyncio.run_coroutine_threadsafe(self._score_rows(name, chunk), loop))
 
         start = 0
 

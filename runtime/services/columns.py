@@ -209,17 +209,16 @@ class _Runner:
             self._halved(_indices(rows).tolist(), fault, errors)
 
     def _call(self, rows: NDArray[np.intp] | slice | list[int]) -> None:
+        from runtime.columnar.frame import take
+
         if isinstance(rows, slice):
-            n = rows.stop - rows.start
-            picked = {name: column[rows] for name, column in self.columns.items()}
-            self.outputs.append(self.call(picked, n))
+            self.outputs.append(self.call(take(self.columns, rows), rows.stop - rows.start))
             self.rows.append(rows)
             if self.ahead is not None:
                 self.ahead = rows.stop if rows.start == self.ahead else None
             return
         index = _indices(rows)
-        picked = {name: column[index] for name, column in self.columns.items()}
-        self.outputs.append(self.call(picked, len(index)))
+        self.outputs.append(self.call(take(self.columns, index), len(index)))
         self.rows.append(index)
         self.ahead = None
 

@@ -323,10 +323,6 @@ class Scorer:
         tel = telemetry.current()
         traced = tel.on  # a span costs even when off: the hot path only checks
         size = self._limits.max_batch_size
-        if not traced and len(instances) <= size:  # one chunk: the warm path, no list to grow
-            chunk = instances[:]  # predict's own list, as every chunk is: it may change it
-            return Scored(self._dump(chunk, await self._outputs(chunk, model), 0),
-                          self._model_info(model))  # fmt: skip
         predictions: list[bytes] = []
         for start in range(0, len(instances), size):
             chunk = instances[start : start + size]

@@ -21,11 +21,12 @@ import contextvars
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from typing import Any, Generic, TypeVar
 
 Read = TypeVar("Read")
 Scored = TypeVar("Scored")
+T = TypeVar("T")
 
 _POLL_S = 0.05  # how soon a thread waiting for a slab sees that the slabs were stopped
 
@@ -51,14 +52,9 @@ class Slabs(Generic[Read, Scored]):
         self._scored_slabs: queue.Queue[Any] = queue.Queue()
         self._written = False  # the last slab too
 
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
     def stop(self) -> None:
-        """No part starts after this (a part that cannot finish without waiting on something
-        else may raise CancelledError when it sees ``stopped``); one running finishes its
-        slab."""
+        """No part starts after this (a part waiting on something else through ``wait``
+        raises CancelledError); one running finishes its slab."""
         self._stop.set()
 
     def run(self) -> None:
@@ -151,6 +147,17 @@ class Slabs(Generic[Read, Scored]):
             self._check()
             self._write(scored[0])
             self._held.release()
+
+    def wait(self, future: Future[T]) -> T:
+        """``future``'s result, waited for by a part (the scoring's, for work it handed to the
+        loop); CancelledError, with the future cancelled, once the slabs are stopped."""
+        while True:
+            try:
+                return future.result(timeout=_POLL_S)
+            except TimeoutError:
+                if self._stop.is_set():
+                    future.cancel()
+                    raise CancelledError from None
 
     def _check(self) -> None:
         if self._stop.is_set():
