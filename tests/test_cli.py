@@ -13,6 +13,11 @@ from runtime.cli import main
 from tests.conftest import AzuriteInfo
 from tests.support import LocalHost, Mlfn, app_env, copy_examples, mlfn_in
 
+# Every test here shares the iris endpoint's queues in the one Azurite of the run: in turn, in
+# one xdist worker, or a result one test waits for is drained by another ("conn-1" was, in a
+# fresh-clone make test).
+pytestmark = pytest.mark.xdist_group("cli-iris-queues")
+
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
