@@ -32,7 +32,7 @@ def main() -> None:
 
 
 def _add_commands() -> None:
-    from runtime.cli import batch_files, calls, local, spark_score
+    from runtime.cli import batch_files, calls, local, releases, spark_score
     from runtime.convert.command import convert
     from runtime.deploy import commands
 
@@ -40,6 +40,7 @@ def _add_commands() -> None:
         local.serve,
         local.new,
         local.upload,
+        releases.release_group,
         calls.invoke,
         calls.enqueue,
         calls.results,
