@@ -112,6 +112,17 @@ class ColumnsRefused(BadRequest):
         super().__init__(f"endpoint {name!r} cannot score this DataFrame: {reason}")
 
 
+class ReleaseInvalid(MlfnError):
+    """A release document that cannot be followed, and its field at fault: ``mlfn release``
+    refuses to write it, and an instance that reads it keeps its last good release."""
+
+    status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", detail=[{"field": field, "message": message}])
+        self.field = field
+
+
 class InputBlobMissing(MlfnError):
     """A queue message names an inputs blob that does not exist: retrying cannot help."""
 
@@ -183,6 +194,17 @@ class ModelNotInStore(StoreUnavailable):
 
     def __init__(self, uri: str) -> None:
         super().__init__(f"model {uri} does not exist in its store", detail={"uri": uri})
+
+
+class StoreConflict(MlfnError):
+    """A conditional write lost: the object changed (or came to exist) since it was read. Read
+    it again and decide again; writing over it would undo someone else's change."""
+
+    status = 409
+
+    def __init__(self, uri: str, expected: str | None) -> None:
+        what = f"changed since it was read (ETag {expected})" if expected else "exists already"
+        super().__init__(f"{uri} {what}; read it again and retry", detail={"uri": uri})
 
 
 class Overloaded(MlfnError):

@@ -21,12 +21,14 @@ from runtime.convert.base import rename_outputs
 OPSET = 17
 
 
-def build_iris(path: Path) -> Path:
+def build_iris(path: Path, c: float = 1.0) -> Path:
     """Logistic regression on the 4 iris measurements (cm); outputs ``label`` (int64 class
-    index into setosa, versicolor, virginica) and ``probabilities`` (float32 [N, 3])."""
+    index into setosa, versicolor, virginica) and ``probabilities`` (float32 [N, 3]). Another
+    regularisation ``c`` makes another version of it (the release tests' second model)."""
     data = load_iris()
     x, y = data.data.astype(np.float32), data.target
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0))
+    regression = LogisticRegression(C=c, max_iter=1000, random_state=0)
+    pipeline = make_pipeline(StandardScaler(), regression)
     pipeline.fit(x, y)
     onnx_model = to_onnx(
         pipeline,

@@ -37,11 +37,13 @@ ALLOWED: dict[str, set[str]] = {
     "protocol": {"errors", "scored", "element_types"},
     # Columns: checks compiled from a model, a columnar predict's arrays; numpy and pyarrow.
     "columnar": {"errors"},
+    # Releases: a document in the model store choosing among versions of an endpoint's model.
+    "releases": {"model_store", "models", "config", "errors"},
     "endpoint": {"models", "protocol", "columnar"},
     "discovery": {"endpoint", "errors"},
     "openapi": {"endpoint", "element_types", "redact"},  # a document of the declarations
     "services": {"models", "protocol", "storage", "scheduling", "endpoint", "errors", "config",
-                 "scored", "element_types", "telemetry", "columnar"},
+                 "scored", "element_types", "telemetry", "columnar", "releases"},
     "triggers": {"services", "protocol", "errors", "host_json", "version", "redact", "telemetry",
                  "openapi"},
     "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry",

@@ -14,10 +14,9 @@ that take traffic share the other 90% as they shared theirs before.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -29,11 +28,19 @@ from runtime.config import STORAGE_SETTING, Settings
 from runtime.errors import MlfnError, ModelNotInStore, ReleaseInvalid, StoreConflict
 from runtime.model_store import ModelSource, locate, resolve_uri
 from runtime.models.reference import SHA256, Model
-from runtime.releases.document import LABEL, MAX_DOCUMENT_BYTES, Release, Version, parse
+from runtime.releases import edits
+from runtime.releases.document import (
+    LABEL,
+    MAX_DOCUMENT_BYTES,
+    Guardrails,
+    Release,
+    Version,
+    parse,
+)
+from runtime.releases.edits import promote, remove, rollback, split
 from runtime.releases.follow import document_uri, sibling
 
 STORE = Settings.variable("store_connection")
-EPSILON = 1e-9  # percentages are floats: 33.3 + 33.3 + 33.4 may not add to exactly 100
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def edit(place: Place, change: Callable[[Release | None], Release]) -> tuple[boo
             f"{_not_followed(place, exc)}; fix it in the store first"
         ) from None
     try:
-        after = change(before)
+        after = change(before)  # a ReleaseInvalid of an edit says what cannot be done
         if after == before:
             return False, after
         data = after.to_json()
@@ -129,55 +136,6 @@ def _check_models(place: Place, release: Release) -> None:
 # -- the changes -------------------------------------------------------------------------------
 
 
-def split(release: Release, percents: Mapping[str, float]) -> Release:
-    """``percents`` of the traffic to the versions named; the versions not named that take
-    traffic share the rest in their present proportions."""
-    _known(release, percents)
-    given = sum(percents.values())
-    if given > 100 + EPSILON:
-        raise click.ClickException(f"the weights given add to {given:g}%, more than 100%")
-    others = {k: w for k, w in release.weights.items() if k not in percents and w > 0}
-    rest = 100 - given
-    if rest > EPSILON and not others:
-        named = " ".join(f"{k}={w:g}" for k, w in percents.items())
-        raise click.ClickException(
-            f"{named} leaves {rest:g}% to no version: no other version takes traffic, so the "
-            "weights must add to 100"
-        )
-    weights = {k: float(w) for k, w in percents.items() if w > 0}
-    if rest > EPSILON:
-        total = sum(others.values())
-        weights.update({k: round(rest * w / total, 6) for k, w in others.items()})
-    return Release(release.versions, release.stable, weights)
-
-
-def promote(release: Release, label: str) -> Release:
-    """``label`` becomes the stable version and takes all traffic."""
-    _known(release, [label])
-    return Release(release.versions, label, {label: 100.0})
-
-
-def rollback(release: Release) -> Release:
-    """All traffic back to the stable version."""
-    return Release(release.versions, release.stable, {release.stable: 100.0})
-
-
-def remove(release: Release, label: str) -> Release:
-    """Version ``label`` gone; the others share its traffic as they share the rest."""
-    _known(release, [label])
-    if label == release.stable:
-        raise click.ClickException(f"{label} is the stable version: promote another one first")
-    kept = {k: w for k, w in release.weights.items() if k != label and w > 0}
-    if not kept:
-        raise click.ClickException(
-            f"{label} takes all the traffic: rollback or split first, then remove it"
-        )
-    total = sum(kept.values())
-    weights = {k: round(100 * w / total, 6) for k, w in kept.items()}  # percent again
-    versions = {k: v for k, v in release.versions.items() if k != label}
-    return Release(versions, release.stable, weights)
-
-
 def start(place: Place, taken: str) -> Release:
     """A release of the code's model alone, labelled as the code declares (``Model(version=)``)
     unless that is ``taken`` by the version being added, else ``v1`` (``v0`` if taken)."""
@@ -193,14 +151,6 @@ def _relative(document: str, uri: str) -> str:
     document's folder (as a document beside the model always finds it), else whole."""
     name = urlsplit(uri).path.rsplit("/", 1)[-1]
     return name if name and sibling(document, name) == uri else uri
-
-
-def _known(release: Release, labels: Any) -> None:
-    unknown = [k for k in labels if k not in release.versions]
-    if unknown:
-        raise click.ClickException(
-            f"no version {unknown[0]!r} in this release; versions: {', '.join(release.versions)}"
-        )
 
 
 # -- what a person reads -----------------------------------------------------------------------
@@ -268,6 +218,8 @@ def _show(place: Place) -> None:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo(f"  {'  '.join([*cells, row[5]]).rstrip()}")
     click.echo(f"traffic: {describe_split(release)}")
+    for line in _extras(release):
+        click.echo(line)
     if place.settings.release_check_s is None:
         click.echo(
             "note: MLFN_RELEASE_CHECK_S=0 here: instances with that setting ignore releases "
@@ -284,12 +236,34 @@ def _show(place: Place) -> None:
             )
 
 
+def _extras(release: Release) -> list[str]:
+    """The shadow, the guardrails and the last rollback, a line each."""
+    lines = []
+    if release.shadow is not None:
+        lines.append(
+            f"shadow: {release.shadow.version} on {_percent(release.shadow.share)} of requests"
+        )
+    rails = release.guardrails
+    if rails is not None:
+        lines.append(
+            f"guardrails: over {rails.window_s:g} s, at least {rails.min_requests} requests: a "
+            f"canary's error rate at most {rails.max_error_rate_increase:.1%} above the stable "
+            f"one's, its p99 at most {rails.max_p99_ratio:g}x"
+        )
+    done = release.rolled_back
+    if done is not None:
+        lines.append(f"rolled back from {done.version} at {done.at}: {done.reason}")
+    return lines
+
+
 def _changed(place: Place, written: bool, release: Release) -> None:
     if written:
         click.echo(f"wrote {_shown(place.document)}")
     else:
         click.echo("the release already is so: nothing written")
     click.echo(f"{place.name}: {describe_split(release)}")
+    for line in _extras(release):
+        click.echo(line)
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -373,8 +347,7 @@ def add(
                 f"{place.name} has a version {label!r} already: remove it first, or choose "
                 "another label"
             )
-        version = _version(place, base, label, source, sha256)
-        added = Release({**base.versions, label: version}, base.stable, base.weights)
+        added = edits.add(base, _version(place, base, label, source, sha256))
         return split(added, {label: weight}) if weight else added
 
     with told():
@@ -498,3 +471,57 @@ def _apply(name: str, connection: str | None, change: Callable[[Release], Releas
     with told():
         written, now = edit(place, existing)
     _changed(place, written, now)
+
+
+@release_group.command("shadow")
+@click.argument("label", required=False)
+@click.option(
+    "--percent",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=100,
+    show_default=True,
+    help="Percent of requests the shadow scores too.",
+)
+@click.option("--stop", is_flag=True, help="Stop the shadow.")
+@_connection
+@click.pass_obj
+def shadow_command(
+    name: str, label: str | None, percent: float, stop: bool, connection: str | None
+) -> None:
+    """Score PERCENT of requests with version LABEL too, after each is answered, and compare
+    its predictions with the answer's (one log line a period on each instance, and metrics);
+    it never changes an answer. --stop ends it."""
+    if stop == (label is not None):
+        raise click.UsageError("give a LABEL to shadow, or --stop")
+    _apply(name, connection, lambda r: edits.shadow(r, None if stop else label, percent))
+
+
+@release_group.command("guard")
+@click.option("--window-s", type=click.FloatRange(0, min_open=True), default=60, show_default=True)
+@click.option("--min-requests", type=click.IntRange(1), default=20, show_default=True)
+@click.option(
+    "--max-error-rate-increase", type=click.FloatRange(0, 100), default=5, show_default=True,
+    help="Percentage points a canary's error rate may exceed the stable version's.",
+)  # fmt: skip
+@click.option(
+    "--max-p99-ratio", type=click.FloatRange(1), default=2, show_default=True,
+    help="How many times the stable version's p99 latency a canary's may reach.",
+)  # fmt: skip
+@click.option("--off", is_flag=True, help="No guardrails.")
+@_connection
+@click.pass_obj
+def guard_command(
+    name: str,
+    window_s: float,
+    min_requests: int,
+    max_error_rate_increase: float,
+    max_p99_ratio: float,
+    off: bool,
+    connection: str | None,
+) -> None:
+    """Roll a canary back on its own when, over the last WINDOW_S seconds on an instance, its
+    error rate or p99 latency is worse than the stable version's by more than allowed: that
+    instance rewrites the release (all traffic to the stable version, and why), and every
+    instance follows."""
+    rails = Guardrails(window_s, min_requests, max_error_rate_increase / 100, max_p99_ratio)
+    _apply(name, connection, lambda r: edits.guard(r, None if off else rails))

@@ -197,6 +197,13 @@ class Settings(_FromEnvironment):
         optional_number,
         "Check a loaded model against its store this often, swapping in a changed one. 0: never.",
     )
+    release_check_s: float | None = setting(
+        "MLFN_RELEASE_CHECK_S",
+        10.0,
+        optional_number,
+        "Read each endpoint's release document (NAME.release.json beside its model, written by "
+        "mlfn release) again this often while requests come. 0: no releases, the code's model.",
+    )
     ort_intra_op_threads: int | None = setting(
         "MLFN_ORT_INTRA_OP_THREADS",
         None,

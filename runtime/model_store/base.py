@@ -38,3 +38,18 @@ class ModelSource(Protocol):
         """Stream the object's bytes into ``into`` and describe them. With ``if_none_match``
         (an ETag), return None without writing anything when the object still has that ETag."""
         ...
+
+    def read(
+        self, max_bytes: int, if_none_match: str | None = None
+    ) -> tuple[bytes, StoredObject] | None:
+        """The whole object, a small document (a release), and its description (ETag); None
+        when it still has ETag ``if_none_match`` (nothing is transferred). ``ModelNotInStore``
+        when it does not exist; ``ValueError`` when it holds more than ``max_bytes`` (nothing
+        past the limit is read into memory)."""
+        ...
+
+    def write(self, data: bytes, if_match: str | None) -> StoredObject:
+        """Replace the object with ``data`` only if it still has ETag ``if_match`` (None: only
+        if it does not exist yet), atomically; its new description. ``StoreConflict`` when
+        the condition fails, so two writers cannot undo each other's change."""
+        ...

@@ -31,6 +31,16 @@ log = logging.getLogger("mlfn.models")
 FAILED_LOAD_MEMORY_S = float(StoreUnavailable.retry_after_s)
 
 
+def version_key(endpoint: str, label: str) -> str:
+    """The name one version of an endpoint's model is held by, beside the endpoint's own."""
+    return f"{endpoint}@{label}"
+
+
+def endpoint_of(name: str) -> str:
+    """The endpoint a held model serves (``version_key``'s inverse)."""
+    return name.partition("@")[0]
+
+
 class ModelState(enum.Enum):
     ABSENT = "absent"
     LOADING = "loading"
@@ -103,6 +113,18 @@ class ModelRegistry:
             with self._lock:
                 self._revalidate_soon(name, ref, slot)
         return _Held(self, name, ref, (model, slot))
+
+    def unload(self, name: str) -> bool:
+        """Unload ``name`` now if it is in memory and idle (a release dropped its version);
+        False if it is not, or is serving a request (then idle unloading takes it later)."""
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None or slot.model is None:
+                return False
+            evicted = self._evict(name, slot, "release")
+        if evicted:
+            release_to_os()
+        return evicted
 
     def _release(self, slot: _Slot) -> None:
         slot.last_used = time.monotonic()  # before the hold goes: the reaper reads both
@@ -252,9 +274,9 @@ class ModelRegistry:
 
     def _load(self, name: str, ref: Model) -> tuple[OnnxModel, int, str | None]:
         tel = telemetry.current()
-        with tel.span("mlfn.model.load", {"mlfn.endpoint": name}):
+        with tel.span("mlfn.model.load", {"mlfn.endpoint": endpoint_of(name)}):
             model, size, etag = self._load_phases(name, ref, tel)
-            tel.model_loaded(name, model.version, model.report)  # on the load's span too
+            tel.model_loaded(endpoint_of(name), model.version, model.report)  # on the load's span too
         return model, size, etag
 
     def _load_phases(
@@ -281,7 +303,7 @@ class ModelRegistry:
             config = dataclasses.replace(config, providers=ref.providers)
         with tel.span("mlfn.model.session") as span:
             model = OnnxModel.load(
-                name,
+                endpoint_of(name),
                 cached.path,
                 sha256=cached.sha256,
                 version=ref.version or cached.sha256[:12],

@@ -9,6 +9,9 @@ from runtime.errors import BadRequest, PayloadTooLarge
 from runtime.protocol import json_input
 from runtime.scored import Scored
 
+# A request's key for its endpoint's release: the same key is always scored by the same version.
+ROUTE_KEY_HEADER = "x-mlfn-route-key"
+
 
 def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:
     """The raw instances of a predict body; size is checked before anything is parsed."""

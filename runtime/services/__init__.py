@@ -113,6 +113,7 @@ class Services:
     def _build(self, settings: config.Settings) -> _Built:
         # Imported here: the function app's indexing needs none of this.
         from runtime.models.registry import ModelRegistry
+        from runtime.releases.follow import follow_all
         from runtime.services.batch import BatchService
         from runtime.services.infer import InferService
         from runtime.services.jobs import JobService
@@ -121,12 +122,17 @@ class Services:
         from runtime.storage.payloads import Payloads
 
         registry = ModelRegistry(settings, self.app_root)
-        predict = PredictService(self.endpoints, registry)
+        followers = follow_all(
+            ((b.name, b.endpoint.model) for b in self.endpoints.values()),
+            settings,
+            self.app_root,
+        )
+        predict = PredictService(self.endpoints, registry, followers)
         rows = RowService(predict)
         return _Built(
             registry,
             predict,
-            InferService(self.endpoints, registry),
+            InferService(self.endpoints, registry, followers),
             JobService(predict, Payloads(settings), lambda: self.columns),
             rows,
             BatchService(rows, settings, lambda: self.columns),
@@ -176,3 +182,4 @@ class Services:
                 registry.get(name, self.endpoints[name].endpoint.model)
             except Exception as exc:
                 log.error("preloading %s failed: %s", name, exc)
+

@@ -4,6 +4,7 @@ readiness."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ from runtime.errors import (
 )
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.readiness import Readiness
-from runtime.models.registry import ModelRegistry
+from runtime.models.registry import ModelRegistry, version_key
 from runtime.protocol import v2
 from runtime.protocol.v2 import InferRequest, Tensor
+from runtime.releases.follow import Follower, Routes
 from runtime.scheduling import Placement
 
 PLATFORM = "onnxruntime_onnx"
@@ -45,15 +47,50 @@ def v2_shape(spec: TensorSpec) -> list[int]:
 
 
 class InferService:
-    def __init__(self, endpoints: Mapping[str, BoundEndpoint], registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        endpoints: Mapping[str, BoundEndpoint],
+        registry: ModelRegistry,
+        followers: Mapping[str, Follower] | None = None,
+    ) -> None:
         self._endpoints = endpoints
         self._registry = registry
+        self._followers = followers or {}
         # Per model: decode, run and encode on the loop once loaded and proved fast.
         self._placements = {
             name: (Placement(), _Model(registry, name, bound.endpoint.model))
             for name, bound in endpoints.items()
         }
+        self._versions: dict[tuple[str, str], tuple[Placement, _Model]] = {}
         self._readiness = Readiness(registry)
+
+    def _routes(self, name: str) -> Routes | None:
+        """The endpoint's followed release, read first if this is its first request."""
+        follower = self._followers.get(name)
+        if follower is None:
+            return None
+        if not follower.read:
+            follower.refresh()
+        elif follower.due():
+            follower.refresh_soon()
+        return follower.routes
+
+    def _target(self, name: str, version: str | None) -> tuple[Placement, _Model, str | None]:
+        """Where a request for ``name`` (and ``version``, if it names one) runs, and the
+        version its model must have (checked once loaded); may block on the release's first
+        read."""
+        self._bound(name)
+        routes = self._routes(name)
+        if routes is None or (version is not None and version not in routes.versions):
+            return (*self._placements[name], version)
+        chosen = routes.versions[version] if version is not None else routes.pick(None)
+        key = (name, chosen.label)
+        found = self._versions.get(key)
+        ref = chosen.model(self._endpoints[name].endpoint.model.providers)
+        if found is None or found[1].ref != ref:
+            model = _Model(self._registry, version_key(name, chosen.label), ref)
+            found = self._versions[key] = (Placement(), model)
+        return (*found, None)
 
     def _bound(self, name: str) -> BoundEndpoint:
         bound = self._endpoints.get(name)
@@ -62,10 +99,10 @@ class InferService:
         return bound
 
     def _model(self, name: str, version: str | None) -> OnnxModel:
-        bound = self._bound(name)
-        model = self._registry.get(name, bound.endpoint.model)
-        if version is not None and version != model.version:
-            raise ModelVersionNotFound(name, version, model.version)
+        _, target, must_be = self._target(name, version)
+        model = target.get()
+        if must_be is not None and must_be != model.version:
+            raise ModelVersionNotFound(name, must_be, model.version)
         return model
 
     def metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
@@ -78,7 +115,7 @@ class InferService:
 
         doc: dict[str, Any] = {
             "name": name,
-            "versions": [model.version],
+            "versions": self._labels(name) or [model.version],
             "platform": PLATFORM,
             "inputs": describe(model.inputs),
             "outputs": describe(model.outputs),
@@ -87,15 +124,21 @@ class InferService:
             doc["parameters"] = {"sha256": model.sha256, "load": model.report.as_dict()}
         return doc
 
+    def _labels(self, name: str) -> list[str]:
+        follower = self._followers.get(name)
+        routes = follower.routes if follower is not None else None
+        return sorted(routes.versions) if routes is not None else []
+
     async def ready(self, name: str, version: str | None = None) -> bool:
         """True when the model is in memory, or its file exists in the store; never loads it,
         and never asks the store more than once at a time (``Readiness``)."""
         bound = self._bound(name)
+        _, target, must_be = await asyncio.to_thread(self._target, name, version)
         declared = bound.endpoint.model.version
-        if version is not None and declared is not None and version != declared:
-            raise ModelVersionNotFound(name, version, declared)
+        if must_be is not None and declared is not None and must_be != declared:
+            raise ModelVersionNotFound(name, must_be, declared)
         source = self._registry.source  # resolved on the check's thread: it may read settings
-        return await self._readiness.ready(name, lambda: source(bound.endpoint.model).stat())
+        return await self._readiness.ready(target.name, lambda: source(target.ref).stat())
 
     async def infer_body(
         self, name: str, body: bytes, header_length: str | None, version: str | None = None
@@ -107,7 +150,11 @@ class InferService:
         size, limit = len(body), bound.endpoint.limits.max_request_bytes
         if size > limit:  # the endpoint's limit holds for tensors as for instances
             raise PayloadTooLarge(size, limit)
-        placement, held = self._placements[name]
+        follower = self._followers.get(name)
+        if follower is None or (follower.routes is None and not follower.due()):
+            placement, held = self._placements[name]
+        else:  # a release to follow: the first read may block
+            placement, held, version = await asyncio.to_thread(self._target, name, version)
         return await placement.run(size, held, self._infer_body, body, header_length, version)
 
     async def _infer_body(
@@ -197,18 +244,21 @@ class InferService:
 
 
 class _Model:
-    """An endpoint's model as ``Placement`` holds it for a request."""
+    """An endpoint's model (or one version of it) as ``Placement`` holds it for a request."""
 
-    __slots__ = ("_name", "_ref", "_registry")
+    __slots__ = ("_registry", "name", "ref")
 
     def __init__(self, registry: ModelRegistry, name: str, ref: Model) -> None:
-        self._registry, self._name, self._ref = registry, name, ref
+        self._registry, self.name, self.ref = registry, name, ref
 
     def held_now(self) -> AbstractContextManager[OnnxModel] | None:
-        return self._registry.use_loaded(self._name, self._ref)  # never a load on the loop
+        return self._registry.use_loaded(self.name, self.ref)  # never a load on the loop
 
     def held(self) -> AbstractContextManager[OnnxModel]:
-        return self._registry.use(self._name, self._ref)
+        return self._registry.use(self.name, self.ref)
+
+    def get(self) -> OnnxModel:
+        return self._registry.get(self.name, self.ref)
 
 
 def _encode(request: InferRequest, result: InferResult) -> tuple[bytes, dict[str, str]]:

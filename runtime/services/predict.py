@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Protocol, TypeAlias
 
@@ -29,10 +30,13 @@ from runtime.errors import (
     ValidationFailed,
 )
 from runtime.models.onnx_model import OnnxModel
+from runtime.models.reference import Model
 from runtime.models.registry import ModelRegistry
 from runtime.protocol import v1
+from runtime.releases.follow import Follower
 from runtime.scheduling import Batcher, NotNow, Placement
 from runtime.scored import ModelInfo, Scored
+from runtime.services.releasing import Releasing
 
 log = logging.getLogger("mlfn.predict")
 
@@ -58,9 +62,15 @@ class PredictService:
     its runs are shorter than a thread hop), an ``async def`` one on the event loop.
     """
 
-    def __init__(self, endpoints: Mapping[str, BoundEndpoint], registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        endpoints: Mapping[str, BoundEndpoint],
+        registry: ModelRegistry,
+        followers: Mapping[str, Follower] | None = None,
+    ) -> None:
+        followers = followers or {}
         self._scorers = {
-            name: Scorer(bound, registry)
+            name: Scorer(bound, registry, followers.get(name))
             for name, bound in endpoints.items()
             if bound.endpoint.predict_fn is not None
         }
@@ -80,6 +90,8 @@ class PredictService:
             # Validating hundreds of instances is CPU work: keep it off the event loop.
             instances = await asyncio.to_thread(scorer.validate, raw_instances)
         # A queue listener bounds its own concurrency; its messages wait rather than fail.
+        if scorer.release is not None:
+            return await scorer.release.predict(instances, None, bounded=False)
         return await scorer.batcher.submit(instances, bounded=False)
 
     async def predict_body(self, name: str, body: bytes) -> Scored:
@@ -104,12 +116,15 @@ class PredictService:
         """Score independent rows already validated, through the batcher in a run of their
         own: their caller halves them when predict fails (services/halving.py), which the
         batcher's re-running of merged requests alone would only repeat."""
-        return await self._scorer(name).batcher.submit(instances, bounded=False, merge=False)
+        scorer = self._scorer(name)
+        # The release's first read may block: off the loop, the once it happens.
+        stable = scorer.stable() if scorer.release_read else await asyncio.to_thread(scorer.stable)
+        return await stable.batcher.submit(instances, bounded=False, merge=False)
 
     def predict_valid_sync(self, name: str, instances: list[BaseModel]) -> Scored:
         """Score validated instances on the calling thread, which must run no event loop (a
         Spark worker, say): the caller batches, so there is no batcher to share."""
-        scorer = self._scorer(name)
+        scorer = self._scorer(name).stable()
         if scorer.is_async:
             return asyncio.run(scorer.run_async(instances))
         return scorer.run_sync(instances)
@@ -118,7 +133,7 @@ class PredictService:
         """``with predicting_columns(name) as (call, model):`` the endpoint's model held for
         the block, and ``call(columns, n)`` running its columnar predict on this thread (no
         batcher: the caller batches): the output columns, checked for presence and length."""
-        return self._scorer(name).predicting_columns()
+        return self._scorer(name).stable().predicting_columns()
 
     def _scorer(self, name: str) -> Scorer:
         try:
@@ -130,7 +145,9 @@ class PredictService:
 class Scorer:
     """One endpoint's validation, batcher and predict calls."""
 
-    def __init__(self, bound: BoundEndpoint, registry: ModelRegistry) -> None:
+    def __init__(
+        self, bound: BoundEndpoint, registry: ModelRegistry, follower: Follower | None = None
+    ) -> None:
         endpoint = bound.endpoint
         self.bound = bound
         self.name = bound.name
@@ -152,8 +169,16 @@ class Scorer:
         )
         self._body: TypeAdapter[Any] = TypeAdapter(body)
         self._output = endpoint.output
+        self.serve(bound.name, endpoint.model)
+        # The endpoint's release, if it follows one: its versions are copies of this scorer.
+        self.release = None if follower is None else Releasing(self, follower, registry)
+
+    def serve(self, key: str, ref: Model) -> None:
+        """Serve model ``ref``, held in the registry as ``key``: its own runs, placement and
+        batcher (requests for different versions never share a run)."""
+        self.model_key, self.model_ref = key, ref
         self._placement = Placement()  # sync runs: on the loop once loaded and proved fast
-        self._runs = _Runs(bound, registry)
+        self._runs = _Runs(self.bound, key, ref, self._registry)
         self._info: ModelInfo | None = None
         limits = self._limits
         self.batcher: Batcher[BaseModel, Scored] = Batcher(
@@ -164,22 +189,46 @@ class Scorer:
             max_concurrency=limits.max_concurrent_batches,
             max_pending=limits.max_pending_requests,
             shared_failure=_not_the_requests_fault,
-            name=bound.name,
+            name=key,
             run_now=None if self.is_async else self._run_now,
         )
 
     def retry_in(self) -> float:
-        return self._registry.retry_in(self.name)
+        return self._registry.retry_in(self.model_key)
 
-    async def predict_body(self, body: bytes) -> Scored:
-        """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit."""
+    async def predict_body(self, body: bytes, key: str | None = None) -> Scored:
+        """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit,
+        by the version its release gives the request (``key``: the same version for the same
+        key)."""
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):
                 instances = await self.decode_body(body)
         else:
             instances = await self.decode_body(body)
+        release = self.release
+        # Two attributes and the clock, no call: the warm path of an endpoint with no release.
+        if release is not None and (
+            release.follower.routes is not None or time.monotonic() >= release.follower.check_at
+        ):
+            return await release.predict(instances, key, bounded=True)
         return await self.batcher.submit(instances)
+
+    @property
+    def release_read(self) -> bool:
+        """Whether the endpoint's release has been read (or there is none to read): until it
+        is, routing reads it first."""
+        return self.release is None or self.release.follower.read
+
+    def stable(self) -> Scorer:
+        """The scorer of the release's stable version (the bulk paths': files and Spark), on
+        a thread that may block for the document's first read; this one without a release."""
+        return self if self.release is None else self.release.stable()
+
+    @property
+    def version(self) -> str:
+        """The version label this scorer's model answers as (a release's), or ''."""
+        return self.model_ref.version or ""
 
     async def decode_body(self, body: bytes) -> list[BaseModel]:
         instances = self.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None
@@ -302,7 +351,7 @@ class Scorer:
 
     async def run_async(self, instances: list[BaseModel]) -> Scored:
         """An async predict's run, on the loop."""
-        held = self._registry.use(self.name, self.bound.endpoint.model)
+        held = self._registry.use(self.model_key, self.model_ref)
         # Loading may block on a download: in a thread. If this task is cancelled meanwhile,
         # the model the thread goes on to take is released when it arrives, not leaked.
         acquiring = asyncio.ensure_future(asyncio.to_thread(held.__enter__))
@@ -404,9 +453,9 @@ class _Runs:
 
     __slots__ = ("_inline", "_name", "_ref", "_registry", "_slots")
 
-    def __init__(self, bound: BoundEndpoint, registry: ModelRegistry) -> None:
+    def __init__(self, bound: BoundEndpoint, key: str, ref: Model, registry: ModelRegistry) -> None:
         limits = bound.endpoint.limits
-        self._name, self._ref, self._registry = bound.name, bound.endpoint.model, registry
+        self._name, self._ref, self._registry = key, ref, registry
         self._inline = limits.inline_fast_runs
         n = limits.max_concurrent_batches
         # One slot (the default) is a lock: taken and given back in C, where a semaphore's

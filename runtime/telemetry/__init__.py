@@ -30,7 +30,7 @@ class Invocation:
     storage that attributes log lines to it (``context.thread_local_storage``), and, with
     telemetry on, its span and start."""
 
-    __slots__ = ("id", "span", "started", "thread_local", "token")
+    __slots__ = ("id", "span", "started", "thread_local", "token", "version")
 
     def __init__(self, invocation_id: str | None, thread_local: Any = None) -> None:
         self.id = invocation_id
@@ -38,6 +38,7 @@ class Invocation:
         self.span: Any = None
         self.token: Any = None
         self.started = 0.0
+        self.version: str | None = None  # the model version a release routed it to
 
 
 @dataclass(frozen=True)

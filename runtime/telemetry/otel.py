@@ -124,6 +124,8 @@ class OtelTelemetry(Telemetry):
         endpoint = endpoint or function.attributes.get("mlfn.endpoint")
         if endpoint:
             attributes["mlfn.endpoint"] = endpoint
+        if invocation.version:  # per version: a release's versions side by side
+            attributes["mlfn.model.version"] = invocation.version
         if isinstance(status, int):
             attributes["http.response.status_code"] = status
             failed = status >= 500

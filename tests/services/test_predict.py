@@ -425,9 +425,8 @@ def test_a_run_slot_taken_on_the_loop_is_given_back_when_holding_the_model_fails
             raise RuntimeError("can't start new thread")
 
     endpoint = Endpoint(In, Out, model="models/none.onnx")
-    runs = _Runs(
-        BoundEndpoint("ep", endpoint), Failing(Settings(cache_dir=tmp_path / "cache"), tmp_path)
-    )
+    registry = Failing(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    runs = _Runs(BoundEndpoint("ep", endpoint), "ep", endpoint.model, registry)
     for _ in range(2):  # the second finds the slot free again
         with pytest.raises(RuntimeError, match="new thread"):
             runs.held_now()

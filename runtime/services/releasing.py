@@ -1,0 +1,198 @@
+"""One endpoint's requests under its release: each routed to a version's scorer (its own model,
+runs and batcher), watched by the guardrails, and shadowed by the shadow version after the answer
+is given. Only an endpoint with a release document comes here: the warm path without one never
+does (``Scorer.predict_body`` checks two attributes)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from runtime import telemetry
+from runtime.errors import MlfnError, Overloaded
+from runtime.models.registry import ModelRegistry, version_key
+from runtime.releases.document import Version
+from runtime.releases.follow import Follower, Routes
+from runtime.releases.guard import Figures, rollback, verdict
+from runtime.releases.shadow import Tally, compare
+from runtime.scored import Scored
+
+if TYPE_CHECKING:
+    from runtime.services.predict import Scorer
+
+log = logging.getLogger("mlfn.releases")
+
+# Shadow runs in flight per endpoint, each on a worker thread: a shadow at 100% of a busy
+# endpoint compares what it can and counts the rest as skipped, rather than starve the live
+# version of CPU or grow a queue.
+MAX_SHADOWS = 2
+JUDGE_EVERY_S = 1.0
+
+
+class Releasing:
+    def __init__(self, primary: Scorer, follower: Follower, registry: ModelRegistry) -> None:
+        self.primary = primary
+        self.follower = follower
+        self._registry = registry
+        self._versions: dict[str, Scorer] = {}
+        self._figures: dict[str, Figures] = {}
+        self._figures_of: Routes | None = None
+        self._judged_at = 0.0
+        self._rolling = False
+        self._shadows = 0
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.tally = Tally(primary.name)
+
+    async def route(self, key: str | None) -> Scorer:
+        """The scorer of the version the release gives a request; the primary (the code's
+        model) while there is no release document. The first request reads it first."""
+        follower = self.follower
+        if not follower.read:
+            await asyncio.to_thread(follower.refresh)
+        elif follower.due():
+            follower.refresh_soon()
+        routes = follower.routes
+        if routes is None:
+            return self._unreleased()
+        return self._version(routes.pick(key))
+
+    def stable(self) -> Scorer:
+        """The scorer of the release's stable version (the bulk paths'), on a thread that may
+        block for the document's first read."""
+        follower = self.follower
+        if not follower.read:
+            follower.refresh()
+        elif follower.due():
+            follower.refresh_soon()
+        routes = follower.routes
+        return self._unreleased() if routes is None else self._version(routes.stable)
+
+    async def predict(self, instances: list[BaseModel], key: str | None, bounded: bool) -> Scored:
+        """Score validated instances with the version the release gives them."""
+        target = await self.route(key)
+        routes = self.follower.routes
+        if routes is None:
+            return await target.batcher.submit(instances, bounded=bounded)
+        label = target.version
+        tel = telemetry.current()
+        if tel.on:
+            tel.set("mlfn.model.version", label)
+            invocation = telemetry.current_invocation()
+            if invocation is not None:
+                invocation.version = label
+        watched = routes.release.guardrails is not None
+        started = time.perf_counter()
+        try:
+            scored = await target.batcher.submit(instances, bounded=bounded)
+        except BaseException as exc:
+            if watched:
+                self._observe(routes, label, _versions_fault(exc), started)
+            raise
+        if watched:
+            self._observe(routes, label, False, started)
+        shadow = routes.release.shadow
+        if shadow is not None and shadow.version != label and random.random() < shadow.share:
+            self._shadow(routes.versions[shadow.version], label, instances, scored)
+        return scored
+
+    def _version(self, version: Version) -> Scorer:
+        """The scorer of one version, made on its first request: the primary's validation
+        shared, its own model, runs and batcher. A label whose model changed in the document
+        is a new one; the old is unloaded once idle."""
+        primary = self.primary
+        found = self._versions.get(version.label)
+        ref = version.model(primary.model_ref.providers)
+        if found is not None and found.model_ref == ref:
+            return found
+        if not self._versions:  # the release takes over from the code's model
+            self._registry.unload(primary.model_key)
+        made = copy.copy(primary)
+        made.release = None
+        made.serve(version_key(primary.name, version.label), ref)
+        self._versions[version.label] = made
+        if found is not None:
+            self._registry.unload(found.model_key)
+        return made
+
+    def _unreleased(self) -> Scorer:
+        """The primary, the release document gone: its versions' models unloaded once idle."""
+        while self._versions:
+            _, dropped = self._versions.popitem()
+            self._registry.unload(dropped.model_key)
+        return self.primary
+
+    def _observe(self, routes: Routes, label: str, failed: bool, started: float) -> None:
+        """Count a request of ``label`` for the guardrails; judge at most once a second."""
+        rails = routes.release.guardrails
+        assert rails is not None
+        now = time.monotonic()
+        if self._figures_of is not routes:  # a new release: judged on its own requests
+            self._figures, self._figures_of = {}, routes
+        figures = self._figures.get(label)
+        if figures is None:
+            figures = self._figures[label] = Figures(rails.window_s)
+        figures.record(now, failed, time.perf_counter() - started)
+        if now - self._judged_at < JUDGE_EVERY_S or self._rolling:
+            return
+        self._judged_at = now
+        seen = {name: f.summary(now) for name, f in self._figures.items()}
+        found = verdict(routes.release, seen)
+        if found is not None:
+            self._rolling = True
+            threading.Thread(
+                target=self._roll_back, args=found, name="mlfn-rollback", daemon=True
+            ).start()
+
+    def _roll_back(self, canary: str, reason: str) -> None:
+        try:
+            rollback(self.follower.source(), canary, reason, self.primary.name)
+            self.follower.refresh()  # this instance at once; the others within their check
+        except Exception as exc:  # the next judgement tries again
+            log.error("rolling back %s of %s failed: %s", canary, self.primary.name, exc)
+        finally:
+            self._rolling = False
+
+    def _shadow(
+        self, version: Version, live: str, instances: list[BaseModel], scored: Scored
+    ) -> None:
+        """Score ``instances`` with the shadow version too, on a worker thread, after this
+        request is answered; compare. Never more than MAX_SHADOWS at once."""
+        if self._shadows >= MAX_SHADOWS:
+            self.tally.skip()
+            return
+        self._shadows += 1
+        other = self._version(version)
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self._shadow_run, other, live, instances, scored)
+        )
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._shadow_done)
+
+    def _shadow_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        self._shadows -= 1
+
+    def _shadow_run(
+        self, other: Scorer, live: str, instances: list[BaseModel], scored: Scored
+    ) -> None:
+        try:
+            shadowed = other.run_sync(instances)
+            compared = compare(scored.predictions, shadowed.predictions)
+        except Exception as exc:
+            self.tally.fail(live, other.version, exc)
+            return
+        self.tally.add(live, other.version, compared)
+
+
+def _versions_fault(exc: BaseException) -> bool:
+    """A failure the version answers for: not a full queue, not a cancelled request."""
+    if not isinstance(exc, Exception) or isinstance(exc, Overloaded):
+        return False
+    return not isinstance(exc, MlfnError) or exc.status >= 500
