@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from runtime.config import Settings
-from runtime.errors import ModelNotInStore, NotFound
+from runtime.errors import ModelNotInStore, NotFound, StoreConflict, StoreUnavailable
 from runtime.model_store.base import Progress, StoredObject
 from runtime.storage import clients
 
@@ -103,6 +103,84 @@ class AzureBlob:
                 )
 
         self._call(run)
+
+    def read(
+        self, max_bytes: int, if_none_match: str | None = None
+    ) -> tuple[bytes, StoredObject] | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        def run(client: BlobClient) -> tuple[bytes, StoredObject] | None:
+            condition: dict[str, Any] = {}
+            if if_none_match:
+                condition = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
+            try:
+                # One byte past the limit, asked as a range: the SDK reads its first range
+                # into memory at once, and unranged that is up to 32 MiB.
+                downloader = client.download_blob(
+                    offset=0, length=max_bytes + 1, decompress=False, **condition
+                )
+            except HttpResponseError as exc:
+                if exc.status_code == 304:
+                    return None
+                if exc.status_code == 416:  # no range of an empty blob can be satisfied
+                    return self._empty(client, if_none_match)
+                raise
+            if downloader.size > max_bytes:
+                raise ValueError(f"{self.uri} holds more than {max_bytes} bytes")
+            data = downloader.readall()
+            return data, StoredObject(self.uri, len(data), str(downloader.properties.etag))
+
+        return self._call(run)
+
+    def _empty(
+        self, client: BlobClient, if_none_match: str | None
+    ) -> tuple[bytes, StoredObject] | None:
+        """``read``'s answer for a blob that was empty when its range was asked."""
+        props = client.get_blob_properties()
+        etag = str(props.etag)
+        if int(props.size) != 0:
+            raise StoreUnavailable(
+                f"{self.uri} changed while it was read; try again", detail={"uri": self.uri}
+            )
+        return None if etag == if_none_match else (b"", StoredObject(self.uri, 0, etag))
+
+    def write(self, data: bytes, if_match: str | None) -> StoredObject:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        condition: dict[str, Any] = {"overwrite": False}  # If-None-Match: *
+        if if_match is not None:
+            condition = {
+                "overwrite": True,
+                "etag": if_match,
+                "match_condition": MatchConditions.IfNotModified,
+            }
+
+        def put(client: BlobClient) -> StoredObject:
+            try:
+                done = client.upload_blob(data, length=len(data), **condition)
+            except HttpResponseError as exc:
+                # 412: If-Match failed; 409 BlobAlreadyExists: If-None-Match failed. Another
+                # 409 (a lease on the blob) is no lost race: a retry would meet it again.
+                code = getattr(exc, "error_code", None)  # set by the storage SDK, not azure.core
+                if exc.status_code == 412 or code == "BlobAlreadyExists":
+                    raise StoreConflict(self.uri, if_match) from None
+                raise
+            return StoredObject(self.uri, len(data), str(done["etag"]))
+
+        def run(client: BlobClient) -> StoredObject:
+            try:
+                return put(client)
+            except ResourceNotFoundError:
+                if if_match is not None:  # the object it was read from is gone
+                    raise StoreConflict(self.uri, if_match) from None
+            # Only a missing container makes a create 404. Created on need, not before each
+            # write: a SAS for one blob may not create containers.
+            clients.create_if_missing(client._get_container_client().create_container)
+            return put(client)
+
+        return self._call(run)
 
     def _call(self, fn: Callable[[BlobClient], T]) -> T:
         try:

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runtime.config import Settings
-from runtime.errors import ModelNotInStore, StoreUnavailable
+from runtime.errors import ModelNotInStore, StoreConflict, StoreUnavailable
 from runtime.model_store.base import Progress, StoredObject
 
 MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+# A conditional write that lost: If-Match or If-None-Match failed (412), or another
+# conditional write to the key was in flight (409).
+CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 class S3Object:
@@ -84,6 +87,48 @@ class S3Object:
                 Callback=callback,
             )  # fmt: skip
 
+    def read(
+        self, max_bytes: int, if_none_match: str | None = None
+    ) -> tuple[bytes, StoredObject] | None:
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": if_none_match} if if_none_match is not None else {}
+        with self._errors():
+            try:
+                got = self._client().get_object(Bucket=self.bucket, Key=self.key, **condition)
+            except ClientError as exc:
+                if _status(exc) == 304:
+                    return None
+                raise
+            body = got["Body"]
+            try:
+                # The headers are in, the body is not: refuse before reading any of it.
+                if int(got["ContentLength"]) > max_bytes:
+                    raise ValueError(f"{self.uri} holds more than {max_bytes} bytes")
+                data: bytes = body.read(max_bytes + 1)
+            finally:
+                body.close()
+        if len(data) > max_bytes:
+            raise ValueError(f"{self.uri} holds more than {max_bytes} bytes")
+        return data, StoredObject(self.uri, len(data), str(got["ETag"]))
+
+    def write(self, data: bytes, if_match: str | None) -> StoredObject:
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"}
+        with self._errors():
+            try:
+                put = self._client().put_object(
+                    Bucket=self.bucket, Key=self.key, Body=data, **condition
+                )
+            except ClientError as exc:
+                code = _code(exc)
+                # S3 answers If-Match on a key that is gone with NoSuchKey: a lost race too.
+                if code in CONFLICT or (if_match is not None and code == "NoSuchKey"):
+                    raise StoreConflict(self.uri, if_match) from None
+                raise
+        return StoredObject(self.uri, len(data), str(put["ETag"]))
+
     def _client(self) -> Any:
         try:
             import boto3
@@ -105,7 +150,7 @@ class S3Object:
         try:
             yield
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = _code(exc)
             if code in MISSING:
                 raise ModelNotInStore(self.uri) from None
             raise StoreUnavailable(
@@ -115,3 +160,13 @@ class S3Object:
             raise StoreUnavailable(
                 f"s3 store for {self.uri} cannot be reached: {exc}", detail={"uri": self.uri}
             ) from exc
+
+
+def _code(exc: Any) -> str:
+    """The error code of a botocore ``ClientError``."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: Any) -> int:
+    """The HTTP status of a botocore ``ClientError``."""
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
