@@ -248,7 +248,8 @@ def _extras(release: Release) -> list[str]:
         lines.append(
             f"guardrails: over {rails.window_s:g} s, at least {rails.min_requests} requests: a "
             f"canary's error rate at most {rails.max_error_rate_increase:.1%} above the stable "
-            f"one's, its p99 at most {rails.max_p99_ratio:g}x"
+            f"one's, its p99 at most {rails.max_p99_ratio:g}x (or "
+            f"{rails.min_p99_increase_ms:g} ms more)"
         )
     done = release.rolled_back
     if done is not None:
@@ -507,6 +508,10 @@ def shadow_command(
     "--max-p99-ratio", type=click.FloatRange(1), default=2, show_default=True,
     help="How many times the stable version's p99 latency a canary's may reach.",
 )  # fmt: skip
+@click.option(
+    "--min-p99-increase-ms", type=click.FloatRange(0), default=10, show_default=True,
+    help="How much slower (p99) a canary must also be, in milliseconds, to be rolled back.",
+)  # fmt: skip
 @click.option("--off", is_flag=True, help="No guardrails.")
 @_connection
 @click.pass_obj
@@ -516,6 +521,7 @@ def guard_command(
     min_requests: int,
     max_error_rate_increase: float,
     max_p99_ratio: float,
+    min_p99_increase_ms: float,
     off: bool,
     connection: str | None,
 ) -> None:
@@ -523,5 +529,7 @@ def guard_command(
     error rate or p99 latency is worse than the stable version's by more than allowed: that
     instance rewrites the release (all traffic to the stable version, and why), and every
     instance follows."""
-    rails = Guardrails(window_s, min_requests, max_error_rate_increase / 100, max_p99_ratio)
+    rails = Guardrails(
+        window_s, min_requests, max_error_rate_increase / 100, max_p99_ratio, min_p99_increase_ms
+    )
     _apply(name, connection, lambda r: edits.guard(r, None if off else rails))

@@ -54,12 +54,14 @@ class Guardrails:
     """When a canary (a live version other than the stable one) is rolled back: over the last
     ``window_s`` seconds, with at least ``min_requests`` on both it and the stable version, its
     error rate above the stable one's by more than ``max_error_rate_increase``, or its p99
-    latency above ``max_p99_ratio`` times the stable one's."""
+    latency above ``max_p99_ratio`` times the stable one's and by more than
+    ``min_p99_increase_ms`` (a ratio of two sub-millisecond figures is noise)."""
 
     window_s: float = 60.0
     min_requests: int = 20
     max_error_rate_increase: float = 0.05
     max_p99_ratio: float = 2.0
+    min_p99_increase_ms: float = 10.0
 
 
 @dataclass(frozen=True)

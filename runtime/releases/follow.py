@@ -17,6 +17,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -46,7 +48,8 @@ def follow_all(
         except MlfnError:
             continue
         document = document_uri(name, model_uri)
-        found[name] = Follower(name, document, lambda uri: locate(uri, settings), every)
+        find = lambda uri: locate(uri, settings)  # noqa: E731
+        found[name] = Follower(name, document, find, every, settings.load_timeout_s)
     return found
 
 
@@ -119,18 +122,59 @@ class Follower:
         uri: str,
         locate: Callable[[str], ModelSource],
         every_s: float,
+        first_wait_s: float = 30.0,
     ) -> None:
         self.endpoint = endpoint
         self.uri = uri
         self.routes: Routes | None = None
         self.read = False  # the first request reads the document before it is routed
         self.check_at = 0.0
+        self.first_wait_s = first_wait_s
         self._locate = locate
         self._every = every_s
         self._etag: str | None = None
         self._lock = threading.Lock()
+        self._lock_first = threading.Lock()
         self._checking = False
+        self._first: Future[None] | None = None
+        self._late = False
         self._told: str | None = None  # the last reason logged, so each is said once
+
+    def first_read(self) -> Future[None]:
+        """The first read of the document, started once, on its own thread, whoever asks
+        (single flight: concurrent first requests wait for one read, not a thread each)."""
+        with self._lock_first:
+            if self._first is None:
+                first: Future[None] = Future()
+                self._first = first
+
+                def run() -> None:
+                    try:
+                        self.refresh()
+                    finally:
+                        first.set_result(None)
+
+                threading.Thread(target=run, name="mlfn-release-first", daemon=True).start()
+            return self._first
+
+    def wait_first_read(self) -> None:
+        """On a thread that may block: the first read done, or ``first_wait_s`` gone."""
+        if self.read or self._late:
+            return
+        try:
+            self.first_read().result(timeout=self.first_wait_s)
+        except FutureTimeout:
+            self.late()
+
+    @property
+    def is_late(self) -> bool:
+        return self._late
+
+    def late(self) -> None:
+        """The first read took longer than ``first_wait_s`` (a store that does not answer):
+        requests stop waiting for it, and the code's model serves until it ends."""
+        self._late = True
+        self._said(f"release document {self.uri} not read in {self.first_wait_s:g} s")
 
     def source(self) -> ModelSource:
         """The document in its store, to write (the guardrails' rollback)."""

@@ -51,8 +51,9 @@ class Figures:
             kept.popleft()
         if not kept:
             return Summary(0, 0, 0.0)
-        latencies = sorted(seconds for _, _, seconds in kept)
-        p99 = latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
+        # The latency of answers: a failure's (a traceback logged, say) is the error rate's.
+        latencies = sorted(seconds for _, failed, seconds in kept if not failed)
+        p99 = latencies[math.ceil(0.99 * len(latencies)) - 1] if latencies else 0.0
         return Summary(len(kept), sum(1 for _, failed, _ in kept if failed), p99)
 
 
@@ -83,7 +84,8 @@ def _refused(rails: Guardrails, canary: Summary, stable: Summary) -> str | None:
             f"error rate {canary.error_rate:.1%} over {canary.requests} requests against "
             f"{base:.1%} for the stable version (allowed: +{rails.max_error_rate_increase:.1%})"
         )
-    if enough and canary.p99_s > rails.max_p99_ratio * stable.p99_s > 0:
+    slower = canary.p99_s - stable.p99_s > rails.min_p99_increase_ms / 1000
+    if enough and slower and canary.p99_s > rails.max_p99_ratio * stable.p99_s > 0:
         return (
             f"p99 latency {canary.p99_s * 1e3:.1f} ms against {stable.p99_s * 1e3:.1f} ms for the "
             f"stable version (allowed: {rails.max_p99_ratio:g}x)"

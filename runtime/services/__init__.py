@@ -182,4 +182,3 @@ class Services:
                 registry.get(name, self.endpoints[name].endpoint.model)
             except Exception as exc:
                 log.error("preloading %s failed: %s", name, exc)
-

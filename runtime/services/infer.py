@@ -4,7 +4,6 @@ readiness."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from runtime.protocol import v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
 from runtime.scheduling import Placement
+from runtime.services.releasing import first_read
 
 PLATFORM = "onnxruntime_onnx"
 
@@ -64,23 +64,27 @@ class InferService:
         self._versions: dict[tuple[str, str], tuple[Placement, _Model]] = {}
         self._readiness = Readiness(registry)
 
-    def _routes(self, name: str) -> Routes | None:
-        """The endpoint's followed release, read first if this is its first request."""
+    def _routes(self, name: str, wait: bool = True) -> Routes | None:
+        """The endpoint's followed release, read first if this is its first request (on a
+        thread that may block; ``wait`` False: as read so far, for a probe)."""
         follower = self._followers.get(name)
         if follower is None:
             return None
         if not follower.read:
-            follower.refresh()
+            if wait:
+                follower.wait_first_read()
         elif follower.due():
             follower.refresh_soon()
         return follower.routes
 
-    def _target(self, name: str, version: str | None) -> tuple[Placement, _Model, str | None]:
+    def _target(
+        self, name: str, version: str | None, wait: bool = True
+    ) -> tuple[Placement, _Model, str | None]:
         """Where a request for ``name`` (and ``version``, if it names one) runs, and the
         version its model must have (checked once loaded); may block on the release's first
-        read."""
+        read unless ``wait`` is False."""
         self._bound(name)
-        routes = self._routes(name)
+        routes = self._routes(name, wait)
         if routes is None or (version is not None and version not in routes.versions):
             return (*self._placements[name], version)
         chosen = routes.versions[version] if version is not None else routes.pick(None)
@@ -133,7 +137,7 @@ class InferService:
         """True when the model is in memory, or its file exists in the store; never loads it,
         and never asks the store more than once at a time (``Readiness``)."""
         bound = self._bound(name)
-        _, target, must_be = await asyncio.to_thread(self._target, name, version)
+        _, target, must_be = self._target(name, version, wait=False)  # a probe never waits
         declared = bound.endpoint.model.version
         if must_be is not None and declared is not None and must_be != declared:
             raise ModelVersionNotFound(name, must_be, declared)
@@ -153,8 +157,9 @@ class InferService:
         follower = self._followers.get(name)
         if follower is None or (follower.routes is None and not follower.due()):
             placement, held = self._placements[name]
-        else:  # a release to follow: the first read may block
-            placement, held, version = await asyncio.to_thread(self._target, name, version)
+        else:  # a release to follow, read first (one read, shared, bounded in time)
+            await first_read(follower)
+            placement, held, version = self._target(name, version)
         return await placement.run(size, held, self._infer_body, body, header_length, version)
 
     async def _infer_body(

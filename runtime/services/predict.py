@@ -36,7 +36,7 @@ from runtime.protocol import v1
 from runtime.releases.follow import Follower
 from runtime.scheduling import Batcher, NotNow, Placement
 from runtime.scored import ModelInfo, Scored
-from runtime.services.releasing import Releasing
+from runtime.services.releasing import Releasing, first_read
 
 log = logging.getLogger("mlfn.predict")
 
@@ -117,9 +117,9 @@ class PredictService:
         own: their caller halves them when predict fails (services/halving.py), which the
         batcher's re-running of merged requests alone would only repeat."""
         scorer = self._scorer(name)
-        # The release's first read may block: off the loop, the once it happens.
-        stable = scorer.stable() if scorer.release_read else await asyncio.to_thread(scorer.stable)
-        return await stable.batcher.submit(instances, bounded=False, merge=False)
+        if scorer.release is not None:  # its first read awaited, so stable() never blocks here
+            await first_read(scorer.release.follower)
+        return await scorer.stable().batcher.submit(instances, bounded=False, merge=False)
 
     def predict_valid_sync(self, name: str, instances: list[BaseModel]) -> Scored:
         """Score validated instances on the calling thread, which must run no event loop (a
@@ -213,12 +213,6 @@ class Scorer:
         ):
             return await release.predict(instances, key, bounded=True)
         return await self.batcher.submit(instances)
-
-    @property
-    def release_read(self) -> bool:
-        """Whether the endpoint's release has been read (or there is none to read): until it
-        is, routing reads it first."""
-        return self.release is None or self.release.follower.read
 
     def stable(self) -> Scorer:
         """The scorer of the release's stable version (the bulk paths': files and Spark), on

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from runtime import telemetry
-from runtime.errors import MlfnError, Overloaded
+from runtime.errors import Overloaded
 from runtime.models.registry import ModelRegistry, version_key
 from runtime.releases.document import Version
 from runtime.releases.follow import Follower, Routes
@@ -55,7 +55,7 @@ class Releasing:
         model) while there is no release document. The first request reads it first."""
         follower = self.follower
         if not follower.read:
-            await asyncio.to_thread(follower.refresh)
+            await first_read(follower)
         elif follower.due():
             follower.refresh_soon()
         routes = follower.routes
@@ -68,7 +68,7 @@ class Releasing:
         block for the document's first read."""
         follower = self.follower
         if not follower.read:
-            follower.refresh()
+            follower.wait_first_read()
         elif follower.due():
             follower.refresh_soon()
         routes = follower.routes
@@ -191,8 +191,21 @@ class Releasing:
         self.tally.add(live, other.version, compared)
 
 
+async def first_read(follower: Follower) -> None:
+    """The document's first read awaited without a thread of this loop's pool (concurrent
+    first requests share one read), for at most ``first_wait_s``."""
+    if follower.read or follower.is_late:
+        return
+    try:
+        await asyncio.wait_for(
+            asyncio.shield(asyncio.wrap_future(follower.first_read())), follower.first_wait_s
+        )
+    except TimeoutError:
+        follower.late()
+
+
 def _versions_fault(exc: BaseException) -> bool:
-    """A failure the version answers for: not a full queue, not a cancelled request."""
-    if not isinstance(exc, Exception) or isinstance(exc, Overloaded):
-        return False
-    return not isinstance(exc, MlfnError) or exc.status >= 500
+    """A failure the version answers for: any, but a full queue or a cancelled request. The
+    request was valid (validation comes before routing), so a model that refuses it (a 400
+    from onnxruntime) fails where the stable one may not: both are judged alike."""
+    return isinstance(exc, Exception) and not isinstance(exc, Overloaded)

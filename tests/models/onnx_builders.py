@@ -145,3 +145,67 @@ def adder(path: Path) -> Path:
         [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 2])],
     )
     return _save(graph, path)
+
+
+def iris_canary(path: Path, fail_from: float | None = None, slow: int = 0) -> Path:
+    """An iris-shaped model (input ``input`` float [N,4]; outputs ``label`` int64 [N] and
+    ``probabilities`` float [N,3]) that misbehaves as a bad new version would: with
+    ``fail_from``, its run fails (a Gather out of bounds) for a row whose first feature is
+    ``fail_from`` or more; with ``slow``, each run goes through that many 512x512 layers more."""
+    weights = helper.make_tensor(
+        "w",
+        TensorProto.FLOAT,
+        [4, 3],
+        [0.5, 0.1, -0.5, 1.0, 0.0, -1.0, -1.0, 0.2, 1.0, -1.0, 0.1, 1.0],
+    )
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    nodes = [helper.make_node("MatMul", ["input", "w"], ["logits0"])]
+    initializers = [weights, zero]
+    last = "logits0"
+    if fail_from is not None:
+        size = int(fail_from)
+        initializers += [
+            helper.make_tensor("table", TensorProto.FLOAT, [size], [1.0] * size),
+            helper.make_tensor("first", TensorProto.INT64, [1], [0]),
+        ]
+        nodes += [
+            helper.make_node("Gather", ["input", "first"], ["feature"], axis=1),  # [N,1]
+            helper.make_node("Floor", ["feature"], ["floored"]),
+            helper.make_node("Cast", ["floored"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["looked_up"], axis=0),  # fails here
+            helper.make_node("Mul", ["looked_up", "zero"], ["nothing"]),
+            helper.make_node("Add", [last, "nothing"], ["logits1"]),
+        ]
+        last = "logits1"
+    if slow:
+        initializers += [
+            helper.make_tensor("widen", TensorProto.FLOAT, [4, 512], [0.01] * 2048),
+            helper.make_tensor("layer", TensorProto.FLOAT, [512, 512], [0.001] * 512 * 512),
+        ]
+        nodes.append(helper.make_node("MatMul", ["input", "widen"], ["h0"]))
+        for i in range(slow):
+            nodes += [
+                helper.make_node("MatMul", [f"h{i}", "layer"], [f"m{i}"]),
+                helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"]),
+            ]
+        nodes += [
+            helper.make_node("ReduceSum", [f"h{slow}"], ["total"], keepdims=1),  # [1,1]
+            helper.make_node("Mul", ["total", "zero"], ["nil"]),
+            helper.make_node("Add", [last, "nil"], ["logits2"]),
+        ]
+        last = "logits2"
+    nodes += [
+        helper.make_node("Softmax", [last], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "iris_canary",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3]),
+        ],
+        initializers,
+    )
+    return _save(graph, path)

@@ -174,3 +174,38 @@ def test_a_ten_percent_split_measures_ten_percent_and_a_key_always_gets_one_vers
     assert 400 <= at_random["v2"] <= 600, at_random
     for key in ("alice", "bob", "customer-17", "ü"):
         assert len({routes.pick(key).label for _ in range(50)}) == 1
+
+
+def test_concurrent_first_requests_share_one_read_and_a_stuck_store_is_waited_for_a_bound(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import threading
+
+    from runtime.services.releasing import first_read
+
+    store = _store(tmp_path)
+    _write(store)
+    settings = Settings(model_store=str(store))
+    reads: list[str] = []
+    release = threading.Event()
+
+    def slow(uri: str) -> ModelSource:
+        reads.append(uri)
+        release.wait(10)
+        return locate(uri, settings)
+
+    follower = Follower("iris", str(store / "iris.release.json"), slow, 60, first_wait_s=0.3)
+
+    async def many() -> None:
+        await asyncio.gather(*(first_read(follower) for _ in range(50)))
+
+    with caplog.at_level(logging.ERROR, "mlfn.releases"):
+        asyncio.run(many())  # the store has not answered: given up after first_wait_s
+    assert follower.routes is None and follower.is_late and not follower.read
+    assert "not read in 0.3 s" in caplog.text
+    follower.wait_first_read()  # late: returns at once, never a second wait
+    release.set()
+    follower.first_read().result(10)
+    assert _split(follower) == {"v1": 0.9, "v2": 0.1}  # followed once the read ended
+    assert len([u for u in reads if u.endswith("iris.release.json")]) == 1

@@ -1,0 +1,157 @@
+"""The shadow: it scores requests after they are answered, never changes an answer, and its
+predictions are compared with the answer's row by row (labels must agree, floats may differ)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import numpy as np
+import onnxruntime as ort
+import pytest
+from sklearn.datasets import load_iris
+
+from runtime.config import Settings
+from runtime.registration import build_app
+from runtime.releases.shadow import Compared, compare
+from scripts.build_models import build_all, build_iris
+from tests.support import copy_examples
+
+FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+def _j(*docs: Any) -> list[bytes]:
+    return [json.dumps(d).encode() for d in docs]
+
+
+def test_rows_agree_on_labels_and_differ_by_their_floats() -> None:
+    live = _j(
+        {"label": "setosa", "p": {"a": 0.9, "b": 0.1}},
+        {"label": "virginica", "p": {"a": 0.2, "b": 0.8}},
+    )
+    shadow = _j(
+        {"label": "setosa", "p": {"a": 0.7, "b": 0.3}},
+        {"label": "versicolor", "p": {"a": 0.25, "b": 0.75}},
+    )
+    found = compare(live, shadow)
+    assert (found.rows, found.agreeing) == (2, 1)
+    assert found.max_difference == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"k": 1}, {"k": 2}, False),  # whole numbers are labels: equal or not
+        ({"k": True}, {"k": 1}, False),
+        ({"k": [1.0, 2.0]}, {"k": [1.0]}, False),
+        ({"k": "x"}, {"k": "x", "extra": 1}, False),
+        ({"k": None}, {"k": None}, True),
+        ({"k": float("nan")}, {"k": float("nan")}, True),
+        ({"y": [0.5, 1.5]}, {"y": [0.5, 1.25]}, True),
+    ],
+)
+def test_what_counts_as_agreeing(a: Any, b: Any, same: bool) -> None:
+    assert compare(_j(a), _j(b)).agreeing == int(same)
+
+
+class App:
+    def __init__(self, tmp: Path) -> None:
+        for module in list(sys.modules):
+            if module == "functions" or module.startswith("functions."):
+                del sys.modules[module]
+        self.store = tmp / "models"
+        build_all(self.store)
+        build_iris(self.store / "iris-v2.onnx", c=0.01)
+        settings = Settings(
+            model_store=str(self.store), cache_dir=tmp / "cache", release_check_s=3600
+        )
+        app = build_app(copy_examples(tmp / "app") / "functions", settings=settings)
+        self.services = app.services  # type: ignore[attr-defined]
+        self.predict = next(
+            f.get_user_function()
+            for f in app.get_functions()
+            if f.get_function_name() == "iris_predict"
+        )
+        self.loop = asyncio.new_event_loop()
+
+    def call(self, instances: list[dict[str, float]]) -> dict[str, Any]:
+        body = json.dumps({"instances": instances}).encode()
+        request = func.HttpRequest(
+            "POST", "http://localhost/api/iris/predict", headers={}, body=body
+        )
+        response = self.loop.run_until_complete(self.predict(req=request))
+        assert response.status_code == 200, response.get_body()
+        return json.loads(response.get_body())  # type: ignore[no-any-return]
+
+    def release(self, shadow: dict[str, Any] | None) -> None:
+        doc: dict[str, Any] = {
+            "versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": "iris-v2.onnx"}},
+            "stable": "v1",
+            "weights": {"v1": 1},
+        }
+        if shadow is not None:
+            doc["shadow"] = shadow
+        (self.store / "iris.release.json").write_text(json.dumps(doc))
+        self.releasing.follower.refresh()
+
+    @property
+    def releasing(self) -> Any:
+        return self.services.predict.scorer("iris").release
+
+    def shadows_done(self) -> None:
+        while self.releasing._tasks:
+            self.loop.run_until_complete(asyncio.sleep(0.002))
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    made = App(tmp_path)
+    try:
+        yield made
+    finally:
+        made.loop.close()
+
+
+def _labels(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["label"], {"input": x})[0]  # type: ignore[no-any-return]
+
+
+def test_a_full_shadow_never_changes_an_answer_and_counts_the_rows_it_disagrees_on(
+    app: App,
+) -> None:
+    x = load_iris().data.astype(np.float32)
+    flowers = [dict(zip(FIELDS, map(float, row), strict=True)) for row in x]
+    app.call(flowers[:1])
+    app.release(None)
+    alone = [app.call(flowers[i : i + 10]) for i in range(0, 150, 10)]
+    app.release({"version": "v2", "share": 1.0})
+    shadowed = []
+    for i in range(0, 150, 10):
+        shadowed.append(app.call(flowers[i : i + 10]))
+        app.shadows_done()  # one at a time, so none is skipped as busy
+    assert shadowed == alone  # byte for byte the live version's answers
+    differing = int(
+        (_labels(app.store / "iris.onnx", x) != _labels(app.store / "iris-v2.onnx", x)).sum()
+    )
+    assert differing > 0  # the two versions do disagree on some flowers
+    tally = app.releasing.tally
+    assert tally.total.rows == 150 and tally.skipped == 0 and tally.failed == 0
+    assert tally.total.agreeing == 150 - differing
+    assert tally.total.max_difference > 0.1  # c=0.01 flattens the probabilities
+
+
+def test_a_shadow_share_scores_about_that_share(app: App) -> None:
+    flower = dict(zip(FIELDS, (5.1, 3.5, 1.4, 0.2), strict=True))
+    app.call([flower])
+    app.release({"version": "v2", "share": 0.25})
+    for _ in range(400):
+        app.call([flower])
+        app.shadows_done()
+    assert 60 <= app.releasing.tally.total.rows <= 140  # 25 % of 400, +- 10 points
+    assert isinstance(app.releasing.tally.total, Compared)
