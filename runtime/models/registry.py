@@ -276,9 +276,8 @@ class ModelRegistry:
         tel = telemetry.current()
         with tel.span("mlfn.model.load", {"mlfn.endpoint": endpoint_of(name)}):
             model, size, etag = self._load_phases(name, ref, tel)
-            tel.model_loaded(
-                endpoint_of(name), model.version, model.report
-            )  # on the load's span too
+            # On the load's span too.
+            tel.model_loaded(endpoint_of(name), model.version, model.report)
         return model, size, etag
 
     def _load_phases(
