@@ -11,7 +11,8 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections import deque
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import BaseModel
 
@@ -29,10 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mlfn.releases")
 
-# Shadow runs in flight per endpoint, each on a worker thread: a shadow at 100% of a busy
-# endpoint compares what it can and counts the rest as skipped, rather than starve the live
-# version of CPU or grow a queue.
-MAX_SHADOWS = 2
+# Rows waiting for the shadow per endpoint: a shadow at 100% of a busy endpoint compares what
+# its one thread can and counts the rest as skipped, rather than starve the live version or
+# grow a queue.
+MAX_SHADOW_ROWS = 1024
 JUDGE_EVERY_S = 1.0
 
 
@@ -46,9 +47,8 @@ class Releasing:
         self._figures_of: Routes | None = None
         self._judged_at = 0.0
         self._rolling = False
-        self._shadows = 0
-        self._tasks: set[asyncio.Future[None]] = set()
         self.tally = Tally(primary.name)
+        self.shadows = Shadows(self.tally, primary.bound.endpoint.limits.max_batch_size)
 
     async def route(self, key: str | None) -> Scorer:
         """The scorer of the version the release gives a request; the primary (the code's
@@ -162,33 +162,88 @@ class Releasing:
     def _shadow(
         self, version: Version, live: str, instances: list[BaseModel], scored: Scored
     ) -> None:
-        """Score ``instances`` with the shadow version too, on a worker thread, after this
-        request is answered; compare. Never more than MAX_SHADOWS at once."""
-        if self._shadows >= MAX_SHADOWS:
-            self.tally.skip()
-            return
-        self._shadows += 1
-        other = self._version(version)
-        task = asyncio.ensure_future(
-            asyncio.to_thread(self._shadow_run, other, live, instances, scored)
-        )
-        self._tasks.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._shadow_done)
+        """Hand ``instances`` and their answer to the shadow's thread, after this request is
+        answered."""
+        self.shadows.offer(self._version(version), live, instances, scored.predictions)
 
-    def _shadow_done(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        self._shadows -= 1
 
-    def _shadow_run(
-        self, other: Scorer, live: str, instances: list[BaseModel], scored: Scored
+class _Shadowed(NamedTuple):
+    scorer: Scorer
+    live: str
+    instances: list[BaseModel]
+    predictions: list[bytes]
+
+
+class Shadows:
+    """The shadow's work of one endpoint: one thread, started when there is work and ending
+    when there is none, scoring the waiting requests' rows together (up to the endpoint's batch
+    size) and comparing each request's with its answer. At most MAX_SHADOW_ROWS rows wait;
+    a request beyond that is not shadowed and is counted as skipped, so a shadow at 100% of a
+    busy endpoint takes one thread's share of the machine, never a growing queue."""
+
+    def __init__(self, tally: Tally, batch: int) -> None:
+        self.tally = tally
+        self.idle = threading.Event()  # no work waiting or running (for tests and tools)
+        self.idle.set()
+        self._batch = batch
+        self._waiting: deque[_Shadowed] = deque()
+        self._rows = 0
+        self._running = False
+        self._lock = threading.Lock()
+
+    def offer(
+        self, scorer: Scorer, live: str, instances: list[BaseModel], predictions: list[bytes]
     ) -> None:
+        with self._lock:
+            if self._rows + len(instances) > MAX_SHADOW_ROWS:
+                self.tally.skip()
+                return
+            self._waiting.append(_Shadowed(scorer, live, instances, predictions))
+            self._rows += len(instances)
+            if self._running:
+                return
+            self._running = True
+            self.idle.clear()
         try:
-            shadowed = other.run_sync(instances)
-            compared = compare(scored.predictions, shadowed.predictions)
+            threading.Thread(target=self._drain, name="mlfn-shadow", daemon=True).start()
+        except BaseException:  # no thread to be had: the next offer tries again
+            with self._lock:
+                self._running = False
+            raise
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._running = False
+                    self.idle.set()
+                    return
+                group = [self._waiting.popleft()]
+                rows = len(group[0].instances)
+                while (
+                    self._waiting
+                    and self._waiting[0].scorer is group[0].scorer
+                    and rows + len(self._waiting[0].instances) <= self._batch
+                ):
+                    group.append(self._waiting.popleft())
+                    rows += len(group[-1].instances)
+                self._rows -= rows
+            self._score(group)
+
+    def _score(self, group: list[_Shadowed]) -> None:
+        other = group[0].scorer
+        try:
+            shadowed = other.run_sync([i for item in group for i in item.instances])
         except Exception as exc:
-            self.tally.fail(live, other.version, exc)
+            for item in group:
+                self.tally.fail(item.live, other.version, exc)
             return
-        self.tally.add(live, other.version, compared)
+        start = 0
+        for item in group:
+            end = start + len(item.instances)
+            compared = compare(item.predictions, shadowed.predictions[start:end])
+            self.tally.add(item.live, other.version, compared)
+            start = end
 
 
 async def first_read(follower: Follower) -> None:

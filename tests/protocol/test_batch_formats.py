@@ -404,12 +404,15 @@ read, grew = peak_growth(lambda: _kinds(list(read_rows(
     batch.Format.PARQUET, io.BytesIO(data), 64, 8 * MiB, 2 * MiB, columns=frozenset({"x"})
 ))))
 import pyarrow.parquet as pq
+# A decode seen: four times the bound the read is held to. Not the value's 48 MiB: the peak's
+# growth measured 47.9 MiB for one decode in a fresh-clone run, pages reused or not by luck.
+SEEN = 32 * MiB
 # That the measure sees a decode: under a loaded machine's xdist run it once read 0.2 MiB for
 # one (1 run in ~6; never alone), so it is asked up to three times, and the most it saw counts.
 decoded = 0
 for _ in range(3):
     decoded = max(decoded, peak_growth(lambda: pq.ParquetFile(io.BytesIO(data)).read_row_group(0))[1])
-    if decoded > 48 * MiB:
+    if decoded > SEEN:
         break
 print(json.dumps([read, grew, decoded]))
 """
@@ -435,7 +438,7 @@ def test_a_parquet_row_group_of_one_over_long_row_is_refused_from_the_footer() -
     assert done.returncode == 0, done.stderr[-2000:]
     rows, grew, decoded = json.loads(done.stdout.splitlines()[-1])
     assert rows == ["BadRequest"] * 3
-    assert decoded > 48 * MiB, (grew, decoded)  # what the measure would see of one decode
+    assert decoded > 32 * MiB, (grew, decoded)  # the measure sees a decode: 4x the bound below
     assert grew < 8 * MiB, f"peak RSS grew by {grew / MiB:.0f} MiB"
 
 

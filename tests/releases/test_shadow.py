@@ -104,8 +104,7 @@ class App:
         return self.services.predict.scorer("iris").release
 
     def shadows_done(self) -> None:
-        while self.releasing._tasks:
-            self.loop.run_until_complete(asyncio.sleep(0.002))
+        assert self.releasing.shadows.idle.wait(10)
 
 
 @pytest.fixture
@@ -155,3 +154,35 @@ def test_a_shadow_share_scores_about_that_share(app: App) -> None:
         app.shadows_done()
     assert 60 <= app.releasing.tally.total.rows <= 140  # 25 % of 400, +- 10 points
     assert isinstance(app.releasing.tally.total, Compared)
+
+
+def test_a_busy_shadow_skips_what_would_queue_past_its_bound_and_batches_the_rest() -> None:
+    import threading
+
+    from runtime.releases.shadow import Tally
+    from runtime.scored import ModelInfo, Scored
+    from runtime.services.releasing import MAX_SHADOW_ROWS, Shadows
+
+    gate, calls = threading.Event(), []
+
+    class Version:  # a shadow version's scorer: held at the gate, then answers "same"
+        version = "v2"
+
+        def run_sync(self, instances: list[Any]) -> Scored:
+            calls.append(len(instances))
+            gate.wait(10)
+            return Scored([b'{"y":1}'] * len(instances), ModelInfo("iris", "v2", "0" * 64))
+
+    shadows = Shadows(Tally("iris"), batch=64)
+    scorer: Any = Version()
+    shadows.offer(scorer, "v1", [object()] * 8, [b'{"y":1}'] * 8)  # taken by the thread, held
+    while not calls:
+        threading.Event().wait(0.001)
+    for _ in range(MAX_SHADOW_ROWS // 8 + 5):  # the waiting room fills, then requests are skipped
+        shadows.offer(scorer, "v1", [object()] * 8, [b'{"y":1}'] * 8)
+    assert shadows.tally.skipped == 5
+    gate.set()
+    assert shadows.idle.wait(10)
+    assert shadows.tally.total.rows == 8 + MAX_SHADOW_ROWS
+    assert shadows.tally.total.agreeing == shadows.tally.total.rows
+    assert calls[0] == 8 and max(calls[1:]) == 64  # waiting rows scored together
