@@ -24,7 +24,15 @@ from pathlib import Path
 import onnxruntime
 import pydantic
 
-from bench import batch_load, cold_start, hot_path, http_load, queue_load, spark_load
+from bench import (
+    batch_load,
+    cold_start,
+    hot_path,
+    http_load,
+    queue_load,
+    release_shadow,
+    spark_load,
+)
 from tests.support import ROOT, LocalHost, free_port
 
 PROFILE_LINES = 28
@@ -149,6 +157,8 @@ def main() -> None:
     print(hot_traced, flush=True)
     load = http_load.table(*http_load.run(0.5 if quick else 5.0))
     print(load, flush=True)
+    shadow = release_shadow.table(*release_shadow.run(quick))
+    print(shadow, flush=True)
     queued = queue_load.run(10 if quick else 400)
     queue = queue_load.table(*queued)
     print(queue, flush=True)
@@ -178,7 +188,7 @@ def main() -> None:
         "Shared and noisy: read the ratios, measured side by side in one run.\n\n"
         f"## In process\n\n{hot}\n\nThe same with OpenTelemetry on (every request traced, "
         f"OTLP/HTTP to a sink in another process):\n\n{hot_traced}\n\n"
-        f"## Over HTTP\n\n{load}\n\n## Queues\n\n{queue}\n\n"
+        f"## Over HTTP\n\n{load}\n\n## Releases\n\n{shadow}\n\n## Queues\n\n{queue}\n\n"
         f"## Batch files\n\n{files}\n\n## Spark\n\n{spark}\n\n"
         f"## Cold start\n\n{cold}\n\nLoad lines (each load's own breakdown):\n\n{loads}\n\n"
         "The costliest imports of `import function_app` (`python -X importtime`, cumulative; "

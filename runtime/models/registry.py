@@ -302,6 +302,8 @@ class ModelRegistry:
         config = self._session_config
         if ref.providers is not None:
             config = dataclasses.replace(config, providers=ref.providers)
+        if ref.threads is not None:
+            config = dataclasses.replace(config, intra_op_threads=ref.threads)
         with tel.span("mlfn.model.session") as span:
             model = OnnxModel.load(
                 endpoint_of(name),
