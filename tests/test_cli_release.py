@@ -20,7 +20,7 @@ from runtime.releases.document import Release
 from runtime.releases.follow import document_uri
 from scripts.build_models import build_iris
 from tests.conftest import AzuriteInfo
-from tests.support import Mlfn, copy_examples, make_app, mlfn_in
+from tests.support import Mlfn, copy_examples, free_port, make_app, mlfn_in
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +336,26 @@ def test_a_release_in_azurite_through_connection_with_a_conflict(
         ["store", "stable"],
         ["in", "store"],
     ]
+
+
+def test_show_on_a_store_that_cannot_be_reached_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_imports: None
+) -> None:
+    port = free_port()  # nothing listens there
+    account = "devstoreaccount1"
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    env = {
+        "MLFN_MODEL_STORE": "az://models",
+        "MLFN_MODEL_STORE_CONNECTION": (
+            f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{account};"
+        ),
+        "MLFN_STORE_RETRIES": "0",
+        "MLFN_STORE_CONNECT_TIMEOUT_S": "2",
+        "MLFN_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    run = mlfn_in(copy_examples(tmp_path / "app"), env, monkeypatch)
+    refused = _refused(run("release", "iris", "show"))
+    assert "az://models/iris.release.json" in refused
+    assert "cannot be reached" in refused or "failed" in refused, refused
+    assert key not in refused

@@ -172,6 +172,7 @@ class Scorer:
         self.serve(bound.name, endpoint.model)
         # The endpoint's release, if it follows one: its versions are copies of this scorer.
         self.release = None if follower is None else Releasing(self, follower, registry)
+        self.made_for: object = None  # a version's scorer: the release's Version it serves
 
     def serve(self, key: str, ref: Model) -> None:
         """Serve model ``ref``, held in the registry as ``key``: its own runs, placement and

@@ -118,15 +118,18 @@ class Releasing:
         primary = self.primary
         kept = self._shadows if shadow else self._versions
         found = kept.get(version.label)
+        if found is not None and found.made_for is version:  # every request: no Model made
+            return found
         ref = version.model(primary.model_ref.providers)
         if shadow:
             ref = dataclasses.replace(ref, threads=1)
         if found is not None and found.model_ref == ref:
+            found.made_for = version
             return found
         if not self._versions and not self._shadows:  # the release takes over from the code's
             self._registry.unload(primary.model_key)
         made = copy.copy(primary)
-        made.release = None
+        made.release, made.made_for = None, version
         key = version_key(primary.name, version.label)
         made.serve(f"{key}/shadow" if shadow else key, ref)
         kept[version.label] = made
