@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     # Columns: checks compiled from a model, a columnar predict's arrays; numpy and pyarrow.
     "columnar": {"errors"},
     # Releases: a document in the model store choosing among versions of an endpoint's model.
-    "releases": {"model_store", "models", "config", "errors"},
+    "releases": {"model_store", "models", "config", "errors", "telemetry"},
     "endpoint": {"models", "protocol", "columnar"},
     "discovery": {"endpoint", "errors"},
     "openapi": {"endpoint", "element_types", "redact"},  # a document of the declarations

@@ -87,15 +87,16 @@ def test_adding_a_file_starts_the_release_with_the_code_model_stable_and_pins_th
     mlfn: Mlfn, store: Path, second_iris: Path
 ) -> None:
     digest = sha256_file(second_iris)
+    uploaded = f"iris-v2-{digest[:12]}.onnx"  # named by its content: it never replaces others
     added = _ok(mlfn("release", "iris", "add", "v2", str(second_iris), "--weight", "10"))
-    assert (store / "iris-v2.onnx").read_bytes() == second_iris.read_bytes()
+    assert (store / uploaded).read_bytes() == second_iris.read_bytes()
     assert _document(store) == {
-        "versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": "iris-v2.onnx", "sha256": digest}},
+        "versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": uploaded, "sha256": digest}},
         "stable": "v1",
         "weights": {"v1": 90, "v2": 10},
     }
     assert added.stdout.splitlines() == [
-        f"uploaded {second_iris} ({second_iris.stat().st_size} bytes) to {store}/iris-v2.onnx",
+        f"uploaded {second_iris} ({second_iris.stat().st_size} bytes) to {store}/{uploaded}",
         "started the release with the code's model as v1 (stable)",
         f"wrote {store}/iris.release.json",
         "iris: v1 90%, v2 10% (stable v1)",
@@ -191,15 +192,16 @@ def test_a_live_version_whose_model_is_missing_is_refused_and_shown(
     mlfn: Mlfn, store: Path, second_iris: Path
 ) -> None:
     _ok(mlfn("release", "iris", "add", "v2", str(second_iris)))
-    (store / "iris-v2.onnx").unlink()
+    uploaded = f"iris-v2-{sha256_file(second_iris)[:12]}.onnx"
+    (store / uploaded).unlink()
     refused = _refused(mlfn("release", "iris", "split", "v2=10"))
-    assert "the model of version v2 (iris-v2.onnx) is not in the store" in refused
+    assert f"the model of version v2 ({uploaded}) is not in the store" in refused
     assert _document(store)["weights"] == {"v1": 100}
     shown = _ok(mlfn("release", "iris"))  # not live: instances follow it
     lines = shown.stdout.splitlines()
     assert lines[0] == f"release of iris: {store}/iris.release.json"
     assert lines[1].split() == ["v1", "100%", "iris.onnx", "not", "pinned", "in", "store", "stable"]
-    assert lines[2].split()[:4] == ["v2", "0%", "iris-v2.onnx", "sha256"]
+    assert lines[2].split()[:4] == ["v2", "0%", uploaded, "sha256"]
     assert lines[2].split()[-1] == "MISSING"
     assert lines[3] == "traffic: v1 100% (stable v1)"
     # Written by hand, live: show says why instances keep the last good release.
@@ -303,12 +305,13 @@ def test_a_release_in_azurite_through_connection_with_a_conflict(
     assert "MLFN_MODEL_STORE_CONNECTION is not set" in no_account
     added = _ok(mlfn("release", "iris", "add", "v2", str(second_iris), "--connection", conn))
     digest = sha256_file(second_iris)
-    assert f"to az://{models_in_blob}/iris-v2.onnx" in added.stdout
-    blob = container.get_blob_client("iris-v2.onnx")
+    uploaded = f"iris-v2-{digest[:12]}.onnx"
+    assert f"to az://{models_in_blob}/{uploaded}" in added.stdout
+    blob = container.get_blob_client(uploaded)
     assert blob.download_blob().readall() == second_iris.read_bytes()
     assert blob.get_blob_properties().metadata == {"sha256": digest}
     assert document() == {
-        "versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": "iris-v2.onnx", "sha256": digest}},
+        "versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": uploaded, "sha256": digest}},
         "stable": "v1",
         "weights": {"v1": 100},
     }

@@ -333,9 +333,9 @@ def add(
     sha256: str | None,
     connection: str | None,
 ) -> None:
-    """Add version LABEL: a local FILE, uploaded beside the document as NAME-LABEL.onnx and
-    pinned by its sha256, or a model already at a store URI. The first one starts the release,
-    with the code's model as the stable version."""
+    """Add version LABEL: a local FILE, uploaded beside the document as NAME-LABEL-SHA.onnx
+    (SHA: its digest's first 12 digits) and pinned by its sha256, or a model already at a
+    store URI. The first one starts the release, with the code's model as the stable version."""
     place = _find(name, connection)
     started: list[str] = []
 
@@ -385,16 +385,13 @@ def _version(
 def _upload(place: Place, release: Release, label: str, path: Path, sha256: str | None) -> Version:
     from runtime.digest import sha256_file
 
-    name = f"{place.name}-{label}.onnx"
-    target = place.source(name)
-    for other in release.versions.values():
-        if sibling(place.document, other.uri) == sibling(place.document, name):
-            raise click.ClickException(
-                f"{name} is the model of version {other.label}: uploading would change it"
-            )
     digest = sha256_file(path)
     if sha256 is not None and sha256 != digest:
         raise click.ClickException(f"{path} has sha256 {digest}, not the --sha256 given")
+    # Named by its content too: an upload never replaces other bytes (another version's, a
+    # model uploaded by hand), and one again after a lost race writes the same bytes.
+    name = f"{place.name}-{label}-{digest[:12]}.onnx"
+    target = place.source(name)
     here = target.local_path()
     with progress_bar(f"uploading {path.name}") as progress:
         if here is None:

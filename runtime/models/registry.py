@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import logging
 import threading
 import time
@@ -31,9 +32,12 @@ log = logging.getLogger("mlfn.models")
 FAILED_LOAD_MEMORY_S = float(StoreUnavailable.retry_after_s)
 
 
-def version_key(endpoint: str, label: str) -> str:
-    """The name one version of an endpoint's model is held by, beside the endpoint's own."""
-    return f"{endpoint}@{label}"
+def version_key(endpoint: str, label: str, ref: Model) -> str:
+    """The name one version of an endpoint's model is held by, beside the endpoint's own: its
+    label and which model (a label pointed at other bytes is another model, never the old one
+    found under the same name)."""
+    which = hashlib.blake2b(f"{ref.uri}\n{ref.sha256}\n{ref.threads}".encode(), digest_size=4)
+    return f"{endpoint}@{label}#{which.hexdigest()}"
 
 
 def endpoint_of(name: str) -> str:
@@ -64,6 +68,7 @@ class _Slot:
     checked: float = 0.0
     refreshing: bool = False
     retry_at: float = 0.0  # a failed load is told again, not tried again, until then
+    retired: str | None = None  # its name, when it is to be unloaded as its last hold ends
 
 
 class ModelRegistry:
@@ -115,11 +120,14 @@ class ModelRegistry:
         return _Held(self, name, ref, (model, slot))
 
     def unload(self, name: str) -> bool:
-        """Unload ``name`` now if it is in memory and idle (a release dropped its version);
-        False if it is not, or is serving a request (then idle unloading takes it later)."""
+        """Unload ``name`` (a release dropped or replaced its version): now if it is idle,
+        else when the last request holding it ends. True if it was unloaded now."""
         with self._lock:
             slot = self._slots.get(name)
             if slot is None or slot.model is None:
+                return False
+            if slot.holders:
+                slot.retired = name  # _release unloads it
                 return False
             evicted = self._evict(name, slot, "release")
         if evicted:
@@ -129,6 +137,8 @@ class ModelRegistry:
     def _release(self, slot: _Slot) -> None:
         slot.last_used = time.monotonic()  # before the hold goes: the reaper reads both
         slot.holders.pop()
+        if slot.retired is not None and not slot.holders:
+            self.unload(slot.retired)
 
     def get(self, name: str, ref: Model) -> OnnxModel:
         """Load (if needed) and return the model, without holding it."""
@@ -175,6 +185,7 @@ class ModelRegistry:
                     slot = self._slots[name] = _Slot()
                 if slot.model is not None:
                     slot.holders.append(None)
+                    slot.retired = None  # wanted again
                     self._revalidate_soon(name, ref, slot)
                     return slot.model, slot
                 if slot.flight is None and slot.error and time.monotonic() < slot.retry_at:
@@ -369,7 +380,7 @@ class ModelRegistry:
         if slot.holders:
             slot.model = model
             return False
-        slot.state, slot.size = ModelState.ABSENT, 0
+        slot.state, slot.size, slot.retired = ModelState.ABSENT, 0, None
         resident = self._resident_names()
         log.info("model unloaded name=%s reason=%s resident=%s", name, reason, resident)
         return True

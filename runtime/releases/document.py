@@ -118,7 +118,7 @@ def parse(data: bytes) -> Release:
         raise ReleaseInvalid("(document)", f"holds {len(data)} bytes; at most {MAX_DOCUMENT_BYTES}")
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested past the stack
         raise ReleaseInvalid("(document)", f"is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ReleaseInvalid("(document)", "must be a JSON object")

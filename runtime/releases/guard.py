@@ -19,7 +19,9 @@ from runtime.releases.document import MAX_DOCUMENT_BYTES, Guardrails, Release, R
 
 log = logging.getLogger("mlfn.releases")
 
-MAX_KEPT = 100_000  # requests remembered per version: a bound on memory whatever the rate
+# Requests remembered per version: a bound on memory, and on the judging's sort on the event loop
+# (about a millisecond a second), whatever the rate; a busy version is judged on its latest.
+MAX_KEPT = 10_000
 
 
 @dataclass(frozen=True)

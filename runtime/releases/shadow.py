@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runtime import telemetry
+
 log = logging.getLogger("mlfn.releases")
 
 REPORT_EVERY_S = 30.0
@@ -105,6 +107,9 @@ class Tally:
         self.max_difference = 0.0
 
     def add(self, live: str, shadow: str, compared: Compared) -> None:
+        telemetry.current().shadow_compared(
+            self.endpoint, live, shadow, compared.rows, compared.agreeing, compared.max_difference
+        )
         with self._lock:
             self.rows += compared.rows
             self.agreeing += compared.agreeing

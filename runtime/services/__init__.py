@@ -176,9 +176,12 @@ class Services:
             ).start()
 
     def _preload(self, names: list[str]) -> None:
-        registry = self.registry
+        registry, predict = self.registry, self.predict
         for name in names:
             try:
-                registry.get(name, self.endpoints[name].endpoint.model)
+                if self.endpoints[name].endpoint.predict_fn is None:  # a V2-only model
+                    registry.get(name, self.endpoints[name].endpoint.model)
+                else:  # the model its release serves (its stable version), or its code's
+                    predict.scorer(name).stable().load()
             except Exception as exc:
                 log.error("preloading %s failed: %s", name, exc)

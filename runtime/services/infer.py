@@ -78,21 +78,27 @@ class InferService:
         return follower.routes
 
     def _target(
-        self, name: str, version: str | None, wait: bool = True
+        self, name: str, version: str | None, wait: bool = True, by_weight: bool = True
     ) -> tuple[Placement, _Model, str | None]:
         """Where a request for ``name`` (and ``version``, if it names one) runs, and the
         version its model must have (checked once loaded); may block on the release's first
-        read unless ``wait`` is False."""
+        read unless ``wait`` is False; ``by_weight`` False: the stable version, for a request
+        that names none and scores nothing (metadata, readiness)."""
         self._bound(name)
         routes = self._routes(name, wait)
-        if routes is None or (version is not None and version not in routes.versions):
+        if routes is None:
             return (*self._placements[name], version)
-        chosen = routes.versions[version] if version is not None else routes.pick(None)
+        if version is not None and version not in routes.versions:
+            raise ModelVersionNotFound(name, version, ", ".join(sorted(routes.versions)))
+        if version is not None:
+            chosen = routes.versions[version]
+        else:  # a request by weight; a description (metadata, readiness) of the stable one
+            chosen = routes.pick(None) if by_weight else routes.stable
         key = (name, chosen.label)
         found = self._versions.get(key)
         ref = chosen.model(self._endpoints[name].endpoint.model.providers)
         if found is None or found[1].ref != ref:
-            model = _Model(self._registry, version_key(name, chosen.label), ref)
+            model = _Model(self._registry, version_key(name, chosen.label, ref), ref)
             found = self._versions[key] = (Placement(), model)
         return (*found, None)
 
@@ -103,7 +109,7 @@ class InferService:
         return bound
 
     def _model(self, name: str, version: str | None) -> OnnxModel:
-        _, target, must_be = self._target(name, version)
+        _, target, must_be = self._target(name, version, by_weight=False)
         model = target.get()
         if must_be is not None and must_be != model.version:
             raise ModelVersionNotFound(name, must_be, model.version)
@@ -137,7 +143,8 @@ class InferService:
         """True when the model is in memory, or its file exists in the store; never loads it,
         and never asks the store more than once at a time (``Readiness``)."""
         bound = self._bound(name)
-        _, target, must_be = self._target(name, version, wait=False)  # a probe never waits
+        # A probe never waits for the document's first read.
+        _, target, must_be = self._target(name, version, wait=False, by_weight=False)
         declared = bound.endpoint.model.version
         if must_be is not None and declared is not None and must_be != declared:
             raise ModelVersionNotFound(name, must_be, declared)

@@ -173,6 +173,7 @@ class Scorer:
         # The endpoint's release, if it follows one: its versions are copies of this scorer.
         self.release = None if follower is None else Releasing(self, follower, registry)
         self.made_for: object = None  # a version's scorer: the release's Version it serves
+        self.quiet = False  # a shadow's: its failures are told by the shadow's tally
 
     def serve(self, key: str, ref: Model) -> None:
         """Serve model ``ref``, held in the registry as ``key``: its own runs, placement and
@@ -195,7 +196,10 @@ class Scorer:
         )
 
     def retry_in(self) -> float:
-        return self._registry.retry_in(self.model_key)
+        """Seconds until a failed load is tried again: of this scorer's model, or of any of
+        its release's versions (a queue message waits that long rather than fail again)."""
+        mine = self._registry.retry_in(self.model_key)
+        return mine if self.release is None else max(mine, self.release.retry_in())
 
     async def predict_body(self, body: bytes, key: str | None = None) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit,
@@ -214,6 +218,10 @@ class Scorer:
         ):
             return await release.predict(instances, key, bounded=True)
         return await self.batcher.submit(instances)
+
+    def load(self) -> None:
+        """This scorer's model in memory, loaded if need be (on a thread that may block)."""
+        self._registry.get(self.model_key, self.model_ref)
 
     def stable(self) -> Scorer:
         """The scorer of the release's stable version (the bulk paths': files and Spark), on
@@ -399,7 +407,8 @@ class Scorer:
         return info
 
     def _failed(self, exc: Exception) -> PredictFailed:
-        log.error("predict of endpoint %r raised", self.name, exc_info=exc)
+        if not self.quiet:
+            log.error("predict of endpoint %r raised", self.name, exc_info=exc)
         return PredictFailed(self.name, exc)
 
     def _dump(self, chunk: list[BaseModel], outputs: Any, offset: int) -> list[bytes]:

@@ -40,6 +40,7 @@ MAX_SHADOW_ROWS = 1024
 SHADOW_BATCH = 4
 SHADOW_REST = 9.0
 JUDGE_EVERY_S = 1.0
+ROLLBACK_RETRY_S = 30.0  # after a rollback that could not be written (a read-only identity)
 
 
 class Releasing:
@@ -49,6 +50,8 @@ class Releasing:
         self._registry = registry
         self._versions: dict[str, Scorer] = {}
         self._shadows: dict[str, Scorer] = {}  # the shadow's scorers: sessions of one thread
+        self._pruned_for: Routes | None = None
+        self._rollback_failed: str | None = None
         self._figures: dict[str, Figures] = {}
         self._figures_of: Routes | None = None
         self._judged_at = 0.0
@@ -68,7 +71,24 @@ class Releasing:
         routes = follower.routes
         if routes is None:
             return self._unreleased()
+        if routes is not self._pruned_for:
+            self._prune(routes)
         return self._version(routes.pick(key))
+
+    def retry_in(self) -> float:
+        """The longest wait before a failed load of one of the versions is tried again."""
+        kept = (*self._versions.values(), *self._shadows.values())
+        return max((self._registry.retry_in(s.model_key) for s in kept), default=0.0)
+
+    def _prune(self, routes: Routes) -> None:
+        """A new release: versions it no longer has (or points elsewhere) unloaded, once their
+        last request ends."""
+        self._pruned_for = routes
+        for kept in (self._versions, self._shadows):
+            for label, scorer in list(kept.items()):
+                if routes.versions.get(label) != scorer.made_for:
+                    del kept[label]
+                    self._registry.unload(scorer.model_key)
 
     def stable(self) -> Scorer:
         """The scorer of the release's stable version (the bulk paths'), on a thread that may
@@ -79,7 +99,11 @@ class Releasing:
         elif follower.due():
             follower.refresh_soon()
         routes = follower.routes
-        return self._unreleased() if routes is None else self._version(routes.stable)
+        if routes is None:
+            return self._unreleased()
+        if routes is not self._pruned_for:
+            self._prune(routes)
+        return self._version(routes.stable)
 
     async def predict(self, instances: list[BaseModel], key: str | None, bounded: bool) -> Scored:
         """Score validated instances with the version the release gives them."""
@@ -130,8 +154,8 @@ class Releasing:
             self._registry.unload(primary.model_key)
         made = copy.copy(primary)
         made.release, made.made_for = None, version
-        key = version_key(primary.name, version.label)
-        made.serve(f"{key}/shadow" if shadow else key, ref)
+        made.quiet = shadow  # the shadow's failures are the tally's, said once
+        made.serve(version_key(primary.name, version.label, ref), ref)
         kept[version.label] = made
         if found is not None:
             self._registry.unload(found.model_key)
@@ -171,8 +195,15 @@ class Releasing:
         try:
             rollback(self.follower.source(), canary, reason, self.primary.name)
             self.follower.refresh()  # this instance at once; the others within their check
-        except Exception as exc:  # the next judgement tries again
-            log.error("rolling back %s of %s failed: %s", canary, self.primary.name, exc)
+            self._rollback_failed = None
+        except Exception as exc:  # tried again after a rest, said once per reason
+            said = f"rolling back {canary} of {self.primary.name} failed: {exc}"
+            if said != self._rollback_failed:
+                log.error("%s; tried again every %g s", said, ROLLBACK_RETRY_S)
+            self._rollback_failed = said
+            self._judged_at = time.monotonic() + ROLLBACK_RETRY_S
+        else:
+            telemetry.current().rolled_back(self.primary.name, canary)
         finally:
             self._rolling = False
 
@@ -229,11 +260,19 @@ class Shadows:
             raise
 
     def _drain(self) -> None:
+        try:
+            self._drain_waiting()
+        finally:  # whatever happened, the next offer starts a thread again
+            with self._lock:
+                self._running = False
+                self._waiting.clear()
+                self._rows = 0
+                self.idle.set()
+
+    def _drain_waiting(self) -> None:
         while True:
             with self._lock:
                 if not self._waiting:
-                    self._running = False
-                    self.idle.set()
                     return
                 group = [self._waiting.popleft()]
                 rows = len(group[0].instances)
@@ -248,26 +287,33 @@ class Shadows:
             self._score(group)
 
     def _score(self, group: list[_Shadowed]) -> None:
-        started = time.perf_counter()
         other = group[0].scorer
+        started = time.perf_counter()
         try:
+            other.load()  # a first load is not work to rest after
+            started = time.perf_counter()
             shadowed = other.run_sync([i for item in group for i in item.instances])
         except Exception as exc:
             for item in group:
                 self.tally.fail(item.live, other.version, exc)
+            time.sleep(min(SHADOW_REST * (time.perf_counter() - started), 1.0))
             return
         start = 0
         for item in group:
             time.sleep(0)  # the GIL to the live requests' thread between pieces of Python
             end = start + len(item.instances)
-            compared = compare(item.predictions, shadowed.predictions[start:end])
-            self.tally.add(item.live, other.version, compared)
+            try:
+                compared = compare(item.predictions, shadowed.predictions[start:end])
+            except Exception as exc:  # answers that cannot be paired: the shadow's failure
+                self.tally.fail(item.live, other.version, exc)
+            else:
+                self.tally.add(item.live, other.version, compared)
             start = end
         # At most a tenth of one CPU (its run too): asleep nine times as long as the group
         # took. The shadow's Python holds the GIL the live requests' thread needs (a quarter
         # moved the live p50 by 12 %, bench/release_shadow.py); the rows it has no time for
         # are skipped, and counted.
-        time.sleep(SHADOW_REST * (time.perf_counter() - started))
+        time.sleep(min(SHADOW_REST * (time.perf_counter() - started), 1.0))
 
 
 async def first_read(follower: Follower) -> None:

@@ -151,6 +151,14 @@ class Telemetry:
         """Record a load (``report`` is its ``LoadReport``): duration and bytes as metrics,
         what was loaded and how on the current span (the load's)."""
 
+    def shadow_compared(
+        self, endpoint: str, live: str, shadow: str, rows: int, agreeing: int, difference: float
+    ) -> None:
+        """Count a shadowed request's rows (agreeing or not) and its largest difference."""
+
+    def rolled_back(self, endpoint: str, version: str) -> None:
+        """Count a canary the guardrails rolled back."""
+
     def watch_models(self, resident: Callable[[], Mapping[str, int]], budget: int | None) -> None:
         """Report the models in memory (``resident()``: name -> bytes) against ``budget``."""
 

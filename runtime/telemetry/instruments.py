@@ -66,6 +66,22 @@ class Instruments:
             unit="{process}",
             description="Processes that served their first invocation",
         )
+        self.shadow_rows = meter.create_counter(
+            "mlfn.shadow.rows",
+            unit="{row}",
+            description="Rows a release's shadow version scored beside the live one, by "
+            "endpoint, versions and whether the two agreed",
+        )
+        self.shadow_difference = meter.create_histogram(
+            "mlfn.shadow.max_difference",
+            description="Per shadowed request, the largest difference between a float of the "
+            "live version's predictions and the shadow's",
+        )
+        self.rollbacks = meter.create_counter(
+            "mlfn.release.rollbacks",
+            unit="{rollback}",
+            description="Canaries the guardrails rolled back, by endpoint and version",
+        )
         self._meter = meter
         self._watched: list[tuple[Resident, int | None]] = []
         self._lock = threading.Lock()

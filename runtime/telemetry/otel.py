@@ -167,6 +167,26 @@ class OtelTelemetry(Telemetry):
         )
         return _Scope(span)
 
+    def shadow_compared(
+        self, endpoint: str, live: str, shadow: str, rows: int, agreeing: int, difference: float
+    ) -> None:
+        base = {
+            "mlfn.endpoint": endpoint,
+            "mlfn.model.version": live,
+            "mlfn.shadow.version": shadow,
+        }
+        shadow_rows = self._instruments.shadow_rows
+        if agreeing:
+            shadow_rows.add(agreeing, {**base, "mlfn.shadow.agreed": True})
+        if rows > agreeing:
+            shadow_rows.add(rows - agreeing, {**base, "mlfn.shadow.agreed": False})
+        self._instruments.shadow_difference.record(difference, base)
+
+    def rolled_back(self, endpoint: str, version: str) -> None:
+        self._instruments.rollbacks.add(
+            1, {"mlfn.endpoint": endpoint, "mlfn.model.version": version}
+        )
+
     def model_loaded(self, endpoint: str, version: str, report: Any) -> None:
         trace.get_current_span().set_attributes(
             {

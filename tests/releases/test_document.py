@@ -79,6 +79,7 @@ def _without(field: str) -> bytes:
         (_doc(weights={"v1": 0, "v2": 0}), "weights", "at least one version must take traffic"),
         (_doc(weights=[90, 10]), "weights", "object"),
         (b" " * (MAX_DOCUMENT_BYTES + 1), "(document)", "at most"),
+        (b"[" * 5000 + b"]" * 5000, "(document)", "is not JSON"),  # nested past the stack
     ],
 )
 def test_what_is_wrong_is_named_by_its_field(data: bytes, field: str, says: str) -> None:

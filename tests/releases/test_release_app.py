@@ -128,3 +128,103 @@ def test_bulk_work_scores_with_the_stable_version(app: App) -> None:
     scored = app.loop.run_until_complete(app.services.rows.score("iris", [FLOWER] * 3))
     assert scored.errors == 0 and scored.model is not None
     assert scored.model.version == "v1"
+
+
+def _resident(app: App) -> set[str]:
+    return set(app.services.registry.resident())
+
+
+def test_a_label_pointed_at_other_bytes_serves_them_even_while_the_old_is_held(
+    app: App, tmp_path: Path
+) -> None:
+    from runtime.digest import sha256_file
+
+    app.predict()
+    app.release(v2=1)
+    old = app.predict()["model"]
+    assert old["version"] == "v2"
+    [old_key] = [k for k in _resident(app) if k.startswith("iris@v2#")]
+    held = app.services.registry.use(old_key, app.scorer().release._versions["v2"].model_ref)
+    held.__enter__()  # a request still running on the old bytes
+    build_iris(app.store / "iris-v3.onnx", c=0.1)
+    pinned = sha256_file(app.store / "iris-v3.onnx")
+    doc = {"versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": "iris-v3.onnx", "sha256": pinned}},
+           "stable": "v1", "weights": {"v2": 1}}  # fmt: skip
+    (app.store / "iris.release.json").write_text(json.dumps(doc))
+    app.scorer().release.follower.refresh()
+    now = app.predict()["model"]
+    assert (now["version"], now["sha256"]) == ("v2", pinned)
+    assert old_key in _resident(app)  # held: unloaded once its request ends
+    held.__exit__(None, None, None)
+    assert old_key not in _resident(app)
+
+
+def test_versions_a_release_drops_are_unloaded_and_the_code_model_when_it_takes_over(
+    app: App,
+) -> None:
+    app.predict()
+    assert _resident(app) == {"iris"}
+    app.release(v1=50, v2=50)
+    for i in range(40):
+        app.predict(f"key-{i}")
+    assert {k.split("#")[0] for k in _resident(app)} == {"iris@v1", "iris@v2"}
+    doc = {"versions": {"v1": {"uri": "iris.onnx"}}, "stable": "v1"}
+    (app.store / "iris.release.json").write_text(json.dumps(doc))
+    app.scorer().release.follower.refresh()
+    assert app.predict()["model"]["version"] == "v1"
+    assert {k.split("#")[0] for k in _resident(app)} == {"iris@v1"}
+
+
+def test_a_version_whose_load_fails_makes_queue_messages_wait_not_fail_again(app: App) -> None:
+    app.predict()
+    (app.store / "broken.onnx").write_bytes(b"not an onnx model")
+    doc = {"versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": "broken.onnx"}},
+           "stable": "v1", "weights": {"v2": 1}}  # fmt: skip
+    (app.store / "iris.release.json").write_text(json.dumps(doc))
+    app.scorer().release.follower.refresh()
+    status, doc = app.call("iris_predict", "iris/predict", {"instances": [FLOWER]})
+    assert status == 500 and doc["error"]["type"] == "ModelLoadFailed", doc
+    assert app.services.predict.retry_in("iris") > 0  # the version's failed load, remembered
+
+
+def test_v2_names_only_the_release_s_versions_and_describes_the_stable_one(app: App) -> None:
+    app.predict()
+    app.release(v2=1)  # every request to v2; v1 stays stable
+    status, doc = app.call("v2_model_version_infer", "x", {}, model_name="iris", model_version="v9")
+    assert status == 404 and "v9" in doc["error"]
+    code_label = app.services.predict.scorer("iris").model_ref.version
+    assert code_label is None  # the code's model declares none: its sha-based label is gone too
+    meta = app.loop.run_until_complete(asyncio.to_thread(app.services.infer.metadata, "iris"))
+    assert meta["versions"] == ["v1", "v2"]
+    assert meta["parameters"]["sha256"] == _sha(app.store / "iris.onnx")  # the stable one
+    ready = app.loop.run_until_complete(app.services.infer.ready("iris", "v2"))
+    assert ready is True
+    with pytest.raises(Exception, match="no version 'v9'"):
+        app.loop.run_until_complete(app.services.infer.ready("iris", "v9"))
+
+
+def _sha(path: Path) -> str:
+    from runtime.digest import sha256_file
+
+    return sha256_file(path)
+
+
+def test_a_routed_request_tells_telemetry_its_version(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime import telemetry
+
+    ended: list[str | None] = []
+
+    class Recording(telemetry.Telemetry):
+        on = True
+
+        def end(self, invocation: Any, function: Any, status: Any, endpoint: Any = None) -> None:
+            ended.append(invocation.version)
+
+    app.predict()
+    app.release(v2=1)
+    app.predict()  # both versions' scorers made before the recording starts
+    monkeypatch.setattr(telemetry, "_current", Recording())
+    app.predict()
+    assert ended == ["v2"]

@@ -168,6 +168,9 @@ def test_a_busy_shadow_skips_what_would_queue_past_its_bound_and_batches_the_res
     class Version:  # a shadow version's scorer: held at the gate, then answers "same"
         version = "v2"
 
+        def load(self) -> None:
+            pass
+
         def run_sync(self, instances: list[Any]) -> Scored:
             calls.append(len(instances))
             gate.wait(10)
@@ -186,3 +189,32 @@ def test_a_busy_shadow_skips_what_would_queue_past_its_bound_and_batches_the_res
     assert shadows.tally.total.rows == 8 + MAX_SHADOW_ROWS
     assert shadows.tally.total.agreeing == shadows.tally.total.rows
     assert calls[0] == 8 and max(calls[1:]) == 64  # waiting rows scored together
+
+
+def test_a_shadow_whose_comparison_breaks_starts_again_with_the_next_request() -> None:
+    from runtime.releases.shadow import Tally
+    from runtime.scored import ModelInfo, Scored
+    from runtime.services.releasing import Shadows
+
+    class Short:  # answers one prediction too few: the comparison cannot pair them
+        version = "v2"
+
+        def load(self) -> None:
+            pass
+
+        def run_sync(self, instances: list[Any]) -> Scored:
+            return Scored([b"{}"] * (len(instances) - 1), ModelInfo("iris", "v2", "0" * 64))
+
+    class Fine(Short):
+        def run_sync(self, instances: list[Any]) -> Scored:
+            return Scored([b"{}"] * len(instances), ModelInfo("iris", "v2", "0" * 64))
+
+    shadows = Shadows(Tally("iris"), batch=4)
+    short: Any = Short()
+    shadows.offer(short, "v1", [object()] * 2, [b"{}"] * 2)
+    assert shadows.idle.wait(10)
+    assert shadows.tally.failed == 1 and shadows.tally.total.rows == 0
+    fine: Any = Fine()
+    shadows.offer(fine, "v1", [object()] * 2, [b"{}"] * 2)
+    assert shadows.idle.wait(10)
+    assert shadows.tally.total.rows == 2 and shadows.tally.total.agreeing == 2
