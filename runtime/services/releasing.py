@@ -38,7 +38,7 @@ MAX_SHADOW_ROWS = 1024
 # Rows scored together by the shadow: few, so its Python between model runs (encoding and
 # comparing predictions, with the GIL) stays short for the live requests' thread.
 SHADOW_BATCH = 4
-SHADOW_REST = 9.0
+SHADOW_REST = 19.0
 JUDGE_EVERY_S = 1.0
 ROLLBACK_RETRY_S = 30.0  # after a rollback that could not be written (a read-only identity)
 
@@ -309,10 +309,11 @@ class Shadows:
             else:
                 self.tally.add(item.live, other.version, compared)
             start = end
-        # At most a tenth of one CPU (its run too): asleep nine times as long as the group
-        # took. The shadow's Python holds the GIL the live requests' thread needs (a quarter
-        # moved the live p50 by 12 %, bench/release_shadow.py); the rows it has no time for
-        # are skipped, and counted.
+        # At most a twentieth of one CPU (its run too): asleep 19 times as long as the group
+        # took. The shadow's Python holds the GIL the live requests' thread needs: a quarter
+        # moved the live p50 in process by 12 %, a tenth at 16 connections by 18 %, a
+        # twentieth by 1-7 % (bench/release_shadow.py). Rows it has no time for are skipped,
+        # and counted: on a busy endpoint it compares a sample.
         time.sleep(min(SHADOW_REST * (time.perf_counter() - started), 1.0))
 
 
