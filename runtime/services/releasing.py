@@ -63,17 +63,10 @@ class Releasing:
     async def route(self, key: str | None) -> Scorer:
         """The scorer of the version the release gives a request; the primary (the code's
         model) while there is no release document. The first request reads it first."""
-        follower = self.follower
-        if not follower.read:
-            await first_read(follower)
-        elif follower.due():
-            follower.refresh_soon()
-        routes = follower.routes
-        if routes is None:
-            return self._unreleased()
-        if routes is not self._pruned_for:
-            self._prune(routes)
-        return self._version(routes.pick(key))
+        if not self.follower.read:
+            await first_read(self.follower)
+        routes = self._followed()
+        return self.primary if routes is None else self._version(routes.pick(key))
 
     def retry_in(self) -> float:
         """The longest wait before a failed load of one of the versions is tried again."""
@@ -93,17 +86,22 @@ class Releasing:
     def stable(self) -> Scorer:
         """The scorer of the release's stable version (the bulk paths'), on a thread that may
         block for the document's first read."""
+        self.follower.wait_first_read()
+        routes = self._followed()
+        return self.primary if routes is None else self._version(routes.stable)
+
+    def _followed(self) -> Routes | None:
+        """The release as followed now (read again in the background when due); the versions
+        it no longer has unloaded once, when it changes."""
         follower = self.follower
-        if not follower.read:
-            follower.wait_first_read()
-        elif follower.due():
+        if follower.read and follower.due():
             follower.refresh_soon()
         routes = follower.routes
         if routes is None:
-            return self._unreleased()
-        if routes is not self._pruned_for:
+            self._unreleased()
+        elif routes is not self._pruned_for:
             self._prune(routes)
-        return self._version(routes.stable)
+        return routes
 
     async def predict(self, instances: list[BaseModel], key: str | None, bounded: bool) -> Scored:
         """Score validated instances with the version the release gives them."""
@@ -161,13 +159,12 @@ class Releasing:
             self._registry.unload(found.model_key)
         return made
 
-    def _unreleased(self) -> Scorer:
-        """The primary, the release document gone: its versions' models unloaded once idle."""
+    def _unreleased(self) -> None:
+        """The release document gone: its versions' models unloaded once idle."""
         for kept in (self._versions, self._shadows):
             while kept:
                 _, dropped = kept.popitem()
                 self._registry.unload(dropped.model_key)
-        return self.primary
 
     def _observe(self, routes: Routes, label: str, failed: bool, started: float) -> None:
         """Count a request of ``label`` for the guardrails; judge at most once a second."""

@@ -6,50 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import pytest
 
-from runtime.config import Settings
-from runtime.registration import build_app
-from scripts.build_models import build_all, build_iris
-from tests.support import copy_examples
+from scripts.build_models import build_iris
+from tests.releases.apps import IrisApp, running
 
 FLOWER = {"sepal_length": 6.0, "sepal_width": 2.9, "petal_length": 4.5, "petal_width": 1.5}
 
 
-class App:
-    def __init__(self, tmp: Path) -> None:
-        for module in list(sys.modules):  # an earlier app's endpoints
-            if module == "functions" or module.startswith("functions."):
-                del sys.modules[module]
-        self.store = tmp / "models"
-        build_all(self.store)
-        build_iris(self.store / "iris-v2.onnx", c=0.01)
-        app_dir = copy_examples(tmp / "app")
-        # A long check interval: each test says when the document is read again.
-        settings = Settings(
-            model_store=str(self.store), cache_dir=tmp / "cache", release_check_s=3600
-        )
-        app = build_app(app_dir / "functions", settings=settings)
-        self.services = app.services  # type: ignore[attr-defined]
-        self.functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
-        self.loop = asyncio.new_event_loop()
-
-    def call(self, function: str, route: str, body: Any, headers: dict[str, str] | None = None,
-             **params: str) -> tuple[int, Any]:  # fmt: skip
-        request = func.HttpRequest(
-            "POST", f"http://localhost/api/{route}", headers=headers or {},
-            route_params=params, body=json.dumps(body).encode(),
-        )  # fmt: skip
-        response = self.loop.run_until_complete(self.functions[function](req=request))
-        return response.status_code, json.loads(response.get_body())
-
+class App(IrisApp):
     def predict(self, key: str | None = None) -> dict[str, Any]:
         headers = {"x-mlfn-route-key": key} if key else {}
         status, doc = self.call("iris_predict", "iris/predict", {"instances": [FLOWER]}, headers)
@@ -65,17 +35,11 @@ class App:
         (self.store / "iris.release.json").write_text(json.dumps(doc))
         self.scorer().release.follower.refresh()
 
-    def scorer(self) -> Any:
-        return self.services.predict.scorer("iris")
-
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    made = App(tmp_path)
-    try:
+    with running(App, tmp_path) as made:
         yield made
-    finally:
-        made.loop.close()
 
 
 def test_the_split_answers_by_version_and_a_route_key_keeps_its_version(app: App) -> None:

@@ -3,24 +3,18 @@ predictions are compared with the answer's row by row (labels must agree, floats
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import numpy as np
 import onnxruntime as ort
 import pytest
 from sklearn.datasets import load_iris
 
-from runtime.config import Settings
-from runtime.registration import build_app
 from runtime.releases.shadow import Compared, compare
-from scripts.build_models import build_all, build_iris
-from tests.support import copy_examples
+from tests.releases.apps import IrisApp, running
 
 FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
@@ -59,34 +53,11 @@ def test_what_counts_as_agreeing(a: Any, b: Any, same: bool) -> None:
     assert compare(_j(a), _j(b)).agreeing == int(same)
 
 
-class App:
-    def __init__(self, tmp: Path) -> None:
-        for module in list(sys.modules):
-            if module == "functions" or module.startswith("functions."):
-                del sys.modules[module]
-        self.store = tmp / "models"
-        build_all(self.store)
-        build_iris(self.store / "iris-v2.onnx", c=0.01)
-        settings = Settings(
-            model_store=str(self.store), cache_dir=tmp / "cache", release_check_s=3600
-        )
-        app = build_app(copy_examples(tmp / "app") / "functions", settings=settings)
-        self.services = app.services  # type: ignore[attr-defined]
-        self.predict = next(
-            f.get_user_function()
-            for f in app.get_functions()
-            if f.get_function_name() == "iris_predict"
-        )
-        self.loop = asyncio.new_event_loop()
-
-    def call(self, instances: list[dict[str, float]]) -> dict[str, Any]:
-        body = json.dumps({"instances": instances}).encode()
-        request = func.HttpRequest(
-            "POST", "http://localhost/api/iris/predict", headers={}, body=body
-        )
-        response = self.loop.run_until_complete(self.predict(req=request))
-        assert response.status_code == 200, response.get_body()
-        return json.loads(response.get_body())  # type: ignore[no-any-return]
+class App(IrisApp):
+    def scored(self, instances: list[dict[str, float]]) -> dict[str, Any]:
+        status, doc = self.call("iris_predict", "iris/predict", {"instances": instances})
+        assert status == 200, doc
+        return doc  # type: ignore[no-any-return]
 
     def release(self, shadow: dict[str, Any] | None) -> None:
         doc: dict[str, Any] = {
@@ -109,11 +80,8 @@ class App:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    made = App(tmp_path)
-    try:
+    with running(App, tmp_path) as made:
         yield made
-    finally:
-        made.loop.close()
 
 
 def _labels(path: Path, x: np.ndarray) -> np.ndarray:
@@ -126,13 +94,13 @@ def test_a_full_shadow_never_changes_an_answer_and_counts_the_rows_it_disagrees_
 ) -> None:
     x = load_iris().data.astype(np.float32)
     flowers = [dict(zip(FIELDS, map(float, row), strict=True)) for row in x]
-    app.call(flowers[:1])
+    app.scored(flowers[:1])
     app.release(None)
-    alone = [app.call(flowers[i : i + 10]) for i in range(0, 150, 10)]
+    alone = [app.scored(flowers[i : i + 10]) for i in range(0, 150, 10)]
     app.release({"version": "v2", "share": 1.0})
     shadowed = []
     for i in range(0, 150, 10):
-        shadowed.append(app.call(flowers[i : i + 10]))
+        shadowed.append(app.scored(flowers[i : i + 10]))
         app.shadows_done()  # one at a time, so none is skipped as busy
     assert shadowed == alone  # byte for byte the live version's answers
     differing = int(
@@ -147,10 +115,10 @@ def test_a_full_shadow_never_changes_an_answer_and_counts_the_rows_it_disagrees_
 
 def test_a_shadow_share_scores_about_that_share(app: App) -> None:
     flower = dict(zip(FIELDS, (5.1, 3.5, 1.4, 0.2), strict=True))
-    app.call([flower])
+    app.scored([flower])
     app.release({"version": "v2", "share": 0.25})
     for _ in range(400):
-        app.call([flower])
+        app.scored([flower])
         app.shadows_done()
     assert 60 <= app.releasing.tally.total.rows <= 140  # 25 % of 400, +- 10 points
     assert isinstance(app.releasing.tally.total, Compared)
