@@ -22,6 +22,7 @@ from runtime.protocol.jobs import (
 
 if TYPE_CHECKING:
     from runtime.models.onnx_model import OnnxModel
+    from runtime.releases.document import Release
 
 PredictFn: TypeAlias = Callable[[list[Any], "OnnxModel"], Sequence[Any] | Awaitable[Sequence[Any]]]
 """``predict(instances, model) -> outputs``, a plain function or an ``async def`` one."""
@@ -117,7 +118,16 @@ class Endpoint:
         queues: Queues | None = None,
         batch: Batch | None = None,
         predict: PredictFn | None = None,
+        release: Mapping[str, Any] | None = None,
+        route_key: str | None = None,
     ) -> None:
+        """release: the endpoint's release until a release document is written (the document
+            wins), in the document's own form (docs/releases.md), checked here as an instance
+            checks a document: ``{"versions": {"v1": {"uri": "iris.onnx"}, ...}, "stable":
+            "v1", "weights": {...}}``; relative URIs are beside the endpoint's model.
+        route_key: an input field whose value keeps a request on one version of a split, when
+            the request has no ``x-mlfn-route-key`` header (the first instance's, for a
+            request of several)."""
         for role, schema in (("input", input), ("output", output)):
             if schema is not None and not (
                 isinstance(schema, type) and issubclass(schema, BaseModel)
@@ -129,6 +139,11 @@ class Endpoint:
         self.limits = limits or Limits()
         self.queues = queues or Queues()
         self.batch = batch or Batch()
+        self.release = None if release is None else _declared_release(release)
+        if route_key is not None and (input is None or route_key not in input.model_fields):
+            fields = sorted(input.model_fields) if input is not None else []
+            raise ValueError(f"route_key {route_key!r} is not a field of the input model: {fields}")
+        self.route_key = route_key
         self.predict_fn: PredictFn | None = None
         self.columns_fn: ColumnsFn | None = None
         if predict is not None:
@@ -293,3 +308,19 @@ def check_endpoint_name(name: str) -> None:
             f"endpoint name {name!r} must match {_NAME.pattern} "
             "(lowercase letters, digits and '_', 2-40 characters, starting with a letter)"
         )
+
+
+def _declared_release(release: Mapping[str, Any]) -> Release:
+    """A release declared in code, checked as a document is (a ``ReleaseInvalid`` naming the
+    field, at import)."""
+    import json
+
+    from runtime.releases.document import parse
+
+    try:
+        data = json.dumps(release).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"Endpoint release must be JSON-like, as a release document: {exc}"
+        ) from None
+    return parse(data)

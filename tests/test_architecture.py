@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "columnar": {"errors"},
     # Releases: a document in the model store choosing among versions of an endpoint's model.
     "releases": {"model_store", "models", "config", "errors", "telemetry"},
-    "endpoint": {"models", "protocol", "columnar"},
+    "endpoint": {"models", "protocol", "columnar", "releases"},
     "discovery": {"endpoint", "errors"},
     "openapi": {"endpoint", "element_types", "redact"},  # a document of the declarations
     "services": {"models", "protocol", "storage", "scheduling", "endpoint", "errors", "config",

@@ -362,3 +362,22 @@ def test_show_on_a_store_that_cannot_be_reached_says_so_in_one_line(
     assert "az://models/iris.release.json" in refused
     assert "cannot be reached" in refused or "failed" in refused, refused
     assert key not in refused
+
+
+def test_a_release_declared_in_code_is_shown_and_a_first_change_starts_from_it(
+    tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch, isolated_imports: None
+) -> None:
+    from tests.releases.test_release_app import DECLARED
+
+    build_iris(store / "iris-v2.onnx", c=0.01)
+    run = mlfn_in(
+        make_app(tmp_path / "app", {"iris": DECLARED}), _env(store, tmp_path), monkeypatch
+    )
+    shown = _ok(run("release", "iris"))
+    assert "it follows the release its code declares: v1 50%, v2 50% (stable v1)" in shown.stdout
+    _ok(run("release", "iris", "split", "v2=10"))
+    assert _document(store) == {
+        "versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": "iris-v2.onnx"}},
+        "stable": "v1",
+        "weights": {"v1": 90, "v2": 10},
+    }

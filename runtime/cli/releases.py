@@ -52,6 +52,7 @@ class Place:
     model_uri: str  # the code's model, absolute
     document: str  # NAME.release.json beside it
     settings: Settings
+    declared: Release | None = None  # the release the code declares, if any
 
     def source(self, uri: str) -> ModelSource:
         """The store object at ``uri``: relative to the document's folder unless absolute."""
@@ -73,7 +74,8 @@ def find(name: str, connection: str | None, app_dir: Path) -> Place:
         model = bound.endpoint.model
         # The app root instances resolve against (services.app_root), so the same document.
         model_uri = resolve_uri(model.uri, found, services.app_root)
-    return Place(name, model, model_uri, document_uri(name, model_uri), found)
+    document = document_uri(name, model_uri)
+    return Place(name, model, model_uri, document, found, bound.endpoint.release)
 
 
 def read(place: Place) -> tuple[Release | None, str | None]:
@@ -137,8 +139,11 @@ def _check_models(place: Place, release: Release) -> None:
 
 
 def start(place: Place, taken: str) -> Release:
-    """A release of the code's model alone, labelled as the code declares (``Model(version=)``)
-    unless that is ``taken`` by the version being added, else ``v1`` (``v0`` if taken)."""
+    """Where a first document starts: the release the code declares, if it does; else the
+    code's model alone, labelled as the code declares (``Model(version=)``) unless that is
+    ``taken`` by the version being added, else ``v1`` (``v0`` if taken)."""
+    if place.declared is not None:
+        return place.declared
     declared = place.model.version
     candidates = [declared] if declared and LABEL.fullmatch(declared) else []
     label = next(c for c in (*candidates, "v1", "v0") if c != taken)
@@ -193,6 +198,13 @@ def _show(place: Place) -> None:
             raise click.ClickException(
                 f"{_not_followed(place, exc)}; instances keep serving the last good release"
             ) from None
+        if release is None and place.declared is not None:
+            click.echo(f"{place.name} has no release document: no {_shown(place.document)}")
+            click.echo(
+                f"it follows the release its code declares: {describe_split(place.declared)}"
+            )
+            click.echo(f"a document wins once written: mlfn release {place.name} add, split, ...")
+            return
         if release is None:
             click.echo(f"{place.name} has no release: no {_shown(place.document)}")
             click.echo(
@@ -335,7 +347,8 @@ def add(
 ) -> None:
     """Add version LABEL: a local FILE, uploaded beside the document as NAME-LABEL-SHA.onnx
     (SHA: its digest's first 12 digits) and pinned by its sha256, or a model already at a
-    store URI. The first one starts the release, with the code's model as the stable version."""
+    store URI. The first one starts the release document: from the release the code declares,
+    else with the code's model as the stable version."""
     place = _find(name, connection)
     started: list[str] = []
 
@@ -353,7 +366,9 @@ def add(
 
     with told():
         written, now = edit(place, change)
-    if started:
+    if started and place.declared is not None:
+        click.echo("started the release document from the release the code declares")
+    elif started:
         click.echo(f"started the release with the code's model as {started[0]} (stable)")
     _changed(place, written, now)
     if not weight:
@@ -460,6 +475,7 @@ def _apply(name: str, connection: str | None, change: Callable[[Release], Releas
     place = _find(name, connection)
 
     def existing(release: Release | None) -> Release:
+        release = release or place.declared  # a first document starts from the code's release
         if release is None:
             raise click.ClickException(
                 f"{name} has no release yet: start one with mlfn release {name} add"

@@ -33,7 +33,7 @@ log = logging.getLogger("mlfn.releases")
 
 
 def follow_all(
-    models: Iterable[tuple[str, Model]], settings: Settings, app_root: Path
+    models: Iterable[tuple[str, Model, Release | None]], settings: Settings, app_root: Path
 ) -> dict[str, Follower]:
     """Each endpoint's release document, followed; none with ``MLFN_RELEASE_CHECK_S=0``, nor
     for a model whose place cannot be told (a relative path without ``MLFN_MODEL_STORE``: its
@@ -42,14 +42,14 @@ def follow_all(
     if every is None:
         return {}
     found = {}
-    for name, ref in models:
+    for name, ref, declared in models:
         try:
             model_uri = resolve_uri(ref.uri, settings, app_root)
         except MlfnError:
             continue
         document = document_uri(name, model_uri)
         find = lambda uri: locate(uri, settings)  # noqa: E731
-        found[name] = Follower(name, document, find, every, settings.load_timeout_s)
+        found[name] = Follower(name, document, find, every, settings.load_timeout_s, declared)
     return found
 
 
@@ -123,8 +123,10 @@ class Follower:
         locate: Callable[[str], ModelSource],
         every_s: float,
         first_wait_s: float = 30.0,
+        declared: Release | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.declared = declared  # the code's release: followed while there is no document
         self.uri = uri
         self.routes: Routes | None = None
         self.read = False  # the first request reads the document before it is routed
@@ -211,13 +213,7 @@ class Follower:
                 MAX_DOCUMENT_BYTES, self._etag if self.routes else None
             )
         except ModelNotInStore:
-            if self.routes is not None:
-                log.warning(
-                    "release document of %s was removed; serving the model its code names",
-                    self.endpoint,
-                )
-            self.routes, self._etag = None, None
-            self._said(None)
+            self._undocumented()
             return
         except (MlfnError, ValueError, ImportError) as exc:  # ImportError: a store's extra
             self._said(f"cannot read release document {self.uri}: {exc}")
@@ -245,6 +241,31 @@ class Follower:
                 split,
                 routes.release.stable,
             )
+
+    def _undocumented(self) -> None:
+        """No document (or no longer one): the release the code declares, else its model."""
+        was_documented = self._etag is not None
+        self._etag = None
+        if self.declared is None:
+            if self.routes is not None:
+                log.warning(
+                    "release document of %s was removed; serving the model its code names",
+                    self.endpoint,
+                )
+            self.routes = None
+            self._said(None)
+            return
+        if self.routes is not None and not was_documented:
+            return  # the declared release, followed already
+        try:
+            routes = Routes.of(self.declared, self.uri)
+            self._check_models(routes)
+        except MlfnError as exc:
+            self._said(f"the release {self.endpoint}'s code declares is not followed: {exc}")
+            return
+        self.routes = routes
+        self._said(None)
+        log.info("release of %s followed as its code declares it (no document)", self.endpoint)
 
     def _check_models(self, routes: Routes) -> None:
         """Every live version's model is in the store (those already followed are known to

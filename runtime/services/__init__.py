@@ -123,7 +123,7 @@ class Services:
 
         registry = ModelRegistry(settings, self.app_root)
         followers = follow_all(
-            ((b.name, b.endpoint.model) for b in self.endpoints.values()),
+            ((b.name, b.endpoint.model, b.endpoint.release) for b in self.endpoints.values()),
             settings,
             self.app_root,
         )

@@ -104,7 +104,12 @@ class Releasing:
         return routes
 
     async def predict(self, instances: list[BaseModel], key: str | None, bounded: bool) -> Scored:
-        """Score validated instances with the version the release gives them."""
+        """Score validated instances with the version the release gives them: by ``key`` (a
+        request's header), else the endpoint's ``route_key`` field of the first instance."""
+        field = self.primary.bound.endpoint.route_key
+        if key is None and field is not None:
+            value = getattr(instances[0], field, None)
+            key = None if value is None else str(value)
         target = await self.route(key)
         routes = self.follower.routes
         if routes is None:

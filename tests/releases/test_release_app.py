@@ -192,3 +192,85 @@ def test_a_routed_request_tells_telemetry_its_version(
     monkeypatch.setattr(telemetry, "_current", Recording())
     app.predict()
     assert ended == ["v2"]
+
+
+DECLARED = """
+from pydantic import BaseModel
+
+from runtime import Endpoint, OnnxModel
+
+
+class Flower(BaseModel):
+    customer: str
+    sepal_length: float
+    sepal_width: float
+    petal_length: float
+    petal_width: float
+
+
+class Species(BaseModel):
+    label: int
+
+
+endpoint = Endpoint(
+    Flower, Species, model="iris.onnx", route_key="customer",
+    release={"versions": {"v1": {"uri": "iris.onnx"}, "v2": {"uri": "iris-v2.onnx"}},
+             "stable": "v1", "weights": {"v1": 50, "v2": 50}},
+)
+
+
+@endpoint.predict
+def predict(flowers: list[Flower], model: OnnxModel) -> list[Species]:
+    rows = [[f.sepal_length, f.sepal_width, f.petal_length, f.petal_width] for f in flowers]
+    return [Species(label=k) for k in model.run({"input": rows})["label"].tolist()]
+"""
+
+
+def test_a_release_declared_in_code_serves_until_a_document_wins_and_a_field_keeps_a_customer(
+    tmp_path: Path,
+) -> None:
+    from tests.releases.apps import forget_endpoints, iris_store
+    from tests.support import make_app
+
+    forget_endpoints()
+    app = IrisApp(make_app(tmp_path / "app", {"iris": DECLARED}), iris_store(tmp_path / "m"),
+                  tmp_path / "c")  # fmt: skip
+    try:
+
+        def version(customer: str) -> str:
+            status, doc = app.call("iris_predict", "iris/predict",
+                                   {"instances": [{"customer": customer, **FLOWER}]})  # fmt: skip
+            assert status == 200, doc
+            return str(doc["model"]["version"])
+
+        by_customer = {c: version(c) for c in (f"c{i}" for i in range(40))}
+        assert set(by_customer.values()) == {"v1", "v2"}  # the code's 50/50, no document
+        assert all(version(c) == v for c, v in by_customer.items())  # each customer stays
+        doc = {"versions": {"v1": {"uri": "iris.onnx"}}, "stable": "v1"}
+        (app.store / "iris.release.json").write_text(json.dumps(doc))
+        app.scorer().release.follower.refresh()
+        assert {version(c) for c in by_customer} == {"v1"}  # the document wins
+        (app.store / "iris.release.json").unlink()
+        app.scorer().release.follower.refresh()
+        assert {version(c) for c in by_customer} == {"v1", "v2"}  # the code's again
+    finally:
+        app.close()
+
+
+def test_a_declared_release_is_checked_as_the_endpoint_is_declared() -> None:
+    from pydantic import BaseModel
+
+    from runtime import Endpoint
+    from runtime.errors import ReleaseInvalid
+
+    class Flower(BaseModel):
+        sepal_length: float
+
+    class Out(BaseModel):
+        label: int
+
+    with pytest.raises(ReleaseInvalid, match="stable"):
+        Endpoint(Flower, Out, model="iris.onnx", release={"versions": {"v1": {"uri": "a"}},
+                                                         "stable": "v2"})  # fmt: skip
+    with pytest.raises(ValueError, match="route_key 'customer' is not a field"):
+        Endpoint(Flower, Out, model="iris.onnx", route_key="customer")
