@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from runtime import telemetry
 from runtime.errors import Overloaded
 from runtime.models.registry import ModelRegistry, version_key
+from runtime.models.warm import import_in_background
 from runtime.releases.document import Version
 from runtime.releases.follow import Follower, Routes
 from runtime.releases.guard import Figures, rollback, verdict
@@ -324,6 +325,9 @@ async def first_read(follower: Follower) -> None:
     first requests share one read), for at most ``first_wait_s``."""
     if follower.read or follower.is_late:
         return
+    # The model's load comes after the read: what it needs is imported meanwhile, as a load
+    # imports it while it fetches (a cold start pays the read's round trip, not the import).
+    import_in_background("onnxruntime")
     try:
         await asyncio.wait_for(
             asyncio.shield(asyncio.wrap_future(follower.first_read())), follower.first_wait_s
