@@ -381,3 +381,37 @@ def test_a_release_declared_in_code_is_shown_and_a_first_change_starts_from_it(
         "stable": "v1",
         "weights": {"v1": 90, "v2": 10},
     }
+
+
+def test_a_version_must_be_a_model_that_takes_what_the_stable_one_takes(
+    mlfn: Mlfn, store: Path, tmp_path: Path, example_models: dict[str, Path]
+) -> None:
+    not_a_model = tmp_path / "notes.onnx"
+    not_a_model.write_text("# not a model\n")
+    refused = _refused(mlfn("release", "iris", "add", "v2", str(not_a_model)))
+    assert "version v2's model is not a model onnxruntime loads:" in refused
+    refused = _refused(mlfn("release", "iris", "add", "v2", str(example_models["diabetes"])))
+    assert "version v2's model has inputs ['input:tensor(float)'] and outputs" in refused
+    assert "the stable version v1's has" in refused and "its requests would fail" in refused
+    assert not (store / "iris.release.json").exists()  # nothing written
+    assert sorted(p.name for p in store.iterdir()) == ["iris.onnx"]  # nothing uploaded
+
+
+def test_a_store_uri_pinned_by_a_wrong_digest_is_refused(
+    mlfn: Mlfn, store: Path, second_iris: Path
+) -> None:
+    shutil.copy(second_iris, store / "later.onnx")
+    uri = (store / "later.onnx").as_uri()
+    refused = _refused(mlfn("release", "iris", "add", "v2", uri, "--sha256", "a" * 64))
+    assert f"has sha256 {sha256_file(second_iris)}, not the --sha256 given" in refused
+    _ok(mlfn("release", "iris", "add", "v2", uri, "--sha256", sha256_file(second_iris)))
+    assert _document(store)["versions"]["v2"] == {"uri": uri, "sha256": sha256_file(second_iris)}
+
+
+def test_promoting_the_shadow_ends_the_shadow(mlfn: Mlfn, store: Path, second_iris: Path) -> None:
+    _ok(mlfn("release", "iris", "add", "v2", str(second_iris)))
+    _ok(mlfn("release", "iris", "shadow", "v2", "--percent", "50"))
+    assert _document(store)["shadow"] == {"version": "v2", "share": 0.5}
+    promoted = _ok(mlfn("release", "iris", "promote", "v2"))
+    assert "shadow" not in _document(store)
+    assert "shadow:" not in promoted.stdout

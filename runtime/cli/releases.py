@@ -13,8 +13,10 @@ that take traffic share the other 90% as they shared theirs before.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from runtime import redact
 from runtime.cli.app_folder import connection_option, index, settings
 from runtime.cli.output import progress_bar, told
 from runtime.config import STORAGE_SETTING, Settings
+from runtime.digest import sha256_file
 from runtime.errors import MlfnError, ModelNotInStore, ReleaseInvalid, StoreConflict
 from runtime.model_store import ModelSource, locate, resolve_uri
 from runtime.models.reference import SHA256, Model
@@ -382,6 +385,7 @@ def _version(
     at a store URI (which must exist) recorded as given."""
     path = Path(source)
     if "://" not in source and path.is_file():
+        _check_model(place, release, label, path)
         return _upload(place, release, label, path, sha256)
     if "://" not in source and not source.startswith("/"):
         raise click.ClickException(
@@ -394,12 +398,59 @@ def _version(
         raise click.ClickException(
             f"{_shown(source)} does not exist: upload it first (mlfn upload), or give a local file"
         ) from None
+    with _local(place, source) as here:
+        if sha256 is not None and sha256_file(here) != sha256:
+            raise click.ClickException(
+                f"{_shown(source)} has sha256 {sha256_file(here)}, not the --sha256 given"
+            )
+        _check_model(place, release, label, here)
     return Version(label, source, sha256)
 
 
-def _upload(place: Place, release: Release, label: str, path: Path, sha256: str | None) -> Version:
-    from runtime.digest import sha256_file
+def _check_model(place: Place, release: Release, label: str, path: Path) -> None:
+    """The new version's model loads in onnxruntime and takes and gives what the stable
+    version's does (names and types): else every request sent to it would fail."""
+    new = _signature(path, f"version {label}'s model")
+    with _local(place, release.versions[release.stable].uri) as stable_path:
+        old = _signature(stable_path, f"the stable version {release.stable}'s model")
+    if new != old:
+        raise click.ClickException(
+            f"version {label}'s model has inputs {new[0]} and outputs {new[1]}; the stable "
+            f"version {release.stable}'s has {old[0]} and {old[1]}: its requests would fail"
+        )
 
+
+def _signature(path: Path, what: str) -> tuple[list[str], list[str]]:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types: not JSON, not ONNX, an op unknown
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"{what} is not a model onnxruntime loads: {first}") from None
+    return (
+        [f"{i.name}:{i.type}" for i in session.get_inputs()],
+        [f"{o.name}:{o.type}" for o in session.get_outputs()],
+    )
+
+
+@contextlib.contextmanager
+def _local(place: Place, uri: str) -> Iterator[Path]:
+    """The model at ``uri`` (beside the document unless absolute) as a file on this machine:
+    itself in a local store, else a download that is deleted after."""
+    source = place.source(uri)
+    here = source.local_path()
+    if here is not None:
+        yield here
+        return
+    with tempfile.TemporaryDirectory(prefix="mlfn-release-") as tmp:
+        target = Path(tmp) / "model.onnx"
+        with target.open("wb") as into:
+            source.download(into)
+        yield target
+
+
+def _upload(place: Place, release: Release, label: str, path: Path, sha256: str | None) -> Version:
     digest = sha256_file(path)
     if sha256 is not None and sha256 != digest:
         raise click.ClickException(f"{path} has sha256 {digest}, not the --sha256 given")

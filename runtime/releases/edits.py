@@ -47,9 +47,11 @@ def split(release: Release, percents: Mapping[str, float]) -> Release:
 
 
 def promote(release: Release, label: str) -> Release:
-    """``label`` becomes the stable version and takes all traffic."""
+    """``label`` becomes the stable version and takes all traffic; a shadow of it ends (it
+    would shadow the version that answers)."""
     known(release, [label])
-    return replace(release, stable=label, weights={label: 100.0})
+    shadow = release.shadow if release.shadow is None or release.shadow.version != label else None
+    return replace(release, stable=label, weights={label: 100.0}, shadow=shadow)
 
 
 def rollback(release: Release, why: RolledBack | None = None) -> Release:
