@@ -89,9 +89,12 @@ class ModelVersionNotFound(MlfnError):
 
     status = 404
 
-    def __init__(self, name: str, version: str, serving: str) -> None:
+    def __init__(self, name: str, version: str, serving: str | list[str]) -> None:
+        served = [serving] if isinstance(serving, str) else serving
+        listed = ", ".join(f"'{v}'" for v in served)
         super().__init__(
-            f"model '{name}' has no version '{version}'; it serves version '{serving}'",
+            f"model '{name}' has no version '{version}'; it serves version"
+            f"{'s' if len(served) > 1 else ''} {listed}",
             detail={"name": name, "version": version},
         )
 

@@ -182,7 +182,7 @@ def test_splits_that_leave_traffic_to_nobody_or_name_unknown_versions_are_refuse
         mlfn("release", "iris", "split", "v1=40", "v2=40")
     )
     refused = _refused(mlfn("release", "iris", "split", "v9=5"))
-    assert "versions.v9: no such version in this release; versions: v1, v2" in refused
+    assert "weights.v9: no such version in this release; versions: v1, v2" in refused
     bad = mlfn("release", "iris", "split", "v2=ten")
     assert bad.exit_code == 2 and "give LABEL=PERCENT" in bad.stderr
     assert _document(store) == written

@@ -26,7 +26,7 @@ def add(release: Release, version: Version) -> Release:
 def split(release: Release, percents: Mapping[str, float]) -> Release:
     """``percents`` of the traffic to the versions named; the versions not named that take
     traffic share the rest in their present proportions."""
-    known(release, percents)
+    known(release, percents, "weights")
     given = sum(percents.values())
     if given > 100 + EPSILON:
         raise ReleaseInvalid("weights", f"the weights given add to {given:g}%, more than 100%")
@@ -92,10 +92,10 @@ def guard(release: Release, rails: Guardrails | None) -> Release:
     return replace(release, guardrails=rails)
 
 
-def known(release: Release, labels: Iterable[str]) -> None:
+def known(release: Release, labels: Iterable[str], field: str = "versions") -> None:
     unknown = [k for k in labels if k not in release.versions]
     if unknown:
         raise ReleaseInvalid(
-            f"versions.{unknown[0]}",
+            f"{field}.{unknown[0]}",
             f"no such version in this release; versions: {', '.join(release.versions)}",
         )

@@ -53,6 +53,20 @@ def follow_all(
     return found
 
 
+def describe(release: Release) -> str:
+    """``v1=90%, v2=10% (stable v1)``, and what else the release holds, for the log."""
+    split = ", ".join(f"{label}={share:.0%}" for label, share in release.live)
+    said = f"{split} (stable {release.stable})"
+    idle = sorted(set(release.versions) - {label for label, _ in release.live})
+    if idle:
+        said += f"; by name only: {', '.join(idle)}"
+    if release.shadow is not None:
+        said += f"; shadow {release.shadow.version} on {release.shadow.share:.0%}"
+    if release.guardrails is not None:
+        said += "; guardrails on"
+    return said
+
+
 def document_uri(endpoint: str, model_uri: str) -> str:
     """Where an endpoint's release document lives: ``NAME.release.json`` in the folder of the
     endpoint's model (its absolute URI; a blob URL keeps its query, the SAS)."""
@@ -233,14 +247,8 @@ class Follower:
         before = self.routes
         self.routes, self._etag = routes, stored.etag
         self._said(None)
-        split = ", ".join(f"{label}={share:.0%}" for label, share in routes.release.live)
         if before is None or before.release != routes.release:
-            log.info(
-                "release of %s followed: %s (stable %s)",
-                self.endpoint,
-                split,
-                routes.release.stable,
-            )
+            log.info("release of %s followed: %s", self.endpoint, describe(routes.release))
 
     def _undocumented(self) -> None:
         """No document (or no longer one): the release the code declares, else its model."""

@@ -89,7 +89,7 @@ class InferService:
         if routes is None:
             return (*self._placements[name], version)
         if version is not None and version not in routes.versions:
-            raise ModelVersionNotFound(name, version, ", ".join(sorted(routes.versions)))
+            raise ModelVersionNotFound(name, version, sorted(routes.versions))
         if version is not None:
             chosen = routes.versions[version]
         else:  # a request by weight; a description (metadata, readiness) of the stable one
