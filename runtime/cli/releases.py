@@ -34,7 +34,6 @@ from runtime.models.reference import SHA256, Model
 from runtime.releases import edits
 from runtime.releases.document import (
     LABEL,
-    MAX_DOCUMENT_BYTES,
     Guardrails,
     Release,
     Version,
@@ -42,6 +41,7 @@ from runtime.releases.document import (
 )
 from runtime.releases.edits import promote, remove, rollback, split
 from runtime.releases.follow import document_uri, sibling
+from runtime.releases.stored import missing_model, read_release, serving
 
 STORE = Settings.variable("store_connection")
 
@@ -84,15 +84,7 @@ def find(name: str, connection: str | None, app_dir: Path) -> Place:
 def read(place: Place) -> tuple[Release | None, str | None]:
     """The endpoint's release and its document's ETag; (None, None) without a document.
     ``ReleaseInvalid`` when instances would not follow it as written."""
-    try:
-        found = place.source(place.document).read(MAX_DOCUMENT_BYTES)
-    except ModelNotInStore:
-        return None, None
-    except ValueError:  # past the limit: read no further, say it as parse says it
-        raise ReleaseInvalid("(document)", f"holds more than {MAX_DOCUMENT_BYTES} bytes") from None
-    assert found is not None  # only a read with if_none_match can answer "unchanged"
-    data, stored = found
-    return parse(data), stored.etag
+    return read_release(place.source(place.document))
 
 
 def edit(place: Place, change: Callable[[Release | None], Release]) -> tuple[bool, Release]:
@@ -127,15 +119,12 @@ def edit(place: Place, change: Callable[[Release | None], Release]) -> tuple[boo
 
 def _check_models(place: Place, release: Release) -> None:
     """Instances follow no release whose stable or traffic-taking version has no model."""
-    for label in sorted({release.stable, *(label for label, _ in release.live)}):
-        uri = release.versions[label].uri
-        try:
-            place.source(uri).stat()
-        except ModelNotInStore:
-            raise click.ClickException(
-                f"the model of version {label} ({_shown(uri)}) is not in the store: "
-                "instances would not follow this release, so it was not written"
-            ) from None
+    missing = missing_model(release.versions, serving(release), place.source)
+    if missing is not None:
+        raise click.ClickException(
+            f"the model of version {missing.label} ({_shown(missing.uri)}) is not in the store: "
+            "instances would not follow this release, so it was not written"
+        )
 
 
 # -- the changes -------------------------------------------------------------------------------

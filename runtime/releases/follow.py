@@ -28,6 +28,7 @@ from runtime.errors import MlfnError, ModelNotInStore, ReleaseInvalid
 from runtime.model_store import ModelSource, locate, resolve_uri
 from runtime.models.reference import Model
 from runtime.releases.document import MAX_DOCUMENT_BYTES, Release, Version, parse
+from runtime.releases.stored import missing_model, serving
 
 log = logging.getLogger("mlfn.releases")
 
@@ -199,6 +200,13 @@ class Follower:
     def due(self) -> bool:
         return time.monotonic() >= self.check_at
 
+    def current(self) -> Routes | None:
+        """The release as followed now, read again in the background when a read is due (once
+        the first read is done: see ``first_read``)."""
+        if self.read and self.due():
+            self.refresh_soon()
+        return self.routes
+
     def refresh(self) -> None:
         """Read the document now (on a thread that may block), unless another caller is."""
         with self._lock:
@@ -276,19 +284,14 @@ class Follower:
         log.info("release of %s followed as its code declares it (no document)", self.endpoint)
 
     def _check_models(self, routes: Routes) -> None:
-        """Every live version's model is in the store (those already followed are known to
-        be), so a release never sends requests to a model that is not there."""
-        known = self.routes.versions if self.routes else {}
-        for label in (*routes.labels, routes.release.stable):
-            version = routes.versions[label]
-            if known.get(label) == version:
-                continue
-            try:
-                self._locate(version.uri).stat()
-            except ModelNotInStore:
-                raise ReleaseInvalid(
-                    f"versions.{label}.uri", f"model {version.uri} does not exist in its store"
-                ) from None
+        """Every version the release sends work to has its model in the store (those already
+        followed are known to be)."""
+        known = self.routes.versions if self.routes else None
+        missing = missing_model(routes.versions, serving(routes.release), self._locate, known)
+        if missing is not None:
+            raise ReleaseInvalid(
+                f"versions.{missing.label}.uri", f"model {missing.uri} does not exist in its store"
+            )
 
     def _said(self, problem: str | None) -> None:
         if problem is not None and problem != self._told:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from runtime.errors import StoreConflict
 from runtime.model_store import ModelSource
 from runtime.releases import edits
-from runtime.releases.document import MAX_DOCUMENT_BYTES, Guardrails, Release, RolledBack, parse
+from runtime.releases.document import Guardrails, Release, RolledBack
+from runtime.releases.stored import read_release
 
 log = logging.getLogger("mlfn.releases")
 
@@ -100,16 +101,13 @@ def rollback(source: ModelSource, canary: str, reason: str, endpoint: str) -> bo
     of the document; False if the document no longer sends it traffic (another instance, or
     a person, got there first). A write that loses a race reads and decides again."""
     for _ in range(5):
-        found = source.read(MAX_DOCUMENT_BYTES)
-        assert found is not None  # an unconditional read
-        data, stored = found
-        release = parse(data)
-        if release.weights.get(canary, 0) <= 0 or canary == release.stable:
+        release, etag = read_release(source)
+        if release is None or release.weights.get(canary, 0) <= 0 or canary == release.stable:
             return False
         at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         rolled = edits.rollback(release, RolledBack(canary, reason, at))
         try:
-            source.write(rolled.to_json(), if_match=stored.etag)
+            source.write(rolled.to_json(), if_match=etag)
         except StoreConflict:
             continue
         log.warning("release of %s rolled back from %s: %s", endpoint, canary, reason)

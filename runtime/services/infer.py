@@ -70,12 +70,9 @@ class InferService:
         follower = self._followers.get(name)
         if follower is None:
             return None
-        if not follower.read:
-            if wait:
-                follower.wait_first_read()
-        elif follower.due():
-            follower.refresh_soon()
-        return follower.routes
+        if wait:
+            follower.wait_first_read()
+        return follower.current()
 
     def _target(
         self, name: str, version: str | None, wait: bool = True, by_weight: bool = True

@@ -94,10 +94,7 @@ class Releasing:
     def _followed(self) -> Routes | None:
         """The release as followed now (read again in the background when due); the versions
         it no longer has unloaded once, when it changes."""
-        follower = self.follower
-        if follower.read and follower.due():
-            follower.refresh_soon()
-        routes = follower.routes
+        routes = self.follower.current()
         if routes is None:
             self._unreleased()
         elif routes is not self._pruned_for:
@@ -141,8 +138,9 @@ class Releasing:
         """The scorer of one version, made on its first request: the primary's validation
         shared, its own model, runs and batcher. A label whose model changed in the document
         is a new one; the old is unloaded once idle. A shadow's is a session of its own with
-        one thread (``NAME@LABEL/shadow``): its runs never contend with the live version's
-        thread pool, whose spinning threads would otherwise share the CPUs with it."""
+        one thread (``Model(threads=1)``, so another ``NAME@LABEL#HASH``): its runs never
+        contend with the live version's thread pool, whose spinning threads would otherwise
+        share the CPUs with it."""
         primary = self.primary
         kept = self._shadows if shadow else self._versions
         found = kept.get(version.label)
@@ -295,12 +293,19 @@ class Shadows:
         try:
             other.load()  # a first load is not work to rest after
             started = time.perf_counter()
-            shadowed = other.run_sync([i for item in group for i in item.instances])
+            self._compare(group, other.run_sync([i for item in group for i in item.instances]))
         except Exception as exc:
             for item in group:
                 self.tally.fail(item.live, other.version, exc)
+        finally:
+            # At most a twentieth of one CPU (its run too): asleep 19 times as long as the
+            # group took. The shadow's Python holds the GIL the live requests' thread needs: a
+            # quarter moved the live p50 in process by 12 %, a tenth at 16 connections by 18 %,
+            # a twentieth by 1-7 % (bench/release_shadow.py). Rows it has no time for are
+            # skipped, and counted: on a busy endpoint it compares a sample.
             time.sleep(min(SHADOW_REST * (time.perf_counter() - started), 1.0))
-            return
+
+    def _compare(self, group: list[_Shadowed], shadowed: Scored) -> None:
         start = 0
         for item in group:
             time.sleep(0)  # the GIL to the live requests' thread between pieces of Python
@@ -308,16 +313,10 @@ class Shadows:
             try:
                 compared = compare(item.predictions, shadowed.predictions[start:end])
             except Exception as exc:  # answers that cannot be paired: the shadow's failure
-                self.tally.fail(item.live, other.version, exc)
+                self.tally.fail(item.live, group[0].scorer.version, exc)
             else:
-                self.tally.add(item.live, other.version, compared)
+                self.tally.add(item.live, group[0].scorer.version, compared)
             start = end
-        # At most a twentieth of one CPU (its run too): asleep 19 times as long as the group
-        # took. The shadow's Python holds the GIL the live requests' thread needs: a quarter
-        # moved the live p50 in process by 12 %, a tenth at 16 connections by 18 %, a
-        # twentieth by 1-7 % (bench/release_shadow.py). Rows it has no time for are skipped,
-        # and counted: on a busy endpoint it compares a sample.
-        time.sleep(min(SHADOW_REST * (time.perf_counter() - started), 1.0))
 
 
 async def first_read(follower: Follower) -> None:
