@@ -24,10 +24,11 @@ PYTEST_ARGS ?=
 PY313 := $(call find_python,python3.13)
 WORKER_VENV := .venv-3.13
 
-# Tests that need the heavy frameworks (torch, TensorFlow, XGBoost, LightGBM, pyspark + Java):
-# `make test-frameworks`.
+# Tests that need the heavy frameworks (torch, TensorFlow, XGBoost, LightGBM, pyspark + Java)
+# or a browser (headless Chromium renders the drift report): `make test-frameworks`.
 FRAMEWORK_TESTS := tests/convert/test_torch.py tests/convert/test_keras.py \
-  tests/convert/test_sparkml.py tests/convert/test_boosting.py tests/spark
+  tests/convert/test_sparkml.py tests/convert/test_boosting.py tests/spark \
+  tests/drift/test_report_render.py
 # torch's CPU build, from PyTorch's own index as its users install it (PyPI's Linux torch is a
 # ~4 GB CUDA build). Where that index cannot be reached, torch's tests are reported skipped.
 # pip runs --isolated for it: another index in a pip configuration (a mirror's, say) would
@@ -60,7 +61,7 @@ $(VENV)/.dev: $(VENV)/.serve
 
 frameworks-setup: setup $(VENV)/.frameworks
 
-$(VENV)/.frameworks: $(VENV)/.dev
+$(VENV)/.frameworks: $(VENV)/.dev | chromium
 	@printf '\n==> %s\n' "$(VENV): TensorFlow, tf2onnx, onnxmltools, pyspark for the framework tests (pip)"
 	$(PIP) install -e '.[dev,frameworks]'
 	@printf '\n==> %s\n' "$(VENV): torch's CPU build from $(TORCH_INDEX)"
@@ -75,6 +76,19 @@ $(VENV)/.frameworks: $(VENV)/.dev
 	    "the torch tests will be reported skipped"; \
 	fi
 	touch $@
+
+# Headless Chromium renders the drift report (tests/drift/test_report_render.py): Debian's
+# package, installed when it is missing and this runs as root (as CI does).
+.PHONY: chromium
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  printf '\n==> %s\n' "chromium: headless, for the drift report's screenshot (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq chromium; \
+	else \
+	  echo "chromium not found: the drift report's render test will be skipped;" \
+	    "install it with: sudo apt-get install -y chromium"; \
+	fi
 
 .PHONY: worker-venv
 worker-venv:

@@ -32,7 +32,7 @@ def main() -> None:
 
 
 def _add_commands() -> None:
-    from runtime.cli import batch_files, calls, local, releases, spark_score
+    from runtime.cli import batch_files, calls, drift, local, releases, spark_score
     from runtime.convert.command import convert
     from runtime.deploy import commands
 
@@ -46,6 +46,7 @@ def _add_commands() -> None:
         calls.results,
         spark_score.spark_score,
         batch_files.batch,
+        drift.drift,
         commands.init,
         commands.check,
         commands.pack,
