@@ -27,6 +27,7 @@ import pydantic
 from bench import (
     batch_load,
     cold_start,
+    first_request,
     hot_path,
     http_load,
     queue_load,
@@ -169,6 +170,8 @@ def main() -> None:
     cold, loads = cold_start.run(quick)
     imports = import_time_top()
     print(cold + "\n" + loads + "\n" + imports, flush=True)
+    first = first_request.run(quick)
+    print(first, flush=True)
     profiles = ""
     if not args.no_profile and not quick:
         profiles = (
@@ -194,6 +197,10 @@ def main() -> None:
         "The costliest imports of `import function_app` (`python -X importtime`, cumulative; "
         "nothing heavy: no onnxruntime, numpy or storage SDK):\n\n"
         f"{imports}\n\n"
+        "## The first request in the Functions worker\n\n"
+        "A fresh interpreter indexes the app as the worker does and calls the iris HTTP "
+        "function in process, empty cache, model in Azurite (bench/first_request.py):\n\n"
+        f"{first}\n\n"
         f"{notes}{profiles}\n"
     )
     print(f"\nwrote {(ROOT / 'bench' / 'RESULTS.md').relative_to(ROOT)}")

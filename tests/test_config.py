@@ -25,6 +25,7 @@ SAMPLES: dict[Any, tuple[str, Any, tuple[str, ...]]] = {
     config.boolean: ("Yes", True, ("maybe", "2")),
     config.optimization_level: ("Extended", "extended", ("fast", "none")),
     config.log_format: ("JSON", "json", ("yaml", "xml")),
+    config.warm_start: ("Models", "models", ("always", "on")),
     config.path: ("/srv/cache", Path("/srv/cache"), ()),
     config.names: (" iris, ,diabetes ", ("iris", "diabetes"), ()),
     # A connection is read with the name of its setting: ``expected`` takes the variable.

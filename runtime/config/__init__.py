@@ -94,6 +94,13 @@ def log_format(name: str, raw: str) -> str:
     return value
 
 
+def warm_start(name: str, raw: str) -> str:
+    value = raw.lower()
+    if value not in ("models", "imports", "off"):
+        raise ConfigError(name, raw, "models, imports or off")
+    return value
+
+
 def path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -244,6 +251,15 @@ class Settings(_FromEnvironment):
     )  # fmt: skip
     preload: tuple[str, ...] = setting(
         "MLFN_PRELOAD", (), names, "Endpoints whose models load at start, comma-separated."
+    )
+    warm_start: str = setting(
+        "MLFN_WARM_START",
+        "off",
+        warm_start,
+        "What starts in the background as the app is indexed, before any request: models "
+        "(imports, services and every endpoint's model, only MLFN_PRELOAD's when it names any, "
+        "none under MLFN_MEMORY_BUDGET_MB), imports (onnxruntime, the store's SDK, the "
+        "services), or off.",
     )
 
     @classmethod

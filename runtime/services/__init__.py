@@ -143,6 +143,10 @@ class Services:
         and the SDK of each model's store. For a host that is up and waiting for traffic."""
         from runtime.models.warm import import_in_background
 
+        import_in_background(*self._ahead())
+
+    def _ahead(self) -> list[str]:
+        """What the first request will import: onnxruntime, the services, each store's SDK."""
         try:
             store = self.settings.model_store or ""
         except MlfnError:
@@ -152,11 +156,16 @@ class Services:
             uri = bound.endpoint.model.uri
             uri = uri if "://" in uri else store  # a relative path lives under the store
             modules += _STORE_SDKS.get(uri.partition("://")[0] if "://" in uri else "", [])
-        import_in_background(*dict.fromkeys(modules))
+        return list(dict.fromkeys(modules))
 
     def start_preload(self) -> None:
-        """Load the endpoints named in ``MLFN_PRELOAD`` in a background thread, so an
-        always-ready instance has them in memory before traffic, without delaying indexing."""
+        """Start, in one background thread, what a first request would otherwise wait for
+        (``MLFN_WARM_START``): ``imports`` imports onnxruntime, the services and each model
+        store's SDK and builds the services; ``models`` (the default) also loads every
+        endpoint's model, unless ``MLFN_MEMORY_BUDGET_MB`` bounds what is resident;
+        ``off`` neither. The endpoints named in ``MLFN_PRELOAD`` are loaded whatever it says
+        (and only they, when it names any). Nothing here delays indexing or fails it: an error
+        is logged once, and a request that needs what failed is answered with the error."""
         try:
             settings = self.settings
         except MlfnError as exc:  # reported again on every request; indexing must not fail
@@ -170,14 +179,31 @@ class Services:
                 sorted(self.endpoints),
             )
         names = [n for n in settings.preload if n in self.endpoints]
-        if names:
-            threading.Thread(
-                target=self._preload, args=(names,), name="mlfn-preload", daemon=True
-            ).start()
+        warm = settings.warm_start
+        if not names and warm == "models" and settings.memory_budget_mb is None:
+            names = list(self.endpoints)
+        if names or warm != "off":
+            from runtime.models.warm import start_warming
 
-    def _preload(self, names: list[str]) -> None:
+            start_warming(lambda stop: self._warm(names, warm != "off", stop))
+
+    def _warm(self, names: list[str], imports: bool, stop: threading.Event) -> None:
+        if imports:
+            from runtime.models.warm import import_now
+
+            import_now(*self._ahead())
+            try:
+                self._get()
+            except Exception as exc:  # the first request builds them again, and says why
+                log.error("warm start: the services could not be built: %s", exc)
+                return
+        self._preload(names, stop)
+
+    def _preload(self, names: list[str], stop: threading.Event) -> None:
         registry, predict = self.registry, self.predict
         for name in names:
+            if stop.is_set():  # the process is exiting: start no load it would cut short
+                return
             try:
                 if self.endpoints[name].endpoint.predict_fn is None:  # a V2-only model
                     registry.get(name, self.endpoints[name].endpoint.model)
