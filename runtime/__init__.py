@@ -12,6 +12,7 @@ from runtime.endpoint import Batch, Columns, Endpoint, Limits, Queues
 from runtime.errors import MlfnError, ValidationFailed
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.reference import Model
+from runtime.payload_log.declared import Log, NotLogged
 
 if TYPE_CHECKING:
     import azure.functions as func
@@ -21,8 +22,10 @@ __all__ = [
     "Columns",
     "Endpoint",
     "Limits",
+    "Log",
     "MlfnError",
     "Model",
+    "NotLogged",
     "OnnxModel",
     "Queues",
     "TensorSpec",

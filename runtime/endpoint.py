@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from pydantic import BaseModel
 
 from runtime.models.reference import Model as Model  # users declare it beside Endpoint
+from runtime.payload_log.declared import Log
 from runtime.protocol import batch as batch_names
 from runtime.protocol.batch_formats import RESERVED_COLUMNS, output_columns
 from runtime.protocol.jobs import (
@@ -120,6 +121,7 @@ class Endpoint:
         predict: PredictFn | None = None,
         release: Mapping[str, Any] | None = None,
         route_key: str | None = None,
+        log: Log | bool | None = None,
     ) -> None:
         """release: the endpoint's release until a release document is written (the document
             wins), in the document's own form (docs/releases.md), checked here as an instance
@@ -127,7 +129,10 @@ class Endpoint:
             "v1", "weights": {...}}``; relative URIs are beside the endpoint's model.
         route_key: an input field whose value keeps a request on one version of a split, when
             the request has no ``x-mlfn-route-key`` header (the first instance's, for a
-            request of several)."""
+            request of several).
+        log: the endpoint's payload log (docs/payload-log.md): ``Log(sample=0.1)``, True for
+            ``Log()``, False for none whatever ``MLFN_PAYLOAD_LOG`` says; None (the default):
+            as the settings say."""
         for role, schema in (("input", input), ("output", output)):
             if schema is not None and not (
                 isinstance(schema, type) and issubclass(schema, BaseModel)
@@ -144,6 +149,9 @@ class Endpoint:
             fields = sorted(input.model_fields) if input is not None else []
             raise ValueError(f"route_key {route_key!r} is not a field of the input model: {fields}")
         self.route_key = route_key
+        if log is not None and not isinstance(log, bool | Log):
+            raise TypeError("Endpoint log must be a Log(...), True or False")
+        self.log = Log(enabled=log) if isinstance(log, bool) else log
         self.predict_fn: PredictFn | None = None
         self.columns_fn: ColumnsFn | None = None
         if predict is not None:

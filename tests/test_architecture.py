@@ -39,17 +39,21 @@ ALLOWED: dict[str, set[str]] = {
     "columnar": {"errors"},
     # Releases: a document in the model store choosing among versions of an endpoint's model.
     "releases": {"model_store", "models", "config", "errors", "telemetry"},
-    "endpoint": {"models", "protocol", "columnar", "releases"},
+    # The payload log: sampled requests and predictions as Parquet files in Blob Storage.
+    "payload_log": {"storage", "protocol", "telemetry", "config", "errors", "scored", "redact"},
+    "endpoint": {"models", "protocol", "columnar", "releases", "payload_log"},
     "discovery": {"endpoint", "errors"},
     "openapi": {"endpoint", "element_types", "redact"},  # a document of the declarations
     "services": {"models", "protocol", "storage", "scheduling", "endpoint", "errors", "config",
-                 "scored", "element_types", "telemetry", "columnar", "releases"},
+                 "scored", "element_types", "telemetry", "columnar", "releases", "payload_log"},
     "triggers": {"services", "protocol", "errors", "host_json", "version", "redact", "telemetry",
                  "openapi"},
     "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry",
                      "redact"},
-    "runtime": {"endpoint", "errors", "models", "registration"},
+    "runtime": {"endpoint", "errors", "models", "registration", "payload_log"},
     "convert": {"errors"},
+    # The drift report over the payload log's files; no deployed app imports it.
+    "drift": {"storage", "config", "errors"},
     # Spark scoring: a DataFrame's rows through the rows service; no deployed app imports it.
     # It shares the model cache's check of a private folder, the CSV rule of batch files and
     # the log redaction.

@@ -19,6 +19,7 @@ SAMPLES: dict[Any, tuple[str, Any, tuple[str, ...]]] = {
     config.text: ("some text", "some text", ()),
     config.number: ("2.5", 2.5, ("fast", "-1", "nan", "inf")),
     config.optional_number: ("7", 7.0, ("soon", "-3")),
+    config.share: ("0.25", 0.25, ("1.5", "-0.1", "half")),
     config.whole_number: ("4.0", 4, ("2.5", "-1", "many", "inf")),
     config.positive_whole_number: ("8", 8, ("0", "-2", "1.5")),
     config.optional_positive_whole_number: ("3", 3, ("-1", "1.5", "x")),

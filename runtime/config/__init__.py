@@ -44,6 +44,13 @@ def number(name: str, raw: str) -> float:
     return value
 
 
+def share(name: str, raw: str) -> float:
+    value = number(name, raw)
+    if value > 1:
+        raise ConfigError(name, raw, "a share between 0 and 1 (0.1 for a tenth)")
+    return value
+
+
 def optional_number(name: str, raw: str) -> float | None:
     """A positive number, or None for 0 (the feature is off)."""
     return number(name, raw) or None
@@ -260,6 +267,45 @@ class Settings(_FromEnvironment):
         "(imports, services and every endpoint's model, only MLFN_PRELOAD's when it names any, "
         "none under MLFN_MEMORY_BUDGET_MB), imports (onnxruntime, the store's SDK, the "
         "services), or off.",
+    )
+    payload_log: str | None = setting(
+        "MLFN_PAYLOAD_LOG",
+        None,
+        text,
+        "Where every endpoint's payload log goes (docs/payload-log.md): az://CONTAINER/PREFIX "
+        "in the app's storage account, or a folder. Unset: only endpoints declaring "
+        "Endpoint(log=Log(...)) log, to az://payload-log.",
+    )
+    payload_log_sample: float = setting(
+        "MLFN_PAYLOAD_LOG_SAMPLE",
+        1.0,
+        share,
+        "Share of requests logged (0 to 1), where Endpoint(log=Log(sample=...)) says none.",
+    )
+    payload_log_flush_s: float = setting(
+        "MLFN_PAYLOAD_LOG_FLUSH_S",
+        60.0,
+        number,
+        "Seconds a payload-log record waits in memory at most before it is written.",
+    )
+    payload_log_flush_rows: int = setting(
+        "MLFN_PAYLOAD_LOG_FLUSH_ROWS",
+        10_000,
+        positive_whole_number,
+        "Payload-log records that start a flush as soon as they wait.",
+    )
+    payload_log_buffer_rows: int = setting(
+        "MLFN_PAYLOAD_LOG_BUFFER_ROWS",
+        100_000,
+        positive_whole_number,
+        "Payload-log records kept in memory at most (waiting, or unwritten while the "
+        "destination is down); more are dropped and counted.",
+    )
+    payload_log_buffer_mb: float = setting(
+        "MLFN_PAYLOAD_LOG_BUFFER_MB",
+        64.0,
+        number,
+        "Memory the payload log's waiting records may hold, roughly; more are dropped.",
     )
 
     @classmethod

@@ -73,6 +73,8 @@ def build_host(
     # for that request takes it off the cold start (a plain v2 app has no such hook).
     services = getattr(registered_app(), "services", None)
     on_started = getattr(services, "import_ahead", None)
+    if services is not None:  # after the invocations: the payload log's last records
+        closers.append(services.close)
     return HostApp(http, listeners, closers, on_started), host_config, functions
 
 

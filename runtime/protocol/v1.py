@@ -11,6 +11,9 @@ from runtime.scored import Scored
 
 # A request's key for its endpoint's release: the same key is always scored by the same version.
 ROUTE_KEY_HEADER = "x-mlfn-route-key"
+# The caller's id for a request, written with its payload-log records (and deciding, by its
+# hash, whether a sampled log takes it: a retried request is taken or not again).
+REQUEST_ID_HEADER = "x-request-id"
 
 
 def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:

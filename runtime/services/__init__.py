@@ -17,6 +17,7 @@ from runtime.errors import MlfnError
 
 if TYPE_CHECKING:
     from runtime.models.registry import ModelRegistry
+    from runtime.payload_log.buffer import PayloadLog
     from runtime.services.batch import BatchService
     from runtime.services.columns import ColumnService
     from runtime.services.infer import InferService
@@ -59,6 +60,7 @@ class Services:
         self._built: _Built | None = None
         self._columns: ColumnService | None = None
         self._lock = threading.Lock()
+        self.payload_log: PayloadLog | None = None  # the endpoints' payload log, once built
 
     @property
     def registry(self) -> ModelRegistry:
@@ -112,6 +114,7 @@ class Services:
 
     def _build(self, settings: config.Settings) -> _Built:
         # Imported here: the function app's indexing needs none of this.
+        from runtime import payload_log
         from runtime.models.registry import ModelRegistry
         from runtime.releases.follow import follow_all
         from runtime.services.batch import BatchService
@@ -127,16 +130,28 @@ class Services:
             settings,
             self.app_root,
         )
-        predict = PredictService(self.endpoints, registry, followers)
+        declared = {
+            name: (b.endpoint.log, b.endpoint._input, b.endpoint._output)
+            for name, b in self.endpoints.items()
+            if b.endpoint.predict_fn is not None or b.endpoint.log is not None
+        }
+        logs, self.payload_log = payload_log.logs(declared, settings)
+        predict = PredictService(self.endpoints, registry, followers, logs)
         rows = RowService(predict)
         return _Built(
             registry,
             predict,
-            InferService(self.endpoints, registry, followers),
-            JobService(predict, Payloads(settings), lambda: self.columns),
+            InferService(self.endpoints, registry, followers, logs),
+            JobService(predict, Payloads(settings), lambda: self.columns, logs),
             rows,
-            BatchService(rows, settings, lambda: self.columns),
+            BatchService(rows, settings, lambda: self.columns, logs),
         )
+
+    def close(self) -> None:
+        """At the host's shutdown: write what the payload log holds. (A worker that ends
+        the process without telling the app has the log's exit and SIGTERM hooks.)"""
+        if self.payload_log is not None:
+            self.payload_log.close()
 
     def import_ahead(self) -> None:
         """Start importing, in the background, what the first request will need: onnxruntime

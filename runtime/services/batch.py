@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
@@ -31,6 +31,7 @@ from runtime.errors import (
     StorageRefused,
     VersionChanged,
 )
+from runtime.payload_log.records import EndpointLog
 from runtime.protocol import batch, batch_formats
 from runtime.protocol.batch_formats import ColumnOutcomes, Outcome, Outcomes, RawRow, RowWriter
 from runtime.scored import ModelInfo
@@ -58,11 +59,14 @@ class BatchService:
         rows: RowService,
         settings: Settings,
         columns: Callable[[], ColumnService] | None = None,
+        logs: Mapping[str, EndpointLog] | None = None,
     ) -> None:
         self._rows = rows
         self._settings = settings
         self._ready: set[str] = set()
         self._columns = columns  # built on first use: numpy and pyarrow
+        # The payload logs that take batch-file rows (Log(bulk_sample=...)).
+        self._logs = {n: log for n, log in (logs or {}).items() if log.bulk_sample > 0}
 
     async def score_blob(self, name: str, path: str, results: str) -> batch.Summary | None:
         """Score the current version of the file at ``path`` of the endpoint's batch container
@@ -174,7 +178,9 @@ class BatchService:
             while True:
                 chunk = await asyncio.to_thread(next, chunks, None)
                 if chunk is not None:
-                    task = asyncio.ensure_future(self._score_slab(name, chunk, start, writer))
+                    task = asyncio.ensure_future(
+                        self._score_slab(name, chunk, start, writer, summary.input)
+                    )
                     pending.append((start, task))
                     start += len(chunk)
                 while pending and (chunk is None or len(pending) >= IN_FLIGHT):
@@ -210,12 +216,25 @@ class BatchService:
         loop = asyncio.get_running_loop()
         models: list[ModelInfo] = []
 
-        def score(chunk: Sequence[RawRow]) -> tuple[Outcomes, ModelInfo | None]:
+        read_rows = 0
+
+        def read() -> tuple[int, Sequence[RawRow]] | None:
+            nonlocal read_rows
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            read_rows += len(chunk)
+            return read_rows - len(chunk), chunk
+
+        def score(read: tuple[int, Sequence[RawRow]]) -> tuple[Outcomes, ModelInfo | None]:
+            first, chunk = read
             done = _score_columns(columns, name, chunk)
-            if done is not None:
-                return done
-            # Rows the columns do not hold: the rows service's, on the loop (its batcher).
-            return slabs.wait(asyncio.run_coroutine_threadsafe(self._score_rows(name, chunk), loop))
+            if done is None:
+                # Rows the columns do not hold: the rows service's, on the loop (its batcher).
+                future = asyncio.run_coroutine_threadsafe(self._score_rows(name, chunk), loop)
+                done = slabs.wait(future)
+            self._log_rows(name, summary.input, first, chunk, *done)
+            return done
 
         start = 0
 
@@ -229,7 +248,7 @@ class BatchService:
             summary.errors += writer.write(start, outcomes, writer.prepare(start, outcomes))
             start += len(outcomes)
 
-        slabs = Slabs(lambda: next(chunks, None), score, write, held=IN_FLIGHT)
+        slabs = Slabs(read, score, write, held=IN_FLIGHT)
         try:
             await slabs.run_aside()
             await asyncio.to_thread(writer.close)
@@ -238,11 +257,34 @@ class BatchService:
         return models[0] if models else None
 
     async def _score_slab(
-        self, name: str, chunk: Sequence[RawRow], start: int, writer: RowWriter
+        self, name: str, chunk: Sequence[RawRow], start: int, writer: RowWriter, path: str
     ) -> _Done:
         """A slab scored, and made ready for the writer (beside the slabs still scored)."""
         outcomes, model = await self._score_rows(name, chunk)
+        self._log_rows(name, path, start, chunk, outcomes, model)
         return outcomes, model, await asyncio.to_thread(writer.prepare, start, outcomes)
+
+    def _log_rows(
+        self,
+        name: str,
+        path: str,
+        start: int,
+        chunk: Sequence[RawRow],
+        outcomes: Outcomes,
+        model: ModelInfo | None,
+    ) -> None:
+        """The sampled rows of a slab (its first row the file's ``start``) to the payload
+        log, if the endpoint logs batch-file rows."""
+        log = self._logs.get(name)
+        picked = log.bulk_rows(len(chunk)) if log is not None else []
+        if not picked or log is None:
+            return
+        done = batch_formats.as_outcomes(outcomes)
+        for i in picked:
+            raw, (prediction, error) = chunk[i], done[i]
+            log.file_row(path, start + i, None if isinstance(raw, MlfnError) else raw,
+                         prediction, error or (raw if isinstance(raw, MlfnError) else None),
+                         model)  # fmt: skip
 
     async def _score_rows(
         self, name: str, chunk: Sequence[RawRow]

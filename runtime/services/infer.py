@@ -4,6 +4,7 @@ readiness."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from runtime.errors import (
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.readiness import Readiness
 from runtime.models.registry import ModelRegistry, version_key
+from runtime.payload_log.records import V2, EndpointLog
 from runtime.protocol import v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
 from runtime.scheduling import Placement
+from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
 PLATFORM = "onnxruntime_onnx"
@@ -52,10 +55,12 @@ class InferService:
         endpoints: Mapping[str, BoundEndpoint],
         registry: ModelRegistry,
         followers: Mapping[str, Follower] | None = None,
+        logs: Mapping[str, EndpointLog] | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._registry = registry
         self._followers = followers or {}
+        self._logs = logs or {}
         # Per model: decode, run and encode on the loop once loaded and proved fast.
         self._placements = {
             name: (Placement(), _Model(registry, name, bound.endpoint.model))
@@ -164,7 +169,42 @@ class InferService:
         else:  # a release to follow, read first (one read, shared, bounded in time)
             await first_read(follower)
             placement, held, version = self._target(name, version)
-        return await placement.run(size, held, self._infer_body, body, header_length, version)
+        log = self._logs.get(name)
+        if log is None:
+            return await placement.run(size, held, self._infer_body, body, header_length, version)
+        started = time.perf_counter()
+        try:
+            return await placement.run(
+                size, held, self._logged_infer, body, header_length, version, log, started
+            )
+        except Exception as exc:
+            if log.sampled():
+                log.failed(V2, started, exc)
+            raise
+
+    async def _logged_infer(
+        self,
+        model: OnnxModel,
+        body: bytes,
+        header_length: str | None,
+        version: str | None,
+        log: EndpointLog,
+        started: float,
+    ) -> tuple[bytes, dict[str, str]]:
+        """``_infer_body`` with the request's tensors handed to the payload log, when its id
+        (or chance) samples it."""
+        request = v2.decode_request(body, header_length)
+        result = self._run(model, request, version)
+        answer = _encode(request, result)
+        if log.sampled(request.id):
+            inputs = {t.name: t.data for t in request.inputs}
+            outputs = {t.name: t.data for t in result.outputs}
+            first = request.inputs[0].shape if request.inputs else ()
+            rows = first[0] if first else 1
+            size = len(body) + sum(getattr(t.data, "nbytes", 0) for t in result.outputs)
+            info = ModelInfo(model.name, model.version, model.sha256)
+            log.scored(V2, started, inputs, outputs, info, rows, size, request.id)
+        return answer
 
     async def _infer_body(
         self, model: OnnxModel, body: bytes, header_length: str | None, version: str | None

@@ -32,6 +32,7 @@ from runtime.errors import (
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.reference import Model
 from runtime.models.registry import ModelRegistry
+from runtime.payload_log.records import HTTP, EndpointLog
 from runtime.protocol import v1
 from runtime.releases.follow import Follower
 from runtime.scheduling import Batcher, NotNow, Placement
@@ -67,6 +68,7 @@ class PredictService:
         endpoints: Mapping[str, BoundEndpoint],
         registry: ModelRegistry,
         followers: Mapping[str, Follower] | None = None,
+        logs: Mapping[str, EndpointLog] | None = None,
     ) -> None:
         followers = followers or {}
         self._scorers = {
@@ -74,6 +76,9 @@ class PredictService:
             for name, bound in endpoints.items()
             if bound.endpoint.predict_fn is not None
         }
+        for name, log in (logs or {}).items():
+            if name in self._scorers:
+                self._scorers[name].log = log
 
     def endpoint(self, name: str) -> BoundEndpoint:
         return self._scorer(name).bound
@@ -173,6 +178,7 @@ class Scorer:
         # The endpoint's release, if it follows one: its versions are copies of this scorer.
         self.release = None if follower is None else Releasing(self, follower, registry)
         self.made_for: object = None  # a version's scorer: the release's Version it serves
+        self.log: EndpointLog | None = None  # the endpoint's payload log, if it logs
         self.quiet = False  # a shadow's: its failures are told by the shadow's tally
 
     def serve(self, key: str, ref: Model) -> None:
@@ -201,16 +207,44 @@ class Scorer:
         mine = self._registry.retry_in(self.model_key)
         return mine if self.release is None else max(mine, self.release.retry_in())
 
-    async def predict_body(self, body: bytes, key: str | None = None) -> Scored:
+    async def predict_body(
+        self, body: bytes, key: str | None = None, request_id: str | None = None
+    ) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit,
         by the version its release gives the request (``key``: the same version for the same
-        key)."""
+        key); ``request_id``: the caller's, for the payload log."""
+        if self.log is not None and self.log.sampled(request_id):
+            return await self._logged_body(self.log, body, key, request_id)
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):
                 instances = await self.decode_body(body)
         else:
             instances = await self.decode_body(body)
+        return await self._routed(instances, key)
+
+    async def _logged_body(
+        self, log: EndpointLog, body: bytes, key: str | None, request_id: str | None
+    ) -> Scored:
+        """``predict_body`` with the request's record handed to the payload log."""
+        started = time.perf_counter()
+        instances: list[BaseModel] | None = None
+        try:
+            with telemetry.current().span("mlfn.validate"):
+                instances = await self.decode_body(body)
+            scored = await self._routed(instances, key)
+        except Exception as exc:
+            n = len(instances) if instances else 1
+            log.failed(HTTP, started, exc, request_id, instances, n)
+            raise
+        size = 2 * len(body) + sum(map(len, scored.predictions)) + 256 * len(instances)
+        log.scored(
+            HTTP, started, instances, scored.predictions, scored.model, len(instances), size,
+            request_id,
+        )  # fmt: skip
+        return scored
+
+    async def _routed(self, instances: list[BaseModel], key: str | None) -> Scored:
         release = self.release
         # Two attributes and the clock, no call: the warm path of an endpoint with no release.
         if release is not None and (

@@ -40,6 +40,15 @@ class Invocation:
         self.started = 0.0
         self.version: str | None = None  # the model version a release routed it to
 
+    def trace_id(self) -> str | None:
+        """The W3C trace id of this invocation's span while it lasts (telemetry on), else
+        None."""
+        span = self.span
+        if span is None:
+            return None
+        found = span.get_span_context()
+        return f"{found.trace_id:032x}" if found.is_valid else None
+
 
 @dataclass(frozen=True)
 class Function:
@@ -158,6 +167,10 @@ class Telemetry:
 
     def rolled_back(self, endpoint: str, version: str) -> None:
         """Count a canary the guardrails rolled back."""
+
+    def payload_logged(self, endpoint: str, written: int, dropped: int) -> None:
+        """Count an endpoint's payload-log records written to their files, and dropped (the
+        buffer full: the destination slow or unreachable)."""
 
     def watch_models(self, resident: Callable[[], Mapping[str, int]], budget: int | None) -> None:
         """Report the models in memory (``resident()``: name -> bytes) against ``budget``."""

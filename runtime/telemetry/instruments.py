@@ -82,6 +82,16 @@ class Instruments:
             unit="{rollback}",
             description="Canaries the guardrails rolled back, by endpoint and version",
         )
+        self.log_records = meter.create_counter(
+            "mlfn.payload_log.records",
+            unit="{record}",
+            description="Payload-log records written to their Parquet files, by endpoint",
+        )
+        self.log_dropped = meter.create_counter(
+            "mlfn.payload_log.dropped",
+            unit="{record}",
+            description="Payload-log records dropped because the buffer was full, by endpoint",
+        )
         self._meter = meter
         self._watched: list[tuple[Resident, int | None]] = []
         self._lock = threading.Lock()

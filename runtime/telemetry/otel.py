@@ -187,6 +187,13 @@ class OtelTelemetry(Telemetry):
             1, {"mlfn.endpoint": endpoint, "mlfn.model.version": version}
         )
 
+    def payload_logged(self, endpoint: str, written: int, dropped: int) -> None:
+        where = {"mlfn.endpoint": endpoint}
+        if written:
+            self._instruments.log_records.add(written, where)
+        if dropped:
+            self._instruments.log_dropped.add(dropped, where)
+
     def model_loaded(self, endpoint: str, version: str, report: Any) -> None:
         trace.get_current_span().set_attributes(
             {

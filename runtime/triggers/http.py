@@ -36,7 +36,12 @@ def predict_function(name: str, services: Services) -> AsyncHttpFunction:
         try:
             if scorer is None:
                 scorer = services.predict.scorer(name)
-            scored = await scorer.predict_body(req.get_body(), req.headers.get(v1.ROUTE_KEY_HEADER))
+            headers = req.headers
+            scored = await scorer.predict_body(
+                req.get_body(),
+                headers.get(v1.ROUTE_KEY_HEADER),
+                None if scorer.log is None else headers.get(v1.REQUEST_ID_HEADER),
+            )
         except Exception as exc:
             return error_response(req, exc)
         return func.HttpResponse(v1.encode_response(scored), mimetype="application/json")

@@ -16,7 +16,7 @@ import azure.functions as func
 
 from runtime import telemetry
 from runtime.host_json import route_prefix
-from runtime.telemetry import HTTP, Function, Invocation
+from runtime.telemetry import HTTP, Function, Invocation, trace_context
 from runtime.telemetry.trace_context import Carrier
 from runtime.triggers.responses import AsyncHttpFunction, HttpFunction
 
@@ -73,6 +73,15 @@ class Scope(Invocation):
         host's (``host_carrier``)."""
         self._function = function
         telemetry.current().begin(self, function, caller, host_carrier(self._context))
+
+    def trace_id(self) -> str | None:
+        """The trace this invocation is in: its span's, else the Functions host's own parent's
+        (on Azure, the caller's trace, which the host continues)."""
+        mine = Invocation.trace_id(self)
+        if mine is not None:
+            return mine
+        found = trace_context.parse(host_carrier(self._context)[0])
+        return found.trace_id if found is not None else None
 
     def close(self) -> None:
         """End the span, if begun, and the invocation's time as the current one."""

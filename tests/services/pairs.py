@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from runtime.config import Settings
 from runtime.endpoint import Batch, BoundEndpoint, Endpoint, Limits
 from runtime.models.onnx_model import OnnxModel
+from runtime.payload_log import Log
 from runtime.services import Services
 
 
@@ -58,10 +59,11 @@ def services(
     name: str = "pairs",
     batch: Batch | None = None,
     limits: Limits | None = None,
+    log: Log | None = None,
 ) -> Services:
     """The app's services for one endpoint ``name`` over ``model``, with settings as a mapping
     (no environment read): its cache under ``app_root``."""
-    endpoint = Endpoint(Pair, Sum, model=str(model), limits=limits, batch=batch)
+    endpoint = Endpoint(Pair, Sum, model=str(model), limits=limits, batch=batch, log=log)
     if columnar:
         endpoint.predict_columns(predict)
     else:

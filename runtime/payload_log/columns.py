@@ -1,0 +1,194 @@
+"""Records as one Parquet file's columns: the same columns for every endpoint (when, where
+from, which model, how it went) and then each input field and prediction field as a typed
+column of its own (docs/payload-log.md lists them). Runs on the flush thread, never on a
+request's path; pyarrow is imported here, on the first flush."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from runtime import redact
+from runtime.payload_log.declared import not_logged
+from runtime.payload_log.records import Entry
+from runtime.protocol.batch_formats import output_columns
+from runtime.protocol.parquet_rows import arrow_type, pyarrow
+from runtime.scored import ModelInfo
+
+FORMAT_VERSION = 1
+METADATA_KEY = b"mlfn.payload_log"
+INPUT, PREDICTION = "input_", "prediction_"
+
+
+class Layout:
+    """An endpoint's columns: the input fields it may log (those marked ``NotLogged`` left
+    out, whatever path the request took) and its prediction fields, with their annotations."""
+
+    def __init__(
+        self, endpoint: str, model: type[BaseModel] | None, output: type[BaseModel] | None
+    ) -> None:
+        self.endpoint = endpoint
+        self.model = model
+        self.hidden = not_logged(model) if model is not None else frozenset()
+        # (attribute, key as the caller writes it, annotation)
+        self.inputs: list[tuple[str, str, Any]] = []
+        if model is not None:
+            self.inputs = [
+                (name, f.alias or name, f.annotation)
+                for name, f in model.model_fields.items()
+                if name not in self.hidden
+            ]
+        self.predictions: list[tuple[str, Any]] = output_columns(output) if output else []
+        self._declared = {INPUT + key: a for _, key, a in self.inputs}
+        self._declared |= {PREDICTION + key: a for key, a in self.predictions}
+
+    def table(self, entries: Sequence[Entry]) -> Any:
+        """One Parquet file's table of ``entries`` (all of this endpoint)."""
+        pa = pyarrow()
+        built = _Columns()
+        for name in self._declared:  # every file has the declared columns, if only nulls
+            built.put(name, [])
+        for entry in entries:
+            self._add(built, entry)
+        meta = _meta_columns(pa, self.endpoint, entries)
+        names = list(meta)
+        arrays = list(meta.values())
+        for name, values in built.columns.items():
+            names.append(name)
+            arrays.append(_typed(pa, values, self._declared.get(name)))
+        fields = {
+            "version": FORMAT_VERSION,
+            "endpoint": self.endpoint,
+            "input_fields": [n[len(INPUT) :] for n in built.columns if n.startswith(INPUT)],
+            "prediction_fields": [
+                n[len(PREDICTION) :] for n in built.columns if n.startswith(PREDICTION)
+            ],
+        }
+        table = pa.Table.from_arrays(arrays, names=names)
+        return table.replace_schema_metadata({METADATA_KEY: json.dumps(fields).encode()})
+
+    def _add(self, built: _Columns, entry: Entry) -> None:
+        n = entry.rows
+        inputs = entry.inputs
+        if isinstance(inputs, Mapping):  # tensors by name (V2)
+            if not self.hidden:  # a tensor cannot say which of its values a marked field is
+                for name, tensor in inputs.items():
+                    built.put(INPUT + name, _tensor_rows(tensor, n))
+        elif inputs is not None:
+            rows = [self._instance(item) for item in inputs]
+            for _, key, _ in self.inputs:
+                built.put(INPUT + key, [row.get(key) for row in rows])
+        predictions = entry.predictions
+        if isinstance(predictions, Mapping):
+            for name, tensor in predictions.items():
+                built.put(PREDICTION + name, _tensor_rows(tensor, n))
+        elif predictions is not None:
+            docs = [json.loads(p) for p in predictions]
+            for key, _ in self.predictions:
+                built.put(PREDICTION + key, [doc.get(key) for doc in docs])
+        built.end_rows(n)
+
+    def _instance(self, item: Any) -> dict[str, Any]:
+        """An instance's loggable values by key: a validated model's, or a raw row (a queue
+        message scored as columns) validated again, so its values have the fields' types."""
+        if isinstance(item, dict) and self.model is not None:
+            try:
+                item = self.model.model_validate(item)
+            except ValidationError:  # a row refused: its values would break the types
+                return {}
+        if isinstance(item, BaseModel):
+            return {key: _plain(getattr(item, attr, None)) for attr, key, _ in self.inputs}
+        return {}
+
+
+class _Columns:
+    """Columns filled a request at a time; a column first seen late is filled with nulls for
+    the rows before it, and a request without it gets nulls."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {}
+        self._rows = 0
+
+    def put(self, name: str, values: list[Any]) -> None:
+        column = self.columns.get(name)
+        if column is None:
+            column = self.columns[name] = [None] * self._rows
+        column.extend(values)
+
+    def end_rows(self, n: int) -> None:
+        self._rows += n
+        for column in self.columns.values():
+            if len(column) < self._rows:
+                column.extend([None] * (self._rows - len(column)))
+            elif len(column) > self._rows:  # a tensor of more rows than instances: cut
+                del column[self._rows :]
+
+
+def _meta_columns(pa: Any, endpoint: str, entries: Sequence[Entry]) -> dict[str, Any]:
+    def each(get: Any) -> list[Any]:
+        return [get(e) for e in entries for _ in range(e.rows)]
+
+    def model(e: Entry) -> ModelInfo | _NoModel:
+        return e.model or _NO_MODEL
+
+    rows = [e.offset + i for e in entries for i in range(e.rows)]
+    return {
+        "time": pa.array(each(lambda e: int(e.time * 1_000_000)), pa.timestamp("us", tz="UTC")),
+        "endpoint": pa.array([endpoint] * len(rows), pa.string()),
+        "source": pa.array(each(lambda e: e.source), pa.string()),
+        "model_version": pa.array(each(lambda e: model(e).version), pa.string()),
+        "model_sha256": pa.array(each(lambda e: model(e).sha256), pa.string()),
+        "invocation_id": pa.array(each(lambda e: e.invocation_id), pa.string()),
+        "trace_id": pa.array(each(lambda e: e.trace_id), pa.string()),
+        "request_id": pa.array(each(lambda e: e.request_id), pa.string()),
+        "row": pa.array(rows, pa.int32()),
+        "status": pa.array(each(lambda e: e.status), pa.int16()),
+        "latency_ms": pa.array(each(lambda e: e.latency_ms), pa.float64()),
+        "error": pa.array(each(lambda e: e.error), pa.string()),
+    }
+
+
+class _NoModel:
+    """A failed request's model: none answered."""
+
+    version = sha256 = None
+
+
+_NO_MODEL = _NoModel()
+
+
+def _tensor_rows(tensor: Any, n: int) -> list[Any]:
+    values = tensor.tolist() if hasattr(tensor, "tolist") else list(tensor)
+    if not isinstance(values, list):  # a scalar tensor
+        values = [values]
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values[:n]]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, str) and "=" in value:  # a credential in a URL or connection string
+        return redact.text(value)
+    return value
+
+
+def _typed(pa: Any, values: list[Any], annotation: Any) -> Any:
+    """``values`` as the field's Arrow type; what its annotation does not fix (an ``Any``, a
+    union), as Arrow reads the values; JSON text only for values of mixed kinds."""
+    kind = arrow_type(pa, annotation) if annotation is not None else None
+    for attempt in [kind, None] if kind is not None else [None]:
+        try:
+            return pa.array(values, type=attempt)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            continue
+    return pa.array([None if v is None else json.dumps(v, default=str) for v in values])
+
+
+def parquet_bytes(table: Any) -> bytes:
+    pa = pyarrow()
+    sink = pa.BufferOutputStream()
+    pa.parquet.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue())
