@@ -30,6 +30,7 @@ from bench import (
     first_request,
     hot_path,
     http_load,
+    payload_log,
     queue_load,
     release_shadow,
     spark_load,
@@ -160,6 +161,10 @@ def main() -> None:
     print(load, flush=True)
     shadow = release_shadow.table(*release_shadow.run(quick))
     print(shadow, flush=True)
+    logged = payload_log.table(
+        *payload_log.run(0.5 if quick else 4.0, 1 if quick else payload_log.ROUNDS)
+    )
+    print(logged, flush=True)
     queued = queue_load.run(10 if quick else 400)
     queue = queue_load.table(*queued)
     print(queue, flush=True)
@@ -191,7 +196,8 @@ def main() -> None:
         "Shared and noisy: read the ratios, measured side by side in one run.\n\n"
         f"## In process\n\n{hot}\n\nThe same with OpenTelemetry on (every request traced, "
         f"OTLP/HTTP to a sink in another process):\n\n{hot_traced}\n\n"
-        f"## Over HTTP\n\n{load}\n\n## Releases\n\n{shadow}\n\n## Queues\n\n{queue}\n\n"
+        f"## Over HTTP\n\n{load}\n\n## Releases\n\n{shadow}\n\n"
+        f"## Payload log\n\n{logged}\n\n## Queues\n\n{queue}\n\n"
         f"## Batch files\n\n{files}\n\n## Spark\n\n{spark}\n\n"
         f"## Cold start\n\n{cold}\n\nLoad lines (each load's own breakdown):\n\n{loads}\n\n"
         "The costliest imports of `import function_app` (`python -X importtime`, cumulative; "
