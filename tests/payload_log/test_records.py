@@ -17,7 +17,6 @@ import pytest
 
 from runtime.config import Settings
 from runtime.registration import build_app
-from scripts.build_models import build_all
 from tests.releases.apps import forget_endpoints
 from tests.support import FLOWER_MODELS, copy_examples, make_app
 
@@ -62,12 +61,6 @@ def read_records(root: Path) -> pd.DataFrame:
     files = sorted(root.rglob("*.parquet"))
     assert files, f"no payload-log file under {root}"
     return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    build_all(tmp_path / "models")
-    return tmp_path / "models"
 
 
 @pytest.fixture
