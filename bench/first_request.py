@@ -4,6 +4,12 @@ bindings, as the worker's ``index_function_app`` and ``process_indexed_function`
 iris HTTP predict function is called in process with a real ``func.HttpRequest``, awaited on an
 event loop as the worker awaits an async function. Model in Azurite, empty model cache.
 
+As deployed: only the packages ``requirements.txt`` installs can be imported (its dependency
+closure in this venv; the rest, aiohttp among them, as if not installed: the blob SDK imports
+aiohttp when present), and the app's own code (``runtime/`` copied beside ``function_app.py``, as
+``mlfn pack`` ships it) is compiled from source at each start, as from a read-only package without
+``__pycache__`` (.funcignore leaves it out); one column has its bytecode shipped.
+
     python -m scripts.azurite run -- python -m bench.first_request [--runs 5] [--importtime]
 
 Prints, for each fresh interpreter and their median: interpreter start (the parent's clock just
@@ -16,6 +22,8 @@ whatever machine runs it: quote medians and ratios, not one sample.
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.metadata
 import json
 import os
 import re
@@ -29,6 +37,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from scripts.build_models import build_all
 from tests.support import ROOT, copy_examples
@@ -103,7 +114,7 @@ print(json.dumps({"marks": marks, "load": load}))
 """
 
 LOAD_FIELDS = ("fetch_s", "verify_s", "session_s", "warmup_s", "total_s")
-IMPORTS = ("function_app", "onnxruntime", "numpy", "azure.storage.blob", "aiohttp")
+IMPORTS = ("azure.functions", "pydantic", "runtime", "onnxruntime", "numpy", "azure.storage.blob")
 
 
 @dataclass(frozen=True)
@@ -115,8 +126,33 @@ class Run:
     imports: dict[str, float]  # with --importtime: cumulative seconds of IMPORTS
 
 
-def setup(tmp: Path, conn: str) -> tuple[Path, dict[str, str]]:
-    """The repository's app in ``tmp``, its models in a new Azurite container; the env a child
+def not_deployed() -> list[str]:
+    """The top-level import names of this venv's packages that ``requirements.txt`` does not
+    install (nor anything it requires): what a deployed app cannot import."""
+    lines = (line.split("#")[0].strip() for line in (ROOT / "requirements.txt").open())
+    todo = [Requirement(line) for line in lines if line]
+    todo = [r for r in todo if r.marker is None or r.marker.evaluate()]
+    deployed = {"mlfn"}  # the app's own code, shipped beside function_app.py
+    while todo:
+        req = todo.pop()
+        if canonicalize_name(req.name) in deployed:
+            continue
+        deployed.add(canonicalize_name(req.name))
+        for spec in importlib.metadata.requires(req.name) or []:
+            dep = Requirement(spec)
+            if dep.marker is None or dep.marker.evaluate({"extra": ""}):
+                todo.append(dep)
+    names = importlib.metadata.packages_distributions()
+    return sorted(
+        name
+        for name, dists in names.items()
+        if not any(canonicalize_name(d) in deployed for d in dists) and name.isidentifier()
+    )
+
+
+def setup(tmp: Path, conn: str) -> tuple[Path, Path, dict[str, str]]:
+    """The repository's app in ``tmp`` with ``runtime/`` beside it, without bytecode, and a
+    copy with its bytecode compiled; its models in a new Azurite container; the env a child
     runs in (no cache dir yet)."""
     from azure.storage.blob import ContainerClient
 
@@ -127,9 +163,16 @@ def setup(tmp: Path, conn: str) -> tuple[Path, dict[str, str]]:
     for name, path in models.items():
         client.upload_blob(f"{name}.onnx", path.read_bytes())
     app = copy_examples(tmp / "app")
+    shutil.copytree(ROOT / "runtime", app / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    compiled = Path(shutil.copytree(app, tmp / "compiled"))
+    compileall.compile_dir(compiled, quiet=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFN_", "OTEL_"))}
-    env |= {"AzureWebJobsStorage": conn, "MLFN_MODEL_STORE": f"az://{container}"}
-    return app, env
+    env |= {
+        "AzureWebJobsStorage": conn,
+        "MLFN_MODEL_STORE": f"az://{container}",
+        "PYTHONDONTWRITEBYTECODE": "1",  # each start as the first: nothing written
+    }
+    return app, compiled, env
 
 
 def once(
@@ -147,7 +190,7 @@ def once(
         started = time.time()
         done = subprocess.run(
             [sys.executable, *flags, "-c", CHILD, str(app), repr(started)],
-            env={**env, **(extra or {}), "MLFN_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)},
+            env={**env, **(extra or {}), "MLFN_CACHE_DIR": str(cache)},
             capture_output=True,
             text=True,
             timeout=120,
@@ -185,13 +228,15 @@ def _imports(stderr: str) -> dict[str, float]:
     return {m: max(exact.get(m, 0.0), unnested[m]) for m in IMPORTS}
 
 
-# The columns: today's path (nothing started ahead), the warm start, and today's path with
-# aiohttp absent as on a deployed app (requirements.txt does not install it; this venv has it
-# from the test extra, and the blob SDK imports it when present: 130 ms).
+# The columns: as deployed (nothing started ahead), the same with the app's bytecode shipped,
+# the warm start, and this venv's every package importable (aiohttp, yarl: the blob SDK imports
+# them when present).
+DEPLOYED, COMPILED, WARM, DEV = "as deployed", "bytecode shipped", "WARM_START=models", "dev venv"
 VARIANTS = {
-    "MLFN_WARM_START=off": {"MLFN_WARM_START": "off"},
-    "MLFN_WARM_START=models": {"MLFN_WARM_START": "models"},
-    "off, no aiohttp": {"MLFN_WARM_START": "off", "BENCH_ABSENT": "aiohttp"},
+    DEPLOYED: {"MLFN_WARM_START": "off"},
+    COMPILED: {"MLFN_WARM_START": "off"},
+    WARM: {"MLFN_WARM_START": "models"},
+    DEV: {"MLFN_WARM_START": "off"},
 }
 
 
@@ -203,19 +248,23 @@ def measure(runs: int, importtime: bool) -> tuple[dict[str, list[Run]], Run | No
         )
     with tempfile.TemporaryDirectory(prefix="mlfn-first-") as name:
         tmp = Path(name)
-        app, env = setup(tmp, conn)
+        app, compiled, env = setup(tmp, conn)
+        absent = {"BENCH_ABSENT": ",".join(not_deployed())}
         once(app, env, tmp / "cache")  # the OS's file cache warmed, as on a scaled-out instance
+        once(compiled, env, tmp / "cache")
         results: dict[str, list[Run]] = {name: [] for name in VARIANTS}
-        for _ in range(runs):  # alternating: the machine's load moves both alike
+        for _ in range(runs):  # alternating: the machine's load moves all alike
             for name, extra in VARIANTS.items():
-                results[name].append(once(app, env, tmp / "cache", extra))
-        off = VARIANTS["MLFN_WARM_START=off"]
-        timed = once(app, env, tmp / "cache", off, importtime=True) if importtime else None
+                where = compiled if name == COMPILED else app
+                extra = extra if name == DEV else {**extra, **absent}
+                results[name].append(once(where, env, tmp / "cache", extra))
+        deployed = {**VARIANTS[DEPLOYED], **absent}
+        timed = once(app, env, tmp / "cache", deployed, importtime=True) if importtime else None
     return results, timed
 
 
 def table(results: dict[str, list[Run]], timed: Run | None = None) -> str:
-    """Medians, one column per variant (MLFN_WARM_START off: today's path; models)."""
+    """Medians, one column per variant."""
 
     def med(runs: list[Run], value: Callable[[Run], float | None]) -> str:
         found = [v for v in map(value, runs) if v is not None]
@@ -253,7 +302,7 @@ def table(results: dict[str, list[Run]], timed: Run | None = None) -> str:
     )
     if timed is not None and timed.imports:
         cost = ", ".join(f"{m} {s * 1000:.0f} ms" for m, s in timed.imports.items())
-        lines.append(f"Imports on today's path (one run, `-X importtime`, cumulative): {cost}.")
+        lines.append(f"Imports as deployed (one run, `-X importtime`, cumulative): {cost}.")
     return "\n".join(lines)
 
 

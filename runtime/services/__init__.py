@@ -1,12 +1,14 @@
-"""The app's services, built once, on first use rather than at import (cold start): the model
-registry, the predict service, the Open Inference Protocol service, the jobs service and the
-rows service (files and Spark partitions)."""
+"""The app's services, each built once, on its first use rather than at import (cold start): the
+model registry and the predict service (with the releases followed and the payload logs), then,
+apart, the Open Inference Protocol service, the jobs service, the rows service (files and Spark
+partitions), the batch-file service and the column service. A first HTTP predict builds only
+what it runs."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,8 @@ from runtime.errors import MlfnError
 if TYPE_CHECKING:
     from runtime.models.registry import ModelRegistry
     from runtime.payload_log.buffer import PayloadLog
+    from runtime.payload_log.records import EndpointLog
+    from runtime.releases.follow import Follower
     from runtime.services.batch import BatchService
     from runtime.services.columns import ColumnService
     from runtime.services.infer import InferService
@@ -36,13 +40,13 @@ _STORE_SDKS = {
 
 
 @dataclass(frozen=True)
-class _Built:
+class _Core:
+    """What every service shares, built by the first request of any kind."""
+
     registry: ModelRegistry
     predict: PredictService
-    infer: InferService
-    jobs: JobService
-    rows: RowService
-    batch: BatchService
+    followers: Mapping[str, Follower]
+    logs: Mapping[str, EndpointLog]
 
 
 class Services:
@@ -57,7 +61,13 @@ class Services:
         self.endpoints = {b.name: b for b in endpoints}
         self.app_root = app_root
         self._settings = settings
-        self._built: _Built | None = None
+        self._core: _Core | None = None
+        # Each built on its own first use (a first HTTP predict imports none of them). Read
+        # without the lock once built: every warm request does.
+        self._infer: InferService | None = None
+        self._jobs: JobService | None = None
+        self._rows: RowService | None = None
+        self._batch: BatchService | None = None
         self._columns: ColumnService | None = None
         self._lock = threading.Lock()
         self.payload_log: PayloadLog | None = None  # the endpoints' payload log, once built
@@ -72,24 +82,58 @@ class Services:
 
     @property
     def infer(self) -> InferService:
-        return self._get().infer
+        if self._infer is not None:
+            return self._infer
+        core = self._get()
+        with self._lock:
+            if self._infer is None:
+                from runtime.services.infer import InferService
+
+                self._infer = InferService(self.endpoints, core.registry, core.followers, core.logs)
+            return self._infer
 
     @property
     def jobs(self) -> JobService:
-        return self._get().jobs
+        if self._jobs is not None:
+            return self._jobs
+        core = self._get()
+        with self._lock:
+            if self._jobs is None:
+                from runtime.services.jobs import JobService
+                from runtime.storage.payloads import Payloads
+
+                payloads = Payloads(self.settings)
+                self._jobs = JobService(core.predict, payloads, lambda: self.columns, core.logs)
+            return self._jobs
 
     @property
     def rows(self) -> RowService:
-        return self._get().rows
+        if self._rows is not None:
+            return self._rows
+        predict = self.predict
+        with self._lock:
+            if self._rows is None:
+                from runtime.services.rows import RowService
+
+                self._rows = RowService(predict)
+            return self._rows
 
     @property
     def batch(self) -> BatchService:
-        return self._get().batch
+        if self._batch is not None:
+            return self._batch
+        rows, logs = self.rows, self._get().logs
+        with self._lock:
+            if self._batch is None:
+                from runtime.services.batch import BatchService
+
+                self._batch = BatchService(rows, self.settings, lambda: self.columns, logs)
+            return self._batch
 
     @property
     def columns(self) -> ColumnService:
-        """Built on first use, apart from the rest: only the bulk paths score columns."""
-        if self._columns is not None:  # built: no lock on a warm path
+        """Only the bulk paths score columns."""
+        if self._columns is not None:
             return self._columns
         predict = self.predict
         with self._lock:
@@ -103,26 +147,21 @@ class Services:
     def settings(self) -> config.Settings:
         return self._settings or config.current()
 
-    def _get(self) -> _Built:
-        built = self._built
-        if built is not None:  # every request after the first: no lock on the warm path
-            return built
+    def _get(self) -> _Core:
+        core = self._core
+        if core is not None:  # every request after the first: no lock on the warm path
+            return core
         with self._lock:
-            if self._built is None:
-                self._built = self._build(self.settings)
-            return self._built
+            if self._core is None:
+                self._core = self._build(self.settings)
+            return self._core
 
-    def _build(self, settings: config.Settings) -> _Built:
+    def _build(self, settings: config.Settings) -> _Core:
         # Imported here: the function app's indexing needs none of this.
         from runtime import payload_log
         from runtime.models.registry import ModelRegistry
         from runtime.releases.follow import follow_all
-        from runtime.services.batch import BatchService
-        from runtime.services.infer import InferService
-        from runtime.services.jobs import JobService
         from runtime.services.predict import PredictService
-        from runtime.services.rows import RowService
-        from runtime.storage.payloads import Payloads
 
         registry = ModelRegistry(settings, self.app_root)
         followers = follow_all(
@@ -137,15 +176,7 @@ class Services:
         }
         logs, self.payload_log = payload_log.logs(declared, settings)
         predict = PredictService(self.endpoints, registry, followers, logs)
-        rows = RowService(predict)
-        return _Built(
-            registry,
-            predict,
-            InferService(self.endpoints, registry, followers, logs),
-            JobService(predict, Payloads(settings), lambda: self.columns, logs),
-            rows,
-            BatchService(rows, settings, lambda: self.columns, logs),
-        )
+        return _Core(registry, predict, followers, logs)
 
     def close(self) -> None:
         """At the host's shutdown: write what the payload log holds. (A worker that ends
