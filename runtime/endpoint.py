@@ -54,6 +54,15 @@ class Limits:
     inline_fast_runs: a sync predict whose runs (at a batch's size) have proved shorter than
         a trip to a worker thread runs on the event loop instead. Set False if predict may
         block now and then, or runs an event loop of its own.
+    latency_target_ms: the time an HTTP or V2 request should be answered within. The
+        batcher learns the endpoint's run time by batch size and waits for company (under
+        load) only while the expected answer stays within half the target; a request that
+        cannot be answered within it is refused at once (503, Retry-After), and one still
+        unanswered at the target gets 504 then. None: no waiting beyond
+        ``max_batch_wait_ms``, no shedding.
+    timeout_ms: the deadline of an HTTP or V2 request that carries none of its own
+        (``x-mlfn-timeout-ms``, V2's ``parameters.timeout``): at it the caller gets 504 with
+        Retry-After, and work not started by then never starts. Default: the latency target.
     """
 
     max_batch_size: int = 64
@@ -62,6 +71,8 @@ class Limits:
     max_concurrent_batches: int = 1
     max_pending_requests: int = 512
     inline_fast_runs: bool = True
+    latency_target_ms: float | None = None
+    timeout_ms: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_request_bytes", "max_concurrent_batches",
@@ -70,6 +81,15 @@ class Limits:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_batch_wait_ms < 0:
             raise ValueError("max_batch_wait_ms must be >= 0")
+        for name in ("latency_target_ms", "timeout_ms"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None)")
+
+    @property
+    def default_timeout_ms(self) -> float | None:
+        """A request's deadline when it brings none: ``timeout_ms``, else the target."""
+        return self.timeout_ms if self.timeout_ms is not None else self.latency_target_ms
 
 
 @dataclass(frozen=True)

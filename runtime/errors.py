@@ -226,6 +226,36 @@ class Overloaded(MlfnError):
         return {"Retry-After": "1"}
 
 
+class DeadlineExceeded(MlfnError):
+    """A request's deadline (its own, ``x-mlfn-timeout-ms``, or its endpoint's) passed before
+    it could be answered: it is answered now, and whatever of it had not started never will."""
+
+    status = 504
+    retryable = True
+
+    def __init__(self, budget_ms: float) -> None:
+        super().__init__(
+            f"no answer within the request's deadline of {budget_ms:g} ms; retry shortly",
+            detail={"timeout_ms": budget_ms},
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class Shed(Overloaded):
+    """An endpoint with a latency target cannot answer this request within it (the requests
+    ahead of it would take longer): refused at once rather than answered late."""
+
+    def __init__(self, expected_ms: float, target_ms: float) -> None:
+        MlfnError.__init__(
+            self,
+            f"the endpoint is at capacity: an answer would take about {expected_ms:.0f} ms, "
+            f"over its {target_ms:g} ms target; retry shortly",
+            detail={"expected_ms": round(expected_ms, 1), "target_ms": target_ms},
+        )
+
+
 class CacheUnavailable(StoreUnavailable):
     """The model cache's own disk failed (full, read-only): the instance may recover (space
     freed, a restart elsewhere), so like a store outage it is a 503 to retry."""

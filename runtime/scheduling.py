@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from runtime import telemetry
-from runtime.errors import Overloaded
+from runtime.errors import DeadlineExceeded, Overloaded, Shed
 from runtime.telemetry import Invocation
 
 log = logging.getLogger("mlfn.batching")
@@ -30,6 +30,9 @@ log = logging.getLogger("mlfn.batching")
 # An idle endpoint's request skips the turn of the loop that lets company join it, unless the
 # last request found company, or this many have gone by since one looked.
 LOOK_EVERY = 16
+# Bulk work (queue messages, batch-file rows) waits while interactive requests do, but after
+# this many runs taken ahead of it, its oldest request goes first: slowed, never starved.
+BULK_AFTER = 4
 
 I = TypeVar("I")  # noqa: E741 - one instance
 O = TypeVar("O")  # noqa: E741 - what a run returns for the instances it was given
@@ -56,6 +59,54 @@ class _Request(Generic[I, O]):
     invocation: Invocation | None = None  # whose the run is, for log lines and traces
     queued_at: float = 0.0  # with telemetry on: when it started waiting
     merge: bool = True  # False: it shares no run, its caller isolates its failures
+    arrived: float = 0.0  # time.monotonic(), with a latency target: its answer's budget starts
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered (``time.monotonic()``), and the budget it was given."""
+
+    at: float
+    budget_ms: float
+
+    @classmethod
+    def after(cls, budget_ms: float, started: float | None = None) -> Deadline:
+        """``budget_ms`` from ``started`` (a ``time.monotonic()``; default: now)."""
+        start = time.monotonic() if started is None else started
+        return cls(start + budget_ms / 1000, budget_ms)
+
+
+class RunTimes:
+    """How long a run of ``n`` instances takes, ``a·n + b``, fitted by least squares to the
+    recent runs (each run's weight decays by ``decay`` with every later one), as BentoML's
+    adaptive batching fits its dispatcher. The time counted is the caller's: a thread's hop
+    and the wait for the GIL included."""
+
+    __slots__ = ("_decay", "_n", "_nn", "_nt", "_t", "_w")
+
+    def __init__(self, decay: float = 0.97) -> None:
+        self._decay = decay
+        self._w = self._n = self._t = self._nn = self._nt = 0.0
+
+    def learn(self, n: int, seconds: float) -> None:
+        d = self._decay
+        self._w = self._w * d + 1.0
+        self._n = self._n * d + n
+        self._t = self._t * d + seconds
+        self._nn = self._nn * d + n * n
+        self._nt = self._nt * d + n * seconds
+
+    def expect(self, n: int) -> float | None:
+        """Seconds a run of ``n`` should take; None before a few runs were seen."""
+        w = self._w
+        if w < 3.0:
+            return None
+        det = w * self._nn - self._n * self._n
+        if det <= 1e-9 * w * w:  # every run of one size: a time per instance
+            return self._t / w * (n / max(self._n / w, 1.0))
+        a = max((w * self._nt - self._n * self._t) / det, 0.0)
+        b = max((self._t - a * self._n) / w, 0.0)
+        return a * n + b
 
 
 @dataclass
@@ -103,8 +154,13 @@ class Batcher(Generic[I, O]):
         shared_failure: Callable[[BaseException], bool] = lambda exc: False,
         name: str = "",
         run_now: Callable[[list[I]], O | NotNow] | None = None,
+        latency_target_s: float | None = None,
+        join: Callable[[list[O]], O] | None = None,
     ) -> None:
         self.name = name  # the endpoint's, in telemetry
+        self._target = latency_target_s
+        self._join = join  # bulk requests larger than a batch: their pieces' results joined
+        self.run_times = RunTimes()  # learnt with a latency target: waiting, shedding
         self._run = run
         self._run_now = run_now
         self._run_is_async = inspect.iscoroutinefunction(run)
@@ -119,22 +175,42 @@ class Batcher(Generic[I, O]):
         # Functions worker's loop (or a test's) does not exist at import time.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: collections.deque[_Request[I, O]] = collections.deque()
+        self._bulk: collections.deque[_Request[I, O]] = collections.deque()  # behind _pending
+        self._bulk_passed = 0  # runs taken while bulk work waited
         self._arrived: asyncio.Event | None = None
         self._running = 0
         self._alone = 0  # idle requests in a row that found no company
 
-    async def submit(self, instances: list[I], *, bounded: bool = True, merge: bool = True) -> O:
+    async def submit(
+        self,
+        instances: list[I],
+        *,
+        bounded: bool = True,
+        merge: bool = True,
+        deadline: Deadline | None = None,
+        bulk: bool = False,
+    ) -> O:
         """Score ``instances`` with whatever else is waiting. ``bounded`` False: never refused
         as overloaded (a caller whose own concurrency is bounded, like a queue listener).
         ``merge`` False: in a run of their own, and a failure is raised as it is, never run
-        again (for a caller that isolates failures itself, by halving)."""
+        again (for a caller that isolates failures itself, by halving). ``deadline``: at it
+        the caller gets ``DeadlineExceeded``, and the request, if it has not started, never
+        does. ``bulk``: work that waits while interactive requests do (queue messages, batch
+        files); bulk work not to ``merge`` (a file's rows) runs in pieces of a batch, so that
+        no request waits long behind it."""
+        if deadline is not None:
+            return await self._by(deadline, instances, bounded, merge, bulk)
+        if bulk and not merge and len(instances) > self._max and self._join is not None:
+            return await self._in_pieces(instances, bounded, merge)
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (a test's, a restarted worker's)
             self._loop, self._pending, self._running = loop, collections.deque(), 0
+            self._bulk = collections.deque()
             self._arrived = asyncio.Event()
         if (
             self._run_now is not None
             and not self._pending
+            and not self._bulk
             and not self._running
             and (not merge or self._alone % LOOK_EVERY)  # not one to look for company
             and not telemetry.current().on  # traced runs get the batch's span: the long way
@@ -156,17 +232,72 @@ class Batcher(Generic[I, O]):
         )
         if telemetry.current().on:
             request.queued_at = time.perf_counter()
-        self._pending.append(request)
+        if self._target is not None:
+            request.arrived = time.monotonic()
+        queue = self._bulk if bulk else self._pending
+        queue.append(request)
         assert self._arrived is not None
         self._arrived.set()
         self.stats.requests += 1
-        if len(self._pending) == 1 and self._running < self._concurrency:
-            return await self._lead_own(loop, request)
+        if (
+            len(queue) == 1
+            and not (self._pending if bulk else self._bulk)
+            and self._running < self._concurrency
+        ):
+            return await self._lead_own(loop, request, queue)
         self._alone = 0  # company: the next idle request looks for more
         self._start_leader(loop)
         # A caller that is cancelled here cancels only its own future: the batch its request
         # is in runs in the leader's task, for the other requests in it.
         return await request.future
+
+    async def _by(
+        self, deadline: Deadline, instances: list[I], bounded: bool, merge: bool, bulk: bool
+    ) -> O:
+        """``submit`` answered by ``deadline``: refused at once when a latency target says it
+        cannot make it, else cut off at the deadline (a request still waiting is dropped from
+        the line; one whose run has begun has its answer thrown away)."""
+        left = deadline.at - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(deadline.budget_ms)
+        if bounded and self._target is not None:
+            expected = self._expected_s(len(instances))
+            if expected is not None and expected > left:
+                raise Shed(expected * 1000, self._target * 1000)
+        cutoff = asyncio.timeout(left)
+        try:
+            async with cutoff:
+                return await self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
+        except TimeoutError:
+            if cutoff.expired():
+                raise DeadlineExceeded(deadline.budget_ms) from None
+            raise
+
+    def _expected_s(self, n: int) -> float | None:
+        """How long until a request of ``n`` instances arriving now would be answered: the
+        runs for the interactive requests ahead of it and its own, and half a run in progress
+        (None while the run times are not known yet)."""
+        per_run = self.run_times.expect(self._max)
+        if per_run is None:
+            return None
+        ahead = n + sum(len(r.instances) for r in self._pending)
+        runs = -(-ahead // self._max)
+        waves = -(-runs // self._concurrency)
+        busy = 0.5 if self._running >= self._concurrency else 0.0
+        last = self.run_times.expect(min(ahead, self._max)) or per_run
+        return (waves - 1 + busy) * per_run + last
+
+    async def _in_pieces(self, instances: list[I], bounded: bool, merge: bool) -> O:
+        """Bulk work larger than a batch, a batch at a time, each in line behind the requests
+        waiting then, and joined: an interactive request waits for one piece's run at most,
+        not the whole. A piece that fails ends the work there."""
+        assert self._join is not None
+        size = self._max
+        results = [
+            await self.submit(instances[i : i + size], bounded=bounded, merge=merge, bulk=True)
+            for i in range(0, len(instances), size)
+        ]
+        return self._join(results)
 
     def _ran_now(self, merge: bool) -> None:
         """Count a request ``run_now`` served, as the long way counts a lone one."""
@@ -174,7 +305,12 @@ class Batcher(Generic[I, O]):
         if merge:  # one not to merge never looks for company: it tells nothing of it
             self._alone += 1
 
-    async def _lead_own(self, loop: asyncio.AbstractEventLoop, request: _Request[I, O]) -> O:
+    async def _lead_own(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        request: _Request[I, O],
+        queue: collections.deque[_Request[I, O]],
+    ) -> O:
         """An idle endpoint's request runs in its own task, with no leader task to start and
         no future to wake it. It first gives requests that arrived with it one turn of the loop
         to join (then, with company, all go to a leader task as any other, so a caller cancelled
@@ -191,10 +327,10 @@ class Batcher(Generic[I, O]):
             else:
                 if self._alone % LOOK_EVERY == 0:
                     await asyncio.sleep(0)
-                alone = len(self._pending) == 1 and self._pending[0] is request
+                alone = len(queue) == 1 and queue[0] is request
                 self._alone = self._alone + 1 if alone else 0
             if alone:
-                self._pending.popleft()
+                queue.popleft()
                 await self._lead_batch([request])
         except BaseException:
             request.future.cancel()
@@ -223,20 +359,29 @@ class Batcher(Generic[I, O]):
             return  # a task of a loop this batcher has left behind
         self._running -= 1
         self._drop_answered()
-        if self._pending:
+        if self._pending or self._bulk:
             self._start_leader(loop)
 
     async def _lead(self) -> None:
         """Run batches until no request waits."""
         while batch := self._take():
-            if (
-                self._wait
-                and batch[0].merge
-                and self._fill(batch) < self._max
-                and self._busy(batch)
-            ):
-                await self._gather(batch)
+            if batch[0].merge and self._fill(batch) < self._max and self._busy(batch):
+                wait = self._wait or self._target_wait(batch)
+                if wait > 0:
+                    await self._gather(batch, wait)
             await self._lead_batch(batch)
+
+    def _target_wait(self, batch: list[_Request[I, O]]) -> float:
+        """With a latency target: how long ``batch`` may wait for company, so that its oldest
+        request is still answered within half the target by a full batch's run (the other
+        half is the request's way in and out, and the runs ahead of it)."""
+        if self._target is None:
+            return 0.0
+        full = self.run_times.expect(self._max)
+        if full is None:
+            return 0.0
+        oldest = min(r.arrived for r in batch)
+        return oldest + self._target / 2 - full - time.monotonic()
 
     async def _lead_batch(self, batch: list[_Request[I, O]]) -> None:
         try:
@@ -254,11 +399,13 @@ class Batcher(Generic[I, O]):
         """Forget waiting requests that are already answered (their callers gave up)."""
         if any(r.future.done() for r in self._pending):
             self._pending = collections.deque(r for r in self._pending if not r.future.done())
+        if any(r.future.done() for r in self._bulk):
+            self._bulk = collections.deque(r for r in self._bulk if not r.future.done())
 
-    async def _gather(self, batch: list[_Request[I, O]]) -> None:
-        """Add requests arriving within ``max_wait_s`` to ``batch``, until it is full."""
+    async def _gather(self, batch: list[_Request[I, O]], wait: float) -> None:
+        """Add requests arriving within ``wait`` seconds to ``batch``, until it is full."""
         assert self._arrived is not None
-        deadline = asyncio.get_running_loop().time() + self._wait
+        deadline = asyncio.get_running_loop().time() + wait
         while (room := self._max - self._fill(batch)) > 0:
             more = self._take(room)
             if more:
@@ -287,21 +434,37 @@ class Batcher(Generic[I, O]):
         room = self._max if room is None else room
         batch: list[_Request[I, O]] = []
         size = 0
-        while self._pending:
-            nxt = self._pending[0]
-            if nxt.future.done():  # cancelled by its caller while waiting
-                self._pending.popleft()
-                continue
-            if batch and size + len(nxt.instances) > room:
+        # Interactive requests first; bulk work fills what room they leave, and goes first
+        # once BULK_AFTER runs have been taken ahead of it.
+        bulk_first = bool(self._bulk) and (not self._pending or self._bulk_passed >= BULK_AFTER)
+        lines = (self._bulk, self._pending) if bulk_first else (self._pending, self._bulk)
+        took_bulk = False
+        for line in lines:
+            ended = False
+            while line:
+                nxt = line[0]
+                if nxt.future.done():  # cancelled by its caller while waiting (or its deadline)
+                    line.popleft()
+                    continue
+                if batch and size + len(nxt.instances) > room:
+                    ended = True
+                    break
+                if not batch and len(nxt.instances) > room and room < self._max:
+                    ended = True
+                    break
+                if not nxt.merge and (batch or extending):
+                    ended = True
+                    break
+                batch.append(line.popleft())
+                took_bulk = took_bulk or line is self._bulk
+                size += len(nxt.instances)
+                if size >= room or not nxt.merge:
+                    ended = True
+                    break
+            if ended:
                 break
-            if not batch and len(nxt.instances) > room and room < self._max:
-                break
-            if not nxt.merge and (batch or extending):
-                break
-            batch.append(self._pending.popleft())
-            size += len(nxt.instances)
-            if size >= room or not nxt.merge:
-                break
+        if not extending and batch:
+            self._bulk_passed = 0 if took_bulk or not self._bulk else self._bulk_passed + 1
         return batch
 
     async def _call(self, instances: list[I]) -> O:
@@ -333,11 +496,14 @@ class Batcher(Generic[I, O]):
                 return
             instances = [i for r in batch for i in r.instances]
         tel, first = telemetry.current(), batch[0].invocation
+        started = time.perf_counter()
         try:
             if tel.on or first is not telemetry.current_invocation():
                 result = await self._call_as(tel, batch, instances)
             else:  # this request's own task runs it, untraced: nothing to set
                 result = await self._call(instances)
+            if self._target is not None:
+                self.run_times.learn(len(instances), time.perf_counter() - started)
         except Exception as exc:
             if len(batch) == 1 or self._shared_failure(exc):
                 for request in batch:  # every request would fail the same way alone

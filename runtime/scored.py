@@ -34,3 +34,8 @@ class Scored(NamedTuple):
     def slice(self, start: int, count: int) -> Scored:
         """The predictions of ``count`` instances from ``start`` (one request of a batch)."""
         return Scored(self.predictions[start : start + count], self.model)
+
+    @staticmethod
+    def join(parts: list[Scored]) -> Scored:
+        """One request's predictions scored in parts, in order (the model of its first)."""
+        return Scored([p for part in parts for p in part.predictions], parts[0].model)

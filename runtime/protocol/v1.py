@@ -14,6 +14,8 @@ ROUTE_KEY_HEADER = "x-mlfn-route-key"
 # The caller's id for a request, written with its payload-log records (and deciding, by its
 # hash, whether a sampled log takes it: a retried request is taken or not again).
 REQUEST_ID_HEADER = "x-request-id"
+# A request's deadline, milliseconds from its arrival (docs/latency.md).
+TIMEOUT_HEADER = "x-mlfn-timeout-ms"
 
 
 def decode_request(body: bytes, *, max_bytes: int) -> list[Any]:

@@ -4,6 +4,7 @@ readiness."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -15,6 +16,7 @@ from runtime.element_types import BY_ONNX
 from runtime.endpoint import BoundEndpoint, Model
 from runtime.errors import (
     BadRequest,
+    DeadlineExceeded,
     EndpointNotFound,
     ModelVersionNotFound,
     PayloadTooLarge,
@@ -23,10 +25,10 @@ from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.readiness import Readiness
 from runtime.models.registry import ModelRegistry, version_key
 from runtime.payload_log.records import V2, EndpointLog
-from runtime.protocol import v2
+from runtime.protocol import v1, v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
-from runtime.scheduling import Placement
+from runtime.scheduling import Deadline, Placement
 from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
@@ -154,15 +156,25 @@ class InferService:
         return await self._readiness.ready(target.name, lambda: source(target.ref).stat())
 
     async def infer_body(
-        self, name: str, body: bytes, header_length: str | None, version: str | None = None
+        self,
+        name: str,
+        body: bytes,
+        header_length: str | None,
+        version: str | None = None,
+        timeout_ms: str | None = None,
     ) -> tuple[bytes, dict[str, str]]:
         """An inference request's body in, the response body and headers out (JSON or binary
         tensors): decoding, the run and encoding take one hop off the event loop, or none for
-        a loaded model whose requests of this size have proved faster than a hop."""
+        a loaded model whose requests of this size have proved faster than a hop. A deadline
+        (``timeout_ms``, the ``x-mlfn-timeout-ms`` header, else the endpoint's default) is
+        answered with 504 at the deadline; the body's ``parameters.timeout`` (microseconds, as
+        Triton's) is checked before the run and after it: work past it is not started, and an
+        answer past it is not sent."""
         bound = self._bound(name)
         size, limit = len(body), bound.endpoint.limits.max_request_bytes
         if size > limit:  # the endpoint's limit holds for tensors as for instances
             raise PayloadTooLarge(size, limit)
+        deadline = self._deadline(bound, timeout_ms)
         follower = self._followers.get(name)
         if follower is None or (follower.routes is None and not follower.due()):
             placement, held = self._placements[name]
@@ -170,33 +182,71 @@ class InferService:
             await first_read(follower)
             placement, held, version = self._target(name, version)
         log = self._logs.get(name)
-        if log is None:
-            return await placement.run(size, held, self._infer_body, body, header_length, version)
         started = time.perf_counter()
+        work = placement.run(
+            size, held, self._infer_body, body, header_length, version, deadline, log, started
+        )
         try:
-            return await placement.run(
-                size, held, self._logged_infer, body, header_length, version, log, started
-            )
+            if deadline is None:
+                return await work
+            cutoff = asyncio.timeout(deadline.at - time.monotonic())
+            try:
+                async with cutoff:
+                    return await work
+            except TimeoutError:
+                if cutoff.expired():
+                    raise DeadlineExceeded(deadline.budget_ms) from None
+                raise
         except Exception as exc:
-            if log.sampled():
+            if log is not None and log.sampled():
                 log.failed(V2, started, exc)
             raise
 
-    async def _logged_infer(
+    def _deadline(self, bound: BoundEndpoint, timeout_ms: str | None) -> Deadline | None:
+        limits = bound.endpoint.limits
+        if timeout_ms is None:
+            default = limits.default_timeout_ms
+            return None if default is None else Deadline.after(default)
+        try:
+            budget = float(timeout_ms)
+        except ValueError:
+            budget = float("nan")
+        if not 0 < budget < 1e9:
+            raise BadRequest(
+                f"{v1.TIMEOUT_HEADER} must be a positive number of milliseconds, "
+                f"not {timeout_ms[:40]!r}"
+            )
+        return Deadline.after(budget)
+
+    async def _infer_body(
         self,
         model: OnnxModel,
         body: bytes,
         header_length: str | None,
         version: str | None,
-        log: EndpointLog,
+        deadline: Deadline | None,
+        log: EndpointLog | None,
         started: float,
     ) -> tuple[bytes, dict[str, str]]:
-        """``_infer_body`` with the request's tensors handed to the payload log, when its id
-        (or chance) samples it."""
-        request = v2.decode_request(body, header_length)
-        result = self._run(model, request, version)
-        answer = _encode(request, result)
-        if log.sampled(request.id):
+        """Decode, run, encode (and hand the tensors to the payload log, when it samples the
+        request). Never waits: async only as ``Placement`` takes work."""
+        tel = telemetry.current()
+        if tel.on:  # a span costs even when off: the hot path only checks
+            with tel.span("mlfn.validate"):
+                request = v2.decode_request(body, header_length)
+            deadline = _earliest(deadline, request, started)
+            with tel.span("mlfn.run"):
+                result = self._run(model, request, version)
+            with tel.span("mlfn.encode"):
+                answer = _encode(request, result)
+        else:
+            request = v2.decode_request(body, header_length)
+            deadline = _earliest(deadline, request, started)
+            result = self._run(model, request, version)
+            answer = _encode(request, result)
+        if deadline is not None and time.monotonic() >= deadline.at:
+            raise DeadlineExceeded(deadline.budget_ms)  # late: the answer is not sent
+        if log is not None and log.sampled(request.id):
             inputs = {t.name: t.data for t in request.inputs}
             outputs = {t.name: t.data for t in result.outputs}
             first = request.inputs[0].shape if request.inputs else ()
@@ -205,21 +255,6 @@ class InferService:
             info = ModelInfo(model.name, model.version, model.sha256)
             log.scored(V2, started, inputs, outputs, info, rows, size, request.id)
         return answer
-
-    async def _infer_body(
-        self, model: OnnxModel, body: bytes, header_length: str | None, version: str | None
-    ) -> tuple[bytes, dict[str, str]]:
-        """Decode, run, encode. Never waits: async only as ``Placement`` takes work."""
-        tel = telemetry.current()
-        if tel.on:  # a span costs even when off: the hot path only checks
-            with tel.span("mlfn.validate"):
-                request = v2.decode_request(body, header_length)
-            with tel.span("mlfn.run"):
-                result = self._run(model, request, version)
-            with tel.span("mlfn.encode"):
-                return _encode(request, result)
-        request = v2.decode_request(body, header_length)
-        return _encode(request, self._run(model, request, version))
 
     def _run(self, model: OnnxModel, request: InferRequest, version: str | None) -> InferResult:
         name = model.name
@@ -308,6 +343,25 @@ class _Model:
 
     def get(self) -> OnnxModel:
         return self._registry.get(self.name, self.ref)
+
+
+def _earliest(deadline: Deadline | None, request: InferRequest, started: float) -> Deadline | None:
+    """The request's deadline: the earlier of ``deadline`` and its own ``parameters.timeout``
+    (microseconds from ``started``, a ``perf_counter``), which must not have passed before its
+    run starts."""
+    own = request.parameters.get("timeout")
+    if own is not None:
+        if isinstance(own, bool) or not isinstance(own, int | float) or not own > 0:
+            raise BadRequest(
+                f"parameters.timeout must be a positive number of microseconds, not {own!r}"
+            )
+        since = time.perf_counter() - started
+        mine = Deadline(time.monotonic() - since + own / 1e6, own / 1000)
+        if deadline is None or mine.at < deadline.at:
+            deadline = mine
+    if deadline is not None and time.monotonic() >= deadline.at:
+        raise DeadlineExceeded(deadline.budget_ms)  # its run never starts
+    return deadline
 
 
 def _encode(request: InferRequest, result: InferResult) -> tuple[bytes, dict[str, str]]:

@@ -19,6 +19,7 @@ from pydantic_core import PydanticSerializationError
 from runtime import telemetry
 from runtime.endpoint import BoundEndpoint, ColumnarPredict, is_coroutine_function
 from runtime.errors import (
+    BadRequest,
     ConfigError,
     EndpointNotFound,
     IntegrityError,
@@ -35,7 +36,7 @@ from runtime.models.registry import ModelRegistry
 from runtime.payload_log.records import HTTP, EndpointLog
 from runtime.protocol import v1
 from runtime.releases.follow import Follower
-from runtime.scheduling import Batcher, NotNow, Placement
+from runtime.scheduling import Batcher, Deadline, NotNow, Placement
 from runtime.scored import ModelInfo, Scored
 from runtime.services.releasing import Releasing, first_read
 
@@ -94,10 +95,11 @@ class PredictService:
         with telemetry.current().span("mlfn.validate"):
             # Validating hundreds of instances is CPU work: keep it off the event loop.
             instances = await asyncio.to_thread(scorer.validate, raw_instances)
-        # A queue listener bounds its own concurrency; its messages wait rather than fail.
+        # A queue listener bounds its own concurrency; its messages wait rather than fail,
+        # behind the endpoint's HTTP requests.
         if scorer.release is not None:
-            return await scorer.release.predict(instances, None, bounded=False)
-        return await scorer.batcher.submit(instances, bounded=False)
+            return await scorer.release.predict(instances, None, bounded=False, bulk=True)
+        return await scorer.batcher.submit(instances, bounded=False, bulk=True)
 
     async def predict_body(self, name: str, body: bytes) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit."""
@@ -124,7 +126,9 @@ class PredictService:
         scorer = self._scorer(name)
         if scorer.release is not None:  # its first read awaited, so stable() never blocks here
             await first_read(scorer.release.follower)
-        return await scorer.stable().batcher.submit(instances, bounded=False, merge=False)
+        return await scorer.stable().batcher.submit(
+            instances, bounded=False, merge=False, bulk=True
+        )
 
     def predict_valid_sync(self, name: str, instances: list[BaseModel]) -> Scored:
         """Score validated instances on the calling thread, which must run no event loop (a
@@ -163,6 +167,7 @@ class Scorer:
         self._predict = predict.direct() if isinstance(predict, ColumnarPredict) else predict
         self.is_async = is_coroutine_function(self._predict)
         self._limits = endpoint.limits
+        self._default_timeout_ms = endpoint.limits.default_timeout_ms  # read on every request
         rows: Any = list[endpoint.input]  # type: ignore[name-defined]
         self._instances: TypeAdapter[list[Any]] = TypeAdapter(rows)
         self._instances_fast: TypeAdapter[list[Any]] = TypeAdapter(Annotated[rows, FailFast()])
@@ -189,6 +194,7 @@ class Scorer:
         self._runs = _Runs(self.bound, key, ref, self._registry)
         self._info: ModelInfo | None = None
         limits = self._limits
+        target = limits.latency_target_ms
         self.batcher: Batcher[BaseModel, Scored] = Batcher(
             self._run,
             Scored.slice,
@@ -199,6 +205,8 @@ class Scorer:
             shared_failure=_not_the_requests_fault,
             name=key,
             run_now=None if self.is_async else self._run_now,
+            latency_target_s=None if target is None else target / 1000,
+            join=Scored.join,
         )
 
     def retry_in(self) -> float:
@@ -208,23 +216,55 @@ class Scorer:
         return mine if self.release is None else max(mine, self.release.retry_in())
 
     async def predict_body(
-        self, body: bytes, key: str | None = None, request_id: str | None = None
+        self,
+        body: bytes,
+        key: str | None = None,
+        request_id: str | None = None,
+        timeout_ms: str | None = None,
     ) -> Scored:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit,
         by the version its release gives the request (``key``: the same version for the same
-        key); ``request_id``: the caller's, for the payload log."""
+        key); ``request_id``: the caller's, for the payload log; ``timeout_ms``: the caller's
+        deadline (the ``x-mlfn-timeout-ms`` header), from now."""
+        deadline = None
+        if timeout_ms is not None or self._default_timeout_ms is not None:
+            deadline = self.deadline(timeout_ms)
         if self.log is not None and self.log.sampled(request_id):
-            return await self._logged_body(self.log, body, key, request_id)
+            return await self._logged_body(self.log, body, key, request_id, deadline)
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):
                 instances = await self.decode_body(body)
         else:
             instances = await self.decode_body(body)
-        return await self._routed(instances, key)
+        return await self._routed(instances, key, deadline)
+
+    def deadline(self, timeout_ms: str | float | None) -> Deadline | None:
+        """A request's deadline from now: its own (a header's text, V2's parameter), else its
+        endpoint's default, else none. A timeout that is no positive number is the caller's
+        mistake, told by name."""
+        if timeout_ms is None:
+            default = self._default_timeout_ms
+            return None if default is None else Deadline.after(default)
+        try:
+            budget = float(timeout_ms)
+        except (TypeError, ValueError):
+            budget = float("nan")
+        if not 0 < budget < 1e9:
+            raise BadRequest(
+                f"{v1.TIMEOUT_HEADER} must be a positive number of milliseconds, "
+                f"not {str(timeout_ms)[:40]!r}",
+                detail={"field": v1.TIMEOUT_HEADER},
+            )
+        return Deadline.after(budget)
 
     async def _logged_body(
-        self, log: EndpointLog, body: bytes, key: str | None, request_id: str | None
+        self,
+        log: EndpointLog,
+        body: bytes,
+        key: str | None,
+        request_id: str | None,
+        deadline: Deadline | None,
     ) -> Scored:
         """``predict_body`` with the request's record handed to the payload log."""
         started = time.perf_counter()
@@ -232,7 +272,7 @@ class Scorer:
         try:
             with telemetry.current().span("mlfn.validate"):
                 instances = await self.decode_body(body)
-            scored = await self._routed(instances, key)
+            scored = await self._routed(instances, key, deadline)
         except Exception as exc:
             n = len(instances) if instances else 1
             log.failed(HTTP, started, exc, request_id, instances, n)
@@ -244,13 +284,17 @@ class Scorer:
         )  # fmt: skip
         return scored
 
-    async def _routed(self, instances: list[BaseModel], key: str | None) -> Scored:
+    async def _routed(
+        self, instances: list[BaseModel], key: str | None, deadline: Deadline | None
+    ) -> Scored:
         release = self.release
         # Two attributes and the clock, no call: the warm path of an endpoint with no release.
         if release is not None and (
             release.follower.routes is not None or time.monotonic() >= release.follower.check_at
         ):
-            return await release.predict(instances, key, bounded=True)
+            return await release.predict(instances, key, bounded=True, deadline=deadline)
+        if deadline is not None:
+            return await self.batcher.submit(instances, deadline=deadline)
         return await self.batcher.submit(instances)
 
     def load(self) -> None:
@@ -373,11 +417,15 @@ class Scorer:
         predict = self.bound.endpoint.columns_fn
         assert predict is not None, "the columns service calls columnar predicts only"
         who = f"predict of endpoint {self.name!r}"
-        with telemetry.InvocationOnThread(), self._runs.held() as model:
+        # The model is held for the block; a run slot for each call only, taken behind the
+        # HTTP requests waiting for one: bulk work never holds the slot between its calls.
+        bulk_slot = self._runs.bulk_slot
+        with telemetry.InvocationOnThread(), self._runs.model_held() as model:
 
             def call(columns: dict[str, Any], n: int) -> dict[str, Any]:
                 try:
-                    returned = predict(columns, model)
+                    with bulk_slot():
+                        returned = predict(columns, model)
                 except MlfnError:
                     raise
                 except Exception as exc:
@@ -487,9 +535,11 @@ class Scorer:
 class _Runs:
     """An endpoint's sync runs, as ``Placement`` holds them: each takes its model and one of
     the endpoint's ``max_concurrent_batches`` slots, whoever starts it (the batcher for HTTP
-    and queue messages, Spark tasks, file slabs, large messages as columns)."""
+    and queue messages, Spark tasks, file slabs, large messages as columns). A run of bulk
+    work (``bulk_slot``) waits while a request's run waits for a slot on a thread, so an
+    HTTP request waits for one bulk call at most."""
 
-    __slots__ = ("_inline", "_name", "_ref", "_registry", "_slots")
+    __slots__ = ("_calm", "_inline", "_name", "_ref", "_registry", "_slots", "_urgent")
 
     def __init__(self, bound: BoundEndpoint, key: str, ref: Model, registry: ModelRegistry) -> None:
         limits = bound.endpoint.limits
@@ -499,6 +549,8 @@ class _Runs:
         # One slot (the default) is a lock: taken and given back in C, where a semaphore's
         # Condition costs a microsecond a run in Python.
         self._slots: _Slots = threading.Lock() if n == 1 else threading.BoundedSemaphore(n)
+        self._urgent = 0  # request runs waiting for a slot on a thread
+        self._calm = threading.Condition()  # told when none does
 
     def held_now(self) -> _Run | None:
         """A slot and the model, when both are free now (on the loop: never a wait for a slot,
@@ -513,11 +565,51 @@ class _Runs:
         if held is None:
             self._slots.release()
             return None
-        return _Run(self._slots, held, taken=True)
+        return _Run(self, held, taken=True)
 
     def held(self) -> _Run:
         """A slot and the model, waited for and loaded as need be (on a worker thread)."""
-        return _Run(self._slots, self._registry.use(self._name, self._ref), taken=False)
+        return _Run(self, self._registry.use(self._name, self._ref), taken=False)
+
+    def model_held(self) -> contextlib.AbstractContextManager[OnnxModel]:
+        """The model alone, loaded as need be (bulk work takes a slot for each call)."""
+        return self._registry.use(self._name, self._ref)
+
+    def wait_for_slot(self) -> None:
+        """A request's run: a slot, ahead of the bulk calls waiting for one."""
+        with self._calm:
+            self._urgent += 1
+        try:
+            self._slots.acquire()
+        finally:
+            with self._calm:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._calm.notify_all()
+
+    def release(self) -> None:
+        self._slots.release()
+
+    @contextlib.contextmanager
+    def bulk_slot(self) -> Iterator[None]:
+        """A slot for one bulk call, taken when no request's run waits for one; after
+        BULK_PATIENCE_S of requests in a row, taken all the same (slowed, never starved)."""
+        patience = time.monotonic() + BULK_PATIENCE_S
+        while True:
+            with self._calm:
+                self._calm.wait_for(lambda: not self._urgent, patience - time.monotonic())
+            self._slots.acquire()
+            if not self._urgent or time.monotonic() >= patience:
+                break
+            self._slots.release()  # a request came meanwhile: it goes first
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+# Bulk calls wait for requests' runs at most this long in a row.
+BULK_PATIENCE_S = 1.0
 
 
 class _Slots(Protocol):
@@ -529,30 +621,30 @@ class _Slots(Protocol):
 class _Run:
     """``with``: one run's slot (``taken`` already, or waited for here) and its model."""
 
-    __slots__ = ("_held", "_slots", "_taken")
+    __slots__ = ("_held", "_runs", "_taken")
 
     def __init__(
         self,
-        slots: _Slots,
+        runs: _Runs,
         held: contextlib.AbstractContextManager[OnnxModel],
         taken: bool,
     ) -> None:
-        self._slots, self._held, self._taken = slots, held, taken
+        self._runs, self._held, self._taken = runs, held, taken
 
     def __enter__(self) -> OnnxModel:
         if not self._taken:
-            self._slots.acquire()
+            self._runs.wait_for_slot()
         try:
             return self._held.__enter__()
         except BaseException:
-            self._slots.release()
+            self._runs.release()
             raise
 
     def __exit__(self, *exc: Any) -> None:
         try:
             self._held.__exit__(*exc)
         finally:
-            self._slots.release()
+            self._runs.release()
 
 
 def _not_the_requests_fault(exc: BaseException) -> bool:

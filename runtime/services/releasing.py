@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, NamedTuple
 from pydantic import BaseModel
 
 from runtime import telemetry
-from runtime.errors import Overloaded
+from runtime.errors import DeadlineExceeded, Overloaded
 from runtime.models.registry import ModelRegistry, version_key
 from runtime.models.warm import import_in_background
 from runtime.releases.document import Version
 from runtime.releases.follow import Follower, Routes
 from runtime.releases.guard import Figures, rollback, verdict
 from runtime.releases.shadow import Tally, compare
+from runtime.scheduling import Deadline
 from runtime.scored import Scored
 
 if TYPE_CHECKING:
@@ -101,7 +102,14 @@ class Releasing:
             self._prune(routes)
         return routes
 
-    async def predict(self, instances: list[BaseModel], key: str | None, bounded: bool) -> Scored:
+    async def predict(
+        self,
+        instances: list[BaseModel],
+        key: str | None,
+        bounded: bool,
+        deadline: Deadline | None = None,
+        bulk: bool = False,
+    ) -> Scored:
         """Score validated instances with the version the release gives them: by ``key`` (a
         request's header), else the endpoint's ``route_key`` field of the first instance."""
         field = self.primary.bound.endpoint.route_key
@@ -111,7 +119,9 @@ class Releasing:
         target = await self.route(key)
         routes = self.follower.routes
         if routes is None:
-            return await target.batcher.submit(instances, bounded=bounded)
+            return await target.batcher.submit(
+                instances, bounded=bounded, deadline=deadline, bulk=bulk
+            )
         label = target.version
         tel = telemetry.current()
         if tel.on:
@@ -122,7 +132,9 @@ class Releasing:
         watched = routes.release.guardrails is not None
         started = time.perf_counter()
         try:
-            scored = await target.batcher.submit(instances, bounded=bounded)
+            scored = await target.batcher.submit(
+                instances, bounded=bounded, deadline=deadline, bulk=bulk
+            )
         except BaseException as exc:
             if watched:
                 self._observe(routes, label, _versions_fault(exc), started)
@@ -336,7 +348,8 @@ async def first_read(follower: Follower) -> None:
 
 
 def _versions_fault(exc: BaseException) -> bool:
-    """A failure the version answers for: any, but a full queue or a cancelled request. The
+    """A failure the version answers for: any, but a full queue, a deadline the caller set,
+    or a cancelled request. The
     request was valid (validation comes before routing), so a model that refuses it (a 400
     from onnxruntime) fails where the stable one may not: both are judged alike."""
-    return isinstance(exc, Exception) and not isinstance(exc, Overloaded)
+    return isinstance(exc, Exception) and not isinstance(exc, Overloaded | DeadlineExceeded)

@@ -41,6 +41,7 @@ def predict_function(name: str, services: Services) -> AsyncHttpFunction:
                 req.get_body(),
                 headers.get(v1.ROUTE_KEY_HEADER),
                 None if scorer.log is None else headers.get(v1.REQUEST_ID_HEADER),
+                headers.get(v1.TIMEOUT_HEADER),
             )
         except Exception as exc:
             return error_response(req, exc)

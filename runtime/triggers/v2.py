@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
-from runtime.protocol import v2
+from runtime.protocol import v1, v2
 from runtime.services import Services
 from runtime.triggers.responses import AsyncHttpFunction, guarded, json_response, v2_error_body
 from runtime.version import package_version
@@ -63,7 +63,11 @@ def model_infer(services: Services) -> AsyncHttpFunction:
     async def infer(req: func.HttpRequest) -> func.HttpResponse:
         name, version = req.route_params["model_name"], req.route_params.get("model_version")
         payload, headers = await services.infer.infer_body(
-            name, req.get_body(), req.headers.get(v2.HEADER_LENGTH), version
+            name,
+            req.get_body(),
+            req.headers.get(v2.HEADER_LENGTH),
+            version,
+            req.headers.get(v1.TIMEOUT_HEADER),
         )
         return func.HttpResponse(
             payload, status_code=200, headers=headers, mimetype=headers["Content-Type"]

@@ -260,9 +260,9 @@ def test_rows_merged_with_other_requests_are_isolated_once_not_twice(
         first = asyncio.ensure_future(predict.predict("ep", [{"count": 100}]))
         await until(started.is_set)
         scoring = asyncio.ensure_future(rows.score("ep", [{"count": c} for c in (10, 11, 12, 13)]))
-        await until(lambda: len(batcher._pending) == 1)
+        await until(lambda: len(batcher._bulk) == 1)
         others = [asyncio.ensure_future(predict.predict("ep", [{"count": c}])) for c in (101, 102)]
-        await until(lambda: len(batcher._pending) == 3)
+        await until(lambda: len(batcher._bulk) == 3)
         release.set()
         return await scoring, await asyncio.gather(first, *others)
 

@@ -344,3 +344,29 @@ def test_predict_runs_with_its_invocation_id_on_its_thread_for_log_lines(
     assert not seen["thread"].startswith("MainThread")  # a thread of mlfn's, not the loop's
     (seen,) = json.loads(value_of(output(queued, "out")))["predictions"]
     assert seen["invocation_id"] == queued.invocation_id
+
+
+def test_a_deadline_is_answered_504_with_retry_after_and_a_bad_one_400(
+    example_worker: Worker,
+) -> None:
+    body = json.dumps({"instances": [FLOWER]}).encode()
+    late = http_answer(example_worker.request(
+        "POST", "/api/iris/predict", headers={**JSON, "x-mlfn-timeout-ms": "0.001"}, content=body
+    ))  # fmt: skip
+    bad = http_answer(example_worker.request(
+        "POST", "/api/iris/predict", headers={**JSON, "x-mlfn-timeout-ms": "soon"}, content=body
+    ))  # fmt: skip
+    roomy = http_answer(example_worker.request(
+        "POST", "/api/iris/predict", headers={**JSON, "x-mlfn-timeout-ms": "60000"}, content=body
+    ))  # fmt: skip
+    tensor = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                          "data": list(FLOWER.values())}], "parameters": {"timeout": 1}}  # fmt: skip
+    v2_late = http_answer(example_worker.request(
+        "POST", "/api/v2/models/iris/infer", headers=JSON, content=json.dumps(tensor).encode()
+    ))  # fmt: skip
+
+    assert late.status == 504 and late.header("retry-after") == "1", late
+    assert late.json()["error"]["type"] == "DeadlineExceeded"
+    assert bad.status == 400 and "x-mlfn-timeout-ms" in bad.json()["error"]["message"]
+    assert roomy.status == 200
+    assert v2_late.status == 504 and v2_late.header("retry-after") == "1", v2_late

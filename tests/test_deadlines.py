@@ -1,0 +1,149 @@
+"""Latency the batcher can promise: deadlines (answered at the deadline, work not started by
+then never started), interactive requests ahead of bulk work (which is slowed, never starved),
+and a latency target that sheds what cannot make it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from runtime.errors import DeadlineExceeded, Shed
+from runtime.scheduling import BULK_AFTER, Batcher, Deadline, RunTimes
+
+
+def _held(
+    max_batch_size: int = 4, target_s: float | None = None
+) -> tuple[Batcher[int, list[int]], list[list[int]], threading.Event, threading.Event]:
+    """A batcher whose runs of instance 0 set ``started`` and wait for ``release``; each run's
+    instances are noted in ``calls``."""
+    calls: list[list[int]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        calls.append(list(instances))
+        if 0 in instances:
+            started.set()
+            release.wait(10)
+        return [i * 10 for i in instances]
+
+    batcher = Batcher(
+        run, lambda out, s, n: out[s : s + n], max_batch_size, latency_target_s=target_s,
+        join=lambda parts: [x for p in parts for x in p],
+    )  # fmt: skip
+    return batcher, calls, started, release
+
+
+async def _started(event: threading.Event) -> None:
+    assert await asyncio.to_thread(event.wait, 10)
+
+
+def test_a_request_waiting_past_its_deadline_is_answered_then_and_never_run() -> None:
+    batcher, calls, started, release = _held()
+
+    async def main() -> tuple[float, BaseException | None]:
+        busy = asyncio.ensure_future(batcher.submit([0]))  # holds the one run slot
+        await _started(started)
+        begun = time.monotonic()
+        try:
+            await batcher.submit([7], deadline=Deadline.after(50))
+            caught = None
+        except DeadlineExceeded as exc:
+            caught = exc
+        waited = time.monotonic() - begun
+        release.set()
+        await busy
+        await batcher.submit([8])  # the endpoint goes on
+        return waited, caught
+
+    waited, caught = asyncio.run(main())
+    assert isinstance(caught, DeadlineExceeded) and caught.status == 504
+    assert caught.headers() == {"Retry-After": "1"}
+    assert waited < 5  # at the deadline, long before the run ahead of it ended (10 s)
+    assert [7] not in calls and [8] in calls
+
+
+def test_a_deadline_already_past_is_refused_without_a_run() -> None:
+    batcher, calls, _, _ = _held()
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(batcher.submit([3], deadline=Deadline(time.monotonic() - 1, 5)))
+    assert calls == []
+
+
+def test_interactive_requests_go_ahead_of_bulk_work_which_is_never_starved() -> None:
+    batcher, calls, started, release = _held(max_batch_size=1)
+
+    async def main() -> None:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        bulk = [asyncio.ensure_future(batcher.submit([100 + i], bulk=True)) for i in range(2)]
+        await asyncio.sleep(0)
+        asks = [asyncio.ensure_future(batcher.submit([1 + i])) for i in range(BULK_AFTER + 2)]
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(busy, *bulk, *asks)
+
+    asyncio.run(main())
+    order = [c[0] for c in calls[1:]]
+    # BULK_AFTER interactive runs first, then the oldest bulk one, then the rest by priority.
+    assert order[:BULK_AFTER] == list(range(1, BULK_AFTER + 1))
+    assert order[BULK_AFTER] == 100
+    assert order[BULK_AFTER + 1 :] == [BULK_AFTER + 1, BULK_AFTER + 2, 101]
+
+
+def test_bulk_work_not_to_merge_runs_a_batch_at_a_time_with_requests_between() -> None:
+    batcher, calls, started, release = _held(max_batch_size=4)
+
+    async def main() -> list[int]:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        rows = asyncio.ensure_future(batcher.submit(list(range(200, 212)), merge=False, bulk=True))
+        await asyncio.sleep(0)
+        ask = asyncio.ensure_future(batcher.submit([5]))
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(busy, ask)
+        return await rows
+
+    scored = asyncio.run(main())
+    assert scored == [i * 10 for i in range(200, 212)]
+    assert [len(c) for c in calls[1:]] == [1, 4, 4, 4] and calls[1] == [5]
+
+
+def test_with_a_latency_target_a_request_that_cannot_make_it_is_shed_at_once() -> None:
+    batcher, calls, started, release = _held(max_batch_size=2, target_s=0.05)
+    for n in (1, 2, 2, 1):  # runs of about 40 ms each
+        batcher.run_times.learn(n, 0.04)
+
+    async def main() -> list[object]:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        deadline = Deadline.after(50)
+        first = asyncio.ensure_future(batcher.submit([1], deadline=deadline))
+        await asyncio.sleep(0)
+        outcomes = await asyncio.gather(
+            *(batcher.submit([i], deadline=Deadline.after(50)) for i in range(2, 8)),
+            return_exceptions=True,
+        )
+        release.set()
+        await busy
+        outcomes.append(await asyncio.gather(first, return_exceptions=True))
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    shed = [o for o in outcomes if isinstance(o, Shed)]
+    assert shed and all(o.status == 503 and o.headers() == {"Retry-After": "1"} for o in shed)
+    assert "over its 50 ms target" in shed[0].message
+    refused = {i for i, o in zip(range(2, 8), outcomes, strict=False) if isinstance(o, Shed)}
+    assert not refused & {i for c in calls for i in c}  # never run
+
+
+def test_run_times_are_fitted_as_a_line() -> None:
+    times = RunTimes()
+    assert times.expect(8) is None
+    for n in (1, 2, 4, 8, 16, 32) * 3:
+        times.learn(n, 0.001 + 0.0005 * n)
+    assert times.expect(64) == pytest.approx(0.033, rel=0.01)
+    assert times.expect(1) == pytest.approx(0.0015, rel=0.05)
