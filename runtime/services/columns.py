@@ -167,7 +167,8 @@ class ColumnService:
         )
         errors = checked.errors
         size = batch_size or self._predict.endpoint(name).endpoint.limits.max_batch_size
-        # The endpoint's bound on runs holds here too (predicting_columns takes a run's slot).
+        # The endpoint's bound on runs holds here too: each call takes a run's slot, behind the
+        # requests waiting for one (predicting_columns).
         with self._predict.predicting_columns(name) as (call, model):
             run = _Runner(name, checked.columns, call)
             valid = checked.valid()
