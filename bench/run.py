@@ -30,6 +30,7 @@ from bench import (
     first_request,
     hot_path,
     http_load,
+    latency,
     payload_log,
     queue_load,
     release_shadow,
@@ -170,6 +171,8 @@ def main() -> None:
     print(queue, flush=True)
     files = batch_load.table(*batch_load.run(5_000 if quick else 1_000_000))
     print(files, flush=True)
+    latencies = latency.table(latency.run(quick))
+    print(latencies, flush=True)
     spark = spark_load.table(spark_load.missing() or spark_load.run(quick))
     print(spark, flush=True)
     cold, loads = cold_start.run(quick)
@@ -198,7 +201,7 @@ def main() -> None:
         f"OTLP/HTTP to a sink in another process):\n\n{hot_traced}\n\n"
         f"## Over HTTP\n\n{load}\n\n## Releases\n\n{shadow}\n\n"
         f"## Payload log\n\n{logged}\n\n## Queues\n\n{queue}\n\n"
-        f"## Batch files\n\n{files}\n\n## Spark\n\n{spark}\n\n"
+        f"## Batch files\n\n{files}\n\n## Latency\n\n{latencies}\n\n## Spark\n\n{spark}\n\n"
         f"## Cold start\n\n{cold}\n\nLoad lines (each load's own breakdown):\n\n{loads}\n\n"
         "The costliest imports of `import function_app` (`python -X importtime`, cumulative; "
         "nothing heavy: no onnxruntime, numpy or storage SDK):\n\n"

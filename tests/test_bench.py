@@ -31,7 +31,7 @@ def test_every_benchmark_runs_and_prints_its_table(azurite: AzuriteInfo) -> None
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     headings = ("| in process", "| MLP over HTTP", "| shadow at 100 %", "| payload log", "| queue scoring",
-                "| batch file")  # fmt: skip
+                "| batch file", "| batching and a latency target")  # fmt: skip
     for heading in (*headings, "| cold start"):
         assert heading in done.stdout, done.stdout[-3000:]
     # A skipped Spark benchmark prints "| Spark scoring |" and a reason; only a run that
