@@ -71,15 +71,14 @@ class PredictService:
         followers: Mapping[str, Follower] | None = None,
         logs: Mapping[str, EndpointLog] | None = None,
     ) -> None:
-        followers = followers or {}
-        self._scorers = {
-            name: Scorer(bound, registry, followers.get(name))
-            for name, bound in endpoints.items()
-            if bound.endpoint.predict_fn is not None
-        }
-        for name, log in (logs or {}).items():
-            if name in self._scorers:
-                self._scorers[name].log = log
+        self._endpoints = {n: b for n, b in endpoints.items() if b.endpoint.predict_fn is not None}
+        self._registry = registry
+        self._followers = followers or {}
+        self._logs = logs or {}
+        # Each endpoint's scorer is made on its first request (its validators take a few ms
+        # each: a cold start pays for the endpoint it serves, not for all of them).
+        self._scorers: dict[str, Scorer] = {}
+        self._making = threading.Lock()
 
     def endpoint(self, name: str) -> BoundEndpoint:
         return self._scorer(name).bound
@@ -145,10 +144,19 @@ class PredictService:
         return self._scorer(name).stable().predicting_columns()
 
     def _scorer(self, name: str) -> Scorer:
-        try:
-            return self._scorers[name]
-        except KeyError:
-            raise EndpointNotFound(name) from None
+        found = self._scorers.get(name)
+        if found is not None:  # every request after an endpoint's first: no lock
+            return found
+        bound = self._endpoints.get(name)
+        if bound is None:
+            raise EndpointNotFound(name)
+        with self._making:
+            found = self._scorers.get(name)
+            if found is None:
+                found = Scorer(bound, self._registry, self._followers.get(name))
+                found.log = self._logs.get(name)
+                self._scorers[name] = found
+            return found
 
 
 class Scorer:

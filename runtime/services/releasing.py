@@ -23,12 +23,12 @@ from runtime.models.registry import ModelRegistry, version_key
 from runtime.models.warm import import_in_background
 from runtime.releases.document import Version
 from runtime.releases.follow import Follower, Routes
-from runtime.releases.guard import Figures, rollback, verdict
 from runtime.releases.shadow import Tally, compare
 from runtime.scheduling import Deadline
 from runtime.scored import Scored
 
 if TYPE_CHECKING:
+    from runtime.releases.guard import Figures
     from runtime.services.predict import Scorer
 
 log = logging.getLogger("mlfn.releases")
@@ -191,11 +191,15 @@ class Releasing:
             self._figures, self._figures_of = {}, routes
         figures = self._figures.get(label)
         if figures is None:
+            from runtime.releases.guard import Figures  # a release with guardrails only
+
             figures = self._figures[label] = Figures(rails.window_s)
         figures.record(now, failed, time.perf_counter() - started)
         if now - self._judged_at < JUDGE_EVERY_S or self._rolling:
             return
         self._judged_at = now
+        from runtime.releases.guard import verdict
+
         seen = {name: f.summary(now) for name, f in self._figures.items()}
         found = verdict(routes.release, seen)
         if found is not None:
@@ -205,6 +209,8 @@ class Releasing:
             ).start()
 
     def _roll_back(self, canary: str, reason: str) -> None:
+        from runtime.releases.guard import rollback
+
         try:
             rollback(self.follower.source(), canary, reason, self.primary.name)
             self.follower.refresh()  # this instance at once; the others within their check
