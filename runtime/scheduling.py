@@ -33,6 +33,19 @@ LOOK_EVERY = 16
 # Bulk work (queue messages, batch-file rows) waits while interactive requests do, but after
 # this many runs taken ahead of it, its oldest request goes first: slowed, never starved.
 BULK_AFTER = 4
+# While interactive requests came within RECENT_S, bulk work rests after each of its runs
+# BULK_REST times as long as the run took: three quarters of the time is left to the requests,
+# whose runs, parsing and answers would otherwise queue for a core behind the bulk work's
+# threads (bench/RESULTS.md, "Latency": an HTTP p99 beside a 400,000-row file).
+RECENT_S = 0.5
+BULK_REST = 3.0
+
+
+def bulk_rest(ran_s: float, interactive_at: float) -> float:
+    """How long bulk work that ran ``ran_s`` rests, the last interactive request having come
+    at ``interactive_at`` (a ``time.monotonic()``)."""
+    return ran_s * BULK_REST if time.monotonic() - interactive_at < RECENT_S else 0.0
+
 
 I = TypeVar("I")  # noqa: E741 - one instance
 O = TypeVar("O")  # noqa: E741 - what a run returns for the instances it was given
@@ -77,35 +90,43 @@ class Deadline:
 
 
 class RunTimes:
-    """How long a run of ``n`` instances takes, ``a·n + b``, fitted by least squares to the
-    recent runs (each run's weight decays by ``decay`` with every later one), as BentoML's
-    adaptive batching fits its dispatcher. The time counted is the caller's: a thread's hop
-    and the wait for the GIL included."""
+    """How long a run of ``n`` instances takes: ``a·n + b``, the line through the recent run
+    times of each batch size seen (sizes by powers of two, each a moving average), as BentoML's
+    adaptive batching fits its dispatcher. One size seen alone says nothing of the slope, so
+    until a second is seen every size is expected to take as long (batching free until shown
+    otherwise): an estimate that errs towards waiting and taking work, which deadlines bound,
+    never towards shedding what could have been served. The time counted is the caller's: a
+    thread's hop and the wait for the GIL included."""
 
-    __slots__ = ("_decay", "_n", "_nn", "_nt", "_t", "_w")
+    __slots__ = ("_runs", "_sizes")
 
-    def __init__(self, decay: float = 0.97) -> None:
-        self._decay = decay
-        self._w = self._n = self._t = self._nn = self._nt = 0.0
+    def __init__(self) -> None:
+        self._sizes: dict[int, tuple[float, float]] = {}  # size class -> (mean n, mean s)
+        self._runs = 0
 
     def learn(self, n: int, seconds: float) -> None:
-        d = self._decay
-        self._w = self._w * d + 1.0
-        self._n = self._n * d + n
-        self._t = self._t * d + seconds
-        self._nn = self._nn * d + n * n
-        self._nt = self._nt * d + n * seconds
+        key = max(n, 1).bit_length()
+        found = self._sizes.get(key)
+        self._sizes[key] = (
+            (n, seconds)
+            if found is None
+            else (0.8 * found[0] + 0.2 * n, 0.8 * found[1] + 0.2 * seconds)
+        )
+        self._runs += 1
 
     def expect(self, n: int) -> float | None:
         """Seconds a run of ``n`` should take; None before a few runs were seen."""
-        w = self._w
-        if w < 3.0:
+        if self._runs < 3:
             return None
-        det = w * self._nn - self._n * self._n
-        if det <= 1e-9 * w * w:  # every run of one size: a time per instance
-            return self._t / w * (n / max(self._n / w, 1.0))
-        a = max((w * self._nt - self._n * self._t) / det, 0.0)
-        b = max((self._t - a * self._n) / w, 0.0)
+        points = list(self._sizes.values())
+        if len(points) == 1:
+            return points[0][1]
+        k = len(points)
+        mean_n = sum(p[0] for p in points) / k
+        mean_t = sum(p[1] for p in points) / k
+        spread = sum((p[0] - mean_n) ** 2 for p in points)
+        a = max(sum((p[0] - mean_n) * (p[1] - mean_t) for p in points) / spread, 0.0)
+        b = max(mean_t - a * mean_n, 0.0)
         return a * n + b
 
 
@@ -159,8 +180,12 @@ class Batcher(Generic[I, O]):
     ) -> None:
         self.name = name  # the endpoint's, in telemetry
         self._target = latency_target_s
+        self._gap: float | None = None  # with a target: seconds between requests, averaged
+        self._last_run_s = 0.0
+        self._last_arrival = 0.0
         self._join = join  # bulk requests larger than a batch: their pieces' results joined
         self.run_times = RunTimes()  # learnt with a latency target: waiting, shedding
+        self.interactive_at = 0.0  # when the last interactive request came (bulk rests)
         self._run = run
         self._run_now = run_now
         self._run_is_async = inspect.iscoroutinefunction(run)
@@ -198,6 +223,8 @@ class Batcher(Generic[I, O]):
         does. ``bulk``: work that waits while interactive requests do (queue messages, batch
         files); bulk work not to ``merge`` (a file's rows) runs in pieces of a batch, so that
         no request waits long behind it."""
+        if not bulk:
+            self.interactive_at = time.monotonic()
         if deadline is not None:
             return await self._by(deadline, instances, bounded, merge, bulk)
         if bulk and not merge and len(instances) > self._max and self._join is not None:
@@ -233,7 +260,10 @@ class Batcher(Generic[I, O]):
         if telemetry.current().on:
             request.queued_at = time.perf_counter()
         if self._target is not None:
-            request.arrived = time.monotonic()
+            request.arrived = now = time.monotonic()
+            if not bulk:
+                gap, self._last_arrival = now - self._last_arrival, now
+                self._gap = gap if self._gap is None else 0.9 * self._gap + 0.1 * gap
         queue = self._bulk if bulk else self._pending
         queue.append(request)
         assert self._arrived is not None
@@ -267,25 +297,30 @@ class Batcher(Generic[I, O]):
         cutoff = asyncio.timeout(left)
         try:
             async with cutoff:
-                return await self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
+                result = await self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
         except TimeoutError:
             if cutoff.expired():
                 raise DeadlineExceeded(deadline.budget_ms) from None
             raise
+        if time.monotonic() >= deadline.at:  # a busy loop woke it late: no late answer
+            raise DeadlineExceeded(deadline.budget_ms)
+        return result
 
     def _expected_s(self, n: int) -> float | None:
-        """How long until a request of ``n`` instances arriving now would be answered: the
-        runs for the interactive requests ahead of it and its own, and half a run in progress
-        (None while the run times are not known yet)."""
-        per_run = self.run_times.expect(self._max)
-        if per_run is None:
+        """How long until a request of ``n`` instances arriving now would be answered: what
+        is left of the run in progress (half of the last run, on average), then the runs for
+        the interactive requests ahead of it and its own, each of the size it will have (a
+        full batch only for what fills one: the slope to sizes never run is a guess), spread
+        over the endpoint's concurrent runs. None while the run times are not known yet."""
+        times = self.run_times
+        if times.expect(1) is None:
             return None
         ahead = n + sum(len(r.instances) for r in self._pending)
-        runs = -(-ahead // self._max)
-        waves = -(-runs // self._concurrency)
-        busy = 0.5 if self._running >= self._concurrency else 0.0
-        last = self.run_times.expect(min(ahead, self._max)) or per_run
-        return (waves - 1 + busy) * per_run + last
+        full, rest = divmod(ahead, self._max)
+        last = (times.expect(rest) or 0.0) if rest else 0.0
+        runs = full * (times.expect(self._max) or 0.0) + last
+        in_flight = 0.5 * self._last_run_s if self._running >= self._concurrency else 0.0
+        return in_flight + runs / self._concurrency
 
     async def _in_pieces(self, instances: list[I], bounded: bool, merge: bool) -> O:
         """Bulk work larger than a batch, a batch at a time, each in line behind the requests
@@ -293,10 +328,14 @@ class Batcher(Generic[I, O]):
         not the whole. A piece that fails ends the work there."""
         assert self._join is not None
         size = self._max
-        results = [
-            await self.submit(instances[i : i + size], bounded=bounded, merge=merge, bulk=True)
-            for i in range(0, len(instances), size)
-        ]
+        results = []
+        for i in range(0, len(instances), size):
+            began = time.perf_counter()
+            piece = instances[i : i + size]
+            results.append(await self.submit(piece, bounded=bounded, merge=merge, bulk=True))
+            rest = bulk_rest(time.perf_counter() - began, self.interactive_at)
+            if rest:
+                await asyncio.sleep(rest)
         return self._join(results)
 
     def _ran_now(self, merge: bool) -> None:
@@ -366,22 +405,46 @@ class Batcher(Generic[I, O]):
         """Run batches until no request waits."""
         while batch := self._take():
             if batch[0].merge and self._fill(batch) < self._max and self._busy(batch):
-                wait = self._wait or self._target_wait(batch)
-                if wait > 0:
-                    await self._gather(batch, wait)
+                if self._wait:
+                    await self._gather(batch, self._wait)
+                elif self._target is not None:
+                    await self._gather_within_target(batch)
             await self._lead_batch(batch)
 
-    def _target_wait(self, batch: list[_Request[I, O]]) -> float:
-        """With a latency target: how long ``batch`` may wait for company, so that its oldest
-        request is still answered within half the target by a full batch's run (the other
-        half is the request's way in and out, and the runs ahead of it)."""
-        if self._target is None:
+    async def _gather_within_target(self, batch: list[_Request[I, O]]) -> None:
+        """Add requests to ``batch`` while waiting for the next one pays (``_worth_waiting``)."""
+        assert self._arrived is not None
+        while (room := self._max - self._fill(batch)) > 0:
+            more = self._take(room)
+            if more:
+                batch += more
+                continue
+            if self._pending:  # the next does not fit
+                return
+            wait = self._worth_waiting(batch)
+            if wait <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), wait)
+            except TimeoutError:
+                return
+
+    def _worth_waiting(self, batch: list[_Request[I, O]]) -> float:
+        """How long ``batch`` should wait for one more request: as long as a run with it
+        would still cost less per instance than the run without it, and its oldest request
+        would still be answered within half the latency target (the other half is the
+        request's way in and out, and the runs ahead of it); zero when the next request is
+        not expected that soon (the time between requests, averaged)."""
+        n = self._fill(batch)
+        now_run, next_run = self.run_times.expect(n), self.run_times.expect(n + 1)
+        if self._target is None or self._gap is None or now_run is None or next_run is None:
             return 0.0
-        full = self.run_times.expect(self._max)
-        if full is None:
-            return 0.0
+        pays = (n + 1) * now_run / n - next_run
         oldest = min(r.arrived for r in batch)
-        return oldest + self._target / 2 - full - time.monotonic()
+        budget = oldest + self._target / 2 - next_run - time.monotonic()
+        wait = min(pays, budget)
+        return wait if self._gap < wait else 0.0
 
     async def _lead_batch(self, batch: list[_Request[I, O]]) -> None:
         try:
@@ -503,7 +566,8 @@ class Batcher(Generic[I, O]):
             else:  # this request's own task runs it, untraced: nothing to set
                 result = await self._call(instances)
             if self._target is not None:
-                self.run_times.learn(len(instances), time.perf_counter() - started)
+                self._last_run_s = time.perf_counter() - started
+                self.run_times.learn(len(instances), self._last_run_s)
         except Exception as exc:
             if len(batch) == 1 or self._shared_failure(exc):
                 for request in batch:  # every request would fail the same way alone

@@ -140,10 +140,19 @@ def test_with_a_latency_target_a_request_that_cannot_make_it_is_shed_at_once() -
     assert not refused & {i for c in calls for i in c}  # never run
 
 
-def test_run_times_are_fitted_as_a_line() -> None:
+def test_run_times_are_fitted_as_a_line_through_the_sizes_seen() -> None:
     times = RunTimes()
     assert times.expect(8) is None
     for n in (1, 2, 4, 8, 16, 32) * 3:
         times.learn(n, 0.001 + 0.0005 * n)
     assert times.expect(64) == pytest.approx(0.033, rel=0.01)
     assert times.expect(1) == pytest.approx(0.0015, rel=0.05)
+
+
+def test_one_size_seen_says_nothing_of_larger_batches() -> None:
+    """Runs of one instance only (an endpoint that was quiet) must not make a batch of 64
+    look 64 times as long: that would shed the load batching is there to serve."""
+    times = RunTimes()
+    for _ in range(10):
+        times.learn(1, 0.0006)
+    assert times.expect(64) == pytest.approx(0.0006)

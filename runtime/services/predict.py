@@ -36,7 +36,7 @@ from runtime.models.registry import ModelRegistry
 from runtime.payload_log.records import HTTP, EndpointLog
 from runtime.protocol import v1
 from runtime.releases.follow import Follower
-from runtime.scheduling import Batcher, Deadline, NotNow, Placement
+from runtime.scheduling import Batcher, Deadline, NotNow, Placement, bulk_rest
 from runtime.scored import ModelInfo, Scored
 from runtime.services.releasing import Releasing, first_read
 
@@ -216,6 +216,8 @@ class Scorer:
             latency_target_s=None if target is None else target / 1000,
             join=Scored.join,
         )
+        batcher = self.batcher
+        self._runs.interactive_at = lambda: batcher.interactive_at
 
     def retry_in(self) -> float:
         """Seconds until a failed load is tried again: of this scorer's model, or of any of
@@ -547,7 +549,9 @@ class _Runs:
     work (``bulk_slot``) waits while a request's run waits for a slot on a thread, so an
     HTTP request waits for one bulk call at most."""
 
-    __slots__ = ("_calm", "_inline", "_name", "_ref", "_registry", "_slots", "_urgent")
+    __slots__ = (
+        "_calm", "_inline", "_name", "_ref", "_registry", "_slots", "_urgent", "interactive_at",
+    )  # fmt: skip
 
     def __init__(self, bound: BoundEndpoint, key: str, ref: Model, registry: ModelRegistry) -> None:
         limits = bound.endpoint.limits
@@ -559,6 +563,8 @@ class _Runs:
         self._slots: _Slots = threading.Lock() if n == 1 else threading.BoundedSemaphore(n)
         self._urgent = 0  # request runs waiting for a slot on a thread
         self._calm = threading.Condition()  # told when none does
+        # When the endpoint's last interactive request came (its batcher's), for bulk rests.
+        self.interactive_at: Callable[[], float] = lambda: 0.0
 
     def held_now(self) -> _Run | None:
         """A slot and the model, when both are free now (on the loop: never a wait for a slot,
@@ -610,10 +616,14 @@ class _Runs:
             if not self._urgent or time.monotonic() >= patience:
                 break
             self._slots.release()  # a request came meanwhile: it goes first
+        began = time.perf_counter()
         try:
             yield
         finally:
             self._slots.release()
+        rest = bulk_rest(time.perf_counter() - began, self.interactive_at())
+        if rest:
+            time.sleep(rest)
 
 
 # Bulk calls wait for requests' runs at most this long in a row.
