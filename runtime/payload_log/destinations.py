@@ -13,9 +13,8 @@ from runtime.errors import ConfigError
 from runtime.protocol.jobs import is_container_name
 
 if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
-
     from runtime.config import Settings
+    from runtime.storage.clients import ContainerClient
 
 SETTING = "MLFN_PAYLOAD_LOG"
 DEFAULT = "az://payload-log"

@@ -20,7 +20,8 @@ from runtime.errors import BadRequest, ConfigError, NotFound, PackageMissing, St
 if TYPE_CHECKING:
     # Callers hold the clients built here; they name the type from here.
     from azure.storage.blob import BlobClient as BlobClient
-    from azure.storage.blob import BlobServiceClient, ContainerClient
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.blob import ContainerClient as ContainerClient
     from azure.storage.queue import QueueClient, QueueServiceClient
 
 
