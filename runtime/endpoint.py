@@ -45,7 +45,8 @@ class Limits:
         a larger request is scored in chunks of that size.
     max_request_bytes: checked before the body is parsed.
     max_batch_wait_ms: how long a batch may wait for company when other requests are in
-        flight (an idle endpoint never waits).
+        flight (an idle endpoint never waits). Set, it wins over a latency target's waiting
+        (the target still sheds and sets deadlines).
     max_concurrent_batches: predict calls of this endpoint that may run at once, whichever
         path starts them (the batcher's runs and the bulk paths' column runs together).
     max_pending_requests: HTTP requests that may wait for a run; more are answered 503 with

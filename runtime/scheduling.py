@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from runtime import telemetry
-from runtime.errors import DeadlineExceeded, Overloaded, Shed
+from runtime.errors import BadRequest, DeadlineExceeded, Overloaded, Shed
 from runtime.telemetry import Invocation
 
 log = logging.getLogger("mlfn.batching")
@@ -83,10 +84,69 @@ class Deadline:
     budget_ms: float
 
     @classmethod
-    def after(cls, budget_ms: float, started: float | None = None) -> Deadline:
-        """``budget_ms`` from ``started`` (a ``time.monotonic()``; default: now)."""
-        start = time.monotonic() if started is None else started
-        return cls(start + budget_ms / 1000, budget_ms)
+    def after(cls, budget_ms: float) -> Deadline:
+        """``budget_ms`` from now."""
+        return cls(time.monotonic() + budget_ms / 1000, budget_ms)
+
+    @classmethod
+    def asked(cls, text: str | None, default_ms: float | None, name: str) -> Deadline | None:
+        """A request's deadline from now: ``text`` (its ``name`` header, milliseconds), else
+        its endpoint's ``default_ms``, else none. Anything but a positive number of
+        milliseconds is the caller's mistake, told by the header's name."""
+        if text is None:
+            return None if default_ms is None else cls.after(default_ms)
+        try:
+            budget = float(text)
+        except (TypeError, ValueError):
+            budget = math.nan
+        if not 0 < budget <= MAX_BUDGET_MS:
+            raise BadRequest(
+                f"{name} must be a positive number of milliseconds (at most {MAX_BUDGET_MS:g}), "
+                f"not {str(text)[:40]!r}",
+                detail={"field": name},
+            )
+        return cls.after(budget)
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+MAX_BUDGET_MS = 86_400_000.0  # a day: a longer deadline is none, and overflows nothing
+
+# The deadline of the request a task or thread works for, where it has one to itself (not a
+# batch's leader): a run that gets its slot after it has passed is not started.
+_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "mlfn_deadline", default=None
+)
+
+
+def current_deadline() -> Deadline | None:
+    return _deadline.get()
+
+
+async def within(deadline: Deadline, work: Awaitable[T]) -> T:
+    """``await work`` answered by ``deadline``: ``DeadlineExceeded`` at it, whatever is still
+    going on (a request still in line leaves it), and for a result that came past it (a busy
+    loop woke it late): never a late answer."""
+    left = deadline.at - time.monotonic()
+    if left <= 0:
+        if inspect.iscoroutine(work):
+            work.close()
+        raise DeadlineExceeded(deadline.budget_ms)
+    token = _deadline.set(deadline)
+    cutoff = asyncio.timeout(left)
+    try:
+        async with cutoff:
+            result = await work
+    except TimeoutError:
+        if cutoff.expired():
+            raise DeadlineExceeded(deadline.budget_ms) from None
+        raise
+    finally:
+        _deadline.reset(token)
+    if deadline.passed():
+        raise DeadlineExceeded(deadline.budget_ms)
+    return result
 
 
 class RunTimes:
@@ -262,8 +322,11 @@ class Batcher(Generic[I, O]):
         if self._target is not None:
             request.arrived = now = time.monotonic()
             if not bulk:
-                gap, self._last_arrival = now - self._last_arrival, now
-                self._gap = gap if self._gap is None else 0.9 * self._gap + 0.1 * gap
+                # The first request, or one after a quiet spell, says little of the rate.
+                gap = min(now - self._last_arrival, self._target)
+                if self._last_arrival:
+                    self._gap = gap if self._gap is None else 0.9 * self._gap + 0.1 * gap
+                self._last_arrival = now
         queue = self._bulk if bulk else self._pending
         queue.append(request)
         assert self._arrived is not None
@@ -284,27 +347,16 @@ class Batcher(Generic[I, O]):
     async def _by(
         self, deadline: Deadline, instances: list[I], bounded: bool, merge: bool, bulk: bool
     ) -> O:
-        """``submit`` answered by ``deadline``: refused at once when a latency target says it
-        cannot make it, else cut off at the deadline (a request still waiting is dropped from
-        the line; one whose run has begun has its answer thrown away)."""
+        """``submit`` answered by ``deadline`` (``within``), or refused at once when a latency
+        target says it cannot make it."""
         left = deadline.at - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded(deadline.budget_ms)
-        if bounded and self._target is not None:
+        if bounded and self._target is not None and left > 0:
             expected = self._expected_s(len(instances))
             if expected is not None and expected > left:
                 raise Shed(expected * 1000, self._target * 1000)
-        cutoff = asyncio.timeout(left)
-        try:
-            async with cutoff:
-                result = await self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
-        except TimeoutError:
-            if cutoff.expired():
-                raise DeadlineExceeded(deadline.budget_ms) from None
-            raise
-        if time.monotonic() >= deadline.at:  # a busy loop woke it late: no late answer
-            raise DeadlineExceeded(deadline.budget_ms)
-        return result
+        return await within(
+            deadline, self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
+        )
 
     def _expected_s(self, n: int) -> float | None:
         """How long until a request of ``n`` instances arriving now would be answered: what
@@ -330,10 +382,9 @@ class Batcher(Generic[I, O]):
         size = self._max
         results = []
         for i in range(0, len(instances), size):
-            began = time.perf_counter()
             piece = instances[i : i + size]
             results.append(await self.submit(piece, bounded=bounded, merge=merge, bulk=True))
-            rest = bulk_rest(time.perf_counter() - began, self.interactive_at)
+            rest = bulk_rest(self._last_run_s, self.interactive_at)  # its run, not its wait
             if rest:
                 await asyncio.sleep(rest)
         return self._join(results)
@@ -390,7 +441,10 @@ class Batcher(Generic[I, O]):
         if self._running >= self._concurrency:
             return
         self._running += 1
-        task = loop.create_task(self._lead(), name="mlfn-batch")
+        # The leader runs other requests' batches too: none of their deadlines is its own.
+        context = contextvars.copy_context()
+        context.run(_deadline.set, None)
+        task = loop.create_task(self._lead(), name="mlfn-batch", context=context)
         task.add_done_callback(lambda _: self._leave(loop))
 
     def _leave(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -565,8 +619,8 @@ class Batcher(Generic[I, O]):
                 result = await self._call_as(tel, batch, instances)
             else:  # this request's own task runs it, untraced: nothing to set
                 result = await self._call(instances)
+            self._last_run_s = time.perf_counter() - started
             if self._target is not None:
-                self._last_run_s = time.perf_counter() - started
                 self.run_times.learn(len(instances), self._last_run_s)
         except Exception as exc:
             if len(batch) == 1 or self._shared_failure(exc):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from runtime.errors import DeadlineExceeded, Shed
+from runtime.errors import BadRequest, DeadlineExceeded, Shed
 from runtime.scheduling import BULK_AFTER, Batcher, Deadline, RunTimes
 
 
@@ -156,3 +157,30 @@ def test_one_size_seen_says_nothing_of_larger_batches() -> None:
     for _ in range(10):
         times.learn(1, 0.0006)
     assert times.expect(64) == pytest.approx(0.0006)
+
+
+def test_a_run_that_gets_its_slot_after_its_requests_deadline_is_not_started(
+    tmp_path: Path,
+) -> None:
+    from runtime.scheduling import _deadline
+    from tests.models.onnx_builders import adder
+    from tests.services.pairs import services
+
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path)
+    runs = app.predict.scorer("pairs")._runs
+    token = _deadline.set(Deadline(time.monotonic() - 0.001, 5))
+    try:
+        with pytest.raises(DeadlineExceeded), runs.held():
+            raise AssertionError("the run started")
+    finally:
+        _deadline.reset(token)
+    with runs.held():  # the slot was given back
+        pass
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "nan", "inf", "1e400", "soon", "9" * 500, "86400001"])
+def test_a_timeout_header_that_is_no_usable_number_is_refused_by_name(text: str) -> None:
+    with pytest.raises(BadRequest, match="x-mlfn-timeout-ms must be a positive number"):
+        Deadline.asked(text, None, "x-mlfn-timeout-ms")
+    assert Deadline.asked(None, None, "x-mlfn-timeout-ms") is None
+    assert Deadline.asked(None, 20, "x-mlfn-timeout-ms") is not None

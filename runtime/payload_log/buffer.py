@@ -32,6 +32,9 @@ log = logging.getLogger("mlfn.payload_log")
 
 TELL_EVERY_S = 60.0  # a line about dropped records at most this often
 RETRY_S = 5.0  # a failed write is tried again after this long (or at the next flush by size)
+# A file still unwritten after this many tries (a minute at RETRY_S) is dropped and counted,
+# so one file the destination refuses for good cannot hold up every file behind it.
+MAX_TRIES = 12
 CLOSE_TIMEOUT_S = 20.0
 
 
@@ -42,6 +45,7 @@ class _File:
     data: bytes
     rows: int
     size: int
+    tries: int = 0
 
 
 class PayloadLog:
@@ -142,8 +146,15 @@ class PayloadLog:
                 try:
                     self.destination.write(file.path, file.data)
                 except (MlfnError, OSError) as exc:
+                    file.tries += 1
                     self._failed(exc)
-                    return False
+                    if file.tries < MAX_TRIES:
+                        return False
+                    self._kept.pop(0)
+                    self._lose(file.endpoint, file.rows, file.size)
+                    log.warning("payload log: %s dropped after %d tries (%d records)",
+                                file.path, file.tries, file.rows)  # fmt: skip
+                    continue
                 self._kept.pop(0)
                 with self._lock:
                     self._rows -= file.rows
@@ -192,15 +203,20 @@ class PayloadLog:
             except Exception:  # a bug of ours: said, counted, and the thread goes on
                 log.exception("payload log: %d records of %s could not be made a file", rows,
                               endpoint)  # fmt: skip
-                with self._lock:
-                    self._rows -= rows
-                    self._bytes -= size
-                    self.dropped += rows
+                self._lose(endpoint, rows, size)
                 continue
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(entries[0].time))
             name = f"{stamp}-{self._process}-{next(self._sequence):06d}.parquet"
             files.append(_File(endpoint, f"{endpoint}/{hour}/{name}", data, rows, size))
         return files
+
+    def _lose(self, endpoint: str, rows: int, size: int) -> None:
+        """Records held that will never be written: no longer held, counted as dropped."""
+        with self._lock:
+            self._rows -= rows
+            self._bytes -= size
+            self.dropped += rows
+        telemetry.current().payload_logged(endpoint, 0, rows)
 
     def _failed(self, exc: BaseException) -> None:
         reason = exc.message if isinstance(exc, MlfnError) else str(exc)
@@ -243,8 +259,15 @@ class PayloadLog:
             return
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            self.close()
+            # The handler runs between two bytecodes of the main thread, which may hold the
+            # buffer's lock: it takes none, and leaves the writing to a thread of its own.
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Thread(target=end, name="mlfn-payload-log-end", daemon=True).start()
+
+        def end() -> None:
+            try:
+                self.close()
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # as SIGTERM would have, now
 
         signal.signal(signal.SIGTERM, on_sigterm)

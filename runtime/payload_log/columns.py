@@ -6,6 +6,7 @@ request's path; pyarrow is imported here, on the first flush."""
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,7 +43,9 @@ class Layout:
                 if name not in self.hidden
             ]
         self.predictions: list[tuple[str, Any]] = output_columns(output) if output else []
-        self._declared = {INPUT + key: a for _, key, a in self.inputs}
+        # A field holding a model with fields of its own marked NotLogged has no declared
+        # type: its Arrow struct would name them. Its values (without them) say its type.
+        self._declared = {INPUT + key: None if _hides(a) else a for _, key, a in self.inputs}
         self._declared |= {PREDICTION + key: a for key, a in self.predictions}
 
     def table(self, entries: Sequence[Entry]) -> Any:
@@ -102,6 +105,19 @@ class Layout:
         if isinstance(item, BaseModel):
             return {key: _plain(getattr(item, attr, None)) for attr, key, _ in self.inputs}
         return {}
+
+
+def _hides(annotation: Any, seen: frozenset[type] = frozenset()) -> bool:
+    """Whether ``annotation`` holds, at any depth, a model with a field marked NotLogged (a
+    model that holds itself is looked into once)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return False
+        inner = seen | {annotation}
+        return bool(not_logged(annotation)) or any(
+            _hides(f.annotation, inner) for f in annotation.model_fields.values()
+        )
+    return any(_hides(arg, seen) for arg in typing.get_args(annotation))
 
 
 class _Columns:
@@ -168,10 +184,22 @@ def _tensor_rows(tensor: Any, n: int) -> list[Any]:
 
 
 def _plain(value: Any) -> Any:
+    """A value as its column holds it: a nested model as a dict without its own fields marked
+    ``NotLogged``, whatever the depth; every text that may hold a credential (a URL, a
+    connection string) redacted, in lists and dicts too."""
+    if isinstance(value, str):
+        return redact.text(value) if "=" in value else value
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, str) and "=" in value:  # a credential in a URL or connection string
-        return redact.text(value)
+        hidden = not_logged(type(value))
+        return {
+            field.alias or name: _plain(getattr(value, name))
+            for name, field in type(value).model_fields.items()
+            if name not in hidden
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 

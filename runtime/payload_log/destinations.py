@@ -58,7 +58,7 @@ class BlobPrefix:
                 client = clients.container(conn, self.container, self._settings)
                 clients.create_if_missing(client.create_container)
                 self._client = client
-            self._client.upload_blob(name, data, overwrite=False)
+            clients.upload_once(self._client, name, data)
 
     def __str__(self) -> str:
         return f"az://{self.container}/{self.prefix}".rstrip("/")

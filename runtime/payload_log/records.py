@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 HTTP, V2, QUEUE, FILE = "http", "v2", "queue", "file"
 _SPAN = float(1 << 64)
+MAX_ID = 128  # characters of a caller's request id kept: it is the caller's text
+ROW_BYTES = 256  # what an instance held as Python objects costs, roughly, beside its text
+
+
+def bounded_id(request_id: str | None) -> str | None:
+    """A caller's request id as the log keeps it (and samples by): at most MAX_ID characters."""
+    return request_id[:MAX_ID] if request_id is not None else None
 
 
 class Entry(NamedTuple):
@@ -63,7 +70,7 @@ class EndpointLog:
         if self.sample <= 0.0:
             return False
         if key:
-            digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+            digest = hashlib.blake2b(key[:MAX_ID].encode(), digest_size=8).digest()
             return int.from_bytes(digest, "big") < self._cut
         return random.random() < self.sample
 
@@ -103,6 +110,9 @@ class EndpointLog:
         """Row ``row`` of batch file ``path``: its raw values (None when unreadable) and its
         prediction, or its error."""
         status = 200 if error is None else error.status if isinstance(error, MlfnError) else 500
+        size = ROW_BYTES + (len(prediction) if prediction else 0)
+        if isinstance(raw, dict):
+            size += sum(len(v) for v in raw.values() if isinstance(v, str | bytes))
         entry = Entry(
             time.time(),
             FILE,
@@ -116,7 +126,7 @@ class EndpointLog:
             None if raw is None else [raw],
             None if prediction is None else [prediction],
             1,
-            256 + (len(prediction) if prediction else 0),
+            size,
             row,
         )
         self._buffer.offer(self.name, entry)
@@ -160,7 +170,7 @@ class EndpointLog:
             model,
             invocation_id,
             trace_id,
-            request_id,
+            bounded_id(request_id),
             status,
             latency_ms,
             error,

@@ -172,7 +172,6 @@ class Services:
         declared = {
             name: (b.endpoint.log, b.endpoint._input, b.endpoint._output)
             for name, b in self.endpoints.items()
-            if b.endpoint.predict_fn is not None or b.endpoint.log is not None
         }
         logs, self.payload_log = payload_log.logs(declared, settings)
         predict = PredictService(self.endpoints, registry, followers, logs)
@@ -207,7 +206,7 @@ class Services:
     def start_preload(self) -> None:
         """Start, in one background thread, what a first request would otherwise wait for
         (``MLFN_WARM_START``): ``imports`` imports onnxruntime, the services and each model
-        store's SDK and builds the services; ``models`` (the default) also loads every
+        store's SDK and builds the services; ``models`` also loads every
         endpoint's model, unless ``MLFN_MEMORY_BUDGET_MB`` bounds what is resident;
         ``off`` neither. The endpoints named in ``MLFN_PRELOAD`` are loaded whatever it says
         (and only they, when it names any). Nothing here delays indexing or fails it: an error

@@ -4,7 +4,7 @@ readiness."""
 
 from __future__ import annotations
 
-import asyncio
+import math
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -28,7 +28,7 @@ from runtime.payload_log.records import V2, EndpointLog
 from runtime.protocol import v1, v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
-from runtime.scheduling import Deadline, Placement
+from runtime.scheduling import MAX_BUDGET_MS, Deadline, Placement, within
 from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
@@ -174,49 +174,38 @@ class InferService:
         size, limit = len(body), bound.endpoint.limits.max_request_bytes
         if size > limit:  # the endpoint's limit holds for tensors as for instances
             raise PayloadTooLarge(size, limit)
-        deadline = self._deadline(bound, timeout_ms)
+        limits = bound.endpoint.limits
+        deadline = Deadline.asked(timeout_ms, limits.default_timeout_ms, v1.TIMEOUT_HEADER)
+        log = self._logs.get(name)
+        started = time.perf_counter()
+        answer = self._answer(name, body, header_length, version, deadline, log, started)
+        try:
+            return await (answer if deadline is None else within(deadline, answer))
+        except Exception as exc:
+            if log is not None and log.sampled():  # its id is in the body: at random
+                log.failed(V2, started, exc)
+            raise
+
+    async def _answer(
+        self,
+        name: str,
+        body: bytes,
+        header_length: str | None,
+        version: str | None,
+        deadline: Deadline | None,
+        log: EndpointLog | None,
+        started: float,
+    ) -> tuple[bytes, dict[str, str]]:
         follower = self._followers.get(name)
         if follower is None or (follower.routes is None and not follower.due()):
             placement, held = self._placements[name]
         else:  # a release to follow, read first (one read, shared, bounded in time)
             await first_read(follower)
             placement, held, version = self._target(name, version)
-        log = self._logs.get(name)
-        started = time.perf_counter()
-        work = placement.run(
-            size, held, self._infer_body, body, header_length, version, deadline, log, started
-        )
-        try:
-            if deadline is None:
-                return await work
-            cutoff = asyncio.timeout(deadline.at - time.monotonic())
-            try:
-                async with cutoff:
-                    return await work
-            except TimeoutError:
-                if cutoff.expired():
-                    raise DeadlineExceeded(deadline.budget_ms) from None
-                raise
-        except Exception as exc:
-            if log is not None and log.sampled():
-                log.failed(V2, started, exc)
-            raise
-
-    def _deadline(self, bound: BoundEndpoint, timeout_ms: str | None) -> Deadline | None:
-        limits = bound.endpoint.limits
-        if timeout_ms is None:
-            default = limits.default_timeout_ms
-            return None if default is None else Deadline.after(default)
-        try:
-            budget = float(timeout_ms)
-        except ValueError:
-            budget = float("nan")
-        if not 0 < budget < 1e9:
-            raise BadRequest(
-                f"{v1.TIMEOUT_HEADER} must be a positive number of milliseconds, "
-                f"not {timeout_ms[:40]!r}"
-            )
-        return Deadline.after(budget)
+        return await placement.run(
+            len(body), held, self._infer_body, body, header_length, version, deadline, log,
+            started,
+        )  # fmt: skip
 
     async def _infer_body(
         self,
@@ -351,12 +340,17 @@ def _earliest(deadline: Deadline | None, request: InferRequest, started: float) 
     run starts."""
     own = request.parameters.get("timeout")
     if own is not None:
-        if isinstance(own, bool) or not isinstance(own, int | float) or not own > 0:
+        try:
+            budget_ms = float(own) / 1000 if isinstance(own, int | float) else math.nan
+        except OverflowError:  # an int with hundreds of digits: no float holds it
+            budget_ms = math.inf
+        if isinstance(own, bool) or not 0 < budget_ms <= MAX_BUDGET_MS:
             raise BadRequest(
-                f"parameters.timeout must be a positive number of microseconds, not {own!r}"
+                "parameters.timeout must be a positive number of microseconds (at most a "
+                f"day), not {str(own)[:40]!r}"
             )
         since = time.perf_counter() - started
-        mine = Deadline(time.monotonic() - since + own / 1e6, own / 1000)
+        mine = Deadline(time.monotonic() - since + budget_ms / 1000, budget_ms)
         if deadline is None or mine.at < deadline.at:
             deadline = mine
     if deadline is not None and time.monotonic() >= deadline.at:

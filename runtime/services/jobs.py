@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import MlfnError
-from runtime.payload_log.records import QUEUE, EndpointLog
+from runtime.payload_log.records import QUEUE, ROW_BYTES, EndpointLog
 from runtime.protocol import jobs
 from runtime.services.predict import PredictService
 from runtime.storage.payloads import Payloads
@@ -104,7 +104,8 @@ class JobService:
         if scored is None:
             scored = await self._predict.predict(name, raw)
         if record is not None:  # its raw instances: validated again by the log's own thread
-            size = 2 * record.size + sum(map(len, scored.predictions))
+            # A claim-checked message's instances came from a blob, not the message.
+            size = 2 * record.size + sum(map(len, scored.predictions)) + ROW_BYTES * len(raw)
             record.log.scored(
                 QUEUE, record.started, raw, scored.predictions, scored.model, len(raw), size,
                 record.request_id,

@@ -19,8 +19,8 @@ from pydantic_core import PydanticSerializationError
 from runtime import telemetry
 from runtime.endpoint import BoundEndpoint, ColumnarPredict, is_coroutine_function
 from runtime.errors import (
-    BadRequest,
     ConfigError,
+    DeadlineExceeded,
     EndpointNotFound,
     IntegrityError,
     MlfnError,
@@ -33,10 +33,18 @@ from runtime.errors import (
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.reference import Model
 from runtime.models.registry import ModelRegistry
-from runtime.payload_log.records import HTTP, EndpointLog
+from runtime.payload_log.records import HTTP, ROW_BYTES, EndpointLog
 from runtime.protocol import v1
 from runtime.releases.follow import Follower
-from runtime.scheduling import Batcher, Deadline, NotNow, Placement, bulk_rest
+from runtime.scheduling import (
+    Batcher,
+    Deadline,
+    NotNow,
+    Placement,
+    bulk_rest,
+    current_deadline,
+    within,
+)
 from runtime.scored import ModelInfo, Scored
 from runtime.services.releasing import Releasing, first_read
 
@@ -235,10 +243,16 @@ class Scorer:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit,
         by the version its release gives the request (``key``: the same version for the same
         key); ``request_id``: the caller's, for the payload log; ``timeout_ms``: the caller's
-        deadline (the ``x-mlfn-timeout-ms`` header), from now."""
-        deadline = None
+        deadline (the ``x-mlfn-timeout-ms`` header), from now: reading the body counts."""
         if timeout_ms is not None or self._default_timeout_ms is not None:
-            deadline = self.deadline(timeout_ms)
+            deadline = Deadline.asked(timeout_ms, self._default_timeout_ms, v1.TIMEOUT_HEADER)
+            assert deadline is not None
+            return await within(deadline, self._answer(body, key, request_id, deadline))
+        return await self._answer(body, key, request_id, None)
+
+    async def _answer(
+        self, body: bytes, key: str | None, request_id: str | None, deadline: Deadline | None
+    ) -> Scored:
         if self.log is not None and self.log.sampled(request_id):
             return await self._logged_body(self.log, body, key, request_id, deadline)
         tel = telemetry.current()
@@ -248,25 +262,6 @@ class Scorer:
         else:
             instances = await self.decode_body(body)
         return await self._routed(instances, key, deadline)
-
-    def deadline(self, timeout_ms: str | float | None) -> Deadline | None:
-        """A request's deadline from now: its own (a header's text, V2's parameter), else its
-        endpoint's default, else none. A timeout that is no positive number is the caller's
-        mistake, told by name."""
-        if timeout_ms is None:
-            default = self._default_timeout_ms
-            return None if default is None else Deadline.after(default)
-        try:
-            budget = float(timeout_ms)
-        except (TypeError, ValueError):
-            budget = float("nan")
-        if not 0 < budget < 1e9:
-            raise BadRequest(
-                f"{v1.TIMEOUT_HEADER} must be a positive number of milliseconds, "
-                f"not {str(timeout_ms)[:40]!r}",
-                detail={"field": v1.TIMEOUT_HEADER},
-            )
-        return Deadline.after(budget)
 
     async def _logged_body(
         self,
@@ -287,7 +282,7 @@ class Scorer:
             n = len(instances) if instances else 1
             log.failed(HTTP, started, exc, request_id, instances, n)
             raise
-        size = 2 * len(body) + sum(map(len, scored.predictions)) + 256 * len(instances)
+        size = 2 * len(body) + sum(map(len, scored.predictions)) + ROW_BYTES * len(instances)
         log.scored(
             HTTP, started, instances, scored.predictions, scored.model, len(instances), size,
             request_id,
@@ -652,6 +647,10 @@ class _Run:
     def __enter__(self) -> OnnxModel:
         if not self._taken:
             self._runs.wait_for_slot()
+            deadline = current_deadline()  # its request's own, if the run is for one alone
+            if deadline is not None and deadline.passed():  # answered 504 meanwhile
+                self._runs.release()
+                raise DeadlineExceeded(deadline.budget_ms)
         try:
             return self._held.__enter__()
         except BaseException:

@@ -25,8 +25,15 @@ pytestmark = pytest.mark.slow  # a wheel built and installed with its dependenci
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv with only the wheel (and what it depends on) installed; its bin/."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools builds in the source's own build/ folder, where two builds
+    # at once (two test workers, a developer's) collide, and where the project keeps its own.
+    source = tmp / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "node_modules", "build", ".azurite", "__pycache__", "*.egg-info",
+        ".mypy_cache", ".ruff_cache", ".pytest_cache",
+    ))  # fmt: skip
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp / "dist"), str(ROOT)], check=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(tmp / "dist"), str(source)], check=True)
     wheel = next((tmp / "dist").glob("mlfn-*.whl"))
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(tmp / "venv")], check=True)

@@ -137,3 +137,95 @@ def test_the_byte_bound_holds_as_the_row_bound_does(tmp_path: Path) -> None:
         offer(log, i)  # 100 bytes each
     assert payloads.dropped == 10
     payloads.close()
+
+
+class Refusing:
+    """A destination that refuses every write (a 403 that never ends, say)."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    def write(self, path: str, data: bytes) -> None:
+        self.tries += 1
+        raise OSError("refused")
+
+    def __str__(self) -> str:
+        return "refusing"
+
+
+def test_a_file_refused_again_and_again_is_dropped_and_counted_not_kept_forever(
+    tmp_path: Path,
+) -> None:
+    from runtime.payload_log.buffer import MAX_TRIES
+
+    refusing = Refusing()
+    payloads = buffer(refusing)
+    log = EndpointLog("e", 1.0, 0.0, payloads)
+    offer(log, 1)
+    for _ in range(MAX_TRIES - 1):
+        assert payloads.flush() is False
+    assert payloads.flush() is True  # given up: nothing is held any more
+    assert refusing.tries == MAX_TRIES and payloads.dropped == 1
+    offer(log, 2)  # the buffer takes records again
+    payloads.destination = Folder(tmp_path)
+    assert payloads.flush() is True and written(tmp_path) == ["r2"]
+
+
+def test_a_request_id_is_kept_to_its_first_128_characters(tmp_path: Path) -> None:
+    payloads = buffer(Folder(tmp_path))
+    log = EndpointLog("e", 1.0, 0.0, payloads)
+    log.scored("http", 0.0, [In(x=1)], [b'{"y":1}'], MODEL, 1, 100, "x" * 100_000)
+    payloads.close()
+    assert written(tmp_path) == ["x" * 128]
+
+
+SIGTERM_SCRIPT = """
+import sys, threading
+from pathlib import Path
+from pydantic import BaseModel
+from runtime.payload_log.buffer import PayloadLog
+from runtime.payload_log.columns import Layout
+from runtime.payload_log.destinations import Folder
+from runtime.payload_log.records import EndpointLog
+from runtime.scored import ModelInfo
+
+class In(BaseModel):
+    x: float
+
+class Out(BaseModel):
+    y: float
+
+payloads = PayloadLog(Folder(Path(sys.argv[1])), {"e": Layout("e", In, Out)}, flush_s=3600,
+                      flush_rows=10_000, max_rows=50, max_bytes=1 << 30)
+log = EndpointLog("e", 1.0, 0.0, payloads)
+model = ModelInfo("e", "v1", "ab" * 32)
+print("offering", flush=True)
+while True:  # the buffer full: every offer drops under the lock, SIGTERM lands in one
+    log.scored("http", 0.0, [In(x=1)], [b'{"y":1}'], model, 1, 100, "r")
+"""
+
+
+def test_a_sigterm_while_requests_are_offered_ends_the_process_with_the_records_written(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    with subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_SCRIPT, str(tmp_path / "logs")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    ) as child:  # fmt: skip
+        try:
+            assert child.stdout is not None and child.stdout.readline() == b"offering\n"
+            threading.Event().wait(0.3)  # the buffer fills, then every offer is a drop
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=30)  # ended, not hung on the lock the handler interrupted
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode == -signal.SIGTERM
+    assert len(written(tmp_path / "logs")) == 50

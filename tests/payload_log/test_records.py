@@ -227,3 +227,36 @@ def test_queue_messages_are_logged_by_job_id_and_a_hopeless_one_as_its_error(iri
     assert (records["request_id"] == "job-8").sum() == 300
     (nine,) = records[records["request_id"] == "job-9"].to_dict("records")
     assert nine["status"] == 400 and nine["error"] == "BadRequest"
+
+
+def test_a_nested_field_marked_not_logged_is_left_out_and_credentials_deep_inside_redacted() -> (
+    None
+):
+    from typing import Annotated
+
+    from pydantic import BaseModel
+
+    from runtime import NotLogged
+    from runtime.payload_log.columns import Layout
+    from runtime.payload_log.records import Entry
+
+    class Contact(BaseModel):
+        email: Annotated[str, NotLogged()]
+        city: str
+
+    class Applicant(BaseModel):
+        contact: Contact
+        links: list[str]
+
+    class Decision(BaseModel):
+        ok: bool
+
+    applicant = Applicant(
+        contact=Contact(email="ada@example.com", city="Oslo"),
+        links=["https://acct.blob.core.windows.net/c/b?sv=2020&sig=SECRET"],
+    )
+    entry = Entry(0.0, "http", None, None, None, "r", 200, 1.0, None, [applicant],
+                  [b'{"ok":true}'], 1, 100)  # fmt: skip
+    row = Layout("e", Applicant, Decision).table([entry]).to_pylist()[0]
+    assert row["input_contact"] == {"city": "Oslo"}
+    assert "SECRET" not in row["input_links"][0] and "REDACTED" in row["input_links"][0]

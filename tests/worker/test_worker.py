@@ -370,3 +370,13 @@ def test_a_deadline_is_answered_504_with_retry_after_and_a_bad_one_400(
     assert bad.status == 400 and "x-mlfn-timeout-ms" in bad.json()["error"]["message"]
     assert roomy.status == 200
     assert v2_late.status == 504 and v2_late.header("retry-after") == "1", v2_late
+
+
+def test_a_v2_timeout_too_large_to_be_a_number_is_a_400_not_a_500(example_worker: Worker) -> None:
+    tensor = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                          "data": list(FLOWER.values())}]}  # fmt: skip
+    body = json.dumps(tensor).encode()[:-1] + b', "parameters": {"timeout": ' + b"9" * 401 + b"}}"
+    answer = http_answer(example_worker.request(
+        "POST", "/api/v2/models/iris/infer", headers=JSON, content=body
+    ))  # fmt: skip
+    assert answer.status == 400 and "parameters.timeout" in answer.json()["error"]
