@@ -162,7 +162,7 @@ def test_one_size_seen_says_nothing_of_larger_batches() -> None:
 def test_a_run_that_gets_its_slot_after_its_requests_deadline_is_not_started(
     tmp_path: Path,
 ) -> None:
-    from runtime.scheduling import _deadline
+    from runtime.scheduling.deadlines import _deadline
     from tests.models.onnx_builders import adder
     from tests.services.pairs import services
 

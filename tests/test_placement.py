@@ -28,10 +28,10 @@ class _Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
-    from runtime import scheduling
+    from runtime.scheduling import placement
 
     found = _Clock()
-    monkeypatch.setattr(scheduling, "time", found)
+    monkeypatch.setattr(placement, "time", found)
     return found
 
 

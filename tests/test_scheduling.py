@@ -242,7 +242,7 @@ def test_an_idle_endpoints_requests_run_in_their_own_task_and_look_for_company_n
     """A request on an idle endpoint runs without a turn of the event loop (no leader task, no
     future to wake), except the first and every LOOK_EVERY-th, which give requests that arrived
     with it a turn to join."""
-    from runtime.scheduling import LOOK_EVERY
+    from runtime.scheduling.batcher import LOOK_EVERY
 
     async def run(instances: list[int]) -> list[int]:
         return instances  # no await: a run that never gives the loop a turn
@@ -360,7 +360,8 @@ def test_a_cancelled_lone_requests_run_keeps_its_slot_until_its_thread_ends() ->
 def test_an_idle_request_that_can_run_now_runs_on_the_callers_task_and_the_rest_wait() -> None:
     """``run_now`` serves an idle endpoint's request directly (no task, future or turn of the
     loop), except when it looks for company, when others wait, or when it answers NOT_NOW."""
-    from runtime.scheduling import LOOK_EVERY, NOT_NOW, NotNow
+    from runtime.scheduling import NOT_NOW, NotNow
+    from runtime.scheduling.batcher import LOOK_EVERY
 
     now_calls: list[list[int]] = []
     can = [True]

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from runtime import scheduling
 from runtime.config import Settings
 from runtime.endpoint import BoundEndpoint, Endpoint, Limits, Model
 from runtime.errors import (
@@ -27,6 +26,7 @@ from runtime.errors import (
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
 from runtime.protocol import v1
+from runtime.scheduling import placement
 from runtime.scored import Scored
 from runtime.services.predict import PredictService
 from tests.models.onnx_builders import multi_io
@@ -230,7 +230,7 @@ def test_a_loaded_model_faster_than_a_thread_hop_runs_on_the_loop(
     service: Service, monkeypatch: pytest.MonkeyPatch, limit_s: float, inline: bool
 ) -> None:
     # The limit stands for "a thread hop": every run is under 60 s, none under a nanosecond.
-    monkeypatch.setattr(scheduling, "INLINE_BELOW_S", limit_s)
+    monkeypatch.setattr(placement, "INLINE_BELOW_S", limit_s)
     threads: list[int] = []
 
     def predict(rows: list[In], model: OnnxModel) -> list[Out]:
@@ -279,7 +279,7 @@ def test_the_fast_and_the_careful_decoder_agree() -> None:
 def test_a_model_unloaded_meanwhile_is_loaded_again_in_a_thread_never_on_the_loop(
     model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scheduling, "INLINE_BELOW_S", 60.0)  # every run counts as fast
+    monkeypatch.setattr(placement, "INLINE_BELOW_S", 60.0)  # every run counts as fast
     threads: list[int] = []
 
     def predict(rows: list[In], model: OnnxModel) -> list[Out]:

@@ -1,5 +1,5 @@
 """The warm HTTP predict, as the Functions worker runs it in process on Azure: the modules of
-mlfn it goes through, traced, are the ones docs/architecture.md lists, and few (at most 8)."""
+mlfn it goes through, traced, are the ones docs/architecture.md lists, and few (at most 9)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from runtime import scheduling
 from runtime.config import Settings
 from runtime.registration import build_app
+from runtime.scheduling import placement
 from tests.support import FLOWER_MODELS, ROOT, make_app
 
 MODELS = (
@@ -94,7 +94,7 @@ def _traced(fn: Any) -> list[str]:
 
 # A columnar predict's instances are gathered into columns and its columns made into outputs:
 # the columnar room is its one more.
-@pytest.mark.parametrize(("form", "source", "most"), [("rows", ROWS, 7), ("columns", COLUMNS, 8)])
+@pytest.mark.parametrize(("form", "source", "most"), [("rows", ROWS, 8), ("columns", COLUMNS, 9)])
 def test_a_warm_http_predict_crosses_the_documented_modules_and_few(
     tmp_path: Path,
     example_models: dict[str, Path],
@@ -106,7 +106,7 @@ def test_a_warm_http_predict_crosses_the_documented_modules_and_few(
 ) -> None:
     # Runs on the loop, as a warm model's are, however busy the machine: a run in a worker
     # thread would hide from the trace (sys.setprofile is this thread's).
-    monkeypatch.setattr(scheduling, "INLINE_BELOW_S", 60.0)
+    monkeypatch.setattr(placement, "INLINE_BELOW_S", 60.0)
     app_dir = make_app(
         tmp_path / "app", {"iris": source.replace("MODEL", repr(str(example_models["iris"])))}
     )

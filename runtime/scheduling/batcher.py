@@ -1,11 +1,6 @@
-"""Scheduling model runs: which waiting requests share a run (micro-batching, ``Batcher``:
-concurrent requests for one endpoint merged into few model calls) and where a run goes
-(``Placement``: on the event loop when work of its size has proved shorter than a trip to a
-worker thread and back, in a worker thread otherwise; the one place that chooses, for the
-predict and the Open Inference Protocol services alike).
-
-"Batch" in mlfn's module names means batch files; here it is the micro-batch of ``Limits``
-(``max_batch_size``, ``max_batch_wait_ms``, ``max_concurrent_batches``)."""
+"""Micro-batching (``Batcher``): concurrent requests for one endpoint merged into few model
+calls, interactive requests ahead of bulk work, deadlines kept and, with a latency target,
+waiting and shedding by what the endpoint's runs are known to take."""
 
 from __future__ import annotations
 
@@ -15,15 +10,16 @@ import contextlib
 import contextvars
 import inspect
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from runtime import telemetry
-from runtime.errors import BadRequest, DeadlineExceeded, Overloaded, Shed
+from runtime.errors import Overloaded, Shed
+from runtime.scheduling.deadlines import Deadline, _deadline, within
+from runtime.scheduling.placement import NotNow, _left_running, in_thread
+from runtime.scheduling.run_times import RunTimes, bulk_rest
 from runtime.telemetry import Invocation
 
 log = logging.getLogger("mlfn.batching")
@@ -34,36 +30,9 @@ LOOK_EVERY = 16
 # Bulk work (queue messages, batch-file rows) waits while interactive requests do, but after
 # this many runs taken ahead of it, its oldest request goes first: slowed, never starved.
 BULK_AFTER = 4
-# While interactive requests came within RECENT_S, bulk work rests after each of its runs
-# BULK_REST times as long as the run took: three quarters of the time is left to the requests,
-# whose runs, parsing and answers would otherwise queue for a core behind the bulk work's
-# threads (bench/RESULTS.md, "Latency": an HTTP p99 beside a 400,000-row file).
-RECENT_S = 0.5
-BULK_REST = 3.0
-
-
-def bulk_rest(ran_s: float, interactive_at: float) -> float:
-    """How long bulk work that ran ``ran_s`` rests, the last interactive request having come
-    at ``interactive_at`` (a ``time.monotonic()``)."""
-    return ran_s * BULK_REST if time.monotonic() - interactive_at < RECENT_S else 0.0
-
 
 I = TypeVar("I")  # noqa: E741 - one instance
 O = TypeVar("O")  # noqa: E741 - what a run returns for the instances it was given
-T = TypeVar("T")
-M = TypeVar("M")  # what work holds while it runs: a loaded model
-M_co = TypeVar("M_co", covariant=True)
-P = ParamSpec("P")
-
-
-class NotNow:
-    """What ``Placement.now`` and a batcher's ``run_now`` answer for work they cannot run at
-    once (a class of its own: a result may be None)."""
-
-    __slots__ = ()
-
-
-NOT_NOW = NotNow()
 
 
 @dataclass
@@ -74,120 +43,6 @@ class _Request(Generic[I, O]):
     queued_at: float = 0.0  # with telemetry on: when it started waiting
     merge: bool = True  # False: it shares no run, its caller isolates its failures
     arrived: float = 0.0  # time.monotonic(), with a latency target: its answer's budget starts
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """When a request must be answered (``time.monotonic()``), and the budget it was given."""
-
-    at: float
-    budget_ms: float
-
-    @classmethod
-    def after(cls, budget_ms: float) -> Deadline:
-        """``budget_ms`` from now."""
-        return cls(time.monotonic() + budget_ms / 1000, budget_ms)
-
-    @classmethod
-    def asked(cls, text: str | None, default_ms: float | None, name: str) -> Deadline | None:
-        """A request's deadline from now: ``text`` (its ``name`` header, milliseconds), else
-        its endpoint's ``default_ms``, else none. Anything but a positive number of
-        milliseconds is the caller's mistake, told by the header's name."""
-        if text is None:
-            return None if default_ms is None else cls.after(default_ms)
-        try:
-            budget = float(text)
-        except (TypeError, ValueError):
-            budget = math.nan
-        if not 0 < budget <= MAX_BUDGET_MS:
-            raise BadRequest(
-                f"{name} must be a positive number of milliseconds (at most {MAX_BUDGET_MS:g}), "
-                f"not {str(text)[:40]!r}",
-                detail={"field": name},
-            )
-        return cls.after(budget)
-
-    def passed(self) -> bool:
-        return time.monotonic() >= self.at
-
-
-MAX_BUDGET_MS = 86_400_000.0  # a day: a longer deadline is none, and overflows nothing
-
-# The deadline of the request a task or thread works for, where it has one to itself (not a
-# batch's leader): a run that gets its slot after it has passed is not started.
-_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
-    "mlfn_deadline", default=None
-)
-
-
-def current_deadline() -> Deadline | None:
-    return _deadline.get()
-
-
-async def within(deadline: Deadline, work: Awaitable[T]) -> T:
-    """``await work`` answered by ``deadline``: ``DeadlineExceeded`` at it, whatever is still
-    going on (a request still in line leaves it), and for a result that came past it (a busy
-    loop woke it late): never a late answer."""
-    left = deadline.at - time.monotonic()
-    if left <= 0:
-        if inspect.iscoroutine(work):
-            work.close()
-        raise DeadlineExceeded(deadline.budget_ms)
-    token = _deadline.set(deadline)
-    cutoff = asyncio.timeout(left)
-    try:
-        async with cutoff:
-            result = await work
-    except TimeoutError:
-        if cutoff.expired():
-            raise DeadlineExceeded(deadline.budget_ms) from None
-        raise
-    finally:
-        _deadline.reset(token)
-    if deadline.passed():
-        raise DeadlineExceeded(deadline.budget_ms)
-    return result
-
-
-class RunTimes:
-    """How long a run of ``n`` instances takes: ``a·n + b``, the line through the recent run
-    times of each batch size seen (sizes by powers of two, each a moving average), as BentoML's
-    adaptive batching fits its dispatcher. One size seen alone says nothing of the slope, so
-    until a second is seen every size is expected to take as long (batching free until shown
-    otherwise): an estimate that errs towards waiting and taking work, which deadlines bound,
-    never towards shedding what could have been served. The time counted is the caller's: a
-    thread's hop and the wait for the GIL included."""
-
-    __slots__ = ("_runs", "_sizes")
-
-    def __init__(self) -> None:
-        self._sizes: dict[int, tuple[float, float]] = {}  # size class -> (mean n, mean s)
-        self._runs = 0
-
-    def learn(self, n: int, seconds: float) -> None:
-        key = max(n, 1).bit_length()
-        found = self._sizes.get(key)
-        self._sizes[key] = (
-            (n, seconds)
-            if found is None
-            else (0.8 * found[0] + 0.2 * n, 0.8 * found[1] + 0.2 * seconds)
-        )
-        self._runs += 1
-
-    def expect(self, n: int) -> float | None:
-        """Seconds a run of ``n`` should take; None before a few runs were seen."""
-        if self._runs < 3:
-            return None
-        points = list(self._sizes.values())
-        if len(points) == 1:
-            return points[0][1]
-        k = len(points)
-        mean_n = sum(p[0] for p in points) / k
-        mean_t = sum(p[1] for p in points) / k
-        spread = sum((p[0] - mean_n) ** 2 for p in points)
-        a = max(sum((p[0] - mean_n) * (p[1] - mean_t) for p in points) / spread, 0.0)
-        b = max(mean_t - a * mean_n, 0.0)
-        return a * n + b
 
 
 @dataclass
@@ -647,153 +502,3 @@ def _settle(
         future.set_exception(exc)
     else:
         future.set_result(value)  # type: ignore[arg-type]
-
-
-# The worker threads a task's work was still running in when the task was cancelled (threads
-# cannot be stopped), noted by in_thread for the batcher, whose run slot stays taken until they
-# end: else the next request would run beside them.
-_left_running: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = contextvars.ContextVar(
-    "mlfn_left_running", default=None
-)
-
-
-async def in_thread(fn: Callable[[], T]) -> T:
-    """``fn()`` in a worker thread, with this task's context (as ``asyncio.to_thread``);
-    cancelled meanwhile, the thread's future is noted in ``_left_running`` (a cancelled wait is
-    done at once, long before the thread)."""
-    loop = asyncio.get_running_loop()
-    running = loop.run_in_executor(None, contextvars.copy_context().run, fn)
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        left = _left_running.get()
-        if left is not None:
-            left.append(running)
-        raise
-
-
-# --- placement: on the loop or in a worker thread ---------------------------------------------
-
-
-# A trip to a worker thread and back costs ~40 µs on the 2-core reference machine
-# (bench/RESULTS.md); work shorter than a few of those is cheaper done in place, and blocks the
-# loop no longer than parsing a small request body does.
-INLINE_BELOW_S = 200e-6
-# Work of a size class is sent to threads once this share of its recent runs were slow.
-SLOW_SHARE = 0.2
-
-
-class Holder(Protocol[M_co]):
-    """What work holds while it runs (a loaded model, a run slot), held two ways."""
-
-    def held_now(self) -> AbstractContextManager[M_co] | None:
-        """Held without waiting for anything (a load, a run slot), or None: on the loop."""
-
-    def held(self) -> AbstractContextManager[M_co]:
-        """Held, waiting (and loading) as need be: on a worker thread."""
-
-
-class Placement:
-    """Learns how long one kind of work (a model's runs, say) takes, per size class (sizes
-    in powers of two: 1, 2-3, 4-7, ...), as a moving average of the runs that succeeded. Work
-    of a size class measured below ``inline_below_s`` may run in place; the rest, and any size
-    not measured yet, runs in a worker thread."""
-
-    def __init__(self, inline_below_s: float | None = None) -> None:
-        self._limit = INLINE_BELOW_S if inline_below_s is None else inline_below_s
-        # Per size class: the moving average of a run's seconds, and of the share of slow runs.
-        self._seconds: dict[int, tuple[float, float]] = {}
-
-    async def run(
-        self,
-        size: int,
-        holder: Holder[M],
-        work: Callable[Concatenate[M, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """``await work(held, *args, **kwargs)`` on the loop when work of ``size`` has proved
-        short and ``holder.held_now()`` holds what it needs without waiting; else in a worker
-        thread with ``holder.held()`` (``here``). ``work`` is a coroutine function that never
-        waits (on a thread it runs with no loop: ``finished``). Only the work is timed, never
-        the holding (a load)."""
-        done = self.now(size, holder, work, *args, **kwargs)
-        if not isinstance(done, NotNow):
-            return done
-        return await in_thread(lambda: self.here(size, holder, work, *args, **kwargs))
-
-    def now(
-        self,
-        size: int,
-        holder: Holder[M],
-        work: Callable[Concatenate[M, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T | NotNow:
-        """``work``'s result, run here and now when work of ``size`` has proved short and
-        ``holder.held_now()`` holds what it needs without waiting; ``NOT_NOW`` otherwise. On
-        the loop's thread, the worker attributes log lines by the task."""
-        if not self.fast(size):
-            return NOT_NOW
-        now = holder.held_now()
-        if now is None:
-            return NOT_NOW
-        with now as held:
-            started = time.perf_counter()
-            result = finished(work(held, *args, **kwargs))
-            self._learn(size, started)
-            return result
-
-    def here(
-        self,
-        size: int,
-        holder: Holder[M],
-        work: Callable[Concatenate[M, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """``work`` on this thread, which runs no event loop (a worker thread, a Spark task),
-        with ``holder.held()`` and the current invocation's id on the thread (its log lines are
-        attributed to it on Azure); timed."""
-        with telemetry.InvocationOnThread(), holder.held() as held:
-            started = time.perf_counter()
-            result = finished(work(held, *args, **kwargs))
-            self._learn(size, started)
-            return result
-
-    def fast(self, size: int) -> bool:
-        """Work of ``size`` has proved shorter than the limit, and seldom longer."""
-        learnt = self._seconds.get(max(size, 1).bit_length())
-        return learnt is not None and learnt[0] < self._limit and learnt[1] < SLOW_SHARE
-
-    def _learn(self, size: int, started: float) -> None:
-        """Learn from the duration of work that succeeded (not from a failure: a quick error
-        says nothing about how long the work takes)."""
-        # A run stalled by something else (a collection, a descheduled process) counts as
-        # twice the limit at most: one stall must not send a model's next runs to threads,
-        # which slow them and are timed there, keeping the average up; runs that are slow
-        # again and again still cross the limit in a few.
-        # Work slow often, not once (by its inputs: a long text, say) is told by the share of
-        # slow runs, which a stall moves little, and a run of stalls enough.
-        took = time.perf_counter() - started
-        slow = 1.0 if took >= self._limit else 0.0
-        took = min(took, 2 * self._limit)
-        key = max(size, 1).bit_length()
-        learnt = self._seconds.get(key)
-        if learnt is None:
-            self._seconds[key] = (took, slow)
-        else:
-            self._seconds[key] = (0.8 * learnt[0] + 0.2 * took, 0.9 * learnt[1] + 0.1 * slow)
-
-
-def finished(coroutine: Awaitable[T]) -> T:
-    """The result of a coroutine that never waits (every ``await`` in it is of one that answers
-    at once), run to its end on this thread, with no event loop: so logic written once, async,
-    serves a sync caller too (a sync predict's chunk loop, the rows service's halving)."""
-    step: Any = coroutine.__await__()
-    try:
-        waited = step.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    step.close()
-    raise RuntimeError(f"{coroutine!r} waited for {waited!r}: it needs an event loop")

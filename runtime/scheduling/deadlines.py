@@ -1,0 +1,92 @@
+"""Deadlines: when a request must be answered, read from the caller's header or the endpoint's
+default (``Deadline.asked``), and the one cutoff that answers by it (``within``); the deadline
+of the request a task or thread works for alone (``current_deadline``), which a run that gets
+its slot late checks before it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import math
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from runtime.errors import BadRequest, DeadlineExceeded
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a request must be answered (``time.monotonic()``), and the budget it was given."""
+
+    at: float
+    budget_ms: float
+
+    @classmethod
+    def after(cls, budget_ms: float) -> Deadline:
+        """``budget_ms`` from now."""
+        return cls(time.monotonic() + budget_ms / 1000, budget_ms)
+
+    @classmethod
+    def asked(cls, text: str | None, default_ms: float | None, name: str) -> Deadline | None:
+        """A request's deadline from now: ``text`` (its ``name`` header, milliseconds), else
+        its endpoint's ``default_ms``, else none. Anything but a positive number of
+        milliseconds is the caller's mistake, told by the header's name."""
+        if text is None:
+            return None if default_ms is None else cls.after(default_ms)
+        try:
+            budget = float(text)
+        except (TypeError, ValueError):
+            budget = math.nan
+        if not 0 < budget <= MAX_BUDGET_MS:
+            raise BadRequest(
+                f"{name} must be a positive number of milliseconds (at most {MAX_BUDGET_MS:g}), "
+                f"not {str(text)[:40]!r}",
+                detail={"field": name},
+            )
+        return cls.after(budget)
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+MAX_BUDGET_MS = 86_400_000.0  # a day: a longer deadline is none, and overflows nothing
+
+# The deadline of the request a task or thread works for, where it has one to itself (not a
+# batch's leader): a run that gets its slot after it has passed is not started.
+_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "mlfn_deadline", default=None
+)
+
+
+def current_deadline() -> Deadline | None:
+    return _deadline.get()
+
+
+async def within(deadline: Deadline, work: Awaitable[T]) -> T:
+    """``await work`` answered by ``deadline``: ``DeadlineExceeded`` at it, whatever is still
+    going on (a request still in line leaves it), and for a result that came past it (a busy
+    loop woke it late): never a late answer."""
+    left = deadline.at - time.monotonic()
+    if left <= 0:
+        if inspect.iscoroutine(work):
+            work.close()
+        raise DeadlineExceeded(deadline.budget_ms)
+    token = _deadline.set(deadline)
+    cutoff = asyncio.timeout(left)
+    try:
+        async with cutoff:
+            result = await work
+    except TimeoutError:
+        if cutoff.expired():
+            raise DeadlineExceeded(deadline.budget_ms) from None
+        raise
+    finally:
+        _deadline.reset(token)
+    if deadline.passed():
+        raise DeadlineExceeded(deadline.budget_ms)
+    return result

@@ -1,0 +1,60 @@
+"""What the batcher learns of an endpoint's runs (``RunTimes``: a line through their times by
+batch size), and how long bulk work rests beside interactive requests (``bulk_rest``)."""
+
+from __future__ import annotations
+
+import time
+
+# While interactive requests came within RECENT_S, bulk work rests after each of its runs
+# BULK_REST times as long as the run took: three quarters of the time is left to the requests,
+# whose runs, parsing and answers would otherwise queue for a core behind the bulk work's
+# threads (bench/RESULTS.md, "Latency": an HTTP p99 beside a 400,000-row file).
+RECENT_S = 0.5
+BULK_REST = 3.0
+
+
+def bulk_rest(ran_s: float, interactive_at: float) -> float:
+    """How long bulk work that ran ``ran_s`` rests, the last interactive request having come
+    at ``interactive_at`` (a ``time.monotonic()``)."""
+    return ran_s * BULK_REST if time.monotonic() - interactive_at < RECENT_S else 0.0
+
+
+class RunTimes:
+    """How long a run of ``n`` instances takes: ``a·n + b``, the line through the recent run
+    times of each batch size seen (sizes by powers of two, each a moving average), as BentoML's
+    adaptive batching fits its dispatcher. One size seen alone says nothing of the slope, so
+    until a second is seen every size is expected to take as long (batching free until shown
+    otherwise): an estimate that errs towards waiting and taking work, which deadlines bound,
+    never towards shedding what could have been served. The time counted is the caller's: a
+    thread's hop and the wait for the GIL included."""
+
+    __slots__ = ("_runs", "_sizes")
+
+    def __init__(self) -> None:
+        self._sizes: dict[int, tuple[float, float]] = {}  # size class -> (mean n, mean s)
+        self._runs = 0
+
+    def learn(self, n: int, seconds: float) -> None:
+        key = max(n, 1).bit_length()
+        found = self._sizes.get(key)
+        self._sizes[key] = (
+            (n, seconds)
+            if found is None
+            else (0.8 * found[0] + 0.2 * n, 0.8 * found[1] + 0.2 * seconds)
+        )
+        self._runs += 1
+
+    def expect(self, n: int) -> float | None:
+        """Seconds a run of ``n`` should take; None before a few runs were seen."""
+        if self._runs < 3:
+            return None
+        points = list(self._sizes.values())
+        if len(points) == 1:
+            return points[0][1]
+        k = len(points)
+        mean_n = sum(p[0] for p in points) / k
+        mean_t = sum(p[1] for p in points) / k
+        spread = sum((p[0] - mean_n) ** 2 for p in points)
+        a = max(sum((p[0] - mean_n) * (p[1] - mean_t) for p in points) / spread, 0.0)
+        b = max(mean_t - a * mean_n, 0.0)
+        return a * n + b
