@@ -8,11 +8,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from scripts import azurite as azurite_script
 from scripts.build_models import build_all
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,6 +71,24 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteInfo]:
 @pytest.fixture(scope="session")
 def example_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def containers(azurite: AzuriteInfo) -> Iterator[tuple[ContainerClient, ContainerClient]]:
+    """An endpoint's batch-files container (made) and its results container (made by the
+    service that writes there), both removed after."""
+    from azure.storage.blob import ContainerClient
+
+    prefix = f"s{uuid.uuid4().hex[:12]}"
+    files, results = (
+        ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-{role}")
+        for role in ("in", "out")
+    )
+    files.create_container()
+    yield files, results
+    for client in (files, results):
+        if client.exists():
+            client.delete_container()
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,20 +17,6 @@ from runtime.payload_log import Log
 from tests.conftest import AzuriteInfo
 from tests.models.onnx_builders import adder
 from tests.services.pairs import by_columns, pairs, services
-
-
-@pytest.fixture
-def containers(azurite: AzuriteInfo) -> Iterator[tuple[ContainerClient, ContainerClient]]:
-    prefix = f"l{uuid.uuid4().hex[:12]}"
-    files, results = (
-        ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-{role}")
-        for role in ("in", "out")
-    )
-    files.create_container()
-    yield files, results
-    for client in (files, results):
-        if client.exists():
-            client.delete_container()
 
 
 @pytest.mark.parametrize("columnar", [False, True], ids=["rows", "columns"])

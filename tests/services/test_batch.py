@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,22 +26,6 @@ from tests.services.pairs import by_columns, by_rows, pairs, services, sums
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return adder(tmp_path_factory.mktemp("models") / "adder.onnx")
-
-
-@pytest.fixture
-def containers(azurite: AzuriteInfo) -> Iterator[tuple[ContainerClient, ContainerClient]]:
-    """The endpoint's files container (made) and its results container (made by the service),
-    both removed after."""
-    prefix = f"s{uuid.uuid4().hex[:12]}"
-    files, results = (
-        ContainerClient.from_connection_string(azurite.connection_string, f"{prefix}-{role}")
-        for role in ("in", "out")
-    )
-    files.create_container()
-    yield files, results
-    for client in (files, results):
-        if client.exists():
-            client.delete_container()
 
 
 Containers = tuple[ContainerClient, ContainerClient]
