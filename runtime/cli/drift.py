@@ -81,6 +81,14 @@ def drift(
       2  the check could not run: a usage error, no records in the window, a reference or
          a log that cannot be read
     """
+    import importlib.util
+
+    missing = [m for m in ("pyarrow", "numpy") if importlib.util.find_spec(m) is None]
+    if missing:
+        _fail(
+            f"mlfn drift needs {' and '.join(missing)}, which is not installed: "
+            "pip install 'mlfn[payload-log]'"
+        )
     from runtime.drift import compare, records
     from runtime.drift import reference as references
 

@@ -8,6 +8,7 @@ hand it their requests. Nothing here is imported unless a log is on: the setting
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ Declared = tuple[Log | None, "type[BaseModel] | None", "type[BaseModel] | None"]
 """An endpoint's ``log=``, input model and output model."""
 
 __all__ = ["Log", "NotLogged", "logs"]
+
+log = logging.getLogger("mlfn.payload_log")
 
 
 def logs(
@@ -46,6 +49,16 @@ def logs(
         if sample > 0 or bulk > 0:
             wanted[name] = (model, output, sample, bulk)
     if not wanted:
+        return {}, None
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:  # said once; requests go on unlogged
+        log.error(
+            "the payload log of %s is off: it writes Parquet with pyarrow, which is not "
+            "installed: pip install 'mlfn[payload-log]' (on Azure, add pyarrow to "
+            "requirements.txt)",
+            ", ".join(sorted(wanted)),
+        )
         return {}, None
 
     from runtime.payload_log.buffer import PayloadLog
