@@ -92,11 +92,16 @@ class Batcher(Generic[I, O]):
         run_now: Callable[[list[I]], O | NotNow] | None = None,
         latency_target_s: float | None = None,
         join: Callable[[list[O]], O] | None = None,
+        timed_by_caller: bool = False,
     ) -> None:
         self.name = name  # the endpoint's, in telemetry
         self._target = latency_target_s
         self._gap: float | None = None  # with a target: seconds between requests, averaged
         self._last_run_s = 0.0
+        # The caller times its runs itself (``ran``), where they run: timed here, a run would
+        # also count the wait for a busy loop to resume it, which shedding must not mistake
+        # for the model's time.
+        self._timed_by_caller = timed_by_caller
         self._last_arrival = 0.0
         self._join = join  # bulk requests larger than a batch: their pieces' results joined
         self.run_times = RunTimes()  # learnt with a latency target: waiting, shedding
@@ -204,14 +209,28 @@ class Batcher(Generic[I, O]):
     ) -> O:
         """``submit`` answered by ``deadline`` (``within``), or refused at once when a latency
         target says it cannot make it."""
-        left = deadline.at - time.monotonic()
-        if bounded and self._target is not None and left > 0:
-            expected = self._expected_s(len(instances))
-            if expected is not None and expected > left:
-                raise Shed(expected * 1000, self._target * 1000)
+        if bounded:
+            self.shed_if_late(len(instances), deadline)
         return await within(
             deadline, self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
         )
+
+    def ran(self, n: int, seconds: float) -> None:
+        """A run of ``n`` instances took ``seconds`` (told by a caller that times its own)."""
+        self._last_run_s = seconds
+        if self._target is not None:
+            self.run_times.learn(n, seconds)
+
+    def shed_if_late(self, n: int, deadline: Deadline) -> None:
+        """Raise ``Shed`` when, with a latency target, a request of ``n`` instances arriving
+        now would be answered after ``deadline`` (before its body is read too, with ``n`` 1:
+        under overload, reading what will be refused is work taken from what will not)."""
+        if self._target is None:
+            return
+        left = deadline.at - time.monotonic()
+        expected = self._expected_s(n)
+        if left > 0 and expected is not None and expected > left:
+            raise Shed(expected * 1000, self._target * 1000)
 
     def _expected_s(self, n: int) -> float | None:
         """How long until a request of ``n`` instances arriving now would be answered: what
@@ -474,9 +493,10 @@ class Batcher(Generic[I, O]):
                 result = await self._call_as(tel, batch, instances)
             else:  # this request's own task runs it, untraced: nothing to set
                 result = await self._call(instances)
-            self._last_run_s = time.perf_counter() - started
-            if self._target is not None:
-                self.run_times.learn(len(instances), self._last_run_s)
+            if not self._timed_by_caller:
+                self._last_run_s = time.perf_counter() - started
+                if self._target is not None:
+                    self.run_times.learn(len(instances), self._last_run_s)
         except Exception as exc:
             if len(batch) == 1 or self._shared_failure(exc):
                 for request in batch:  # every request would fail the same way alone

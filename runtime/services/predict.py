@@ -223,6 +223,7 @@ class Scorer:
             run_now=None if self.is_async else self._run_now,
             latency_target_s=None if target is None else target / 1000,
             join=Scored.join,
+            timed_by_caller=True,  # _scored, where the run is
         )
         batcher = self.batcher
         self._runs.interactive_at = lambda: batcher.interactive_at
@@ -247,6 +248,8 @@ class Scorer:
         if timeout_ms is not None or self._default_timeout_ms is not None:
             deadline = Deadline.asked(timeout_ms, self._default_timeout_ms, v1.TIMEOUT_HEADER)
             assert deadline is not None
+            if self.release is None:  # a request the line would make late: refused unread
+                self.batcher.shed_if_late(1, deadline)
             return await within(deadline, self._answer(body, key, request_id, deadline))
         return await self._answer(body, key, request_id, None)
 
@@ -463,6 +466,7 @@ class Scorer:
         traced = tel.on  # a span costs even when off: the hot path only checks
         size = self._limits.max_batch_size
         predictions: list[bytes] = []
+        began = time.perf_counter()
         for start in range(0, len(instances), size):
             chunk = instances[start : start + size]
             if traced:
@@ -472,6 +476,7 @@ class Scorer:
                     predictions += self._dump(chunk, outputs, start)
             else:
                 predictions += self._dump(chunk, await self._outputs(chunk, model), start)
+        self.batcher.ran(len(instances), time.perf_counter() - began)
         return Scored(predictions, self._model_info(model))
 
     async def _outputs(self, chunk: list[BaseModel], model: OnnxModel) -> Any:
