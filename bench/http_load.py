@@ -47,7 +47,8 @@ def _body() -> bytes:
     return orjson.dumps({"instances": [{"x": row}]})
 
 
-def wrk(url: str, body: bytes, connections: int, seconds: float) -> Load:
+def wrk_output(url: str, body: bytes, connections: int, seconds: float) -> str:
+    """What wrk prints for ``connections`` POSTing ``body`` to ``url`` for ``seconds``."""
     with tempfile.TemporaryDirectory(prefix="mlfn-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(
@@ -55,30 +56,28 @@ def wrk(url: str, body: bytes, connections: int, seconds: float) -> Load:
             'wrk.headers["Content-Type"] = "application/json"\n'
             f"wrk.body = [[{body.decode()}]]\n"
         )
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{max(1, round(seconds))}s",
-                "--latency",
-                "-s",
-                str(script),
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-        ).stdout
+        return subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+             "-s", str(script), url],
+            check=True, capture_output=True, text=True, timeout=seconds + 30,
+        ).stdout  # fmt: skip
 
-    def ms(label: str) -> float:
-        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+def wrk_ms(out: str, percentile: str) -> float:
+    """A latency percentile (" 50", " 99") of wrk's output, in milliseconds."""
+    value, unit = re.search(rf"{percentile}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk_non_2xx(out: str) -> int:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Load(rate, ms(" 50"), ms(" 99"), int(errors.group(1)) if errors else 0)
+    return int(errors.group(1)) if errors else 0
+
+
+def wrk(url: str, body: bytes, connections: int, seconds: float) -> Load:
+    out = wrk_output(url, body, connections, seconds)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return Load(rate, wrk_ms(out, " 50"), wrk_ms(out, " 99"), wrk_non_2xx(out))
 
 
 def asyncio_client(url: str, body: bytes, connections: int, seconds: float) -> Load:

@@ -58,6 +58,7 @@ import httpx
 import numpy as np
 import orjson
 
+from bench.http_load import wrk_ms, wrk_non_2xx, wrk_output
 from runtime import Limits
 from runtime.config import Settings
 from runtime.scaffold import render_tensor_endpoint
@@ -158,28 +159,12 @@ class Load:
 
 
 def wrk(url: str, body: bytes, connections: int, seconds: float) -> Load:
-    with tempfile.TemporaryDirectory(prefix="mlfn-wrk-") as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text(
-            'wrk.method = "POST"\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = [[{body.decode()}]]\n"
-        )
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-             "-s", str(script), url],
-            check=True, capture_output=True, text=True, timeout=seconds + 30,
-        ).stdout  # fmt: skip
-
-    def ms(label: str) -> float:
-        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
+    out = wrk_output(url, body, connections, seconds)
     total, took, unit = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out).groups()  # type: ignore[union-attr]
     elapsed = float(took) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    non_2xx = int(errors.group(1)) if errors else 0
-    return Load((int(total) - non_2xx) / elapsed, ms(" 50"), ms(" 99"), int(total), non_2xx)
+    non_2xx = wrk_non_2xx(out)
+    ok_per_s = (int(total) - non_2xx) / elapsed
+    return Load(ok_per_s, wrk_ms(out, " 50"), wrk_ms(out, " 99"), int(total), non_2xx)
 
 
 def throughput(
