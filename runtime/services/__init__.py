@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from runtime import config
 from runtime.endpoint import BoundEndpoint
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from runtime.services.rows import RowService
 
 log = logging.getLogger("mlfn.services")
+
+T = TypeVar("T")
 
 _STORE_SDKS = {
     "az": ["azure.storage.blob"],
@@ -69,7 +71,7 @@ class Services:
         self._rows: RowService | None = None
         self._batch: BatchService | None = None
         self._columns: ColumnService | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.payload_log: PayloadLog | None = None  # the endpoints' payload log, once built
 
     @property
@@ -82,66 +84,62 @@ class Services:
 
     @property
     def infer(self) -> InferService:
-        if self._infer is not None:
-            return self._infer
-        core = self._get()
-        with self._lock:
-            if self._infer is None:
-                from runtime.services.infer import InferService
-
-                self._infer = InferService(self.endpoints, core.registry, core.followers, core.logs)
-            return self._infer
+        return self._infer or self._once("_infer", self._make_infer)
 
     @property
     def jobs(self) -> JobService:
-        if self._jobs is not None:
-            return self._jobs
-        core = self._get()
-        with self._lock:
-            if self._jobs is None:
-                from runtime.services.jobs import JobService
-                from runtime.storage.payloads import Payloads
-
-                payloads = Payloads(self.settings)
-                self._jobs = JobService(core.predict, payloads, lambda: self.columns, core.logs)
-            return self._jobs
+        return self._jobs or self._once("_jobs", self._make_jobs)
 
     @property
     def rows(self) -> RowService:
-        if self._rows is not None:
-            return self._rows
-        predict = self.predict
-        with self._lock:
-            if self._rows is None:
-                from runtime.services.rows import RowService
-
-                self._rows = RowService(predict)
-            return self._rows
+        return self._rows or self._once("_rows", self._make_rows)
 
     @property
     def batch(self) -> BatchService:
-        if self._batch is not None:
-            return self._batch
-        rows, logs = self.rows, self._get().logs
-        with self._lock:
-            if self._batch is None:
-                from runtime.services.batch import BatchService
-
-                self._batch = BatchService(rows, self.settings, lambda: self.columns, logs)
-            return self._batch
+        return self._batch or self._once("_batch", self._make_batch)
 
     @property
     def columns(self) -> ColumnService:
         """Only the bulk paths score columns."""
-        if self._columns is not None:
-            return self._columns
-        predict = self.predict
-        with self._lock:
-            if self._columns is None:
-                from runtime.services.columns import ColumnService
+        return self._columns or self._once("_columns", self._make_columns)
 
-                self._columns = ColumnService(predict)
-            return self._columns
+    def _once(self, attribute: str, make: Callable[[], T]) -> T:
+        """The service kept in ``attribute``, made by ``make`` if it is not yet: once, under
+        the lock (re-entrant: a service made of others makes them under it too)."""
+        with self._lock:
+            found: T | None = getattr(self, attribute)
+            if found is None:
+                found = make()
+                setattr(self, attribute, found)
+            return found
+
+    def _make_infer(self) -> InferService:
+        from runtime.services.infer import InferService
+
+        core = self._get()
+        return InferService(self.endpoints, core.registry, core.followers, core.logs)
+
+    def _make_jobs(self) -> JobService:
+        from runtime.services.jobs import JobService
+        from runtime.storage.payloads import Payloads
+
+        core = self._get()
+        return JobService(core.predict, Payloads(self.settings), lambda: self.columns, core.logs)
+
+    def _make_rows(self) -> RowService:
+        from runtime.services.rows import RowService
+
+        return RowService(self.predict)
+
+    def _make_batch(self) -> BatchService:
+        from runtime.services.batch import BatchService
+
+        return BatchService(self.rows, self.settings, lambda: self.columns, self._get().logs)
+
+    def _make_columns(self) -> ColumnService:
+        from runtime.services.columns import ColumnService
+
+        return ColumnService(self.predict)
 
     @property
     def settings(self) -> config.Settings:

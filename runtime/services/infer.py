@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from runtime import telemetry
 from runtime.element_types import BY_ONNX
@@ -171,54 +171,34 @@ class InferService:
         Triton's) is checked before the run and after it: work past it is not started, and an
         answer past it is not sent."""
         bound = self._bound(name)
-        size, limit = len(body), bound.endpoint.limits.max_request_bytes
-        if size > limit:  # the endpoint's limit holds for tensors as for instances
-            raise PayloadTooLarge(size, limit)
         limits = bound.endpoint.limits
+        if len(body) > limits.max_request_bytes:  # the endpoint's limit holds for tensors too
+            raise PayloadTooLarge(len(body), limits.max_request_bytes)
         deadline = Deadline.asked(timeout_ms, limits.default_timeout_ms, v1.TIMEOUT_HEADER)
-        log = self._logs.get(name)
-        started = time.perf_counter()
-        answer = self._answer(name, body, header_length, version, deadline, log, started)
+        call = _Call(body, header_length, version, deadline, self._logs.get(name),
+                     time.perf_counter())  # fmt: skip
+        answer = self._answer(name, call)
         try:
             return await (answer if deadline is None else within(deadline, answer))
         except Exception as exc:
-            if log is not None and log.sampled():  # its id is in the body: at random
-                log.failed(V2, started, exc)
+            if call.log is not None and call.log.sampled():  # its id is in the body: at random
+                call.log.failed(V2, call.started, exc)
             raise
 
-    async def _answer(
-        self,
-        name: str,
-        body: bytes,
-        header_length: str | None,
-        version: str | None,
-        deadline: Deadline | None,
-        log: EndpointLog | None,
-        started: float,
-    ) -> tuple[bytes, dict[str, str]]:
+    async def _answer(self, name: str, call: _Call) -> tuple[bytes, dict[str, str]]:
         follower = self._followers.get(name)
         if follower is None or (follower.routes is None and not follower.due()):
             placement, held = self._placements[name]
         else:  # a release to follow, read first (one read, shared, bounded in time)
             await first_read(follower)
-            placement, held, version = self._target(name, version)
-        return await placement.run(
-            len(body), held, self._infer_body, body, header_length, version, deadline, log,
-            started,
-        )  # fmt: skip
+            placement, held, version = self._target(name, call.version)
+            call = call._replace(version=version)
+        return await placement.run(len(call.body), held, self._infer_body, call)
 
-    async def _infer_body(
-        self,
-        model: OnnxModel,
-        body: bytes,
-        header_length: str | None,
-        version: str | None,
-        deadline: Deadline | None,
-        log: EndpointLog | None,
-        started: float,
-    ) -> tuple[bytes, dict[str, str]]:
+    async def _infer_body(self, model: OnnxModel, call: _Call) -> tuple[bytes, dict[str, str]]:
         """Decode, run, encode (and hand the tensors to the payload log, when it samples the
         request). Never waits: async only as ``Placement`` takes work."""
+        body, header_length, version, deadline, log, started = call
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):
@@ -332,6 +312,17 @@ class _Model:
 
     def get(self) -> OnnxModel:
         return self._registry.get(self.name, self.ref)
+
+
+class _Call(NamedTuple):
+    """One inference request on its way to its run (a tuple: made on every request)."""
+
+    body: bytes
+    header_length: str | None
+    version: str | None
+    deadline: Deadline | None
+    log: EndpointLog | None
+    started: float  # time.perf_counter() when it came
 
 
 def _earliest(deadline: Deadline | None, request: InferRequest, started: float) -> Deadline | None:

@@ -3,48 +3,31 @@ request's record written to a local folder as Parquet, read back with pyarrow an
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.config import Settings
-from runtime.registration import build_app
-from tests.releases.apps import forget_endpoints
+from tests.releases.apps import IrisApp, forget_endpoints
 from tests.support import FLOWER_MODELS, copy_examples, make_app
 
 FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
-class App:
+class App(IrisApp):
     """The app in ``app_dir`` with its payload log in ``logs``, called in process."""
 
     def __init__(self, app_dir: Path, store: Path, cache: Path, logs: Path, **settings: Any):
         forget_endpoints()
-        config = Settings(
-            model_store=str(store), cache_dir=cache, payload_log=str(logs), **settings
-        )
-        app = build_app(app_dir / "functions", settings=config)
-        self.services: Any = app.services  # type: ignore[attr-defined]
-        self.functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
-        self.loop = asyncio.new_event_loop()
+        super().__init__(app_dir, store, cache, payload_log=str(logs), **settings)
         self.logs = logs
 
-    def post(self, function: str, route: str, body: Any, headers: dict[str, str] | None = None,
-             **params: str) -> tuple[int, Any]:  # fmt: skip
-        request = func.HttpRequest(
-            "POST", f"http://localhost/api/{route}", headers=headers or {},
-            route_params=params, body=json.dumps(body).encode(),
-        )  # fmt: skip
-        response = self.loop.run_until_complete(self.functions[function](req=request))
-        return response.status_code, json.loads(response.get_body())
+    post = IrisApp.call
 
     def flushed(self) -> pd.DataFrame:
         """Every record written so far, after a flush, as one DataFrame."""
@@ -54,7 +37,7 @@ class App:
     def close(self) -> None:
         if self.services.payload_log is not None:
             self.services.payload_log.close()
-        self.loop.close()
+        super().close()
 
 
 def read_records(root: Path) -> pd.DataFrame:

@@ -31,9 +31,13 @@ class IrisApp:
     """One instance of the app on ``store``; ``check_s`` its MLFN_RELEASE_CHECK_S (long by
     default: a test says when the document is read again)."""
 
-    def __init__(self, app_dir: Path, store: Path, cache: Path, check_s: float = 3600) -> None:
+    def __init__(
+        self, app_dir: Path, store: Path, cache: Path, check_s: float = 3600, **more: Any
+    ) -> None:
         self.store = store
-        settings = Settings(model_store=str(store), cache_dir=cache, release_check_s=check_s)
+        settings = Settings(
+            model_store=str(store), cache_dir=cache, release_check_s=check_s, **more
+        )
         app = build_app(app_dir / "functions", settings=settings)
         self.services: Any = app.services  # type: ignore[attr-defined]
         self.functions = {f.get_function_name(): f.get_user_function() for f in app.get_functions()}
