@@ -28,7 +28,8 @@ def test_after_a_sigterm_the_files_hold_exactly_the_sampled_records(
         azurite.connection_string, models_in_blob, tmp_path,
         MLFN_PAYLOAD_LOG=f"az://{container}/run-1", MLFN_PAYLOAD_LOG_SAMPLE="0.1",
     )  # fmt: skip
-    host = LocalHost(copy_examples(tmp_path / "app"), env).start()
+    # No queue listeners: the run's Azurite is shared, and its iris queues are other tests'.
+    host = LocalHost(copy_examples(tmp_path / "app"), env, ("--no-queues",)).start()
     try:
         with host.client() as client:
             for i in range(REQUESTS):
