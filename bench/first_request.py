@@ -8,7 +8,8 @@ As deployed: only the packages ``requirements.txt`` installs can be imported (it
 closure in this venv; the rest, aiohttp among them, as if not installed: the blob SDK imports
 aiohttp when present), and the app's own code (``runtime/`` copied beside ``function_app.py``, as
 ``mlfn pack`` ships it) is compiled from source at each start, as from a read-only package without
-``__pycache__`` (.funcignore leaves it out); one column has its bytecode shipped.
+``__pycache__`` (.funcignore leaves it out, so ``func azure functionapp publish`` sends none);
+one column is the same app as ``mlfn pack`` zips it, its bytecode beside each file, unzipped.
 
     python -m scripts.azurite run -- python -m bench.first_request [--runs 5] [--importtime]
 
@@ -22,7 +23,6 @@ whatever machine runs it: quote medians and ratios, not one sample.
 from __future__ import annotations
 
 import argparse
-import compileall
 import importlib.metadata
 import json
 import os
@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from runtime.deploy.files import package, write_zip
 from scripts.build_models import build_all
 from tests.support import ROOT, copy_examples
 
@@ -151,9 +153,9 @@ def not_deployed() -> list[str]:
 
 
 def setup(tmp: Path, conn: str) -> tuple[Path, Path, dict[str, str]]:
-    """The repository's app in ``tmp`` with ``runtime/`` beside it, without bytecode, and a
-    copy with its bytecode compiled; its models in a new Azurite container; the env a child
-    runs in (no cache dir yet)."""
+    """The repository's app in ``tmp`` with ``runtime/`` beside it, without bytecode, and the
+    same app as ``mlfn pack`` zips it, unzipped; its models in a new Azurite container; the env
+    a child runs in (no cache dir yet)."""
     from azure.storage.blob import ContainerClient
 
     models = build_all(tmp / "models")
@@ -164,8 +166,9 @@ def setup(tmp: Path, conn: str) -> tuple[Path, Path, dict[str, str]]:
         client.upload_blob(f"{name}.onnx", path.read_bytes())
     app = copy_examples(tmp / "app")
     shutil.copytree(ROOT / "runtime", app / "runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    compiled = Path(shutil.copytree(app, tmp / "compiled"))
-    compileall.compile_dir(compiled, quiet=1)
+    compiled = tmp / "packed"
+    with zipfile.ZipFile(write_zip(package(app), tmp / "package.zip", bytecode=True)) as z:
+        z.extractall(compiled)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFN_", "OTEL_"))}
     env |= {
         "AzureWebJobsStorage": conn,
@@ -228,10 +231,11 @@ def _imports(stderr: str) -> dict[str, float]:
     return {m: max(exact.get(m, 0.0), unnested[m]) for m in IMPORTS}
 
 
-# The columns: as deployed (nothing started ahead), the same with the app's bytecode shipped,
+# The columns: as Core Tools' publish deploys it (nothing started ahead), as mlfn pack does (the
+# app's bytecode shipped),
 # the warm start, and this venv's every package importable (aiohttp, yarl: the blob SDK imports
 # them when present).
-DEPLOYED, COMPILED, WARM, DEV = "as deployed", "bytecode shipped", "WARM_START=models", "dev venv"
+DEPLOYED, COMPILED, WARM, DEV = "func publish", "mlfn pack", "WARM_START=models", "dev venv"
 VARIANTS = {
     DEPLOYED: {"MLFN_WARM_START": "off"},
     COMPILED: {"MLFN_WARM_START": "off"},
@@ -302,7 +306,7 @@ def table(results: dict[str, list[Run]], timed: Run | None = None) -> str:
     )
     if timed is not None and timed.imports:
         cost = ", ".join(f"{m} {s * 1000:.0f} ms" for m, s in timed.imports.items())
-        lines.append(f"Imports as deployed (one run, `-X importtime`, cumulative): {cost}.")
+        lines.append(f"Imports, func publish (one run, `-X importtime`, cumulative): {cost}.")
     return "\n".join(lines)
 
 

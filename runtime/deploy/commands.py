@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,7 +131,14 @@ def _check_or_exit(directory: Path, offline: bool = False) -> None:
     default=None,
     help="The zip to write (default: DIRECTORY/build/package.zip, which .funcignore leaves out).",
 )
-def pack(directory: Path, out: Path | None) -> None:
+@click.option(
+    "--bytecode/--no-bytecode",
+    default=True,
+    show_default=True,
+    help="Ship each Python file's bytecode, compiled by this Python, so an instance that runs "
+    "the same Python version does not compile the app at its first start.",
+)
+def pack(directory: Path, out: Path | None, bytecode: bool) -> None:
     """Zip the app in DIRECTORY: the files `func azure functionapp publish` would upload, less
     secret-looking files, and no dependencies. Deploy it with a remote build, which installs
     requirements.txt on Azure: `az functionapp deployment source config-zip --src ZIP
@@ -139,7 +147,11 @@ def pack(directory: Path, out: Path | None) -> None:
 
     Data files (mlfn check's rule: pickles, arrays, row files from 1 MiB, ...) are packed too,
     as publish would upload them, and named on stderr with the .funcignore lines that leave
-    them out; pack exits 0 all the same: mlfn check is what fails on them."""
+    them out; pack exits 0 all the same: mlfn check is what fails on them.
+
+    Each Python file's bytecode rides beside it (hash-checked against the source at import:
+    never stale), compiled by the Python that runs mlfn pack: run it with the app's Python
+    version on Azure, or the first start compiles from source as without it."""
     from runtime.deploy.files import funcignore, package, write_zip
 
     pkg = package(directory)
@@ -155,7 +167,7 @@ def pack(directory: Path, out: Path | None) -> None:
                 "would upload it; write it elsewhere (--out) or add it to .funcignore"
             )
     try:
-        write_zip(pkg, target)
+        write_zip(pkg, target, bytecode=bytecode)
     except HostError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -169,7 +181,9 @@ def pack(directory: Path, out: Path | None) -> None:
         click.echo(
             f"note: {link} links to the folder {folder}: packed under {folder} only", err=True
         )
-    click.echo(f"{target}: {len(pkg.files)} files, {target.stat().st_size:,} bytes")
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    shipped = f", bytecode for Python {python}" if bytecode else ""
+    click.echo(f"{target}: {len(pkg.files)} files{shipped}, {target.stat().st_size:,} bytes")
 
 
 def _data_note(pkg: Package) -> str | None:

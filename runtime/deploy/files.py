@@ -186,24 +186,41 @@ def _walk(root: Path) -> Iterator[tuple[str, bool]]:
                 yield (here / name).as_posix(), False
 
 
-def write_zip(pkg: Package, out: Path) -> Path:
+def write_zip(pkg: Package, out: Path, *, bytecode: bool = False) -> Path:
     """The package as a zip, streamed file by file (a model can be larger than memory), with
     fixed entry times so the same app gives the same bytes. It holds the app's files and no
-    dependencies: a remote build installs requirements.txt. Refuses (DeployError) a package
+    dependencies: a remote build installs requirements.txt. With ``bytecode``, each Python
+    file's hash-checked bytecode for this interpreter rides beside it (runtime/deploy/
+    bytecode.py), in place of any packed file of that name. Refuses (DeployError) a package
     with a link out of the app, also one made since the package was listed."""
+    from runtime.deploy import bytecode as pyc
+
     pkg.refuse_escapes()
     out.parent.mkdir(parents=True, exist_ok=True)
+    sources = [f for f in pkg.files if f.endswith(".py")] if bytecode else []
+    made = {pyc.cache_name(f) for f in sources}
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for relative in pkg.files:
+            if relative in made:
+                continue  # a cache of the packer's own, written fresh below
             source = (pkg.root / relative).resolve()
             if not source.is_relative_to(pkg.root):
                 raise DeployError(escape_message(relative, str(source)))
-            info = zipfile.ZipInfo(relative, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = (source.stat().st_mode & 0o777) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with source.open("rb") as src, z.open(info, "w", force_zip64=True) as dst:
+            entry = _entry(relative, source)
+            with source.open("rb") as src, z.open(entry, "w", force_zip64=True) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+        for relative in sources:
+            code = pyc.compiled(relative, (pkg.root / relative).read_bytes())
+            if code is not None:
+                z.writestr(_entry(pyc.cache_name(relative), pkg.root / relative), code)
     return out
+
+
+def _entry(name: str, source: Path) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = (source.stat().st_mode & 0o777) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def funcignore_line(relative: str, inside: Sequence[str] | None = None) -> str:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.cli import main
-from runtime.deploy import example_model
+from runtime.deploy import bytecode, example_model
 from runtime.deploy.check import check
 
 
@@ -78,7 +78,10 @@ def test_pack_writes_exactly_the_files_publish_would_upload(app: Path) -> None:
     with zipfile.ZipFile(app / "build" / "package.zip") as z:
         names = z.namelist()
         assert z.read("host.json") == (app / "host.json").read_bytes()
-    assert names == listed.stdout.split()
+    files = listed.stdout.split()
+    # Those, then each Python file's bytecode (tests/deploy/test_bytecode.py).
+    compiled = [bytecode.cache_name(f) for f in files if f.endswith(".py")]
+    assert names == files + compiled and compiled
     assert "local.settings.json" not in names and "models/example.onnx" in names
     again = CliRunner().invoke(main, ["pack", str(app)])  # the zip itself is not packed
     assert again.exit_code == 0
