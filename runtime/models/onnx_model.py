@@ -100,7 +100,12 @@ class OnnxModel:
         self.outputs = [TensorSpec.from_node_arg(a) for a in session.get_outputs()]
         self._input_by_name = {spec.name: spec for spec in self.inputs}
         # What every run needs, looked up once: on the warm path.
-        self._dtypes = {spec.name: spec.dtype for spec in self.inputs}
+        import numpy as np  # onnxruntime's own import brought it
+
+        self._dtypes = {
+            spec.name: np.dtype(spec.dtype) if spec.dtype else None for spec in self.inputs
+        }
+        self._ndarray = np.ndarray
         self._output_names = [spec.name for spec in self.outputs]
         self.session_info: SessionInfo | None = None
 
@@ -162,8 +167,6 @@ class OnnxModel:
     ) -> dict[str, np.ndarray[Any, Any]]:
         """Run the model. Feed values may be arrays or nested lists; each is converted to its
         input's element type. Returns every output (or those named) by name."""
-        import numpy as np
-
         dtypes = self._dtypes
         if feeds.keys() != dtypes.keys():
             missing = [name for name in self._input_by_name if name not in feeds]
@@ -175,8 +178,14 @@ class OnnxModel:
         arrays = {}
         for name, value in feeds.items():
             dtype = dtypes[name]
+            # An array of the input's type already (a bulk call's, mostly) goes as it is.
+            if dtype is None or (type(value) is self._ndarray and value.dtype is dtype):
+                arrays[name] = value
+                continue
+            import numpy as np
+
             try:
-                arrays[name] = np.asarray(value, dtype=dtype) if dtype else value
+                arrays[name] = np.asarray(value, dtype=dtype)
             except (ValueError, TypeError, OverflowError) as exc:  # ragged rows, say
                 raise ModelInputRefused(self.name, f"input {name!r}: {exc}") from None
         names = list(output_names) if output_names else self._output_names
