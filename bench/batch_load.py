@@ -74,7 +74,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from runtime import Columns, Endpoint, Limits, Model, OnnxModel
+from runtime import Columns, Endpoint, Limits, Model, OnnxModel, stacked
 
 FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 
@@ -109,8 +109,7 @@ endpoint = Endpoint(
 
 @endpoint.predict_columns
 def predict(columns: Columns, model: OnnxModel) -> Columns:
-    x = np.stack([columns[f] for f in FIELDS], axis=1).astype(np.float32)
-    out = model.run({"input": x})
+    out = model.run({"input": stacked(columns, FIELDS, np.float32)})
     return {"label": out["label"], "probabilities": out["probabilities"]}
 '''
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.endpoint import Batch, Columns, Endpoint, Limits, Queues
+from runtime.endpoint import Batch, Columns, Endpoint, Limits, Queues, stacked
 from runtime.errors import MlfnError, ValidationFailed
 from runtime.models.onnx_model import OnnxModel, TensorSpec
 from runtime.models.reference import Model
@@ -31,6 +31,7 @@ __all__ = [
     "TensorSpec",
     "ValidationFailed",
     "build_app",
+    "stacked",
 ]
 
 

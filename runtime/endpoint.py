@@ -34,6 +34,22 @@ ColumnsFn: TypeAlias = Callable[[Columns, "OnnxModel"], Mapping[str, Any]]
 """``predict(columns, model) -> columns``: one array per field, in and out (runtime.columnar)."""
 C = TypeVar("C", bound=ColumnsFn)
 
+
+def stacked(columns: Columns, names: Sequence[str], dtype: Any = None) -> Any:
+    """The named columns of a columnar predict's batch side by side as one numpy matrix, a row
+    per instance (a 1-D column is one column of it, a 2-D one its width), as ``dtype`` if
+    given: a model input made of several fields. For rows scored in several predict calls (a
+    file's slab, a Spark batch) the matrix is made once for all of them and each call gets a
+    read-only view of its rows; ``np.column_stack`` and ``astype`` in predict would make it
+    again for every ``max_batch_size`` rows."""
+    own = getattr(columns, "stacked", None)  # runtime.columnar.frame.SlabPart's
+    if own is not None:
+        return own(names, dtype)
+    from runtime.columnar.frame import stack_columns
+
+    return stack_columns(columns, names, dtype)
+
+
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 

@@ -72,6 +72,42 @@ def check(
     return Checked(columns, suspect)
 
 
+def passes_by_type(field: Field, column: pa.Array) -> bool:
+    """Whether every value of ``column`` passes the field's checks by the column's type
+    alone: no null, and numbers of a kind the field takes whatever their value (no bounds, no
+    choices; NaN allowed for a float), as a columnar predict's outputs mostly are; ``check``
+    need not look at the values."""
+    if column.null_count or field.mapped:
+        return False
+    kind = column.type
+    if field.width is not None or field.ragged is not None:
+        if not pa.types.is_fixed_size_list(kind):
+            return False
+        size: int = kind.list_size
+        if field.width is not None and size != field.width:
+            return False
+        if field.ragged is not None and not _fits(size, *field.ragged):
+            return False
+        if column.values.null_count:  # the items of every row (more than a slice's: never fewer)
+            return False
+        kind = kind.value_type
+    rule = field.value
+    if rule.choices is not None or any(
+        bound is not None for bound in (rule.gt, rule.ge, rule.lt, rule.le)
+    ):
+        return False
+    t = pa.types
+    if rule.kind == "float":
+        return rule.allow_inf_nan and bool(t.is_floating(kind) or t.is_integer(kind))
+    if rule.kind == "int":
+        return bool(t.is_integer(kind)) and kind != pa.uint64()
+    return rule.kind == "bool" and bool(t.is_boolean(kind))
+
+
+def _fits(length: int, shortest: int, longest: int | None) -> bool:
+    return shortest <= length and (longest is None or length <= longest)
+
+
 def _absent(field: Field, n: int, suspect: NDArray[np.bool_]) -> NDArray[Any]:
     if field.has_default:
         column = empty_column(field, n)

@@ -129,8 +129,55 @@ def _cell(field: Field, value: Any) -> Any:
     return value
 
 
-def take(columns: Columns, rows: NDArray[np.intp] | Sequence[int] | slice) -> Columns:
-    return {name: column[rows] for name, column in columns.items()}
+def stack_columns(columns: Mapping[str, Any], names: Sequence[str], dtype: Any = None) -> Any:
+    """The named columns side by side, a row per instance (a 1-D column is one column of the
+    matrix, a 2-D one its width), as ``dtype`` if given (see ``runtime.stacked``)."""
+    matrix = np.column_stack([columns[name] for name in names])
+    return matrix if dtype is None else matrix.astype(dtype, copy=False)
+
+
+class Slab:
+    """Columns scored in several predict calls (a file's slab, a Spark batch), each call's
+    columns a slice of them (``part``). A matrix a call asks of its columns (``stacked``) is
+    made once for the slab and sliced per call, as a loop over a slab stacks its columns
+    once, not once per ``max_batch_size`` rows."""
+
+    __slots__ = ("_matrices", "columns")
+
+    def __init__(self, columns: Columns) -> None:
+        self.columns = columns
+        self._matrices: dict[tuple[tuple[str, ...], Any], NDArray[Any]] = {}
+
+    def part(self, rows: NDArray[np.intp] | Sequence[int] | slice) -> Columns:
+        """The columns of ``rows``, for one predict call."""
+        part = SlabPart()
+        part._slab, part._rows = self, rows
+        for name, column in self.columns.items():
+            part[name] = column[rows]
+        return part
+
+    def matrix(self, names: Sequence[str], dtype: Any) -> NDArray[Any]:
+        key = (names if type(names) is tuple else tuple(names), dtype)
+        found = self._matrices.get(key)
+        if found is None:
+            found = stack_columns(self.columns, key[0], dtype)
+            # Shared by the slab's calls: one call's predict must not change another's rows.
+            found.flags.writeable = False
+            self._matrices[key] = found
+        return found
+
+
+class SlabPart(dict[str, Any]):
+    """One predict call's columns of a ``Slab``: a dict as any call's, whose ``stacked``
+    matrix is a slice of the slab's."""
+
+    __slots__ = ("_rows", "_slab")  # set by ``Slab.part``
+
+    _slab: Slab
+    _rows: NDArray[np.intp] | Sequence[int] | slice
+
+    def stacked(self, names: Sequence[str], dtype: Any = None) -> Any:
+        return self._slab.matrix(names, dtype)[self._rows]
 
 
 def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> dict[str, Any]:

@@ -193,8 +193,10 @@ class _Runner:
         columns: dict[str, NDArray[Any]],
         call: Callable[[dict[str, Any], int], dict[str, Any]],
     ) -> None:
+        from runtime.columnar.frame import Slab
+
         self.name = name
-        self.columns = columns
+        self.slab = Slab(columns)  # each call's columns a part of it
         self.call = call
         self.rows: list[NDArray[np.intp] | slice] = []  # the rows each kept output answers
         self.outputs: list[dict[str, Any]] = []
@@ -210,16 +212,14 @@ class _Runner:
             self._halved(_indices(rows).tolist(), fault, errors)
 
     def _call(self, rows: NDArray[np.intp] | slice | list[int]) -> None:
-        from runtime.columnar.frame import take
-
         if isinstance(rows, slice):
-            self.outputs.append(self.call(take(self.columns, rows), rows.stop - rows.start))
+            self.outputs.append(self.call(self.slab.part(rows), rows.stop - rows.start))
             self.rows.append(rows)
             if self.ahead is not None:
                 self.ahead = rows.stop if rows.start == self.ahead else None
             return
         index = _indices(rows)
-        self.outputs.append(self.call(take(self.columns, index), len(index)))
+        self.outputs.append(self.call(self.slab.part(index), len(index)))
         self.rows.append(index)
         self.ahead = None
 
@@ -410,12 +410,14 @@ def _refused(
     import numpy as np
     from pydantic import ValidationError
 
-    from runtime.columnar.checks import check
+    from runtime.columnar.checks import check, passes_by_type
     from runtime.columnar.frame import input_keys, invalid_output, to_rows
 
     n = len(answered)
     if plan is None:  # ``arrays`` may be lists here
         suspects = list(range(n))
+    elif all(f.name in arrays and passes_by_type(f, arrays[f.name]) for f in plan.fields):
+        suspects = []  # numbers the output model takes whatever their values (its usual case)
     else:
         given = {f.keys[0]: arrays[f.name] for f in plan.fields if f.name in arrays}
         suspects = np.flatnonzero(check(plan, given, n).suspect).tolist()

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from runtime import stacked
+from runtime.columnar import frame
 from runtime.config import Settings
 from runtime.endpoint import BoundEndpoint, Endpoint, Limits
 from runtime.errors import PredictContractError, PredictFailed
@@ -347,3 +349,48 @@ def test_column_runs_and_the_batchers_runs_share_the_endpoints_bound(
     asyncio.run(request())
     bulk.join(30)
     assert peak[0] == 1  # never two predict calls of the endpoint at once
+
+
+def test_a_matrix_predict_stacks_is_made_once_a_slab_and_each_call_gets_its_rows(
+    iris: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[Any, Any]] = []
+
+    def stacking(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
+        x = stacked(columns, FEATURES, np.float32)
+        seen.append((x, np.column_stack([columns[n] for n in FEATURES]).astype(np.float32)))
+        out = model.run({"input": x})
+        return {"label": out["label"], "probabilities": out["probabilities"]}
+
+    stacking.columnar = True  # type: ignore[attr-defined]
+    predict = _services(iris, tmp_path, stacking=stacking, columns=by_columns)
+    made = []
+    stack = frame.stack_columns
+    monkeypatch.setattr(frame, "stack_columns", lambda *a: made.append(a) or stack(*a))
+    for bad_every in (0, 100):  # every row: slices of the slab; 1 % bad: rows by index
+        seen.clear()
+        made.clear()
+        given = _table(200, bad_every=bad_every)
+        got = ColumnService(predict).score_sync("stacking", given, 200, _raw_rows(given))
+        want = ColumnService(predict).score_sync("columns", given, 200, _raw_rows(given))
+        assert got.errors.keys() == want.errors.keys()
+        assert got.outputs is not None and want.outputs is not None
+        assert got.outputs["label"] == want.outputs["label"]
+        assert len(seen) == math.ceil((200 - len(got.errors)) / 16)  # max_batch_size 16
+        assert len(made) == 1  # once for the slab's 13 calls
+        if not bad_every:
+            assert all(not x.flags.writeable for x, _ in seen)
+        for x, own in seen:
+            np.testing.assert_array_equal(x, own)  # each call's own rows, in order
+            assert x.dtype == np.float32
+            # A view of the slab's matrix is read-only: no call changes another's rows (rows
+            # taken by index are a copy of their own).
+            assert x.flags.writeable == (x.base is None)
+
+
+def test_stacked_lays_the_named_columns_side_by_side_for_any_batch() -> None:
+    columns = {"a": np.array([1.0, 2.0]), "b": np.array([[3.0, 4.0], [5.0, 6.0]])}
+    x = stacked(columns, ("a", "b"), np.float32)  # an HTTP request's columns: a plain dict
+    np.testing.assert_array_equal(x, [[1, 3, 4], [2, 5, 6]])
+    assert x.dtype == np.float32
+    assert stacked(columns, ["b"]).dtype == np.float64

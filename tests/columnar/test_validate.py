@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from runtime.columnar.checks import passes_by_type
 from runtime.columnar.frame import from_instances
 from runtime.columnar.schema import compile_model
 from runtime.columnar.validate import validate
@@ -347,3 +348,32 @@ def test_an_int_past_64_bits_in_a_list_field_is_the_requests_error_naming_its_ro
     assert raised.value.detail[0]["field"] == "instances[1].v"  # type: ignore[index]
     columns = from_instances(IntRows, [IntRows(v=[1, 2]), IntRows(v=[3, 2**62])])
     assert columns["v"].tolist() == [[1, 2], [3, 2**62]] and columns["v"].dtype == np.int64
+
+
+class Outputs(BaseModel):
+    score: float
+    bounded: float = Field(ge=0)
+    finite: float = Field(allow_inf_nan=False)
+    label: int
+    flag: bool
+    probabilities: list[float] = Field(min_length=3, max_length=3)
+    any_length: list[float]
+
+
+def test_outputs_pass_by_their_type_only_where_the_field_takes_every_value_of_it() -> None:
+    fields = {f.name: f for f in compile_model(Outputs, output=True).fields}
+    floats, ints = pa.array([0.5, math.nan, -2.0]), pa.array([1, 2, 3])
+    rows = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(9.0)), 3)
+
+    def passes(field: str, column: pa.Array) -> bool:
+        return passes_by_type(fields[field], column)
+
+    assert passes("score", floats) and passes("score", ints) and passes("label", ints)
+    assert passes("flag", pa.array([True, False]))
+    assert passes("probabilities", rows) and passes("any_length", rows)
+    # Values to look at: a bound, finiteness, a float for an int, a null, a length.
+    assert not passes("bounded", floats) and not passes("finite", floats)
+    assert not passes("label", floats) and not passes("score", pa.array([1.0, None]))
+    assert not passes("label", pa.array([1], pa.uint64()))
+    assert not passes("probabilities", pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2]), 2))
+    assert not passes("probabilities", pa.array([[1.0, 2.0, 3.0]]))  # a list: lengths vary
