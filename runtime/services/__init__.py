@@ -18,10 +18,12 @@ from runtime.endpoint import BoundEndpoint
 from runtime.errors import MlfnError
 
 if TYPE_CHECKING:
+    from runtime.models.onnx_model import OnnxModel
     from runtime.models.registry import ModelRegistry
     from runtime.payload_log.buffer import PayloadLog
     from runtime.payload_log.records import EndpointLog
     from runtime.releases.follow import Follower
+    from runtime.scheduling import Holder
     from runtime.services.batch import BatchService
     from runtime.services.columns import ColumnService
     from runtime.services.infer import InferService
@@ -117,7 +119,16 @@ class Services:
         from runtime.services.infer import InferService
 
         core = self._get()
-        return InferService(self.endpoints, core.registry, core.followers, core.logs)
+        predict, endpoints = core.predict, self.endpoints
+
+        def request_runs(name: str) -> Holder[OnnxModel] | None:
+            """V2's runs take the endpoint's run slots, ahead of bulk work; a V2-only model
+            has no bulk work and no slots."""
+            if endpoints[name].endpoint.predict_fn is None:
+                return None
+            return predict.scorer(name).request_runs()
+
+        return InferService(endpoints, core.registry, core.followers, core.logs, request_runs)
 
     def _make_jobs(self) -> JobService:
         from runtime.services.jobs import JobService

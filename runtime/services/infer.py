@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -28,7 +28,7 @@ from runtime.payload_log.records import V2, EndpointLog
 from runtime.protocol import v1, v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
-from runtime.scheduling import MAX_BUDGET_MS, Deadline, Placement, within
+from runtime.scheduling import MAX_BUDGET_MS, Deadline, Holder, Placement, within
 from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
@@ -58,11 +58,15 @@ class InferService:
         registry: ModelRegistry,
         followers: Mapping[str, Follower] | None = None,
         logs: Mapping[str, EndpointLog] | None = None,
+        request_runs: Callable[[str], Holder[OnnxModel] | None] | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._registry = registry
         self._followers = followers or {}
         self._logs = logs or {}
+        # An endpoint's run slots, shared with its predict route's requests (ahead of bulk
+        # work); without them (a service of its own, in tests), the model alone.
+        self._request_runs = request_runs
         # Per model: decode, run and encode on the loop once loaded and proved fast.
         self._placements = {
             name: (Placement(), _Model(registry, name, bound.endpoint.model))
@@ -187,13 +191,18 @@ class InferService:
 
     async def _answer(self, name: str, call: _Call) -> tuple[bytes, dict[str, str]]:
         follower = self._followers.get(name)
+        holder: Holder[OnnxModel]
         if follower is None or (follower.routes is None and not follower.due()):
-            placement, held = self._placements[name]
+            placement, holder = self._placements[name]
         else:  # a release to follow, read first (one read, shared, bounded in time)
             await first_read(follower)
-            placement, held, version = self._target(name, call.version)
+            placement, holder, version = self._target(name, call.version)
             call = call._replace(version=version)
-        return await placement.run(len(call.body), held, self._infer_body, call)
+        if self._request_runs is not None:
+            runs = self._request_runs(name)  # bulk work rests while requests come
+            if runs is not None and holder is self._placements[name][1]:  # its own model
+                holder = runs
+        return await placement.run(len(call.body), holder, self._infer_body, call)
 
     async def _infer_body(self, model: OnnxModel, call: _Call) -> tuple[bytes, dict[str, str]]:
         """Decode, run, encode (and hand the tensors to the payload log, when it samples the

@@ -228,6 +228,13 @@ class Scorer:
         batcher = self.batcher
         self._runs.interactive_at = lambda: batcher.interactive_at
 
+    def request_runs(self) -> _Runs:
+        """The endpoint's run slots, for a request that skips its batcher (V2's infer): its
+        run goes ahead of bulk work as the batcher's do, and bulk work rests while such
+        requests come."""
+        self.batcher.interactive_at = time.monotonic()
+        return self._runs
+
     def retry_in(self) -> float:
         """Seconds until a failed load is tried again: of this scorer's model, or of any of
         its release's versions (a queue message waits that long rather than fail again)."""

@@ -4,9 +4,12 @@ that waits for it; a request waits for one bulk call at most."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from runtime.services import predict as predict_module
 from tests.models.onnx_builders import adder
@@ -54,3 +57,60 @@ def test_bulk_calls_take_the_slot_anyway_after_their_patience(tmp_path: Path) ->
     with runs.bulk_slot():
         waited = time.monotonic() - began
     assert waited >= predict_module.BULK_PATIENCE_S * 0.9
+
+
+def _infer_body() -> bytes:
+    tensor = {"shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}
+    inputs = [{"name": "x", **tensor}, {"name": "y", **tensor}]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def test_a_waiting_v2_infer_runs_between_two_bulk_calls_and_makes_bulk_work_rest(
+    tmp_path: Path,
+) -> None:
+    # V2's infer shares the endpoint's run slots with its predict route: it goes ahead of bulk
+    # calls waiting for a slot, and bulk work rests while such requests come.
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path, predict=by_columns, columnar=True)
+    runs = app.predict.scorer("pairs")._runs
+    order: list[str] = []
+    done = threading.Event()
+
+    def bulk() -> None:
+        with runs.bulk_slot():
+            order.append("bulk 1")
+            for _ in range(2000):  # the infer request is waiting for the slot
+                if runs._urgent:
+                    break
+                time.sleep(0.005)
+            order.append("bulk 1 ends")  # the infer request has not run beside it
+        with runs.bulk_slot():  # behind the request
+            order.append("bulk 2")
+        done.set()
+
+    service = app.infer
+    run = service._run  # called with the slot and the model held
+
+    def counted(*args: Any) -> Any:
+        order.append("infer")
+        return run(*args)
+
+    service._run = counted  # type: ignore[method-assign]
+    answers: list[bytes] = []
+
+    def infer() -> None:
+        answers.append(asyncio.run(service.infer_body("pairs", _infer_body(), None))[0])
+
+    assert runs.interactive_at() == 0.0  # no request yet: bulk work does not rest
+    before = time.monotonic()
+    first = threading.Thread(target=bulk)
+    first.start()
+    while not order:
+        time.sleep(0.001)
+    second = threading.Thread(target=infer)
+    second.start()
+    assert done.wait(30)
+    first.join()
+    second.join()
+    assert order == ["bulk 1", "bulk 1 ends", "infer", "bulk 2"]
+    assert json.loads(answers[0])["outputs"][0]["data"] == [2.0, 4.0]
+    assert runs.interactive_at() >= before  # when it came: bulk calls rest after it
