@@ -26,7 +26,9 @@ IRIS_FIELDS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 def host(tmp_path: Path, azurite: AzuriteInfo, models_in_blob: str) -> Iterator[LocalHost]:
     app = copy_examples(tmp_path / "app")
     env = app_env(azurite.connection_string, models_in_blob, tmp_path)
-    server = LocalHost(app, env).start()
+    # No queue listeners: the run's one Azurite is shared, and a host stopped after each test
+    # could take another test's iris message (tests/test_cli.py) and leave it invisible.
+    server = LocalHost(app, env, ("--no-queues",)).start()
     yield server
     server.stop()
 
