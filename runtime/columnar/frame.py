@@ -149,18 +149,23 @@ class Slab:
         self._matrices: dict[tuple[tuple[str, ...], Any], NDArray[Any]] = {}
 
     def part(self, rows: NDArray[np.intp] | Sequence[int] | slice) -> Columns:
-        """The columns of ``rows``, for one predict call."""
+        """The columns of ``rows``, for one predict call: read-only, as the slab's matrices
+        are made from the slab's columns and must agree with what the call was given."""
         part = SlabPart()
         part._slab, part._rows = self, rows
         for name, column in self.columns.items():
-            part[name] = column[rows]
+            piece = column[rows]  # a view for a slice, a copy for row numbers
+            if isinstance(piece, np.ndarray):
+                piece.flags.writeable = False
+            part[name] = piece
+        part._given = dict(part)
         return part
 
-    def matrix(self, names: Sequence[str], dtype: Any) -> NDArray[Any]:
-        key = (names if type(names) is tuple else tuple(names), dtype)
+    def matrix(self, names: tuple[str, ...], dtype: Any) -> NDArray[Any]:
+        key = (names, dtype)
         found = self._matrices.get(key)
         if found is None:
-            found = stack_columns(self.columns, key[0], dtype)
+            found = stack_columns(self.columns, names, dtype)
             # Shared by the slab's calls: one call's predict must not change another's rows.
             found.flags.writeable = False
             self._matrices[key] = found
@@ -169,15 +174,24 @@ class Slab:
 
 class SlabPart(dict[str, Any]):
     """One predict call's columns of a ``Slab``: a dict as any call's, whose ``stacked``
-    matrix is a slice of the slab's."""
+    matrix is a slice of the slab's while the named columns are still those the call was
+    given (a predict that replaced or added one gets them stacked as a plain dict's)."""
 
-    __slots__ = ("_rows", "_slab")  # set by ``Slab.part``
+    __slots__ = ("_given", "_rows", "_slab")  # set by ``Slab.part``
 
     _slab: Slab
     _rows: NDArray[np.intp] | Sequence[int] | slice
+    _given: dict[str, Any]
 
     def stacked(self, names: Sequence[str], dtype: Any = None) -> Any:
-        return self._slab.matrix(names, dtype)[self._rows]
+        given = self._given
+        key = names if type(names) is tuple else tuple(names)
+        if all(n in given and self.get(n) is given[n] for n in key):
+            try:
+                return self._slab.matrix(key, dtype)[self._rows]
+            except TypeError:  # a dtype that is no dict key (a structured one's field list)
+                pass
+        return stack_columns(self, key, dtype)
 
 
 def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> dict[str, Any]:

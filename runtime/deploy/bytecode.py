@@ -43,7 +43,9 @@ def compiled(relative: str, source: bytes) -> bytes | None:
     then fails with Python's own error, as it would without bytecode). Tracebacks name the file
     where it is imported from: the loader sets that path on the code it reads."""
     try:
-        code = compile(source, relative, "exec", dont_inherit=True)
+        # optimize=0 whatever the packer runs with (-O): the worker runs the app without -O,
+        # and reads bytecode named as this is only if its asserts are in it.
+        code = compile(source, relative, "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError):  # ValueError: a null byte in the source
         return None
     header = importlib.util.MAGIC_NUMBER + _CHECKED_HASH + importlib.util.source_hash(source)

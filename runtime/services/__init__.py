@@ -122,11 +122,13 @@ class Services:
         predict, endpoints = core.predict, self.endpoints
 
         def request_runs(name: str) -> Holder[OnnxModel] | None:
-            """V2's runs take the endpoint's run slots, ahead of bulk work; a V2-only model
-            has no bulk work and no slots."""
+            """V2's runs take the endpoint's run slots, ahead of bulk work, and bulk work rests
+            while they come; a V2-only model has neither (nor an async predict's slots)."""
             if endpoints[name].endpoint.predict_fn is None:
                 return None
-            return predict.scorer(name).request_runs()
+            scorer = predict.scorer(name)
+            scorer.came()
+            return scorer.request_runs
 
         return InferService(endpoints, core.registry, core.followers, core.logs, request_runs)
 

@@ -228,12 +228,16 @@ class Scorer:
         batcher = self.batcher
         self._runs.interactive_at = lambda: batcher.interactive_at
 
-    def request_runs(self) -> _Runs:
-        """The endpoint's run slots, for a request that skips its batcher (V2's infer): its
-        run goes ahead of bulk work as the batcher's do, and bulk work rests while such
-        requests come."""
+    def came(self) -> None:
+        """An interactive request came that skips the batcher (V2's infer): bulk work rests
+        while such requests come, as it does for the batcher's."""
         self.batcher.interactive_at = time.monotonic()
-        return self._runs
+
+    @property
+    def request_runs(self) -> _Runs | None:
+        """The run slots a request that skips the batcher takes (V2's infer), ahead of bulk
+        work; None for an async predict, whose runs take none."""
+        return None if self.is_async else self._runs
 
     def retry_in(self) -> float:
         """Seconds until a failed load is tried again: of this scorer's model, or of any of

@@ -394,3 +394,23 @@ def test_stacked_lays_the_named_columns_side_by_side_for_any_batch() -> None:
     np.testing.assert_array_equal(x, [[1, 3, 4], [2, 5, 6]])
     assert x.dtype == np.float32
     assert stacked(columns, ["b"]).dtype == np.float64
+
+
+def test_a_slab_parts_stacked_is_of_the_columns_its_predict_holds() -> None:
+    # A call's matrix comes from the slab's while its columns are those it was given; a column
+    # predict replaced or added is stacked as a plain dict's would be, and none is changed in
+    # place (each is read-only, a view or a copy alike), so the slab's matrix stays right.
+    slab = frame.Slab({"a": np.arange(4.0), "b": np.arange(4.0) * 10})
+    part = slab.part(slice(0, 2))
+    np.testing.assert_array_equal(stacked(part, ("a", "b")), [[0, 0], [1, 10]])
+    part["a"] = np.log1p(part["a"])
+    part["r"] = part["b"] / 10
+    np.testing.assert_array_equal(
+        stacked(part, ("a", "b", "r")), [[0, 0, 0], [np.log1p(1.0), 10, 1]]
+    )
+    for rows in (slice(2, 4), [1, 3]):
+        with pytest.raises(ValueError, match="read-only"):
+            slab.part(rows)["b"][0] = 5.0
+    np.testing.assert_array_equal(stacked(slab.part([1, 3]), ("a", "b")), [[1, 10], [3, 30]])
+    structured = stacked(slab.part(slice(2, 4)), ("a",), [("v", "<f8")])  # no dict key
+    assert len(structured) == 2

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import marshal
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from runtime.cli import main
@@ -119,3 +121,17 @@ def test_the_entries_are_hash_checked_for_this_python_and_replace_a_packed_cache
     assert "functions/broken.py" in names
     assert bytecode.cache_name("functions/broken.py") not in names
     assert bytecode.cache_name("function_app.py").endswith(f".{sys.implementation.cache_tag}.pyc")
+
+
+def test_the_bytecode_keeps_its_asserts_when_mlfn_pack_runs_under_python_dash_o() -> None:
+    # The worker runs without -O, and reads this bytecode by its name: its asserts must be in.
+    script = (
+        "import sys; from runtime.deploy import bytecode; "
+        "sys.stdout.buffer.write(bytecode.compiled('m.py', b'assert False, 1' + bytes([10])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-O", "-c", script], capture_output=True, timeout=60, check=True
+    )
+    code = marshal.loads(done.stdout[16:])
+    with pytest.raises(AssertionError):
+        exec(code, {})

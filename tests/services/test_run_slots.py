@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.models.onnx_model import OnnxModel
 from runtime.services import predict as predict_module
 from tests.models.onnx_builders import adder
-from tests.services.pairs import by_columns, services
+from tests.services.pairs import Pair, Sum, by_columns, by_rows, services
 
 
 def test_a_waiting_request_runs_between_two_bulk_calls(tmp_path: Path) -> None:
@@ -114,3 +115,28 @@ def test_a_waiting_v2_infer_runs_between_two_bulk_calls_and_makes_bulk_work_rest
     assert order == ["bulk 1", "bulk 1 ends", "infer", "bulk 2"]
     assert json.loads(answers[0])["outputs"][0]["data"] == [2.0, 4.0]
     assert runs.interactive_at() >= before  # when it came: bulk calls rest after it
+
+
+def test_v2_infer_on_an_async_predicts_endpoint_takes_no_run_slot(tmp_path: Path) -> None:
+    # An async predict's runs take no slot, so neither do V2's beside them: a slot held
+    # elsewhere does not hold them up.
+    async def by_rows_async(rows: list[Pair], model: OnnxModel) -> list[Sum]:
+        return by_rows(rows, model)
+
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path, predict=by_rows_async)
+    runs = app.predict.scorer("pairs")._runs
+    assert runs._slots.acquire(blocking=False)  # as a bulk call of a sync predict would
+    answers: list[bytes] = []
+
+    def infer() -> None:
+        answers.append(asyncio.run(app.infer.infer_body("pairs", _infer_body(), None))[0])
+
+    asking = threading.Thread(target=infer, daemon=True)
+    asking.start()
+    asking.join(30)
+    answered_while_held = bool(answers)
+    runs.release()
+    asking.join(30)
+    assert answered_while_held
+    assert json.loads(answers[0])["outputs"][0]["data"] == [2.0, 4.0]
+    assert runs.interactive_at() > 0.0  # bulk work rests all the same
