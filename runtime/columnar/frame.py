@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import chain
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import numpy as np
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -142,23 +142,24 @@ class Slab:
     made once for the slab and sliced per call, as a loop over a slab stacks its columns
     once, not once per ``max_batch_size`` rows."""
 
-    __slots__ = ("_matrices", "columns")
+    __slots__ = ("_matrices", "_names", "_shown", "columns")
 
     def __init__(self, columns: Columns) -> None:
         self.columns = columns
         self._matrices: dict[tuple[tuple[str, ...], Any], NDArray[Any]] = {}
+        # What calls see: read-only views, so a call's slices are read-only at no cost (the
+        # slab's matrices are made from these columns and must agree with what calls hold).
+        self._names = tuple(columns)
+        self._shown = [_read_only(column) for column in columns.values()]
 
     def part(self, rows: NDArray[np.intp] | Sequence[int] | slice) -> Columns:
-        """The columns of ``rows``, for one predict call: read-only, as the slab's matrices
-        are made from the slab's columns and must agree with what the call was given."""
-        part = SlabPart()
-        part._slab, part._rows = self, rows
-        for name, column in self.columns.items():
-            piece = column[rows]  # a view for a slice, a copy for row numbers
-            if isinstance(piece, np.ndarray):
-                piece.flags.writeable = False
-            part[name] = piece
-        part._given = dict(part)
+        """The columns of ``rows``, for one predict call, read-only."""
+        if type(rows) is slice:
+            pieces = [column[rows] for column in self._shown]
+        else:  # row numbers: copies, made read-only too
+            pieces = [_read_only(column[rows]) for column in self._shown]
+        part = SlabPart(zip(self._names, pieces, strict=True))
+        part._slab, part._rows, part._own = self, rows, False
         return part
 
     def matrix(self, names: tuple[str, ...], dtype: Any) -> NDArray[Any]:
@@ -172,26 +173,65 @@ class Slab:
         return found
 
 
+def _read_only(column: Any) -> Any:
+    if isinstance(column, np.ndarray) and column.flags.writeable:
+        column = column.view()
+        column.flags.writeable = False
+    return column
+
+
 class SlabPart(dict[str, Any]):
     """One predict call's columns of a ``Slab``: a dict as any call's, whose ``stacked``
-    matrix is a slice of the slab's while the named columns are still those the call was
-    given (a predict that replaced or added one gets them stacked as a plain dict's)."""
+    matrix is a slice of the slab's until predict puts, adds or removes a column (then it is
+    stacked from the call's own columns, as a plain dict's)."""
 
-    __slots__ = ("_given", "_rows", "_slab")  # set by ``Slab.part``
+    __slots__ = ("_own", "_rows", "_slab")  # set by ``Slab.part``
 
     _slab: Slab
     _rows: NDArray[np.intp] | Sequence[int] | slice
-    _given: dict[str, Any]
+    _own: bool  # changed by predict since the slab made it
 
     def stacked(self, names: Sequence[str], dtype: Any = None) -> Any:
-        given = self._given
         key = names if type(names) is tuple else tuple(names)
-        if all(n in given and self.get(n) is given[n] for n in key):
+        if not self._own:
             try:
                 return self._slab.matrix(key, dtype)[self._rows]
             except TypeError:  # a dtype that is no dict key (a structured one's field list)
                 pass
         return stack_columns(self, key, dtype)
+
+    # Every way a dict changes (building one from pairs calls none of these).
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._own = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._own = True
+        super().__delitem__(key)
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override, misc]  # typeshed
+        self._own = True
+        return super().__ior__(other)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._own = True
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._own = True
+        return super().setdefault(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._own = True
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self._own = True
+        return super().popitem()
+
+    def clear(self) -> None:
+        self._own = True
+        super().clear()
 
 
 def output_columns(who: str, output: type[BaseModel], returned: Any, n: int) -> dict[str, Any]:

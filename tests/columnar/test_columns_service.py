@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -414,3 +415,24 @@ def test_a_slab_parts_stacked_is_of_the_columns_its_predict_holds() -> None:
     np.testing.assert_array_equal(stacked(slab.part([1, 3]), ("a", "b")), [[1, 10], [3, 30]])
     structured = stacked(slab.part(slice(2, 4)), ("a",), [("v", "<f8")])  # no dict key
     assert len(structured) == 2
+    zeros = np.zeros(2)
+    changes: list[Callable[[dict[str, Any]], object]] = [
+        lambda p: p.update(a=zeros),
+        lambda p: p.setdefault("z", zeros),  # an added column is a change too
+        lambda p: p.__ior__({"a": zeros}),
+        lambda p: (p.pop("a"), p.setdefault("a", zeros)),
+        lambda p: (p.popitem(), p.setdefault("b", zeros)),
+    ]
+    for change in changes:
+        part = slab.part(slice(0, 2))
+        change(part)
+        np.testing.assert_array_equal(
+            stacked(part, ("a", "b")), np.column_stack([part["a"], part["b"]])
+        )
+    part = slab.part(slice(0, 2))
+    del part["a"]
+    with pytest.raises(KeyError):
+        stacked(part, ("a", "b"))
+    part.clear()
+    with pytest.raises(KeyError):
+        stacked(part, ("b",))
