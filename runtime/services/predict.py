@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Annotated, Any, Protocol, TypeAlias
+from typing import Annotated, Any, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from pydantic import BaseModel, FailFast, TypeAdapter, ValidationError, create_model
 from pydantic_core import PydanticSerializationError
@@ -47,6 +47,9 @@ from runtime.scheduling import (
 )
 from runtime.scored import ModelInfo, Scored
 from runtime.services.releasing import Releasing, first_read
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = logging.getLogger("mlfn.predict")
 
@@ -439,22 +442,16 @@ class Scorer:
         # The model is held for the block; a run slot for each call only, taken behind the
         # HTTP requests waiting for one: bulk work never holds the slot between its calls.
         runs = self._runs
-        take, give, rest = runs.take_bulk, runs.release, runs.rest_bulk
-        clock = time.perf_counter
+        bulk_call = runs.bulk_call
         with telemetry.InvocationOnThread(), runs.model_held() as model:
 
             def call(columns: dict[str, Any], n: int) -> dict[str, Any]:
-                take()
-                began = clock()
                 try:
-                    returned = predict(columns, model)
+                    returned = bulk_call(predict, columns, model)
                 except MlfnError:
                     raise
                 except Exception as exc:
                     raise self._failed(exc) from exc
-                finally:
-                    give()
-                rest(clock() - began)
                 return output_columns(who, self._output, returned, n)
 
             yield call, self._model_info(model)
@@ -563,7 +560,7 @@ class _Runs:
     """An endpoint's sync runs, as ``Placement`` holds them: each takes its model and one of
     the endpoint's ``max_concurrent_batches`` slots, whoever starts it (the batcher for HTTP
     and queue messages, Spark tasks, file slabs, large messages as columns). A run of bulk
-    work (``bulk_slot``) waits while a request's run waits for a slot on a thread, so an
+    work (``bulk_call``) waits while a request's run waits for a slot on a thread, so an
     HTTP request waits for one bulk call at most."""
 
     __slots__ = (
@@ -621,21 +618,24 @@ class _Runs:
     def release(self) -> None:
         self._slots.release()
 
-    @contextlib.contextmanager
-    def bulk_slot(self) -> Iterator[None]:
-        """``take_bulk``, ``release`` and ``rest_bulk`` around one bulk call, as a ``with``."""
+    def bulk_call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` as one bulk call: in a slot taken behind the requests
+        waiting for one (``take_bulk``), then, once it is given back, a rest while
+        interactive requests come (``rest_bulk``; not after a call that failed: it ends the
+        bulk work). A plain call, not a ``with``: a generator costs a microsecond a call."""
         self.take_bulk()
         began = time.perf_counter()
         try:
-            yield
+            result = fn(*args, **kwargs)
         finally:
             self._slots.release()
         self.rest_bulk(time.perf_counter() - began)
+        return result
 
     def take_bulk(self) -> None:
         """A slot for one bulk call, taken when no request's run waits for one; after
         BULK_PATIENCE_S of requests in a row, taken all the same (slowed, never starved).
-        Give it back with ``release``, then ``rest_bulk``."""
+        Give it back with ``release``, then ``rest_bulk`` (``bulk_call`` does all three)."""
         # No request waiting (read without the lock: one that starts waiting just after
         # waits for this call alone, as it would for a call that had the slot already): the
         # slot at once, no Condition taken. That and a generator's ``with`` cost ~4 us a call,

@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runtime.models.onnx_model import OnnxModel
+from runtime.scheduling.run_times import BULK_REST, bulk_rest
 from runtime.services import predict as predict_module
 from tests.models.onnx_builders import adder
 from tests.services.pairs import Pair, Sum, by_columns, by_rows, services
@@ -23,15 +26,16 @@ def test_a_waiting_request_runs_between_two_bulk_calls(tmp_path: Path) -> None:
     order: list[str] = []
     done = threading.Event()
 
+    def first_call() -> None:
+        order.append("bulk 1")
+        for _ in range(2000):  # the request is waiting for the slot
+            if runs._urgent:
+                break
+            time.sleep(0.005)
+
     def bulk() -> None:
-        with runs.bulk_slot():
-            order.append("bulk 1")
-            for _ in range(2000):  # the request is waiting for the slot
-                if runs._urgent:
-                    break
-                time.sleep(0.005)
-        with runs.bulk_slot():  # behind the request
-            order.append("bulk 2")
+        runs.bulk_call(first_call)
+        runs.bulk_call(order.append, "bulk 2")  # behind the request
         done.set()
 
     def request() -> None:
@@ -55,8 +59,7 @@ def test_bulk_calls_take_the_slot_anyway_after_their_patience(tmp_path: Path) ->
     runs = app.predict.scorer("pairs")._runs
     runs._urgent = 1  # a request that never stops waiting (as a flood of them would)
     began = time.monotonic()
-    with runs.bulk_slot():
-        waited = time.monotonic() - began
+    waited = runs.bulk_call(lambda: time.monotonic() - began)
     assert waited >= predict_module.BULK_PATIENCE_S * 0.9
 
 
@@ -76,16 +79,17 @@ def test_a_waiting_v2_infer_runs_between_two_bulk_calls_and_makes_bulk_work_rest
     order: list[str] = []
     done = threading.Event()
 
+    def first_call() -> None:
+        order.append("bulk 1")
+        for _ in range(2000):  # the infer request is waiting for the slot
+            if runs._urgent:
+                break
+            time.sleep(0.005)
+        order.append("bulk 1 ends")  # the infer request has not run beside it
+
     def bulk() -> None:
-        with runs.bulk_slot():
-            order.append("bulk 1")
-            for _ in range(2000):  # the infer request is waiting for the slot
-                if runs._urgent:
-                    break
-                time.sleep(0.005)
-            order.append("bulk 1 ends")  # the infer request has not run beside it
-        with runs.bulk_slot():  # behind the request
-            order.append("bulk 2")
+        runs.bulk_call(first_call)
+        runs.bulk_call(order.append, "bulk 2")  # behind the request
         done.set()
 
     service = app.infer
@@ -140,3 +144,25 @@ def test_v2_infer_on_an_async_predicts_endpoint_takes_no_run_slot(tmp_path: Path
     assert answered_while_held
     assert json.loads(answers[0])["outputs"][0]["data"] == [2.0, 4.0]
     assert runs.interactive_at() > 0.0  # bulk work rests all the same
+
+
+def test_a_bulk_call_rests_after_it_while_interactive_requests_come(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path, predict=by_columns, columnar=True)
+    runs = app.predict.scorer("pairs")._runs
+    rests: list[tuple[float, float]] = []  # (the call's time, its rest)
+
+    def rest(ran_s: float, interactive_at: float) -> float:
+        rests.append((ran_s, bulk_rest(ran_s, interactive_at)))
+        assert runs._slots.acquire(blocking=False)  # the slot given back before the rest
+        runs.release()
+        return rests[-1][1]
+
+    monkeypatch.setattr(predict_module, "bulk_rest", rest)
+    runs.bulk_call(time.sleep, 0.01)  # no interactive request yet: no rest
+    runs.interactive_at = time.monotonic  # one came just now
+    runs.bulk_call(time.sleep, 0.01)
+    (first, none), (second, rested) = rests
+    assert first >= 0.01 and none == 0.0
+    assert second >= 0.01 and rested == second * BULK_REST
