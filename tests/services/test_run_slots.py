@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +21,23 @@ from tests.models.onnx_builders import adder
 from tests.services.pairs import Pair, Sum, by_columns, by_rows, services
 
 
-def test_a_waiting_request_runs_between_two_bulk_calls(tmp_path: Path) -> None:
-    app = services(adder(tmp_path / "adder.onnx"), tmp_path, predict=by_columns, columnar=True)
-    runs = app.predict.scorer("pairs")._runs
-    order: list[str] = []
+def _around(runs: Any, order: list[str], request: Callable[[], object]) -> None:
+    """Two bulk calls on a thread, the first holding its slot until a request's run waits for
+    one; ``request`` started on another thread once the first call has begun; both joined."""
     done = threading.Event()
 
     def first_call() -> None:
         order.append("bulk 1")
-        for _ in range(2000):  # the request is waiting for the slot
+        for _ in range(2000):  # until the request waits for the slot
             if runs._urgent:
                 break
             time.sleep(0.005)
+        order.append("bulk 1 ends")  # the request has not run beside it
 
     def bulk() -> None:
         runs.bulk_call(first_call)
         runs.bulk_call(order.append, "bulk 2")  # behind the request
         done.set()
-
-    def request() -> None:
-        with runs.held():
-            order.append("request")
 
     first = threading.Thread(target=bulk)
     first.start()
@@ -51,7 +48,19 @@ def test_a_waiting_request_runs_between_two_bulk_calls(tmp_path: Path) -> None:
     assert done.wait(30)
     first.join()
     second.join()
-    assert order == ["bulk 1", "request", "bulk 2"]
+
+
+def test_a_waiting_request_runs_between_two_bulk_calls(tmp_path: Path) -> None:
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path, predict=by_columns, columnar=True)
+    runs = app.predict.scorer("pairs")._runs
+    order: list[str] = []
+
+    def request() -> None:
+        with runs.held():
+            order.append("request")
+
+    _around(runs, order, request)
+    assert order == ["bulk 1", "bulk 1 ends", "request", "bulk 2"]
 
 
 def test_bulk_calls_take_the_slot_anyway_after_their_patience(tmp_path: Path) -> None:
@@ -77,21 +86,6 @@ def test_a_waiting_v2_infer_runs_between_two_bulk_calls_and_makes_bulk_work_rest
     app = services(adder(tmp_path / "adder.onnx"), tmp_path, predict=by_columns, columnar=True)
     runs = app.predict.scorer("pairs")._runs
     order: list[str] = []
-    done = threading.Event()
-
-    def first_call() -> None:
-        order.append("bulk 1")
-        for _ in range(2000):  # the infer request is waiting for the slot
-            if runs._urgent:
-                break
-            time.sleep(0.005)
-        order.append("bulk 1 ends")  # the infer request has not run beside it
-
-    def bulk() -> None:
-        runs.bulk_call(first_call)
-        runs.bulk_call(order.append, "bulk 2")  # behind the request
-        done.set()
-
     service = app.infer
     run = service._run  # called with the slot and the model held
 
@@ -107,15 +101,7 @@ def test_a_waiting_v2_infer_runs_between_two_bulk_calls_and_makes_bulk_work_rest
 
     assert runs.interactive_at() == 0.0  # no request yet: bulk work does not rest
     before = time.monotonic()
-    first = threading.Thread(target=bulk)
-    first.start()
-    while not order:
-        time.sleep(0.001)
-    second = threading.Thread(target=infer)
-    second.start()
-    assert done.wait(30)
-    first.join()
-    second.join()
+    _around(runs, order, infer)
     assert order == ["bulk 1", "bulk 1 ends", "infer", "bulk 2"]
     assert json.loads(answers[0])["outputs"][0]["data"] == [2.0, 4.0]
     assert runs.interactive_at() >= before  # when it came: bulk calls rest after it
