@@ -115,6 +115,18 @@ def models_in_blob(azurite: AzuriteInfo, container: str, example_models: dict[st
 
 
 @pytest.fixture
+def without_pyarrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow as if not installed (an optional extra): ``importlib.util.find_spec`` finds none,
+    which is how mlfn asks before importing it."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
+    )
+
+
+@pytest.fixture
 def isolated_imports() -> Iterator[None]:
     """Each in-process test app imports its own ``function_app`` and ``functions`` package."""
     saved_path = list(sys.path)

@@ -197,8 +197,8 @@ def write_zip(pkg: Package, out: Path, *, bytecode: bool = False) -> Path:
 
     pkg.refuse_escapes()
     out.parent.mkdir(parents=True, exist_ok=True)
-    sources = [f for f in pkg.files if f.endswith(".py")] if bytecode else []
-    made = {pyc.cache_name(f) for f in sources}
+    made = {pyc.cache_name(f) for f in pkg.files if f.endswith(".py")} if bytecode else set()
+    compiled: list[tuple[zipfile.ZipInfo, bytes]] = []  # after the files, in their order
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for relative in pkg.files:
             if relative in made:
@@ -206,19 +206,25 @@ def write_zip(pkg: Package, out: Path, *, bytecode: bool = False) -> Path:
             source = (pkg.root / relative).resolve()
             if not source.is_relative_to(pkg.root):
                 raise DeployError(escape_message(relative, str(source)))
-            entry = _entry(relative, source)
+            mode = source.stat().st_mode
+            entry = _entry(relative, mode)
+            if bytecode and relative.endswith(".py"):  # read once: packed and compiled
+                text = source.read_bytes()
+                z.writestr(entry, text)
+                code = pyc.compiled(relative, text)
+                if code is not None:
+                    compiled.append((_entry(pyc.cache_name(relative), mode), code))
+                continue
             with source.open("rb") as src, z.open(entry, "w", force_zip64=True) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        for relative in sources:
-            code = pyc.compiled(relative, (pkg.root / relative).read_bytes())
-            if code is not None:
-                z.writestr(_entry(pyc.cache_name(relative), pkg.root / relative), code)
+        for entry, code in compiled:
+            z.writestr(entry, code)
     return out
 
 
-def _entry(name: str, source: Path) -> zipfile.ZipInfo:
+def _entry(name: str, mode: int) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.external_attr = (source.stat().st_mode & 0o777) << 16
+    info.external_attr = (mode & 0o777) << 16
     info.compress_type = zipfile.ZIP_DEFLATED
     return info
 

@@ -3,6 +3,7 @@ fields marked ``NotLogged`` (personal data that must never leave the process).""
 
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ class NotLogged:
         return "NotLogged()"
 
 
+@functools.cache  # asked again for every nested model of every logged row
 def not_logged(model: type[BaseModel]) -> frozenset[str]:
     """The names of ``model``'s fields marked ``NotLogged``, however they are annotated."""
     found = set()

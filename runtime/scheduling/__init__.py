@@ -18,6 +18,5 @@ from runtime.scheduling.placement import Holder as Holder
 from runtime.scheduling.placement import NotNow as NotNow
 from runtime.scheduling.placement import Placement as Placement
 from runtime.scheduling.placement import finished as finished
-from runtime.scheduling.placement import in_thread as in_thread
 from runtime.scheduling.run_times import RunTimes as RunTimes
 from runtime.scheduling.run_times import bulk_rest as bulk_rest

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from runtime import telemetry
 from runtime.errors import Overloaded, Shed
-from runtime.scheduling.deadlines import Deadline, _deadline, current_deadline, within
+from runtime.scheduling.deadlines import Deadline, _deadline, within
 from runtime.scheduling.placement import NotNow, _left_running, in_thread
 from runtime.scheduling.run_times import RunTimes, bulk_rest
 from runtime.telemetry import Invocation
@@ -212,9 +212,7 @@ class Batcher(Generic[I, O]):
         if bounded:
             self.shed_if_late(len(instances), deadline)
         work = self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
-        if current_deadline() is deadline:  # the caller's cutoff covers it already
-            return await work
-        return await within(deadline, work)
+        return await within(deadline, work)  # nothing more under the caller's own cutoff
 
     def ran(self, n: int, seconds: float) -> None:
         """A run of ``n`` instances took ``seconds`` (told by a caller that times its own)."""
@@ -495,9 +493,7 @@ class Batcher(Generic[I, O]):
             else:  # this request's own task runs it, untraced: nothing to set
                 result = await self._call(instances)
             if not self._timed_by_caller:
-                self._last_run_s = time.perf_counter() - started
-                if self._target is not None:
-                    self.run_times.learn(len(instances), self._last_run_s)
+                self.ran(len(instances), time.perf_counter() - started)
         except Exception as exc:
             if len(batch) == 1 or self._shared_failure(exc):
                 for request in batch:  # every request would fail the same way alone

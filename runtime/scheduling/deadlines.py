@@ -70,7 +70,10 @@ def current_deadline() -> Deadline | None:
 async def within(deadline: Deadline, work: Awaitable[T]) -> T:
     """``await work`` answered by ``deadline``: ``DeadlineExceeded`` at it, whatever is still
     going on (a request still in line leaves it), and for a result that came past it (a busy
-    loop woke it late): never a late answer."""
+    loop woke it late): never a late answer. Within a cutoff of the same deadline already (a
+    request's, around the batcher's line), only ``await work``: the outer one answers by it."""
+    if _deadline.get() is deadline:
+        return await work
     left = deadline.at - time.monotonic()
     if left <= 0:
         if inspect.iscoroutine(work):

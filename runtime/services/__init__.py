@@ -159,13 +159,8 @@ class Services:
         return self._settings or config.current()
 
     def _get(self) -> _Core:
-        core = self._core
-        if core is not None:  # every request after the first: no lock on the warm path
-            return core
-        with self._lock:
-            if self._core is None:
-                self._core = self._build(self.settings)
-            return self._core
+        # Every request after the first: no lock on the warm path.
+        return self._core or self._once("_core", lambda: self._build(self.settings))
 
     def _build(self, settings: config.Settings) -> _Core:
         # Imported here: the function app's indexing needs none of this.

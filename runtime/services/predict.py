@@ -620,22 +620,22 @@ class _Runs:
 
     def bulk_call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(*args, **kwargs)`` as one bulk call: in a slot taken behind the requests
-        waiting for one (``take_bulk``), then, once it is given back, a rest while
-        interactive requests come (``rest_bulk``; not after a call that failed: it ends the
+        waiting for one (``_take_bulk``), then, once it is given back, a rest while
+        interactive requests come (``_rest_bulk``; not after a call that failed: it ends the
         bulk work). A plain call, not a ``with``: a generator costs a microsecond a call."""
-        self.take_bulk()
+        self._take_bulk()
         began = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
         finally:
             self._slots.release()
-        self.rest_bulk(time.perf_counter() - began)
+        self._rest_bulk(time.perf_counter() - began)
         return result
 
-    def take_bulk(self) -> None:
+    def _take_bulk(self) -> None:
         """A slot for one bulk call, taken when no request's run waits for one; after
         BULK_PATIENCE_S of requests in a row, taken all the same (slowed, never starved).
-        Give it back with ``release``, then ``rest_bulk`` (``bulk_call`` does all three)."""
+        ``bulk_call``'s, which gives it back."""
         # No request waiting (read without the lock: one that starts waiting just after
         # waits for this call alone, as it would for a call that had the slot already): the
         # slot at once, no Condition taken. That and a generator's ``with`` cost ~4 us a call,
@@ -654,7 +654,7 @@ class _Runs:
                 return
             self._slots.release()  # a request came meanwhile: it goes first
 
-    def rest_bulk(self, ran_s: float) -> None:
+    def _rest_bulk(self, ran_s: float) -> None:
         """After a bulk call that ran ``ran_s`` (its slot given back): a rest while
         interactive requests come (``bulk_rest``)."""
         rest = bulk_rest(ran_s, self.interactive_at())

@@ -126,10 +126,7 @@ def queue_service(conn: Connection, settings: Settings) -> QueueServiceClient:
 def upload_once(client: ContainerClient, name: str, data: bytes) -> None:
     """Write blob ``name`` once: one that exists already is this upload's own, committed by
     an earlier try whose answer was lost (the caller's names are never reused)."""
-    from azure.core.exceptions import ResourceExistsError
-
-    with suppress(ResourceExistsError):
-        client.upload_blob(name, data, overwrite=False)
+    create_if_missing(lambda: client.upload_blob(name, data, overwrite=False))
 
 
 def create_if_missing(create: Callable[[], object]) -> None:

@@ -218,14 +218,8 @@ print(json.loads(scored.predictions[0])["label"])
 
 
 def test_without_pyarrow_the_rows_service_scores_bulk_rows(
-    iris: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    iris: Path, tmp_path: Path, without_pyarrow: None
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
-    )
     service = ColumnService(_services(iris, tmp_path, columns=by_columns))
     assert service.plan("columns") is None  # batch files then go row by row, as they can
 

@@ -47,6 +47,13 @@ def _pack(app_dir: Path, *flags: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(app_dir / "build" / "package.zip")
 
 
+def _unpacked(app_dir: Path, folder: Path, *flags: str) -> list[str]:
+    """The names in the app's ``mlfn pack`` zip, unzipped into ``folder``."""
+    with _pack(app_dir, *flags) as z:
+        z.extractall(folder)
+        return z.namelist()
+
+
 def _import(folder: Path) -> dict[str, object]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # as from a read-only package
     done = subprocess.run(
@@ -66,9 +73,7 @@ def test_an_unpacked_app_imports_its_code_without_compiling_it(
     app: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    with _pack(app) as z:
-        z.extractall(tmp_path / "site")
-        names = z.namelist()
+    names = _unpacked(app, tmp_path / "site")
     sources = [n for n in names if n.endswith(".py")]
     assert [n for n in names if n.endswith(".pyc")] == [bytecode.cache_name(n) for n in sources]
 
@@ -77,9 +82,9 @@ def test_an_unpacked_app_imports_its_code_without_compiling_it(
     assert "function_app.py" in found["loaded"] and len(found["loaded"]) == len(sources)
 
     # Without the bytecode (the same files, as Core Tools' publish sends them), each is compiled.
-    with _pack(app, "--no-bytecode") as z:
-        assert not [n for n in z.namelist() if n.endswith(".pyc")]
-        z.extractall(tmp_path / "plain")
+    assert not [
+        n for n in _unpacked(app, tmp_path / "plain", "--no-bytecode") if n.endswith(".pyc")
+    ]
     assert sorted(_import(tmp_path / "plain")["compiled"]) == sorted(found["loaded"])
 
 
@@ -87,8 +92,7 @@ def test_a_source_changed_after_the_pack_is_compiled_not_run_stale(
     app: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    with _pack(app) as z:
-        z.extractall(tmp_path / "site")
+    _unpacked(app, tmp_path / "site")
     entry = tmp_path / "site" / "function_app.py"
     entry.write_text(entry.read_text() + "\nMARK = 'after the pack'\n")
 

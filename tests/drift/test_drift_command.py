@@ -263,14 +263,8 @@ def test_names_from_the_records_are_escaped_in_the_report(tmp_path: Path) -> Non
 
 
 def test_without_pyarrow_the_command_says_what_to_install_and_exits_2(
-    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, reference: Path, without_pyarrow: None
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
-    )
     result = drift(tmp_path, "--reference", str(reference), "--logs", str(tmp_path / "logs"))
     assert result.exit_code == 2
     assert "pip install 'mlfn[payload-log]'" in result.output

@@ -246,14 +246,8 @@ def test_a_nested_field_marked_not_logged_is_left_out_and_credentials_deep_insid
 
 
 def test_without_pyarrow_the_log_is_off_said_once_and_requests_go_on(
-    tmp_path: Path, store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store: Path, without_pyarrow: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
-    )
     app = App(copy_examples(tmp_path / "app"), store, tmp_path / "cache", tmp_path / "logs")
     try:
         with caplog.at_level("ERROR", "mlfn.payload_log"):
