@@ -560,7 +560,7 @@ def _column_cells(column: Any, quote: bool = False) -> Any:
     if pa.types.is_null(kind):
         return pa.array([""] * len(column)).cast(pa.string())
     if pa.types.is_floating(kind):
-        wide = column.cast(pa.float64())
+        wide = column.cast(_text_float(kind))
         text = pc.if_else(pc.is_finite(wide), float_text(wide), None)
     elif pa.types.is_integer(kind):
         text = column.cast(pa.string())
@@ -581,7 +581,7 @@ def _column_cells(column: Any, quote: bool = False) -> Any:
         if pa.types.is_floating(items.type):
             if items.null_count or pc.any(pc.invert(pc.is_finite(items))).as_py():
                 return None  # null or NaN inside: JSON null, written value by value
-            lists = column.cast(pa.list_(pa.float64()))
+            lists = column.cast(pa.list_(_text_float(items.type)))
             parts = pa.ListArray.from_arrays(
                 lists.offsets, float_text(lists.values), mask=lists.is_null()
             )
@@ -622,7 +622,7 @@ def _map_cells(column: Any) -> Any:
         column = pa.concat_arrays([column])
     keys, values = column.keys, column.items
     if pa.types.is_floating(values.type):
-        values = values.cast(pa.float64())
+        values = values.cast(_text_float(values.type))
         if values.null_count or not pc.all(pc.is_finite(values)).as_py():
             return None
         text = float_text(values)
@@ -638,13 +638,24 @@ def _map_cells(column: Any) -> Any:
     return pc.fill_null(joined, "").cast(pa.string())
 
 
+def _text_float(kind: Any) -> Any:
+    """The float type whose shortest digits a float of type ``kind`` is written with: float32
+    keeps its own (the precision the model computed; its float64 widening would add digits
+    the model never had), any other float is written as float64."""
+    import pyarrow as pa
+
+    return pa.float32() if kind == pa.float32() else pa.float64()
+
+
 def float_text(values: Any) -> Any:
-    """Each float of an Arrow float64 array as Python's ``repr`` writes it (a null stays
-    null). Arrow writes the same shortest digits; only their layout differs, by the decimal
-    exponent e (Arrow: fixed from 1e-6 to 1e10, Python from 1e-4 to 1e16), and is mended in
-    Arrow: an integral value's ".0" (Arrow writes "3"), an exponent of one digit (Arrow writes
-    "1e-7", Python "1e-07") and 1e-6 <= |x| < 1e-4 (Arrow "0.00005", Python "5e-05"). The
-    rest (1e10 to 1e16, and what is not finite) is rare in outputs and written by Python."""
+    """Each float of an Arrow float64 or float32 array as Python's ``repr`` writes the
+    shortest digits that read back as that value at its own precision (a null stays null):
+    for float64 its ``repr``, for float32 ``repr(float(str(np.float32(x))))``. Arrow writes the
+    same shortest digits; only their layout differs, by the decimal exponent e (Arrow: fixed
+    from 1e-6 to 1e10, Python from 1e-4 to 1e16), and is mended in Arrow: an integral value's
+    ".0" (Arrow writes "3"), an exponent of one digit (Arrow writes "1e-7", Python "1e-07") and
+    1e-6 <= |x| < 1e-4 (Arrow "0.00005", Python "5e-05"). The rest (1e10 to 1e16, and what is
+    not finite) is rare in outputs: Arrow's digits, laid out by Python."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -652,8 +663,9 @@ def float_text(values: Any) -> Any:
     text = values.cast(pa.string())
     numbers = values.to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
-        # The double's own magnitude gives the exponent of its shortest digits: the digits
-        # of a double below 1e-4 read below 1e-4 too (they round to it, not to 1e-4).
+        # The value's own magnitude gives the exponent of its shortest digits: the digits
+        # of a value below 1e-4 read below 1e-4 too (they round to it, not to 1e-4). NumPy
+        # compares a float32 array with the bounds as float32, the precision its digits have.
         size = np.abs(numbers)
         whole = np.floor(numbers) == numbers
         integral = whole & (size < 1e10)  # 0 and -0 too
@@ -674,7 +686,8 @@ def float_text(values: Any) -> Any:
             mended.append(mend(text.filter(pa.array(rows))))
     if python.any():
         at.append(np.flatnonzero(python))
-        mended.append(pa.array(list(map(repr, numbers[python].tolist())), pa.string()))
+        digits = text.filter(pa.array(python)).to_pylist()
+        mended.append(pa.array([repr(float(d)) for d in digits], pa.string()))
     if not at:
         return text
     where = np.concatenate(at)

@@ -316,10 +316,14 @@ _KINDS = {"float": "float64", "int": "int64", "bool": "bool_", "str": "string"}
 
 def _declared(values: pa.Array, field: Field) -> pa.Array:
     """``values`` as the Arrow type of the field's declared type (an int for an int field,
-    even where predict returned whole floats), as pydantic would have made them."""
+    even where predict returned whole floats), as pydantic would have made them; but a float
+    field keeps float32 where predict returned float32, the precision the model computed
+    (text formats write its shortest digits, not its float64 widening: docs/columns.md)."""
     import pyarrow as pa
 
     item = getattr(pa, _KINDS[field.value.kind])()
+    if pa.types.is_float64(item) and _items(values.type) == pa.float32():
+        item = pa.float32()
     if field.mapped:
         kind = pa.map_(pa.string(), item)
     elif field.width is not None or field.ragged is not None:
@@ -327,6 +331,17 @@ def _declared(values: pa.Array, field: Field) -> pa.Array:
     else:
         kind = item
     return values if values.type == kind else values.cast(kind)
+
+
+def _items(kind: pa.DataType) -> pa.DataType:
+    """The type of the values a list or map type holds; ``kind`` itself for other types."""
+    import pyarrow as pa
+
+    if pa.types.is_map(kind):
+        return kind.item_type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return kind.value_type
+    return kind
 
 
 def _indices(rows: NDArray[np.intp] | slice | list[int]) -> NDArray[np.intp]:
@@ -389,6 +404,8 @@ def _joined_map(name: str, pieces: list[Any], field: Field) -> pa.Array:
             n = len(matrix)
             offsets = pa.array(np.arange(0, n * len(keys) + 1, len(keys), dtype=np.int32))
             flat_keys = pa.array(keys * n, pa.string())
+            if item == pa.float64() and matrix.dtype == np.float32:
+                item = pa.float32()  # the model's precision, as _declared keeps it
             values = to_arrow(matrix.ravel()).cast(item)
             return pa.MapArray.from_arrays(offsets, flat_keys, values)
         return pa.array(_python(pieces), type=kind)

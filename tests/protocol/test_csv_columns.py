@@ -35,6 +35,13 @@ def _row_path(values: list[Any]) -> list[Any]:
     return [safe_cell(_cell(json.loads(json.dumps(as_json(v))))) for v in values]
 
 
+def _shortest32(values: Any) -> Any:
+    """Each float (in lists too) as the float64 of its float32's shortest digits."""
+    if isinstance(values, list):
+        return [_shortest32(v) for v in values]
+    return float(str(np.float32(values))) if isinstance(values, float) else values
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, str) and a.startswith("["):
         return bool(json.loads(a) == json.loads(b))
@@ -63,6 +70,8 @@ def test_column_cells_say_what_the_row_path_says(column: pa.Array) -> None:
     assert found is not None
     cells = found.to_pylist()
     values = column.to_pylist()
+    if pa.float32() in (column.type, getattr(column.type, "value_type", None)):
+        values = _shortest32(values)  # a float32's own digits, not its float64 widening's
     expected = _row_path(values)
     text = pa.types.is_string(column.type)
     for value, want, got in zip(values, expected, cells, strict=True):
@@ -137,6 +146,23 @@ def test_floats_are_written_as_python_s_repr_at_every_magnitude() -> None:
     text = float_text(pa.array(values)).to_pylist()
     wrong = [(v, t) for v, t in zip(values.tolist(), text, strict=True) if t != repr(v)]
     assert not wrong, wrong[:10]
+
+
+def test_float32s_are_written_with_their_own_shortest_digits_at_every_magnitude() -> None:
+    # A float32 is written as the shortest digits that read back as that float32 (what
+    # numpy's str and pandas' to_csv write), laid out as Python lays a float out; not the 17
+    # digits of its float64 widening.
+    with np.errstate(over="ignore"):
+        values = _floats_of_every_layout().astype(np.float32)
+    edges = np.array([1e-9, 1e-6, 1e-4, 1e10, 1e16], dtype=np.float32)
+    values = np.concatenate([values, edges, np.nextafter(edges, np.float32(0)),
+                             np.nextafter(edges, np.float32(1e30))])  # fmt: skip
+    text = float_text(pa.array(values)).to_pylist()
+    wrong = [(v, t) for v, t in zip(values, text, strict=True) if t != repr(float(str(v)))]
+    assert not wrong, wrong[:10]
+    finite = np.isfinite(values)
+    read = np.array([float(t) for t in text], dtype=np.float64).astype(np.float32)
+    assert np.array_equal(read[finite], values[finite])  # each reads back as its float32
 
 
 def test_a_null_float_stays_null_beside_floats_of_every_layout() -> None:
