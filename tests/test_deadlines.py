@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import BadRequest, DeadlineExceeded, Shed
-from runtime.scheduling import BULK_AFTER, Batcher, Deadline, RunTimes
+from runtime.scheduling import BULK_AFTER, Batcher, Deadline, RunTimes, deadlines, placement
+from runtime.scheduling.placement import in_thread, loop_lag
 
 
 def _held(
@@ -184,3 +185,43 @@ def test_a_timeout_header_that_is_no_usable_number_is_refused_by_name(text: str)
         Deadline.asked(text, None, "x-mlfn-timeout-ms")
     assert Deadline.asked(None, None, "x-mlfn-timeout-ms") is None
     assert Deadline.asked(None, 20, "x-mlfn-timeout-ms") is not None
+
+
+def test_a_deadline_counts_from_when_the_host_says_the_request_arrived() -> None:
+    now = time.monotonic()
+    with deadlines.arrived(now - 0.03):  # it waited 30 ms before its function was called
+        assert Deadline.after(50).at == pytest.approx(now + 0.02)
+        assert Deadline.asked(None, 50, "x").at == pytest.approx(now + 0.02)  # type: ignore[union-attr]
+    assert Deadline.after(50).at >= now + 0.05  # no host said: from now
+
+
+def test_the_loop_s_lag_in_resuming_a_threads_waiter_is_learnt_and_fades(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def resumed_late() -> None:
+        waiter = asyncio.ensure_future(in_thread(lambda: None))
+        await asyncio.sleep(0)  # the thread has its work, done in well under 100 ms
+        time.sleep(0.1)  # the loop is busy meanwhile: it resumes the waiter 100 ms late
+        await waiter
+
+    monkeypatch.setattr(placement, "_lag", placement._Lag(half_life_s=0.5))
+    asyncio.run(resumed_late())
+    learnt = loop_lag()
+    assert 0.01 < learnt < 0.1  # a moving average, moved by one lag of about 100 ms
+    placement._lag._at -= 1.0  # two half-lives with nothing learnt
+    assert loop_lag() == pytest.approx(learnt / 4, rel=0.05)
+
+
+def test_with_a_latency_target_a_request_the_loop_s_lag_would_make_late_is_shed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Runs of 10 ms leave room in a 50 ms budget; a loop that lately took 45 ms to resume
+    # a task after its run does not.
+    batcher, calls, _, _ = _held(max_batch_size=2, target_s=0.05)
+    for n in (1, 2, 2, 1):
+        batcher.run_times.learn(n, 0.01)
+    assert asyncio.run(batcher.submit([3], deadline=Deadline.after(50))) == [30]
+    monkeypatch.setattr("runtime.scheduling.batcher.loop_lag", lambda: 0.045)
+    with pytest.raises(Shed):
+        asyncio.run(batcher.submit([4], deadline=Deadline.after(50)))
+    assert [4] not in calls

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -17,6 +18,7 @@ from runtime.host.invocation_log import InvocationLog
 from runtime.host.invoke import Invoker
 from runtime.host.metadata import FunctionInfo
 from runtime.host.routing import Router, RouteTemplate
+from runtime.scheduling import deadlines
 
 log = logging.getLogger("mlfn.host")
 HTTP_REASON = "This function was programmatically called via the host APIs."
@@ -32,6 +34,9 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 # last answer, is closed: idle and half-sent requests (slowloris) cannot hold the host's
 # connections. uvicorn times out only the wait between requests, not a head sent slowly.
 HEAD_TIMEOUT_S = 5.0
+# The scope's key for when a request's first bytes were read (``time.monotonic()``): its
+# deadline starts then, not when its function is called after the loop's other work.
+ARRIVED = "mlfn.arrived"
 # A request body must then keep arriving at this rate, averaged from its start, after a grace
 # period: Kestrel's defaults (MinRequestBodyDataRate), the server of the Functions host. A
 # timeout between reads would not do: a byte just before each one holds the connection for
@@ -132,7 +137,8 @@ class HttpHost:
         run = InvocationLog(info.name, HTTP_REASON)
         ran.append(run)
         try:
-            invocation = await self._invoker.call(info, request, run.id)
+            with deadlines.arrived(scope.get(ARRIVED) or time.monotonic()):
+                invocation = await self._invoker.call(info, request, run.id)
         except Exception as exc:
             run.error, run.why = exc, str(exc)
             return await _send(send, 500, b"", {})
@@ -290,7 +296,10 @@ def http_protocol(head_timeout_s: float = HEAD_TIMEOUT_S) -> type[Any]:
             self._arm_head_timer()
 
         def data_received(self, data: bytes) -> None:
+            now = time.monotonic()
             super().data_received(data)
+            if self.cycle is not None:  # the request these bytes began, or went on with
+                self.cycle.scope.setdefault(ARRIVED, now)
             # Bytes of a new request (uvicorn has just cancelled its keep-alive timer): the
             # head must now complete in time.
             if self._head_timer is None and self._between_requests():

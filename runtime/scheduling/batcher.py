@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 from runtime import telemetry
 from runtime.errors import Overloaded, Shed
 from runtime.scheduling.deadlines import Deadline, _deadline, within
-from runtime.scheduling.placement import NotNow, _left_running, in_thread
+from runtime.scheduling.placement import NotNow, _left_running, in_thread, loop_lag
 from runtime.scheduling.run_times import RunTimes, bulk_rest
 from runtime.telemetry import Invocation
 
@@ -223,12 +223,18 @@ class Batcher(Generic[I, O]):
     def shed_if_late(self, n: int, deadline: Deadline) -> None:
         """Raise ``Shed`` when, with a latency target, a request of ``n`` instances arriving
         now would be answered after ``deadline`` (before its body is read too, with ``n`` 1:
-        under overload, reading what will be refused is work taken from what will not)."""
+        under overload, reading what will be refused is work taken from what will not). The
+        answer is expected after the runs ahead of it and its own, and two waits for the
+        event loop to resume a task (the batch's, then the request's) as long as they lately
+        were (``loop_lag``): under overload, what the runs alone do not see."""
         if self._target is None:
             return
         left = deadline.at - time.monotonic()
-        expected = self._expected_s(n)
-        if left > 0 and expected is not None and expected > left:
+        runs = self._expected_s(n)
+        if runs is None:
+            return
+        expected = runs + loop_lag()
+        if left > 0 and expected > left:
             raise Shed(expected * 1000, self._target * 1000)
 
     def _expected_s(self, n: int) -> float | None:

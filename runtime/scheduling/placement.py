@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -41,16 +42,61 @@ _left_running: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = contex
 async def in_thread(fn: Callable[[], T]) -> T:
     """``fn()`` in a worker thread, with this task's context (as ``asyncio.to_thread``);
     cancelled meanwhile, the thread's future is noted in ``_left_running`` (a cancelled wait is
-    done at once, long before the thread)."""
+    done at once, long before the thread). How long the loop took to resume this task once
+    the thread was done is learnt (``loop_lag``)."""
     loop = asyncio.get_running_loop()
-    running = loop.run_in_executor(None, contextvars.copy_context().run, fn)
+    ended = [0.0]
+
+    def timed() -> T:
+        try:
+            return fn()
+        finally:
+            ended[0] = time.monotonic()
+
+    running = loop.run_in_executor(None, contextvars.copy_context().run, timed)
     try:
-        return await asyncio.shield(running)
+        result = await asyncio.shield(running)
     except asyncio.CancelledError:
         left = _left_running.get()
         if left is not None:
             left.append(running)
         raise
+    _lag.learn(time.monotonic() - ended[0])
+    return result
+
+
+class _Lag:
+    """How long the event loop takes to resume a task whose thread's work is done: a moving
+    average, which fades (halved every ``half_life_s``) while nothing is learnt, as when a
+    busy endpoint sheds every request and runs none."""
+
+    __slots__ = ("_at", "_seconds", "half_life_s")
+
+    def __init__(self, half_life_s: float) -> None:
+        self.half_life_s = half_life_s
+        self._seconds = 0.0
+        self._at = 0.0
+
+    def learn(self, seconds: float) -> None:
+        now = time.monotonic()
+        self._seconds = 0.8 * self.now(now) + 0.2 * seconds
+        self._at = now
+
+    def now(self, at: float | None = None) -> float:
+        at = time.monotonic() if at is None else at
+        if not self._seconds:
+            return 0.0
+        return self._seconds * math.exp2((self._at - at) / self.half_life_s)
+
+
+_lag = _Lag(half_life_s=0.5)
+
+
+def loop_lag() -> float:
+    """Seconds the event loop lately took to resume a task once its worker thread's work was
+    done: near nothing while the loop keeps up, the length of its backlog under overload (a
+    request that waits for a run also waits for this, once for the run and once for itself)."""
+    return _lag.now()
 
 
 # --- placement: on the loop or in a worker thread ---------------------------------------------

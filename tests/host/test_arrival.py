@@ -1,0 +1,154 @@
+"""The local host starts a request's deadline when its first bytes were read, not when its
+function is called: a request that waited behind a busy event loop has that much less left,
+and one whose deadline passed while it waited is answered 504 without a run. And a function's
+answer reaches the host without a turn of the loop in between."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.host.http_server import ARRIVED, HttpHost, http_protocol
+from runtime.host.invoke import Invoker
+from runtime.host.metadata import index_app
+from tests.support import FLOWER_MODELS, make_app
+
+COUNTED = (
+    FLOWER_MODELS
+    + """
+from pathlib import Path
+from runtime import Endpoint, Limits
+
+endpoint = Endpoint(Flower, Out, model=MODEL, limits=Limits(timeout_ms=200))
+
+@endpoint.predict
+def predict(instances, model):
+    with Path(RUNS).open("a") as runs:
+        runs.write("run\\n")
+    return [Out(label=0, probabilities=[1.0, 0.0, 0.0]) for _ in instances]
+"""
+)
+FLOWER = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+BODY = json.dumps({"instances": [FLOWER]}).encode()
+
+
+def _post(host: HttpHost, arrived: float | None) -> tuple[int, dict[str, Any]]:
+    """POST the body to the endpoint through the host's ASGI side, its first bytes read at
+    ``arrived`` (as the host's HTTP protocol notes it in the scope)."""
+    scope: dict[str, Any] = {
+        "type": "http", "method": "POST", "path": "/api/counted/predict",
+        "raw_path": b"/api/counted/predict", "query_string": b"",
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(BODY)).encode())],
+    }  # fmt: skip
+    if arrived is not None:
+        scope[ARRIVED] = arrived
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(host(scope, receive, send))
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+def test_a_request_whose_deadline_passed_while_it_waited_is_answered_504_unrun(
+    tmp_path: Path,
+    example_models: dict[str, Path],
+    isolated_imports: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = tmp_path / "runs.txt"
+    source = COUNTED.replace("MODEL", repr(str(example_models["iris"])))
+    app = make_app(tmp_path / "app", {"counted": source.replace("RUNS", repr(str(runs)))})
+    monkeypatch.setenv("MLFN_CACHE_DIR", str(tmp_path / "cache"))
+    invoker = Invoker()
+    host = HttpHost(index_app(app), "api", invoker)
+    try:
+        assert _post(host, None)[0] == 200  # no stamp: from the host's own reading
+        assert _post(host, time.monotonic() - 0.05)[0] == 200  # 150 of its 200 ms left
+        status, body = _post(host, time.monotonic() - 0.3)  # waited past its 200 ms
+    finally:
+        invoker.close()
+    assert status == 504 and body["error"]["type"] == "DeadlineExceeded"
+    assert runs.read_text().count("run") == 2  # the late one never ran
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 7071)}.get(
+            name, default
+        )
+
+    def write(self, data: Any) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_host_s_http_protocol_notes_when_a_request_s_first_bytes_were_read() -> None:
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    async def main() -> tuple[float, float, float]:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+
+        config = uvicorn.Config(app, lifespan="off", log_level="warning")
+        config.load()
+        protocol = http_protocol()(config=config, server_state=ServerState(), app_state={})
+        protocol.connection_made(_Transport())
+        head = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+        before = time.monotonic()
+        protocol.data_received(head + b"ab")  # the head and half the body
+        first = protocol.cycle.scope[ARRIVED]
+        await asyncio.sleep(0.02)
+        protocol.data_received(b"cd")  # the rest, later: the same request
+        after = protocol.cycle.scope[ARRIVED]
+        protocol.connection_lost(None)
+        return before, first, after
+
+    before, first, after = asyncio.run(main())
+    assert before <= first < before + 0.01
+    assert after == first  # its first bytes, not its last
+
+
+def test_an_async_function_is_answered_in_the_host_s_own_task_within_its_timeout() -> None:
+    # Not in a task of its own (wait_for's, on Python 3.11): resuming the host's task once
+    # that one ended took a turn of the loop, which under overload made answers late.
+    from runtime.host.metadata import Binding, FunctionInfo
+
+    async def function(req: object) -> object:
+        return asyncio.current_task()
+
+    trigger = Binding("req", "httpTrigger", "IN", {})
+    out = Binding("$return", "http", "OUT", {})
+    info = FunctionInfo("f", trigger, (trigger, out), function, True, False, ".")
+    invoker = Invoker(timeout_s=30.0)
+
+    async def main() -> tuple[object, object]:
+        invocation = await invoker.call(info, object())
+        return invocation.returned, asyncio.current_task()
+
+    try:
+        ran_in, caller = asyncio.run(main())
+    finally:
+        invoker.close()
+    assert ran_in is caller
