@@ -35,7 +35,8 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 # connections. uvicorn times out only the wait between requests, not a head sent slowly.
 HEAD_TIMEOUT_S = 5.0
 # The scope's key for when a request's first bytes were read (``time.monotonic()``): its
-# deadline starts then, not when its function is called after the loop's other work.
+# deadline starts then, not when its function is called after the loop's other work. Of
+# requests pipelined in one read, the last one's (the others: when their function is called).
 ARRIVED = "mlfn.arrived"
 # A request body must then keep arriving at this rate, averaged from its start, after a grace
 # period: Kestrel's defaults (MinRequestBodyDataRate), the server of the Functions host. A
@@ -290,16 +291,20 @@ def http_protocol(head_timeout_s: float = HEAD_TIMEOUT_S) -> type[Any]:
     class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         _head_timer: asyncio.TimerHandle | None = None
         _head_marker: object = None
+        _first_bytes: float | None = None  # when the next request's first bytes came
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm_head_timer()
 
         def data_received(self, data: bytes) -> None:
-            now = time.monotonic()
+            if self._first_bytes is None and self._between_requests():
+                self._first_bytes = time.monotonic()  # its head may take several reads
             super().data_received(data)
-            if self.cycle is not None:  # the request these bytes began, or went on with
-                self.cycle.scope.setdefault(ARRIVED, now)
+            cycle = self.cycle
+            if cycle is not None and ARRIVED not in cycle.scope:  # a request began
+                cycle.scope[ARRIVED] = self._first_bytes or time.monotonic()
+                self._first_bytes = None
             # Bytes of a new request (uvicorn has just cancelled its keep-alive timer): the
             # head must now complete in time.
             if self._head_timer is None and self._between_requests():

@@ -5,6 +5,7 @@ cell made inert as ``csv_safety`` says."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Collection, Iterator
@@ -453,7 +454,8 @@ class CsvWriter:
             text = _column_lines(start, outcomes, self._fields)
             if text is not None:
                 return text
-            outcomes = as_outcomes(outcomes)  # a column of another kind: row by row
+            # A column of another kind: row by row, a float32's digits still its own.
+            outcomes = as_outcomes(_own_digits(outcomes))
         buffer = io.StringIO()
         out = csv.writer(buffer, lineterminator="\r\n")
         for i, (prediction, error) in enumerate(outcomes, start):
@@ -636,6 +638,35 @@ def _map_cells(column: Any) -> Any:
     entries = pa.ListArray.from_arrays(column.offsets, pairs, mask=column.is_null())
     joined = pc.binary_join_element_wise("{", pc.binary_join(entries, ","), "}", "")
     return pc.fill_null(joined, "").cast(pa.string())
+
+
+def _own_digits(outcomes: ColumnOutcomes) -> ColumnOutcomes:
+    """``outcomes`` with each float32 (alone, in a list, in a map) as the float64 its shortest
+    digits read as, so that the row path's ``repr`` writes those digits too (``_text_float``)."""
+    return dataclasses.replace(
+        outcomes, outputs={n: _shortest(a) for n, a in outcomes.outputs.items()}
+    )
+
+
+def _shortest(column: Any) -> Any:
+    """A float32 column (or a list or map column of float32s) as float64s read from its
+    shortest digits; any other column as it is."""
+    import pyarrow as pa
+
+    kind = column.type
+    if kind == pa.float32():
+        return column.cast(pa.string()).cast(pa.float64())
+    if is_list_type(kind) and kind.value_type == pa.float32():
+        lists = pa.concat_arrays([column.cast(pa.list_(pa.float32()))])  # offsets from 0
+        return pa.ListArray.from_arrays(
+            lists.offsets, _shortest(lists.values), mask=lists.is_null()
+        )
+    if pa.types.is_map(kind) and kind.item_type == pa.float32():
+        maps = pa.concat_arrays([column])
+        return pa.MapArray.from_arrays(
+            maps.offsets, maps.keys, _shortest(maps.items), mask=maps.is_null()
+        )
+    return column
 
 
 def _text_float(kind: Any) -> Any:

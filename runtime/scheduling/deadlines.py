@@ -31,14 +31,14 @@ class Deadline:
     def after(cls, budget_ms: float) -> Deadline:
         """``budget_ms`` from the request's arrival: when the host received it, where the
         host says (``arrived``), else now."""
-        start = _arrived.get()
+        start = arrival()
         return cls((time.monotonic() if start is None else start) + budget_ms / 1000, budget_ms)
 
     @classmethod
     def asked(cls, text: str | None, default_ms: float | None, name: str) -> Deadline | None:
-        """A request's deadline from now: ``text`` (its ``name`` header, milliseconds), else
-        its endpoint's ``default_ms``, else none. Anything but a positive number of
-        milliseconds is the caller's mistake, told by the header's name."""
+        """A request's deadline from its arrival (``after``): ``text`` (its ``name`` header,
+        milliseconds), else its endpoint's ``default_ms``, else none. Anything but a positive
+        number of milliseconds is the caller's mistake, told by the header's name."""
         if text is None:
             return None if default_ms is None else cls.after(default_ms)
         try:
@@ -66,6 +66,12 @@ MAX_BUDGET_MS = 86_400_000.0  # a day: a longer deadline is none, and overflows 
 _arrived: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "mlfn_arrived", default=None
 )
+
+
+def arrival() -> float | None:
+    """When the request the current task or thread serves reached the process, where its host
+    said so (``arrived``)."""
+    return _arrived.get()
 
 
 @contextlib.contextmanager

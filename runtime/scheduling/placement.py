@@ -45,13 +45,14 @@ async def in_thread(fn: Callable[[], T]) -> T:
     done at once, long before the thread). How long the loop took to resume this task once
     the thread was done is learnt (``loop_lag``)."""
     loop = asyncio.get_running_loop()
-    ended = [0.0]
+    ended = 0.0
 
     def timed() -> T:
+        nonlocal ended
         try:
             return fn()
         finally:
-            ended[0] = time.monotonic()
+            ended = time.monotonic()
 
     running = loop.run_in_executor(None, contextvars.copy_context().run, timed)
     try:
@@ -61,7 +62,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
         if left is not None:
             left.append(running)
         raise
-    _lag.learn(time.monotonic() - ended[0])
+    _lag.learn(time.monotonic() - ended)
     return result
 
 
@@ -79,6 +80,9 @@ class _Lag:
 
     def learn(self, seconds: float) -> None:
         now = time.monotonic()
+        # One stall (a collection, a descheduled process) moves the average by a fifth of
+        # MAX_LAG_SAMPLE_S at most: it fades in a few half-lives, not after a long shedding.
+        seconds = min(seconds, MAX_LAG_SAMPLE_S)
         self._seconds = 0.8 * self.now(now) + 0.2 * seconds
         self._at = now
 
@@ -89,13 +93,14 @@ class _Lag:
         return self._seconds * math.exp2((self._at - at) / self.half_life_s)
 
 
+MAX_LAG_SAMPLE_S = 0.1
 _lag = _Lag(half_life_s=0.5)
 
 
 def loop_lag() -> float:
     """Seconds the event loop lately took to resume a task once its worker thread's work was
-    done: near nothing while the loop keeps up, the length of its backlog under overload (a
-    request that waits for a run also waits for this, once for the run and once for itself)."""
+    done, whoever's: near nothing while the loop keeps up, the length of its backlog under
+    overload, which a request waiting for a run waits for too once the run is done."""
     return _lag.now()
 
 

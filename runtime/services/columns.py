@@ -240,10 +240,11 @@ class _Runner:
         n: int,
         errors: dict[int, MlfnError],
     ) -> tuple[dict[str, pa.Array] | None, list[bytes | None] | None]:
-        """Each output field over all ``n`` rows as an array of its declared type (null where
-        a row failed); a row whose output the output model refuses gets that error. Where the
-        checks cannot decide the outputs (the model does not compile, or its values are of
-        kinds no one array holds), each row's JSON instead, made by pydantic."""
+        """Each output field over all ``n`` rows as an array of its declared type (float32
+        kept for a float field: ``_declared``; null where a row failed); a row whose output the
+        output model refuses gets that error. Where the checks cannot decide the outputs (the
+        model does not compile, or its values are of kinds no one array holds), each row's JSON
+        instead, made by pydantic."""
         import numpy as np
         import pyarrow as pa
 

@@ -29,6 +29,7 @@ from runtime.protocol import v1, v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
 from runtime.scheduling import MAX_BUDGET_MS, Deadline, Holder, Placement, within
+from runtime.scheduling.deadlines import arrival
 from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
@@ -336,8 +337,8 @@ class _Call(NamedTuple):
 
 def _earliest(deadline: Deadline | None, request: InferRequest, started: float) -> Deadline | None:
     """The request's deadline: the earlier of ``deadline`` and its own ``parameters.timeout``
-    (microseconds from ``started``, a ``perf_counter``), which must not have passed before its
-    run starts."""
+    (microseconds from its arrival where the host said when that was, else from ``started``,
+    a ``perf_counter``), which must not have passed before its run starts."""
     own = request.parameters.get("timeout")
     if own is not None:
         try:
@@ -349,8 +350,10 @@ def _earliest(deadline: Deadline | None, request: InferRequest, started: float) 
                 "parameters.timeout must be a positive number of microseconds (at most a "
                 f"day), not {str(own)[:40]!r}"
             )
-        since = time.perf_counter() - started
-        mine = Deadline(time.monotonic() - since + budget_ms / 1000, budget_ms)
+        origin = arrival()  # the host's arrival stamp, else when the function started
+        if origin is None:
+            origin = time.monotonic() - (time.perf_counter() - started)
+        mine = Deadline(origin + budget_ms / 1000, budget_ms)
         if deadline is None or mine.at < deadline.at:
             deadline = mine
     if deadline is not None and time.monotonic() >= deadline.at:

@@ -258,7 +258,8 @@ class Scorer:
         """Score a V1 predict body ``{"instances": [...]}`` within the endpoint's byte limit,
         by the version its release gives the request (``key``: the same version for the same
         key); ``request_id``: the caller's, for the payload log; ``timeout_ms``: the caller's
-        deadline (the ``x-mlfn-timeout-ms`` header), from now: reading the body counts."""
+        deadline (the ``x-mlfn-timeout-ms`` header), from the request's arrival
+        (``Deadline.after``): waiting to be read and reading the body count."""
         if timeout_ms is not None or self._default_timeout_ms is not None:
             deadline = Deadline.asked(timeout_ms, self._default_timeout_ms, v1.TIMEOUT_HEADER)
             assert deadline is not None

@@ -25,7 +25,7 @@ COUNTED = (
 from pathlib import Path
 from runtime import Endpoint, Limits
 
-endpoint = Endpoint(Flower, Out, model=MODEL, limits=Limits(timeout_ms=200))
+endpoint = Endpoint(Flower, Out, model=MODEL, limits=Limits(timeout_ms=5000))
 
 @endpoint.predict
 def predict(instances, model):
@@ -75,8 +75,8 @@ def test_a_request_whose_deadline_passed_while_it_waited_is_answered_504_unrun(
     host = HttpHost(index_app(app), "api", invoker)
     try:
         assert _post(host, None)[0] == 200  # no stamp: from the host's own reading
-        assert _post(host, time.monotonic() - 0.05)[0] == 200  # 150 of its 200 ms left
-        status, body = _post(host, time.monotonic() - 0.3)  # waited past its 200 ms
+        assert _post(host, time.monotonic() - 1)[0] == 200  # 4 of its 5 s left
+        status, body = _post(host, time.monotonic() - 10)  # waited past its 5 s
     finally:
         invoker.close()
     assert status == 504 and body["error"]["type"] == "DeadlineExceeded"
@@ -107,32 +107,43 @@ def test_the_host_s_http_protocol_notes_when_a_request_s_first_bytes_were_read()
     import uvicorn
     from uvicorn.server import ServerState
 
-    async def main() -> tuple[float, float, float]:
+    async def main() -> list[tuple[float, float, float]]:
         async def app(scope: Any, receive: Any, send: Any) -> None:
-            await receive()
+            while (await receive()).get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
 
         config = uvicorn.Config(app, lifespan="off", log_level="warning")
         config.load()
         protocol = http_protocol()(config=config, server_state=ServerState(), app_state={})
         protocol.connection_made(_Transport())
-        head = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
-        before = time.monotonic()
-        protocol.data_received(head + b"ab")  # the head and half the body
-        first = protocol.cycle.scope[ARRIVED]
-        await asyncio.sleep(0.02)
-        protocol.data_received(b"cd")  # the rest, later: the same request
-        after = protocol.cycle.scope[ARRIVED]
+        seen = []
+        for path in (b"/a", b"/b"):  # a second request on the same connection: its own time
+            head = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"
+            began = time.monotonic()
+            protocol.data_received(head[:10])  # half the head: no request yet
+            await asyncio.sleep(0.02)
+            protocol.data_received(head[10:] + b"ab")  # the rest of it, half the body
+            headed = time.monotonic()
+            await asyncio.sleep(0.02)
+            protocol.data_received(b"cd")  # the rest of the body, later: the same request
+            seen.append((began, protocol.cycle.scope[ARRIVED], headed))
+            for _ in range(100):  # answered: the connection is free for the next
+                await asyncio.sleep(0.001)
+                if protocol.cycle.response_complete:
+                    break
         protocol.connection_lost(None)
-        return before, first, after
+        return seen
 
-    before, first, after = asyncio.run(main())
-    assert before <= first < before + 0.01
-    assert after == first  # its first bytes, not its last
+    for began, stamped, headed in asyncio.run(main()):
+        assert began <= stamped < headed  # its first bytes: not its head's end, nor its body's
 
 
-def test_an_async_function_is_answered_in_the_host_s_own_task_within_its_timeout() -> None:
-    # Not in a task of its own (wait_for's, on Python 3.11): resuming the host's task once
-    # that one ended took a turn of the loop, which under overload made answers late.
+def test_an_async_function_with_a_timeout_runs_in_the_host_s_own_task() -> None:
+    # Not in a task of its own (asyncio.wait_for's on Python 3.11; 3.12's has none): resuming
+    # the host's task once that one ended took a turn of the loop, which under overload made
+    # answers late.
     from runtime.host.metadata import Binding, FunctionInfo
 
     async def function(req: object) -> object:

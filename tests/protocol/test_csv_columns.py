@@ -192,3 +192,28 @@ def test_records_of_fixed_length_lists_are_the_csv_module_s_byte_for_byte(width:
         nulled = {k: pc.if_else(failed, pa.nulls(n, a.type), a) for k, a in outputs.items()}
         columns = ColumnOutcomes(nulled, errors, n)
         assert _written(10, columns) == _written(10, as_outcomes(columns))
+
+
+def test_a_chunk_written_row_by_row_keeps_each_float32_s_own_digits() -> None:
+    # A NaN in a list column sends the chunk to the row path's writer: its float32s are still
+    # written with their own shortest digits, as the column writer writes them, and the NaN
+    # is null as ever.
+    score = np.array([0.9847141, 1 / 3, 2.5e-5], dtype=np.float32)
+    probabilities = pa.array(
+        [[np.float32(0.1), np.float32(0.9)], [np.float32(math.nan)], None],
+        type=pa.list_(pa.float32()),
+    )
+    outputs = {
+        "label": pa.array(["a", "b", "c"]),
+        "score": pa.array(score),
+        "probabilities": probabilities,
+        "ids": pa.nulls(3, pa.list_(pa.int64())),
+        "flag": pa.array([True, False, True]),
+    }
+    assert _column_cells(probabilities) is None  # the NaN: row by row
+    lines = _written(0, ColumnOutcomes(outputs, {}, 3)).decode().splitlines()
+    assert lines[1:] == [
+        '0,a,0.9847141,"[0.1,0.9]",,True,',
+        "1,b,0.33333334,[null],,False,",
+        "2,c,2.5e-05,,,True,",
+    ]
