@@ -24,7 +24,7 @@ from runtime.errors import PredictContractError
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
 from runtime.protocol.batch_formats import ColumnOutcomes, Outcome, as_outcomes
-from runtime.protocol.csv_rows import CsvWriter
+from runtime.protocol.csv_rows import CsvWriter, _own_digits
 from runtime.protocol.parquet_rows import ParquetWriter
 from runtime.services.columns import ColumnService
 from runtime.services.predict import PredictService
@@ -175,7 +175,8 @@ def test_a_non_finite_probability_is_written_as_the_row_path_writes_it(
     assert scored.outputs is not None
     outcomes = ColumnOutcomes(scored.outputs, scored.errors, 8)
     mine, theirs = io.BytesIO(), io.BytesIO()
-    for sink, chunk in ((mine, outcomes), (theirs, as_outcomes(outcomes))):
+    # The row path's writer, given the float32s' own digits (as the column path keeps them)
+    for sink, chunk in ((mine, outcomes), (theirs, as_outcomes(_own_digits(outcomes)))):
         CsvWriter(sink, Species).write(0, chunk)
     assert mine.getvalue() == theirs.getvalue()
     assert b'"setosa"":null' in mine.getvalue()  # NaN as JSON writes it: null
