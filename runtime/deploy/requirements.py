@@ -21,7 +21,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 # mlfn's dependencies that only the CLI and the local host import; never needed on Azure.
-TOOLING = frozenset({"uvicorn", "httptools", "click", "pathspec", "packaging", "pyyaml"})
+TOOLING = frozenset({"uvicorn", "click", "pathspec", "packaging", "pyyaml"})
 # Never in requirements.txt: it conflicts with the worker the platform provides.
 FORBIDDEN = {"azure-functions-worker": "it conflicts with the worker the platform provides"}
 # The local runtime/ package's modules that a deployed app never imports (tests/test_imports.py).
