@@ -28,11 +28,13 @@ class Deadline:
     budget_ms: float
 
     @classmethod
-    def after(cls, budget_ms: float) -> Deadline:
+    def after(cls, budget_ms: float, otherwise: float | None = None) -> Deadline:
         """``budget_ms`` from the request's arrival: when the host received it, where the
-        host says (``arrived``), else now."""
+        host says (``arrived``), else ``otherwise`` (a ``time.monotonic()``), else now."""
         start = arrival()
-        return cls((time.monotonic() if start is None else start) + budget_ms / 1000, budget_ms)
+        if start is None:
+            start = time.monotonic() if otherwise is None else otherwise
+        return cls(start + budget_ms / 1000, budget_ms)
 
     @classmethod
     def asked(cls, text: str | None, default_ms: float | None, name: str) -> Deadline | None:

@@ -316,15 +316,12 @@ _KINDS = {"float": "float64", "int": "int64", "bool": "bool_", "str": "string"}
 
 
 def _declared(values: pa.Array, field: Field) -> pa.Array:
-    """``values`` as the Arrow type of the field's declared type (an int for an int field,
-    even where predict returned whole floats), as pydantic would have made them; but a float
-    field keeps float32 where predict returned float32, the precision the model computed
-    (text formats write its shortest digits, not its float64 widening: docs/columns.md)."""
+    """``values`` as the Arrow type of the field's declared type (``_item_type``), as pydantic
+    would have made them: an int for an int field, even where predict returned whole
+    floats."""
     import pyarrow as pa
 
-    item = getattr(pa, _KINDS[field.value.kind])()
-    if pa.types.is_float64(item) and _items(values.type) == pa.float32():
-        item = pa.float32()
+    item = _item_type(field, _items(values.type))
     if field.mapped:
         kind = pa.map_(pa.string(), item)
     elif field.width is not None or field.ragged is not None:
@@ -334,15 +331,26 @@ def _declared(values: pa.Array, field: Field) -> pa.Array:
     return values if values.type == kind else values.cast(kind)
 
 
+def _item_type(field: Field, given: pa.DataType | None = None) -> pa.DataType:
+    """The Arrow type of a field's values (of its items, for a list or dict field); float32
+    for a float field whose values predict ``given`` as float32: the precision the model
+    computed (text formats write its shortest digits, not its float64 widening:
+    docs/columns.md)."""
+    import pyarrow as pa
+
+    item = getattr(pa, _KINDS[field.value.kind])()
+    return pa.float32() if item == pa.float64() and given == pa.float32() else item
+
+
 def _items(kind: pa.DataType) -> pa.DataType:
     """The type of the values a list or map type holds; ``kind`` itself for other types."""
     import pyarrow as pa
 
+    from runtime.protocol.batch_formats import is_list_type
+
     if pa.types.is_map(kind):
         return kind.item_type
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        return kind.value_type
-    return kind
+    return kind.value_type if is_list_type(kind) else kind
 
 
 def _indices(rows: NDArray[np.intp] | slice | list[int]) -> NDArray[np.intp]:
@@ -391,8 +399,6 @@ def _joined_map(name: str, pieces: list[Any], field: Field) -> pa.Array:
     from runtime.columnar.arrow import to_arrow
     from runtime.errors import PredictContractError
 
-    item = pa.float64() if field.value.kind == "float" else pa.int64()
-    kind = pa.map_(pa.string(), item)
     try:
         keyed = [p for p in pieces if isinstance(p, Mapping)]
         keys = list(keyed[0]) if keyed else []
@@ -405,11 +411,10 @@ def _joined_map(name: str, pieces: list[Any], field: Field) -> pa.Array:
             n = len(matrix)
             offsets = pa.array(np.arange(0, n * len(keys) + 1, len(keys), dtype=np.int32))
             flat_keys = pa.array(keys * n, pa.string())
-            if item == pa.float64() and matrix.dtype == np.float32:
-                item = pa.float32()  # the model's precision, as _declared keeps it
-            values = to_arrow(matrix.ravel()).cast(item)
+            values = to_arrow(matrix.ravel())
+            values = values.cast(_item_type(field, values.type))
             return pa.MapArray.from_arrays(offsets, flat_keys, values)
-        return pa.array(_python(pieces), type=kind)
+        return pa.array(_python(pieces), type=pa.map_(pa.string(), _item_type(field)))
     except Exception as exc:  # pyarrow's refusals (ArrowInvalid, TypeError, ...)
         raise PredictContractError(
             f"predict of endpoint {name!r} returned a dict column Arrow cannot hold: {exc}"

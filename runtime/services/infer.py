@@ -29,7 +29,6 @@ from runtime.protocol import v1, v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
 from runtime.scheduling import MAX_BUDGET_MS, Deadline, Holder, Placement, within
-from runtime.scheduling.deadlines import arrival
 from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
@@ -350,10 +349,8 @@ def _earliest(deadline: Deadline | None, request: InferRequest, started: float) 
                 "parameters.timeout must be a positive number of microseconds (at most a "
                 f"day), not {str(own)[:40]!r}"
             )
-        origin = arrival()  # the host's arrival stamp, else when the function started
-        if origin is None:
-            origin = time.monotonic() - (time.perf_counter() - started)
-        mine = Deadline(origin + budget_ms / 1000, budget_ms)
+        began = time.monotonic() - (time.perf_counter() - started)  # the function's start
+        mine = Deadline.after(budget_ms, otherwise=began)
         if deadline is None or mine.at < deadline.at:
             deadline = mine
     if deadline is not None and time.monotonic() >= deadline.at:
