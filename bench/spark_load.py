@@ -249,6 +249,9 @@ def _run(app: Path, case: Case, rounds: int) -> Run:
 def _session() -> SparkSession:
     from pyspark.sql import SparkSession
 
+    # No /tmp/hsperfdata_USER left behind by the launcher's and the driver's JVMs.
+    for variable in ("SPARK_LAUNCHER_OPTS", "SPARK_SUBMIT_OPTS"):
+        os.environ[variable] = f"{os.environ.get(variable, '')} -XX:-UsePerfData".strip()
     spark = (
         SparkSession.builder.master("local[2]")
         .appName("mlfn-bench")

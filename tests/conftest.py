@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ from scripts.build_models import build_all
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
+
+# Every JVM writes /tmp/hsperfdata_USER for Java's monitoring tools and leaves that folder
+# behind; Spark's scratch goes to java.io.tmpdir, /tmp unless told. pyspark's launcher and
+# driver (the Spark tests, mlfn convert's Spark ML ones) read these: no trace in /tmp.
+for _variable in ("SPARK_LAUNCHER_OPTS", "SPARK_SUBMIT_OPTS"):
+    _options = f"-XX:-UsePerfData -Djava.io.tmpdir={tempfile.gettempdir()}"
+    os.environ[_variable] = f"{os.environ.get(_variable, '')} {_options}".strip()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
