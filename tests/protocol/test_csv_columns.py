@@ -165,6 +165,22 @@ def test_float32s_are_written_with_their_own_shortest_digits_at_every_magnitude(
     assert np.array_equal(read[finite], values[finite])  # each reads back as its float32
 
 
+@pytest.mark.parametrize("mended", [0, 1, 63, 64, 65, 400])
+def test_a_few_mended_floats_and_many_are_written_alike(mended: int) -> None:
+    # Arrow's layout mended on a few values is spliced in, on many put in place by a mask:
+    # either way each value's repr, nulls kept, at the column's first and last value too.
+    rng = np.random.default_rng(mended)
+    values = rng.uniform(0.1, 0.9, 2_000)
+    at = rng.choice(len(values), mended, replace=False)
+    values[at] = rng.choice([5e-05, 2e-08, 3.0, -1e12, 1.5e-06], mended)
+    if mended:
+        values[[0, -1]] = [7e-05, 4.0]
+    column = pa.array(values, mask=np.arange(len(values)) % 97 == 5)
+    expected = [None if v is None else repr(v) for v in column.to_pylist()]
+    assert float_text(column).to_pylist() == expected
+    assert float_text(column.slice(3)).to_pylist() == expected[3:]
+
+
 def test_a_null_float_stays_null_beside_floats_of_every_layout() -> None:
     values = pa.array([5e-05, None, 3.0, 2e-08, None, 1e12, 0.5], pa.float64())
     assert float_text(values).to_pylist() == ["5e-05", None, "3.0", "2e-08", None,
