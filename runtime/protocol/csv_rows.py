@@ -507,11 +507,8 @@ def _column_lines(start: int, outcomes: ColumnOutcomes, fields: list[str]) -> by
             ends[i] = _quoted(error_json(failed).decode()) + "\r\n"
         ends = pa.array(ends)  # inferred: many times faster than typed
     numbers = pa.array(np.arange(start, start + outcomes.rows, dtype=np.int64)).cast(pa.string())
-    # One pass joins each record from its cells' pieces (a list's brackets are pieces too).
-    pieces: list[Any] = [numbers]
-    for cell, field in zip(cells, fields, strict=True):
-        pieces += [",", *(cell if isinstance(cell, tuple) else [_csv_quoted(cell, outputs[field])])]
-    lines = pc.binary_join_element_wise(*pieces, ",", ends, "")
+    quoted = [_csv_quoted(c, outputs[f]) for c, f in zip(cells, fields, strict=True)]
+    lines = pc.binary_join_element_wise(numbers, *quoted, ends, ",")
     return b"".join(buffer.to_pybytes() for buffer in _text_bytes(lines))
 
 
@@ -557,9 +554,7 @@ def _column_cells(column: Any, quote: bool = False) -> Any:
     kind, or a list holding a float that is not finite: those are written value by value.
 
     quote: a list's cell as the csv module writes it, in quotes where it holds a comma (two
-    or more numbers; a number's text holds no quote to double). Where every list holds two
-    or more, the cells are given as pieces to join: ('"[', the items, ']"'), so that the
-    record's join writes the brackets (one pass over the text less)."""
+    or more numbers; a number's text holds no quote to double), made in the same pass."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -600,7 +595,7 @@ def _column_cells(column: Any, quote: bool = False) -> Any:
             parts = column.cast(pa.list_(pa.string()))
         else:
             return None
-        return _bracketed(column, pc.binary_join(parts, ","), quote)
+        text = _bracketed(column, pc.binary_join(parts, ","), quote)
     else:
         return None
     return pc.fill_null(text, "").cast(pa.string())
@@ -608,18 +603,18 @@ def _column_cells(column: Any, quote: bool = False) -> Any:
 
 def _bracketed(column: Any, inner: Any, quote: bool) -> Any:
     """Each list's joined items in brackets, and with ``quote`` in quotes too where it holds
-    two or more (a comma): as pieces to join when every row's list does (``_column_cells``),
-    else as Arrow text."""
-    import pyarrow as pa
+    two or more (a comma)."""
     import pyarrow.compute as pc
 
+    if not quote:
+        return pc.binary_join_element_wise("[", inner, "]", "")
     many = pc.fill_null(pc.greater(pc.list_value_length(column), 1), False)
-    if quote and pc.all(many).as_py():  # a fixed length of two or more, no null: every row
-        return ('"[', inner.cast(pa.string()), ']"')
-    text = pc.binary_join_element_wise("[", inner, "]", "")
-    if quote and pc.any(many).as_py():
-        text = pc.if_else(many, pc.binary_join_element_wise('"[', inner, ']"', ""), text)
-    return pc.fill_null(text, "").cast(pa.string())
+    if pc.all(many).as_py():  # a fixed length of two or more: every row
+        return pc.binary_join_element_wise('"[', inner, ']"', "")
+    plain = pc.binary_join_element_wise("[", inner, "]", "")
+    if not pc.any(many).as_py():
+        return plain
+    return pc.if_else(many, pc.binary_join_element_wise('"[', inner, ']"', ""), plain)
 
 
 def _map_cells(column: Any) -> Any:
@@ -692,7 +687,8 @@ def float_text(values: Any) -> Any:
     shortest digits that read back as that value at its own precision (a null stays null):
     for float64 its ``repr``, for float32 ``repr(float(str(np.float32(x))))``. Arrow writes the
     same shortest digits; only their layout differs, by the decimal exponent e (Arrow: fixed
-    from 1e-6 to 1e10, Python from 1e-4 to 1e16), and is mended in Arrow: an integral value's
+    from 1e-6 to 1e10, Python from 1e-4 to 1e16), and is mended (a column at a time in Arrow
+    where many values need it, each in Python where a few do): an integral value's
     ".0" (Arrow writes "3"), an exponent of one digit (Arrow writes "1e-7", Python "1e-07") and
     1e-6 <= |x| < 1e-4 (Arrow "0.00005", Python "5e-05"). The rest (1e10 to 1e16, and what is
     not finite) is rare in outputs: Arrow's digits, laid out by Python."""
@@ -713,7 +709,23 @@ def float_text(values: Any) -> Any:
         fixed_small = (size >= 1e-6) & (size < 1e-4)
         python = ~((size < 1e10) | (size >= 1e16))  # 1e10 to 1e16, NaN, infinities
     python &= ~values.is_null().to_numpy(zero_copy_only=False)  # a null is a null
-    # Each kind mended on its own rows, then all put in place at once (one pass over ``text``).
+    mended_rows = integral | short_exponent | fixed_small | python
+    count = int(np.count_nonzero(mended_rows))
+    if not count:
+        return text
+    if count <= _SPLICED_AT_MOST:
+        # A few (a probability below 1e-4, a whole number): each laid out by Python from
+        # Arrow's digits and spliced in between slices of Arrow's text, copied whole; Arrow's
+        # mends and a mask's replacement cost passes over every value, for a handful.
+        pieces, after = [], 0
+        few = np.flatnonzero(mended_rows).tolist()
+        digits = text.take(pa.array(few, pa.int64())).to_pylist()
+        written = pa.array([repr(float(d)) for d in digits], pa.string())
+        for k, i in enumerate(few):
+            pieces += [text.slice(after, i - after), written.slice(k, 1)]
+            after = i + 1
+        return pa.concat_arrays([*pieces, text.slice(after)])
+    # Many: each kind mended on its own rows, then all put in place at once (one pass).
     at: list[Any] = []
     mended: list[Any] = []
     for rows, mend in (
@@ -728,23 +740,9 @@ def float_text(values: Any) -> Any:
         at.append(np.flatnonzero(python))
         digits = text.filter(pa.array(python)).to_pylist()
         mended.append(pa.array([repr(float(d)) for d in digits], pa.string()))
-    if not at:
-        return text
-    where = np.concatenate(at)
-    order = np.argsort(where, kind="stable")
+    order = np.argsort(np.concatenate(at), kind="stable")
     written = pa.concat_arrays(mended).take(pa.array(order))
-    if len(where) <= _SPLICED_AT_MOST:
-        # A few values (a probability below 1e-4, a whole number): Arrow's text with each
-        # mended one spliced in, slices copied whole, where a mask's replacement costs a
-        # pass over every value, a quarter of the column's writing.
-        pieces, after = [], 0
-        for k, i in enumerate(where[order].tolist()):  # ascending, as ``written`` is
-            pieces += [text.slice(after, i - after), written.slice(k, 1)]
-            after = i + 1
-        return pa.concat_arrays([*pieces, text.slice(after)])
-    replaced = np.zeros(len(numbers), dtype=np.bool_)
-    replaced[where] = True
-    return pc.replace_with_mask(text, pa.array(replaced), written)
+    return pc.replace_with_mask(text, pa.array(mended_rows), written)
 
 
 # float_text splices at most this many mended values into Arrow's text (else: a mask).
