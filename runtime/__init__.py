@@ -6,7 +6,14 @@ and the storage SDKs load on first use.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# onnxruntime's Linux and macOS wheels (1.32 here) send usage telemetry to Microsoft, and keep
+# a device id and an event database under ~/.cache and a session file in the temporary folder,
+# unless ORT_DISABLE_TELEMETRY is set before onnxruntime loads (it reads it once). An endpoint
+# calls out only where its settings say so: off, unless the app sets it (docs/security.md).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from runtime.endpoint import Batch, Columns, Endpoint, Limits, Queues, stacked
 from runtime.errors import MlfnError, ValidationFailed

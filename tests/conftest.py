@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import runtime  # noqa: F401 - before any test loads onnxruntime: its telemetry off (runtime/__init__)
 from scripts import azurite as azurite_script
 from scripts.build_models import build_all
 
