@@ -17,7 +17,7 @@ from runtime.scheduling.placement import in_thread
 
 
 def _held(
-    max_batch_size: int = 4, target_s: float | None = None
+    max_batch_size: int = 4, target_s: float | None = None, concurrency: int = 1
 ) -> tuple[Batcher[int, list[int]], list[list[int]], threading.Event, threading.Event]:
     """A batcher whose runs of instance 0 set ``started`` and wait for ``release``; each run's
     instances are noted in ``calls``."""
@@ -33,7 +33,7 @@ def _held(
 
     batcher = Batcher(
         run, lambda out, s, n: out[s : s + n], max_batch_size, latency_target_s=target_s,
-        join=lambda parts: [x for p in parts for x in p],
+        join=lambda parts: [x for p in parts for x in p], max_concurrency=concurrency,
     )  # fmt: skip
     return batcher, calls, started, release
 
@@ -242,3 +242,26 @@ def test_with_a_latency_target_a_request_the_loop_s_lag_would_make_late_is_shed_
     with pytest.raises(Shed):
         asyncio.run(beside_a_run(5))
     assert [5] not in calls
+
+
+def test_the_loop_s_lag_is_not_counted_for_a_request_whose_run_starts_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two concurrent runs: beside one in flight, nothing pending, a request's run starts at
+    # once, as on an idle endpoint; only a request that waits for a run slot waits for the loop.
+    batcher, calls, started, release = _held(max_batch_size=2, target_s=0.5, concurrency=2)
+    for n in (1, 2, 2, 1):
+        batcher.run_times.learn(n, 0.1)
+    monkeypatch.setattr("runtime.scheduling.batcher.loop_lag", lambda: 0.45)
+
+    async def beside_one_run() -> list[int]:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        try:
+            return await batcher.submit([6], deadline=Deadline.after(500))
+        finally:
+            release.set()
+            await busy
+
+    assert asyncio.run(beside_one_run()) == [60]
+    assert [6] in calls

@@ -236,7 +236,8 @@ class Batcher(Generic[I, O]):
         runs = self._expected_s(n)
         if runs is None:
             return
-        expected = runs + (loop_lag() if self._pending or self._running else 0.0)
+        waits = bool(self._pending) or self._running >= self._concurrency  # else: runs now
+        expected = runs + (loop_lag() if waits else 0.0)
         if left > 0 and expected > left:
             raise Shed(expected * 1000, self._target * 1000)
 
