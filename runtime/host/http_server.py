@@ -36,7 +36,7 @@ MAX_REQUEST_BYTES = 100 * 1024 * 1024
 HEAD_TIMEOUT_S = 5.0
 # The scope's key for when a request's first bytes were read (``time.monotonic()``): its
 # deadline starts then, not when its function is called after the loop's other work. Of
-# requests pipelined in one read, the last one's (the others: when their function is called).
+# requests pipelined in one read, the first one's (the others: when their function is called).
 ARRIVED = "mlfn.arrived"
 # A request body must then keep arriving at this rate, averaged from its start, after a grace
 # period: Kestrel's defaults (MinRequestBodyDataRate), the server of the Functions host. A
@@ -298,7 +298,7 @@ def http_protocol(head_timeout_s: float = HEAD_TIMEOUT_S) -> type[Any]:
             self._arm_head_timer()
 
         def data_received(self, data: bytes) -> None:
-            if self._first_bytes is None and self._between_requests():
+            if self._first_bytes is None and self._between_requests() and self._peer_idle():
                 self._first_bytes = time.monotonic()  # its head may take several reads
             super().data_received(data)
             cycle = self.cycle
@@ -318,6 +318,15 @@ def http_protocol(head_timeout_s: float = HEAD_TIMEOUT_S) -> type[Any]:
 
         def _between_requests(self) -> bool:
             return self.cycle is None or bool(self.cycle.response_complete)
+
+        def _peer_idle(self) -> bool:
+            """The client has sent the whole of its last request: what it sends now begins
+            the next. Not while the rest of a body comes that the answer did not wait for (a
+            401, 404 or 413 answered from the head): those bytes are the old request's."""
+            import h11
+
+            conn = getattr(self, "conn", None)  # h11's connection, under uvicorn's h11 parser
+            return conn is None or conn.their_state is h11.IDLE
 
         def _arm_head_timer(self) -> None:
             # A new request replaces ``cycle``: unchanged when the timer fires, none began.

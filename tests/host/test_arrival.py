@@ -99,6 +99,12 @@ class _Transport(asyncio.Transport):
     def is_closing(self) -> bool:
         return False
 
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -137,7 +143,49 @@ def test_the_host_s_http_protocol_notes_when_a_request_s_first_bytes_were_read()
         return seen
 
     for began, stamped, headed in asyncio.run(main()):
-        assert began <= stamped < headed  # its first bytes: not its head's end, nor its body's
+        # Its first bytes (read at once after ``began``), not its head's end (20 ms later), nor
+        # its body's.
+        assert began <= stamped < began + (headed - began) / 2
+
+
+def test_the_rest_of_a_body_answered_from_its_head_is_no_next_request_s_arrival() -> None:
+    # A 401 (or 404, 413) is answered from the head; the body's rest comes after, on the
+    # kept-alive connection. Those bytes are the old request's: the next request's deadline
+    # starts when its own bytes come, not then.
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    async def main() -> tuple[float, float]:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            status = 401 if scope["path"] == "/early" else 200
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        config = uvicorn.Config(app, lifespan="off", log_level="warning")
+        config.load()
+        protocol = http_protocol()(config=config, server_state=ServerState(), app_state={})
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        for _ in range(100):  # answered from the head
+            await asyncio.sleep(0.001)
+            if protocol.cycle.response_complete:
+                break
+        protocol.data_received(b"0123456789")  # the body's rest, after the answer
+        await asyncio.sleep(0.05)
+        began = time.monotonic()
+        protocol.data_received(b"GET /probe HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+            if protocol.cycle.scope["path"] == "/probe":
+                break
+        stamped = protocol.cycle.scope[ARRIVED]
+        protocol.connection_lost(None)
+        assert b"401" in transport.written
+        return began, stamped
+
+    began, stamped = asyncio.run(main())
+    assert stamped >= began
 
 
 def test_an_async_function_with_a_timeout_runs_in_the_host_s_own_task() -> None:
