@@ -141,9 +141,11 @@ class Invoker:
             # A deadline on this task, not wait_for's task around the call (on Python 3.11):
             # resuming this one when that one ends is a turn of the loop, and a busy loop's
             # turn made answers late past their deadlines (bench/NOTES.md, "Latency").
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s) as cutoff:
                 returned = await running
         except TimeoutError:
+            if not cutoff.expired():
+                raise  # the function's own (a socket's, an SDK's): its failure, not the host's
             # As the host says it. A sync function's thread runs on (Python cannot stop it);
             # on Azure the host would restart the worker process.
             raise FunctionTimedOut(

@@ -211,3 +211,25 @@ def test_an_async_function_with_a_timeout_runs_in_the_host_s_own_task() -> None:
     finally:
         invoker.close()
     assert ran_in is caller
+
+
+@pytest.mark.parametrize("timeout_s", [30.0, None])
+def test_a_function_s_own_timeout_error_is_its_failure_not_the_host_s_timeout(
+    timeout_s: float | None,
+) -> None:
+    # A socket's or an SDK's TimeoutError inside the function fails the invocation as it is;
+    # only the host's functionTimeout says "Timeout value ... exceeded".
+    from runtime.host.metadata import Binding, FunctionInfo
+
+    async def function(req: object) -> object:
+        raise TimeoutError("the socket's")
+
+    trigger = Binding("req", "httpTrigger", "IN", {})
+    out = Binding("$return", "http", "OUT", {})
+    info = FunctionInfo("f", trigger, (trigger, out), function, True, False, ".")
+    invoker = Invoker(timeout_s=timeout_s)
+    try:
+        with pytest.raises(TimeoutError, match="the socket's"):
+            asyncio.run(invoker.call(info, object()))
+    finally:
+        invoker.close()
