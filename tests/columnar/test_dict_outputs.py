@@ -68,6 +68,15 @@ def per_row(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
     }
 
 
+def per_row_float32(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
+    """A dict a row of the model's own float32s (its output's rows zipped with the names)."""
+    out = _run(columns, model)
+    return {
+        "label": [NAMES[i] for i in out["label"].tolist()],
+        "probabilities": [dict(zip(NAMES, p, strict=True)) for p in out["probabilities"]],
+    }
+
+
 def by_rows(flowers: list[Flower], model: OnnxModel) -> list[Species]:
     out = model.run({"input": [[getattr(f, n) for n in FEATURES] for f in flowers]})
     return [
@@ -109,7 +118,11 @@ def test_a_dict_output_compiles_as_a_map_of_its_value_type() -> None:
     assert probabilities.mapped and probabilities.value.kind == "float"
 
 
-@pytest.mark.parametrize("columnar", [per_key, per_row], ids=["column per key", "dict per row"])
+@pytest.mark.parametrize(
+    "columnar",
+    [per_key, per_row, per_row_float32],
+    ids=["column per key", "dict per row", "dict of float32s per row"],
+)
 def test_dict_outputs_score_and_write_as_the_row_path_writes_them(
     columnar: Any, example_models: dict[str, Path], tmp_path: Path
 ) -> None:
