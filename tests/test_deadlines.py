@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -265,3 +266,34 @@ def test_the_loop_s_lag_is_not_counted_for_a_request_whose_run_starts_at_once(
 
     assert asyncio.run(beside_one_run()) == [60]
     assert [6] in calls
+
+
+def test_a_thread_s_failure_after_its_waiter_was_cancelled_is_not_logged_as_lost() -> None:
+    # A request answered 504 (its task cancelled) while its run's thread still waits for a
+    # slot; the thread then meets the passed deadline and fails. No one awaits that outcome:
+    # asyncio must not log "Future exception was never retrieved" for it.
+    import gc
+
+    reported: list[dict[str, Any]] = []
+    release = threading.Event()
+
+    def fails() -> None:
+        release.wait(10)
+        raise DeadlineExceeded(1.0)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        waiting = asyncio.ensure_future(in_thread(fails))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        release.set()
+        for _ in range(200):  # the thread's failure reaches the loop
+            await asyncio.sleep(0.005)
+        gc.collect()
+
+    asyncio.run(main())
+    assert [c["message"] for c in reported] == []

@@ -61,9 +61,17 @@ async def in_thread(fn: Callable[[], T]) -> T:
         left = _left_running.get()
         if left is not None:
             left.append(running)
+        # Its outcome is no one's now (a request answered 504 meanwhile, whose run then met
+        # the passed deadline): taken, so that asyncio does not log it as never retrieved.
+        running.add_done_callback(_outcome_taken)
         raise
     _lag.learn(time.monotonic() - ended)
     return result
+
+
+def _outcome_taken(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Lag:
