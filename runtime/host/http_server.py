@@ -141,7 +141,7 @@ class HttpHost:
             with deadlines.arrived(scope.get(ARRIVED) or time.monotonic()):
                 invocation = await self._invoker.call(info, request, run.id)
         except Exception as exc:
-            run.error, run.why = exc, str(exc)
+            run.error, run.why = exc, str(exc) or type(exc).__name__
             return await _send(send, 500, b"", {})
         http_out = next(b.name for b in info.outputs if b.type == "http")
         if http_out == "$return" and invocation.returned is None:
@@ -167,7 +167,7 @@ class HttpHost:
 def _log_request(request: str, status: int, run: InvocationLog | None) -> None:
     if run is None:
         log.info('"%s" %d', request, status)
-    elif status < 500:
+    elif run.error is None and not run.why:  # it answered, a 503 or 504 too: as the host says
         run.succeeded(f'"{request}" {status}')
     else:
         run.failed(f'"{request}" {status}: {run.why}', traceback=run.error is not None)
