@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 # calls out only where its settings say so: off, unless the app sets it (docs/security.md).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+from runtime.element_types import Float16, Float32
 from runtime.endpoint import Batch, Columns, Endpoint, Limits, Queues, stacked
 from runtime.errors import MlfnError, ValidationFailed
 from runtime.models.onnx_model import OnnxModel, TensorSpec
@@ -28,6 +29,8 @@ __all__ = [
     "Batch",
     "Columns",
     "Endpoint",
+    "Float16",
+    "Float32",
     "Limits",
     "Log",
     "MlfnError",

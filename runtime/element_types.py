@@ -4,6 +4,9 @@ and the Python type a generated schema uses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 
 @dataclass(frozen=True)
@@ -33,3 +36,14 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
 BY_ONNX: dict[str, ElementType] = {t.onnx: t for t in ELEMENT_TYPES}
 BY_V2: dict[str, ElementType] = {t.v2: t for t in ELEMENT_TYPES}
 V2_DATATYPES: tuple[str, ...] = tuple(t.v2 for t in ELEMENT_TYPES)
+
+# The largest finite float32 and float16 (numpy.finfo's, written out: no numpy at import).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT16_MAX = 65504.0
+Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+"""A float a model's float32 input holds: a larger one would reach the model as infinity (a
+422 naming the field instead). ``mlfn new`` types a float32 input's fields with it."""
+Float16 = Annotated[float, Field(ge=-FLOAT16_MAX, le=FLOAT16_MAX)]
+"""A float a model's float16 input holds (within ±65504)."""
+# The annotation a generated field of a float input narrower than Python's float uses.
+BOUNDED_FLOATS: dict[str, str] = {"float": "Float32", "float16": "Float16"}

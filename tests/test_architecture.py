@@ -50,7 +50,7 @@ ALLOWED: dict[str, set[str]] = {
                  "openapi"},
     "registration": {"config", "discovery", "protocol", "services", "triggers", "telemetry",
                      "redact"},
-    "runtime": {"endpoint", "errors", "models", "registration", "payload_log"},
+    "runtime": {"endpoint", "errors", "models", "registration", "payload_log", "element_types"},
     "convert": {"errors"},
     # The drift report over the payload log's files; no deployed app imports it.
     "drift": {"storage", "config", "errors"},

@@ -96,7 +96,7 @@ def test_new_endpoint_from_a_local_model_is_served_and_matches_onnxruntime(
     source = (app / "functions" / "tensors" / "endpoint.py").read_text()
     assert 'Model("./multi.onnx")' in source
     assert (
-        'features_0: Annotated[list[Annotated[list[float], Field(min_length=2, max_length=2)]], Field(min_length=2, max_length=2)] = Field(alias="features:0")'
+        'features_0: Annotated[list[Annotated[list[Float32], Field(min_length=2, max_length=2)]], Field(min_length=2, max_length=2)] = Field(alias="features:0")'
         in source
     )
     assert "count: int" in source and "mask: Annotated[list[bool]" in source
@@ -115,10 +115,15 @@ def test_new_endpoint_from_a_local_model_is_served_and_matches_onnxruntime(
             )
             nan = {**rows[0], "features:0": [["NaN", 2.0], [3.0, 4.0]]}
             non_finite = http.post("/api/tensors/predict", json={"instances": [nan]})
+            # Finite, but no float32: the model would get infinity (and answer nonsense).
+            huge = {**rows[0], "features:0": [[1.5, 2.0], [3.0, 1e308]]}
+            too_big = http.post("/api/tensors/predict", json={"instances": [huge]})
     finally:
         server.stop()
     assert non_finite.status_code == 422  # the generated input model refuses NaN
     assert non_finite.json()["error"]["detail"][0]["field"] == "instances[0].features:0[0][0]"
+    assert too_big.status_code == 422, too_big.text
+    assert too_big.json()["error"]["detail"][0]["field"] == "instances[0].features:0[1][1]"
     assert ok.status_code == 200, ok.text + server.output()
     feeds = {
         "features:0": np.array([r["features:0"] for r in rows], dtype=np.float32),
@@ -147,7 +152,8 @@ def test_new_endpoint_from_a_store_uri_references_it_verbatim(
     source = (app / "functions" / "flowers" / "endpoint.py").read_text()
     assert f'Model("az://{models_in_blob}/iris.onnx")' in source
     assert "fetching iris.onnx" in done.stderr  # downloads run from the CLI show progress
-    assert "input: Annotated[list[float], Field(min_length=4, max_length=4)]" in source
+    assert "input: Annotated[list[Float32], Field(min_length=4, max_length=4)]" in source
+    assert "from runtime import Columns, Endpoint, Float32, Limits, Model, OnnxModel\n" in source
     assert (
         "label: int" in source
         and "probabilities: Annotated[list[float], Field(min_length=3, max_length=3)]" in source
@@ -464,7 +470,7 @@ def test_every_template_writes_a_columnar_predict_whose_inputs_the_columnar_chec
         else:
             assert fields == columns, name
     wide = (rendered / "functions" / "wide" / "endpoint.py").read_text()
-    assert "    x: Annotated[list[float], Field(min_length=13, max_length=13)]\n" in wide
+    assert "    x: Annotated[list[Float32], Field(min_length=13, max_length=13)]\n" in wide
     assert '            "x": columns["x"],\n' in wide and '        "y": out["y"],\n' in wide
     loans = (rendered / "functions" / "loans" / "endpoint.py").read_text()
     assert '            "annual income": columns["annual_income"].reshape(-1, 1),\n' in loans

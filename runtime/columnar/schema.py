@@ -32,11 +32,13 @@ _FIELD_KEYS = frozenset(
      "serialization_exclude", "frozen"}
 )  # fmt: skip
 _BOUNDS = ("gt", "ge", "lt", "le")
+# "metadata": what an item's Annotated[..., Field(...)] leaves beside its rules (for JSON
+# Schema); pydantic-core never validates with it.
 _SCALAR_KEYS: dict[str, frozenset[str]] = {
-    "float": frozenset({"type", "allow_inf_nan", *_BOUNDS}),
-    "int": frozenset({"type", *_BOUNDS}),
-    "bool": frozenset({"type"}),
-    "str": frozenset({"type", "min_length", "max_length"}),
+    "float": frozenset({"type", "allow_inf_nan", "metadata", *_BOUNDS}),
+    "int": frozenset({"type", "metadata", *_BOUNDS}),
+    "bool": frozenset({"type", "metadata"}),
+    "str": frozenset({"type", "min_length", "max_length", "metadata"}),
 }
 
 

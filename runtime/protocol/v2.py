@@ -163,9 +163,21 @@ def _from_json(name: str, datatype: str, data: Any, count: int) -> np.ndarray[An
     ):
         raise BadRequest(f"input '{name}' is {datatype}: its data must be whole numbers")
     try:
-        return np.array(flat, dtype=BY_V2[datatype].numpy)
+        with np.errstate(over="ignore"):
+            values = np.array(flat, dtype=BY_V2[datatype].numpy)
     except OverflowError:
         raise BadRequest(f"input '{name}' has values out of range for {datatype}") from None
+    if datatype in ("FP16", "FP32") and not np.isfinite(values).all():
+        # A finite number past what the type holds is cast to infinity, not refused: the
+        # model would answer for infinity.
+        wide = np.array(flat, dtype=np.float64)
+        past = np.flatnonzero(np.isfinite(wide) & ~np.isfinite(values))
+        if len(past):
+            raise BadRequest(
+                f"input '{name}' has values out of range for {datatype}: data[{past[0]}] is "
+                f"{flat[past[0]]!r}, past ±{float(np.finfo(values.dtype).max):g}"
+            )
+    return values
 
 
 def _flatten(data: Any) -> list[Any]:

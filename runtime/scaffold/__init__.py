@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from runtime.config import Settings
-from runtime.element_types import BY_ONNX
+from runtime.element_types import BOUNDED_FLOATS, BY_ONNX
 from runtime.endpoint import check_endpoint_name
 from runtime.errors import ScaffoldError
 from runtime.model_store.base import Progress
@@ -35,6 +35,9 @@ TEMPLATES = ("tensor", "classifier", "regressor")
 # metadata_props keys a converter may use to name a classifier's classes (a JSON list).
 # The templates: package data in a wheel; in a checkout, a link to the repository's scaffolds/.
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+# A template's import of mlfn's names: those the generated code uses (its number types too).
+RUNTIME_NAMES = "${runtime_names}"
+RUNTIME_BASE = ("Columns", "Endpoint", "Limits", "Model", "OnnxModel")
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,13 @@ def render_endpoint(
     else:
         local = _fetch(source, app_dir, settings, progress)
     signature = _signature(local)
+    # A float32 input's fields refuse what float32 cannot hold (runtime.Float32), where the
+    # template imports the names it is given (an app's own older template: plain floats).
+    bounded = RUNTIME_NAMES in _template_text(app_dir, template)
 
-    columns = column_fields(signature.inputs, signature.metadata)
+    columns = column_fields(signature.inputs, signature.metadata, bounded)
     if columns is None:
-        in_fields = [_field(spec, "input") for spec in signature.inputs]
+        in_fields = [_field(spec, "input", bounded) for spec in signature.inputs]
         feeds = [_feed(f) for f in in_fields]
         sample = {spec.name: _sample(spec) for spec in signature.inputs}
     else:  # one named column a field, each fed as the model's [batch, 1] input
@@ -156,6 +162,8 @@ def render_endpoint(
         field=template == "classifier" or "Field(" in declared,  # the classifier's Output has one
         numpy=bool(values.get("names")),  # the classifier's NAMES array
     )
+    floats = {n for n in BOUNDED_FLOATS.values() if re.search(rf"\b{n}\b", declared)}
+    values["runtime_names"] = ", ".join(sorted({*RUNTIME_BASE, *floats}))
     text = _render(app_dir, template, values)
 
     target.mkdir(parents=True)
@@ -181,16 +189,26 @@ def render_tensor_endpoint(
 
 
 def _render(app_dir: Path, template: str, values: Mapping[str, object]) -> str:
-    """Template ``template`` filled in. The one place that knows where templates live: the app's
-    own ``scaffolds/<template>/endpoint.py.tmpl`` if it has one, else mlfn's."""
+    """Template ``template`` filled in."""
+    path = _template_path(app_dir, template)
+    try:
+        return Template(path.read_text()).substitute(values)
+    except (KeyError, ValueError) as exc:
+        raise ScaffoldError(f"{path} has a placeholder mlfn does not fill: {exc}") from None
+
+
+def _template_text(app_dir: Path, template: str) -> str:
+    return _template_path(app_dir, template).read_text()
+
+
+def _template_path(app_dir: Path, template: str) -> Path:
+    """The one place that knows where templates live: the app's own
+    ``scaffolds/<template>/endpoint.py.tmpl`` if it has one, else mlfn's."""
     builtin = TEMPLATES_DIR
     for folder in (app_dir / "scaffolds", builtin):
         path = folder / template / "endpoint.py.tmpl"
         if path.is_file():
-            try:
-                return Template(path.read_text()).substitute(values)
-            except (KeyError, ValueError) as exc:
-                raise ScaffoldError(f"{path} has a placeholder mlfn does not fill: {exc}") from None
+            return path
     raise ScaffoldError(f"no scaffold {template!r} in {app_dir / 'scaffolds'} or {builtin}")
 
 
@@ -267,7 +285,9 @@ def _batch_size(inputs: list[TensorSpec]) -> int:
     return batch
 
 
-def _field(spec: TensorSpec, role: str) -> _Field:
+def _field(spec: TensorSpec, role: str, bounded: bool = False) -> _Field:
+    """A field for one row of tensor ``spec``; ``bounded``: a float16 or float32 input's
+    items as runtime's Float16 or Float32 (within what the input holds)."""
     if spec.element_type is None:
         raise ScaffoldError(
             f"{role} {spec.name!r} is {spec.onnx_type}, not a tensor; the tensor scaffold handles "
@@ -279,6 +299,8 @@ def _field(spec: TensorSpec, role: str) -> _Field:
             f"{role} {spec.name!r} has element type {spec.element_type}, unsupported"
         )
     annotation = known.python
+    if bounded and role == "input":
+        annotation = BOUNDED_FLOATS.get(known.onnx, annotation)
     for dim in reversed((spec.shape or (None,))[1:]):
         annotation = (
             f"list[{annotation}]"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.convert.base import COLUMNS_KEY
+from runtime.element_types import BOUNDED_FLOATS
 from runtime.errors import ScaffoldError
 from runtime.models.onnx_model import TensorSpec
 
@@ -26,9 +27,10 @@ class ColumnField:
 
 
 def column_fields(
-    inputs: list[TensorSpec], metadata: Mapping[str, str]
+    inputs: list[TensorSpec], metadata: Mapping[str, str], bounded: bool = False
 ) -> list[ColumnField] | None:
-    """A field per input for a model whose metadata lists its columns; None for any other."""
+    """A field per input for a model whose metadata lists its columns; None for any other.
+    ``bounded``: a float column of a float32 (or float16) input as runtime's Float32 (Float16)."""
     if COLUMNS_KEY not in metadata:
         return None
     try:
@@ -52,6 +54,8 @@ def column_fields(
             annotation = f"Literal[{', '.join(json.dumps(str(c)) for c in categories)}]"
         else:
             annotation = _PYTHON[column["type"]]
+            if bounded and column["type"] == "float":
+                annotation = BOUNDED_FLOATS.get(spec.element_type or "", annotation)
         sample: Any = {"float": 0.0, "int": 0, "str": ""}[column["type"]]
         if categories:
             sample = str(categories[0]) if column["type"] == "str" else categories[0]

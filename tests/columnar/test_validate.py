@@ -16,6 +16,7 @@ from runtime.columnar.checks import passes_by_type
 from runtime.columnar.frame import from_instances
 from runtime.columnar.schema import compile_model
 from runtime.columnar.validate import validate
+from runtime.element_types import FLOAT32_MAX, Float32
 from runtime.errors import NotCompiled
 
 
@@ -281,6 +282,24 @@ def _decides_alike(model: type[BaseModel], columns: dict[str, pa.Array], n: int)
     for i in got.valid().tolist():
         for name in model.model_fields:
             assert _same(got.columns[name][i], getattr(expected[i], name)), (i, name)
+
+
+class Sized(BaseModel):
+    """What ``mlfn new`` writes for a float32 input: items within what float32 holds."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+    x: Annotated[list[Float32], Field(min_length=2, max_length=2)]
+    y: Float32 = 0.0
+
+
+def test_items_bounded_to_float32_compile_and_fail_as_pydantic_fails_them() -> None:
+    plan = compile_model(Sized)
+    assert not isinstance(plan, NotCompiled)
+    assert [f.value.le for f in plan.fields] == [FLOAT32_MAX, FLOAT32_MAX]
+    x = [[1.0, 2.0], [1e308, 0.0], [-1e39, 1.0], [FLOAT32_MAX, -FLOAT32_MAX], [0.0, 3.5e38]]
+    y = [0.0, 1.0, None, 1e300, -3.4e38]
+    columns = {"x": pa.array(x), "y": pa.array(y)}
+    _decides_alike(Sized, columns, len(x))
 
 
 class ByBoth(BaseModel):

@@ -100,6 +100,10 @@ def test_json_outputs_are_flat_row_major_and_carry_the_id_and_parameters() -> No
          "whole numbers"),
         (_json_body({"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}), None,
          "out of range"),
+        (_json_body({"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 1e308]}), None,
+         "out of range for FP32: data\\[1\\] is 1e\\+308"),  # was infinity, a 200
+        (_json_body({"name": "x", "datatype": "FP16", "shape": [1], "data": [70000]}), None,
+         "out of range for FP16"),
         (_json_body({"name": "x", "datatype": "BOOL", "shape": [1], "data": [1]}), None,
          "true or false"),
         (_json_body({"name": "x", "datatype": "FP32", "shape": [1], "data": ["1"]}), None,
