@@ -134,3 +134,13 @@ def test_unknown_variables_are_warned_about_once_per_process(
     assert warnings == [
         "MLFN_PRELAOD is not an mlfn setting and is ignored; did you mean MLFN_PRELOAD?"
     ]
+
+
+def test_the_model_cache_is_in_the_temporary_folder_the_environment_names() -> None:
+    # TMPDIR set (a shared machine, a sandbox): the cache goes there, not to /tmp.
+    assert Settings.from_mapping({"TMPDIR": "/scratch/me"}).cache_dir == Path(
+        "/scratch/me/mlfn-cache"
+    )
+    assert Settings.from_mapping({}).cache_dir == Path("/tmp/mlfn-cache")  # Azure's /tmp
+    given = {"TMPDIR": "/scratch/me", "MLFN_CACHE_DIR": "/models"}
+    assert Settings.from_mapping(given).cache_dir == Path("/models")

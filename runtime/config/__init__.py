@@ -116,9 +116,17 @@ def names(name: str, raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
 
-def setting(variable: str, default: Any, parse: Parse, help: str) -> Any:
-    """A field of ``Settings`` read from ``variable``; unset or blank means ``default``."""
-    return field(default=default, metadata={"variable": variable, "parse": parse, "help": help})
+def setting(
+    variable: str,
+    default: Any,
+    parse: Parse,
+    help: str,
+    unset: Callable[[Mapping[str, str]], Any] | None = None,
+) -> Any:
+    """A field of ``Settings`` read from ``variable``; unset or blank means ``default``, or
+    what ``unset`` makes of the other variables when given."""
+    meta = {"variable": variable, "parse": parse, "help": help, "unset": unset}
+    return field(default=default, metadata=meta)
 
 
 class _FromEnvironment:
@@ -132,6 +140,8 @@ class _FromEnvironment:
             raw = env.get(variable, "").strip()
             if raw:
                 values[f.name] = f.metadata["parse"](variable, raw)
+            elif f.metadata.get("unset") is not None:
+                values[f.name] = f.metadata["unset"](env)
         return values
 
     @classmethod
@@ -176,7 +186,11 @@ class Settings(_FromEnvironment):
         "MLFN_S3_ENDPOINT_URL", None, text, "Endpoint of an S3-compatible store for s3:// models."
     )
     cache_dir: Path = setting(
-        "MLFN_CACHE_DIR", Path("/tmp/mlfn-cache"), path, "Disk cache of downloaded models."
+        "MLFN_CACHE_DIR",
+        Path("/tmp/mlfn-cache"),
+        path,
+        "Disk cache of downloaded models (unset: mlfn-cache in TMPDIR, else in /tmp).",
+        unset=lambda env: Path(env.get("TMPDIR", "").strip() or "/tmp") / "mlfn-cache",
     )
     store_connect_timeout_s: float = setting(
         "MLFN_STORE_CONNECT_TIMEOUT_S", 3.0, number, "Seconds to connect to a store."
