@@ -78,7 +78,8 @@ def new(name: str, source: str, template: str, labels: str | None) -> None:
     f"{Settings.variable('store_connection')}, else {STORAGE_SETTING},", " (az:// URIs)"
 )
 def upload(file: Path, uri: str, connection: str | None) -> None:
-    """Upload a model FILE to URI (az://, s3://, a blob URL or a path) and print its sha256."""
+    """Upload a model FILE to URI (az://, s3://, a blob URL or a path) and print its sha256.
+    A URI ending in / keeps the file's name (az://models/ is az://models/FILE's name)."""
     from runtime.digest import sha256_file
     from runtime.model_store import locate, resolve_uri
 
@@ -86,9 +87,14 @@ def upload(file: Path, uri: str, connection: str | None) -> None:
     digest = sha256_file(file)
     total = file.stat().st_size
     store = Settings.variable("store_connection")
+    if "://" in uri and uri.endswith("/"):
+        uri += file.name
     with told():
         found = settings(app_dir, {store: connection} if connection else None)
-        target = locate(resolve_uri(uri, found, app_dir), found)
+        try:
+            target = locate(resolve_uri(uri, found, app_dir), found)
+        except ValueError as exc:  # a URI no store reads (az://container alone, say)
+            raise click.ClickException(str(exc)) from None
         with progress_bar(f"uploading {file.name}") as progress:
             if target.local_path() is not None:
                 target.upload(file)  # type: ignore[attr-defined]

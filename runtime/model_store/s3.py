@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runtime.config import Settings
-from runtime.errors import ModelNotInStore, StoreConflict, StoreUnavailable
+from runtime.errors import ExtraMissing, ModelNotInStore, StoreConflict, StoreUnavailable
 from runtime.model_store.base import Progress, StoredObject
 
 MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
@@ -90,7 +90,7 @@ class S3Object:
     def read(
         self, max_bytes: int, if_none_match: str | None = None
     ) -> tuple[bytes, StoredObject] | None:
-        from botocore.exceptions import ClientError
+        ClientError = _botocore().ClientError
 
         condition = {"IfNoneMatch": if_none_match} if if_none_match is not None else {}
         with self._errors():
@@ -113,7 +113,7 @@ class S3Object:
         return data, StoredObject(self.uri, len(data), str(got["ETag"]))
 
     def write(self, data: bytes, if_match: str | None) -> StoredObject:
-        from botocore.exceptions import ClientError
+        ClientError = _botocore().ClientError
 
         condition = {"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"}
         with self._errors():
@@ -130,11 +130,10 @@ class S3Object:
         return StoredObject(self.uri, len(data), str(put["ETag"]))
 
     def _client(self) -> Any:
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError:
-            raise ImportError("s3:// models need boto3: pip install 'mlfn[s3]'") from None
+        _botocore()
+        import boto3
+        from botocore.config import Config
+
         s = self._settings
         config = Config(
             connect_timeout=s.store_connect_timeout_s,
@@ -145,7 +144,8 @@ class S3Object:
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        errors = _botocore()
+        BotoCoreError, ClientError = errors.BotoCoreError, errors.ClientError
 
         try:
             yield
@@ -170,3 +170,14 @@ def _code(exc: Any) -> str:
 def _status(exc: Any) -> int:
     """The HTTP status of a botocore ``ClientError``."""
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _botocore() -> Any:
+    """botocore's exceptions, or ExtraMissing (one line at the prompt, an error a request can
+    carry) where the s3 extra is not installed."""
+    try:
+        import boto3  # noqa: F401 - the client comes from it
+        import botocore.exceptions
+    except ImportError:
+        raise ExtraMissing("s3:// models", "boto3", "s3") from None
+    return botocore.exceptions

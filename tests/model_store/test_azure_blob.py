@@ -159,3 +159,27 @@ def test_relative_model_without_a_store_names_the_setting() -> None:
 def test_bad_numeric_setting_names_the_key() -> None:
     with pytest.raises(ConfigError, match="MLFN_STORE_READ_TIMEOUT_S"):
         Settings.from_mapping({"MLFN_STORE_READ_TIMEOUT_S": "soon"})
+
+
+def test_mlfn_upload_to_a_container_keeps_the_file_s_name_and_a_bare_container_is_one_line(
+    azurite: AzuriteInfo,
+    container: str,
+    example_models: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from azure.storage.blob import ContainerClient
+    from click.testing import CliRunner
+
+    from runtime.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    model = str(example_models["iris"])
+    kept = CliRunner().invoke(main, ["upload", model, f"az://{container}/"])
+    assert kept.exit_code == 0, kept.output
+    client = ContainerClient.from_connection_string(azurite.connection_string, container)
+    assert [b.name for b in client.list_blobs()] == ["iris.onnx"]
+    bare = CliRunner().invoke(main, ["upload", model, f"az://{container}"])
+    assert bare.exit_code == 1 and isinstance(bare.exc_info and bare.exc_info[1], SystemExit)
+    assert "az:// URIs need a container and a path" in bare.output

@@ -92,3 +92,20 @@ def test_an_unreachable_s3_endpoint_is_store_unavailable(bucket: str, tmp_path: 
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(StoreUnavailable, match="cannot be reached"):
         locate(f"s3://{bucket}/x.onnx", _settings(dead, tmp_path)).download(io.BytesIO())
+
+
+def test_mlfn_upload_without_the_s3_extra_says_what_to_install(
+    tmp_path: Path, example_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from runtime.cli import main
+
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if not installed: import fails
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["upload", str(example_models["iris"]), "s3://b/iris.onnx"])
+    assert done.exit_code == 1 and done.exc_info is not None
+    assert isinstance(done.exc_info[1], SystemExit)  # a one-line error, not a traceback
+    assert "s3:// models needs boto3" in done.output and "pip install 'mlfn[s3]'" in done.output
