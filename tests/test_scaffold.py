@@ -184,6 +184,7 @@ def refused_models(
         (["a__b", "--model", "m.onnx"], "single hyphens"),
         (["fixed", "--model", "fixed.onnx"], "fixed batch dimension of 8"),
         (["nofile", "--model", "./absent.onnx"], "does not exist"),
+        (["typo", "--model", "models/nope.onnx"], "models/nope.onnx does not exist: give"),
         (["zipped", "--model", "zip.onnx"], "--template classifier"),
         (["notcls", "--model", "m.onnx", "--template", "classifier"], "label output"),
         (["notreg", "--model", "iris.onnx", "--template", "regressor"], "looks like a classifier"),

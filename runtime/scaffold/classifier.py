@@ -184,9 +184,11 @@ def _graph_class_labels(path: Path) -> list[int | str] | None:
     try:
         import onnx
     except ImportError:
+        # --labels too: its names are given in the order of the model's label values, which
+        # the graph lists (a classifier of classes 1, 2, 3 outputs 1, not 0).
         raise ScaffoldError(
-            "the classifier scaffold reads class labels from the model's graph with the onnx "
-            "package: pip install onnx"
+            "the classifier scaffold reads the model's label values from its graph (the order "
+            "--labels names them in, too) with the onnx package: pip install onnx"
         ) from None
     graph = onnx.load(str(path), load_external_data=False).graph
     for node in graph.node:
