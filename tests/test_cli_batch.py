@@ -170,3 +170,16 @@ def test_wait_must_be_a_finite_number_of_seconds(
     assert done.exit_code == 2, (done.output, done.exc_info)
     said = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(said) == 1 and "'--wait'" in said[0] and "seconds" in said[0], done.stderr
+
+
+def test_mlfn_batch_outside_the_app_s_folder_says_where_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _rows(tmp_path / "rows.jsonl", [FLOWER])
+    monkeypatch.chdir(tmp_path)  # a data folder, not the app's
+    done = CliRunner().invoke(main, ["batch", "flowers", str(source)])
+    assert done.exit_code == 1, (done.output, done.exc_info)
+    assert done.stderr == (
+        f"Error: no function_app.py in {tmp_path}: run mlfn in the app's folder (where "
+        "function_app.py and local.settings.json are)\n"
+    )

@@ -81,8 +81,13 @@ def read_data(data: str) -> str:
 
 def index(app_dir: Path) -> dict[str, FunctionInfo]:
     """The app's functions by name (an app that fails to import is one line: output.told)."""
-    from runtime.host.metadata import index_app
+    from runtime.host.metadata import SCRIPT, index_app
 
+    if not (app_dir / SCRIPT).is_file():  # the commands read the app they are run in
+        raise click.ClickException(
+            f"no {SCRIPT} in {app_dir}: run mlfn in the app's folder (where {SCRIPT} and "
+            "local.settings.json are)"
+        )
     return {f.name: f for f in index_app(app_dir)}
 
 
