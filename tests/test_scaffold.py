@@ -554,3 +554,15 @@ def test_generated_columnar_predicts_answer_what_onnxruntime_answers_over_http(
     ]
     (spent,) = _onnxruntime(rendered / "spend.onnx", frame.to_dict(orient="list")).values()
     assert answers[3].json()["predictions"] == [{"prediction": v} for v in spent[:, 0].tolist()]
+
+
+def test_the_printed_commands_reach_the_app_where_mlfn_url_says_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(tmp_path / "app", {})
+    multi_io(app / "m.onnx")
+    monkeypatch.setenv("MLFN_URL", "http://127.0.0.1:7391")
+    done = _new(monkeypatch, app, "tensors", "--model", "m.onnx")
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert "  mlfn serve --port 7391\n" in done.stdout
+    assert "  curl -s http://127.0.0.1:7391/api/tensors/predict " in done.stdout

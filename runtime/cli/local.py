@@ -61,7 +61,7 @@ def new(name: str, source: str, template: str, labels: str | None) -> None:
     for note in made.notes:
         click.echo(note)
     click.echo("next (a running mlfn serve reads the app at start: restart it):")
-    for command in made.next_commands():
+    for command in made.next_commands(_app_url()):
         click.echo(f"  {command}")
     if "://" not in source and not (app_dir / source).resolve().is_relative_to(app_dir.resolve()):
         click.echo(
@@ -103,3 +103,14 @@ def upload(file: Path, uri: str, connection: str | None) -> None:
     click.echo(f"uploaded {file} ({total} bytes) to {target.uri}")
     click.echo(f"sha256 {digest}")
     click.echo(f'pin it: Model("{uri}", sha256="{digest}")')
+
+
+def _app_url() -> str:
+    """Where the printed commands reach the app: MLFN_URL's, else mlfn serve's default."""
+    from runtime.config.client import DEFAULT_URL, read
+    from runtime.errors import ConfigError
+
+    try:
+        return read().url
+    except ConfigError:  # a bad MLFN_URL: the commands that read it say so
+        return DEFAULT_URL

@@ -48,14 +48,18 @@ class Scaffold:
     sample: dict[str, Any]  # one instance that fits the generated input model
     notes: tuple[str, ...] = ()
 
-    def next_commands(self) -> list[str]:
-        """Serve it, call it over HTTP, send it a queue message (with a sample body)."""
+    def next_commands(self, url: str = "http://127.0.0.1:7071") -> list[str]:
+        """Serve it, call it over HTTP at ``url`` (the app's base URL: MLFN_URL's), send it a
+        queue message (with a sample body)."""
+        from urllib.parse import urlsplit
+
         name = self.path.parent.name
         body = shlex.quote(json.dumps({"instances": [self.sample]}))
+        port = urlsplit(url).port
+        local = urlsplit(url).hostname in ("127.0.0.1", "localhost")
         return [
-            "mlfn serve",
-            f"curl -s http://127.0.0.1:7071/api/{name}/predict "
-            f"-H 'Content-Type: application/json' -d {body}",
+            "mlfn serve" + (f" --port {port}" if local and port and port != 7071 else ""),
+            f"curl -s {url}/api/{name}/predict -H 'Content-Type: application/json' -d {body}",
             f"mlfn enqueue {name} --data {body}",
             f"mlfn results {name} --wait 30",
         ]
