@@ -114,9 +114,9 @@ def render_endpoint(
     if "://" not in source and local.is_file():
         if not local.is_absolute() and not source.startswith(("./", "../")):
             model_uri = "./" + source
-    elif "://" not in source and settings.model_store is None:
-        # No store to resolve a bare path against: a file that is not there (a typo, say).
-        where = local if local.is_absolute() else Path.cwd() / local
+    elif "://" not in source and settings.model_store is None and not (app_dir / local).exists():
+        # No store to resolve a bare path against, nor a file in the app: a typo, say.
+        where = app_dir / local
         raise ScaffoldError(
             f"model file {where} does not exist: give an .onnx file, or a store URI "
             "(az://, s3://, https://)"
