@@ -297,3 +297,58 @@ def test_a_thread_s_failure_after_its_waiter_was_cancelled_is_not_logged_as_lost
 
     asyncio.run(main())
     assert [c["message"] for c in reported] == []
+
+
+def test_run_times_learnt_in_a_stall_do_not_shed_every_request_for_good() -> None:
+    # Runs learnt at 300 ms (a stall, a loaded machine) against a 50 ms target: every request
+    # would be shed, nothing run, nothing learnt again. An idle endpoint that ran nothing for a
+    # while runs one anyway; its runs teach the real time, and requests are served again.
+    batcher, _, _, _ = _held(max_batch_size=2, target_s=0.05)
+    for n in (1, 2, 2, 1):
+        batcher.run_times.learn(n, 0.3)
+
+    async def main() -> list[object]:
+        outcomes: list[object] = []
+        for i in range(1, 60):
+            try:
+                outcomes.append(await batcher.submit([i], deadline=Deadline.after(50)))
+                batcher.ran(1, 0.001)  # as the endpoint's own timing tells it
+            except Shed as shed:
+                outcomes.append(shed)
+            await asyncio.sleep(0.02)
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert [o for o in outcomes if isinstance(o, Shed)] == []  # the first ran: learnt anew
+    assert (batcher.run_times.expect(1) or 1.0) < 0.01
+
+
+def test_a_request_is_run_against_the_estimate_once_a_while_not_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A probe is run when the endpoint ran nothing for PROBE_AFTER_S: right after a run, a
+    # request the estimate says is late is shed as before.
+    from runtime.scheduling import batcher as batching
+
+    monkeypatch.setattr(batching, "PROBE_AFTER_S", 1.0)
+    batcher, calls, _, _ = _held(max_batch_size=2, target_s=0.05)
+
+    def stale() -> None:
+        for n in (1, 2, 2, 1):
+            batcher.run_times.learn(n, 0.3)
+
+    async def main() -> list[bool]:
+        served = []
+        for i in (1, 2, 3):
+            stale()
+            if i == 3:
+                await asyncio.sleep(1.1)  # nothing run for longer than PROBE_AFTER_S
+            try:
+                await batcher.submit([i], deadline=Deadline.after(50))
+                served.append(True)
+            except Shed:
+                served.append(False)
+        return served
+
+    assert asyncio.run(main()) == [True, False, True]
+    assert calls == [[1], [3]]

@@ -52,6 +52,12 @@ class BatchStats:
     requests: int = 0
 
 
+# An idle endpoint with a latency target that has run nothing this long runs the next request
+# its estimate would shed: only runs refresh the estimate, so one learnt in a stall would
+# otherwise shed every request for good.
+PROBE_AFTER_S = 0.1
+
+
 class Batcher(Generic[I, O]):
     """Runs ``run(instances)`` for the instances of as many waiting requests as fit in
     ``max_batch_size`` (a sync ``run`` in a worker thread, an async one as it is), then hands
@@ -98,6 +104,7 @@ class Batcher(Generic[I, O]):
         self._target = latency_target_s
         self._gap: float | None = None  # with a target: seconds between requests, averaged
         self._last_run_s = 0.0
+        self._probed_at = 0.0  # when a run last ended, or a shed-bound request was run anyway
         # The caller times its runs itself (``ran``), where they run: timed here, a run would
         # also count the wait for a busy loop to resume it, which shedding must not mistake
         # for the model's time.
@@ -217,6 +224,7 @@ class Batcher(Generic[I, O]):
     def ran(self, n: int, seconds: float) -> None:
         """A run of ``n`` instances took ``seconds`` (told by a caller that times its own)."""
         self._last_run_s = seconds
+        self._probed_at = time.monotonic()
         if self._target is not None:
             self.run_times.learn(n, seconds)
 
@@ -239,6 +247,14 @@ class Batcher(Generic[I, O]):
         waits = bool(self._pending) or self._running >= self._concurrency  # else: runs now
         expected = runs + (loop_lag() if waits else 0.0)
         if left > 0 and expected > left:
+            now = time.monotonic()
+            if not waits and not self._running and now - self._probed_at > PROBE_AFTER_S:
+                # Idle, and nothing run for a while: the estimate shed everything since, so
+                # nothing refreshed it (run times learnt under a stall, a loaded machine).
+                # Only runs teach it: this request is run, and the run times learnt anew.
+                self._probed_at = now
+                self.run_times.forget()
+                return
             raise Shed(expected * 1000, self._target * 1000)
 
     def _expected_s(self, n: int) -> float | None:

@@ -44,6 +44,11 @@ class RunTimes:
         )
         self._runs += 1
 
+    def forget(self) -> None:
+        """Learn again from the next runs, as at the start (what was learnt is stale)."""
+        self._sizes.clear()
+        self._runs = 0
+
     def expect(self, n: int) -> float | None:
         """Seconds a run of ``n`` should take; None before a few runs were seen."""
         if self._runs < 3:
