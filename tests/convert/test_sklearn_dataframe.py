@@ -334,7 +334,9 @@ def test_columns_whose_python_names_collide_get_distinct_fields(
     )
     assert made.exit_code == 0, (made.output, made.exc_info)
     text = (app / "functions" / "ab" / "endpoint.py").read_text()
-    assert '    a_b: Float32 = Field(alias="a b")\n    a_b_2: Float32 = Field(alias="a_b")\n' in text
+    assert (
+        '    a_b: Float32 = Field(alias="a b")\n    a_b_2: Float32 = Field(alias="a_b")\n' in text
+    )
     (answer,) = served(app, tmp_path, [("ab", {"instances": [{"a b": 2.0, "a_b": 0.1}]})])
     expected = model.predict(pd.DataFrame({"a b": [2.0], "a_b": [0.1]}))
     np.testing.assert_allclose(answer.json()["predictions"][0]["prediction"], expected, rtol=1e-5)
