@@ -138,10 +138,10 @@ serve: serve-setup
 # The tests' temporary files (pytest's tmp_path, tempfile's, what the local hosts and Azurite
 # write) go to build/tmp, not the system's /tmp: a run leaves nothing behind there. The JVMs
 # the Spark tests start are told the same (tests/conftest.py).
-TEST_TMP := $(CURDIR)/build/tmp
+# Made when the Makefile is read: under make -j an install the test targets need could start
+# before a rule made it, and Node does not fall back to /tmp as Python does.
+TEST_TMP := $(shell mkdir -p build/tmp && echo $(CURDIR)/build/tmp)
 test test-quick test-frameworks test-worker mutate: export TMPDIR = $(TEST_TMP)
-$(TEST_TMP):
-	mkdir -p $@
 
 # Everything but the framework tests, which `make test-frameworks` runs. The suite waits more
 # than it computes (run serially it keeps half of one core busy), so TEST_WORKERS pytest-xdist
@@ -149,7 +149,7 @@ $(TEST_TMP):
 # (tests/conftest.py groups them: its hosts are started once). TEST_WORKERS=0 runs it in one
 # process (for --pdb, say).
 TEST_WORKERS ?= 3
-test: $(TEST_TMP) setup
+test: setup
 	$(PY) -m scripts.azurite run -- $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup \
 	  $(addprefix --ignore=,$(FRAMEWORK_TESTS)) $(PYTEST_ARGS)
 	@if [ -n "$(PYTEST_ARGS)" ]; then \
@@ -160,17 +160,17 @@ test: $(TEST_TMP) setup
 # The quick part, under a minute: the tests that need no local host and no Azurite (the marks
 # tests/conftest.py gives: e2e, azurite), in two processes (they compute, where the rest wait).
 # `make test` runs these and all the others.
-test-quick: $(TEST_TMP) $(VENV)/.dev
+test-quick: $(VENV)/.dev
 	$(PY) -m pytest -n 2 -m "not e2e and not azurite" $(addprefix --ignore=,$(FRAMEWORK_TESTS)) \
 	  $(PYTEST_ARGS)
 
 # mlfn convert's torch, TensorFlow and Spark ML tests, and runtime.spark in local mode.
-test-frameworks: $(TEST_TMP) frameworks-setup
+test-frameworks: frameworks-setup
 	$(PY) -m scripts.azurite run -- $(PY) -m pytest $(FRAMEWORK_TESTS) $(PYTEST_ARGS)
 
 # The worker harness (tests/worker) on Python 3.13; the run above reported them skipped.
 # Without a python3.13 CI fails (a green run must include them); elsewhere they are skipped.
-test-worker: $(TEST_TMP) worker-venv
+test-worker: worker-venv
 	@if [ -z "$(PY313)" ] && [ "$$CI" = true ]; then \
 	  echo "FAILED tests/worker: no python3.13 on this CI machine; install it" \
 	    "(pyenv install 3.13) so the Functions worker's tests run" >&2; \
@@ -196,7 +196,7 @@ bench: setup
 # own focused tests (scripts/mutate.py): a score per group and every mutant no test kills
 # (docs/mutation.md says which are equivalent). One group: make mutate MUTATE=redact
 .PHONY: mutate
-mutate: $(TEST_TMP) $(VENV)/.dev
+mutate: $(VENV)/.dev
 	$(PY) -m scripts.azurite run -- $(PY) -m scripts.mutate $(MUTATE)
 
 lint: $(VENV)/.dev
