@@ -286,6 +286,7 @@ def http_protocol(head_timeout_s: float = HEAD_TIMEOUT_S) -> type[Any]:
     """uvicorn's HTTP protocol, closing a connection whose request head is not complete
     ``head_timeout_s`` after the connection opened or its last response (or after the
     first byte of a request sent on a kept-alive connection)."""
+    import h11
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     class HeadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
@@ -323,8 +324,6 @@ def http_protocol(head_timeout_s: float = HEAD_TIMEOUT_S) -> type[Any]:
             """The client has sent the whole of its last request: what it sends now begins
             the next. Not while the rest of a body comes that the answer did not wait for (a
             401, 404 or 413 answered from the head): those bytes are the old request's."""
-            import h11
-
             conn = getattr(self, "conn", None)  # h11's connection, under uvicorn's h11 parser
             return conn is None or conn.their_state is h11.IDLE
 

@@ -719,8 +719,7 @@ def float_text(values: Any) -> Any:
         # mends and a mask's replacement cost passes over every value, for a handful.
         pieces, after = [], 0
         few = np.flatnonzero(mended_rows).tolist()
-        digits = text.take(pa.array(few, pa.int64())).to_pylist()
-        written = pa.array([repr(float(d)) for d in digits], pa.string())
+        written = _python_layout(text.take(pa.array(few, pa.int64())))
         for k, i in enumerate(few):
             pieces += [text.slice(after, i - after), written.slice(k, 1)]
             after = i + 1
@@ -738,8 +737,7 @@ def float_text(values: Any) -> Any:
             mended.append(mend(text.filter(pa.array(rows))))
     if python.any():
         at.append(np.flatnonzero(python))
-        digits = text.filter(pa.array(python)).to_pylist()
-        mended.append(pa.array([repr(float(d)) for d in digits], pa.string()))
+        mended.append(_python_layout(text.filter(pa.array(python))))
     order = np.argsort(np.concatenate(at), kind="stable")
     written = pa.concat_arrays(mended).take(pa.array(order))
     return pc.replace_with_mask(text, pa.array(mended_rows), written)
@@ -747,6 +745,14 @@ def float_text(values: Any) -> Any:
 
 # float_text splices at most this many mended values into Arrow's text (else: a mask).
 _SPLICED_AT_MOST = 64
+
+
+def _python_layout(text: Any) -> Any:
+    """Arrow's shortest digits (of a float64, or a float32's) laid out as Python's ``repr``
+    lays them out: the float64 they read as has those same shortest digits."""
+    import pyarrow as pa
+
+    return pa.array([repr(float(d)) for d in text.to_pylist()], pa.string())
 
 
 def _integral(text: Any) -> Any:

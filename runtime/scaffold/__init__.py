@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from runtime.config import Settings
+from runtime.config.client import DEFAULT_URL
 from runtime.element_types import BOUNDED_FLOATS, BY_ONNX
 from runtime.endpoint import check_endpoint_name
 from runtime.errors import ScaffoldError
@@ -48,15 +49,16 @@ class Scaffold:
     sample: dict[str, Any]  # one instance that fits the generated input model
     notes: tuple[str, ...] = ()
 
-    def next_commands(self, url: str = "http://127.0.0.1:7071") -> list[str]:
+    def next_commands(self, url: str = DEFAULT_URL) -> list[str]:
         """Serve it, call it over HTTP at ``url`` (the app's base URL: MLFN_URL's), send it a
         queue message (with a sample body)."""
         from urllib.parse import urlsplit
 
         name = self.path.parent.name
         body = shlex.quote(json.dumps({"instances": [self.sample]}))
-        port = urlsplit(url).port
-        local = urlsplit(url).hostname in ("127.0.0.1", "localhost")
+        parts = urlsplit(url)
+        port = parts.port
+        local = parts.hostname in ("127.0.0.1", "localhost")
         return [
             "mlfn serve" + (f" --port {port}" if local and port and port != 7071 else ""),
             f"curl -s {url}/api/{name}/predict -H 'Content-Type: application/json' -d {body}",
@@ -124,9 +126,11 @@ def render_endpoint(
     else:
         local = _fetch(source, app_dir, settings, progress)
     signature = _signature(local)
+    template_path = _template_path(app_dir, template)
+    template_text = template_path.read_text()
     # A float32 input's fields refuse what float32 cannot hold (runtime.Float32), where the
     # template imports the names it is given (an app's own older template: plain floats).
-    bounded = RUNTIME_NAMES in _template_text(app_dir, template)
+    bounded = RUNTIME_NAMES in template_text
 
     columns = column_fields(signature.inputs, signature.metadata, bounded)
     if columns is None:
@@ -175,7 +179,7 @@ def render_endpoint(
     )
     floats = {n for n in BOUNDED_FLOATS.values() if re.search(rf"\b{n}\b", declared)}
     values["runtime_names"] = ", ".join(sorted({*RUNTIME_BASE, *floats}))
-    text = _render(app_dir, template, values)
+    text = _render(template_path, template_text, values)
 
     target.mkdir(parents=True)
     (target / "__init__.py").write_text("")
@@ -199,17 +203,12 @@ def render_tensor_endpoint(
     return render_endpoint(name, source, app_dir, settings, template, progress=progress).path
 
 
-def _render(app_dir: Path, template: str, values: Mapping[str, object]) -> str:
-    """Template ``template`` filled in."""
-    path = _template_path(app_dir, template)
+def _render(path: Path, text: str, values: Mapping[str, object]) -> str:
+    """The template ``text`` (read from ``path``) filled in."""
     try:
-        return Template(path.read_text()).substitute(values)
+        return Template(text).substitute(values)
     except (KeyError, ValueError) as exc:
         raise ScaffoldError(f"{path} has a placeholder mlfn does not fill: {exc}") from None
-
-
-def _template_text(app_dir: Path, template: str) -> str:
-    return _template_path(app_dir, template).read_text()
 
 
 def _template_path(app_dir: Path, template: str) -> Path:

@@ -416,8 +416,8 @@ def _joined_map(name: str, pieces: list[Any], field: Field) -> pa.Array:
             return pa.MapArray.from_arrays(offsets, flat_keys, values)
         rows = _python(pieces)
         # Every value a float32 (a float32 array's row zipped with the class names): kept so.
-        values = [v for row in rows if isinstance(row, Mapping) for v in row.values()]
-        given = pa.float32() if values and all(type(v) is np.float32 for v in values) else None
+        kinds = {type(v) for row in rows if isinstance(row, Mapping) for v in row.values()}
+        given = pa.float32() if kinds == {np.float32} else None
         return pa.array(rows, type=pa.map_(pa.string(), _item_type(field, given)))
     except Exception as exc:  # pyarrow's refusals (ArrowInvalid, TypeError, ...)
         raise PredictContractError(
