@@ -101,7 +101,12 @@ async def _load(hosts: Hosts) -> tuple[list[Answer], float, float]:
     ``split v2=100`` written at the middle, from a thread. The answers and the write's start
     and end."""
     answers: list[Answer] = []
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    # A connection idle as long as the host keeps one (uvicorn's 5 s, httpx's default too) may
+    # be closed by the host just as the client sends on it, a ReadError that is no release's
+    # doing: the client drops idle connections well before.
+    limits = httpx.Limits(
+        max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS, keepalive_expiry=1.0
+    )
     clients = [
         httpx.AsyncClient(base_url=h.url, timeout=REQUEST_TIMEOUT_S, limits=limits)
         for h in hosts.pair
