@@ -143,6 +143,52 @@ def test_with_a_latency_target_a_request_that_cannot_make_it_is_shed_at_once() -
     assert not refused & {i for c in calls for i in c}  # never run
 
 
+def test_with_a_latency_target_a_request_no_run_could_answer_in_time_is_not_run() -> None:
+    """Its caller gets the 504 once the line reaches it, not a run's worth of work later: under
+    overload, a run for an answer that comes too late is taken from those that would not."""
+    batcher, calls, started, release = _held(max_batch_size=4, target_s=5.0)
+    for n, seconds in ((1, 0.5), (2, 1.0), (4, 2.0)):  # half a second an instance
+        batcher.run_times.learn(n, seconds)
+
+    async def main() -> list[object]:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        late = asyncio.ensure_future(batcher.submit([1], deadline=Deadline.after(1000)))
+        free = asyncio.ensure_future(batcher.submit([2]))  # no deadline: always runs
+        await asyncio.sleep(0.6)  # 0.4 s left to [1]: less than its run takes
+        release.set()
+        await busy
+        return await asyncio.gather(late, free, return_exceptions=True)
+
+    began = time.monotonic()
+    late, free = asyncio.run(main())
+    assert isinstance(late, DeadlineExceeded) and late.headers() == {"Retry-After": "1"}
+    assert time.monotonic() - began < 0.95  # when the line reached it, before its deadline
+    assert free == [20]
+    assert [1] not in calls and [2] in calls
+
+
+def test_with_a_latency_target_a_batch_ends_where_its_run_would_miss_a_deadline_in_it() -> None:
+    batcher, calls, started, release = _held(max_batch_size=4, target_s=10.0)
+    for n, seconds in ((1, 1.0), (2, 2.0), (4, 4.0)):  # a second an instance
+        batcher.run_times.learn(n, seconds)
+
+    async def main() -> list[object]:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        due = asyncio.ensure_future(batcher.submit([1], deadline=Deadline.after(2500)))
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(batcher.submit([i])) for i in (2, 3)]
+        await asyncio.sleep(0)
+        release.set()
+        await busy
+        return await asyncio.gather(due, *rest)
+
+    assert asyncio.run(main()) == [[10], [20], [30]]
+    # Three instances would take 3 s, past [1]'s 2.5 s: two run with it, the third after.
+    assert calls[1:] == [[1, 2], [3]]
+
+
 def test_run_times_are_fitted_as_a_line_through_the_sizes_seen() -> None:
     times = RunTimes()
     assert times.expect(8) is None

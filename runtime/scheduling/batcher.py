@@ -10,13 +10,14 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from runtime import telemetry
-from runtime.errors import Overloaded, Shed
+from runtime.errors import DeadlineExceeded, Overloaded, Shed
 from runtime.scheduling.deadlines import Deadline, _deadline, within
 from runtime.scheduling.placement import NotNow, _left_running, in_thread, loop_lag
 from runtime.scheduling.run_times import RunTimes, bulk_rest
@@ -43,6 +44,7 @@ class _Request(Generic[I, O]):
     queued_at: float = 0.0  # with telemetry on: when it started waiting
     merge: bool = True  # False: it shares no run, its caller isolates its failures
     arrived: float = 0.0  # time.monotonic(), with a latency target: its answer's budget starts
+    deadline: Deadline | None = None  # with a latency target: its caller's, if any
 
 
 @dataclass
@@ -188,6 +190,7 @@ class Batcher(Generic[I, O]):
             request.queued_at = time.perf_counter()
         if self._target is not None:
             request.arrived = now = time.monotonic()
+            request.deadline = _deadline.get()  # the caller's: ``within`` around this call
             if not bulk:
                 # The first request, or one after a quiet spell, says little of the rate.
                 gap = min(now - self._last_arrival, self._target)
@@ -356,7 +359,7 @@ class Batcher(Generic[I, O]):
 
     async def _lead(self) -> None:
         """Run batches until no request waits."""
-        while batch := self._take():
+        while batch := self._take([]):
             if batch[0].merge and self._fill(batch) < self._max and self._busy(batch):
                 if self._wait:
                     await self._gather(batch, self._wait)
@@ -367,8 +370,8 @@ class Batcher(Generic[I, O]):
     async def _gather_within_target(self, batch: list[_Request[I, O]]) -> None:
         """Add requests to ``batch`` while waiting for the next one pays (``_worth_waiting``)."""
         assert self._arrived is not None
-        while (room := self._max - self._fill(batch)) > 0:
-            more = self._take(room)
+        while self._fill(batch) < self._max:
+            more = self._take(batch)
             if more:
                 batch += more
                 continue
@@ -422,8 +425,8 @@ class Batcher(Generic[I, O]):
         """Add requests arriving within ``wait`` seconds to ``batch``, until it is full."""
         assert self._arrived is not None
         deadline = asyncio.get_running_loop().time() + wait
-        while (room := self._max - self._fill(batch)) > 0:
-            more = self._take(room)
+        while self._fill(batch) < self._max:
+            more = self._take(batch)
             if more:
                 batch += more
                 continue
@@ -442,14 +445,21 @@ class Batcher(Generic[I, O]):
     def _fill(self, batch: list[_Request[I, O]]) -> int:
         return sum(len(r.instances) for r in batch)
 
-    def _take(self, room: int | None = None) -> list[_Request[I, O]]:
-        """The oldest waiting requests that fit ``room`` instances (a full batch by default;
-        given a ``room``, more for a batch taken already); an oversized request, or one not to
-        ``merge``, is taken alone."""
-        extending = room is not None
-        room = self._max if room is None else room
+    def _take(self, taken: list[_Request[I, O]]) -> list[_Request[I, O]]:
+        """The oldest waiting requests that fit beside the ``taken`` ones (a batch when none
+        is; more for it otherwise); an oversized request, or one not to ``merge``, is taken
+        alone. With a latency target and the run times known, no more than a run answers by
+        the deadline of each request in it (``_answers_by``), and a request whose deadline
+        no run could meet any longer is answered ``DeadlineExceeded`` now, not run: under
+        overload a run for answers that would come too late is taken from those that would
+        not (bench/NOTES.md, "Latency")."""
+        extending = bool(taken)
+        filled = self._fill(taken)
+        room = self._max - filled
         batch: list[_Request[I, O]] = []
         size = 0
+        answers_by = self._answers_by()
+        earliest = min((r.deadline.at for r in taken if r.deadline is not None), default=math.inf)
         # Interactive requests first; bulk work fills what room they leave, and goes first
         # once BULK_AFTER runs have been taken ahead of it.
         bulk_first = bool(self._bulk) and (not self._pending or self._bulk_passed >= BULK_AFTER)
@@ -471,6 +481,17 @@ class Batcher(Generic[I, O]):
                 if not nxt.merge and (batch or extending):
                     ended = True
                     break
+                if answers_by is not None:
+                    due = earliest if nxt.deadline is None else min(earliest, nxt.deadline.at)
+                    if answers_by(filled + size + len(nxt.instances)) > due:
+                        if batch or extending:  # the smaller run answers those in time
+                            ended = True
+                            break
+                        assert nxt.deadline is not None  # ``due`` is finite
+                        line.popleft()  # too late even alone: not run, answered now
+                        _settle(nxt.future, exc=DeadlineExceeded(nxt.deadline.budget_ms))
+                        continue
+                    earliest = due
                 batch.append(line.popleft())
                 took_bulk = took_bulk or line is self._bulk
                 size += len(nxt.instances)
@@ -482,6 +503,16 @@ class Batcher(Generic[I, O]):
         if not extending and batch:
             self._bulk_passed = 0 if took_bulk or not self._bulk else self._bulk_passed + 1
         return batch
+
+    def _answers_by(self) -> Callable[[int], float] | None:
+        """With a latency target and the run times known: when a run of ``n`` instances
+        started now would have answered (its run, then the loop's wait to resume its tasks,
+        ``loop_lag``); None otherwise."""
+        times = self.run_times
+        if self._target is None or times.expect(1) is None:
+            return None
+        start = time.monotonic() + loop_lag()
+        return lambda n: start + (times.expect(n) or 0.0)
 
     async def _call(self, instances: list[I]) -> O:
         if self._run_is_async:
