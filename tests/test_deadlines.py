@@ -198,6 +198,43 @@ def test_run_times_are_fitted_as_a_line_through_the_sizes_seen() -> None:
     assert times.expect(1) == pytest.approx(0.0015, rel=0.05)
 
 
+def test_run_times_learnt_after_an_estimate_change_the_next_one() -> None:
+    times = RunTimes()
+    for n in (1, 2, 4):
+        times.learn(n, 0.01 * n)
+    assert times.expect(8) == pytest.approx(0.08)
+    for _ in range(20):  # runs twice as long since
+        for n in (1, 2, 4):
+            times.learn(n, 0.02 * n)
+    assert times.expect(8) == pytest.approx(0.16, rel=0.01)
+    times.forget()
+    assert times.expect(8) is None
+
+
+def test_a_target_counts_the_instances_waiting_now_not_those_that_waited_before() -> None:
+    """Requests that left the line (run, or answered at their deadline) no longer count in
+    the estimate a new request is shed by."""
+    batcher, calls, started, release = _held(max_batch_size=1, target_s=5.0)
+    for n in (1, 1, 1):
+        batcher.run_times.learn(n, 0.15)  # 150 ms a run
+
+    async def main() -> list[int]:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        waiting = [asyncio.ensure_future(batcher.submit([i])) for i in (1, 2, 3)]
+        gone = asyncio.ensure_future(batcher.submit([4], deadline=Deadline.after(300)))
+        await asyncio.sleep(0)
+        gone.cancel()  # its caller went away: it leaves the line unrun
+        release.set()
+        await busy
+        await asyncio.gather(*waiting)
+        # Idle again, nothing waiting: a run (150 ms) is expected within the 250 ms.
+        return await batcher.submit([5], deadline=Deadline.after(250))
+
+    assert asyncio.run(main()) == [50]
+    assert [4] not in calls
+
+
 def test_one_size_seen_says_nothing_of_larger_batches() -> None:
     """Runs of one instance only (an endpoint that was quiet) must not make a batch of 64
     look 64 times as long: that would shed the load batching is there to serve."""

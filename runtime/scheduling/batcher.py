@@ -12,7 +12,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -58,6 +58,25 @@ class BatchStats:
 # its estimate would shed: only runs refresh the estimate, so one learnt in a stall would
 # otherwise shed every request for good.
 PROBE_AFTER_S = 0.1
+
+
+class _Line(collections.deque[_Request[I, O]]):
+    """Waiting requests, oldest first, and how many instances they hold: a latency target
+    asks that of every request it may shed, and under overload the line is long. Only
+    ``append`` and ``popleft`` change a line; anything else makes a new one."""
+
+    def __init__(self, requests: Iterable[_Request[I, O]] = ()) -> None:
+        super().__init__(requests)
+        self.instances = sum(len(r.instances) for r in self)
+
+    def append(self, request: _Request[I, O]) -> None:
+        super().append(request)
+        self.instances += len(request.instances)
+
+    def popleft(self) -> _Request[I, O]:
+        request = super().popleft()
+        self.instances -= len(request.instances)
+        return request
 
 
 class Batcher(Generic[I, O]):
@@ -128,8 +147,8 @@ class Batcher(Generic[I, O]):
         # Bound to the running loop on first use: futures belong to one loop, and the
         # Functions worker's loop (or a test's) does not exist at import time.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: collections.deque[_Request[I, O]] = collections.deque()
-        self._bulk: collections.deque[_Request[I, O]] = collections.deque()  # behind _pending
+        self._pending: _Line[I, O] = _Line()
+        self._bulk: _Line[I, O] = _Line()  # behind _pending
         self._bulk_passed = 0  # runs taken while bulk work waited
         self._arrived: asyncio.Event | None = None
         self._running = 0
@@ -160,8 +179,8 @@ class Batcher(Generic[I, O]):
             return await self._in_pieces(instances, bounded, merge)
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop (a test's, a restarted worker's)
-            self._loop, self._pending, self._running = loop, collections.deque(), 0
-            self._bulk = collections.deque()
+            self._loop, self._pending, self._running = loop, _Line(), 0
+            self._bulk = _Line()
             self._arrived = asyncio.Event()
         if (
             self._run_now is not None
@@ -269,7 +288,7 @@ class Batcher(Generic[I, O]):
         times = self.run_times
         if times.expect(1) is None:
             return None
-        ahead = n + sum(len(r.instances) for r in self._pending)
+        ahead = n + self._pending.instances
         full, rest = divmod(ahead, self._max)
         last = (times.expect(rest) or 0.0) if rest else 0.0
         runs = full * (times.expect(self._max) or 0.0) + last
@@ -301,7 +320,7 @@ class Batcher(Generic[I, O]):
         self,
         loop: asyncio.AbstractEventLoop,
         request: _Request[I, O],
-        queue: collections.deque[_Request[I, O]],
+        queue: _Line[I, O],
     ) -> O:
         """An idle endpoint's request runs in its own task, with no leader task to start and
         no future to wake it. It first gives requests that arrived with it one turn of the loop
@@ -417,9 +436,9 @@ class Batcher(Generic[I, O]):
     def _drop_answered(self) -> None:
         """Forget waiting requests that are already answered (their callers gave up)."""
         if any(r.future.done() for r in self._pending):
-            self._pending = collections.deque(r for r in self._pending if not r.future.done())
+            self._pending = _Line(r for r in self._pending if not r.future.done())
         if any(r.future.done() for r in self._bulk):
-            self._bulk = collections.deque(r for r in self._bulk if not r.future.done())
+            self._bulk = _Line(r for r in self._bulk if not r.future.done())
 
     async def _gather(self, batch: list[_Request[I, O]], wait: float) -> None:
         """Add requests arriving within ``wait`` seconds to ``batch``, until it is full."""

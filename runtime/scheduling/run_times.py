@@ -28,11 +28,14 @@ class RunTimes:
     never towards shedding what could have been served. The time counted is the caller's: a
     thread's hop and the wait for the GIL included."""
 
-    __slots__ = ("_runs", "_sizes")
+    __slots__ = ("_line", "_runs", "_sizes")
 
     def __init__(self) -> None:
         self._sizes: dict[int, tuple[float, float]] = {}  # size class -> (mean n, mean s)
         self._runs = 0
+        # (a, b), fitted on the first ``expect`` after a ``learn``: every request that a
+        # target may shed asks, several times, and under overload most requests are shed.
+        self._line: tuple[float, float] | None = None
 
     def learn(self, n: int, seconds: float) -> None:
         key = max(n, 1).bit_length()
@@ -43,23 +46,31 @@ class RunTimes:
             else (0.8 * found[0] + 0.2 * n, 0.8 * found[1] + 0.2 * seconds)
         )
         self._runs += 1
+        self._line = None
 
     def forget(self) -> None:
         """Learn again from the next runs, as at the start (what was learnt is stale)."""
         self._sizes.clear()
         self._runs = 0
+        self._line = None
 
     def expect(self, n: int) -> float | None:
         """Seconds a run of ``n`` should take; None before a few runs were seen."""
         if self._runs < 3:
             return None
+        line = self._line
+        if line is None:
+            line = self._line = self._fit()
+        return line[0] * n + line[1]
+
+    def _fit(self) -> tuple[float, float]:
         points = list(self._sizes.values())
         if len(points) == 1:
-            return points[0][1]
+            return 0.0, points[0][1]
         k = len(points)
         mean_n = sum(p[0] for p in points) / k
         mean_t = sum(p[1] for p in points) / k
         spread = sum((p[0] - mean_n) ** 2 for p in points)
         a = max(sum((p[0] - mean_n) * (p[1] - mean_t) for p in points) / spread, 0.0)
         b = max(mean_t - a * mean_n, 0.0)
-        return a * n + b
+        return a, b

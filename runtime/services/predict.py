@@ -263,7 +263,7 @@ class Scorer:
         if timeout_ms is not None or self._default_timeout_ms is not None:
             deadline = Deadline.asked(timeout_ms, self._default_timeout_ms, v1.TIMEOUT_HEADER)
             assert deadline is not None
-            if self.release is None:  # a request the line would make late: refused unread
+            if not self._released():  # a request the line would make late: refused unread
                 self.batcher.shed_if_late(1, deadline)
             return await within(deadline, self._answer(body, key, request_id, deadline))
         return await self._answer(body, key, request_id, None)
@@ -311,14 +311,20 @@ class Scorer:
         self, instances: list[BaseModel], key: str | None, deadline: Deadline | None
     ) -> Scored:
         release = self.release
-        # Two attributes and the clock, no call: the warm path of an endpoint with no release.
-        if release is not None and (
-            release.follower.routes is not None or time.monotonic() >= release.follower.check_at
-        ):
+        if release is not None and self._released():
             return await release.predict(instances, key, bounded=True, deadline=deadline)
         if deadline is not None:
             return await self.batcher.submit(instances, deadline=deadline)
         return await self.batcher.submit(instances)
+
+    def _released(self) -> bool:
+        """Whether a request goes by the release (its routes, or a read of its document that
+        is due) rather than straight to this scorer's own line: two attributes and the clock,
+        on the warm path of every endpoint, most of which have no release document."""
+        release = self.release
+        return release is not None and (
+            release.follower.routes is not None or time.monotonic() >= release.follower.check_at
+        )
 
     def load(self) -> None:
         """This scorer's model in memory, loaded if need be (on a thread that may block)."""

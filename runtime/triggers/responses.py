@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import azure.functions as func
 
 from runtime import redact, telemetry
-from runtime.errors import InternalError, MlfnError
+from runtime.errors import DeadlineExceeded, InternalError, MlfnError, Overloaded
 
 log = logging.getLogger("mlfn.http")
 
@@ -51,9 +52,40 @@ def error_response(
     if not isinstance(exc, MlfnError):
         log.error("unhandled error in %s %s", req.method, redact.url(req.url), exc_info=exc)
         exc = InternalError()
+    elif isinstance(exc, Overloaded | DeadlineExceeded):
+        _overload_answers.told(req, exc)
     elif exc.status >= 500:
         log.warning("%s %s -> %d %s", req.method, redact.url(req.url), exc.status, exc.message)
     return json_response(exc.status, body(exc), exc.headers() or None)
+
+
+class _OverloadAnswers:
+    """Answers of an overload (503 shed or refused, 504 past a deadline) logged at most one
+    line every ``every_s``, which says how many came since the line before: under overload
+    they come by the thousand a second, and a line each is a log storm (on Azure, each line an
+    Application Insights trace) that costs the event loop what shedding was to save. The
+    Functions host's own line for each invocation still gives each its status."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._next = 0.0
+        self._since = 0  # answered since the last line, not logged
+
+    def told(self, req: func.HttpRequest, exc: MlfnError) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._since += 1
+            return
+        self._next = now + self.every_s
+        since, self._since = self._since, 0
+        more = f" ({since} more overload answers since the last such line)" if since else ""
+        log.warning(
+            "%s %s -> %d %s%s", req.method, redact.url(req.url), exc.status, exc.message, more
+        )
+
+
+OVERLOAD_LOG_EVERY_S = 5.0
+_overload_answers = _OverloadAnswers(OVERLOAD_LOG_EVERY_S)
 
 
 def guarded(

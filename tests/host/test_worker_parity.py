@@ -68,6 +68,22 @@ def test_the_invocation_id_is_on_the_thread_that_runs_the_function(reporting: Pa
     assert first["retry_count"] == 0
 
 
+def test_each_invocation_has_its_own_id_and_trace_as_the_host_writes_them() -> None:
+    """A version-4 UUID an invocation, as the Functions host's, and a W3C trace parent of
+    random ids (never all zeros, which the W3C spec makes invalid)."""
+    from runtime.host.invoke import Context, new_invocation_id
+
+    ids = {new_invocation_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    parents = [Context("f", ".", "i").trace_context.trace_parent for _ in range(1000)]
+    assert len(set(parents)) == 1000
+    for parent in parents:
+        version, trace, span, flags = parent.split("-")
+        assert (version, flags, len(trace), len(span)) == ("00", "01", 32, 16)
+        assert int(trace, 16) and int(span, 16)
+
+
 def test_function_directory_is_the_folder_of_the_functions_source(reporting: Path) -> None:
     (elsewhere,) = _requests(reporting, ("GET", "/api/elsewhere"))
     assert elsewhere.text == str(reporting / EXTRA_PACKAGE)

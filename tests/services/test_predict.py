@@ -430,3 +430,32 @@ def test_a_run_slot_taken_on_the_loop_is_given_back_when_holding_the_model_fails
     for _ in range(2):  # the second finds the slot free again
         with pytest.raises(RuntimeError, match="new thread"):
             runs.held_now()
+
+
+@pytest.mark.parametrize("followed", [False, True])
+def test_with_a_latency_target_a_request_the_line_would_make_late_is_refused_unread(
+    model_file: Path, tmp_path: Path, followed: bool
+) -> None:
+    """Before its body is parsed, whether or not the endpoint follows a release (with no
+    document, its requests go to its own line): under overload, reading what is refused is
+    work taken from what is not."""
+    from runtime.errors import Shed
+    from runtime.releases.follow import Follower
+
+    limits = Limits(latency_target_ms=50)
+    endpoint = Endpoint(In, Out, model=str(model_file), limits=limits, predict=_run)
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    followers = {}
+    if followed:  # no document: routes stay None; the next read of it is far off
+        follower = Follower("ep", str(tmp_path / "ep.release.json"), lambda uri: None, 60)  # type: ignore[arg-type,return-value]
+        follower.check_at = time.monotonic() + 60
+        followers["ep"] = follower
+    service = PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry, followers)
+    scorer = service.scorer("ep")
+    assert (scorer.release is not None) is followed
+    for n in (1, 2, 4):  # a second a run: far over the 50 ms target
+        scorer.batcher.run_times.learn(n, 1.0)
+    scorer.batcher._probed_at = time.monotonic() + 60  # no probe run meanwhile
+
+    with pytest.raises(Shed):  # not a 400 for the body: it was never read
+        asyncio.run(scorer.predict_body(b"{not json"))
