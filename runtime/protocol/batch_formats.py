@@ -205,23 +205,38 @@ def too_long_row(max_row_bytes: int) -> BadRequest:
 def input_columns(model: type[BaseModel]) -> frozenset[str] | None:
     """The top-level keys a row of ``model`` can be read from (names, aliases, validation
     aliases), or None when every key counts: a model that keeps or refuses extra keys."""
-    from pydantic import AliasChoices, AliasPath
 
     if model.model_config.get("extra") in ("allow", "forbid"):
         return None
-    keys: set[str] = set()
-    for name, info in model.model_fields.items():
-        keys.add(name)
-        if info.alias:
-            keys.add(info.alias)
-        aliases = info.validation_alias
-        choices = aliases.choices if isinstance(aliases, AliasChoices) else [aliases]
-        for choice in choices:
-            if isinstance(choice, str):
-                keys.add(choice)
-            elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
-                keys.add(choice.path[0])
-    return frozenset(keys)
+    return frozenset(key for name, info in model.model_fields.items() for key in _keys(name, info))
+
+
+def missing_columns(model: type[BaseModel], names: Collection[str]) -> list[str]:
+    """The required fields of ``model`` that no column of ``names`` fills (by its name, alias
+    or validation alias): a file whose columns are ``names`` fails every row for them."""
+    present = set(names)
+    return [
+        name
+        for name, info in model.model_fields.items()
+        if info.is_required() and not present.intersection(_keys(name, info))
+    ]
+
+
+def _keys(name: str, info: Any) -> set[str]:
+    """The top-level keys a field can be read from: its name, alias, validation aliases."""
+    from pydantic import AliasChoices, AliasPath
+
+    keys = {name}
+    if info.alias:
+        keys.add(info.alias)
+    aliases = info.validation_alias
+    choices = aliases.choices if isinstance(aliases, AliasChoices) else [aliases]
+    for choice in choices:
+        if isinstance(choice, str):
+            keys.add(choice)
+        elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
+            keys.add(choice.path[0])
+    return keys
 
 
 # --- JSON Lines -------------------------------------------------------------------------------

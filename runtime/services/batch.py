@@ -25,6 +25,7 @@ from runtime.config import STORAGE_SETTING, Settings
 from runtime.errors import (
     BadRequest,
     CommitSuperseded,
+    FileUnreadable,
     InputChanged,
     InternalError,
     MlfnError,
@@ -39,6 +40,8 @@ from runtime.services.rows import RowService
 from runtime.storage import blob_files, clients
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from runtime.services.columns import ColumnService
     from runtime.storage.clients import BlobClient
 
@@ -166,8 +169,8 @@ class BatchService:
         # make short slabs, so the slabs in flight stay within one request's memory.
         slab_bytes = max(64 * 1024, limit // IN_FLIGHT)
         columns = batch_formats.input_columns(endpoint.input)
-        chunks: Iterator[Sequence[RawRow]] = batch_formats.read_rows(
-            fmt, reader, slab, limit, slab_bytes, columns
+        chunks: Iterator[Sequence[RawRow]] = _columns_checked(
+            batch_formats.read_rows(fmt, reader, slab, limit, slab_bytes, columns), endpoint.input
         )
         if columnar:
             return await self._stream_columns(name, chunks, writer, summary)
@@ -317,6 +320,37 @@ class BatchService:
                 clients.create_if_missing(client.create_container)
             self._ready.add(container)
         return clients.blob(conn, container, path, self._settings)
+
+
+def _columns_checked(
+    chunks: Iterator[Sequence[RawRow]], model: type[BaseModel]
+) -> Iterator[Sequence[RawRow]]:
+    """``chunks``, once the file's columns (a CSV header, a Parquet file's columns) are seen
+    to fill every required field of ``model``: a file that lacks one would fail every row
+    for it, a million rows of "Field required" where one line says what is wrong
+    (``FileUnreadable``, the file's error summary). JSON Lines rows name their own keys."""
+    from runtime.protocol.csv_rows import CsvRows
+    from runtime.protocol.parquet_rows import ArrowRows
+
+    first = next(chunks, None)
+    if first is None:
+        return
+    found = ""
+    if isinstance(first, CsvRows):
+        missing = batch_formats.missing_columns(model, first.header)
+        found = f"; its header: {', '.join(first.header[:20])}"
+    elif isinstance(first, ArrowRows):  # the columns read: those rows can use, if present
+        missing = batch_formats.missing_columns(model, first.batch.schema.names)
+    else:
+        missing = []
+    if missing:
+        raise FileUnreadable(
+            f"the file has no column for the required field(s) {', '.join(missing)}, so "
+            f"every row would fail{found}",
+            detail={"missing": missing},
+        )
+    yield first
+    yield from chunks
 
 
 def _failed(summary: batch.Summary, error: MlfnError) -> None:

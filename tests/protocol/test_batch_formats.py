@@ -17,6 +17,7 @@ from runtime.errors import BadRequest, FileUnreadable, UnknownFormat, Validation
 from runtime.protocol import batch
 from runtime.protocol.batch_formats import (
     input_columns,
+    missing_columns,
     read_rows,
     writer,
 )
@@ -471,6 +472,19 @@ class _Open(BaseModel):
 def test_the_columns_a_row_needs_follow_the_input_model() -> None:
     assert input_columns(_Aliased) == {"plain", "named", "Named", "either", "e1", "e2"}
     assert input_columns(_Open) is None  # extra keys reach predict: every column counts
+
+
+class _Optional(BaseModel):
+    needed: int
+    spare: int = 0
+
+
+def test_a_required_field_is_missing_when_no_column_can_fill_it_by_any_of_its_keys() -> None:
+    assert missing_columns(_Aliased, ["Named", "e2", "plain"]) == []
+    assert missing_columns(_Aliased, ["named", "either"]) == ["plain"]
+    assert missing_columns(_Aliased, ["other"]) == ["plain", "named", "either"]
+    assert missing_columns(_Optional, ["needed"]) == []  # a default fills the rest
+    assert missing_columns(_Open, ["b"]) == ["a"]
 
 
 class _Echo(BaseModel):

@@ -123,6 +123,51 @@ def test_a_file_that_cannot_be_read_gets_an_error_summary_and_no_output(
     assert [b.name for b in containers[1].list_blobs()] == [batch.summary_path(path, etag)]
 
 
+def _parquet_of(**columns: list[list[float]]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(
+        pa.table({k: pa.array(v, pa.list_(pa.float64())) for k, v in columns.items()}), sink
+    )
+    return sink.getvalue()
+
+
+@FORMS
+@pytest.mark.parametrize(
+    ("path", "data", "header"),
+    [
+        ("wrong.csv", b'a,y\n"[1, 2]","[3, 4]"\n"[5, 6]","[7, 8]"\n', "; its header: a, y"),
+        ("wrong.parquet", _parquet_of(a=[[1.0, 2.0]], y=[[3.0, 4.0]]), ""),
+    ],
+)
+def test_a_file_without_a_column_for_a_required_field_is_one_error_not_one_a_row(
+    model: Path,
+    tmp_path: Path,
+    azurite: AzuriteInfo,
+    containers: Containers,
+    columnar: bool,
+    path: str,
+    data: bytes,
+    header: str,
+) -> None:
+    etag = _upload(containers, path, data)
+    summary = _score(
+        _services(model, tmp_path, azurite, containers, **_form(columnar)), containers, path
+    )
+    assert summary is not None and summary.error is not None
+    assert summary.error["type"] == "FileUnreadable"
+    assert summary.error["message"] == (
+        f"the file has no column for the required field(s) x, so every row would fail{header}"
+    )
+    assert summary.error["detail"] == {"missing": ["x"]}
+    assert (summary.output, summary.rows, summary.errors) == (None, 0, 0)
+    assert [b.name for b in containers[1].list_blobs()] == [batch.summary_path(path, etag)]
+
+
 def test_a_file_gone_before_it_is_scored_is_nothing_to_score(
     model: Path, tmp_path: Path, azurite: AzuriteInfo, containers: Containers
 ) -> None:
