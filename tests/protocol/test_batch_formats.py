@@ -55,6 +55,7 @@ def test_csv_reads_a_header_and_an_empty_cell_is_a_missing_value() -> None:
         (b"", "empty"),
         (b"a,a\n1,2\n", "every column once"),
         (b"a,,b\n1,2,3\n", "every column once"),
+        (b",,b\n1,2,3\n", "every column once"),  # only pandas' index goes unnamed
         (b"\xff\xfe\n1\n", "header cannot be read"),
     ],
 )

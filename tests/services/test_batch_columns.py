@@ -218,3 +218,22 @@ def test_a_file_scores_through_columns_as_through_rows(
     assert len(actual) == len(expected) == 1000
     for i, (a, b) in enumerate(zip(expected, actual, strict=True)):
         assert _same(b, a), (i, a, b)  # errors word for word, numbers as numbers
+
+
+def test_a_dataframes_own_csv_with_its_unnamed_index_column_scores(
+    azurite: AzuriteInfo, example_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """pandas' DataFrame.to_csv() writes the index first, under an empty name: no field's."""
+    data = (
+        b",sepal_length,sepal_width,petal_length,petal_width\n"
+        b"0,5.1,3.5,1.4,0.2\n1,6.2,2.9,4.3,1.3\n2,7.7,3.0,6.1,2.3\n"
+    )
+    prefix = f"c{uuid.uuid4().hex[:10]}"
+    service = _service(example_models["iris"], tmp_path, azurite, prefix)
+    outputs = []
+    for name in ("byrows", "bycols"):
+        summary, written = _score(service, azurite, prefix, name, "frame.csv", data)
+        assert (summary.rows, summary.errors) == (3, 0), written
+        outputs.append(_records("csv", written))
+    assert [r["label"] for r in outputs[0]] == ["0", "1", "2"]  # setosa, versicolor, virginica
+    assert all(_same(b, a) for a, b in zip(*outputs, strict=True))
