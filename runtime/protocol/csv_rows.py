@@ -216,8 +216,10 @@ def record_row(header: list[str], raw: bytes) -> RawRow:
         return unreadable_row(f"row cannot be read as CSV: {exc}")
     if len(record) != len(header):
         return unreadable_row(f"row has {len(record)} fields, the header has {len(header)}")
-    # An empty cell is a missing value: the field's default applies, or it is reported.
-    return {h: v for h, v in zip(header, record, strict=True) if v != ""}
+    # An empty cell is a missing value: the field's default applies, or it is reported. The
+    # unnamed column (a DataFrame's index) is no key of the row: no field names it, and a
+    # model that refuses other keys would refuse every row for it.
+    return {h: v for h, v in zip(header, record, strict=True) if v != "" and h}
 
 
 class CsvRows(LazyRows):

@@ -397,7 +397,7 @@ def _score_columns(
 
     elif (
         isinstance(chunk, CsvRows)
-        and not (forbid and not keys.issuperset(chunk.header))
+        and not (forbid and not keys.issuperset(h for h in chunk.header if h))
         and (parsed := chunk.columns(keys))
     ):
         given, readable, errors = parsed  # text: the checks read plain numbers

@@ -42,6 +42,11 @@ def test_json_lines_are_read_in_chunks_and_a_bad_line_is_that_row_s_error() -> N
     assert "longer than the limit of 1000 bytes" in too_long.message
 
 
+def test_csv_leaves_out_an_unnamed_first_column_as_pandas_writes_the_index() -> None:
+    chunks = _rows(batch.Format.CSV, b",a,b\n0,1,x\n1,2,\n", chunk=10)
+    assert _kinds(chunks) == [{"a": "1", "b": "x"}, {"a": "2"}]
+
+
 def test_csv_reads_a_header_and_an_empty_cell_is_a_missing_value() -> None:
     data = "\ufeffa,b\n1,x\n2,\n\n3,y,extra\n".encode()
     chunks = _rows(batch.Format.CSV, data, chunk=10)
