@@ -266,18 +266,6 @@ def test_a_slab_whose_results_cannot_be_written_fails_the_file_and_stops_its_thr
     assert sum(scored) <= 256 * 8 < 20_000
 
 
-def _no_rows_parquet() -> bytes:
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = io.BytesIO()
-    pairs_of = pa.list_(pa.float64())
-    pq.write_table(pa.table({"x": pa.array([], pairs_of), "y": pa.array([], pairs_of)}), sink)
-    return sink.getvalue()
-
-
 @FORMS
 @pytest.mark.parametrize(
     ("path", "data"),
@@ -285,7 +273,7 @@ def _no_rows_parquet() -> bytes:
         ("none.csv", b"x,y\n"),
         ("none.jsonl", b""),
         ("blank.jsonl", b"\n\n"),
-        ("none.parquet", _no_rows_parquet()),
+        ("none.parquet", _parquet_of(x=[], y=[])),
     ],
 )
 def test_a_file_of_no_rows_gets_an_output_of_no_rows(
