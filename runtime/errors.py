@@ -247,12 +247,17 @@ class Shed(Overloaded):
     """An endpoint with a latency target cannot answer this request within it (the requests
     ahead of it would take longer): refused at once rather than answered late."""
 
-    def __init__(self, expected_ms: float, target_ms: float) -> None:
+    def __init__(self, expected_ms: float, left_ms: float, target_ms: float) -> None:
         MlfnError.__init__(
             self,
-            f"the endpoint is at capacity: an answer would take about {expected_ms:.0f} ms, "
-            f"over its {target_ms:g} ms target; retry shortly",
-            detail={"expected_ms": round(expected_ms, 1), "target_ms": target_ms},
+            f"the endpoint is at capacity: an answer would take about {expected_ms:.1f} ms, "
+            f"more than the {left_ms:.1f} ms left of the request's deadline (the endpoint's "
+            f"target is {target_ms:g} ms); retry shortly",
+            detail={
+                "expected_ms": round(expected_ms, 1),
+                "left_ms": round(left_ms, 1),
+                "target_ms": target_ms,
+            },
         )
 
 

@@ -138,7 +138,8 @@ def test_with_a_latency_target_a_request_that_cannot_make_it_is_shed_at_once() -
     outcomes = asyncio.run(main())
     shed = [o for o in outcomes if isinstance(o, Shed)]
     assert shed and all(o.status == 503 and o.headers() == {"Retry-After": "1"} for o in shed)
-    assert "over its 50 ms target" in shed[0].message
+    assert "ms left of the request's deadline (the endpoint's target is 50 ms)" in shed[0].message
+    assert shed[0].detail["expected_ms"] > shed[0].detail["left_ms"] > 0
     refused = {i for i, o in zip(range(2, 8), outcomes, strict=False) if isinstance(o, Shed)}
     assert not refused & {i for c in calls for i in c}  # never run
 
@@ -165,7 +166,7 @@ def test_with_a_latency_target_a_request_no_run_could_answer_in_time_is_not_run(
     assert isinstance(late, DeadlineExceeded) and late.headers() == {"Retry-After": "1"}
     assert time.monotonic() - began < 0.95  # when the line reached it, before its deadline
     assert free == [20]
-    assert [1] not in calls and [2] in calls
+    assert not any(1 in c for c in calls) and [2] in calls
 
 
 def test_with_a_latency_target_a_batch_ends_where_its_run_would_miss_a_deadline_in_it() -> None:
@@ -198,6 +199,40 @@ def test_run_times_are_fitted_as_a_line_through_the_sizes_seen() -> None:
     assert times.expect(1) == pytest.approx(0.0015, rel=0.05)
 
 
+def test_with_a_latency_target_a_wait_for_company_ends_in_time_for_the_deadlines_taken() -> None:
+    calls: list[list[int]] = []
+    started, release = threading.Event(), threading.Event()
+
+    def run(instances: list[int]) -> list[int]:
+        calls.append(list(instances))
+        if 0 in instances:
+            started.set()
+            release.wait(10)
+        return [i * 10 for i in instances]
+
+    batcher = Batcher(
+        run, lambda out, s, n: out[s : s + n], 4, max_wait_s=3.0, latency_target_s=10.0
+    )  # a wait of 3 s for company: longer than [1]'s deadline
+    for n, seconds in ((1, 0.1), (2, 0.2), (4, 0.4)):
+        batcher.run_times.learn(n, seconds)
+
+    async def main() -> tuple[list[object], float]:
+        busy = asyncio.ensure_future(batcher.submit([0]))
+        await _started(started)
+        due = asyncio.ensure_future(batcher.submit([1], deadline=Deadline.after(1500)))
+        rest = asyncio.ensure_future(batcher.submit([2]))
+        await asyncio.sleep(0)
+        began = time.monotonic()
+        release.set()
+        await busy
+        answers = await asyncio.gather(due, rest, return_exceptions=True)
+        return answers, time.monotonic() - began
+
+    answers, took = asyncio.run(main())
+    assert answers == [[10], [20]]  # run before [1]'s deadline, not at the wait's end
+    assert took < 1.5 and [1, 2] in calls
+
+
 def test_run_times_learnt_after_an_estimate_change_the_next_one() -> None:
     times = RunTimes()
     for n in (1, 2, 4):
@@ -222,8 +257,9 @@ def test_a_target_counts_the_instances_waiting_now_not_those_that_waited_before(
         busy = asyncio.ensure_future(batcher.submit([0]))
         await _started(started)
         waiting = [asyncio.ensure_future(batcher.submit([i])) for i in (1, 2, 3)]
-        gone = asyncio.ensure_future(batcher.submit([4], deadline=Deadline.after(300)))
+        gone = asyncio.ensure_future(batcher.submit([4], deadline=Deadline.after(5000)))
         await asyncio.sleep(0)
+        assert batcher._pending.instances == 4  # [1], [2], [3] and [4] wait
         gone.cancel()  # its caller went away: it leaves the line unrun
         release.set()
         await busy

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
 import threading
 import uuid
@@ -24,7 +25,11 @@ from runtime.host.metadata import FunctionInfo
 # Python's generator, not uuid.uuid4's os.urandom: a system call a request, three with the
 # trace, each letting the GIL go and waiting to take it back, was 8 % of a busy host's loop
 # (bench/NOTES.md, "Latency"). They name and correlate; nothing relies on their secrecy.
-_bits = random.getrandbits
+# A generator of the host's own: an app that seeds random would otherwise repeat the ids, and
+# each request would move the app's sequence. Seeded anew in a forked child.
+_ids = random.Random()
+_bits = _ids.getrandbits
+os.register_at_fork(after_in_child=_ids.seed)
 
 # One for the process, as the worker has it: each thread sees the id of the invocation it runs.
 _invocation_local = threading.local()

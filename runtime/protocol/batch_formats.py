@@ -213,7 +213,11 @@ def input_columns(model: type[BaseModel]) -> frozenset[str] | None:
 
 def missing_columns(model: type[BaseModel], names: Collection[str]) -> list[str]:
     """The required fields of ``model`` that no column of ``names`` fills (by its name, alias
-    or validation alias): a file whose columns are ``names`` fails every row for them."""
+    or validation alias): a file whose columns are ``names`` fails every row for them. None
+    missing for a model whose own validator sees a row first (``mode="before"`` or ``"wrap"``)."""
+    validators = model.__pydantic_decorators__.model_validators.values()
+    if any(v.info.mode in ("before", "wrap") for v in validators):
+        return []  # it may fill a field from other keys: each row tells
     present = set(names)
     return [
         name

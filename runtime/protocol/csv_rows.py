@@ -76,7 +76,7 @@ def _header(source: IO[bytes], max_row_bytes: int) -> list[str]:
     named = header[1:] if len(header) > 1 and header[0] == "" else header
     if not header or len(set(header)) != len(header) or not all(h.strip() for h in named):
         raise FileUnreadable(f"the CSV header must name every column once: {header[:20]}")
-    if all(is_number(h) for h in header):
+    if all(is_number(h) for h in named):
         raise FileUnreadable(
             f"the CSV file's first row is numbers, not column names: {header[:20]}; it needs "
             "a header row naming the input fields"

@@ -43,6 +43,15 @@ def pyarrow() -> Any:
     return pyarrow
 
 
+def column_names(source: IO[bytes]) -> list[str]:
+    """The names of a Parquet file's top-level columns, read from its footer."""
+    pa = pyarrow()
+    try:
+        return list(pa.parquet.ParquetFile(source).schema_arrow.names)
+    except (pa.ArrowException, OSError) as exc:
+        raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
+
+
 def read_chunks(
     source: IO[bytes],
     chunk_size: int,

@@ -277,7 +277,7 @@ class Batcher(Generic[I, O]):
                 self._probed_at = now
                 self.run_times.forget()
                 return
-            raise Shed(expected * 1000, self._target * 1000)
+            raise Shed(expected * 1000, left * 1000, self._target * 1000)
 
     def _expected_s(self, n: int) -> float | None:
         """How long until a request of ``n`` instances arriving now would be answered: what
@@ -396,7 +396,7 @@ class Batcher(Generic[I, O]):
                 continue
             if self._pending:  # the next does not fit
                 return
-            wait = self._worth_waiting(batch)
+            wait = self._within_deadlines(batch, self._worth_waiting(batch))
             if wait <= 0:
                 return
             self._arrived.clear()
@@ -450,6 +450,7 @@ class Batcher(Generic[I, O]):
                 batch += more
                 continue
             remaining = deadline - asyncio.get_running_loop().time()
+            remaining = self._within_deadlines(batch, remaining)
             if remaining <= 0 or self._pending:  # time is up, or the next does not fit
                 return
             self._arrived.clear()
@@ -522,6 +523,16 @@ class Batcher(Generic[I, O]):
         if not extending and batch:
             self._bulk_passed = 0 if took_bulk or not self._bulk else self._bulk_passed + 1
         return batch
+
+    def _within_deadlines(self, batch: list[_Request[I, O]], wait: float) -> float:
+        """``wait``, cut to what still lets a run with one more request answer each request
+        of ``batch`` by its deadline (with a target and the run times known): a wait for
+        company must not make late the answers ``_take`` took because they would be on time."""
+        answers_by = self._answers_by()
+        if answers_by is None:
+            return wait
+        earliest = min((r.deadline.at for r in batch if r.deadline is not None), default=math.inf)
+        return min(wait, earliest - answers_by(self._fill(batch) + 1))
 
     def _answers_by(self) -> Callable[[int], float] | None:
         """With a latency target and the run times known: when a run of ``n`` instances

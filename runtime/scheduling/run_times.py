@@ -28,7 +28,7 @@ class RunTimes:
     never towards shedding what could have been served. The time counted is the caller's: a
     thread's hop and the wait for the GIL included."""
 
-    __slots__ = ("_line", "_runs", "_sizes")
+    __slots__ = ("_learnt", "_line", "_runs", "_sizes")
 
     def __init__(self) -> None:
         self._sizes: dict[int, tuple[float, float]] = {}  # size class -> (mean n, mean s)
@@ -36,6 +36,7 @@ class RunTimes:
         # (a, b), fitted on the first ``expect`` after a ``learn``: every request that a
         # target may shed asks, several times, and under overload most requests are shed.
         self._line: tuple[float, float] | None = None
+        self._learnt = 0  # learns and forgets so far: a fit made meanwhile is not kept
 
     def learn(self, n: int, seconds: float) -> None:
         key = max(n, 1).bit_length()
@@ -46,12 +47,14 @@ class RunTimes:
             else (0.8 * found[0] + 0.2 * n, 0.8 * found[1] + 0.2 * seconds)
         )
         self._runs += 1
+        self._learnt += 1
         self._line = None
 
     def forget(self) -> None:
         """Learn again from the next runs, as at the start (what was learnt is stale)."""
         self._sizes.clear()
         self._runs = 0
+        self._learnt += 1
         self._line = None
 
     def expect(self, n: int) -> float | None:
@@ -60,7 +63,12 @@ class RunTimes:
             return None
         line = self._line
         if line is None:
-            line = self._line = self._fit()
+            # Runs are learnt on worker threads while the loop asks: a fit that a learn
+            # overtook is used once, not kept.
+            learnt = self._learnt
+            line = self._fit()
+            if learnt == self._learnt:
+                self._line = line
         return line[0] * n + line[1]
 
     def _fit(self) -> tuple[float, float]:

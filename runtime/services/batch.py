@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.errors import (
@@ -170,7 +170,9 @@ class BatchService:
         slab_bytes = max(64 * 1024, limit // IN_FLIGHT)
         columns = batch_formats.input_columns(endpoint.input)
         chunks: Iterator[Sequence[RawRow]] = _columns_checked(
-            batch_formats.read_rows(fmt, reader, slab, limit, slab_bytes, columns), endpoint.input
+            batch_formats.read_rows(fmt, reader, slab, limit, slab_bytes, columns),
+            endpoint.input,
+            reader if fmt is batch.Format.PARQUET else None,
         )
         if columnar:
             return await self._stream_columns(name, chunks, writer, summary)
@@ -323,34 +325,35 @@ class BatchService:
 
 
 def _columns_checked(
-    chunks: Iterator[Sequence[RawRow]], model: type[BaseModel]
+    chunks: Iterator[Sequence[RawRow]], model: type[BaseModel], parquet: IO[bytes] | None
 ) -> Iterator[Sequence[RawRow]]:
-    """``chunks``, once the file's columns (a CSV header, a Parquet file's columns) are seen
-    to fill every required field of ``model``: a file that lacks one would fail every row
-    for it, a million rows of "Field required" where one line says what is wrong
-    (``FileUnreadable``, the file's error summary). JSON Lines rows name their own keys."""
+    """``chunks``, once the file's columns (a CSV header, a ``parquet`` file's columns, read
+    from its footer) are seen to fill every required field of ``model``: a file that lacks
+    one would fail every row for it, a million rows of "Field required" where one line says
+    what is wrong (``FileUnreadable``, the file's error summary). JSON Lines rows name their
+    own keys."""
     from runtime.protocol.csv_rows import CsvRows
-    from runtime.protocol.parquet_rows import ArrowRows
+    from runtime.protocol.parquet_rows import column_names
 
+    if parquet is not None:  # before any row is read: the rows hold only the columns read
+        _refuse_missing(batch_formats.missing_columns(model, column_names(parquet)), "")
     first = next(chunks, None)
     if first is None:
         return
-    found = ""
     if isinstance(first, CsvRows):
-        missing = batch_formats.missing_columns(model, first.header)
         found = f"; its header: {', '.join(first.header[:20])}"
-    elif isinstance(first, ArrowRows):  # the columns read: those rows can use, if present
-        missing = batch_formats.missing_columns(model, first.batch.schema.names)
-    else:
-        missing = []
+        _refuse_missing(batch_formats.missing_columns(model, first.header), found)
+    yield first
+    yield from chunks
+
+
+def _refuse_missing(missing: list[str], found: str) -> None:
     if missing:
         raise FileUnreadable(
             f"the file has no column for the required field(s) {', '.join(missing)}, so "
             f"every row would fail{found}",
             detail={"missing": missing},
         )
-    yield first
-    yield from chunks
 
 
 def _failed(summary: batch.Summary, error: MlfnError) -> None:

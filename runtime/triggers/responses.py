@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -60,30 +61,55 @@ def error_response(
 
 
 class _OverloadAnswers:
-    """Answers of an overload (503 shed or refused, 504 past a deadline) logged at most one
-    line every ``every_s``, which says how many came since the line before: under overload
-    they come by the thousand a second, and a line each is a log storm (on Azure, each line an
-    Application Insights trace) that costs the event loop what shedding was to save. The
-    Functions host's own line for each invocation still gives each its status."""
+    """The 503s of an overload (shed, or refused: the line full) and the 504s of deadlines,
+    logged per route and status: the first at once, then the count of those that followed
+    within ``every_s``, told when that while ends (from the event loop; on a sync function's
+    thread, with the next such answer). Under overload they come by the thousand a second,
+    and a line each is a log storm (on Azure, each line an Application Insights trace) that
+    costs the event loop what shedding was to save. The Functions host's own line for each
+    invocation still gives each its status."""
 
-    def __init__(self, every_s: float) -> None:
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.every_s = every_s
-        self._next = 0.0
-        self._since = 0  # answered since the last line, not logged
+        self._clock = clock
+        self._held: dict[tuple[str, str, int], list[float]] = {}  # key: [while ends, count]
 
     def told(self, req: func.HttpRequest, exc: MlfnError) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self._since += 1
+        key = (req.method, req.url.partition("?")[0], exc.status)
+        now = self._clock()
+        held = self._held.get(key)
+        if held is not None and now < held[0]:
+            held[1] += 1
+            if held[1] == 1:
+                self._tell_later(key, held[0] - now)
             return
-        self._next = now + self.every_s
-        since, self._since = self._since, 0
-        more = f" ({since} more overload answers since the last such line)" if since else ""
+        if held is not None:
+            self._tell(key)  # a while whose count no timer told
+        elif len(self._held) >= MAX_ROUTES_HELD:  # a bound, whatever routes a client names
+            self._held.clear()
+        self._held[key] = [now + self.every_s, 0]
+        log.warning("%s %s -> %d %s", req.method, redact.url(req.url), exc.status, exc.message)
+
+    def _tell_later(self, key: tuple[str, str, int], delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a sync function's thread: told with the next such answer
+        loop.call_later(delay, self._tell, key)
+
+    def _tell(self, key: tuple[str, str, int]) -> None:
+        held = self._held.get(key)
+        if held is None or not held[1]:
+            return
+        count, held[1] = int(held[1]), 0
+        method, url, status = key
         log.warning(
-            "%s %s -> %d %s%s", req.method, redact.url(req.url), exc.status, exc.message, more
-        )
+            "%s %s -> %d: %d more such answers in the %g s after the line before",
+            method, redact.url(url), status, count, self.every_s,
+        )  # fmt: skip
 
 
+MAX_ROUTES_HELD = 256
 OVERLOAD_LOG_EVERY_S = 5.0
 _overload_answers = _OverloadAnswers(OVERLOAD_LOG_EVERY_S)
 

@@ -133,3 +133,14 @@ def test_a_queue_message_that_is_not_utf8_fails_before_the_function_runs(
     assert [bytes.fromhex(o["body"]).decode() for o in outputs] == ['{"text": "caf\u00e9"}']
     assert outputs[0]["same_invocation"] is True
     assert "message body is not UTF-8" in host.output()
+
+
+def test_an_app_that_seeds_random_does_not_repeat_the_hosts_ids() -> None:
+    import random
+
+    from runtime.host.invoke import new_invocation_id
+
+    random.seed(0)
+    first = new_invocation_id()
+    random.seed(0)
+    assert new_invocation_id() != first

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pydantic import AliasChoices, AliasPath, BaseModel, Field, computed_field
+from pydantic import AliasChoices, AliasPath, BaseModel, Field, computed_field, model_validator
 
 from runtime.errors import BadRequest, FileUnreadable, UnknownFormat, ValidationFailed
 from runtime.protocol import batch
@@ -61,6 +61,7 @@ def test_csv_reads_a_header_and_an_empty_cell_is_a_missing_value() -> None:
         (b"a,a\n1,2\n", "every column once"),
         (b"a,,b\n1,2,3\n", "every column once"),
         (b",,b\n1,2,3\n", "every column once"),  # only pandas' index goes unnamed
+        (b",5.1,3.5\n1,2,3\n", "numbers, not column names"),
         (b"\xff\xfe\n1\n", "header cannot be read"),
     ],
 )
@@ -491,6 +492,16 @@ def test_a_required_field_is_missing_when_no_column_can_fill_it_by_any_of_its_ke
     assert missing_columns(_Aliased, ["other"]) == ["plain", "named", "either"]
     assert missing_columns(_Optional, ["needed"]) == []  # a default fills the rest
     assert missing_columns(_Open, ["b"]) == ["a"]
+    assert missing_columns(_Renamed, ["X"]) == []  # its validator reads X as x
+
+
+class _Renamed(BaseModel):
+    x: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, row: Any) -> Any:
+        return {"x": row.pop("X")} if isinstance(row, dict) and "X" in row else row
 
 
 class _Echo(BaseModel):

@@ -138,10 +138,11 @@ def _parquet_of(**columns: list[list[float]]) -> bytes:
 
 @FORMS
 @pytest.mark.parametrize(
-    ("path", "data", "header"),
+    ("path", "data", "missing", "header"),
     [
-        ("wrong.csv", b'a,y\n"[1, 2]","[3, 4]"\n"[5, 6]","[7, 8]"\n', "; its header: a, y"),
-        ("wrong.parquet", _parquet_of(a=[[1.0, 2.0]], y=[[3.0, 4.0]]), ""),
+        ("wrong.csv", b'a,y\n"[1, 2]","[3, 4]"\n"[5, 6]","[7, 8]"\n', "x", "; its header: a, y"),
+        ("wrong.parquet", _parquet_of(a=[[1.0, 2.0]], y=[[3.0, 4.0]]), "x", ""),
+        ("other.parquet", _parquet_of(a=[[1.0, 2.0]], b=[[3.0, 4.0]]), "x, y", ""),  # none read
     ],
 )
 def test_a_file_without_a_column_for_a_required_field_is_one_error_not_one_a_row(
@@ -152,6 +153,7 @@ def test_a_file_without_a_column_for_a_required_field_is_one_error_not_one_a_row
     columnar: bool,
     path: str,
     data: bytes,
+    missing: str,
     header: str,
 ) -> None:
     etag = _upload(containers, path, data)
@@ -161,9 +163,10 @@ def test_a_file_without_a_column_for_a_required_field_is_one_error_not_one_a_row
     assert summary is not None and summary.error is not None
     assert summary.error["type"] == "FileUnreadable"
     assert summary.error["message"] == (
-        f"the file has no column for the required field(s) x, so every row would fail{header}"
+        f"the file has no column for the required field(s) {missing}, so every row would fail"
+        f"{header}"
     )
-    assert summary.error["detail"] == {"missing": ["x"]}
+    assert summary.error["detail"] == {"missing": missing.split(", ")}
     assert (summary.output, summary.rows, summary.errors) == (None, 0, 0)
     assert [b.name for b in containers[1].list_blobs()] == [batch.summary_path(path, etag)]
 
