@@ -18,7 +18,10 @@ from runtime.scheduling.placement import in_thread
 
 
 def _held(
-    max_batch_size: int = 4, target_s: float | None = None, concurrency: int = 1
+    max_batch_size: int = 4,
+    target_s: float | None = None,
+    concurrency: int = 1,
+    max_wait_s: float = 0.0,
 ) -> tuple[Batcher[int, list[int]], list[list[int]], threading.Event, threading.Event]:
     """A batcher whose runs of instance 0 set ``started`` and wait for ``release``; each run's
     instances are noted in ``calls``."""
@@ -35,6 +38,7 @@ def _held(
     batcher = Batcher(
         run, lambda out, s, n: out[s : s + n], max_batch_size, latency_target_s=target_s,
         join=lambda parts: [x for p in parts for x in p], max_concurrency=concurrency,
+        max_wait_s=max_wait_s,
     )  # fmt: skip
     return batcher, calls, started, release
 
@@ -200,19 +204,8 @@ def test_run_times_are_fitted_as_a_line_through_the_sizes_seen() -> None:
 
 
 def test_with_a_latency_target_a_wait_for_company_ends_in_time_for_the_deadlines_taken() -> None:
-    calls: list[list[int]] = []
-    started, release = threading.Event(), threading.Event()
-
-    def run(instances: list[int]) -> list[int]:
-        calls.append(list(instances))
-        if 0 in instances:
-            started.set()
-            release.wait(10)
-        return [i * 10 for i in instances]
-
-    batcher = Batcher(
-        run, lambda out, s, n: out[s : s + n], 4, max_wait_s=3.0, latency_target_s=10.0
-    )  # a wait of 3 s for company: longer than [1]'s deadline
+    # A wait of 3 s for company: longer than [1]'s deadline.
+    batcher, calls, started, release = _held(target_s=10.0, max_wait_s=3.0)
     for n, seconds in ((1, 0.1), (2, 0.2), (4, 0.4)):
         batcher.run_times.learn(n, seconds)
 
