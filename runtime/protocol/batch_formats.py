@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, overload
 
@@ -146,20 +146,25 @@ def read_rows(
     max_row_bytes: int,
     chunk_bytes: int,
     columns: Collection[str] | None = None,
+    seen: Callable[[list[str]], None] | None = None,
 ) -> Iterator[Sequence[RawRow]]:
     """The file's rows in chunks of at most ``chunk_size`` rows and (but for a single row)
     about ``chunk_bytes`` bytes of input, so wide rows make short chunks. ``columns``: the
     only ones a row needs (``input_columns``), None for all; a columnar format reads no
-    other (a text format has to read every byte anyway)."""
+    other (a text format has to read every byte anyway). ``seen``: told the file's column
+    names (a CSV's header, a Parquet file's columns) before any row is read; JSON Lines rows
+    name their own keys."""
     if fmt is Format.PARQUET:
         from runtime.protocol import parquet_rows
 
-        yield from parquet_rows.read_chunks(source, chunk_size, max_row_bytes, chunk_bytes, columns)
+        yield from parquet_rows.read_chunks(
+            source, chunk_size, max_row_bytes, chunk_bytes, columns, seen
+        )
         return
     if fmt is Format.CSV:
         from runtime.protocol.csv_rows import read_chunks
 
-        yield from read_chunks(source, chunk_size, max_row_bytes, chunk_bytes)
+        yield from read_chunks(source, chunk_size, max_row_bytes, chunk_bytes, seen)
         return
     yield from chunked(_jsonl_rows(source, max_row_bytes), chunk_size, chunk_bytes)
 

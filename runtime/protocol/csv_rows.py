@@ -8,7 +8,7 @@ import csv
 import dataclasses
 import io
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import IO, Any, Protocol
 
 from pydantic import BaseModel
@@ -33,13 +33,20 @@ from runtime.protocol.csv_safety import FORMULA_STARTS, NUMBER, safe_cell
 
 
 def read_chunks(
-    source: IO[bytes], chunk_size: int, max_row_bytes: int, chunk_bytes: int
+    source: IO[bytes],
+    chunk_size: int,
+    max_row_bytes: int,
+    chunk_bytes: int,
+    seen: Callable[[list[str]], None] | None = None,
 ) -> Iterator[CsvRows]:
     """The file's rows after its header, in chunks of at most ``chunk_size`` rows and (but
     for a single row) about ``chunk_bytes`` bytes. A stretch of plain records (no quote, no
     carriage return but before a newline: a line is a record) is cut into rows a chunk at a
-    time, without a Python step per row; any other stretch is read record by record."""
+    time, without a Python step per row; any other stretch is read record by record.
+    ``seen``: told the header before any row is read."""
     header = _header(source, max_row_bytes)
+    if seen is not None:
+        seen(header)
     stream = _Lookahead(source)
     estimate = 64 * 1024  # bytes for a chunk's lines, learnt from the chunks before
     while True:

@@ -13,7 +13,7 @@ which the rule bounds by the group's rows times the limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import IO, Any
 
 from pydantic import BaseModel
@@ -43,32 +43,27 @@ def pyarrow() -> Any:
     return pyarrow
 
 
-def column_names(source: IO[bytes]) -> list[str]:
-    """The names of a Parquet file's top-level columns, read from its footer."""
-    pa = pyarrow()
-    try:
-        return list(pa.parquet.ParquetFile(source).schema_arrow.names)
-    except (pa.ArrowException, OSError) as exc:
-        raise FileUnreadable(f"the file cannot be read as Parquet: {exc}") from None
-
-
 def read_chunks(
     source: IO[bytes],
     chunk_size: int,
     max_row_bytes: int,
     chunk_bytes: int,
     columns: Collection[str] | None,
+    seen: Callable[[list[str]], None] | None = None,
 ) -> Iterator[Sequence[RawRow]]:
     """Row groups read a batch at a time, only the columns a row needs: a column the endpoint
     never reads is never decoded, however wide. Text columns are read as dictionaries (a
     value repeated down a column is held once) and each row's size is measured in Arrow,
     before any Python object is made of it: a row over ``max_row_bytes`` is its own error,
-    as an over-long JSON line is, and chunks are cut by bytes as well as rows."""
+    as an over-long JSON line is, and chunks are cut by bytes as well as rows. ``seen``: told
+    the file's column names (all of them) before any row is read."""
     pa = pyarrow()
     try:
         # Without pre_buffer=False and a buffer_size, a row group's column data is read whole
         # before the first batch: one huge row group would be held in memory at once.
         schema = pa.parquet.ParquetFile(source).schema_arrow
+        if seen is not None:
+            seen(list(schema.names))
         names = [n for n in schema.names if columns is None or n in columns]
         texts = [n for n in names if _is_text(pa, schema.field(n).type)]
         file = pa.parquet.ParquetFile(

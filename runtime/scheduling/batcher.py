@@ -479,7 +479,7 @@ class Batcher(Generic[I, O]):
         batch: list[_Request[I, O]] = []
         size = 0
         answers_by = self._answers_by()
-        earliest = min((r.deadline.at for r in taken if r.deadline is not None), default=math.inf)
+        earliest = _earliest(taken)
         # Interactive requests first; bulk work fills what room they leave, and goes first
         # once BULK_AFTER runs have been taken ahead of it.
         bulk_first = bool(self._bulk) and (not self._pending or self._bulk_passed >= BULK_AFTER)
@@ -531,8 +531,7 @@ class Batcher(Generic[I, O]):
         answers_by = self._answers_by()
         if answers_by is None:
             return wait
-        earliest = min((r.deadline.at for r in batch if r.deadline is not None), default=math.inf)
-        return min(wait, earliest - answers_by(self._fill(batch) + 1))
+        return min(wait, _earliest(batch) - answers_by(self._fill(batch) + 1))
 
     def _answers_by(self) -> Callable[[int], float] | None:
         """With a latency target and the run times known: when a run of ``n`` instances
@@ -595,6 +594,11 @@ class Batcher(Generic[I, O]):
             count = len(request.instances)
             _settle(request.future, value=self._split(result, start, count))
             start += count
+
+
+def _earliest(batch: list[_Request[I, O]]) -> float:
+    """The earliest deadline of ``batch``'s requests (``time.monotonic()``), inf for none."""
+    return min((r.deadline.at for r in batch if r.deadline is not None), default=math.inf)
 
 
 def _settle(

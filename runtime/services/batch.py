@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import STORAGE_SETTING, Settings
 from runtime.errors import (
@@ -169,10 +169,8 @@ class BatchService:
         # make short slabs, so the slabs in flight stay within one request's memory.
         slab_bytes = max(64 * 1024, limit // IN_FLIGHT)
         columns = batch_formats.input_columns(endpoint.input)
-        chunks: Iterator[Sequence[RawRow]] = _columns_checked(
-            batch_formats.read_rows(fmt, reader, slab, limit, slab_bytes, columns),
-            endpoint.input,
-            reader if fmt is batch.Format.PARQUET else None,
+        chunks: Iterator[Sequence[RawRow]] = batch_formats.read_rows(
+            fmt, reader, slab, limit, slab_bytes, columns, _columns_checker(endpoint.input, fmt)
         )
         if columnar:
             return await self._stream_columns(name, chunks, writer, summary)
@@ -324,36 +322,23 @@ class BatchService:
         return clients.blob(conn, container, path, self._settings)
 
 
-def _columns_checked(
-    chunks: Iterator[Sequence[RawRow]], model: type[BaseModel], parquet: IO[bytes] | None
-) -> Iterator[Sequence[RawRow]]:
-    """``chunks``, once the file's columns (a CSV header, a ``parquet`` file's columns, read
-    from its footer) are seen to fill every required field of ``model``: a file that lacks
-    one would fail every row for it, a million rows of "Field required" where one line says
-    what is wrong (``FileUnreadable``, the file's error summary). JSON Lines rows name their
-    own keys."""
-    from runtime.protocol.csv_rows import CsvRows
-    from runtime.protocol.parquet_rows import column_names
+def _columns_checker(model: type[BaseModel], fmt: batch.Format) -> Callable[[list[str]], None]:
+    """What the reader tells a file's columns (a CSV header, a Parquet file's columns) to,
+    before any row is read: a file with no column for a required field of ``model`` would
+    fail every row for it, a million rows of "Field required" where one line says what is
+    wrong (``FileUnreadable``, the file's error summary)."""
 
-    if parquet is not None:  # before any row is read: the rows hold only the columns read
-        _refuse_missing(batch_formats.missing_columns(model, column_names(parquet)), "")
-    first = next(chunks, None)
-    if first is None:
-        return
-    if isinstance(first, CsvRows):
-        found = f"; its header: {', '.join(first.header[:20])}"
-        _refuse_missing(batch_formats.missing_columns(model, first.header), found)
-    yield first
-    yield from chunks
+    def check(names: list[str]) -> None:
+        missing = batch_formats.missing_columns(model, names)
+        if missing:
+            found = f"; its header: {', '.join(names[:20])}" if fmt is batch.Format.CSV else ""
+            raise FileUnreadable(
+                f"the file has no column for the required field(s) {', '.join(missing)}, so "
+                f"every row would fail{found}",
+                detail={"missing": missing},
+            )
 
-
-def _refuse_missing(missing: list[str], found: str) -> None:
-    if missing:
-        raise FileUnreadable(
-            f"the file has no column for the required field(s) {', '.join(missing)}, so "
-            f"every row would fail{found}",
-            detail={"missing": missing},
-        )
+    return check
 
 
 def _failed(summary: batch.Summary, error: MlfnError) -> None:
