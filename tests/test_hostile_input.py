@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AzuriteInfo
-from tests.models.onnx_builders import adder, multi_io
+from tests.models.onnx_builders import adder, multi_io, strings
 from tests.support import ROOT, LocalHost, make_app, queue_client
 
 TENSOR_ENDPOINT = "from runtime import Endpoint\n\nendpoint = Endpoint(model={path!r})\n"
@@ -33,6 +33,7 @@ def host(
         "iris": iris.replace('model="iris.onnx"', f"model={str(example_models['iris'])!r}"),
         "tensors": TENSOR_ENDPOINT.format(path=str(multi_io(root / "multi.onnx"))),
         "adder": TENSOR_ENDPOINT.format(path=str(adder(root / "adder.onnx"))),
+        "words": TENSOR_ENDPOINT.format(path=str(strings(root / "strings.onnx"))),
         "small": "from runtime import Endpoint, Limits\n\nendpoint = Endpoint(model="
         f"{str(root / 'multi.onnx')!r}, limits=Limits(max_request_bytes=1024))\n",
     }
@@ -104,6 +105,10 @@ HUGE = "9" * 5000
              {"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [0.0] * 4},
              {"name": "y", "datatype": "FP32", "shape": [3, 2], "data": [1.0] * 6}]}),
          "cannot run on these inputs"),
+        # Valid JSON, a valid str to Python, but no UTF-8 bytes for onnxruntime.
+        ("v2/models/words/infer",
+         '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}]}',
+         "holds '\\ud800', which UTF-8 cannot encode"),
     ],
 )  # fmt: skip
 def test_client_mistakes_are_4xx_naming_the_problem(

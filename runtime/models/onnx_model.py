@@ -191,6 +191,10 @@ class OnnxModel:
         names = list(output_names) if output_names else self._output_names
         try:
             results = self._session.run(names, arrays)
+        except UnicodeEncodeError as exc:  # a lone surrogate (JSON's "\ud800") in a string input
+            bad = exc.object[exc.start : exc.end]
+            reason = f"a string holds {bad!r}, which UTF-8 cannot encode ({exc.reason})"
+            raise ModelInputRefused(self.name, reason) from None
         except Exception as exc:
             if _refused_input(exc):
                 raise ModelInputRefused(self.name, str(exc).strip().splitlines()[0]) from None

@@ -14,14 +14,14 @@ import random
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
-from runtime.errors import PredictContractError, PredictFailed
+from runtime.errors import ModelInputRefused, PredictContractError, PredictFailed
 from runtime.scored import ModelInfo
 
 T = TypeVar("T")
 
 # The faults of one row's values, not of the model or the store: another row may score.
-ROW_FAULTS = (PredictFailed, PredictContractError)
-RowFault = PredictFailed | PredictContractError
+ROW_FAULTS = (PredictFailed, PredictContractError, ModelInputRefused)
+RowFault = PredictFailed | PredictContractError | ModelInputRefused
 # When predict fails on rows, this many of them, drawn at random, are tried alone first: if
 # none scores, predict is taken to fail on everything (a bug, a model it cannot use) and that is
 # raised, at the cost of a few calls instead of halving down to an error (and a logged

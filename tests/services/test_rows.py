@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from runtime.config import Settings
 from runtime.endpoint import BoundEndpoint, Endpoint, Limits
@@ -280,3 +281,34 @@ def test_rows_merged_with_other_requests_are_isolated_once_not_twice(
         [11],
         [12, 13],
     ]
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Echo(BaseModel):
+    echo: str
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_a_string_no_model_can_take_is_that_rows_400_alone(tmp_path: Path, mode: str) -> None:
+    from runtime.errors import ModelInputRefused
+    from tests.models.onnx_builders import strings
+
+    def echo(rows: list[Text], model: OnnxModel) -> list[Echo]:
+        out = model.run({"text": [r.text for r in rows]}, ["echo"])["echo"]
+        return [Echo(echo=str(value)) for value in out]
+
+    endpoint = Endpoint(Text, Echo, model=str(strings(tmp_path / "s.onnx")), predict=echo)
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    svc = RowService(PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry))
+    raw = [{"text": "a"}, {"text": "lone \ud800"}, {"text": "c"}]  # JSON may carry "\ud800"
+    scored = asyncio.run(svc.score("ep", raw)) if mode == "async" else svc.score_sync("ep", raw)
+    assert [json.loads(r.prediction) for r in (scored.rows[0], scored.rows[2])] == [
+        {"echo": "a"},
+        {"echo": "c"},
+    ]
+    error = scored.rows[1].error
+    assert isinstance(error, ModelInputRefused) and error.status == 400
+    assert "holds '\\ud800', which UTF-8 cannot encode" in error.message
