@@ -523,7 +523,7 @@ def main() -> None:
         "--profile", nargs="?", const="csv", choices=FORMATS, help="py-spy on the host"
     )
     args = parser.parse_args()
-    rows, rounds = (20_000, 1) if args.quick else (1_000_000, 2)
+    rows, rounds = (20_000, 1) if args.quick else (1_000_000, 5)
     print(table(*run(rows, rounds, args.profile), spied_fmt=args.profile or ""))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class Limits:
     timeout_ms: float | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in ("max_batch_size", "max_request_bytes", "max_concurrent_batches",
                      "max_pending_requests"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -102,6 +104,28 @@ class Limits:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 (or None)")
+
+    def _check_types(self) -> None:
+        """Each limit of its kind, said by name: a setting read from text (``"20"``) or a
+        bool where a number goes would otherwise fail later, in a comparison, with no name."""
+        for name in ("max_batch_size", "max_request_bytes", "max_concurrent_batches",
+                     "max_pending_requests"):  # fmt: skip
+            value = getattr(self, name)
+            if type(value) is bool or not isinstance(value, numbers.Integral):  # numpy's too
+                raise TypeError(f"Limits.{name} must be an int, not {value!r}")
+        for name in ("max_batch_wait_ms", "latency_target_ms", "timeout_ms"):
+            value = getattr(self, name)
+            optional = name != "max_batch_wait_ms"
+            if (value is None and optional) or (
+                type(value) is not bool and isinstance(value, numbers.Real)
+            ):
+                continue
+            kind = "a number of milliseconds" + (" or None" if optional else "")
+            raise TypeError(f"Limits.{name} must be {kind}, not {value!r}")
+        if not isinstance(self.inline_fast_runs, bool):
+            raise TypeError(
+                f"Limits.inline_fast_runs must be a bool, not {self.inline_fast_runs!r}"
+            )
 
     @property
     def default_timeout_ms(self) -> float | None:

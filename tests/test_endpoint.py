@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -71,6 +73,29 @@ def test_model_pins_and_limits_are_checked() -> None:
         Model(" ")
     with pytest.raises(ValueError, match="max_request_bytes"):
         Limits(max_request_bytes=0)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"latency_target_ms": "20"}, "Limits.latency_target_ms must be a number of "
+         "milliseconds or None, not '20'"),
+        ({"max_batch_wait_ms": None}, "max_batch_wait_ms must be a number of milliseconds, "
+         "not None"),
+        ({"max_batch_size": 8.0}, "Limits.max_batch_size must be an int, not 8.0"),
+        ({"max_pending_requests": True}, "max_pending_requests must be an int, not True"),
+        ({"timeout_ms": False}, "timeout_ms must be a number of milliseconds or None"),
+        ({"inline_fast_runs": 0}, "inline_fast_runs must be a bool, not 0"),
+    ],
+)  # fmt: skip
+def test_a_limit_of_the_wrong_kind_is_refused_by_name(given: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        Limits(**given)
+
+
+def test_limits_of_their_kinds_are_kept() -> None:
+    limits = Limits(max_batch_wait_ms=2, latency_target_ms=20, timeout_ms=12.5)
+    assert (limits.max_batch_wait_ms, limits.latency_target_ms, limits.timeout_ms) == (2, 20, 12.5)
 
 
 def test_a_tensor_only_endpoint_needs_no_schemas_but_predict_does() -> None:

@@ -81,7 +81,12 @@ def _header(source: IO[bytes], max_row_bytes: int) -> list[str]:
     # A DataFrame's index, which pandas' to_csv writes first and unnamed by default, names no
     # field: a column the rows carry and no field reads, as any other column no field names.
     named = header[1:] if len(header) > 1 and header[0] == "" else header
-    if not header or len(set(header)) != len(header) or not all(h.strip() for h in named):
+    if not any(h.strip() for h in header):
+        raise FileUnreadable(
+            "the CSV file's first line names no column: it needs a header row naming the input "
+            "fields"
+        )
+    if len(set(header)) != len(header) or not all(h.strip() for h in named):
         raise FileUnreadable(f"the CSV header must name every column once: {header[:20]}")
     if all(is_number(h) for h in named):
         raise FileUnreadable(

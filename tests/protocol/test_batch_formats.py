@@ -58,6 +58,9 @@ def test_csv_reads_a_header_and_an_empty_cell_is_a_missing_value() -> None:
     ("data", "says"),
     [
         (b"", "empty"),
+        (b"\n", "first line names no column"),
+        (b"\r\n1,2\n", "first line names no column"),
+        (b",\n1,2\n", "first line names no column"),
         (b"a,a\n1,2\n", "every column once"),
         (b"a,,b\n1,2,3\n", "every column once"),
         (b",,b\n1,2,3\n", "every column once"),  # only pandas' index goes unnamed
