@@ -19,18 +19,22 @@ from runtime.errors import ConversionError
 @dataclass(frozen=True)
 class Column:
     """One input column: ``float``, ``int`` or ``str``; the categories an encoder knows (None
-    for a plain number), and whether that encoder refuses any other value."""
+    for a plain number), and whether that encoder refuses any other value; ``optional``: a
+    number the model imputes when it is missing (NaN), which a row may leave out."""
 
     name: str
     type: str
     categories: tuple[Any, ...] | None = None
     closed: bool = False
+    optional: bool = False
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type}
         if self.categories is not None:
             out["categories"] = list(self.categories)
             out["closed"] = self.closed
+        if self.optional:
+            out["optional"] = True
         return out
 
 
@@ -46,6 +50,7 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
         return None
     names = [str(n) for n in names]
     encoders = _encoded(model, names)
+    imputed = _imputed(model, names)
     dtypes = _sample_dtypes(sample)
     columns = []
     for name in names:
@@ -57,7 +62,10 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
                 kind = _kind_of_values(categories)
         if categories is not None:
             categories = tuple(_plain(v) for v in categories)
-        columns.append(Column(name, kind, categories, closed))
+        optional = name in imputed and kind != "str"
+        if optional:
+            kind = "float"  # a missing number is NaN: a float, as pandas reads the column
+        columns.append(Column(name, kind, categories, closed, optional))
     return columns
 
 
@@ -227,6 +235,20 @@ def _encoded(model: Any, names: list[str]) -> dict[str, tuple[Any, bool]]:
                 closed = step.handle_unknown == "error"
                 for name, categories in zip(columns, step.categories_, strict=False):
                     found[name] = ([v for v in categories if not _missing(v)], closed)
+    return found
+
+
+def _imputed(model: Any, names: list[str]) -> set[str]:
+    """The columns a SimpleImputer that replaces NaN reads first (before anything that is not an
+    imputer): a row may leave them out, fed to the model as NaN. A column any other step reads
+    first is not: NaN would reach it as a value."""
+    from sklearn.impute import SimpleImputer
+
+    found: set[str] = set()
+    for columns, part in _routes(model, names):
+        for step in _leading(part):
+            if isinstance(step, SimpleImputer) and _missing(step.missing_values):
+                found.update(columns)
     return found
 
 

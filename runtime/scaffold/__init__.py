@@ -8,6 +8,7 @@ column taken from what it returns.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import keyword
 import re
@@ -72,12 +73,16 @@ class _Field:
     onnx_name: str
     attr: str
     annotation: str
+    optional: bool = False  # None when left out (a column the model imputes)
 
     def declaration(self) -> str:
-        alias = (
-            None if self.attr == self.onnx_name else f"Field(alias={json.dumps(self.onnx_name)})"
-        )
-        return f"    {self.attr}: {self.annotation}" + (f" = {alias}" if alias else "")
+        annotation = f"{self.annotation} | None" if self.optional else self.annotation
+        default = "default=None, " if self.optional else ""
+        if self.attr != self.onnx_name:
+            value: str | None = f"Field({default}alias={json.dumps(self.onnx_name)})"
+        else:
+            value = "None" if self.optional else None
+        return f"    {self.attr}: {annotation}" + (f" = {value}" if value else "")
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,9 @@ def render_endpoint(
         feeds = [_feed(f) for f in in_fields]
         sample = {spec.name: _sample(spec) for spec in signature.inputs}
     else:  # one named column a field, each fed as the model's [batch, 1] input
-        in_fields = _unique([_Field(c.name, _attr_name(c.name), c.annotation) for c in columns])
+        in_fields = _unique(
+            [_Field(c.name, _attr_name(c.name), c.annotation, c.optional) for c in columns]
+        )
         feeds = [_feed(f, ".reshape(-1, 1)") for f in in_fields]
         sample = {c.name: c.sample for c in columns}
     command = f"mlfn new {name} --model {source}" + (
@@ -331,7 +338,7 @@ def _unique(fields: list[_Field]) -> list[_Field]:
             n += 1
             attr = f"{field.attr}_{n}"
         seen.add(attr)
-        out.append(_Field(field.onnx_name, attr, field.annotation))
+        out.append(dataclasses.replace(field, attr=attr))
     return out
 
 

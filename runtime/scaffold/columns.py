@@ -18,12 +18,14 @@ _PYTHON = {"float": "float", "int": "int", "str": "str"}
 
 @dataclass(frozen=True)
 class ColumnField:
-    """One column's field: its annotation and a value that fits it. The generated predict feeds
-    the field's column, reshaped, as the model's ``[batch, 1]`` input."""
+    """One column's field: its annotation and a value that fits it; ``optional``: a number the
+    model imputes, None by default (its column NaN there). The generated predict feeds the
+    field's column, reshaped, as the model's ``[batch, 1]`` input."""
 
     name: str
     annotation: str
     sample: Any
+    optional: bool = False
 
 
 def column_fields(
@@ -59,5 +61,6 @@ def column_fields(
         sample: Any = {"float": 0.0, "int": 0, "str": ""}[column["type"]]
         if categories:
             sample = str(categories[0]) if column["type"] == "str" else categories[0]
-        fields.append(ColumnField(spec.name, annotation, sample))
+        optional = column.get("optional") is True and column["type"] == "float"
+        fields.append(ColumnField(spec.name, annotation, sample, optional))
     return fields

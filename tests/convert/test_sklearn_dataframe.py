@@ -382,3 +382,106 @@ def test_a_model_whose_encoder_refuses_unknown_categories_warms_up(
     to_onnx(pipeline, tmp_path / "loans.onnx", loans)
     model = OnnxModel.load("loans", tmp_path / "loans.onnx", sha256="x", version="1")
     assert model.warm_up()
+
+
+APP_MODULES = ("function_app", "functions")
+
+
+def test_numbers_the_pipeline_imputes_may_be_left_out_over_http_and_in_a_csv(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loans: pd.DataFrame,
+    azurite: AzuriteInfo,
+    container: str,
+    isolated_imports: None,
+) -> None:
+    """A SimpleImputer reads the numbers first: a row may leave one out (JSON null, no key, an
+    empty CSV cell) and gets what the pipeline predicts for NaN there; a number read by
+    anything else is still required."""
+    holes = loans[["age", "annual income", "city"]].copy()
+    holes.loc[::5, "annual income"] = np.nan
+    target = 3 * loans["age"] - loans["annual income"].fillna(50.0)
+    prep = ColumnTransformer(
+        [
+            ("imputed", make_pipeline(SimpleImputer(), StandardScaler()), ["annual income"]),
+            ("scaled", StandardScaler(), ["age"]),  # NaN would reach the scaler: required
+            ("city", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ]
+    )
+    joblib.dump(make_pipeline(prep, LinearRegression()).fit(holes, target), tmp_path / "r.joblib")
+    model = joblib.load(tmp_path / "r.joblib")
+    app = make_app(tmp_path / "app", {})
+    holes.to_csv(tmp_path / "train.csv", index=False)
+    done = mlfn(
+        monkeypatch, app, "convert", str(tmp_path / "r.joblib"), "--to", "models/r.onnx",
+        "--sample", str(tmp_path / "train.csv"),
+    )  # fmt: skip
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert [c.get("optional") for c in json.loads(_metadata(app / "models/r.onnx")["mlfn.columns"])] == [
+        None, True, None,
+    ]  # fmt: skip
+    made = mlfn(
+        monkeypatch, app, "new", "spend", "--model", "models/r.onnx", "--template", "regressor"
+    )
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    text = (app / "functions" / "spend" / "endpoint.py").read_text()
+    assert "    age: int\n" in text  # an int column the scaler reads: required
+    assert (
+        '    annual_income: Float32 | None = Field(default=None, alias="annual income")\n' in text
+    )
+
+    rows = pd.DataFrame(
+        {"age": [30, 41, 52, 63], "annual income": [48.5, np.nan, np.nan, 61.0],
+         "city": ["oslo", "rome", "paris", "oslo"]}
+    )  # fmt: skip
+    expected = model.predict(rows)
+    instances: list[dict[str, Any]] = [
+        {"age": 30, "annual income": 48.5, "city": "oslo"},
+        {"age": 41, "annual income": None, "city": "rome"},  # JSON null
+        {"age": 52, "city": "paris"},  # left out
+        {"age": 63, "annual income": 61.0, "city": "oslo"},
+    ]
+    env = app_env(azurite.connection_string, container, tmp_path, MLFN_HOST_BLOB_SCAN_S="0.2")
+    host = LocalHost(app, env).start()
+    inbox = ContainerClient.from_connection_string(azurite.connection_string, "spend-batch")
+    try:
+        wait_for(inbox.exists, 30, "container spend-batch")
+        with host.client() as http:
+            answer = http.post("/api/spend/predict", json={"instances": instances})
+            no_age = http.post("/api/spend/predict", json={"instances": [{"city": "oslo"}]})
+        assert answer.status_code == 200, answer.text + host.output()
+        got = [p["prediction"] for p in answer.json()["predictions"]]
+        np.testing.assert_allclose(got, expected, rtol=1e-4)
+        assert no_age.status_code == 422 and "age" in no_age.text
+
+        rows.to_csv(tmp_path / "people.csv")  # pandas' index, and empty cells for NaN
+        rows.to_parquet(tmp_path / "people.parquet")  # nulls for NaN
+        monkeypatch.chdir(host.app_dir)
+        for key, value in host.env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(config, "_current", None)
+        for fmt in ("csv", "parquet"):
+            for module in [m for m in sys.modules if m.partition(".")[0] in APP_MODULES]:
+                del sys.modules[module]  # each command indexes the app anew
+            out = tmp_path / f"scored.{fmt}"
+            done = CliRunner().invoke(
+                main,
+                [
+                    "batch",
+                    "spend",
+                    str(tmp_path / f"people.{fmt}"),
+                    "--wait",
+                    "120",
+                    "--out",
+                    str(out),
+                ],
+            )
+            assert done.exit_code == 0, (fmt, done.output, done.exc_info, host.output())
+    finally:
+        host.stop()
+    scored = list(csv.DictReader(io.StringIO((tmp_path / "scored.csv").read_text())))
+    assert [r["error"] for r in scored] == [""] * len(rows)
+    np.testing.assert_allclose([float(r["prediction"]) for r in scored], expected, rtol=1e-4)
+    table = pd.read_parquet(tmp_path / "scored.parquet")
+    assert table["error"].isna().all()
+    np.testing.assert_allclose(table["prediction"], expected, rtol=1e-4)
