@@ -239,17 +239,32 @@ def _encoded(model: Any, names: list[str]) -> dict[str, tuple[Any, bool]]:
 
 
 def _imputed(model: Any, names: list[str]) -> set[str]:
-    """The columns a SimpleImputer that replaces NaN reads first (before anything that is not an
-    imputer): a row may leave them out, fed to the model as NaN. A column any other step reads
-    first is not: NaN would reach it as a value."""
+    """The columns whose NaN the step reading them first replaces (a SimpleImputer of NaN) or
+    takes as missing (XGBoost's and LightGBM's trees, whose converted trees send it where the
+    library does): a row may leave them out, fed to the model as NaN. A column any other step
+    reads first is not: NaN would reach it as a value."""
     from sklearn.impute import SimpleImputer
 
     found: set[str] = set()
     for columns, part in _routes(model, names):
         for step in _leading(part):
-            if isinstance(step, SimpleImputer) and _missing(step.missing_values):
+            imputer = isinstance(step, SimpleImputer) and _missing(step.missing_values)
+            if imputer or _trees_take_nan(step):
                 found.update(columns)
     return found
+
+
+def _trees_take_nan(step: Any) -> bool:
+    """An XGBoost estimator whose ``missing`` is NaN, or a LightGBM one using missing values
+    (both their defaults)."""
+    library = type(step).__module__.partition(".")[0]
+    if library == "xgboost":
+        return _missing(getattr(step, "missing", None))
+    if library == "lightgbm":
+        return getattr(step, "use_missing", True) is not False and not getattr(
+            step, "zero_as_missing", False
+        )
+    return False
 
 
 def _scaled(model: Any, names: list[str]) -> dict[str, tuple[float, float]]:

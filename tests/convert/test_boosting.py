@@ -254,3 +254,34 @@ def test_without_onnxmltools_the_error_names_the_extra(
     monkeypatch.setitem(sys.modules, "onnxmltools", None)  # import onnxmltools fails
     with pytest.raises(ConverterMissing, match=r"pip install 'mlfn\[convert-lightgbm\]'"):
         to_onnx(model, tmp_path / "m.onnx", x)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_numbers_the_trees_read_first_may_be_missing_and_answer_as_the_library_does(
+    tmp_path: Path, train: pd.DataFrame, held_out: pd.DataFrame, name: str
+) -> None:
+    """XGBoost and LightGBM send a NaN where they learnt to: a column they read first is
+    optional (``mlfn new`` writes ``float | None``), and the converted trees agree on NaN."""
+    model = MODELS[name]()
+    holes, rows = train[NUMBERS].astype(float), held_out[NUMBERS].astype(float)
+    holes.loc[::4, "income"] = np.nan
+    rows.loc[::3, "income"] = np.nan
+    model.fit(holes, _target(model, train))
+    to_onnx(model, tmp_path / "m.onnx", holes)
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert [c.get("optional") for c in json.loads(metadata["mlfn.columns"])] == [True, True]
+    _answers_alike(tmp_path / "m.onnx", model, rows)
+    # A scaler before the trees sees the NaN: the columns it reads stay required.
+    scaled = _pipeline(MODELS[name]()).fit(train, _target(model, train))
+    to_onnx(scaled, tmp_path / "scaled.onnx", train)
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "scaled.onnx").metadata_props}
+    assert [c.get("optional") for c in json.loads(metadata["mlfn.columns"])] == [None] * 3
+
+
+def test_a_lightgbm_model_not_using_missing_values_takes_every_number() -> None:
+    from runtime.convert.sklearn_columns import _trees_take_nan
+
+    assert _trees_take_nan(lightgbm.LGBMRegressor())
+    assert not _trees_take_nan(lightgbm.LGBMRegressor(use_missing=False))
+    assert not _trees_take_nan(lightgbm.LGBMRegressor(zero_as_missing=True))
+    assert not _trees_take_nan(xgboost.XGBRegressor(missing=0.0))
