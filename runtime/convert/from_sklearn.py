@@ -67,13 +67,14 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         opset = {"": options.get("opset", OPSET), "ai.onnx.ml": boosting.ML_OPSET}
         converter = "skl2onnx (with onnxmltools' converters)"
     try:
-        onnx_model = skl2onnx.to_onnx(
-            graph,
-            initial_types=initial_types,
-            target_opset=opset,
-            # Plain tensors, not a sequence of maps: what V2 clients and the scaffold read.
-            options={id(final): {"zipmap": False}} if hasattr(final, "classes_") else None,
-        )
+        with sklearn_columns.strings_missing_as_text(graph):
+            onnx_model = skl2onnx.to_onnx(
+                graph,
+                initial_types=initial_types,
+                target_opset=opset,
+                # Plain tensors, not a sequence of maps: what V2 clients and the scaffold read.
+                options={id(final): {"zipmap": False}} if hasattr(final, "classes_") else None,
+            )
     except Exception as exc:  # skl2onnx raises many kinds; all mean "cannot convert this"
         raise ConversionError(f"{converter} cannot convert {type(model).__name__}: {exc}") from None
     if columns is not None:

@@ -8,6 +8,7 @@ the model's ``mlfn.columns`` metadata, which ``mlfn new`` turns into one typed f
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from runtime.errors import ConversionError
 class Column:
     """One input column: ``float``, ``int`` or ``str``; the categories an encoder knows (None
     for a plain number), and whether that encoder refuses any other value; ``optional``: a
-    number the model imputes when it is missing (NaN), which a row may leave out."""
+    value the model imputes when it is missing, which a row may leave out (a number is fed as
+    NaN then, a string as ``MISSING_TEXT``)."""
 
     name: str
     type: str
@@ -35,7 +37,15 @@ class Column:
             out["closed"] = self.closed
         if self.optional:
             out["optional"] = True
+            if self.type == "str":  # what the model is fed for a missing string
+                out["missing"] = MISSING_TEXT
         return out
+
+
+# A string column's missing value, as the converted model takes it: ONNX strings have no NaN, so
+# a SimpleImputer of strings is converted to replace this text (skl2onnx converts one that
+# replaces a text, not NaN), and a missing value is fed as it.
+MISSING_TEXT = ""
 
 
 def dumps(columns: list[Column]) -> str:
@@ -62,8 +72,8 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
                 kind = _kind_of_values(categories)
         if categories is not None:
             categories = tuple(_plain(v) for v in categories)
-        optional = name in imputed and kind != "str"
-        if optional:
+        optional = name in imputed
+        if optional and kind != "str":
             kind = "float"  # a missing number is NaN: a float, as pandas reads the column
         columns.append(Column(name, kind, categories, closed, optional))
     return columns
@@ -109,12 +119,15 @@ def frame(model: Any, columns: list[Column], sample: Any, rows: int) -> Any:
 
 
 def feeds(rows: Any, columns: list[Column], dtype: Any) -> dict[str, Any]:
-    """One ``[rows, 1]`` array per column: strings as objects, numbers as ``dtype``."""
+    """One ``[rows, 1]`` array per column: strings as objects (a missing one of an optional
+    column as ``MISSING_TEXT``), numbers as ``dtype``."""
     import numpy as np
 
     out = {}
     for column in columns:
         values = rows[column.name]
+        if column.type == "str" and column.optional:
+            values = values.where(values.notna(), MISSING_TEXT)
         try:
             array = (
                 values.astype(str).to_numpy(dtype=object)
@@ -174,6 +187,30 @@ def restore_names(model: Any, columns: list[Column]) -> None:
         graph_input.name = new
         for node in model.graph.node:
             node.input[:] = [new if name == old else name for name in node.input]
+
+
+@contextlib.contextmanager
+def strings_missing_as_text(model: Any) -> Iterator[None]:
+    """Meanwhile, each fitted SimpleImputer of strings in ``model`` that replaces NaN (or None)
+    replaces ``MISSING_TEXT`` instead, as skl2onnx can convert it; as it was afterwards."""
+    import numpy as np
+    from sklearn.impute import SimpleImputer
+
+    changed = [
+        step
+        for step in steps(model)
+        if isinstance(step, SimpleImputer)
+        and _missing(step.missing_values)
+        and np.asarray(getattr(step, "statistics_", [])).dtype.kind in "OUS"
+    ]
+    before = [step.missing_values for step in changed]
+    for step in changed:
+        step.missing_values = MISSING_TEXT
+    try:
+        yield
+    finally:
+        for step, value in zip(changed, before, strict=True):
+            step.missing_values = value
 
 
 def steps(model: Any) -> Iterator[Any]:

@@ -17,6 +17,22 @@ if TYPE_CHECKING:
     import onnxruntime
 
 
+def _filled(value: Any, text: str) -> Any:
+    """A string input's values with each None as ``text`` (a copy where one is None)."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value, dtype=object)
+    except (ValueError, TypeError):
+        return value  # ragged rows, say: run refuses them as it does any
+    empty = array == None  # noqa: E711 - each element compared, not the array
+    if not empty.any():
+        return array
+    array = array.copy()
+    array[empty] = text
+    return array
+
+
 def _refused_input(exc: Exception) -> bool:
     """onnxruntime's own verdict that the inputs do not fit the graph (INVALID_ARGUMENT, or
     FAIL while running a node: e.g. two inputs whose batch sizes disagree)."""
@@ -116,6 +132,9 @@ class OnnxModel:
         native = getattr(session, "_sess", None)
         cpu_only = session.get_providers() == ["CPUExecutionProvider"]
         self._run: Any = native.run if native is not None and cpu_only else session.run
+        self._missing = {
+            name: text for name, text in self._missing_texts().items() if name in self._dtypes
+        }
 
     @classmethod
     def load(
@@ -157,18 +176,36 @@ class OnnxModel:
     def _known_texts(self) -> dict[str, str]:
         """A category each text column takes, by input, from the metadata ``mlfn convert``
         writes: an encoder that refuses unknown categories refuses ""."""
+        try:
+            return {
+                str(c["name"]): str(c["categories"][0])
+                for c in self._columns()
+                if c.get("type") == "str" and c.get("categories")
+            }
+        except (TypeError, KeyError, IndexError):
+            return {}
+
+    def _columns(self) -> list[dict[str, Any]]:
+        """The named columns ``mlfn convert`` recorded in the metadata (``mlfn.columns``)."""
         import json
 
         try:
             meta = self._session.get_modelmeta().custom_metadata_map
             columns = json.loads(meta.get("mlfn.columns", "[]"))
-            return {
-                str(c["name"]): str(c["categories"][0])
-                for c in columns
-                if c.get("type") == "str" and c.get("categories")
-            }
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return {}
+        except (ValueError, TypeError, AttributeError):
+            return []
+        if not isinstance(columns, list):
+            return []
+        return [c for c in columns if isinstance(c, dict)]
+
+    def _missing_texts(self) -> dict[str, str]:
+        """The text each optional string column's input takes for a missing value (None), by
+        input: the model imputes it (``mlfn convert``: ``missing``)."""
+        return {
+            str(c.get("name")): c["missing"]
+            for c in self._columns()
+            if c.get("type") == "str" and isinstance(c.get("missing"), str)
+        }
 
     def run(
         self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None
@@ -184,8 +221,11 @@ class OnnxModel:
                 f"feeds miss {missing} and add unknown {unknown}"
             )
         arrays = {}
+        texts = self._missing
         for name, value in feeds.items():
             dtype = dtypes[name]
+            if texts and name in texts:
+                value = _filled(value, texts[name])
             # An array of the input's type already (a bulk call's, mostly) goes as it is.
             if dtype is None or (type(value) is self._ndarray and value.dtype is dtype):
                 arrays[name] = value

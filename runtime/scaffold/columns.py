@@ -18,9 +18,10 @@ _PYTHON = {"float": "float", "int": "int", "str": "str"}
 
 @dataclass(frozen=True)
 class ColumnField:
-    """One column's field: its annotation and a value that fits it; ``optional``: a number the
-    model imputes, None by default (its column NaN there). The generated predict feeds the
-    field's column, reshaped, as the model's ``[batch, 1]`` input."""
+    """One column's field: its annotation and a value that fits it; ``optional``: a value the
+    model imputes, None by default (a number's column NaN there; a string's None, which the
+    model is fed as its missing text). The generated predict feeds the field's column,
+    reshaped, as the model's ``[batch, 1]`` input."""
 
     name: str
     annotation: str
@@ -61,6 +62,6 @@ def column_fields(
         sample: Any = {"float": 0.0, "int": 0, "str": ""}[column["type"]]
         if categories:
             sample = str(categories[0]) if column["type"] == "str" else categories[0]
-        optional = column.get("optional") is True and column["type"] == "float"
+        optional = column.get("optional") is True
         fields.append(ColumnField(spec.name, annotation, sample, optional))
     return fields

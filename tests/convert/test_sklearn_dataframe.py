@@ -387,7 +387,7 @@ def test_a_model_whose_encoder_refuses_unknown_categories_warms_up(
 APP_MODULES = ("function_app", "functions")
 
 
-def test_numbers_the_pipeline_imputes_may_be_left_out_over_http_and_in_a_csv(
+def test_values_the_pipeline_imputes_may_be_left_out_over_http_and_in_files(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     loans: pd.DataFrame,
@@ -395,17 +395,22 @@ def test_numbers_the_pipeline_imputes_may_be_left_out_over_http_and_in_a_csv(
     container: str,
     isolated_imports: None,
 ) -> None:
-    """A SimpleImputer reads the numbers first: a row may leave one out (JSON null, no key, an
-    empty CSV cell) and gets what the pipeline predicts for NaN there; a number read by
-    anything else is still required."""
+    """A SimpleImputer reads a number and a string first: a row may leave them out (JSON null,
+    no key, an empty CSV cell, a Parquet null) and gets what the pipeline predicts for NaN
+    there; a number read by anything else is still required."""
     holes = loans[["age", "annual income", "city"]].copy()
     holes.loc[::5, "annual income"] = np.nan
+    holes.loc[::7, "city"] = np.nan
     target = 3 * loans["age"] - loans["annual income"].fillna(50.0)
     prep = ColumnTransformer(
         [
             ("imputed", make_pipeline(SimpleImputer(), StandardScaler()), ["annual income"]),
             ("scaled", StandardScaler(), ["age"]),  # NaN would reach the scaler: required
-            ("city", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+            (
+                "city",
+                make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder()),
+                ["city"],
+            ),
         ]
     )
     joblib.dump(make_pipeline(prep, LinearRegression()).fit(holes, target), tmp_path / "r.joblib")
@@ -417,8 +422,9 @@ def test_numbers_the_pipeline_imputes_may_be_left_out_over_http_and_in_a_csv(
         "--sample", str(tmp_path / "train.csv"),
     )  # fmt: skip
     assert done.exit_code == 0, (done.output, done.exc_info)
-    assert [c.get("optional") for c in json.loads(_metadata(app / "models/r.onnx")["mlfn.columns"])] == [
-        None, True, None,
+    columns = json.loads(_metadata(app / "models/r.onnx")["mlfn.columns"])
+    assert [(c.get("optional"), c.get("missing")) for c in columns] == [
+        (None, None), (True, None), (True, ""),
     ]  # fmt: skip
     made = mlfn(
         monkeypatch, app, "new", "spend", "--model", "models/r.onnx", "--template", "regressor"
@@ -429,17 +435,18 @@ def test_numbers_the_pipeline_imputes_may_be_left_out_over_http_and_in_a_csv(
     assert (
         '    annual_income: Float32 | None = Field(default=None, alias="annual income")\n' in text
     )
+    assert '    city: Literal["oslo", "paris", "rome"] | None = None\n' in text
 
     rows = pd.DataFrame(
         {"age": [30, 41, 52, 63], "annual income": [48.5, np.nan, np.nan, 61.0],
-         "city": ["oslo", "rome", "paris", "oslo"]}
+         "city": ["oslo", "rome", np.nan, np.nan]}
     )  # fmt: skip
     expected = model.predict(rows)
     instances: list[dict[str, Any]] = [
         {"age": 30, "annual income": 48.5, "city": "oslo"},
         {"age": 41, "annual income": None, "city": "rome"},  # JSON null
-        {"age": 52, "city": "paris"},  # left out
-        {"age": 63, "annual income": 61.0, "city": "oslo"},
+        {"age": 52},  # left out
+        {"age": 63, "annual income": 61.0, "city": None},
     ]
     env = app_env(azurite.connection_string, container, tmp_path, MLFN_HOST_BLOB_SCAN_S="0.2")
     host = LocalHost(app, env).start()
