@@ -239,6 +239,29 @@ def test_run_times_learnt_after_an_estimate_change_the_next_one() -> None:
     assert times.expect(8) is None
 
 
+def test_a_fit_that_a_learn_overtook_is_used_once_not_kept() -> None:
+    """Runs are learnt on worker threads while the loop estimates: a learn that lands while
+    a line is fitted must not be hidden behind that stale line until the next learn."""
+
+    class Overtaken(RunTimes):
+        racing = True
+
+        def _fit(self) -> tuple[float, float]:
+            line = super()._fit()  # fitted from the runs before the learns below
+            if self.racing:  # another thread's learns, meanwhile: runs twice as long
+                self.racing = False
+                for _ in range(20):
+                    for n in (1, 2, 4):
+                        self.learn(n, 0.02 * n)
+            return line
+
+    times = Overtaken()
+    for n in (1, 2, 4):
+        times.learn(n, 0.01 * n)
+    assert times.expect(8) == pytest.approx(0.08)  # the fit it made, used once
+    assert times.expect(8) == pytest.approx(0.16, rel=0.01)  # fitted anew, not the stale one
+
+
 def test_a_target_counts_the_instances_waiting_now_not_those_that_waited_before() -> None:
     """Requests that left the line (run, or answered at their deadline) no longer count in
     the estimate a new request is shed by."""
