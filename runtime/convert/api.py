@@ -36,6 +36,7 @@ class Conversion:
     tolerance: float
     synthesised: bool = False  # the rows were made up, not given: they may miss the edges
     constant: tuple[str, ...] = ()  # outputs that gave one value for every row
+    missing_rows: int = 0  # rows answered besides, with the optional columns left out
 
     @property
     def largest_difference(self) -> float:
@@ -115,7 +116,16 @@ def to_onnx(
     constant = tuple(
         output for output, values in converted.expected.items() if count > 1 and _constant(values)
     )
-    return Conversion(target, name, count, differences, tolerance, converted.synthesised, constant)
+    return Conversion(
+        target,
+        name,
+        count - converted.missing_rows,
+        differences,
+        tolerance,
+        converted.synthesised,
+        constant,
+        converted.missing_rows,
+    )
 
 
 def _constant(values: Any) -> bool:

@@ -42,6 +42,8 @@ class Converted:
     # The converter made the rows up: no sample was given, and the model carried none (a
     # torch.export archive's example inputs are the user's own rows).
     synthesised: bool = False
+    # Of the rows, those the converter added: copies with the optional columns left out.
+    missing_rows: int = 0
 
 
 def require(module: str, framework: str, extra: str, package: str | None = None) -> ModuleType:

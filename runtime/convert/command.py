@@ -66,7 +66,14 @@ def convert(
     except HostError as exc:
         raise click.ClickException(str(exc)) from None
     made_up = "synthesised " if done.synthesised else ""
-    click.echo(f"onnx checker: passed; {done.rows} {made_up}sample rows answered by both models")
+    besides = (
+        f", and {done.missing_rows} copies of them with the optional columns left out"
+        if done.missing_rows
+        else ""
+    )
+    click.echo(
+        f"onnx checker: passed; {done.rows} {made_up}sample rows answered by both models{besides}"
+    )
     for output in done.constant:
         click.echo(
             f"warning: output {output!r} gave one value for every sample row, so the proof "

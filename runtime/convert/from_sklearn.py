@@ -46,6 +46,7 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
 
     final = _final_step(model)
     columns = sklearn_columns.columns_of(model, sample)
+    missing_rows = 0
     graph = model if _imputes(model) else _cast_before_tree(model, final)
     dtype = np.float64 if graph is not model else np.float32
     tensor_type = DoubleTensorType if dtype == np.float64 else FloatTensorType
@@ -55,7 +56,9 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         feeds: dict[str, Any] = {input_name: x}
         initial_types = [(input_name, tensor_type([None, x.shape[1]]))]
     else:
-        x = sklearn_columns.frame(model, columns, sample, rows)
+        given = sklearn_columns.frame(model, columns, sample, rows)
+        x = sklearn_columns.with_missing(given, columns)
+        missing_rows = len(x) - len(given)
         feeds = sklearn_columns.feeds(x, columns, dtype)
         initial_types = sklearn_columns.initial_types(columns, tensor_type)
         graph = sklearn_columns.joined(graph, columns, x)
@@ -106,7 +109,9 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         expected[outputs[0]] = np.asarray(model.predict(x))
     else:
         expected[outputs[0]] = np.asarray(model.transform(x))
-    return Converted(onnx_model, feeds, expected, synthesised=sample is None)
+    return Converted(
+        onnx_model, feeds, expected, synthesised=sample is None, missing_rows=missing_rows
+    )
 
 
 def _imputes(model: Any) -> bool:

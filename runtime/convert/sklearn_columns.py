@@ -191,8 +191,8 @@ def restore_names(model: Any, columns: list[Column]) -> None:
 
 @contextlib.contextmanager
 def strings_missing_as_text(model: Any) -> Iterator[None]:
-    """Meanwhile, each fitted SimpleImputer of strings in ``model`` that replaces NaN (or None)
-    replaces ``MISSING_TEXT`` instead, as skl2onnx can convert it; as it was afterwards."""
+    """Meanwhile, each fitted SimpleImputer of strings in ``model`` that replaces NaN replaces
+    ``MISSING_TEXT`` instead, as skl2onnx can convert it; as it was afterwards."""
     import numpy as np
     from sklearn.impute import SimpleImputer
 
@@ -200,7 +200,7 @@ def strings_missing_as_text(model: Any) -> Iterator[None]:
         step
         for step in steps(model)
         if isinstance(step, SimpleImputer)
-        and _missing(step.missing_values)
+        and _is_nan(step.missing_values)
         and np.asarray(getattr(step, "statistics_", [])).dtype.kind in "OUS"
     ]
     before = [step.missing_values for step in changed]
@@ -225,7 +225,8 @@ def steps(model: Any) -> Iterator[Any]:
 
 def _routes(model: Any, names: list[str]) -> list[tuple[list[str], Any]]:
     """Which transformer first sees which columns: a ColumnTransformer's parts (through a
-    pipeline's first steps), else the whole model for every column."""
+    pipeline's first steps; ``"passthrough"`` for those it passes on as they are), else the
+    whole model for every column."""
     first = _column_transformer(model)
     if first is None:
         return [(names, model)]
@@ -233,7 +234,7 @@ def _routes(model: Any, names: list[str]) -> list[tuple[list[str], Any]]:
     return [
         ([names[i] for i in indices.get(label, ())], part)
         for label, part, _ in first.transformers_
-        if not isinstance(part, str)
+        if not isinstance(part, str) or part == "passthrough"
     ]
 
 
@@ -276,32 +277,89 @@ def _encoded(model: Any, names: list[str]) -> dict[str, tuple[Any, bool]]:
 
 
 def _imputed(model: Any, names: list[str]) -> set[str]:
-    """The columns whose NaN the step reading them first replaces (a SimpleImputer of NaN) or
+    """The columns whose NaN every step reading them first replaces (a SimpleImputer of NaN) or
     takes as missing (XGBoost's and LightGBM's trees, whose converted trees send it where the
-    library does): a row may leave them out, fed to the model as NaN. A column any other step
-    reads first is not: NaN would reach it as a value."""
+    library does; through a ColumnTransformer's passthrough too): a row may leave them out, fed
+    to the model as NaN. A column any other step reads first is not, nor one another part of a
+    ColumnTransformer reads as well: NaN would reach that step as a value."""
     from sklearn.impute import SimpleImputer
 
-    found: set[str] = set()
-    for columns, part in _routes(model, names):
+    def takes_nan(part: Any) -> bool:
         for step in _leading(part):
-            imputer = isinstance(step, SimpleImputer) and _missing(step.missing_values)
-            if imputer or _trees_take_nan(step):
-                found.update(columns)
-    return found
+            if isinstance(step, SimpleImputer) and _is_nan(step.missing_values):
+                return True
+            if _trees_take_nan(step):
+                return True
+        return False
+
+    after = _after_columns(model)
+    takes: dict[str, list[bool]] = {}
+    for columns, part in _routes(model, names):
+        reader = after if _passes(part) else part  # passed on as it is: the next step reads it
+        taken = reader is not None and takes_nan(reader)
+        for name in columns:
+            takes.setdefault(name, []).append(taken)
+    return {name for name, each in takes.items() if all(each)}
+
+
+def _passes(part: Any) -> bool:
+    """A ColumnTransformer's part that passes its columns on as they are: ``"passthrough"``, as
+    declared, or the identity FunctionTransformer scikit-learn fits in its place."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    if isinstance(part, str):
+        return part == "passthrough"
+    return isinstance(part, FunctionTransformer) and part.func is None
+
+
+def _after_columns(model: Any) -> Any:
+    """The step a leading ColumnTransformer's output goes to (the next step of the pipeline
+    that starts with it), or None."""
+    if not hasattr(model, "steps"):
+        return None
+    first = model.steps[0][1]
+    inner = _after_columns(first) if hasattr(first, "steps") else None
+    if inner is not None:
+        return inner
+    return model.steps[1][1] if len(model.steps) > 1 else None
 
 
 def _trees_take_nan(step: Any) -> bool:
     """An XGBoost estimator whose ``missing`` is NaN, or a LightGBM one using missing values
-    (both their defaults)."""
+    (both their defaults; LightGBM's flags may be given as text, as its own parameters)."""
     library = type(step).__module__.partition(".")[0]
     if library == "xgboost":
-        return _missing(getattr(step, "missing", None))
+        return _is_nan(getattr(step, "missing", None))
     if library == "lightgbm":
-        return getattr(step, "use_missing", True) is not False and not getattr(
-            step, "zero_as_missing", False
+        return _flag(getattr(step, "use_missing", True)) and not _flag(
+            getattr(step, "zero_as_missing", False)
         )
     return False
+
+
+def _flag(value: Any) -> bool:
+    """A LightGBM boolean parameter: a bool, or text such as ``"false"``."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "-", "")
+    return bool(value)
+
+
+def with_missing(rows: Any, columns: list[Column]) -> Any:
+    """``rows`` and, when some columns are optional, ``MISSING_ROWS`` more: copies of the first
+    with every optional column missing (NaN), so that the proof shows the converted model
+    answers a missing value as the original does."""
+    import numpy as np
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    optional = [c.name for c in columns if c.optional]
+    if not optional or not len(rows):
+        return rows
+    missing = rows.head(MISSING_ROWS).assign(**dict.fromkeys(optional, np.nan))
+    return pd.concat([rows, missing], ignore_index=True)
+
+
+# Rows the proof adds with the optional columns missing (``with_missing``).
+MISSING_ROWS = 8
 
 
 def _scaled(model: Any, names: list[str]) -> dict[str, tuple[float, float]]:
@@ -349,7 +407,12 @@ def _kind_of_values(values: Any) -> str:
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or _is_nan(value)
+
+
+def _is_nan(value: Any) -> bool:
+    """NaN, what pandas reads a missing value as (an imputer of None is left as it is)."""
+    return isinstance(value, float) and value != value
 
 
 def _plain(value: Any) -> Any:

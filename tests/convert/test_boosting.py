@@ -285,3 +285,24 @@ def test_a_lightgbm_model_not_using_missing_values_takes_every_number() -> None:
     assert not _trees_take_nan(lightgbm.LGBMRegressor(use_missing=False))
     assert not _trees_take_nan(lightgbm.LGBMRegressor(zero_as_missing=True))
     assert not _trees_take_nan(xgboost.XGBRegressor(missing=0.0))
+    assert not _trees_take_nan(lightgbm.LGBMRegressor(use_missing="false"))  # LightGBM's text
+    assert not _trees_take_nan(lightgbm.LGBMRegressor(zero_as_missing="true"))
+
+
+def test_numbers_passed_through_to_the_trees_may_be_missing(
+    tmp_path: Path, train: pd.DataFrame, held_out: pd.DataFrame
+) -> None:
+    prep = ColumnTransformer(
+        [("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder="passthrough"
+    )
+    model = Pipeline([("prep", prep), ("model", MODELS["XGBRegressor"]())])
+    holes, rows = train.copy(), held_out.copy()
+    holes["income"] = holes["income"].where(holes.index % 4 > 0)
+    rows["income"] = rows["income"].where(rows.index % 3 > 0)
+    model.fit(holes, _target(model, train))
+    done = to_onnx(model, tmp_path / "m.onnx", holes)
+    assert done.missing_rows == 8  # proven on rows with age and income missing too
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    optional = {c["name"]: c.get("optional") for c in json.loads(metadata["mlfn.columns"])}
+    assert optional == {"age": True, "income": True, "city": None}
+    _answers_alike(tmp_path / "m.onnx", model, rows)

@@ -492,3 +492,24 @@ def test_values_the_pipeline_imputes_may_be_left_out_over_http_and_in_files(
     table = pd.read_parquet(tmp_path / "scored.parquet")
     assert table["error"].isna().all()
     np.testing.assert_allclose(table["prediction"], expected, rtol=1e-4)
+
+
+def test_a_column_another_step_reads_as_well_stays_required_and_the_proof_tries_missing_values(
+    tmp_path: Path, loans: pd.DataFrame
+) -> None:
+    """The scaler reads "annual income" too: NaN would reach it (scikit-learn refuses such a
+    row, the converted model answered null), so only "age", imputed wherever it is read, may
+    be left out; the proof answers copies of rows with it missing."""
+    holes = loans[["age", "annual income"]].astype(float)
+    holes.loc[::5, ["age", "annual income"]] = np.nan
+    prep = ColumnTransformer(
+        [
+            ("imputed", SimpleImputer(), ["age", "annual income"]),
+            ("scaled", StandardScaler(), ["annual income"]),
+        ]
+    )
+    model = make_pipeline(prep, LogisticRegression()).fit(holes.fillna(40.0), _outcome(loans))
+    done = to_onnx(model, tmp_path / "m.onnx", holes.fillna({"annual income": 50.0}))
+    columns = json.loads(_metadata(tmp_path / "m.onnx")["mlfn.columns"])
+    assert [c.get("optional") for c in columns] == [True, None]
+    assert (done.rows, done.missing_rows) == (len(loans), 8)
