@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -52,6 +54,12 @@ def stacked(columns: Columns, names: Sequence[str], dtype: Any = None) -> Any:
 
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def _numpy_bool() -> type:
+    """numpy's bool type where numpy is imported already (a limit may be one), else bool."""
+    numpy = sys.modules.get("numpy")
+    return numpy.bool_ if numpy is not None else bool
 
 
 @dataclass(frozen=True)
@@ -106,26 +114,32 @@ class Limits:
                 raise ValueError(f"{name} must be > 0 (or None)")
 
     def _check_types(self) -> None:
-        """Each limit of its kind, said by name: a setting read from text (``"20"``) or a
-        bool where a number goes would otherwise fail later, in a comparison, with no name."""
+        """Each limit of its kind, said by name, and kept as Python's own int, float or bool:
+        a setting read from text (``"20"``) or a bool where a number goes would otherwise fail
+        later, in a comparison, with no name; a numpy number would reach an error's JSON."""
         for name in ("max_batch_size", "max_request_bytes", "max_concurrent_batches",
                      "max_pending_requests"):  # fmt: skip
             value = getattr(self, name)
-            if type(value) is bool or not isinstance(value, numbers.Integral):  # numpy's too
+            if isinstance(value, bool | _numpy_bool()) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"Limits.{name} must be an int, not {value!r}")
+            object.__setattr__(self, name, int(value))
         for name in ("max_batch_wait_ms", "latency_target_ms", "timeout_ms"):
             value = getattr(self, name)
             optional = name != "max_batch_wait_ms"
-            if (value is None and optional) or (
-                type(value) is not bool and isinstance(value, numbers.Real)
-            ):
+            if value is None and optional:
                 continue
-            kind = "a number of milliseconds" + (" or None" if optional else "")
-            raise TypeError(f"Limits.{name} must be {kind}, not {value!r}")
-        if not isinstance(self.inline_fast_runs, bool):
+            kind = "a finite number of milliseconds" + (" or None" if optional else "")
+            if isinstance(value, bool | _numpy_bool()) or not isinstance(value, numbers.Real):
+                raise TypeError(f"Limits.{name} must be {kind}, not {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"Limits.{name} must be {kind}, not {value!r}")
+            plain = int(value) if isinstance(value, numbers.Integral) else float(value)
+            object.__setattr__(self, name, plain)
+        if not isinstance(self.inline_fast_runs, bool | _numpy_bool()):
             raise TypeError(
                 f"Limits.inline_fast_runs must be a bool, not {self.inline_fast_runs!r}"
             )
+        object.__setattr__(self, "inline_fast_runs", bool(self.inline_fast_runs))
 
     @property
     def default_timeout_ms(self) -> float | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import BaseModel
 
@@ -78,13 +81,13 @@ def test_model_pins_and_limits_are_checked() -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"latency_target_ms": "20"}, "Limits.latency_target_ms must be a number of "
+        ({"latency_target_ms": "20"}, "Limits.latency_target_ms must be a finite number of "
          "milliseconds or None, not '20'"),
-        ({"max_batch_wait_ms": None}, "max_batch_wait_ms must be a number of milliseconds, "
-         "not None"),
+        ({"max_batch_wait_ms": None}, "max_batch_wait_ms must be a finite number of "
+         "milliseconds, not None"),
         ({"max_batch_size": 8.0}, "Limits.max_batch_size must be an int, not 8.0"),
         ({"max_pending_requests": True}, "max_pending_requests must be an int, not True"),
-        ({"timeout_ms": False}, "timeout_ms must be a number of milliseconds or None"),
+        ({"timeout_ms": False}, "timeout_ms must be a finite number of milliseconds or None"),
         ({"inline_fast_runs": 0}, "inline_fast_runs must be a bool, not 0"),
     ],
 )  # fmt: skip
@@ -93,9 +96,22 @@ def test_a_limit_of_the_wrong_kind_is_refused_by_name(given: dict[str, Any], mes
         Limits(**given)
 
 
-def test_limits_of_their_kinds_are_kept() -> None:
+def test_limits_of_their_kinds_are_kept_as_pythons_own() -> None:
     limits = Limits(max_batch_wait_ms=2, latency_target_ms=20, timeout_ms=12.5)
     assert (limits.max_batch_wait_ms, limits.latency_target_ms, limits.timeout_ms) == (2, 20, 12.5)
+    # numpy's numbers are taken as Python's: an error's JSON names a limit (json refuses int64).
+    limits = Limits(
+        max_request_bytes=np.int64(300), timeout_ms=np.float32(1.5), inline_fast_runs=np.True_
+    )
+    assert json.dumps([limits.max_request_bytes, limits.timeout_ms, limits.inline_fast_runs]) == (
+        "[300, 1.5, true]"
+    )
+
+
+@pytest.mark.parametrize("name", ["max_batch_wait_ms", "latency_target_ms", "timeout_ms"])
+def test_a_limit_of_time_is_finite(name: str) -> None:
+    with pytest.raises(ValueError, match=f"Limits.{name} must be a finite number"):
+        Limits(**{name: math.inf})
 
 
 def test_a_tensor_only_endpoint_needs_no_schemas_but_predict_does() -> None:
