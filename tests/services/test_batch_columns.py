@@ -237,3 +237,26 @@ def test_a_dataframes_own_csv_with_its_unnamed_index_column_scores(
         outputs.append(_records("csv", written))
     assert [r["label"] for r in outputs[0]] == ["0", "1", "2"]  # setosa, versicolor, virginica
     assert all(_same(b, a) for a, b in zip(*outputs, strict=True))
+
+
+def test_a_parquet_string_that_is_not_utf8_fails_its_row_alone(
+    azurite: AzuriteInfo, example_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Parquet does not check what a writer stored as a string: the columns' checks raised on
+    it, and the whole file failed (an InternalError) where the row path fails the one row."""
+    texts = [b"a", b"\xff\xfe", b"c"]
+    offsets = np.cumsum([0] + [len(t) for t in texts]).astype(np.int32)
+    tag = pa.Array.from_buffers(
+        pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(texts))]
+    )
+    flowers = {f: [5.1, 6.2, 7.7] for f in FEATURES}
+    sink = io.BytesIO()
+    pq.write_table(pa.table({**flowers, "tag": tag}), sink)
+    prefix = f"c{uuid.uuid4().hex[:10]}"
+    service = _service(example_models["iris"], tmp_path, azurite, prefix)
+    for name in ("byrows", "bycols"):
+        summary, written = _score(service, azurite, prefix, name, "odd.parquet", sink.getvalue())
+        assert (summary.rows, summary.errors) == (3, 1), (name, summary)
+        records = _records("parquet", written)
+        assert [r["error"] is None for r in records] == [True, False, True], name
+        assert "cannot be read" in records[1]["error"], name
