@@ -205,14 +205,41 @@ def _plain(value: Any) -> Any:
 
 def _typed(pa: Any, values: list[Any], annotation: Any) -> Any:
     """``values`` as the field's Arrow type; what its annotation does not fix (an ``Any``, a
-    union), as Arrow reads the values; JSON text only for values of mixed kinds."""
+    union), as Arrow reads the values; JSON text only for values of mixed kinds. A few values
+    the field's type cannot hold (a refused request's text that is not UTF-8; a V2 tensor's
+    row of one value, which is taken as that value) are nulls in a column kept of its type:
+    one odd request must not turn a day's column into JSON text, which drift cannot compare."""
     kind = arrow_type(pa, annotation) if annotation is not None else None
-    for attempt in [kind, None] if kind is not None else [None]:
+    if kind is not None:
         try:
-            return pa.array(values, type=attempt)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            return pa.array(values, type=kind)
+        except _REFUSED:
+            kept = [_fitting(pa, v, kind) for v in values]
+            given = sum(v is not None for v in values)
+            if 2 * sum(v is not None for v in kept) >= given:
+                return pa.array(kept, type=kind)
+    try:
+        return pa.array(values)
+    except _REFUSED:
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values])
+
+
+_REFUSED = (ArithmeticError, TypeError, ValueError)  # Arrow's errors are ValueError's too
+
+
+def _fitting(pa: Any, value: Any, kind: Any) -> Any:
+    """``value`` (or the one value of a list of one) if a column of ``kind`` holds it, else
+    None."""
+    if value is None:
+        return None
+    candidates = (value, value[0]) if isinstance(value, list) and len(value) == 1 else (value,)
+    for candidate in candidates:
+        try:
+            pa.array([candidate], type=kind)
+        except _REFUSED:
             continue
-    return pa.array([None if v is None else json.dumps(v, default=str) for v in values])
+        return candidate
+    return None
 
 
 def parquet_bytes(table: Any) -> bytes:

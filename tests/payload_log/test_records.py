@@ -256,3 +256,36 @@ def test_without_pyarrow_the_log_is_off_said_once_and_requests_go_on(
         app.close()
     assert app.services.payload_log is None
     assert "pip install 'mlfn[payload-log]'" in caplog.text
+
+
+def test_one_odd_request_does_not_turn_a_files_column_into_json_text() -> None:
+    """A refused request's text that is not UTF-8, and a V2 request's [batch, 1] tensors,
+    beside ordinary requests: the columns keep their fields' types (drift compares them), the
+    odd value a null, a tensor's row of one value that value."""
+    import numpy as np
+    from pydantic import BaseModel
+
+    from runtime.payload_log.columns import Layout
+    from runtime.payload_log.records import Entry
+
+    class Applicant(BaseModel):
+        age: float
+        city: str
+
+    class Decision(BaseModel):
+        ok: bool
+
+    def entry(inputs: Any, status: int = 200) -> Entry:
+        return Entry(0.0, "http", None, None, None, "r", status, 1.0, None, inputs, None, 1, 100)
+
+    entries = [
+        entry([Applicant(age=30, city="oslo")]),
+        entry([Applicant(age=41, city="rome")]),
+        entry([Applicant(age=52, city="lone \ud800")], status=400),  # JSON's "\ud800"
+        entry({"age": np.array([[63.0]]), "city": np.array([["paris"]], dtype=object)}),
+    ]
+    table = Layout("e", Applicant, Decision).table(entries)
+    assert table.schema.field("input_age").type == pa.float64()
+    assert table.schema.field("input_city").type == pa.string()
+    assert table.column("input_age").to_pylist() == [30.0, 41.0, 52.0, 63.0]
+    assert table.column("input_city").to_pylist() == ["oslo", "rome", None, "paris"]
