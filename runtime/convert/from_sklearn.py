@@ -14,6 +14,7 @@ onnxruntime's Imputer takes float32 alone)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -56,9 +57,14 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         feeds: dict[str, Any] = {input_name: x}
         initial_types = [(input_name, tensor_type([None, x.shape[1]]))]
     else:
+        sklearn_columns.refuse_none_categories(model, columns)
         given = sklearn_columns.frame(model, columns, sample, rows)
         x = sklearn_columns.with_missing(given, columns)
         missing_rows = len(x) - len(given)
+        if missing_rows and not _answers(model, x.tail(missing_rows)):
+            # The original refuses a missing value there after all: no column is optional.
+            columns = [dataclasses.replace(c, optional=False) for c in columns]
+            x, missing_rows = given, 0
         feeds = sklearn_columns.feeds(x, columns, dtype)
         initial_types = sklearn_columns.initial_types(columns, tensor_type)
         graph = sklearn_columns.joined(graph, columns, x)
@@ -112,6 +118,15 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     return Converted(
         onnx_model, feeds, expected, synthesised=sample is None, missing_rows=missing_rows
     )
+
+
+def _answers(model: Any, rows: Any) -> bool:
+    """Whether ``model`` answers ``rows`` (rows with the columns taken as optional missing)."""
+    try:
+        (model.predict if hasattr(model, "predict") else model.transform)(rows)
+    except Exception:  # scikit-learn's "Input X contains NaN", an encoder's unknown category
+        return False
+    return True
 
 
 def _imputes(model: Any) -> bool:

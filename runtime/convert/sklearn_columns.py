@@ -44,8 +44,10 @@ class Column:
 
 # A string column's missing value, as the converted model takes it: ONNX strings have no NaN, so
 # a SimpleImputer of strings is converted to replace this text (skl2onnx converts one that
-# replaces a text, not NaN), and a missing value is fed as it.
-MISSING_TEXT = ""
+# replaces a text, not NaN), and a missing value is fed as it. No category a person names: ""
+# is one scikit-learn takes as it is (an unknown category, or one it learnt), not as missing,
+# and onnxruntime reads "\x00" as "".
+MISSING_TEXT = "<mlfn:missing>"
 
 
 def dumps(columns: list[Column]) -> str:
@@ -127,7 +129,7 @@ def feeds(rows: Any, columns: list[Column], dtype: Any) -> dict[str, Any]:
     for column in columns:
         values = rows[column.name]
         if column.type == "str" and column.optional:
-            values = values.where(values.notna(), MISSING_TEXT)
+            values = values.astype(object).where(values.notna(), MISSING_TEXT)  # a category too
         try:
             array = (
                 values.astype(str).to_numpy(dtype=object)
@@ -276,6 +278,29 @@ def _encoded(model: Any, names: list[str]) -> dict[str, tuple[Any, bool]]:
     return found
 
 
+def refuse_none_categories(model: Any, columns: list[Column]) -> None:
+    """ConversionError for an optional string column whose encoder learnt None as a category:
+    the imputer replaces NaN, not the None a DataFrame made from records or SQL holds, so
+    scikit-learn answers None as a category of its own, which a missing value served as
+    missing would not match."""
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    optional = {c.name for c in columns if c.optional and c.type == "str"}
+    for names, part in _routes(model, [c.name for c in columns]):
+        for step in _leading(part):
+            if not isinstance(step, OneHotEncoder | OrdinalEncoder):
+                continue
+            for name, categories in zip(names, step.categories_, strict=False):
+                if name in optional and any(v is None for v in categories):
+                    raise ConversionError(
+                        f"column {name!r} held None when the model was fitted: its imputer "
+                        "replaces NaN only, so the encoder learnt None as a category, which a "
+                        "served request cannot send apart from a missing value; fit it again "
+                        "with None as NaN (df[col] = df[col].fillna(np.nan)), or impute None "
+                        "(SimpleImputer(missing_values=None))"
+                    )
+
+
 def _imputed(model: Any, names: list[str]) -> set[str]:
     """The columns whose NaN every step reading them first replaces (a SimpleImputer of NaN) or
     takes as missing (XGBoost's and LightGBM's trees, whose converted trees send it where the
@@ -304,12 +329,13 @@ def _imputed(model: Any, names: list[str]) -> set[str]:
 
 def _passes(part: Any) -> bool:
     """A ColumnTransformer's part that passes its columns on as they are: ``"passthrough"``, as
-    declared, or the identity FunctionTransformer scikit-learn fits in its place."""
+    declared, or the identity FunctionTransformer scikit-learn fits in its place (one that
+    validates its input refuses NaN itself)."""
     from sklearn.preprocessing import FunctionTransformer
 
     if isinstance(part, str):
         return part == "passthrough"
-    return isinstance(part, FunctionTransformer) and part.func is None
+    return isinstance(part, FunctionTransformer) and part.func is None and not part.validate
 
 
 def _after_columns(model: Any) -> Any:
@@ -354,8 +380,15 @@ def with_missing(rows: Any, columns: list[Column]) -> Any:
     optional = [c.name for c in columns if c.optional]
     if not optional or not len(rows):
         return rows
-    missing = rows.head(MISSING_ROWS).assign(**dict.fromkeys(optional, np.nan))
-    return pd.concat([rows, missing], ignore_index=True)
+    # Each optional column of a type that holds NaN (a float; text as objects, a category too),
+    # in the rows given as in those added.
+    widened = rows.astype(
+        {n: np.float64 if rows[n].dtype.kind in "iufb" else object for n in optional}
+    )
+    missing = widened.head(MISSING_ROWS).copy()
+    for name in optional:
+        missing[name] = pd.Series(np.nan, index=missing.index, dtype=widened[name].dtype)
+    return pd.concat([widened, missing], ignore_index=True)
 
 
 # Rows the proof adds with the optional columns missing (``with_missing``).

@@ -18,19 +18,28 @@ if TYPE_CHECKING:
 
 
 def _filled(value: Any, text: str) -> Any:
-    """A string input's values with each None as ``text`` (a copy where one is None)."""
+    """A string input's values with each missing one (None, NaN, pandas' NA: what a predict
+    using pandas may hold) as ``text``; a copy where one is missing."""
     import numpy as np
 
     try:
         array = np.asarray(value, dtype=object)
     except (ValueError, TypeError):
         return value  # ragged rows, say: run refuses them as it does any
-    empty = array == None  # noqa: E711 - each element compared, not the array
+    empty = np.frompyfunc(_is_missing, 1, 1)(array).astype(bool)
     if not empty.any():
         return array
     array = array.copy()
     array[empty] = text
     return array
+
+
+def _is_missing(value: Any) -> bool:
+    return (
+        value is None
+        or (isinstance(value, float) and value != value)
+        or type(value).__name__ == "NAType"  # pandas.NA, without importing pandas
+    )
 
 
 def _refused_input(exc: Exception) -> bool:

@@ -6,6 +6,7 @@ request's path; pyarrow is imported here, on the first flush."""
 from __future__ import annotations
 
 import json
+import logging
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,8 @@ from runtime.payload_log.records import Entry
 from runtime.protocol.batch_formats import output_columns
 from runtime.protocol.parquet_rows import arrow_type, pyarrow
 from runtime.scored import ModelInfo
+
+log = logging.getLogger("mlfn.payload_log")
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"mlfn.payload_log"
@@ -61,7 +64,7 @@ class Layout:
         arrays = list(meta.values())
         for name, values in built.columns.items():
             names.append(name)
-            arrays.append(_typed(pa, values, self._declared.get(name)))
+            arrays.append(_typed(pa, name, values, self._declared.get(name)))
         fields = {
             "version": FORMAT_VERSION,
             "endpoint": self.endpoint,
@@ -203,21 +206,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _typed(pa: Any, values: list[Any], annotation: Any) -> Any:
+def _typed(pa: Any, name: str, values: list[Any], annotation: Any) -> Any:
     """``values`` as the field's Arrow type; what its annotation does not fix (an ``Any``, a
     union), as Arrow reads the values; JSON text only for values of mixed kinds. A few values
-    the field's type cannot hold (a refused request's text that is not UTF-8; a V2 tensor's
-    row of one value, which is taken as that value) are nulls in a column kept of its type:
-    one odd request must not turn a day's column into JSON text, which drift cannot compare."""
+    the field's type cannot hold (a refused request's text that is not UTF-8) are nulls, told
+    in the log, in a column kept of its type, and a V2 tensor's row of one value is that
+    value: one odd request must not turn a day's column into JSON text, which drift cannot
+    compare."""
     kind = arrow_type(pa, annotation) if annotation is not None else None
     if kind is not None:
-        try:
-            return pa.array(values, type=kind)
-        except _REFUSED:
-            kept = [_fitting(pa, v, kind) for v in values]
-            given = sum(v is not None for v in values)
-            if 2 * sum(v is not None for v in kept) >= given:
-                return pa.array(kept, type=kind)
+        held = _held(pa, name, values, kind)
+        if held is not None:
+            return held
     try:
         return pa.array(values)
     except _REFUSED:
@@ -227,19 +227,48 @@ def _typed(pa: Any, values: list[Any], annotation: Any) -> Any:
 _REFUSED = (ArithmeticError, TypeError, ValueError)  # Arrow's errors are ValueError's too
 
 
-def _fitting(pa: Any, value: Any, kind: Any) -> Any:
-    """``value`` (or the one value of a list of one) if a column of ``kind`` holds it, else
-    None."""
-    if value is None:
-        return None
-    candidates = (value, value[0]) if isinstance(value, list) and len(value) == 1 else (value,)
-    for candidate in candidates:
+def _held(pa: Any, name: str, values: list[Any], kind: Any) -> Any:
+    """``values`` as an array of ``kind``, each value it cannot hold a null, if most fit; else
+    None. Arrow truncates a float it puts in an int column: a fraction does not fit."""
+    if _exact(pa, values, kind):
         try:
-            pa.array([candidate], type=kind)
+            return pa.array(values, type=kind)
         except _REFUSED:
-            continue
-        return candidate
-    return None
+            pass
+    given = sum(v is not None for v in values)
+    if not (pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind)):
+        values = [v[0] if type(v) is list and len(v) == 1 else v for v in values]
+    if pa.types.is_integer(kind):
+        values = [None if type(v) is float and not v.is_integer() else v for v in values]
+    kept = _fitting(pa, values, kind)
+    lost = given - sum(v is not None for v in kept)
+    if 2 * lost > given:
+        return None
+    if lost:
+        log.warning(
+            "payload log: %d value(s) of column %r do not fit its type %s: logged as nulls",
+            lost, name, kind,
+        )  # fmt: skip
+    return pa.array(kept, type=kind)
+
+
+def _exact(pa: Any, values: list[Any], kind: Any) -> bool:
+    """Whether Arrow may be handed ``values`` for ``kind`` as they are: not an int column
+    with a float among them, which Arrow would truncate."""
+    return not pa.types.is_integer(kind) or not any(type(v) is float for v in values)
+
+
+def _fitting(pa: Any, values: list[Any], kind: Any) -> list[Any]:
+    """``values``, each that a column of ``kind`` cannot hold a None, found by halves (a few
+    odd values among many cost a few conversions, not one a value)."""
+    try:
+        pa.array(values, type=kind)
+    except _REFUSED:
+        if len(values) == 1:
+            return [None]
+        half = len(values) // 2
+        return _fitting(pa, values[:half], kind) + _fitting(pa, values[half:], kind)
+    return values
 
 
 def parquet_bytes(table: Any) -> bytes:

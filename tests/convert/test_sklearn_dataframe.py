@@ -424,7 +424,7 @@ def test_values_the_pipeline_imputes_may_be_left_out_over_http_and_in_files(
     assert done.exit_code == 0, (done.output, done.exc_info)
     columns = json.loads(_metadata(app / "models/r.onnx")["mlfn.columns"])
     assert [(c.get("optional"), c.get("missing")) for c in columns] == [
-        (None, None), (True, None), (True, ""),
+        (None, None), (True, None), (True, "<mlfn:missing>"),
     ]  # fmt: skip
     made = mlfn(
         monkeypatch, app, "new", "spend", "--model", "models/r.onnx", "--template", "regressor"
@@ -513,3 +513,85 @@ def test_a_column_another_step_reads_as_well_stays_required_and_the_proof_tries_
     columns = json.loads(_metadata(tmp_path / "m.onnx")["mlfn.columns"])
     assert [c.get("optional") for c in columns] == [True, None]
     assert (done.rows, done.missing_rows) == (len(loans), 8)
+
+
+def _cities_with_holes(loans: pd.DataFrame, hole: Any) -> pd.DataFrame:
+    frame = loans[["age", "city"]].astype({"city": object})
+    frame.loc[::6, "city"] = hole
+    return frame
+
+
+def _city_pipeline(frame: pd.DataFrame, loans: pd.DataFrame, encoder: Any) -> Pipeline:
+    prep = ColumnTransformer(
+        [
+            ("age", StandardScaler(), ["age"]),
+            ("city", make_pipeline(SimpleImputer(strategy="most_frequent"), encoder), ["city"]),
+        ]
+    )
+    return make_pipeline(prep, LogisticRegression()).fit(frame, _outcome(loans))
+
+
+def test_an_empty_string_is_a_category_as_scikit_learn_takes_it_not_a_missing_value(
+    tmp_path: Path, loans: pd.DataFrame
+) -> None:
+    """A missing city is fed as a text no one names: "" (a category of its own here, or one
+    never seen) is answered as scikit-learn answers it, not imputed."""
+    import onnxruntime as ort
+
+    frame = _cities_with_holes(loans, np.nan)
+    frame.loc[1::6, "city"] = ""  # a category the model learns
+    model = _city_pipeline(frame, loans, OneHotEncoder(handle_unknown="ignore"))
+    done = to_onnx(model, tmp_path / "m.onnx", frame)
+    assert done.missing_rows == 8
+    rows = pd.DataFrame({"age": [30, 41, 52, 63], "city": ["", "oslo", np.nan, "tokyo"]})
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    feeds = {
+        "age": rows[["age"]].to_numpy(np.float32),
+        "city": rows[["city"]].fillna("<mlfn:missing>").to_numpy(object),
+    }
+    np.testing.assert_allclose(
+        session.run(["probabilities"], feeds)[0], model.predict_proba(rows), atol=1e-5
+    )
+
+
+def test_a_city_fitted_with_none_as_a_category_is_refused_saying_why(
+    tmp_path: Path, loans: pd.DataFrame
+) -> None:
+    frame = _cities_with_holes(loans, None)  # from records or SQL: None, which pandas keeps
+    model = _city_pipeline(frame, loans, OneHotEncoder(handle_unknown="ignore"))
+    with pytest.raises(ConversionError, match="column 'city' held None when the model was fitted"):
+        to_onnx(model, tmp_path / "m.onnx", frame)
+
+
+def test_a_categorical_dtype_sample_converts(tmp_path: Path, loans: pd.DataFrame) -> None:
+    frame = _cities_with_holes(loans, np.nan)
+    model = _city_pipeline(frame, loans, OneHotEncoder(handle_unknown="ignore"))
+    sample = frame.astype({"city": "category"})  # as read_parquet gives it back
+    assert to_onnx(model, tmp_path / "m.onnx", sample).missing_rows == 8
+
+
+def test_a_column_taken_as_optional_that_the_model_refuses_missing_stays_required(
+    tmp_path: Path, loans: pd.DataFrame
+) -> None:
+    """An identity FunctionTransformer that validates its input refuses NaN: its columns are
+    not passed on as they are, and were they taken as optional, the missing rows the proof
+    adds fail the original: then no column is optional, and the model still converts."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    from runtime.convert import sklearn_columns
+
+    numbers = loans[["age", "annual income"]].astype(float)
+    prep = ColumnTransformer(
+        [("kept", FunctionTransformer(validate=True), ["age", "annual income"])]
+    )
+    model = make_pipeline(prep, LinearRegression()).fit(numbers, loans["age"])
+    assert not sklearn_columns._passes(model.steps[0][1].transformers_[0][1])
+
+    real = sklearn_columns._imputed
+    sklearn_columns._imputed = lambda model, names: set(names)  # a rule taken wrongly
+    try:
+        done = to_onnx(model, tmp_path / "m.onnx", numbers)
+    finally:
+        sklearn_columns._imputed = real
+    columns = json.loads(_metadata(tmp_path / "m.onnx")["mlfn.columns"])
+    assert done.missing_rows == 0 and [c.get("optional") for c in columns] == [None, None]

@@ -258,7 +258,9 @@ def test_without_pyarrow_the_log_is_off_said_once_and_requests_go_on(
     assert "pip install 'mlfn[payload-log]'" in caplog.text
 
 
-def test_one_odd_request_does_not_turn_a_files_column_into_json_text() -> None:
+def test_one_odd_request_does_not_turn_a_files_column_into_json_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A refused request's text that is not UTF-8, and a V2 request's [batch, 1] tensors,
     beside ordinary requests: the columns keep their fields' types (drift compares them), the
     odd value a null, a tensor's row of one value that value."""
@@ -271,6 +273,7 @@ def test_one_odd_request_does_not_turn_a_files_column_into_json_text() -> None:
     class Applicant(BaseModel):
         age: float
         city: str
+        children: int
 
     class Decision(BaseModel):
         ok: bool
@@ -278,14 +281,45 @@ def test_one_odd_request_does_not_turn_a_files_column_into_json_text() -> None:
     def entry(inputs: Any, status: int = 200) -> Entry:
         return Entry(0.0, "http", None, None, None, "r", status, 1.0, None, inputs, None, 1, 100)
 
+    def v2(age: float, city: str, children: float) -> Entry:
+        tensors = {
+            "age": [[age]],
+            "city": np.array([[city]], dtype=object),
+            "children": [[children]],
+        }
+        return entry({k: np.array(v) for k, v in tensors.items()})
+
     entries = [
-        entry([Applicant(age=30, city="oslo")]),
-        entry([Applicant(age=41, city="rome")]),
-        entry([Applicant(age=52, city="lone \ud800")], status=400),  # JSON's "\ud800"
-        entry({"age": np.array([[63.0]]), "city": np.array([["paris"]], dtype=object)}),
+        entry([Applicant(age=30, city="oslo", children=0)]),
+        entry([Applicant(age=41, city="rome", children=2)]),
+        entry([Applicant(age=52, city="lone \ud800", children=1)], status=400),  # JSON's "\ud800"
+        v2(63.0, "paris", 3.0),
+        v2(64.0, "oslo", 1.5),  # no int: not truncated to 1
     ]
-    table = Layout("e", Applicant, Decision).table(entries)
+    with caplog.at_level("WARNING", "mlfn.payload_log"):
+        table = Layout("e", Applicant, Decision).table(entries)
     assert table.schema.field("input_age").type == pa.float64()
     assert table.schema.field("input_city").type == pa.string()
-    assert table.column("input_age").to_pylist() == [30.0, 41.0, 52.0, 63.0]
-    assert table.column("input_city").to_pylist() == ["oslo", "rome", None, "paris"]
+    assert table.schema.field("input_children").type == pa.int64()
+    assert table.column("input_age").to_pylist() == [30.0, 41.0, 52.0, 63.0, 64.0]
+    assert table.column("input_city").to_pylist() == ["oslo", "rome", None, "paris", "oslo"]
+    assert table.column("input_children").to_pylist() == [0, 2, 1, 3, None]
+    assert "1 value(s) of column 'input_city' do not fit" in caplog.text
+    assert "1 value(s) of column 'input_children' do not fit" in caplog.text
+
+
+def test_odd_values_among_many_are_found_by_halves_not_one_conversion_a_value() -> None:
+    from runtime.payload_log import columns
+
+    values: list[Any] = ["a"] * 200_000
+    values[123_456] = "\ud800"
+    calls = []
+    real = pa.array
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    kept = columns._fitting(type("pa", (), {"array": staticmethod(counted)}), values, pa.string())
+    assert kept[123_456] is None and kept.count(None) == 1
+    assert len(calls) < 40  # about two a halving: 18 halvings of 200,000
