@@ -110,6 +110,13 @@ def batch(
     click.echo(
         f"{plural(rows, 'row')}, {plural(errors, 'error')}, {doc['seconds']} s; results in {target}"
     )
+    absent = doc.get("absent")
+    if absent:
+        click.echo(
+            f"warning: {file.name} has no column for {', '.join(map(str, absent))}: every row "
+            "took the default",
+            err=True,
+        )
     if errors:
         _tell_errors(target, contract.format_of(doc["output"]), errors)
     if errors and (errors == rows or fail_on_errors):

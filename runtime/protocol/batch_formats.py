@@ -231,6 +231,21 @@ def missing_columns(model: type[BaseModel], names: Collection[str]) -> list[str]
     ]
 
 
+def unfilled_fields(model: type[BaseModel], names: Collection[str]) -> list[str]:
+    """Every field of ``model`` that no column of ``names`` fills, required or not (each row
+    then takes an optional field's default); none for a model whose own validator sees a row
+    first."""
+    validators = model.__pydantic_decorators__.model_validators.values()
+    if any(v.info.mode in ("before", "wrap") for v in validators):
+        return []
+    present = set(names)
+    return [
+        name
+        for name, info in model.model_fields.items()
+        if not present.intersection(_keys(name, info))
+    ]
+
+
 def _keys(name: str, info: Any) -> set[str]:
     """The top-level keys a field can be read from: its name, alias, validation aliases."""
     from pydantic import AliasChoices, AliasPath

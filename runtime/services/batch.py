@@ -170,7 +170,13 @@ class BatchService:
         slab_bytes = max(64 * 1024, limit // IN_FLIGHT)
         columns = batch_formats.input_columns(endpoint.input)
         chunks: Iterator[Sequence[RawRow]] = batch_formats.read_rows(
-            fmt, reader, slab, limit, slab_bytes, columns, _columns_checker(endpoint.input, fmt)
+            fmt,
+            reader,
+            slab,
+            limit,
+            slab_bytes,
+            columns,
+            _columns_checker(endpoint.input, fmt, summary),
         )
         if columnar:
             return await self._stream_columns(name, chunks, writer, summary)
@@ -322,21 +328,35 @@ class BatchService:
         return clients.blob(conn, container, path, self._settings)
 
 
-def _columns_checker(model: type[BaseModel], fmt: batch.Format) -> Callable[[list[str]], None]:
+def _columns_checker(
+    model: type[BaseModel], fmt: batch.Format, summary: batch.Summary
+) -> Callable[[list[str]], None]:
     """What the reader tells a file's columns (a CSV header, a Parquet file's columns) to,
     before any row is read: a file with no column for a required field of ``model`` would
     fail every row for it, a million rows of "Field required" where one line says what is
-    wrong (``FileUnreadable``, the file's error summary)."""
+    wrong (``FileUnreadable``, the file's error summary). So would a file with a column for no
+    field at all (a header of other names: "Age" for "age"), though every field is optional:
+    each row would take the defaults and score alike. Optional fields no column fills are
+    named in the summary (``absent``): every row took their default."""
 
     def check(names: list[str]) -> None:
+        found = f"; its header: {', '.join(names[:20])}" if fmt is batch.Format.CSV else ""
         missing = batch_formats.missing_columns(model, names)
         if missing:
-            found = f"; its header: {', '.join(names[:20])}" if fmt is batch.Format.CSV else ""
             raise FileUnreadable(
                 f"the file has no column for the required field(s) {', '.join(missing)}, so "
                 f"every row would fail{found}",
                 detail={"missing": missing},
             )
+        unfilled = batch_formats.unfilled_fields(model, names)
+        if unfilled and len(unfilled) == len(model.model_fields):
+            raise FileUnreadable(
+                f"the file has a column for none of the input fields ({', '.join(unfilled)}): "
+                f"every row would take their defaults and score alike{found}",
+                detail={"missing": unfilled},
+            )
+        if unfilled:
+            summary.extra["absent"] = unfilled
 
     return check
 

@@ -463,11 +463,12 @@ def test_values_the_pipeline_imputes_may_be_left_out_over_http_and_in_files(
 
         rows.to_csv(tmp_path / "people.csv")  # pandas' index, and empty cells for NaN
         rows.to_parquet(tmp_path / "people.parquet")  # nulls for NaN
+        rows.drop(columns="city").to_csv(tmp_path / "people.nocity")  # every city imputed
         monkeypatch.chdir(host.app_dir)
         for key, value in host.env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setattr(config, "_current", None)
-        for fmt in ("csv", "parquet"):
+        for fmt in ("csv", "parquet", "nocity"):
             for module in [m for m in sys.modules if m.partition(".")[0] in APP_MODULES]:
                 del sys.modules[module]  # each command indexes the app anew
             out = tmp_path / f"scored.{fmt}"
@@ -477,6 +478,7 @@ def test_values_the_pipeline_imputes_may_be_left_out_over_http_and_in_files(
                     "batch",
                     "spend",
                     str(tmp_path / f"people.{fmt}"),
+                    *(["--path", "people-nocity.csv"] if fmt == "nocity" else []),
                     "--wait",
                     "120",
                     "--out",
@@ -484,6 +486,9 @@ def test_values_the_pipeline_imputes_may_be_left_out_over_http_and_in_files(
                 ],
             )
             assert done.exit_code == 0, (fmt, done.output, done.exc_info, host.output())
+        assert "warning: people.nocity has no column for city: every row took the default" in (
+            done.stderr
+        )
     finally:
         host.stop()
     scored = list(csv.DictReader(io.StringIO((tmp_path / "scored.csv").read_text())))

@@ -347,3 +347,27 @@ def test_a_file_scored_with_one_default_thread_to_spare_never_starves_the_rows_s
         json.loads(x) for x in containers[1].download_blob(summary.output).readall().splitlines()
     ]
     assert [g["prediction"]["sum"] for g in got] == [[1.5, 3.5], [3.25, 5.0]]
+
+
+def test_a_file_with_a_column_for_no_field_is_refused_though_every_field_is_optional() -> None:
+    """Every field imputed (optional): a header of other names ("Age" for "age", a file cut
+    by semicolons) scored every row alike with 0 errors; now one error says so. A file that
+    fills some fields scores, and the summary names those it does not fill."""
+    from pydantic import BaseModel
+
+    from runtime.errors import FileUnreadable
+    from runtime.services.batch import _columns_checker
+
+    class Applicant(BaseModel):
+        age: float | None = None
+        income: float | None = None
+
+    summary = batch.Summary("f.csv", "e", None, "csv")
+    check = _columns_checker(Applicant, batch.Format.CSV, summary)
+    with pytest.raises(FileUnreadable, match="a column for none of the input fields") as refused:
+        check(["Age", "Income"])
+    assert refused.value.detail == {"missing": ["age", "income"]}
+    assert "; its header: Age, Income" in refused.value.message
+    check(["age", "outcome"])
+    assert summary.extra == {"absent": ["income"]}
+    assert json.loads(summary.to_json())["absent"] == ["income"]
