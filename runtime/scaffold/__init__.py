@@ -182,7 +182,6 @@ def render_endpoint(
     values["imports"] = _imports(
         annotations,
         field=template == "classifier" or "Field(" in declared,  # the classifier's Output has one
-        numpy=bool(values.get("names")),  # the classifier's NAMES array
     )
     floats = {n for n in BOUNDED_FLOATS.values() if re.search(rf"\b{n}\b", declared)}
     values["runtime_names"] = ", ".join(sorted({*RUNTIME_BASE, *floats}))
@@ -234,13 +233,11 @@ def _feed(field: _Field, reshape: str = "") -> str:
     return f"            {json.dumps(field.onnx_name)}: columns[{json.dumps(field.attr)}]{reshape},"
 
 
-def _imports(annotations: list[str], *, field: bool, numpy: bool) -> str:
+def _imports(annotations: list[str], *, field: bool) -> str:
     """The import lines above ``from runtime import ...``, each name only if the generated code
-    uses it (ruff's F401): typing's, numpy, pydantic's ``Field``."""
+    uses it (ruff's F401): typing's and pydantic's ``Field``."""
     typing = [n for n in ("Annotated", "Literal") if any(f"{n}[" in a for a in annotations)]
     lines = [f"\nfrom typing import {', '.join(typing)}\n"] if typing else [""]
-    if numpy:
-        lines.append("import numpy as np")
     lines.append("from pydantic import BaseModel, ConfigDict" + (", Field" if field else ""))
     return "\n".join(lines)
 

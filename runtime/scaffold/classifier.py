@@ -77,11 +77,16 @@ def fill_values(
             for x, n in zip(classes.labels, classes.names, strict=True)
         ),
         # Labels 0, 1, ... index an array of the names, the whole column at once.
-        names="\n# The names in label order: the label output's values index it.\n"
-        "NAMES = np.array(list(CLASSES.values()))"
+        names="\n# The names in label order: the label output's values index them.\n"
+        "NAMES = tuple(CLASSES.values())"
         if indexed
         else "",
-        label_column=f"NAMES[{label_values}]"
+        # numpy in predict, where the model has loaded it: not when the app is indexed (a
+        # cold start's imports; mlfn check refuses an app whose indexing loads numpy).
+        predict_setup="    import numpy as np  # loaded with the model, not at indexing\n\n"
+        if indexed
+        else "",
+        label_column=f"np.asarray(NAMES)[{label_values}]"
         if indexed
         else f"[CLASSES[label] for label in {label_values}.tolist()]",
         probability_rows=f"out[{json.dumps(probabilities.name)}]",
