@@ -3,6 +3,7 @@ error that names it; an unknown MLFN_* variable is reported with the closest kno
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import fields
 from pathlib import Path
@@ -144,3 +145,12 @@ def test_the_model_cache_is_in_the_temporary_folder_the_environment_names() -> N
     assert Settings.from_mapping({}).cache_dir == Path("/tmp/mlfn-cache")  # Azure's /tmp
     given = {"TMPDIR": "/scratch/me", "MLFN_CACHE_DIR": "/models"}
     assert Settings.from_mapping(given).cache_dir == Path("/models")
+
+
+def test_the_example_local_settings_leave_the_cache_to_its_default() -> None:
+    """make serve copies the example: a cache pinned to /tmp ignored TMPDIR, which the README
+    says the default follows."""
+    from tests.support import ROOT
+
+    values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    assert "MLFN_CACHE_DIR" not in values
