@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,7 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
     names = [str(n) for n in names]
     encoders = _encoded(model, names)
     imputed = _imputed(model, names)
+    unknown_alike = _missing_as_unknown(model, names)
     dtypes = _sample_dtypes(sample)
     columns = []
     for name in names:
@@ -74,7 +76,7 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
                 kind = _kind_of_values(categories)
         if categories is not None:
             categories = tuple(_plain(v) for v in categories)
-        optional = name in imputed
+        optional = name in imputed or (kind == "str" and name in unknown_alike)
         if optional and kind != "str":
             kind = "float"  # a missing number is NaN: a float, as pandas reads the column
         columns.append(Column(name, kind, categories, closed, optional))
@@ -336,6 +338,36 @@ def _passes(part: Any) -> bool:
     if isinstance(part, str):
         return part == "passthrough"
     return isinstance(part, FunctionTransformer) and part.func is None and not part.validate
+
+
+def _missing_as_unknown(model: Any, names: list[str]) -> set[str]:
+    """The columns whose encoder answers a missing value as it answers an unknown one, so that
+    the converted model, fed ``MISSING_TEXT`` (a category it never saw), answers as the
+    original does NaN: an OrdinalEncoder giving both the same code (``unknown_value`` and
+    ``encoded_missing_value``), a OneHotEncoder ignoring unknown categories that never learnt
+    NaN as one. Only where every route reading the column starts with such an encoder."""
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    def alike(part: Any) -> bool:
+        step = part.steps[0][1] if hasattr(part, "steps") else part
+        if isinstance(step, OrdinalEncoder):
+            missing, unknown = step.encoded_missing_value, step.unknown_value
+            return (
+                step.handle_unknown == "use_encoded_value"
+                and isinstance(missing, numbers.Real)
+                and not _is_nan(missing)
+                and missing == unknown
+            )
+        if isinstance(step, OneHotEncoder):
+            learnt = [v for categories in step.categories_ for v in categories]
+            return step.handle_unknown == "ignore" and not any(map(_missing, learnt))
+        return False
+
+    takes: dict[str, list[bool]] = {}
+    for columns, part in _routes(model, names):
+        for name in columns:
+            takes.setdefault(name, []).append(not _passes(part) and alike(part))
+    return {name for name, each in takes.items() if all(each)}
 
 
 def _after_columns(model: Any) -> Any:

@@ -304,5 +304,32 @@ def test_numbers_passed_through_to_the_trees_may_be_missing(
     assert done.missing_rows == 8  # proven on rows with age and income missing too
     metadata = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
     optional = {c["name"]: c.get("optional") for c in json.loads(metadata["mlfn.columns"])}
-    assert optional == {"age": True, "income": True, "city": None}
+    # The encoder ignores unknown cities and learnt no NaN: a missing one is answered alike.
+    assert optional == {"age": True, "income": True, "city": True}
     _answers_alike(tmp_path / "m.onnx", model, rows)
+
+
+def test_a_city_encoded_missing_as_unknown_may_be_missing(
+    tmp_path: Path, train: pd.DataFrame, held_out: pd.DataFrame
+) -> None:
+    """The usual XGBoost pipeline: categories by an OrdinalEncoder giving a missing value the
+    unknown code. A missing city is served as a category never seen, which it answers alike."""
+    from sklearn.preprocessing import OrdinalEncoder
+
+    encoder = OrdinalEncoder(
+        handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+    )
+    prep = ColumnTransformer([("city", encoder, ["city"])], remainder="passthrough")
+    model = Pipeline([("prep", prep), ("model", MODELS["XGBClassifier"]())])
+    holes, rows = train.astype({"city": object}), held_out.astype({"city": object})
+    holes.loc[::5, "city"] = np.nan
+    rows.loc[::3, "city"] = np.nan
+    model.fit(holes, _target(model.steps[-1][1], train))
+    done = to_onnx(model, tmp_path / "m.onnx", holes)
+    assert done.missing_rows == 8
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    columns = {c["name"]: c for c in json.loads(metadata["mlfn.columns"])}
+    assert columns["city"]["optional"] and columns["city"]["missing"] == "<mlfn:missing>"
+    served = rows.assign(city=rows["city"].fillna("<mlfn:missing>"))  # as OnnxModel feeds it
+    got = _run(tmp_path / "m.onnx", served)["probabilities"]
+    np.testing.assert_allclose(got, model.predict_proba(rows), atol=1e-5)
