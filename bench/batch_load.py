@@ -410,7 +410,7 @@ def _frame(frame: str) -> str:
 
 
 def run(
-    rows: int, rounds: int = 2, with_profile: str | None = None
+    rows: int, rounds: int = 5, with_profile: str | None = None
 ) -> tuple[list[Measured], Endpoint, str | None]:
     conn = os.environ["AzureWebJobsStorage"]  # noqa: SIM112 - Azure's own name
     with tempfile.TemporaryDirectory(prefix="mlfn-batch-") as name:
