@@ -191,6 +191,10 @@ class Scorer:
         self._instances: TypeAdapter[list[Any]] = TypeAdapter(rows)
         self._instances_fast: TypeAdapter[list[Any]] = TypeAdapter(Annotated[rows, FailFast()])
         self._row: TypeAdapter[Any] = TypeAdapter(endpoint.input)
+        # Every field optional (a pipeline imputing each column): an instance naming none of
+        # them ("Age" for "age") would validate as all defaults and score; it is refused.
+        fields = endpoint.input.model_fields
+        self._all_optional = bool(fields) and not any(f.is_required() for f in fields.values())
         # The whole V1 body as one model, so pydantic parses and validates it in one pass.
         body = create_model(
             f"{endpoint.input.__name__}Body",
@@ -344,7 +348,27 @@ class Scorer:
         instances = self.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None
         if instances is None:  # large, or invalid: read the careful way, in a thread
             instances = await asyncio.to_thread(self.decode, body)
+        if self._all_optional:
+            self._refuse_unnamed(instances)
         return instances
+
+    def _refuse_unnamed(self, instances: Sequence[BaseModel], field: str = "instances") -> None:
+        """ValidationFailed for the first instance that sets none of the input fields."""
+        for i, instance in enumerate(instances):
+            if not instance.model_fields_set:
+                from runtime.columnar.frame import input_keys  # on this error's path only
+
+                keys = input_keys(self.bound.endpoint.input).values()
+                names = ", ".join(list(keys)[:10]) + (", ..." if len(keys) > 10 else "")
+                where = f"{field}[{i}]"
+                message = (
+                    f"sets none of the input fields ({names}): each is named by its name or "
+                    "alias, as the schema spells it"
+                )
+                raise ValidationFailed(
+                    f"invalid {field}: {where}",
+                    detail=[{"field": where, "message": message, "type": "no_field_set"}],
+                )
 
     def decode_valid(self, body: bytes) -> list[BaseModel] | None:
         """The instances of a valid V1 body, parsed and validated by pydantic in one pass;
@@ -376,9 +400,13 @@ class Scorer:
             )
         items = list(raw)
         try:
-            return self._instances_fast.validate_python(items)
+            valid: list[BaseModel] = self._instances_fast.validate_python(items)
         except ValidationError:
             pass  # what is wrong, told below
+        else:
+            if self._all_optional:
+                self._refuse_unnamed(valid, field)
+            return valid
         # Instance by instance in slices, so a body of a million bad instances costs memory
         # for one slice's errors, and the answer lists at most MAX_REPORTED of them.
         detail: list[dict[str, Any]] = []

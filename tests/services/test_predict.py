@@ -459,3 +459,34 @@ def test_with_a_latency_target_a_request_the_line_would_make_late_is_refused_unr
 
     with pytest.raises(Shed):  # not a 400 for the body: it was never read
         asyncio.run(scorer.predict_body(b"{not json"))
+
+
+class Imputed(BaseModel):
+    count: int | None = Field(default=None, ge=0)
+    annual_income: float | None = Field(default=None, alias="annual income")
+
+
+def test_an_instance_naming_no_field_of_an_all_optional_schema_is_refused(
+    model_file: Path, tmp_path: Path
+) -> None:
+    """Every column imputed: {"Age": 41} validated as all defaults and answered 200 with the
+    defaults' prediction; it is a 422 naming the fields, over V1 and in queue messages."""
+
+    def run(rows: list[Imputed], model: OnnxModel) -> list[Out]:
+        return _run(model, [In(count=r.count or 0) for r in rows])
+
+    endpoint = Endpoint(Imputed, Out, model=str(model_file), predict=run)
+    registry = ModelRegistry(Settings(cache_dir=tmp_path / "cache"), tmp_path)
+    svc = PredictService({"ep": BoundEndpoint("ep", endpoint)}, registry)
+    fine = asyncio.run(
+        svc.predict_body("ep", b'{"instances": [{"count": 3}, {"annual income": 2}]}')
+    )
+    assert _decoded(fine) == [{"next": 4}, {"next": 1}]
+    for body in (b'{"instances": [{"count": 3}, {"Count": 4}]}', b'{"instances": [{}]}'):
+        with pytest.raises(ValidationFailed) as refused:
+            asyncio.run(svc.predict_body("ep", body))
+        (detail,) = refused.value.detail
+        assert detail["type"] == "no_field_set" and detail["field"].startswith("instances[")
+        assert "sets none of the input fields (count, annual income)" in detail["message"]
+    with pytest.raises(ValidationFailed, match=r"invalid instances: instances\[0\]"):
+        asyncio.run(svc.predict("ep", [{"Count": 4}]))  # a queue message's instances
