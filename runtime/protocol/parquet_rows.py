@@ -431,3 +431,19 @@ def _has_non_finite(pa: Any, pc: Any, column: Any) -> bool:
     if not pa.types.is_floating(kind):
         return False
     return not pc.all(pc.fill_null(pc.is_finite(column), True)).as_py()
+
+
+def valid_text(column: Any) -> bool:
+    """Whether an Arrow column holds no text that is not UTF-8 (Parquet and Spark do not check
+    what a writer stored as a string; the checks would raise on it)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):  # as Parquet's strings are read
+        column = column.dictionary
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return True
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True

@@ -374,22 +374,6 @@ def _model_doc(model: ModelInfo | None) -> dict[str, str] | None:
     return {"name": model.name, "version": model.version, "sha256": model.sha256}
 
 
-def _valid_text(column: Any) -> bool:
-    """Whether an Arrow column holds no text that is not UTF-8 (Parquet does not check what a
-    writer stored as a string; the checks would raise on it)."""
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(column.type):  # as Parquet's strings are read
-        column = column.dictionary
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return True
-    try:
-        column.validate(full=True)
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
 def _score_columns(
     columns: ColumnService, name: str, chunk: Sequence[RawRow]
 ) -> tuple[Outcomes, ModelInfo | None] | None:
@@ -400,7 +384,7 @@ def _score_columns(
 
     from runtime.columnar.arrow import from_dicts, scatter
     from runtime.protocol.csv_rows import CsvRows
-    from runtime.protocol.parquet_rows import ArrowRows
+    from runtime.protocol.parquet_rows import ArrowRows, valid_text
 
     plans = columns.plan(name)
     assert plans is not None
@@ -414,7 +398,7 @@ def _score_columns(
         batch = chunk.batch
         names = set(batch.schema.names) & keys
         given = {key: batch.column(key) for key in names}
-        if not all(map(_valid_text, given.values())):
+        if not all(map(valid_text, given.values())):
             return None  # a string that is not UTF-8: each row's own error, row by row
         suspect = None
 

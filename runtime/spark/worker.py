@@ -182,30 +182,62 @@ def _unzipped(archive: Path) -> Path:
 
 def score_batches(batches: Iterator[pa.RecordBatch], plan: Plan) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``'s function: each batch scored in chunks of the endpoint's batch size."""
-    import pyarrow as pa
 
     services = services_for(plan.app_dir, plan.fingerprint)
     if services.columns.plan(plan.name) is not None:
         yield from _score_columns(batches, plan, services)
         return
+    for batch in batches:
+        yield _score_rows(batch, plan, services)
+
+
+def _score_rows(batch: pa.RecordBatch, plan: Plan, services: Services) -> pa.RecordBatch:
+    """A batch scored row by row (the rows service): a row whose value cannot be read (text
+    that is not UTF-8) gets its own error, as a batch file's row does."""
+    import pyarrow as pa
+
     rows = services.rows
     size = plan.batch_size or rows.max_batch_size(plan.name)
     fixers = [_from_json(field.type, nullable=True) for field in plan.outputs]
-    for batch in batches:
-        columns = [_python(batch.column(column)) for column, _, _ in plan.inputs]
-        keys = [(key, optional) for _, key, optional in plan.inputs]
-        outputs: list[list[Any]] = [[] for _ in plan.outputs]
-        errors: list[str | None] = []
-        for start in range(0, batch.num_rows, size):
-            stop = min(start + size, batch.num_rows)
-            raw = [_raw(keys, columns, i) for i in range(start, stop)]
-            scored = rows.score_sync(plan.name, raw).rows
-            _add_predictions([(r.prediction, r.error) for r in scored], plan, outputs, errors)
-        arrays = _arrays(outputs, plan.outputs, fixers, errors)
-        schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
-        yield pa.RecordBatch.from_arrays(
-            [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
-        )
+    columns = [_python(batch.column(column)) for column, _, _ in plan.inputs]
+    keys = [(key, optional) for _, key, optional in plan.inputs]
+    outputs: list[list[Any]] = [[] for _ in plan.outputs]
+    errors: list[str | None] = []
+    for start in range(0, batch.num_rows, size):
+        picked = range(start, min(start + size, batch.num_rows))
+        unread = {i: _unread(plan, columns, i) for i in picked}
+        unread = {i: error for i, error in unread.items() if error is not None}
+        raw = [_raw(keys, columns, i) for i in picked if i not in unread]
+        scored = iter(rows.score_sync(plan.name, raw).rows if raw else ())
+        outcomes: list[tuple[bytes | None, MlfnError | None]] = []
+        for i in picked:
+            row = None if i in unread else next(scored)
+            outcomes.append((None, unread[i]) if row is None else (row.prediction, row.error))
+        _add_predictions(outcomes, plan, outputs, errors)
+    arrays = _arrays(outputs, plan.outputs, fixers, errors)
+    schema = pa.schema([*batch.schema, *plan.outputs, plan.error])
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *arrays, pa.array(errors, type=plan.error.type)], schema=schema
+    )
+
+
+class _Unreadable:
+    """A value Arrow holds that Python cannot read (text that is not UTF-8)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _unread(plan: Plan, columns: list[list[Any]], i: int) -> MlfnError | None:
+    """Row ``i``'s error if one of its values cannot be read, naming the column."""
+    from runtime.protocol.batch_formats import unreadable_row
+
+    for (_, key, _), values in zip(plan.inputs, columns, strict=True):
+        if isinstance(values[i], _Unreadable):
+            return unreadable_row(f"column {key!r} cannot be read: {values[i].reason}")
+    return None
 
 
 def _add_predictions(
@@ -239,10 +271,15 @@ def _score_columns(
     object per valid row, the outputs written from the arrays predict returned."""
     import pyarrow as pa
 
+    from runtime.protocol.parquet_rows import valid_text
+
     keys = [(key, optional) for _, key, optional in plan.inputs]
     fixers = [_from_json(field.type, nullable=True) for field in plan.outputs]
     for batch in batches:
         given = {key: batch.column(column) for column, key, _ in plan.inputs}
+        if not all(map(valid_text, given.values())):  # each such row's own error, row by row
+            yield _score_rows(batch, plan, services)
+            continue
 
         def raw_rows(rows: list[int], batch: pa.RecordBatch = batch) -> list[dict[str, Any]]:
             picked = pa.array(rows, type=pa.int64())
@@ -369,7 +406,22 @@ def _error_json(error: MlfnError) -> str:
 
 def _python(column: pa.Array) -> list[Any]:
     """A column as Python values the input model can validate: maps as dicts, not lists of
-    pairs, at any depth (in lists and structs too)."""
+    pairs, at any depth (in lists and structs too); a value Python cannot read (text that is
+    not UTF-8) as ``_Unreadable``."""
+    try:
+        return _pylist(column)
+    except UnicodeDecodeError:
+        pass
+    values: list[Any] = []
+    for i in range(len(column)):
+        try:
+            values += _pylist(column.slice(i, 1))
+        except UnicodeDecodeError as exc:
+            values.append(_Unreadable(f"{type(exc).__name__}: {exc}"))
+    return values
+
+
+def _pylist(column: pa.Array) -> list[Any]:
     try:
         values: list[Any] = column.to_pylist(maps_as_pydicts="strict")
     except TypeError:  # pyarrow before 13 gives maps as lists of pairs, and no option

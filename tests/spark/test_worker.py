@@ -128,3 +128,64 @@ def test_an_app_planted_where_the_zip_unpacks_is_refused_and_never_run(
     with pytest.raises(DiscoveryError, match=f"refusing the unpacked app at .*: {reason}"):
         services_for(str(archive))
     assert not marker.exists()
+
+
+WORDS = """
+from pydantic import BaseModel
+
+from runtime import Columns, Endpoint, OnnxModel
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Echo(BaseModel):
+    echo: str
+
+
+endpoint = Endpoint(Text, Echo, model={model!r})
+
+
+@endpoint.{decorator}
+def predict(given, model: OnnxModel):
+    if {columnar}:
+        return {{"echo": model.run({{"text": given["text"]}})["echo"]}}
+    out = model.run({{"text": [r.text for r in given]}})["echo"]
+    return [Echo(echo=str(e)) for e in out]
+"""
+
+
+@pytest.mark.parametrize("columnar", [False, True], ids=["rows", "columns"])
+def test_a_string_that_is_not_utf8_fails_its_row_alone(
+    tmp_path: Path, isolated_imports: None, columnar: bool
+) -> None:
+    """Spark does not check what a writer stored as a string (``CAST(unhex('FFFE') AS
+    STRING)``): such a value failed the whole task; now its row, naming the column."""
+    import numpy as np
+    import pyarrow as pa
+
+    from runtime.spark.worker import Plan, score_batches
+    from tests.models.onnx_builders import strings
+
+    model = strings(tmp_path / "strings.onnx")
+    code = WORDS.format(
+        model=str(model), columnar=columnar,
+        decorator="predict_columns" if columnar else "predict",
+    )  # fmt: skip
+    app = make_app(tmp_path / "app", {"words": code})
+    texts = [b"a", b"\xff\xfe", b"c"]
+    offsets = np.cumsum([0] + [len(t) for t in texts]).astype(np.int32)
+    column = pa.Array.from_buffers(
+        pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(texts))]
+    )
+    batch = pa.RecordBatch.from_arrays([column], names=["text"])
+    plan = Plan(
+        app_dir=str(app), name="words", inputs=((0, "text", False),),
+        outputs=(pa.field("echo", pa.string()),), error=pa.field("error", pa.string()),
+    )  # fmt: skip
+    (scored,) = score_batches(iter([batch]), plan)
+    assert scored.column("echo").to_pylist() == ["a", None, "c"]
+    errors = scored.column("error").to_pylist()
+    assert errors[0] is None and errors[2] is None
+    assert "column 'text' cannot be read: UnicodeDecodeError" in errors[1]
