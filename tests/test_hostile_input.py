@@ -76,7 +76,8 @@ HUGE = "9" * 5000
         ("iris/predict", f'{{"instances": {NESTED}}}', "nested too deeply"),
         ("iris/predict", f'{{"instances": [{{"sepal_length": {HUGE}}}]}}', "not valid JSON"),
         ("iris/predict", '{"instances": [{"sepal_length": NaN, "sepal_width": 3.5, '
-         '"petal_length": 1.4, "petal_width": 0.2}]}', "NaN, which is not a finite JSON number"),
+         '"petal_length": 1.4, "petal_width": 0.2}]}',
+         "NaN, which is not a finite JSON number; a missing value is null"),
         ("iris/predict", '{"instances": [{"sepal_length": 1e999, "sepal_width": 3.5, '
          '"petal_length": 1.4, "petal_width": 0.2}]}', "1e999, which is not a finite JSON"),
         ("v2/models/tensors/infer", '{"inputs": [{"name": "count", "datatype": "FP32", '

@@ -32,7 +32,11 @@ def loads(data: bytes | str, what: str) -> Any:
     try:
         return json.loads(data, parse_constant=_not_json, parse_float=_finite)
     except _NotFinite as exc:
-        raise BadRequest(f"{what} holds {exc}, which is not a finite JSON number") from None
+        # json.dumps of a DataFrame's records writes its missing values as NaN.
+        hint = (
+            "; a missing value is null (pandas' to_json writes NaN so)" if str(exc) == "NaN" else ""
+        )
+        raise BadRequest(f"{what} holds {exc}, which is not a finite JSON number{hint}") from None
     except RecursionError:
         raise BadRequest(f"{what} is nested too deeply to read") from None
     except ValueError as exc:  # also bad UTF-8, and integers over Python's digit limit
