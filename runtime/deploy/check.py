@@ -272,7 +272,7 @@ def _check_index(
         report.add("function_app.py", "the app registers no function")
     for module in probed["loaded"]:
         report.add(
-            "function_app.py",
+            probed.get("importers", {}).get(module, "function_app.py"),  # the line importing it
             f"importing the app loads {module}: every cold start pays for it; import it on first "
             "use",
         )

@@ -179,9 +179,17 @@ CASES: dict[str, Case] = {
         ),
     ),
     "heavy_import": Case(
-        "importing the app loads numpy",
+        "function_app.py:1: importing the app loads numpy",
         None,
         app="import numpy\n" + PLAIN,
+        requirements="azure-functions\nnumpy\n",
+    ),
+    # The line that imports it, in the module that does (an endpoint's, a helper's).
+    "heavy_import_in_a_module": Case(
+        "helpers/maths.py:2: importing the app loads numpy",
+        None,
+        app="import helpers.maths  # noqa: F401\n" + PLAIN,
+        files={"helpers/__init__.py": "", "helpers/maths.py": "import json\nimport numpy\n"},
         requirements="azure-functions\nnumpy\n",
     ),
     "host_json_version": Case('"version" must be "2.0"', None, host_json={"version": "1.0"}),
