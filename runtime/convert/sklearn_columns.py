@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,13 +320,23 @@ def _imputed(model: Any, names: list[str]) -> set[str]:
         return False
 
     after = _after_columns(model)
-    takes: dict[str, list[bool]] = {}
-    for columns, part in _routes(model, names):
+
+    def reads(part: Any) -> bool:
         reader = after if _passes(part) else part  # passed on as it is: the next step reads it
-        taken = reader is not None and takes_nan(reader)
+        return reader is not None and takes_nan(reader)
+
+    return _on_every_route(model, names, reads)
+
+
+def _on_every_route(model: Any, names: list[str], holds: Callable[[Any], bool]) -> set[str]:
+    """The columns for which ``holds`` is true of every part of ``model`` that reads them
+    first (``_routes``): a column another part reads as well must hold there too."""
+    each: dict[str, list[bool]] = {}
+    for columns, part in _routes(model, names):
+        held = holds(part)
         for name in columns:
-            takes.setdefault(name, []).append(taken)
-    return {name for name, each in takes.items() if all(each)}
+            each.setdefault(name, []).append(held)
+    return {name for name, found in each.items() if all(found)}
 
 
 def _passes(part: Any) -> bool:
@@ -363,11 +373,7 @@ def _missing_as_unknown(model: Any, names: list[str]) -> set[str]:
             return step.handle_unknown == "ignore" and not any(map(_missing, learnt))
         return False
 
-    takes: dict[str, list[bool]] = {}
-    for columns, part in _routes(model, names):
-        for name in columns:
-            takes.setdefault(name, []).append(not _passes(part) and alike(part))
-    return {name for name, each in takes.items() if all(each)}
+    return _on_every_route(model, names, lambda part: not _passes(part) and alike(part))
 
 
 def _after_columns(model: Any) -> Any:

@@ -220,21 +220,14 @@ def missing_columns(model: type[BaseModel], names: Collection[str]) -> list[str]
     """The required fields of ``model`` that no column of ``names`` fills (by its name, alias
     or validation alias): a file whose columns are ``names`` fails every row for them. None
     missing for a model whose own validator sees a row first (``mode="before"`` or ``"wrap"``)."""
-    validators = model.__pydantic_decorators__.model_validators.values()
-    if any(v.info.mode in ("before", "wrap") for v in validators):
-        return []  # it may fill a field from other keys: each row tells
-    present = set(names)
-    return [
-        name
-        for name, info in model.model_fields.items()
-        if info.is_required() and not present.intersection(_keys(name, info))
-    ]
+    fields = model.model_fields
+    return [name for name in unfilled_fields(model, names) if fields[name].is_required()]
 
 
 def unfilled_fields(model: type[BaseModel], names: Collection[str]) -> list[str]:
     """Every field of ``model`` that no column of ``names`` fills, required or not (each row
     then takes an optional field's default); none for a model whose own validator sees a row
-    first."""
+    first (it may fill a field from other keys: each row tells)."""
     validators = model.__pydantic_decorators__.model_validators.values()
     if any(v.info.mode in ("before", "wrap") for v in validators):
         return []

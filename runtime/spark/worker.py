@@ -199,14 +199,17 @@ def _score_rows(batch: pa.RecordBatch, plan: Plan, services: Services) -> pa.Rec
     rows = services.rows
     size = plan.batch_size or rows.max_batch_size(plan.name)
     fixers = [_from_json(field.type, nullable=True) for field in plan.outputs]
+    from runtime.protocol.parquet_rows import valid_text
+
     columns = [_python(batch.column(column)) for column, _, _ in plan.inputs]
     keys = [(key, optional) for _, key, optional in plan.inputs]
     outputs: list[list[Any]] = [[] for _ in plan.outputs]
     errors: list[str | None] = []
+    # Rows with a value Python cannot read: looked for only where Arrow finds such text.
+    readable = all(valid_text(batch.column(column)) for column, _, _ in plan.inputs)
+    unread = {} if readable else _unread(plan, columns)
     for start in range(0, batch.num_rows, size):
         picked = range(start, min(start + size, batch.num_rows))
-        unread = {i: _unread(plan, columns, i) for i in picked}
-        unread = {i: error for i, error in unread.items() if error is not None}
         raw = [_raw(keys, columns, i) for i in picked if i not in unread]
         scored = iter(rows.score_sync(plan.name, raw).rows if raw else ())
         outcomes: list[tuple[bytes | None, MlfnError | None]] = []
@@ -230,14 +233,17 @@ class _Unreadable:
         self.reason = reason
 
 
-def _unread(plan: Plan, columns: list[list[Any]], i: int) -> MlfnError | None:
-    """Row ``i``'s error if one of its values cannot be read, naming the column."""
+def _unread(plan: Plan, columns: list[list[Any]]) -> dict[int, MlfnError]:
+    """The error of each row one of whose values cannot be read, naming the column (the
+    first such, as a batch file's row names it)."""
     from runtime.protocol.batch_formats import unreadable_row
 
+    found: dict[int, MlfnError] = {}
     for (_, key, _), values in zip(plan.inputs, columns, strict=True):
-        if isinstance(values[i], _Unreadable):
-            return unreadable_row(f"column {key!r} cannot be read: {values[i].reason}")
-    return None
+        for i, value in enumerate(values):
+            if isinstance(value, _Unreadable) and i not in found:
+                found[i] = unreadable_row(f"column {key!r} cannot be read: {value.reason}")
+    return found
 
 
 def _add_predictions(
