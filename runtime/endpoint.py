@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -60,6 +59,9 @@ def _numpy_bool() -> type:
     """numpy's bool type where numpy is imported already (a limit may be one), else bool."""
     numpy = sys.modules.get("numpy")
     return numpy.bool_ if numpy is not None else bool
+
+
+MAX_MS = 86_400_000  # a day, the longest a limit of time may be
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,10 @@ class Limits:
             kind = "a finite number of milliseconds" + (" or None" if optional else "")
             if isinstance(value, bool | _numpy_bool()) or not isinstance(value, numbers.Real):
                 raise TypeError(f"Limits.{name} must be {kind}, not {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"Limits.{name} must be {kind}, not {value!r}")
+            # A day at most: a longer wait or deadline is none, and Python's clocks and waits
+            # overflow on the huge (an int of 10**400 overflows even a float).
+            if not -MAX_MS <= cast(float, value) <= MAX_MS:  # False for NaN too
+                raise ValueError(f"Limits.{name} must be {kind} (at most a day), not {value!r}")
             plain = int(value) if isinstance(value, numbers.Integral) else float(value)
             object.__setattr__(self, name, plain)
         if not isinstance(self.inline_fast_runs, bool | _numpy_bool()):

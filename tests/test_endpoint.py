@@ -109,9 +109,12 @@ def test_limits_of_their_kinds_are_kept_as_pythons_own() -> None:
 
 
 @pytest.mark.parametrize("name", ["max_batch_wait_ms", "latency_target_ms", "timeout_ms"])
-def test_a_limit_of_time_is_finite(name: str) -> None:
-    with pytest.raises(ValueError, match=f"Limits.{name} must be a finite number"):
-        Limits(**{name: math.inf})
+@pytest.mark.parametrize("value", [math.inf, math.nan, 10**400, 86_400_001])
+def test_a_limit_of_time_is_finite_and_at_most_a_day(name: str, value: float) -> None:
+    # 10**400 overflowed a float (OverflowError, no name); beyond a day, waits overflow.
+    with pytest.raises(ValueError, match=f"Limits.{name} must be a finite number.*at most a day"):
+        Limits(**{name: value})
+    assert getattr(Limits(**{name: 86_400_000}), name) == 86_400_000
 
 
 def test_a_tensor_only_endpoint_needs_no_schemas_but_predict_does() -> None:

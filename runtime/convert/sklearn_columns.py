@@ -61,7 +61,7 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
     names = getattr(model, "feature_names_in_", None)
     if names is None:
         return None
-    names = [str(n) for n in names]
+    names = _as_sampled(model, [str(n) for n in names], sample)
     encoders = _encoded(model, names)
     imputed = _imputed(model, names)
     unknown_alike = _missing_as_unknown(model, names)
@@ -81,6 +81,26 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
             kind = "float"  # a missing number is NaN: a float, as pandas reads the column
         columns.append(Column(name, kind, categories, closed, optional))
     return columns
+
+
+def _as_sampled(model: Any, names: list[str], sample: Any) -> list[str]:
+    """The fitted column names, as the sample's DataFrame spells them: LightGBM fitted on a
+    DataFrame keeps ``annual income`` as ``annual_income`` (its own rule: each space an
+    underscore), though the user's rows, CSV headers and JSON keys carry the space and
+    LightGBM's predict takes them so."""
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    first = model
+    while getattr(first, "steps", None):
+        first = first.steps[0][1]
+    if not type(first).__module__.startswith("lightgbm") or not isinstance(sample, pd.DataFrame):
+        return names
+    given = [str(c) for c in sample.columns]
+    spelt = []
+    for name in names:
+        alike = [c for c in given if c != name and c.replace(" ", "_") == name]
+        spelt.append(alike[0] if name not in given and len(alike) == 1 else name)
+    return spelt
 
 
 def frame(model: Any, columns: list[Column], sample: Any, rows: int) -> Any:

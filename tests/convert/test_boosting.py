@@ -138,6 +138,25 @@ def test_a_boosted_model_alone_converts_proven_and_answers_held_out_rows_alike(
     _answers_alike(tmp_path / "m.onnx", model, x_new)
 
 
+@pytest.mark.parametrize("name", ["LGBMClassifier", "LGBMRegressor"])
+def test_lightgbm_fitted_on_a_spaced_column_takes_it_by_the_users_name(
+    tmp_path: Path, train: pd.DataFrame, held_out: pd.DataFrame, name: str
+) -> None:
+    # LightGBM keeps "annual income" as "annual_income"; the user's rows carry the space, and
+    # the conversion failed: "the sample has no column 'annual_income'".
+    spaced = {"income": "annual income"}
+    x, x_new = train[NUMBERS].rename(columns=spaced), held_out[NUMBERS].rename(columns=spaced)
+    model = MODELS[name]().fit(x, _target(MODELS[name](), train))
+    assert list(model.feature_names_in_) == ["age", "annual_income"]
+    done = to_onnx(model, tmp_path / "m.onnx", x)
+    assert done.largest_difference <= done.tolerance
+    written = onnx.load(tmp_path / "m.onnx")
+    assert [i.name for i in written.graph.input] == ["age", "annual income"]
+    columns = json.loads({p.key: p.value for p in written.metadata_props}["mlfn.columns"])
+    assert [c["name"] for c in columns] == ["age", "annual income"]
+    _answers_alike(tmp_path / "m.onnx", model, x_new)
+
+
 def _pipeline(final: Any) -> Pipeline:
     prep = ColumnTransformer(
         [
