@@ -243,16 +243,40 @@ class DeadlineExceeded(MlfnError):
         return {"Retry-After": "1"}
 
 
+class RunAbandoned(MlfnError):
+    """Every request a run was for was answered before the run ended (its deadline passed,
+    its caller left): the rest of the run (a large request's next chunks) is not started.
+    Raised to the batcher, which has nobody left to tell."""
+
+    status = 504
+    retryable = True
+
+    def __init__(self) -> None:
+        super().__init__("every request this run was for was answered before it ended")
+
+
 class Shed(Overloaded):
     """An endpoint with a latency target cannot answer this request within it (the requests
     ahead of it would take longer): refused at once rather than answered late."""
 
-    def __init__(self, expected_ms: float, left_ms: float, target_ms: float) -> None:
+    def __init__(
+        self, expected_ms: float, left_ms: float, target_ms: float, alone: bool = False
+    ) -> None:
+        # Alone: nothing was ahead of it, so a retry meets the same; its size is the cause.
+        cause = (
+            "this request alone would take about"
+            if alone
+            else "the endpoint is at capacity: an answer would take about"
+        )
+        advice = (
+            "send fewer instances per request, or give it a longer deadline"
+            if alone
+            else "retry shortly"
+        )
         MlfnError.__init__(
             self,
-            f"the endpoint is at capacity: an answer would take about {expected_ms:.1f} ms, "
-            f"more than the {left_ms:.1f} ms left of the request's deadline (the endpoint's "
-            f"target is {target_ms:g} ms); retry shortly",
+            f"{cause} {expected_ms:.1f} ms, more than the {left_ms:.1f} ms left of the "
+            f"request's deadline (the endpoint's target is {target_ms:g} ms); {advice}",
             detail={
                 "expected_ms": round(expected_ms, 1),
                 "left_ms": round(left_ms, 1),

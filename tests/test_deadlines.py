@@ -148,6 +148,21 @@ def test_with_a_latency_target_a_request_that_cannot_make_it_is_shed_at_once() -
     assert not refused & {i for c in calls for i in c}  # never run
 
 
+def test_a_request_too_large_for_its_deadline_on_an_idle_endpoint_is_told_so_not_to_retry() -> None:
+    # It was told "the endpoint is at capacity ... retry shortly", and a retry met the same.
+    batcher, calls, _, _ = _held(max_batch_size=2, target_s=0.05)
+    for n in (1, 2, 2, 1):  # runs of about 40 ms each
+        batcher.run_times.learn(n, 0.04)
+    batcher.ran(2, 0.04)  # just now: no probe of the estimate yet
+    with pytest.raises(Shed) as shed:
+        asyncio.run(batcher.submit(list(range(1, 9)), deadline=Deadline.after(50)))
+    assert "this request alone would take about" in shed.value.message
+    assert shed.value.message.endswith(
+        "send fewer instances per request, or give it a longer deadline"
+    )
+    assert calls == []
+
+
 def test_with_a_latency_target_a_request_no_run_could_answer_in_time_is_not_run() -> None:
     """Its caller gets the 504 once the line reaches it, not a run's worth of work later: under
     overload, a run for an answer that comes too late is taken from those that would not."""
@@ -315,12 +330,31 @@ def test_a_run_that_gets_its_slot_after_its_requests_deadline_is_not_started(
         pass
 
 
-@pytest.mark.parametrize("text", ["0", "-5", "nan", "inf", "1e400", "soon", "9" * 500, "86400001"])
+@pytest.mark.parametrize(
+    "text",
+    ["0", "-5", "nan", "inf", "1e400", "soon", "9" * 500, "86400001", "1_000", "5e1", "+50",
+     "\u0665\u0660", "0x10", "50ms", "", "."],
+)  # fmt: skip
 def test_a_timeout_header_that_is_no_usable_number_is_refused_by_name(text: str) -> None:
-    with pytest.raises(BadRequest, match="x-mlfn-timeout-ms must be a positive number"):
+    # Python's float took 1_000, 5e1 and another script's digits (Arabic-Indic 50).
+    with pytest.raises(BadRequest, match="x-mlfn-timeout-ms must be a positive decimal number"):
         Deadline.asked(text, None, "x-mlfn-timeout-ms")
     assert Deadline.asked(None, None, "x-mlfn-timeout-ms") is None
     assert Deadline.asked(None, 20, "x-mlfn-timeout-ms") is not None
+
+
+@pytest.mark.parametrize("text", ["50", "12.5", ".5", "86400000", " 50 "])
+def test_a_timeout_header_of_decimal_milliseconds_is_taken(text: str) -> None:
+    deadline = Deadline.asked(text, None, "x-mlfn-timeout-ms")
+    assert deadline is not None and deadline.budget_ms == float(text)
+
+
+def test_a_refused_timeout_header_is_echoed_as_its_bytes_were_sent() -> None:
+    # A header's bytes reach the app as Latin-1 text: echoed as such, escaped, not mangled.
+    sent = "\u0665\u0660".encode().decode("latin-1")
+    with pytest.raises(BadRequest) as refused:
+        Deadline.asked(sent, None, "x-mlfn-timeout-ms")
+    assert str(refused.value).endswith("not '\\xd9\\xa5\\xd9\\xa0'")
 
 
 def test_a_deadline_counts_from_when_the_host_says_the_request_arrived() -> None:

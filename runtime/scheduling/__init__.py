@@ -9,6 +9,7 @@ predict and the Open Inference Protocol services alike).
 
 from runtime.scheduling.batcher import BULK_AFTER as BULK_AFTER
 from runtime.scheduling.batcher import Batcher as Batcher
+from runtime.scheduling.batcher import end_if_unanswered as end_if_unanswered
 from runtime.scheduling.deadlines import MAX_BUDGET_MS as MAX_BUDGET_MS
 from runtime.scheduling.deadlines import Deadline as Deadline
 from runtime.scheduling.deadlines import current_deadline as current_deadline
@@ -20,3 +21,4 @@ from runtime.scheduling.placement import Placement as Placement
 from runtime.scheduling.placement import finished as finished
 from runtime.scheduling.run_times import RunTimes as RunTimes
 from runtime.scheduling.run_times import bulk_rest as bulk_rest
+from runtime.scheduling.turns import Turns as Turns

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from runtime import telemetry
-from runtime.errors import DeadlineExceeded, Overloaded, Shed
+from runtime.errors import DeadlineExceeded, Overloaded, RunAbandoned, Shed
 from runtime.scheduling.deadlines import Deadline, _deadline, within
 from runtime.scheduling.placement import NotNow, _left_running, in_thread, loop_lag
 from runtime.scheduling.run_times import RunTimes, bulk_rest
@@ -277,7 +277,8 @@ class Batcher(Generic[I, O]):
                 self._probed_at = now
                 self.run_times.forget()
                 return
-            raise Shed(expected * 1000, left * 1000, self._target * 1000)
+            alone = not waits and not self._running
+            raise Shed(expected * 1000, left * 1000, self._target * 1000, alone)
 
     def _expected_s(self, n: int) -> float | None:
         """How long until a request of ``n`` instances arriving now would be answered: what
@@ -573,6 +574,7 @@ class Batcher(Generic[I, O]):
             instances = [i for r in batch for i in r.instances]
         tel, first = telemetry.current(), batch[0].invocation
         started = time.perf_counter()
+        token = _run_for.set(batch)  # the run's thread asks whether anyone still waits
         try:
             if tel.on or first is not telemetry.current_invocation():
                 result = await self._call_as(tel, batch, instances)
@@ -581,6 +583,8 @@ class Batcher(Generic[I, O]):
             if not self._timed_by_caller:
                 self.ran(len(instances), time.perf_counter() - started)
         except Exception as exc:
+            if isinstance(exc, RunAbandoned):
+                return  # nobody is left to answer
             if len(batch) == 1 or self._shared_failure(exc):
                 for request in batch:  # every request would fail the same way alone
                     _settle(request.future, exc=exc)
@@ -589,11 +593,36 @@ class Batcher(Generic[I, O]):
             for request in batch:
                 await self._dispatch([request])
             return
+        finally:
+            _run_for.reset(token)
         start = 0
         for request in batch:
             count = len(request.instances)
             _settle(request.future, value=self._split(result, start, count))
             start += count
+
+
+# The requests of the run the current task or thread does (``_dispatch``'s), for
+# ``end_if_unanswered``.
+_run_for: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "mlfn_run_for", default=None
+)
+
+
+def end_if_unanswered() -> None:
+    """Raise when nobody waits any more for the run this task or thread does, between the
+    chunks of a request larger than a batch: what is left of it is never started. Every
+    request of its batch answered already (its deadline passed, its caller gone):
+    ``RunAbandoned``, which the batcher drops; a request run at once on its own task, past
+    its own deadline: ``DeadlineExceeded``, its answer."""
+    batch = _run_for.get()
+    if batch is not None:
+        if all(request.future.done() for request in batch):
+            raise RunAbandoned()
+        return
+    deadline = _deadline.get()
+    if deadline is not None and deadline.passed():
+        raise DeadlineExceeded(deadline.budget_ms)
 
 
 def _earliest(batch: list[_Request[I, O]]) -> float:

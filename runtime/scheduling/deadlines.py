@@ -9,6 +9,7 @@ import asyncio
 import contextvars
 import inspect
 import math
+import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -42,14 +43,13 @@ class Deadline:
         number of milliseconds is the caller's mistake, told by the header's name."""
         if text is None:
             return None if default_ms is None else cls.after(default_ms)
-        try:
-            budget = float(text)
-        except (TypeError, ValueError):
-            budget = math.nan
+        # Plain decimal digits, as HTTP's own numbers are: not Python's float syntax (1_000,
+        # 5e1, nan), nor another script's digits, which Python's float reads too.
+        budget = float(text) if _DECIMAL.fullmatch(text.strip(" \t")) else math.nan
         if not 0 < budget <= MAX_BUDGET_MS:
             raise BadRequest(
-                f"{name} must be a positive number of milliseconds (at most {MAX_BUDGET_MS:g}), "
-                f"not {str(text)[:40]!r}",
+                f"{name} must be a positive decimal number of milliseconds, at most a day "
+                f"({MAX_BUDGET_MS:.0f}), not {text[:40]!a}",  # a header's bytes, as sent
                 detail={"field": name},
             )
         return cls.after(budget)
@@ -59,6 +59,7 @@ class Deadline:
 
 
 MAX_BUDGET_MS = 86_400_000.0  # a day: a longer deadline is none, and overflows nothing
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 
 # When the request the current task serves reached the process (``time.monotonic()``), where
 # the host that received it says so: the local host does, from the first bytes of its head,

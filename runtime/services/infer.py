@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from runtime import telemetry
 from runtime.element_types import BY_ONNX
-from runtime.endpoint import BoundEndpoint, Model
+from runtime.endpoint import BoundEndpoint, Limits, Model
 from runtime.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -28,7 +28,7 @@ from runtime.payload_log.records import V2, EndpointLog
 from runtime.protocol import v1, v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
-from runtime.scheduling import MAX_BUDGET_MS, Deadline, Holder, Placement, within
+from runtime.scheduling import MAX_BUDGET_MS, Deadline, Holder, Placement, Turns, within
 from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
@@ -69,7 +69,7 @@ class InferService:
         self._request_runs = request_runs
         # Per model: decode, run and encode on the loop once loaded and proved fast.
         self._placements = {
-            name: (Placement(), _Model(registry, name, bound.endpoint.model))
+            name: (Placement(), _Model(registry, name, bound.endpoint.model, bound.endpoint.limits))
             for name, bound in endpoints.items()
         }
         self._versions: dict[tuple[str, str], tuple[Placement, _Model]] = {}
@@ -106,7 +106,8 @@ class InferService:
         found = self._versions.get(key)
         ref = chosen.model(self._endpoints[name].endpoint.model.providers)
         if found is None or found[1].ref != ref:
-            model = _Model(self._registry, version_key(name, chosen.label, ref), ref)
+            limits = self._endpoints[name].endpoint.limits
+            model = _Model(self._registry, version_key(name, chosen.label, ref), ref, limits)
             found = self._versions[key] = (Placement(), model)
         return (*found, None)
 
@@ -191,18 +192,21 @@ class InferService:
 
     async def _answer(self, name: str, call: _Call) -> tuple[bytes, dict[str, str]]:
         follower = self._followers.get(name)
-        holder: Holder[OnnxModel]
         if follower is None or (follower.routes is None and not follower.due()):
-            placement, holder = self._placements[name]
+            placement, model = self._placements[name]
         else:  # a release to follow, read first (one read, shared, bounded in time)
             await first_read(follower)
-            placement, holder, version = self._target(name, call.version)
+            placement, model, version = self._target(name, call.version)
             call = call._replace(version=version)
-        if self._request_runs is not None:
-            runs = self._request_runs(name)  # bulk work rests while requests come
-            if runs is not None and holder is self._placements[name][1]:  # its own model
+        holder: Holder[OnnxModel] = model
+        if self._request_runs is not None and model is self._placements[name][1]:
+            runs = self._request_runs(name)  # its own model: the endpoint's run slots, and
+            if runs is not None:  # bulk work rests while requests come
                 holder = runs
-        return await placement.run(len(call.body), holder, self._infer_body, call)
+        # The wait for a turn is on the loop, where the deadline's cutoff ends it.
+        return await model.turns.take(
+            lambda: placement.run(len(call.body), holder, self._infer_body, call), call.deadline
+        )
 
     async def _infer_body(self, model: OnnxModel, call: _Call) -> tuple[bytes, dict[str, str]]:
         """Decode, run, encode (and hand the tensors to the payload log, when it samples the
@@ -306,12 +310,19 @@ class InferService:
 
 
 class _Model:
-    """An endpoint's model (or one version of it) as ``Placement`` holds it for a request."""
+    """An endpoint's model (or one version of it) as ``Placement`` holds it for a request,
+    and its requests' line (``turns``)."""
 
-    __slots__ = ("_registry", "name", "ref")
+    __slots__ = ("_registry", "name", "ref", "turns")
 
-    def __init__(self, registry: ModelRegistry, name: str, ref: Model) -> None:
+    def __init__(self, registry: ModelRegistry, name: str, ref: Model, limits: Limits) -> None:
         self._registry, self.name, self.ref = registry, name, ref
+        target = limits.latency_target_ms
+        self.turns = Turns(
+            limits.max_concurrent_batches,
+            limits.max_pending_requests,
+            None if target is None else target / 1000,
+        )
 
     def held_now(self) -> AbstractContextManager[OnnxModel] | None:
         return self._registry.use_loaded(self.name, self.ref)  # never a load on the loop
@@ -346,8 +357,8 @@ def _earliest(deadline: Deadline | None, request: InferRequest, started: float) 
             budget_ms = math.inf
         if isinstance(own, bool) or not 0 < budget_ms <= MAX_BUDGET_MS:
             raise BadRequest(
-                "parameters.timeout must be a positive number of microseconds (at most a "
-                f"day), not {str(own)[:40]!r}"
+                "parameters.timeout must be a positive number of microseconds, at most a "
+                f"day ({MAX_BUDGET_MS * 1000:.0f}), not {str(own)[:40]!r}"
             )
         began = time.monotonic() - (time.perf_counter() - started)  # the function's start
         mine = Deadline.after(budget_ms, otherwise=began)

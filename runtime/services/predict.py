@@ -43,6 +43,7 @@ from runtime.scheduling import (
     Placement,
     bulk_rest,
     current_deadline,
+    end_if_unanswered,
     within,
 )
 from runtime.scored import ModelInfo, Scored
@@ -517,6 +518,8 @@ class Scorer:
         predictions: list[bytes] = []
         began = time.perf_counter()
         for start in range(0, len(instances), size):
+            if start:
+                end_if_unanswered()  # a deadline passed with chunks to go: those never start
             chunk = instances[start : start + size]
             if traced:
                 with tel.span("mlfn.run"):

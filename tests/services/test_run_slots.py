@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from runtime.endpoint import Limits
+from runtime.errors import DeadlineExceeded, Overloaded
 from runtime.models.onnx_model import OnnxModel
 from runtime.scheduling.run_times import BULK_REST, bulk_rest
 from runtime.services import predict as predict_module
 from tests.models.onnx_builders import adder
-from tests.services.pairs import Pair, Sum, by_columns, by_rows, services
+from tests.services.pairs import Pair, Sum, by_columns, by_rows, pairs, services
 
 
 def _around(runs: Any, order: list[str], request: Callable[[], object]) -> None:
@@ -152,3 +154,95 @@ def test_a_bulk_call_rests_after_it_while_interactive_requests_come(
     (first, none), (second, rested) = rests
     assert first >= 0.01 and none == 0.0
     assert second >= 0.01 and rested == second * BULK_REST
+
+
+def test_v2_requests_waiting_for_a_run_hold_no_worker_thread_and_a_full_line_is_refused(
+    tmp_path: Path,
+) -> None:
+    # They waited in worker threads of the loop's default executor (CPUs + 4 of them): a
+    # backlog of V2 requests to one endpoint held them all, and every other request that
+    # needs one (another endpoint's predict, a model's load) waited behind it for seconds.
+    # And V2 had no bound on its backlog: max_pending_requests holds for it too.
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path, limits=Limits(max_pending_requests=20))
+    runs = app.predict.scorer("pairs")._runs
+    app.predict.scorer("pairs").load()
+
+    async def main() -> tuple[list[Any], float]:
+        assert runs._slots.acquire(blocking=False)  # a long run holds the endpoint's slot
+        backlog = [
+            asyncio.ensure_future(app.infer.infer_body("pairs", _infer_body(), None))
+            for _ in range(22)
+        ]
+        try:
+            await asyncio.sleep(0.2)
+            begun = time.monotonic()
+            await asyncio.wait_for(asyncio.to_thread(lambda: None), 10)  # a thread is free
+            free_after = time.monotonic() - begun
+        finally:
+            runs.release()
+        return await asyncio.gather(*backlog, return_exceptions=True), free_after
+
+    answers, free_after = asyncio.run(main())
+    assert free_after < 5  # at once, not after the backlog (which waits for the slot)
+    refused = [a for a in answers if isinstance(a, Overloaded)]
+    assert len(refused) == 1 and refused[0].status == 503  # 1 holds its turn, 20 wait
+    scored = [json.loads(a[0])["outputs"][0]["data"] for a in answers if isinstance(a, tuple)]
+    assert scored == [[2.0, 4.0]] * 21
+
+
+@pytest.mark.parametrize("behind", [False, True], ids=["idle", "behind-another"])
+def test_a_large_requests_chunks_not_started_by_its_deadline_never_start(
+    tmp_path: Path, behind: bool
+) -> None:
+    # All its chunks ran after its 504: hidden load, and the next requests waited (or missed
+    # their own deadlines) behind work nobody would read.
+    calls: list[int] = []
+    gates: dict[int, threading.Event] = {}  # a call's gate, by its rank
+
+    def held(rows: list[Pair], model: OnnxModel) -> list[Sum]:
+        calls.append(len(rows))
+        gates.setdefault(len(calls), threading.Event()).wait(10)
+        return by_rows(rows, model)
+
+    app = services(
+        adder(tmp_path / "adder.onnx"), tmp_path, predict=held, limits=Limits(max_batch_size=2)
+    )
+    scorer = app.predict.scorer("pairs")
+    scorer.load()
+
+    async def until(count: int) -> None:
+        for _ in range(2000):
+            if len(calls) >= count:
+                return
+            await asyncio.sleep(0.005)
+
+    async def main() -> BaseException | None:
+        ahead = None
+        if behind:  # a request holding the run: the large one waits in line, then a leader
+            ahead = asyncio.ensure_future(scorer.predict_body(_body(pairs(1))))  # runs it
+            await until(1)
+        large = asyncio.ensure_future(scorer.predict_body(_body(pairs(6)), timeout_ms="1000"))
+        if behind:
+            await asyncio.sleep(0.05)
+            gates.setdefault(1, threading.Event()).set()  # the run ahead ends, the large starts
+            await ahead
+        await until(len(calls) + 1)
+        try:
+            await large
+            caught = None
+        except DeadlineExceeded as exc:
+            caught = exc
+        for rank in range(1, 9):
+            gates.setdefault(rank, threading.Event()).set()
+        assert await asyncio.to_thread(scorer._runs._slots.acquire, True, 10)  # runs ended
+        scorer._runs.release()
+        return caught
+
+    caught = asyncio.run(main())
+    assert isinstance(caught, DeadlineExceeded)
+    assert calls == ([1, 2] if behind else [2])  # its first chunk, never the other two
+    assert asyncio.run(scorer.predict_body(_body(pairs(6)))).predictions  # it goes on
+
+
+def _body(instances: list[Any]) -> bytes:
+    return json.dumps({"instances": instances}).encode()
