@@ -20,7 +20,7 @@ from runtime import telemetry
 from runtime.errors import DeadlineExceeded, Overloaded, RunAbandoned, Shed
 from runtime.scheduling.deadlines import Deadline, _deadline, within
 from runtime.scheduling.placement import NotNow, _left_running, in_thread, loop_lag
-from runtime.scheduling.run_times import RunTimes, bulk_rest
+from runtime.scheduling.run_times import RECENT_S, RunTimes, bulk_rest
 from runtime.telemetry import Invocation
 
 log = logging.getLogger("mlfn.batching")
@@ -134,6 +134,12 @@ class Batcher(Generic[I, O]):
         self._join = join  # bulk requests larger than a batch: their pieces' results joined
         self.run_times = RunTimes()  # learnt with a latency target: waiting, shedding
         self.interactive_at = 0.0  # when the last interactive request came (bulk rests)
+        # Seconds interactive requests were in flight since ``_window_at`` (their callers
+        # count it: ``busy``), and the share of the last window: bulk work rests longer the
+        # busier they are.
+        self.busy_s = 0.0
+        self._window_at = time.monotonic()
+        self._busy_share = 0.0
         self._run = run
         self._run_now = run_now
         self._run_is_async = inspect.iscoroutinefunction(run)
@@ -243,6 +249,16 @@ class Batcher(Generic[I, O]):
         work = self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
         return await within(deadline, work)  # nothing more under the caller's own cutoff
 
+    def busy_share(self) -> float:
+        """The share of the last RECENT_S (or so) that interactive requests were in flight
+        (``busy_s``, summed: it passes 1 when several are at once). Asked by bulk work, on any
+        thread, after each of its runs."""
+        now = time.monotonic()
+        span = now - self._window_at
+        if span >= RECENT_S:
+            self._busy_share, self.busy_s, self._window_at = self.busy_s / span, 0.0, now
+        return self._busy_share
+
     def ran(self, n: int, seconds: float) -> None:
         """A run of ``n`` instances took ``seconds`` (told by a caller that times its own)."""
         self._last_run_s = seconds
@@ -306,7 +322,7 @@ class Batcher(Generic[I, O]):
         for i in range(0, len(instances), size):
             piece = instances[i : i + size]
             results.append(await self.submit(piece, bounded=bounded, merge=merge, bulk=True))
-            rest = bulk_rest(self._last_run_s, self.interactive_at)  # its run, not its wait
+            rest = bulk_rest(self._last_run_s, self.interactive_at, self.busy_share())
             if rest:
                 await asyncio.sleep(rest)
         return self._join(results)

@@ -6,17 +6,25 @@ from __future__ import annotations
 import time
 
 # While interactive requests came within RECENT_S, bulk work rests after each of its runs
-# BULK_REST times as long as the run took: three quarters of the time is left to the requests,
-# whose runs, parsing and answers would otherwise queue for a core behind the bulk work's
-# threads (bench/RESULTS.md, "Latency": an HTTP p99 beside a 400,000-row file).
+# BULK_REST times as long as the run took, and up to BULK_REST_BUSY times more by the share of
+# that time requests were in flight in mlfn's function: a quarter of the time is left to bulk
+# work beside occasional requests, about a sixteenth beside requests one after another (in
+# flight half the time: the host's parsing and answers are the rest), whose runs, parsing and
+# answers would otherwise queue for a core (and the GIL) behind the bulk work's threads
+# (bench/NOTES.md, "Latency": an HTTP p99 beside a 400,000-row file, 3-4x idle at a quarter,
+# 1.5-2.3x at a ninth to a sixteenth, the file 2-3.5x longer).
 RECENT_S = 0.5
 BULK_REST = 3.0
+BULK_REST_BUSY = 24.0
 
 
-def bulk_rest(ran_s: float, interactive_at: float) -> float:
+def bulk_rest(ran_s: float, interactive_at: float, busy: float = 0.0) -> float:
     """How long bulk work that ran ``ran_s`` rests, the last interactive request having come
-    at ``interactive_at`` (a ``time.monotonic()``)."""
-    return ran_s * BULK_REST if time.monotonic() - interactive_at < RECENT_S else 0.0
+    at ``interactive_at`` (a ``time.monotonic()``), interactive requests in flight for the
+    ``busy`` share of the recent time."""
+    if time.monotonic() - interactive_at >= RECENT_S:
+        return 0.0
+    return ran_s * (BULK_REST + BULK_REST_BUSY * min(busy, 1.0))
 
 
 class RunTimes:

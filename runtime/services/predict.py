@@ -235,6 +235,7 @@ class Scorer:
         )
         batcher = self.batcher
         self._runs.interactive_at = lambda: batcher.interactive_at
+        self._runs.busy = batcher.busy_share
 
     def came(self) -> None:
         """An interactive request came that skips the batcher (V2's infer): bulk work rests
@@ -265,13 +266,17 @@ class Scorer:
         key); ``request_id``: the caller's, for the payload log; ``timeout_ms``: the caller's
         deadline (the ``x-mlfn-timeout-ms`` header), from the request's arrival
         (``Deadline.after``): waiting to be read and reading the body count."""
-        if timeout_ms is not None or self._default_timeout_ms is not None:
-            deadline = Deadline.asked(timeout_ms, self._default_timeout_ms, v1.TIMEOUT_HEADER)
-            assert deadline is not None
-            if not self._released():  # a request the line would make late: refused unread
-                self.batcher.shed_if_late(1, deadline)
-            return await within(deadline, self._answer(body, key, request_id, deadline))
-        return await self._answer(body, key, request_id, None)
+        began = time.monotonic()
+        try:
+            if timeout_ms is not None or self._default_timeout_ms is not None:
+                deadline = Deadline.asked(timeout_ms, self._default_timeout_ms, v1.TIMEOUT_HEADER)
+                assert deadline is not None
+                if not self._released():  # a request the line would make late: refused unread
+                    self.batcher.shed_if_late(1, deadline)
+                return await within(deadline, self._answer(body, key, request_id, deadline))
+            return await self._answer(body, key, request_id, None)
+        finally:  # the time it was in flight: bulk work rests the longer (``bulk_rest``)
+            self.batcher.busy_s += time.monotonic() - began
 
     async def _answer(
         self, body: bytes, key: str | None, request_id: str | None, deadline: Deadline | None
@@ -602,7 +607,8 @@ class _Runs:
     HTTP request waits for one bulk call at most."""
 
     __slots__ = (
-        "_calm", "_inline", "_name", "_ref", "_registry", "_slots", "_urgent", "interactive_at",
+        "_calm", "_inline", "_name", "_ref", "_registry", "_slots", "_urgent", "busy",
+        "interactive_at",
     )  # fmt: skip
 
     def __init__(self, bound: BoundEndpoint, key: str, ref: Model, registry: ModelRegistry) -> None:
@@ -617,6 +623,7 @@ class _Runs:
         self._calm = threading.Condition()  # told when none does
         # When the endpoint's last interactive request came (its batcher's), for bulk rests.
         self.interactive_at: Callable[[], float] = lambda: 0.0
+        self.busy: Callable[[], float] = lambda: 0.0  # the share of time requests were in flight
 
     def held_now(self) -> _Run | None:
         """A slot and the model, when both are free now (on the loop: never a wait for a slot,
@@ -695,7 +702,7 @@ class _Runs:
     def _rest_bulk(self, ran_s: float) -> None:
         """After a bulk call that ran ``ran_s`` (its slot given back): a rest while
         interactive requests come (``bulk_rest``)."""
-        rest = bulk_rest(ran_s, self.interactive_at())
+        rest = bulk_rest(ran_s, self.interactive_at(), self.busy())
         if rest:
             time.sleep(rest)
 

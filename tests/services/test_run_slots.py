@@ -17,7 +17,7 @@ import pytest
 from runtime.endpoint import Limits
 from runtime.errors import DeadlineExceeded, Overloaded
 from runtime.models.onnx_model import OnnxModel
-from runtime.scheduling.run_times import BULK_REST, bulk_rest
+from runtime.scheduling.run_times import BULK_REST, BULK_REST_BUSY, bulk_rest
 from runtime.services import predict as predict_module
 from tests.models.onnx_builders import adder
 from tests.services.pairs import Pair, Sum, by_columns, by_rows, pairs, services
@@ -141,8 +141,8 @@ def test_a_bulk_call_rests_after_it_while_interactive_requests_come(
     runs = app.predict.scorer("pairs")._runs
     rests: list[tuple[float, float]] = []  # (the call's time, its rest)
 
-    def rest(ran_s: float, interactive_at: float) -> float:
-        rests.append((ran_s, bulk_rest(ran_s, interactive_at)))
+    def rest(ran_s: float, interactive_at: float, busy: float) -> float:
+        rests.append((ran_s, bulk_rest(ran_s, interactive_at, busy)))
         assert runs._slots.acquire(blocking=False)  # the slot given back before the rest
         runs.release()
         return rests[-1][1]
@@ -151,9 +151,30 @@ def test_a_bulk_call_rests_after_it_while_interactive_requests_come(
     runs.bulk_call(time.sleep, 0.01)  # no interactive request yet: no rest
     runs.interactive_at = time.monotonic  # one came just now
     runs.bulk_call(time.sleep, 0.01)
-    (first, none), (second, rested) = rests
+    runs.busy = lambda: 0.5  # requests in flight half the time: a longer rest
+    runs.bulk_call(time.sleep, 0.01)
+    (first, none), (second, rested), (third, longer) = rests
     assert first >= 0.01 and none == 0.0
     assert second >= 0.01 and rested == second * BULK_REST
+    assert longer == third * (BULK_REST + 0.5 * BULK_REST_BUSY)
+
+
+def test_the_share_of_time_interactive_requests_are_in_flight_is_learnt_per_window(
+    tmp_path: Path,
+) -> None:
+    # Bulk work rested a quarter of the time however busy the requests beside it were: a
+    # client calling one request after another saw its p99 3-4x idle beside a batch file.
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path)
+    scorer = app.predict.scorer("pairs")
+    batcher = scorer.batcher
+    assert scorer._runs.busy() == 0.0
+    began = time.monotonic()
+    while time.monotonic() - began < 0.6:  # over a window, one request after another
+        asyncio.run(scorer.predict_body(_body(pairs(1))))
+    assert batcher.busy_s > 0  # their time in flight, counted by the scorer
+    batcher._window_at -= 1.0  # the window ends: its share is taken (and the count restarts)
+    share = scorer._runs.busy()
+    assert 0.0 < share < 1.0 and batcher.busy_s == 0.0
 
 
 def test_v2_requests_waiting_for_a_run_hold_no_worker_thread_and_a_full_line_is_refused(
