@@ -262,26 +262,28 @@ class Shed(Overloaded):
     def __init__(
         self, expected_ms: float, left_ms: float, target_ms: float, alone: bool = False
     ) -> None:
-        # Alone: nothing was ahead of it, so a retry meets the same; its size is the cause.
+        # Alone: nothing was ahead of it, so a retry soon meets the same (``detail.alone``):
+        # the deadline is shorter than the endpoint's runs of its size.
         cause = (
-            "this request alone would take about"
+            "with nothing ahead of it, an answer would take about"
             if alone
             else "the endpoint is at capacity: an answer would take about"
         )
         advice = (
-            "send fewer instances per request, or give it a longer deadline"
+            "it needs a longer deadline, or fewer instances per request"
             if alone
             else "retry shortly"
         )
+        detail = {
+            "expected_ms": round(expected_ms, 1),
+            "left_ms": round(left_ms, 1),
+            "target_ms": target_ms,
+        }
         MlfnError.__init__(
             self,
             f"{cause} {expected_ms:.1f} ms, more than the {left_ms:.1f} ms left of the "
             f"request's deadline (the endpoint's target is {target_ms:g} ms); {advice}",
-            detail={
-                "expected_ms": round(expected_ms, 1),
-                "left_ms": round(left_ms, 1),
-                "target_ms": target_ms,
-            },
+            detail={**detail, "alone": True} if alone else detail,
         )
 
 

@@ -156,10 +156,9 @@ def test_a_request_too_large_for_its_deadline_on_an_idle_endpoint_is_told_so_not
     batcher.ran(2, 0.04)  # just now: no probe of the estimate yet
     with pytest.raises(Shed) as shed:
         asyncio.run(batcher.submit(list(range(1, 9)), deadline=Deadline.after(50)))
-    assert "this request alone would take about" in shed.value.message
-    assert shed.value.message.endswith(
-        "send fewer instances per request, or give it a longer deadline"
-    )
+    assert "with nothing ahead of it, an answer would take about" in shed.value.message
+    assert shed.value.message.endswith("it needs a longer deadline, or fewer instances per request")
+    assert shed.value.detail["alone"] is True
     assert calls == []
 
 

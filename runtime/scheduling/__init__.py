@@ -19,6 +19,7 @@ from runtime.scheduling.placement import Holder as Holder
 from runtime.scheduling.placement import NotNow as NotNow
 from runtime.scheduling.placement import Placement as Placement
 from runtime.scheduling.placement import finished as finished
+from runtime.scheduling.run_times import Busy as Busy
 from runtime.scheduling.run_times import RunTimes as RunTimes
 from runtime.scheduling.run_times import bulk_rest as bulk_rest
 from runtime.scheduling.turns import Turns as Turns

@@ -20,7 +20,7 @@ from runtime import telemetry
 from runtime.errors import DeadlineExceeded, Overloaded, RunAbandoned, Shed
 from runtime.scheduling.deadlines import Deadline, _deadline, within
 from runtime.scheduling.placement import NotNow, _left_running, in_thread, loop_lag
-from runtime.scheduling.run_times import RECENT_S, RunTimes, bulk_rest
+from runtime.scheduling.run_times import Busy, RunTimes, bulk_rest
 from runtime.telemetry import Invocation
 
 log = logging.getLogger("mlfn.batching")
@@ -120,6 +120,7 @@ class Batcher(Generic[I, O]):
         latency_target_s: float | None = None,
         join: Callable[[list[O]], O] | None = None,
         timed_by_caller: bool = False,
+        busy: Busy | None = None,
     ) -> None:
         self.name = name  # the endpoint's, in telemetry
         self._target = latency_target_s
@@ -134,12 +135,9 @@ class Batcher(Generic[I, O]):
         self._join = join  # bulk requests larger than a batch: their pieces' results joined
         self.run_times = RunTimes()  # learnt with a latency target: waiting, shedding
         self.interactive_at = 0.0  # when the last interactive request came (bulk rests)
-        # Seconds interactive requests were in flight since ``_window_at`` (their callers
-        # count it: ``busy``), and the share of the last window: bulk work rests longer the
-        # busier they are.
-        self.busy_s = 0.0
-        self._window_at = time.monotonic()
-        self._busy_share = 0.0
+        # How busy interactive requests keep the endpoint (their callers count it): bulk
+        # work rests longer the busier they are.
+        self.busy = busy or Busy()
         self._run = run
         self._run_now = run_now
         self._run_is_async = inspect.iscoroutinefunction(run)
@@ -249,16 +247,6 @@ class Batcher(Generic[I, O]):
         work = self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
         return await within(deadline, work)  # nothing more under the caller's own cutoff
 
-    def busy_share(self) -> float:
-        """The share of the last RECENT_S (or so) that interactive requests were in flight
-        (``busy_s``, summed: it passes 1 when several are at once). Asked by bulk work, on any
-        thread, after each of its runs."""
-        now = time.monotonic()
-        span = now - self._window_at
-        if span >= RECENT_S:
-            self._busy_share, self.busy_s, self._window_at = self.busy_s / span, 0.0, now
-        return self._busy_share
-
     def ran(self, n: int, seconds: float) -> None:
         """A run of ``n`` instances took ``seconds`` (told by a caller that times its own)."""
         self._last_run_s = seconds
@@ -322,7 +310,7 @@ class Batcher(Generic[I, O]):
         for i in range(0, len(instances), size):
             piece = instances[i : i + size]
             results.append(await self.submit(piece, bounded=bounded, merge=merge, bulk=True))
-            rest = bulk_rest(self._last_run_s, self.interactive_at, self.busy_share())
+            rest = bulk_rest(self._last_run_s, self.interactive_at, self.busy.share())
             if rest:
                 await asyncio.sleep(rest)
         return self._join(results)
@@ -632,13 +620,18 @@ def end_if_unanswered() -> None:
     ``RunAbandoned``, which the batcher drops; a request run at once on its own task, past
     its own deadline: ``DeadlineExceeded``, its answer."""
     batch = _run_for.get()
-    if batch is not None:
-        if all(request.future.done() for request in batch):
-            raise RunAbandoned()
+    own = _deadline.get()  # a request's own, where its task runs its batch
+    if batch is None:
+        if own is not None and own.passed():
+            raise DeadlineExceeded(own.budget_ms)
         return
-    deadline = _deadline.get()
-    if deadline is not None and deadline.passed():
-        raise DeadlineExceeded(deadline.budget_ms)
+    # A deadline is read here as it passes, not only once the loop has answered it (a busy
+    # loop does that late): a request's own, and each request's in the batch (with a target).
+    if (own is not None and own.passed()) or all(
+        request.future.done() or (request.deadline is not None and request.deadline.passed())
+        for request in batch
+    ):
+        raise RunAbandoned()
 
 
 def _earliest(batch: list[_Request[I, O]]) -> float:

@@ -3,16 +3,16 @@ batch size), and how long bulk work rests beside interactive requests (``bulk_re
 
 from __future__ import annotations
 
+import threading
 import time
 
 # While interactive requests came within RECENT_S, bulk work rests after each of its runs
 # BULK_REST times as long as the run took, and up to BULK_REST_BUSY times more by the share of
-# that time requests were in flight in mlfn's function: a quarter of the time is left to bulk
-# work beside occasional requests, about a sixteenth beside requests one after another (in
-# flight half the time: the host's parsing and answers are the rest), whose runs, parsing and
-# answers would otherwise queue for a core (and the GIL) behind the bulk work's threads
-# (bench/NOTES.md, "Latency": an HTTP p99 beside a 400,000-row file, 3-4x idle at a quarter,
-# 1.5-2.3x at a ninth to a sixteenth, the file 2-3.5x longer).
+# that time requests were in flight in mlfn's function (``Busy``): a quarter of the time is
+# left to bulk work beside occasional requests, about a fifteenth beside requests one after
+# another (in flight about half the time: the host's parsing and answers are the rest), whose
+# runs, parsing and answers would otherwise queue for a core (and the GIL) behind the bulk
+# work's threads (bench/NOTES.md, "Latency": an HTTP p99 beside a 400,000-row file).
 RECENT_S = 0.5
 BULK_REST = 3.0
 BULK_REST_BUSY = 24.0
@@ -25,6 +25,34 @@ def bulk_rest(ran_s: float, interactive_at: float, busy: float = 0.0) -> float:
     if time.monotonic() - interactive_at >= RECENT_S:
         return 0.0
     return ran_s * (BULK_REST + BULK_REST_BUSY * min(busy, 1.0))
+
+
+class Busy:
+    """How busy an endpoint's interactive requests keep it: the seconds they were in flight
+    (``seconds``, added to by their callers, with no call: the warm HTTP path crosses no
+    module for it; predict requests, and V2's, of every version of the endpoint) and, per
+    window of about RECENT_S, their share of it (``share``: it passes 1 when several are at
+    once). Bulk work asks for the share after each of its runs, on its own thread; the loop
+    adds."""
+
+    __slots__ = ("_at", "_lock", "_share", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._at = time.monotonic()
+        self._share = 0.0
+        self._lock = threading.Lock()  # one thread ends a window (an add may be lost: a hint)
+
+    def share(self) -> float:
+        now = time.monotonic()
+        if now - self._at >= RECENT_S:
+            with self._lock:
+                span = now - self._at
+                if span >= RECENT_S:
+                    # After a quiet spell, the window is the last RECENT_S, not the whole gap.
+                    self._share = self.seconds / min(span, 2 * RECENT_S)
+                    self.seconds, self._at = 0.0, now
+        return self._share
 
 
 class RunTimes:

@@ -14,10 +14,11 @@ import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from runtime.errors import DeadlineExceeded, Overloaded, Shed
 from runtime.scheduling.deadlines import Deadline
+from runtime.scheduling.placement import _left_running
 
 T = TypeVar("T")
 
@@ -29,10 +30,14 @@ class Turns:
     a request that the ones ahead of it would keep past its deadline is refused ``Shed`` at
     once, and one whose turn comes too late for a run to end by its deadline is answered
     ``DeadlineExceeded`` then, not run: a run whose answer would be thrown away is taken
-    from those that would not. An idle line always runs what comes, and so learns anew how
-    long a run takes."""
+    from those that would not. How long a run takes is told by the run itself (``ran``,
+    timed where it runs: no load, no wait for a slot or for the loop), as the batcher's are.
+    A turn whose caller gave up (its deadline) ends when its worker thread does, not before:
+    threads cannot be stopped, and the next turn would run beside it."""
 
-    __slots__ = ("_active", "_concurrency", "_line", "_max_waiting", "_run_s", "_target_s")
+    __slots__ = (
+        "_active", "_concurrency", "_line", "_loop", "_max_waiting", "_run_s", "_target_s",
+    )  # fmt: skip
 
     def __init__(
         self, concurrency: int, max_waiting: int | None, target_s: float | None = None
@@ -42,18 +47,27 @@ class Turns:
         self._target_s = target_s
         self._active = 0
         self._line: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._run_s: float | None = None  # a moving average of a turn's length
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._run_s: float | None = None  # a moving average of a run's length
 
     @property
     def waiting(self) -> int:
         return len(self._line)
 
+    def ran(self, seconds: float) -> None:
+        """A run took ``seconds`` (told by the run, on its thread)."""
+        known = self._run_s
+        self._run_s = seconds if known is None else 0.8 * known + 0.2 * seconds
+
     async def take(self, work: Callable[[], Awaitable[T]], deadline: Deadline | None) -> T:
         """``await work()`` in a turn: at once when one is free and nobody waits, else after
         the requests ahead of it. The caller's cutoff (``within``) cancels the wait."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (a test's, a restarted worker's)
+            self._loop, self._active, self._line = loop, 0, collections.deque()
         if self._active >= self._concurrency or self._line:
             self._refuse_if_late(deadline)
-            turn = asyncio.get_running_loop().create_future()
+            turn = loop.create_future()
             self._line.append(turn)
             try:
                 await turn  # handed over by the turn before: counted active already
@@ -64,22 +78,32 @@ class Turns:
                     with contextlib.suppress(ValueError):  # or dropped by a hand-over
                         self._line.remove(turn)
                 raise
-            ends = time.monotonic() + (self._run_s or 0.0)
-            if deadline is not None and self._run_s is not None and ends > deadline.at:
+            if deadline is not None and self._too_late(deadline):
                 self._hand_on()  # its run would end past the deadline: never started
                 raise DeadlineExceeded(deadline.budget_ms)
         else:
             self._active += 1
-        started = time.monotonic()
+        left: list[asyncio.Future[Any]] = []
+        token = _left_running.set(left)  # the thread ``work`` may leave running
         try:
             result = await work()
         except BaseException:
-            self._hand_on()
+            running = [f for f in left if not f.done()]
+            if running:  # the turn is the thread's until it ends
+                running[0].add_done_callback(lambda _: self._hand_on(loop))
+            else:
+                self._hand_on()
             raise
-        took = time.monotonic() - started
-        self._run_s = took if self._run_s is None else 0.8 * self._run_s + 0.2 * took
+        finally:
+            _left_running.reset(token)
         self._hand_on()
         return result
+
+    def _too_late(self, deadline: Deadline) -> bool:
+        """With a target: a run starting now would end past ``deadline``."""
+        if self._target_s is None or self._run_s is None:
+            return False
+        return time.monotonic() + self._run_s > deadline.at
 
     def _refuse_if_late(self, deadline: Deadline | None) -> None:
         if self._max_waiting is not None and len(self._line) >= self._max_waiting:
@@ -94,8 +118,12 @@ class Turns:
         if expected > left:
             raise Shed(expected * 1000, left * 1000, self._target_s * 1000)
 
-    def _hand_on(self) -> None:
-        """The turn ends: given to the first request still waiting, else freed."""
+    def _hand_on(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """The turn ends: given to the first request still waiting, else freed. ``loop``:
+        the loop the turn was taken on, when it ends from a thread's callback (on that loop,
+        unless it has been left for another: its line is gone then)."""
+        if loop is not None and loop is not self._loop:
+            return
         while self._line:
             turn = self._line.popleft()
             if not turn.done():

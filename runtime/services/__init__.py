@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from runtime.payload_log.buffer import PayloadLog
     from runtime.payload_log.records import EndpointLog
     from runtime.releases.follow import Follower
-    from runtime.scheduling import Holder
+    from runtime.scheduling import Busy, Holder
     from runtime.services.batch import BatchService
     from runtime.services.columns import ColumnService
     from runtime.services.infer import InferService
@@ -121,14 +121,16 @@ class Services:
         core = self._get()
         predict, endpoints = core.predict, self.endpoints
 
-        def request_runs(name: str) -> Holder[OnnxModel] | None:
+        def request_runs(name: str) -> tuple[Holder[OnnxModel], Busy] | None:
             """V2's runs take the endpoint's run slots, ahead of bulk work, and bulk work rests
-            while they come; a V2-only model has neither (nor an async predict's slots)."""
+            while they come, the longer the busier they keep it (its ``Busy``); a V2-only
+            model has neither (nor an async predict's slots)."""
             if endpoints[name].endpoint.predict_fn is None:
                 return None
             scorer = predict.scorer(name)
             scorer.came()
-            return scorer.request_runs
+            runs = scorer.request_runs
+            return None if runs is None else (runs, scorer.busy)
 
         return InferService(endpoints, core.registry, core.followers, core.logs, request_runs)
 

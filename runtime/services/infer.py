@@ -28,7 +28,7 @@ from runtime.payload_log.records import V2, EndpointLog
 from runtime.protocol import v1, v2
 from runtime.protocol.v2 import InferRequest, Tensor
 from runtime.releases.follow import Follower, Routes
-from runtime.scheduling import MAX_BUDGET_MS, Deadline, Holder, Placement, Turns, within
+from runtime.scheduling import MAX_BUDGET_MS, Busy, Deadline, Holder, Placement, Turns, within
 from runtime.scored import ModelInfo
 from runtime.services.releasing import first_read
 
@@ -58,7 +58,7 @@ class InferService:
         registry: ModelRegistry,
         followers: Mapping[str, Follower] | None = None,
         logs: Mapping[str, EndpointLog] | None = None,
-        request_runs: Callable[[str], Holder[OnnxModel] | None] | None = None,
+        request_runs: Callable[[str], tuple[Holder[OnnxModel], Busy] | None] | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._registry = registry
@@ -181,7 +181,7 @@ class InferService:
             raise PayloadTooLarge(len(body), limits.max_request_bytes)
         deadline = Deadline.asked(timeout_ms, limits.default_timeout_ms, v1.TIMEOUT_HEADER)
         call = _Call(body, header_length, version, deadline, self._logs.get(name),
-                     time.perf_counter())  # fmt: skip
+                     time.perf_counter(), None)  # fmt: skip
         answer = self._answer(name, call)
         try:
             return await (answer if deadline is None else within(deadline, answer))
@@ -199,19 +199,28 @@ class InferService:
             placement, model, version = self._target(name, call.version)
             call = call._replace(version=version)
         holder: Holder[OnnxModel] = model
+        busy = None
         if self._request_runs is not None and model is self._placements[name][1]:
             runs = self._request_runs(name)  # its own model: the endpoint's run slots, and
-            if runs is not None:  # bulk work rests while requests come
-                holder = runs
+            if runs is not None:  # bulk work rests while requests come, the longer the busier
+                holder, busy = runs
         # The wait for a turn is on the loop, where the deadline's cutoff ends it.
-        return await model.turns.take(
-            lambda: placement.run(len(call.body), holder, self._infer_body, call), call.deadline
-        )
+        call = call._replace(turns=model.turns)
+        began = time.monotonic()
+        try:
+            return await model.turns.take(
+                lambda: placement.run(len(call.body), holder, self._infer_body, call),
+                call.deadline,
+            )
+        finally:
+            if busy is not None:
+                busy.seconds += time.monotonic() - began
 
     async def _infer_body(self, model: OnnxModel, call: _Call) -> tuple[bytes, dict[str, str]]:
         """Decode, run, encode (and hand the tensors to the payload log, when it samples the
         request). Never waits: async only as ``Placement`` takes work."""
-        body, header_length, version, deadline, log, started = call
+        body, header_length, version, deadline, log, started, turns = call
+        began = time.perf_counter()
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):
@@ -226,6 +235,8 @@ class InferService:
             deadline = _earliest(deadline, request, started)
             result = self._run(model, request, version)
             answer = _encode(request, result)
+        if turns is not None:  # how long its turn's work took, where it ran
+            turns.ran(time.perf_counter() - began)
         if deadline is not None and time.monotonic() >= deadline.at:
             raise DeadlineExceeded(deadline.budget_ms)  # late: the answer is not sent
         if log is not None and log.sampled(request.id):
@@ -343,6 +354,7 @@ class _Call(NamedTuple):
     deadline: Deadline | None
     log: EndpointLog | None
     started: float  # time.perf_counter() when it came
+    turns: Turns | None  # its model's line, told how long the run took
 
 
 def _earliest(deadline: Deadline | None, request: InferRequest, started: float) -> Deadline | None:

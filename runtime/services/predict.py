@@ -38,6 +38,7 @@ from runtime.protocol import v1
 from runtime.releases.follow import Follower
 from runtime.scheduling import (
     Batcher,
+    Busy,
     Deadline,
     NotNow,
     Placement,
@@ -203,6 +204,7 @@ class Scorer:
         )
         self._body: TypeAdapter[Any] = TypeAdapter(body)
         self._output = endpoint.output
+        self.busy = Busy()  # shared by the endpoint's versions (a shallow copy of this one)
         self.serve(bound.name, endpoint.model)
         # The endpoint's release, if it follows one: its versions are copies of this scorer.
         self.release = None if follower is None else Releasing(self, follower, registry)
@@ -232,10 +234,11 @@ class Scorer:
             latency_target_s=None if target is None else target / 1000,
             join=Scored.join,
             timed_by_caller=True,  # _scored, where the run is
+            busy=self.busy,
         )
         batcher = self.batcher
         self._runs.interactive_at = lambda: batcher.interactive_at
-        self._runs.busy = batcher.busy_share
+        self._runs.busy = self.busy
 
     def came(self) -> None:
         """An interactive request came that skips the batcher (V2's infer): bulk work rests
@@ -276,7 +279,7 @@ class Scorer:
                 return await within(deadline, self._answer(body, key, request_id, deadline))
             return await self._answer(body, key, request_id, None)
         finally:  # the time it was in flight: bulk work rests the longer (``bulk_rest``)
-            self.batcher.busy_s += time.monotonic() - began
+            self.busy.seconds += time.monotonic() - began
 
     async def _answer(
         self, body: bytes, key: str | None, request_id: str | None, deadline: Deadline | None
@@ -623,7 +626,7 @@ class _Runs:
         self._calm = threading.Condition()  # told when none does
         # When the endpoint's last interactive request came (its batcher's), for bulk rests.
         self.interactive_at: Callable[[], float] = lambda: 0.0
-        self.busy: Callable[[], float] = lambda: 0.0  # the share of time requests were in flight
+        self.busy = Busy()  # how busy its endpoint's requests keep it (its scorer's)
 
     def held_now(self) -> _Run | None:
         """A slot and the model, when both are free now (on the loop: never a wait for a slot,
@@ -702,7 +705,7 @@ class _Runs:
     def _rest_bulk(self, ran_s: float) -> None:
         """After a bulk call that ran ``ran_s`` (its slot given back): a rest while
         interactive requests come (``bulk_rest``)."""
-        rest = bulk_rest(ran_s, self.interactive_at(), self.busy())
+        rest = bulk_rest(ran_s, self.interactive_at(), self.busy.share())
         if rest:
             time.sleep(rest)
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from runtime.endpoint import Limits
 from runtime.errors import DeadlineExceeded, Overloaded
 from runtime.models.onnx_model import OnnxModel
-from runtime.scheduling.run_times import BULK_REST, BULK_REST_BUSY, bulk_rest
+from runtime.scheduling.run_times import BULK_REST, BULK_REST_BUSY, RECENT_S, bulk_rest
 from runtime.services import predict as predict_module
 from tests.models.onnx_builders import adder
 from tests.services.pairs import Pair, Sum, by_columns, by_rows, pairs, services
@@ -151,7 +153,7 @@ def test_a_bulk_call_rests_after_it_while_interactive_requests_come(
     runs.bulk_call(time.sleep, 0.01)  # no interactive request yet: no rest
     runs.interactive_at = time.monotonic  # one came just now
     runs.bulk_call(time.sleep, 0.01)
-    runs.busy = lambda: 0.5  # requests in flight half the time: a longer rest
+    runs.busy = SimpleNamespace(share=lambda: 0.5)  # in flight half the time: a longer rest
     runs.bulk_call(time.sleep, 0.01)
     (first, none), (second, rested), (third, longer) = rests
     assert first >= 0.01 and none == 0.0
@@ -166,36 +168,51 @@ def test_the_share_of_time_interactive_requests_are_in_flight_is_learnt_per_wind
     # client calling one request after another saw its p99 3-4x idle beside a batch file.
     app = services(adder(tmp_path / "adder.onnx"), tmp_path)
     scorer = app.predict.scorer("pairs")
-    batcher = scorer.batcher
-    assert scorer._runs.busy() == 0.0
+    busy = scorer._runs.busy
+    assert busy is scorer.busy is scorer.batcher.busy  # one count for the endpoint's work
+    assert busy.share() == 0.0
     began = time.monotonic()
     while time.monotonic() - began < 0.6:  # over a window, one request after another
         asyncio.run(scorer.predict_body(_body(pairs(1))))
-    assert batcher.busy_s > 0  # their time in flight, counted by the scorer
-    batcher._window_at -= 1.0  # the window ends: its share is taken (and the count restarts)
-    share = scorer._runs.busy()
-    assert 0.0 < share < 1.0 and batcher.busy_s == 0.0
+    assert busy.seconds > 0  # their time in flight, counted by the scorer
+    busy._at -= RECENT_S  # the window ends: its share is taken (and the count restarts)
+    share = busy.share()
+    assert 0.0 < share <= 1.0 and busy.seconds == 0.0
+    asyncio.run(app.infer.infer_body("pairs", _infer_body(), None))
+    assert busy.seconds > 0  # V2's requests count too
 
 
+def _executor_threads() -> int:
+    """Threads in the loop's default executor (asyncio's rule)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+@pytest.mark.parametrize("deadline", [None, "50"], ids=["no-deadline", "answered-504"])
 def test_v2_requests_waiting_for_a_run_hold_no_worker_thread_and_a_full_line_is_refused(
-    tmp_path: Path,
+    tmp_path: Path, deadline: str | None
 ) -> None:
     # They waited in worker threads of the loop's default executor (CPUs + 4 of them): a
     # backlog of V2 requests to one endpoint held them all, and every other request that
     # needs one (another endpoint's predict, a model's load) waited behind it for seconds.
+    # Answered 504 at their deadlines, each left a thread waiting for the slot behind it.
     # And V2 had no bound on its backlog: max_pending_requests holds for it too.
-    app = services(adder(tmp_path / "adder.onnx"), tmp_path, limits=Limits(max_pending_requests=20))
+    waiting = _executor_threads() + 2  # more than the executor's threads
+    app = services(
+        adder(tmp_path / "adder.onnx"), tmp_path, limits=Limits(max_pending_requests=waiting)
+    )
     runs = app.predict.scorer("pairs")._runs
     app.predict.scorer("pairs").load()
 
     async def main() -> tuple[list[Any], float]:
         assert runs._slots.acquire(blocking=False)  # a long run holds the endpoint's slot
         backlog = [
-            asyncio.ensure_future(app.infer.infer_body("pairs", _infer_body(), None))
-            for _ in range(22)
+            asyncio.ensure_future(
+                app.infer.infer_body("pairs", _infer_body(), None, None, deadline)
+            )
+            for _ in range(waiting + 2)
         ]
         try:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)  # past the deadlines, when there are
             begun = time.monotonic()
             await asyncio.wait_for(asyncio.to_thread(lambda: None), 10)  # a thread is free
             free_after = time.monotonic() - begun
@@ -206,9 +223,13 @@ def test_v2_requests_waiting_for_a_run_hold_no_worker_thread_and_a_full_line_is_
     answers, free_after = asyncio.run(main())
     assert free_after < 5  # at once, not after the backlog (which waits for the slot)
     refused = [a for a in answers if isinstance(a, Overloaded)]
-    assert len(refused) == 1 and refused[0].status == 503  # 1 holds its turn, 20 wait
-    scored = [json.loads(a[0])["outputs"][0]["data"] for a in answers if isinstance(a, tuple)]
-    assert scored == [[2.0, 4.0]] * 21
+    assert len(refused) == 1 and refused[0].status == 503  # 1 holds its turn, the rest wait
+    if deadline is None:
+        scored = [json.loads(a[0])["outputs"][0]["data"] for a in answers if isinstance(a, tuple)]
+        assert scored == [[2.0, 4.0]] * (waiting + 1)
+    else:
+        late = [a for a in answers if isinstance(a, DeadlineExceeded)]
+        assert len(late) == waiting + 1
 
 
 @pytest.mark.parametrize("behind", [False, True], ids=["idle", "behind-another"])
