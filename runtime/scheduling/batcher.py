@@ -615,19 +615,18 @@ _run_for: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
 
 def end_if_unanswered() -> None:
     """Raise when nobody waits any more for the run this task or thread does, between the
-    chunks of a request larger than a batch: what is left of it is never started. Every
-    request of its batch answered already (its deadline passed, its caller gone):
-    ``RunAbandoned``, which the batcher drops; a request run at once on its own task, past
-    its own deadline: ``DeadlineExceeded``, its answer."""
+    chunks of a request larger than a batch: what is left of it is never started. A request
+    run for itself (on its own task, or its thread) past its own deadline:
+    ``DeadlineExceeded``, its answer (an async predict that never yields gets no other);
+    every request of a leader's batch answered already, or past its deadline:
+    ``RunAbandoned``, which the batcher drops."""
+    own = _deadline.get()  # a request's own, where its task runs it (a leader has none)
+    if own is not None and own.passed():
+        raise DeadlineExceeded(own.budget_ms)  # its answer, where nothing answered it yet
     batch = _run_for.get()
-    own = _deadline.get()  # a request's own, where its task runs its batch
-    if batch is None:
-        if own is not None and own.passed():
-            raise DeadlineExceeded(own.budget_ms)
-        return
     # A deadline is read here as it passes, not only once the loop has answered it (a busy
-    # loop does that late): a request's own, and each request's in the batch (with a target).
-    if (own is not None and own.passed()) or all(
+    # loop does that late): each request's in the batch (with a target), or its answer.
+    if batch is not None and all(
         request.future.done() or (request.deadline is not None and request.deadline.passed())
         for request in batch
     ):

@@ -30,10 +30,11 @@ def bulk_rest(ran_s: float, interactive_at: float, busy: float = 0.0) -> float:
 class Busy:
     """How busy an endpoint's interactive requests keep it: the seconds they were in flight
     (``seconds``, added to by their callers, with no call: the warm HTTP path crosses no
-    module for it; predict requests, and V2's, of every version of the endpoint) and, per
-    window of about RECENT_S, their share of it (``share``: it passes 1 when several are at
-    once). Bulk work asks for the share after each of its runs, on its own thread; the loop
-    adds."""
+    module for it; predict requests to every version of the endpoint, and V2's to its own
+    model) and, per window of at least RECENT_S, their share of it (``share``: it passes 1
+    when several are at once). Bulk work asks for the share after each of its runs, on its
+    own thread; the loop adds, an elapsed time computed first: a float's ``+=`` then runs no
+    call, where another thread could end the window between its read and its write."""
 
     __slots__ = ("_at", "_lock", "_share", "seconds")
 
@@ -41,7 +42,7 @@ class Busy:
         self.seconds = 0.0
         self._at = time.monotonic()
         self._share = 0.0
-        self._lock = threading.Lock()  # one thread ends a window (an add may be lost: a hint)
+        self._lock = threading.Lock()  # one bulk thread ends a window
 
     def share(self) -> float:
         now = time.monotonic()
@@ -49,8 +50,7 @@ class Busy:
             with self._lock:
                 span = now - self._at
                 if span >= RECENT_S:
-                    # After a quiet spell, the window is the last RECENT_S, not the whole gap.
-                    self._share = self.seconds / min(span, 2 * RECENT_S)
+                    self._share = self.seconds / span
                     self.seconds, self._at = 0.0, now
         return self._share
 

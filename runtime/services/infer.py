@@ -214,7 +214,8 @@ class InferService:
             )
         finally:
             if busy is not None:
-                busy.seconds += time.monotonic() - began
+                elapsed = time.monotonic() - began
+                busy.seconds += elapsed
 
     async def _infer_body(self, model: OnnxModel, call: _Call) -> tuple[bytes, dict[str, str]]:
         """Decode, run, encode (and hand the tensors to the payload log, when it samples the

@@ -279,7 +279,8 @@ class Scorer:
                 return await within(deadline, self._answer(body, key, request_id, deadline))
             return await self._answer(body, key, request_id, None)
         finally:  # the time it was in flight: bulk work rests the longer (``bulk_rest``)
-            self.busy.seconds += time.monotonic() - began
+            elapsed = time.monotonic() - began
+            self.busy.seconds += elapsed
 
     async def _answer(
         self, body: bytes, key: str | None, request_id: str | None, deadline: Deadline | None
