@@ -233,10 +233,19 @@ class DeadlineExceeded(MlfnError):
     status = 504
     retryable = True
 
-    def __init__(self, budget_ms: float) -> None:
+    def __init__(self, budget_ms: float, run_ms: float | None = None) -> None:
+        if run_ms is None:
+            super().__init__(
+                f"no answer within the request's deadline of {budget_ms:g} ms; retry shortly",
+                detail={"timeout_ms": budget_ms},
+            )
+            return
+        # The whole budget is shorter than a run: a retry soon would meet the same.
         super().__init__(
-            f"no answer within the request's deadline of {budget_ms:g} ms; retry shortly",
-            detail={"timeout_ms": budget_ms},
+            f"no answer within the request's deadline of {budget_ms:g} ms: the endpoint's "
+            f"last run took {run_ms:.1f} ms, longer than the whole deadline, which a retry "
+            "needs raised",
+            detail={"timeout_ms": budget_ms, "last_run_ms": round(run_ms, 1)},
         )
 
     def headers(self) -> dict[str, str]:

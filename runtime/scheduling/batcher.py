@@ -247,6 +247,11 @@ class Batcher(Generic[I, O]):
         work = self.submit(instances, bounded=bounded, merge=merge, bulk=bulk)
         return await within(deadline, work)  # nothing more under the caller's own cutoff
 
+    @property
+    def last_run_s(self) -> float:
+        """How long the last run took, of whatever size (0 before any)."""
+        return self._last_run_s
+
     def ran(self, n: int, seconds: float) -> None:
         """A run of ``n`` instances took ``seconds`` (told by a caller that times its own)."""
         self._last_run_s = seconds

@@ -276,7 +276,13 @@ class Scorer:
                 assert deadline is not None
                 if not self._released():  # a request the line would make late: refused unread
                     self.batcher.shed_if_late(1, deadline)
-                return await within(deadline, self._answer(body, key, request_id, deadline))
+                try:
+                    return await within(deadline, self._answer(body, key, request_id, deadline))
+                except DeadlineExceeded:
+                    run_s = self.batcher.last_run_s
+                    if run_s * 1000 > deadline.budget_ms:  # a deadline no run fits in
+                        raise DeadlineExceeded(deadline.budget_ms, run_s * 1000) from None
+                    raise
             return await self._answer(body, key, request_id, None)
         finally:  # the time it was in flight: bulk work rests the longer (``bulk_rest``)
             elapsed = time.monotonic() - began

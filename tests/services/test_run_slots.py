@@ -317,3 +317,43 @@ def test_an_async_predict_past_its_deadline_between_chunks_is_answered_504_not_5
     with pytest.raises(DeadlineExceeded):
         asyncio.run(scorer.predict_body(_body(pairs(6)), timeout_ms="300"))
     assert calls == [2]  # its first chunk, never the other two
+
+
+def test_a_deadline_shorter_than_the_endpoints_runs_says_so_not_only_retry_shortly(
+    tmp_path: Path,
+) -> None:
+    # A 1 ms budget on a 27 ms model was told "retry shortly", and every retry met the same.
+    slow = {"s": 0.2}
+
+    def timed(rows: list[Pair], model: OnnxModel) -> list[Sum]:
+        time.sleep(slow["s"])
+        return by_rows(rows, model)
+
+    app = services(adder(tmp_path / "adder.onnx"), tmp_path, predict=timed)
+    scorer = app.predict.scorer("pairs")
+    scorer.load()
+    asyncio.run(scorer.predict_body(_body(pairs(1))))  # a run of about 200 ms
+    with pytest.raises(DeadlineExceeded) as short:
+        asyncio.run(scorer.predict_body(_body(pairs(1)), timeout_ms="50"))
+    assert "the endpoint's last run took" in short.value.message
+    assert short.value.detail["timeout_ms"] == 50
+    assert short.value.detail["last_run_ms"] >= 200
+    # A deadline that waiting, not the run, made it miss: retry shortly, as before.
+    slow["s"] = 0.0
+    asyncio.run(scorer.predict_body(_body(pairs(1))))
+    runs = scorer._runs
+
+    async def behind_another_run() -> BaseException | None:
+        assert runs._slots.acquire(blocking=False)  # another run holds the slot
+        try:
+            await scorer.predict_body(_body(pairs(1)), timeout_ms="50")
+        except DeadlineExceeded as exc:
+            return exc
+        finally:
+            runs.release()  # before the loop ends: it waits for the request's thread
+        return None
+
+    waited = asyncio.run(behind_another_run())
+    assert isinstance(waited, DeadlineExceeded)
+    assert waited.message.endswith("retry shortly")
+    assert "last_run_ms" not in waited.detail
