@@ -181,7 +181,7 @@ class InferService:
             raise PayloadTooLarge(len(body), limits.max_request_bytes)
         deadline = Deadline.asked(timeout_ms, limits.default_timeout_ms, v1.TIMEOUT_HEADER)
         call = _Call(body, header_length, version, deadline, self._logs.get(name),
-                     time.perf_counter(), None)  # fmt: skip
+                     time.perf_counter())  # fmt: skip
         answer = self._answer(name, call)
         try:
             return await (answer if deadline is None else within(deadline, answer))
@@ -205,11 +205,11 @@ class InferService:
             if runs is not None:  # bulk work rests while requests come, the longer the busier
                 holder, busy = runs
         # The wait for a turn is on the loop, where the deadline's cutoff ends it.
-        call = call._replace(turns=model.turns)
+        turns = model.turns
         began = time.monotonic()
         try:
-            return await model.turns.take(
-                lambda: placement.run(len(call.body), holder, self._infer_body, call),
+            return await turns.take(
+                lambda: placement.run(len(call.body), holder, self._infer_body, call, turns),
                 call.deadline,
             )
         finally:
@@ -217,10 +217,13 @@ class InferService:
                 elapsed = time.monotonic() - began
                 busy.seconds += elapsed
 
-    async def _infer_body(self, model: OnnxModel, call: _Call) -> tuple[bytes, dict[str, str]]:
+    async def _infer_body(
+        self, model: OnnxModel, call: _Call, turns: Turns
+    ) -> tuple[bytes, dict[str, str]]:
         """Decode, run, encode (and hand the tensors to the payload log, when it samples the
-        request). Never waits: async only as ``Placement`` takes work."""
-        body, header_length, version, deadline, log, started, turns = call
+        request), ``turns`` told how long that took. Never waits: async only as ``Placement``
+        takes work."""
+        body, header_length, version, deadline, log, started = call
         began = time.perf_counter()
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
@@ -236,8 +239,7 @@ class InferService:
             deadline = _earliest(deadline, request, started)
             result = self._run(model, request, version)
             answer = _encode(request, result)
-        if turns is not None:  # how long its turn's work took, where it ran
-            turns.ran(time.perf_counter() - began)
+        turns.ran(time.perf_counter() - began)  # how long its turn's work took, where it ran
         if deadline is not None and time.monotonic() >= deadline.at:
             raise DeadlineExceeded(deadline.budget_ms)  # late: the answer is not sent
         if log is not None and log.sampled(request.id):
@@ -355,7 +357,6 @@ class _Call(NamedTuple):
     deadline: Deadline | None
     log: EndpointLog | None
     started: float  # time.perf_counter() when it came
-    turns: Turns | None  # its model's line, told how long the run took
 
 
 def _earliest(deadline: Deadline | None, request: InferRequest, started: float) -> Deadline | None:

@@ -363,7 +363,7 @@ class Scorer:
     async def decode_body(self, body: bytes) -> list[BaseModel]:
         instances = self.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None
         if instances is None:  # large, or invalid: read the careful way, in a thread
-            instances = await asyncio.to_thread(self.decode, body)
+            return await asyncio.to_thread(self.decode, body)
         if self._all_optional:
             self._refuse_unnamed(instances)
         return instances
@@ -404,9 +404,11 @@ class Scorer:
         if len(body) > self._limits.max_request_bytes:
             raise PayloadTooLarge(len(body), self._limits.max_request_bytes)
         instances = self.decode_valid(body)
-        if instances is not None:
-            return instances
-        return self.validate(v1.decode_request(body, max_bytes=self._limits.max_request_bytes))
+        if instances is None:  # validate refuses an instance that sets no field itself
+            return self.validate(v1.decode_request(body, max_bytes=self._limits.max_request_bytes))
+        if self._all_optional:
+            self._refuse_unnamed(instances)
+        return instances
 
     def validate(self, raw: Sequence[Any], field: str = "instances") -> list[BaseModel]:
         if not raw:
