@@ -251,6 +251,14 @@ class DeadlineExceeded(MlfnError):
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
 
+    def given_runs_of(self, run_s: float) -> DeadlineExceeded:
+        """This 504, saying so when the endpoint's last run (``run_s``) took longer than the
+        whole deadline: retrying soon would meet the same."""
+        budget_ms = self.detail["timeout_ms"]
+        if "last_run_ms" in self.detail or run_s * 1000 <= budget_ms:
+            return self
+        return DeadlineExceeded(budget_ms, run_s * 1000)
+
 
 class RunAbandoned(MlfnError):
     """Every request a run was for was answered before the run ended (its deadline passed,

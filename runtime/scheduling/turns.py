@@ -36,7 +36,8 @@ class Turns:
     threads cannot be stopped, and the next turn would run beside it."""
 
     __slots__ = (
-        "_active", "_concurrency", "_line", "_loop", "_max_waiting", "_run_s", "_target_s",
+        "_active", "_concurrency", "_last_s", "_line", "_loop", "_max_waiting", "_run_s",
+        "_target_s",
     )  # fmt: skip
 
     def __init__(
@@ -49,13 +50,21 @@ class Turns:
         self._line: collections.deque[asyncio.Future[None]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._run_s: float | None = None  # a moving average of a run's length
+        self._last_s = 0.0
 
     @property
     def waiting(self) -> int:
         return len(self._line)
 
+    @property
+    def last_run_s(self) -> float:
+        """How long the last run took (0 before any): a 504 says when it is longer than the
+        request's whole deadline, which no retry then meets."""
+        return self._last_s
+
     def ran(self, seconds: float) -> None:
         """A run took ``seconds`` (told by the run, on its thread)."""
+        self._last_s = seconds
         known = self._run_s
         self._run_s = seconds if known is None else 0.8 * known + 0.2 * seconds
 

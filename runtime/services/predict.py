@@ -278,11 +278,11 @@ class Scorer:
                     self.batcher.shed_if_late(1, deadline)
                 try:
                     return await within(deadline, self._answer(body, key, request_id, deadline))
-                except DeadlineExceeded:
-                    run_s = self.batcher.last_run_s
-                    if run_s * 1000 > deadline.budget_ms:  # a deadline no run fits in
-                        raise DeadlineExceeded(deadline.budget_ms, run_s * 1000) from None
-                    raise
+                except DeadlineExceeded as exc:
+                    told = exc.given_runs_of(self.batcher.last_run_s)
+                    if told is exc:
+                        raise
+                    raise told from None
             return await self._answer(body, key, request_id, None)
         finally:  # the time it was in flight: bulk work rests the longer (``bulk_rest``)
             elapsed = time.monotonic() - began

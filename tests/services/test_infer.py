@@ -16,6 +16,7 @@ import pytest
 from runtime.endpoint import Limits
 from runtime.errors import (
     BadRequest,
+    DeadlineExceeded,
     EndpointNotFound,
     ModelVersionNotFound,
     PayloadTooLarge,
@@ -140,3 +141,43 @@ def test_readiness_asks_the_store_and_never_loads_the_model(model: Path, tmp_pat
     app = services("./adder.onnx", present)
     assert asyncio.run(app.infer.ready("pairs")) is True
     assert app.registry.state("pairs") is ModelState.ABSENT
+
+
+def test_a_timeout_in_the_body_ends_the_wait_in_line_at_its_deadline(app: Services) -> None:
+    # parameters.timeout was read in the request's turn only: one waiting in line behind a
+    # long run waited it out, and was answered 504 after the run, not at its deadline.
+    doc = {"inputs": [_tensor("x", X), _tensor("y", Y)]}
+    timed = json.dumps({**doc, "parameters": {"timeout": 200_000}}).encode()  # 200 ms
+
+    async def main() -> DeadlineExceeded:
+        await app.infer.infer_body("pairs", json.dumps(doc).encode(), None)  # loaded
+        turns = app.infer._placements["pairs"][1].turns
+        release = asyncio.Event()
+        held = [
+            asyncio.ensure_future(turns.take(release.wait, None))
+            for _ in range(app.endpoints["pairs"].endpoint.limits.max_concurrent_batches)
+        ]
+        await asyncio.sleep(0)  # every turn held, as by long runs
+        try:
+            with pytest.raises(DeadlineExceeded) as late:
+                await asyncio.wait_for(app.infer.infer_body("pairs", timed, None), 10)
+            assert turns.waiting == 0 and not any(h.done() for h in held)  # left the line
+        finally:
+            release.set()
+            await asyncio.gather(*held)
+        return late.value
+
+    late = asyncio.run(main())
+    assert late.detail == {"timeout_ms": 200}  # waiting made it miss: retry shortly
+    assert late.message.endswith("retry shortly")
+
+
+def test_a_v2_timeout_shorter_than_the_models_runs_says_so(app: Services) -> None:
+    # As predict's 504 does: a retry soon would meet the same.
+    doc = {"inputs": [_tensor("x", X), _tensor("y", Y)]}
+    _infer(app, doc)  # a run, of more than a microsecond
+    with pytest.raises(DeadlineExceeded) as short:
+        _infer(app, {**doc, "parameters": {"timeout": 1}})
+    assert short.value.detail["timeout_ms"] == 0.001
+    assert short.value.detail["last_run_ms"] > 0.001
+    assert "the endpoint's last run took" in short.value.message
