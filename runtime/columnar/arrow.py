@@ -36,16 +36,20 @@ def scatter(values: pa.Array, order: np.ndarray[Any, Any]) -> pa.Array:
 
 
 def from_dicts(
-    rows: list[dict[str, Any]], keys: frozenset[str], forbid_extra: bool = False
+    rows: list[Any], keys: frozenset[str], forbid_extra: bool = False
 ) -> tuple[dict[str, pa.Array], np.ndarray[Any, Any]] | None:
     """Rows read as dicts (a file's JSON lines or CSV records) as Arrow columns, one per key
     the model reads, and the rows whose explicit null the columns cannot tell from a key left
     out, and with ``forbid_extra`` those holding a key the model does not know (pydantic
-    decides those). None when a column's values are of kinds Arrow will not
-    put in one array (text and numbers, say): the rows are then validated one by one."""
+    decides those). A row that is not a dict (a JSON line holding a list, a number) is
+    pydantic's too: its own error, its neighbours scored. None when a column's values are of
+    kinds Arrow will not put in one array (text and numbers, say): the rows are then
+    validated one by one."""
     n = len(rows)
     given: dict[str, pa.Array] = {}
-    suspect = np.zeros(n, dtype=np.bool_)
+    suspect = np.array([type(row) is not dict for row in rows], dtype=np.bool_)
+    if suspect.any():  # its place in the columns holds nothing
+        rows = [row if type(row) is dict else {} for row in rows]
     if forbid_extra:  # a key the model refuses: pydantic says which
         suspect |= np.array([not keys.issuperset(row) for row in rows], dtype=np.bool_)
     for key in keys:

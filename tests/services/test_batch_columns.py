@@ -65,8 +65,9 @@ def by_columns(columns: dict[str, Any], model: OnnxModel) -> dict[str, Any]:
     return {"label": out["label"], "probabilities": out["probabilities"], "tag": columns["tag"]}
 
 
-def _rows(n: int) -> list[Any]:
-    """Flowers, 1% of them bad each its own way, and some the columns cannot tell alone."""
+def _rows(n: int, json_lines: bool = False) -> list[Any]:
+    """Flowers, 1% of them bad each its own way, and some the columns cannot tell alone;
+    ``json_lines``: lines of JSON that is not an object among them."""
     rng = np.random.default_rng(3)
     values = rng.uniform([4.3, 2.0, 1.0, 0.1], [7.9, 4.4, 6.9, 2.5], size=(n, 4)).round(2)
     rows: list[Any] = [dict(zip(FEATURES, map(float, v), strict=True)) for v in values]
@@ -77,6 +78,8 @@ def _rows(n: int) -> list[Any]:
         {**rows[0], "petal_width": None},  # a null where a default stands: pydantic refuses
         "{not json",
     ]
+    if json_lines:  # JSON, not an object: each its own error, its neighbours scored
+        bad += ["[5.1, 3.5, 1.4, 0.2]", "null", "5", '"text"', "true"]
     for k, i in enumerate(range(5, n, 100)):
         rows[i] = bad[k % len(bad)]
     for i in range(7, n, 50):
@@ -202,7 +205,7 @@ def test_a_file_scores_through_columns_as_through_rows(
     monkeypatch.setattr(CsvRows, "columns", csv_spy)
     prefix = f"c{uuid.uuid4().hex[:10]}"
     service = _service(example_models["iris"], tmp_path, azurite, prefix)
-    rows = _rows(1000)
+    rows = _rows(1000, json_lines=fmt == "jsonl")
     if fmt == "quoted.csv":  # a cell the writer quotes: the csv module reads the file
         rows[500] = {**rows[500], "tag": 'a,"b'} if isinstance(rows[500], dict) else rows[500]
     data = {"jsonl": _jsonl, "csv": _csv, "quoted.csv": _csv, "parquet": _parquet}[fmt](rows)
