@@ -34,6 +34,27 @@ def _filled(value: Any, text: str) -> Any:
     return array
 
 
+def _refuse_unknown(
+    model: str, closed: dict[str, tuple[list[Any], frozenset[Any]]], arrays: dict[str, Any]
+) -> None:
+    """ModelInputRefused naming the input and the value, for a value of an input with closed
+    categories that is not one of them (a missing one, NaN or None, is the imputer's)."""
+    for name, (categories, known) in closed.items():
+        array = arrays.get(name)
+        if array is None:
+            continue
+        for value in set(array.ravel().tolist()) - known:
+            if value == value and value is not None:  # NaN: missing, not unknown
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)  # an integer category, fed as the model's float
+                shown = ", ".join(map(repr, categories[:10]))
+                raise ModelInputRefused(
+                    model,
+                    f"input {name!r}: {value!r} is not a category the model was fitted on "
+                    f"({shown}{', ...' if len(categories) > 10 else ''})",
+                )
+
+
 def _is_missing(value: Any) -> bool:
     return (
         value is None
@@ -141,9 +162,11 @@ class OnnxModel:
         native = getattr(session, "_sess", None)
         cpu_only = session.get_providers() == ["CPUExecutionProvider"]
         self._run: Any = native.run if native is not None and cpu_only else session.run
+        self._meta_columns = self._columns()  # read once: the session holds a copy each ask
         self._missing = {
             name: text for name, text in self._missing_texts().items() if name in self._dtypes
         }
+        self._closed = self._closed_categories()
 
     @classmethod
     def load(
@@ -188,7 +211,7 @@ class OnnxModel:
         try:
             return {
                 str(c["name"]): str(c["categories"][0])
-                for c in self._columns()
+                for c in self._meta_columns
                 if c.get("type") == "str" and c.get("categories")
             }
         except (TypeError, KeyError, IndexError):
@@ -212,9 +235,26 @@ class OnnxModel:
         input: the model imputes it (``mlfn convert``: ``missing``)."""
         return {
             str(c.get("name")): c["missing"]
-            for c in self._columns()
+            for c in self._meta_columns
             if c.get("type") == "str" and isinstance(c.get("missing"), str)
         }
+
+    def _closed_categories(self) -> dict[str, tuple[list[Any], frozenset[Any]]]:
+        """The categories of each input whose encoder refuses others (``mlfn convert``'s
+        ``closed``), by input: in their order, and as a set. An ONNX OrdinalEncoder has no
+        such refusal (an unknown value is encoded as something), and a OneHotEncoder's names
+        no column: ``run`` refuses an unknown one itself, as scikit-learn does."""
+        closed = {}
+        for c in self._meta_columns:
+            name, categories = str(c.get("name")), c.get("categories")
+            if c.get("closed") is True and isinstance(categories, list) and name in self._dtypes:
+                try:
+                    known = frozenset(categories)
+                except TypeError:  # not plain values: left to the model
+                    continue
+                missing = self._missing.get(name)  # the imputer's text: the model's own
+                closed[name] = (categories, known if missing is None else known | {missing})
+        return closed
 
     def run(
         self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None
@@ -245,6 +285,8 @@ class OnnxModel:
                 arrays[name] = np.asarray(value, dtype=dtype)
             except (ValueError, TypeError, OverflowError) as exc:  # ragged rows, say
                 raise ModelInputRefused(self.name, f"input {name!r}: {exc}") from None
+        if self._closed:
+            _refuse_unknown(self.name, self._closed, arrays)
         names = list(output_names) if output_names else self._output_names
         try:
             results = self._run(names, arrays, None)

@@ -600,3 +600,42 @@ def test_a_column_taken_as_optional_that_the_model_refuses_missing_stays_require
         sklearn_columns._imputed = real
     columns = json.loads(_metadata(tmp_path / "m.onnx")["mlfn.columns"])
     assert done.missing_rows == 0 and [c.get("optional") for c in columns] == [None, None]
+
+
+def test_a_category_the_encoder_refuses_is_refused_by_the_run_naming_the_input(
+    tmp_path: Path, loans: pd.DataFrame
+) -> None:
+    # An ONNX OrdinalEncoder encodes an unknown value as something (V2 scored it, where
+    # scikit-learn raises), and a OneHotEncoder's error named no input: an integer category,
+    # which no Literal guards, failed inside the model without its name.
+    from runtime.errors import ModelInputRefused
+    from runtime.models.onnx_model import OnnxModel
+
+    frame = loans[["age", "city"]].assign(zone=loans["age"] % 3 * 10)  # 0, 10, 20
+    prep = ColumnTransformer(
+        [
+            ("zone", OrdinalEncoder(handle_unknown="error"), ["zone"]),
+            ("city", OneHotEncoder(handle_unknown="error"), ["city"]),
+            ("age", StandardScaler(), ["age"]),
+        ]
+    )
+    fitted = make_pipeline(prep, LogisticRegression()).fit(frame, _outcome(loans))
+    to_onnx(fitted, tmp_path / "zones.onnx", frame)
+    model = OnnxModel.load("zones", tmp_path / "zones.onnx", sha256="x", version="1")
+    good = {"age": [[30], [40]], "zone": [[10], [20]], "city": [["oslo"], ["rome"]]}
+    np.testing.assert_allclose(
+        model.run(good)["probabilities"],
+        fitted.predict_proba(pd.DataFrame({k: [r[0] for r in v] for k, v in good.items()})),
+        rtol=1e-5,
+    )
+    for name, bad in (("zone", [[10], [30]]), ("city", [["oslo"], ["lima"]])):
+        with pytest.raises(ValueError):  # scikit-learn refuses the same row
+            fitted.predict(
+                pd.DataFrame({k: [r[0] for r in v] for k, v in {**good, name: bad}.items()})
+            )
+        with pytest.raises(ModelInputRefused) as refused:
+            model.run({**good, name: bad})
+        unknown = bad[1][0]
+        assert f"input {name!r}: {unknown!r} is not a category the model was fitted on" in (
+            refused.value.message
+        )
