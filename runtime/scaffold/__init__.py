@@ -13,6 +13,7 @@ import json
 import keyword
 import re
 import shlex
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,7 +350,9 @@ def _sample(spec: TensorSpec) -> Any:
 
 
 def _attr_name(onnx_name: str) -> str:
-    attr = re.sub(r"\W", "_", onnx_name)
+    # Python reads an identifier in NFKC form ("µm" as "μm", "ﬁeld" as "field"): the name
+    # written is the one it will have, which then differs from the column's and gets its alias.
+    attr = re.sub(r"\W", "_", unicodedata.normalize("NFKC", onnx_name))
     if not attr or attr[0].isdigit() or attr.startswith("_"):
         attr = "x_" + attr.lstrip("_")
     if keyword.iskeyword(attr) or hasattr(BaseModel, attr):

@@ -342,6 +342,34 @@ def test_columns_whose_python_names_collide_get_distinct_fields(
     np.testing.assert_allclose(answer.json()["predictions"][0]["prediction"], expected, rtol=1e-5)
 
 
+def test_columns_whose_names_python_reads_otherwise_keep_them_as_aliases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python reads identifiers in NFKC form: a field written "µm" (the micro sign) is named
+    # "μm" (Greek mu), so the column's own name found no field (422 "Field required") and
+    # the generated predict's "µm" no column (500 KeyError).
+    frame = pd.DataFrame({"µm": [1.0, 2.0, 3.0, 4.0], "\ufb01eld": [0.5, 0.1, 0.9, 0.2],
+                          "field": [3.0, 1.0, 0.0, 2.0]})  # fmt: skip
+    model = LinearRegression().fit(frame, [1.0, 2.0, 3.0, 4.0])
+    app = make_app(tmp_path / "app", {})
+    to_onnx(model, app / "models" / "nfkc.onnx", frame)
+    made = mlfn(
+        monkeypatch, app, "new", "nfkc", "--model", "models/nfkc.onnx", "--template", "regressor"
+    )
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    text = (app / "functions" / "nfkc" / "endpoint.py").read_text()
+    assert '    \u03bcm: Float32 = Field(alias="\\u00b5m")\n' in text
+    assert (
+        '    field: Float32 = Field(alias="\\ufb01eld")\n    field_2: Float32 = Field(alias="field")\n'
+        in text
+    )
+    row = {"µm": 2.0, "\ufb01eld": 0.1, "field": 1.5}
+    (answer,) = served(app, tmp_path, [("nfkc", {"instances": [row]})])
+    assert answer.status_code == 200, answer.text
+    expected = model.predict(pd.DataFrame({k: [v] for k, v in row.items()}))
+    np.testing.assert_allclose(answer.json()["predictions"][0]["prediction"], expected, rtol=1e-5)
+
+
 NUMBERS = ["age", "annual income"]
 
 
