@@ -45,7 +45,6 @@ def from_dicts(
     pydantic's too: its own error, its neighbours scored. None when a column's values are of
     kinds Arrow will not put in one array (text and numbers, say): the rows are then
     validated one by one."""
-    n = len(rows)
     given: dict[str, pa.Array] = {}
     suspect = np.array([type(row) is not dict for row in rows], dtype=np.bool_)
     if suspect.any():  # its place in the columns holds nothing

@@ -27,7 +27,7 @@ CLASSES_KEY = "mlfn.classes"
 # what the classifier scaffold maps to the names above. Not always 0..n-1: a model fitted on
 # classes 3, 5, 7 answers 3, 5 or 7.
 LABELS_KEY = "mlfn.labels"
-# The named columns a model takes, one ONNX input each (JSON: name, type float/int/str, and an
+# The named columns a model takes, one ONNX input each (JSON: name, type float/int/bool/str, and an
 # encoder's categories and whether it refuses others): `mlfn new` writes a typed field for each.
 COLUMNS_KEY = "mlfn.columns"
 

@@ -20,10 +20,10 @@ from runtime.errors import ConversionError
 
 @dataclass(frozen=True)
 class Column:
-    """One input column: ``float``, ``int`` or ``str``; the categories an encoder knows (None
-    for a plain number), and whether that encoder refuses any other value; ``optional``: a
-    value the model imputes when it is missing, which a row may leave out (a number is fed as
-    NaN then, a string as ``MISSING_TEXT``)."""
+    """One input column: ``float``, ``int``, ``bool`` or ``str``; the categories an encoder
+    knows (None for a plain number), and whether that encoder refuses any other value;
+    ``optional``: a value the model imputes when it is missing, which a row may leave out (a
+    number is fed as NaN then, a string as ``MISSING_TEXT``)."""
 
     name: str
     type: str
@@ -136,6 +136,8 @@ def frame(model: Any, columns: list[Column], sample: Any, rows: int) -> Any:
             data[column.name] = np.array(column.categories, dtype=object)[picks]
             if column.type != "str":
                 data[column.name] = data[column.name].astype(np.float64)
+        elif column.type == "bool":
+            data[column.name] = rng.integers(0, 2, rows).astype(bool)
         else:
             centre, spread = stats.get(column.name, (0.0, 1.0))
             data[column.name] = centre + spread * rng.standard_normal(rows)
@@ -477,7 +479,9 @@ def _sample_dtypes(sample: Any) -> dict[str, str]:
         return {}
     kinds = {}
     for name, dtype in sample.dtypes.items():
-        if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_integer_dtype(dtype):
+        if pd.api.types.is_bool_dtype(dtype):  # True/False in its CSV, JSON and Parquet
+            kinds[str(name)] = "bool"
+        elif pd.api.types.is_integer_dtype(dtype):
             kinds[str(name)] = "int"
         elif pd.api.types.is_numeric_dtype(dtype):
             kinds[str(name)] = "float"

@@ -13,7 +13,7 @@ from runtime.element_types import BOUNDED_FLOATS
 from runtime.errors import ScaffoldError
 from runtime.models.onnx_model import TensorSpec
 
-_PYTHON = {"float": "float", "int": "int", "str": "str"}
+_PYTHON = {"float": "float", "int": "int", "bool": "bool", "str": "str"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def column_fields(
     except (ValueError, TypeError, KeyError):
         raise ScaffoldError(
             f"metadata_props {COLUMNS_KEY!r} must be a JSON list of columns (name, type float, "
-            f"int or str), not {metadata[COLUMNS_KEY][:80]!r}"
+            f"int, bool or str), not {metadata[COLUMNS_KEY][:80]!r}"
         ) from None
     fields = []
     for spec in inputs:
@@ -59,7 +59,7 @@ def column_fields(
             annotation = _PYTHON[column["type"]]
             if bounded and column["type"] == "float":
                 annotation = BOUNDED_FLOATS.get(spec.element_type or "", annotation)
-        sample: Any = {"float": 0.0, "int": 0, "str": ""}[column["type"]]
+        sample: Any = {"float": 0.0, "int": 0, "bool": False, "str": ""}[column["type"]]
         if categories:
             sample = str(categories[0]) if column["type"] == "str" else categories[0]
         optional = column.get("optional") is True

@@ -5,6 +5,7 @@ name over HTTP, the Open Inference Protocol (V2) and a batch file of the DataFra
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import shlex
@@ -667,3 +668,43 @@ def test_a_category_the_encoder_refuses_is_refused_by_the_run_naming_the_input(
         assert f"input {name!r}: {unknown!r} is not a category the model was fitted on" in (
             refused.value.message
         )
+
+
+def test_a_bool_column_is_a_bool_field_that_takes_what_pandas_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loans: pd.DataFrame
+) -> None:
+    # A bool column was an int field: the DataFrame's own to_csv() writes True and False,
+    # which an int refuses, so every row of the file failed.
+    import pyarrow as pa
+
+    from runtime.columnar.schema import compile_model
+    from runtime.columnar.validate import validate
+
+    frame = loans[["age"]].assign(member=loans["age"] % 2 == 0)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, _outcome(loans))
+    app = make_app(tmp_path / "app", {})
+    to_onnx(model, app / "models" / "members.onnx", frame)
+    columns = json.loads(_metadata(app / "models" / "members.onnx")["mlfn.columns"])
+    assert columns == [{"name": "age", "type": "int"}, {"name": "member", "type": "bool"}]
+    made = mlfn(
+        monkeypatch, app, "new", "members", "--model", "models/members.onnx",
+        "--template", "classifier",
+    )  # fmt: skip
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    assert "    member: bool\n" in (app / "functions" / "members" / "endpoint.py").read_text()
+
+    text = frame.head(4).to_csv(index=False).splitlines()  # age,member / 62,True ...
+    cells = [line.split(",") for line in text[1:]]
+    spec = importlib.util.spec_from_file_location("members", app / "functions/members/endpoint.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    given = {"age": pa.array([c[0] for c in cells]), "member": pa.array([c[1] for c in cells])}
+    checked = validate(compile_model(module.Input), given, 4, lambda rows: [])
+    assert not checked.errors and checked.columns["member"].tolist() == frame["member"][:4].tolist()
+
+    rows = frame.head(6)
+    (answer,) = served(app, tmp_path, [("members", {"instances": rows.to_dict(orient="records")})])
+    assert answer.status_code == 200, answer.text
+    got = [p["label"] for p in answer.json()["predictions"]]
+    assert got == model.predict(rows).tolist()
