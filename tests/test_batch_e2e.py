@@ -484,7 +484,7 @@ def test_mlfn_batch_scores_a_parquet_file_and_downloads_its_results(
         host.stop()
     assert done.returncode == 0, done.stderr + done.stdout
     assert "2000 rows, 3 errors" in done.stdout
-    got = pq.read_table(tmp_path / "flowers.results.parquet")
+    got = pq.read_table(tmp_path / "flowers.flowers.results.parquet")
     assert got.column_names == ["row", "label", "probabilities", "error"]
     records = got.to_pylist()
     assert [r["row"] for r in records] == list(range(2000))

@@ -38,7 +38,7 @@ EXIT_ROWS_FAILED = 3  # the file was scored, but rows failed (all, or any with -
     note=" (before FILE too; a FILE named like a number: write ./5)",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to save the results [FILE.results.EXT beside FILE].")  # fmt: skip
+              help="Where to save the results [FILE.NAME.results.EXT beside FILE].")  # fmt: skip
 @click.option(
     "--fail-on-errors", is_flag=True, help=f"Exit {EXIT_ROWS_FAILED} when any row failed."
 )
@@ -68,7 +68,8 @@ def batch(
     path = blob_path or file.name
     with told():
         contract.format_of(path)  # refused here, not after the upload
-    target = out or file.with_name(f"{file.stem}.results{file.suffix}")
+    # The endpoint in the name: one file scored by two endpoints keeps both results.
+    target = out or file.with_name(f"{file.stem}.{name}.results{file.suffix}")
     if wait_s > 0:
         _check_writable(target)  # before the upload and the wait, not after
     from runtime.storage import clients

@@ -232,11 +232,29 @@ def unfilled_fields(model: type[BaseModel], names: Collection[str]) -> list[str]
     if any(v.info.mode in ("before", "wrap") for v in validators):
         return []
     present = set(names)
-    return [
-        name
-        for name, info in model.model_fields.items()
-        if not present.intersection(_keys(name, info))
-    ]
+    config = model.model_config
+    by_alias = config.get("validate_by_alias", True)
+    by_name = bool(config.get("validate_by_name") or config.get("populate_by_name")) or not by_alias
+    unfilled = []
+    for name, info in model.model_fields.items():
+        keys = _keys(name, info)
+        if not by_name and keys != {name}:  # pydantic reads an aliased field by its alias only
+            keys.discard(name)
+        if not present.intersection(keys):
+            unfilled.append(name)
+    return unfilled
+
+
+def column_names(model: type[BaseModel], fields: list[str]) -> list[str]:
+    """Each field's name as a file's column carries it (its alias: ``annual income`` for the
+    field ``annual_income``), for messages about a file's columns."""
+    infos = model.model_fields
+    named = []
+    for name in fields:
+        info = infos[name]
+        given = info.validation_alias if isinstance(info.validation_alias, str) else None
+        named.append(given or info.alias or name)
+    return named
 
 
 def _keys(name: str, info: Any) -> set[str]:

@@ -341,14 +341,14 @@ def _columns_checker(
 
     def check(names: list[str]) -> None:
         found = f"; its header: {', '.join(names[:20])}" if fmt is batch.Format.CSV else ""
-        missing = batch_formats.missing_columns(model, names)
+        missing = batch_formats.column_names(model, batch_formats.missing_columns(model, names))
         if missing:
             raise FileUnreadable(
                 f"the file has no column for the required field(s) {', '.join(missing)}, so "
                 f"every row would fail{found}",
                 detail={"missing": missing},
             )
-        unfilled = batch_formats.unfilled_fields(model, names)
+        unfilled = batch_formats.column_names(model, batch_formats.unfilled_fields(model, names))
         if unfilled and len(unfilled) == len(model.model_fields):
             raise FileUnreadable(
                 f"the file has a column for none of the input fields ({', '.join(unfilled)}): "

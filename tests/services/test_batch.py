@@ -371,3 +371,30 @@ def test_a_file_with_a_column_for_no_field_is_refused_though_every_field_is_opti
     check(["age", "outcome"])
     assert summary.extra == {"absent": ["income"]}
     assert json.loads(summary.to_json())["absent"] == ["income"]
+
+
+def test_a_files_missing_columns_are_named_as_its_header_would_name_them() -> None:
+    # The field's Python name was told ("annual_income"), where the file's header, and the
+    # DataFrame it came from, say "annual income".
+    from pydantic import BaseModel, Field
+
+    from runtime.errors import FileUnreadable
+    from runtime.services.batch import _columns_checker
+
+    class Loan(BaseModel):
+        age: int
+        annual_income: float = Field(alias="annual income")
+        city_code: str | None = Field(default=None, alias="city code")
+
+    summary = batch.Summary("loans.csv", '"0x1"', None, "csv")
+    check = _columns_checker(Loan, batch.Format.CSV, summary)
+    with pytest.raises(FileUnreadable) as refused:
+        check(["age", "city"])
+    with pytest.raises(FileUnreadable):  # pydantic reads the field by its alias only
+        check(["age", "annual_income"])
+    assert "no column for the required field(s) annual income, so every row" in (
+        refused.value.message
+    )
+    assert refused.value.detail == {"missing": ["annual income"]}
+    check(["age", "annual income"])
+    assert summary.extra["absent"] == ["city code"]
