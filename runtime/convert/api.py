@@ -37,6 +37,7 @@ class Conversion:
     synthesised: bool = False  # the rows were made up, not given: they may miss the edges
     constant: tuple[str, ...] = ()  # outputs that gave one value for every row
     missing_rows: int = 0  # rows answered besides, with the optional columns left out
+    warnings: tuple[str, ...] = ()  # what the proof cannot show (the converter's)
 
     @property
     def largest_difference(self) -> float:
@@ -125,6 +126,7 @@ def to_onnx(
         converted.synthesised,
         constant,
         converted.missing_rows,
+        converted.warnings,
     )
 
 

@@ -44,6 +44,7 @@ class Converted:
     synthesised: bool = False
     # Of the rows, those the converter added: copies with the optional columns left out.
     missing_rows: int = 0
+    warnings: tuple[str, ...] = ()  # what the proof cannot show, for the user to know
 
 
 def require(module: str, framework: str, extra: str, package: str | None = None) -> ModuleType:

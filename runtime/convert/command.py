@@ -80,6 +80,8 @@ def convert(
             "shows little: pass rows like your data with --sample",
             err=True,
         )
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for difference in done.differences:
         click.echo(f"  {difference}")
     click.echo(f"largest difference {done.largest_difference:.3g} (tolerance {done.tolerance:g})")

@@ -32,6 +32,13 @@ from runtime.convert.base import (
 from runtime.errors import ConversionError
 
 EXTRA = "convert-sklearn"
+FLOAT32_TREES = (
+    "this pipeline imputes, and onnxruntime's Imputer takes float32 alone, so the ONNX model "
+    "computes the steps before its trees in float32 where scikit-learn computes float64: a "
+    "row within float32's rounding of a split threshold may take the other branch (a tree's "
+    "vote, a few hundredths of a probability, on a rare row). The sample rows agreed; --sample "
+    "with more rows like your data shows how rare"
+)
 # skl2onnx's output names, renamed to those of mlfn's examples and the classifier scaffold.
 RENAMED = {"output_label": "label", "output_probability": "probabilities"}
 
@@ -48,7 +55,8 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
     final = _final_step(model)
     columns = sklearn_columns.columns_of(model, sample)
     missing_rows = 0
-    graph = model if _imputes(model) else _cast_before_tree(model, final)
+    imputes = _imputes(model)
+    graph = model if imputes else _cast_before_tree(model, final)
     dtype = np.float64 if graph is not model else np.float32
     tensor_type = DoubleTensorType if dtype == np.float64 else FloatTensorType
     if columns is None:
@@ -115,8 +123,14 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         expected[outputs[0]] = np.asarray(model.predict(x))
     else:
         expected[outputs[0]] = np.asarray(model.transform(x))
+    warnings = (FLOAT32_TREES,) if imputes and _trees_last(model, final) else ()
     return Converted(
-        onnx_model, feeds, expected, synthesised=sample is None, missing_rows=missing_rows
+        onnx_model,
+        feeds,
+        expected,
+        synthesised=sample is None,
+        missing_rows=missing_rows,
+        warnings=warnings,
     )
 
 
@@ -137,15 +151,23 @@ def _imputes(model: Any) -> bool:
     return any(isinstance(step, SimpleImputer) for step in sklearn_columns.steps(model))
 
 
+def _trees_last(model: Any, final: Any) -> bool:
+    """Whether ``model`` is a pipeline whose last step is a tree model (XGBoost and LightGBM
+    too), fed by steps that scikit-learn runs in float64."""
+    from sklearn.pipeline import Pipeline
+
+    trees = type(final).__module__.startswith(("sklearn.tree", "sklearn.ensemble"))
+    trees = trees or boosting.library(final) is not None
+    return trees and isinstance(model, Pipeline) and len(model.steps) > 1
+
+
 def _cast_before_tree(model: Any, final: Any) -> Any:
     """``model``, or for a pipeline whose last step is a tree model (XGBoost and LightGBM too),
     the same fitted steps with a cast to float32 before that step (skl2onnx's
     ``CastTransformer``)."""
     from sklearn.pipeline import Pipeline
 
-    trees = type(final).__module__.startswith(("sklearn.tree", "sklearn.ensemble"))
-    trees = trees or boosting.library(final) is not None
-    if not (trees and isinstance(model, Pipeline) and len(model.steps) > 1):
+    if not _trees_last(model, final):
         return model
     import numpy as np
     from skl2onnx.sklapi import CastTransformer
