@@ -220,6 +220,22 @@ def test_new_refuses_what_it_cannot_serve_with_a_clear_message(
     assert not (app / "functions" / args[0]).exists()
 
 
+def test_a_mistyped_local_path_with_a_store_set_says_where_it_was_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bare path is looked up in MLFN_MODEL_STORE: the typo of a local file was told as
+    # "model az://models/models/x.onnx does not exist in its store", naming no local file.
+    app = make_app(tmp_path / "app", {})
+    (tmp_path / "store").mkdir()
+    _clean_env(
+        monkeypatch, MLFN_CACHE_DIR=str(tmp_path / "c"), MLFN_MODEL_STORE=str(tmp_path / "store")
+    )
+    done = _new(monkeypatch, app, "typo", "--model", "models/nope.onnx")
+    assert done.exit_code == 1 and "Traceback" not in done.stderr, (done.output, done.exc_info)
+    assert f"models/nope.onnx is no file here ({app / 'models' / 'nope.onnx'})" in done.stderr
+    assert f"looked up in MLFN_MODEL_STORE ({tmp_path / 'store'})" in done.stderr
+
+
 def test_new_refuses_to_overwrite_an_existing_endpoint_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

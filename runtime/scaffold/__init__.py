@@ -26,7 +26,7 @@ from runtime.config import Settings
 from runtime.config.client import DEFAULT_URL
 from runtime.element_types import BOUNDED_FLOATS, BY_ONNX
 from runtime.endpoint import check_endpoint_name
-from runtime.errors import ScaffoldError
+from runtime.errors import ModelNotInStore, ScaffoldError
 from runtime.model_store.base import Progress
 from runtime.models.onnx_model import TensorSpec
 from runtime.models.reference import Model
@@ -130,7 +130,17 @@ def render_endpoint(
             "(az://, s3://, https://)"
         )
     else:
-        local = _fetch(source, app_dir, settings, progress)
+        try:
+            local = _fetch(source, app_dir, settings, progress)
+        except ModelNotInStore as exc:
+            if "://" in source:
+                raise
+            # A bare path is looked up in the store: a local file's typo reads as a store's.
+            raise ScaffoldError(
+                f"{exc.message}: {source} is no file here ({app_dir / local}), so it was looked "
+                f"up in MLFN_MODEL_STORE ({settings.model_store}); name a local file by its "
+                "path, or a stored model by its URI"
+            ) from None
     signature = _signature(local)
     template_path = _template_path(app_dir, template)
     template_text = template_path.read_text()
