@@ -159,9 +159,11 @@ def run(
     require_pyspark()
     from pyspark.errors import PySparkException
 
-    # An unknown endpoint, an output no Spark column holds, an OUTPUT this machine sees is
-    # there: told before a JVM starts.
+    # An unknown endpoint, an output no Spark column holds, a format no extension tells, an
+    # OUTPUT this machine sees is there: told before a JVM starts (seconds).
     output_schema(endpoint(app_dir, name))
+    file_format(source, source_format)
+    file_format(target, target_format)
     output = _on_disk(target)
     seen_here = _local_master(master) or urlsplit(target).scheme == "file"
     if output is not None and seen_here and not overwrite and os.path.lexists(output):

@@ -277,6 +277,18 @@ def test_an_existing_output_is_refused_before_spark_starts(app: Path, models: Pa
     assert done.stderr == "Error: OUTPUT taken.jsonl exists: pass --overwrite to replace it\n"
 
 
+def test_a_format_no_extension_tells_is_refused_before_spark_starts(
+    app: Path, models: Path
+) -> None:
+    # Said after Spark had started (about 10 s, and its start-up lines) before.
+    (app / "in.jsonl").write_text(json.dumps(FLOWER) + "\n")
+    done = _mlfn(app, models, "spark-score", "iris", "in.jsonl", "out.csv.out")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "Error: cannot tell the format of out.csv.out from its extension: pass --format\n"
+    )
+
+
 def test_an_existing_output_spark_finds_is_told_as_the_command_s_option() -> None:
     # Where this machine cannot look first (abfss://, s3a://, HDFS), Spark's refusal.
     from runtime.errors import BadRequest
