@@ -100,6 +100,28 @@ def test_one_failed_row_is_said_in_the_singular_and_fails_only_when_asked(
     assert "1 row of some.jsonl failed" in strict.stderr
 
 
+def test_a_gzip_file_is_uploaded_as_what_it_holds_and_inflated_as_it_is_read(
+    mlfn: Mlfn, tmp_path: Path
+) -> None:
+    # rows.csv.gz was refused by its extension, though the host reads a blob stored with
+    # Content-Encoding: gzip.
+    import gzip
+
+    text = ",".join(FLOWER) + "\n" + (",".join(map(str, FLOWER.values())) + "\n") * 3
+    source = tmp_path / "rows.csv.gz"
+    source.write_bytes(gzip.compress(text.encode()))
+    done = mlfn("batch", "flowers", str(source), "--wait", "120")
+    assert done.exit_code == 0, (done.output, done.exc_info)
+    assert "3 rows, 0 errors" in done.stdout, done.stdout
+    assert "-in/rows.csv (ETag" in done.stdout  # stored as what it holds
+    written = (tmp_path / "rows.flowers.results.csv").read_text().splitlines()
+    assert written[0].startswith("row,") and len(written) == 4
+    parquet = tmp_path / "rows.parquet.gz"
+    parquet.write_bytes(gzip.compress(b"PAR1"))
+    refused = mlfn("batch", "flowers", str(parquet), "--wait", "0")
+    assert refused.exit_code == 2 and "read by seeking" in refused.output
+
+
 @pytest.mark.parametrize(
     ("args", "wait_s"),
     [

@@ -65,11 +65,20 @@ def batch(
     from runtime.protocol import batch as contract
 
     container, results, conn, found = _batch_containers(name, connection)
-    path = blob_path or file.name
+    # A gzip file (rows.csv.gz) is stored as what it holds (rows.csv), with the encoding that
+    # has it inflated as it is read.
+    gzipped = file.suffix.lower() == ".gz"
+    inner = Path(file.stem) if gzipped else Path(file.name)
+    path = blob_path or inner.name
     with told():
-        contract.format_of(path)  # refused here, not after the upload
+        fmt = contract.format_of(path)  # refused here, not after the upload
+    if gzipped and fmt is contract.Format.PARQUET:
+        raise click.UsageError(
+            f"{file.name}: a Parquet file is read by seeking, which a gzip stream cannot do "
+            "(Parquet compresses its own columns): upload it uncompressed"
+        )
     # The endpoint in the name: one file scored by two endpoints keeps both results.
-    target = out or file.with_name(f"{file.stem}.{name}.results{file.suffix}")
+    target = out or file.with_name(f"{inner.stem}.{name}.results{inner.suffix}")
     if wait_s > 0:
         _check_writable(target)  # before the upload and the wait, not after
     from runtime.storage import clients
@@ -82,6 +91,7 @@ def batch(
                 overwrite=True,
                 length=file.stat().st_size,
                 progress_hook=lambda done, total: progress(done, total or done),
+                **({"content_settings": _gzip_encoded()} if gzipped else {}),
             )
     etag = str(made["etag"])
     click.echo(f"uploaded {file} to {container}/{path} (ETag {etag})")
@@ -124,6 +134,12 @@ def batch(
         every = "every row" if errors == rows else plural(errors, "row")
         click.echo(f"Error: {every} of {file.name} failed", err=True)
         raise SystemExit(EXIT_ROWS_FAILED)
+
+
+def _gzip_encoded() -> Any:
+    from azure.storage.blob import ContentSettings
+
+    return ContentSettings(content_encoding="gzip")
 
 
 def _check_writable(target: Path) -> None:

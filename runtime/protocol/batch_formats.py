@@ -161,12 +161,22 @@ def read_rows(
             source, chunk_size, max_row_bytes, chunk_bytes, columns, seen
         )
         return
+    peek = getattr(source, "peek", None)
+    if peek is not None and peek(2)[:2] == GZIP_MAGIC:  # every row would be "not UTF-8 text"
+        raise FileUnreadable(
+            f"the file holds gzip-compressed bytes, not {fmt.value.upper()} text: store it with "
+            "Content-Encoding: gzip, and it is inflated as it is read (mlfn batch NAME "
+            "FILE.gz does), or upload it uncompressed"
+        )
     if fmt is Format.CSV:
         from runtime.protocol.csv_rows import read_chunks
 
         yield from read_chunks(source, chunk_size, max_row_bytes, chunk_bytes, seen)
         return
     yield from chunked(_jsonl_rows(source, max_row_bytes), chunk_size, chunk_bytes)
+
+
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def chunked(

@@ -73,6 +73,19 @@ def test_a_csv_file_that_cannot_be_read_is_refused_whole(data: bytes, says: str)
         _rows(batch.Format.CSV, data)
 
 
+@pytest.mark.parametrize("fmt", [batch.Format.CSV, batch.Format.JSONL])
+def test_gzip_bytes_stored_as_text_are_one_error_saying_how_to_store_them(
+    fmt: batch.Format,
+) -> None:
+    # Each row was "not UTF-8 text" (or the header could not be read), naming no cause.
+    import gzip
+
+    data = gzip.compress(b"a,b\n1,2\n" if fmt is batch.Format.CSV else b'{"a": 1}\n')
+    source = io.BufferedReader(io.BytesIO(data))  # as a blob is read
+    with pytest.raises(FileUnreadable, match=r"gzip-compressed bytes.*Content-Encoding: gzip"):
+        list(read_rows(fmt, source, 2, 1000, 1 << 20))
+
+
 class Inner(BaseModel):
     score: float
     tags: list[str]
