@@ -173,8 +173,10 @@ def render_endpoint(
     }
     annotations = [f.annotation for f in in_fields]
     notes: list[str] = []
+    outputs = ["label", "probabilities"]  # the classifier template's
     if template == "tensor":
         out_fields = [_field(spec, "output") for spec in signature.outputs]
+        outputs = [n for f in out_fields for n in (f.attr, f.onnx_name)]
         annotations += [f.annotation for f in out_fields]
         values["output_fields"] = "\n".join(f.declaration() for f in out_fields)
         values["output_columns"] = "\n".join(
@@ -188,7 +190,15 @@ def render_endpoint(
     elif template == "classifier":
         notes.append(fill_values(values, local, signature.outputs, signature.metadata, labels))
     else:
-        _regressor_values(values, signature.outputs)
+        outputs = _regressor_values(values, signature.outputs)
+    added = {n.lower() for n in (*outputs, "error")}  # Spark's names ignore case
+    clash = sorted(f.onnx_name for f in in_fields if f.onnx_name.lower() in added)
+    if clash:
+        notes.append(
+            f"note: input column(s) {', '.join(map(repr, clash))} are named like what scoring "
+            "adds to a DataFrame (the outputs and 'error'): Spark scoring (runtime.spark.score, "
+            "mlfn spark-score) refuses a DataFrame holding them; rename them there first"
+        )
     declared = f"{values['input_fields']}\n{values.get('output_fields', '')}"
     values["imports"] = _imports(
         annotations,
@@ -373,9 +383,9 @@ def _attr_name(onnx_name: str) -> str:
 # --- regressor ----------------------------------------------------------------------------------
 
 
-def _regressor_values(values: dict[str, object], outputs: list[TensorSpec]) -> None:
+def _regressor_values(values: dict[str, object], outputs: list[TensorSpec]) -> list[str]:
     """Fill ``values`` for the regressor template: ``prediction``, or ``prediction_0``... for a
-    model with several targets."""
+    model with several targets (the output fields' names, returned)."""
     if classifier_outputs(outputs):
         raise ScaffoldError("the model looks like a classifier: use --template classifier")
     spec = outputs[0]
@@ -399,3 +409,4 @@ def _regressor_values(values: dict[str, object], outputs: list[TensorSpec]) -> N
         output_fields="\n".join(f"    {f}: float" for f in fields),
         output_columns="\n".join(f'        "{f}": values[:, {i}],' for i, f in enumerate(fields)),
     )
+    return fields

@@ -379,6 +379,25 @@ def test_columns_whose_names_python_reads_otherwise_keep_them_as_aliases(
     np.testing.assert_allclose(answer.json()["predictions"][0]["prediction"], expected, rtol=1e-5)
 
 
+def test_mlfn_new_says_when_a_column_is_named_like_what_scoring_adds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loans: pd.DataFrame
+) -> None:
+    # Spark scoring refuses a DataFrame with a column named like an output or 'error', which
+    # nothing had said when the endpoint was made (a new user's trial).
+    frame = loans[["age"]].assign(error=loans["annual income"], Label=loans["age"] % 7)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, _outcome(loans))
+    app = make_app(tmp_path / "app", {})
+    to_onnx(model, app / "models" / "clash.onnx", frame)
+    made = mlfn(
+        monkeypatch, app, "new", "clash", "--model", "models/clash.onnx",
+        "--template", "classifier",
+    )  # fmt: skip
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    assert "note: input column(s) 'Label', 'error' are named like what scoring adds" in (
+        made.output
+    )
+
+
 NUMBERS = ["age", "annual income"]
 
 
