@@ -30,12 +30,16 @@ class Column:
     categories: tuple[Any, ...] | None = None
     closed: bool = False
     optional: bool = False
+    replaced: tuple[Any, ...] = ()  # values an imputer turns into a category: taken too
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type}
         if self.categories is not None:
             out["categories"] = list(self.categories)
             out["closed"] = self.closed
+            # Written whenever categories are (empty too): a served model refuses a value its
+            # closed encoder never took only when its metadata says what else it takes.
+            out["replaced"] = list(self.replaced)
         if self.optional:
             out["optional"] = True
             if self.type == "str":  # what the model is fed for a missing string
@@ -68,7 +72,7 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
     dtypes = _sample_dtypes(sample)
     columns = []
     for name in names:
-        categories, closed = encoders.get(name, (None, False))
+        categories, closed, replaced = encoders.get(name, (None, False, ()))
         kind = dtypes.get(name)
         if kind is None:  # no sample column: the encoder's categories say
             kind = "float"
@@ -79,7 +83,7 @@ def columns_of(model: Any, sample: Any) -> list[Column] | None:
         optional = name in imputed or (kind == "str" and name in unknown_alike)
         if optional and kind != "str":
             kind = "float"  # a missing number is NaN: a float, as pandas reads the column
-        columns.append(Column(name, kind, categories, closed, optional))
+        columns.append(Column(name, kind, categories, closed, optional, replaced))
     return columns
 
 
@@ -288,17 +292,24 @@ def _leading(part: Any) -> Iterator[Any]:
             return
 
 
-def _encoded(model: Any, names: list[str]) -> dict[str, tuple[Any, bool]]:
-    """The categories of each column an encoder reads, and whether it refuses others."""
+def _encoded(model: Any, names: list[str]) -> dict[str, tuple[Any, bool, tuple[Any, ...]]]:
+    """The categories of each column an encoder reads, whether it refuses others, and the
+    values an imputer before it replaces (its ``missing_values`` when that is no NaN: ``-1``,
+    ``"?"``), which the encoder never sees but the column may hold."""
+    from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-    found: dict[str, tuple[Any, bool]] = {}
+    found: dict[str, tuple[Any, bool, tuple[Any, ...]]] = {}
     for columns, part in _routes(model, names):
+        replaced: list[Any] = []
         for step in _leading(part):
+            if isinstance(step, SimpleImputer) and not _missing(step.missing_values):
+                replaced.append(_plain(step.missing_values))
             if isinstance(step, OneHotEncoder | OrdinalEncoder):
                 closed = step.handle_unknown == "error"
                 for name, categories in zip(columns, step.categories_, strict=False):
-                    found[name] = ([v for v in categories if not _missing(v)], closed)
+                    known = [v for v in categories if not _missing(v)]
+                    found[name] = (known, closed, tuple(replaced))
     return found
 
 

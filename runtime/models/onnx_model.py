@@ -240,16 +240,24 @@ class OnnxModel:
         }
 
     def _closed_categories(self) -> dict[str, tuple[list[Any], frozenset[Any]]]:
-        """The categories of each input whose encoder refuses others (``mlfn convert``'s
-        ``closed``), by input: in their order, and as a set. An ONNX OrdinalEncoder has no
-        such refusal (an unknown value is encoded as something), and a OneHotEncoder's names
-        no column: ``run`` refuses an unknown one itself, as scikit-learn does."""
+        """The values each input whose encoder refuses others (``mlfn convert``'s ``closed``)
+        takes, by input: its categories in their order, and as a set with what an imputer
+        before the encoder replaces (``replaced``). An ONNX OrdinalEncoder has no such
+        refusal (an unknown value is encoded as something), and a OneHotEncoder's names no
+        column: ``run`` refuses an unknown one itself, as scikit-learn does. A model whose
+        metadata does not say what its imputers replace (converted before it did) is left
+        to refuse what it refuses."""
         closed = {}
         for c in self._meta_columns:
-            name, categories = str(c.get("name")), c.get("categories")
-            if c.get("closed") is True and isinstance(categories, list) and name in self._dtypes:
+            name, categories, replaced = str(c.get("name")), c.get("categories"), c.get("replaced")
+            if (
+                c.get("closed") is True
+                and isinstance(categories, list)
+                and isinstance(replaced, list)
+                and name in self._dtypes
+            ):
                 try:
-                    known = frozenset(categories)
+                    known = frozenset(categories) | frozenset(replaced)
                 except TypeError:  # not plain values: left to the model
                     continue
                 missing = self._missing.get(name)  # the imputer's text: the model's own

@@ -53,8 +53,10 @@ def column_fields(
             return None  # not the columns convert wrote: the tensor fields serve it
         categories = column.get("categories")
         if column["type"] == "str" and categories and column.get("closed"):
-            # The encoder refuses any other value: a 422 naming the choices, not a 500.
-            annotation = f"Literal[{', '.join(json.dumps(str(c)) for c in categories)}]"
+            # The encoder refuses any other value: a 422 naming the choices, not a 500. What
+            # an imputer before it replaces ("?") is taken too: it never reaches the encoder.
+            taken = [*categories, *(v for v in column.get("replaced", ()) if v not in categories)]
+            annotation = f"Literal[{', '.join(json.dumps(str(c)) for c in taken)}]"
         else:
             annotation = _PYTHON[column["type"]]
             if bounded and column["type"] == "float":

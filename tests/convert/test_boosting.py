@@ -185,7 +185,13 @@ def test_a_boosted_model_ending_a_dataframe_pipeline_takes_the_columns_by_name(
         "city": onnx.TensorProto.STRING,
     }
     columns = json.loads({p.key: p.value for p in model.metadata_props}["mlfn.columns"])
-    assert columns[2] == {"name": "city", "type": "str", "categories": CITIES, "closed": True}
+    assert columns[2] == {
+        "name": "city",
+        "type": "str",
+        "categories": CITIES,
+        "closed": True,
+        "replaced": [],
+    }
     _answers_alike(tmp_path / "m.onnx", pipeline, held_out)
 
 

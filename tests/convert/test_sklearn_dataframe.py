@@ -104,8 +104,14 @@ def test_a_dataframe_pipeline_takes_its_columns_by_name_with_their_types_and_cat
     assert json.loads(_metadata(tmp_path / "loans.onnx")["mlfn.columns"]) == [
         {"name": "age", "type": "int"},
         {"name": "annual income", "type": "float"},
-        {"name": "city", "type": "str", "categories": CITIES, "closed": True},
-        {"name": "size", "type": "str", "categories": ["L", "M", "S"], "closed": False},
+        {"name": "city", "type": "str", "categories": CITIES, "closed": True, "replaced": []},
+        {
+            "name": "size",
+            "type": "str",
+            "categories": ["L", "M", "S"],
+            "closed": False,
+            "replaced": [],
+        },
     ]
 
 
@@ -735,3 +741,53 @@ def test_a_bool_column_is_a_bool_field_that_takes_what_pandas_writes(
     assert answer.status_code == 200, answer.text
     got = [p["label"] for p in answer.json()["predictions"]]
     assert got == model.predict(rows).tolist()
+
+
+def test_a_value_an_imputer_replaces_before_a_closed_encoder_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loans: pd.DataFrame
+) -> None:
+    # The encoder's categories come after the imputer: its sentinel (-1, "?") is never one
+    # of them, yet scikit-learn takes it; the run refused it, and the Literal would have.
+    from runtime.models.onnx_model import OnnxModel
+
+    frame = loans[["city"]].assign(code=(loans["age"] % 3).astype(float))
+    frame.loc[::5, "code"] = -1.0
+    frame.loc[::4, "city"] = "?"
+    prep = ColumnTransformer(
+        [
+            (
+                "code",
+                make_pipeline(
+                    SimpleImputer(missing_values=-1.0, strategy="most_frequent"),
+                    OneHotEncoder(handle_unknown="error"),
+                ),
+                ["code"],
+            ),
+            (
+                "city",
+                make_pipeline(
+                    SimpleImputer(missing_values="?", strategy="most_frequent"),
+                    OneHotEncoder(handle_unknown="error"),
+                ),
+                ["city"],
+            ),
+        ]
+    )
+    fitted = make_pipeline(prep, LogisticRegression()).fit(frame, _outcome(loans))
+    app = make_app(tmp_path / "app", {})
+    to_onnx(fitted, app / "models" / "sentinel.onnx", frame)
+    columns = json.loads(_metadata(app / "models" / "sentinel.onnx")["mlfn.columns"])
+    assert [c["replaced"] for c in columns] == [["?"], [-1]]
+    model = OnnxModel.load("sentinel", app / "models" / "sentinel.onnx", sha256="x", version="1")
+    rows = pd.DataFrame({"city": ["?", "oslo"], "code": [-1.0, 2.0]})
+    got = model.run({k: rows[k].to_numpy().reshape(-1, 1) for k in rows})["probabilities"]
+    np.testing.assert_allclose(got, fitted.predict_proba(rows), rtol=1e-5)
+    with pytest.raises(Exception, match="is not a category the model was fitted on"):
+        model.run({"city": [["?"]], "code": [[7.0]]})  # an unknown one is still refused
+    made = mlfn(
+        monkeypatch, app, "new", "sentinel", "--model", "models/sentinel.onnx",
+        "--template", "classifier",
+    )  # fmt: skip
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    text = (app / "functions" / "sentinel" / "endpoint.py").read_text()
+    assert '    city: Literal["oslo", "paris", "rome", "?"]\n' in text
