@@ -242,46 +242,47 @@ def unfilled_fields(model: type[BaseModel], names: Collection[str]) -> list[str]
     if any(v.info.mode in ("before", "wrap") for v in validators):
         return []
     present = set(names)
-    config = model.model_config
-    by_alias = config.get("validate_by_alias", True)
-    by_name = bool(config.get("validate_by_name") or config.get("populate_by_name")) or not by_alias
-    unfilled = []
-    for name, info in model.model_fields.items():
-        keys = _keys(name, info)
-        if not by_name and keys != {name}:  # pydantic reads an aliased field by its alias only
-            keys.discard(name)
-        if not present.intersection(keys):
-            unfilled.append(name)
-    return unfilled
+    return [
+        name
+        for name, info in model.model_fields.items()
+        if not present.intersection(_read_keys(model, name, info))
+    ]
 
 
 def column_names(model: type[BaseModel], fields: list[str]) -> list[str]:
-    """Each field's name as a file's column carries it (its alias: ``annual income`` for the
-    field ``annual_income``), for messages about a file's columns."""
+    """Each field's name as a file's column carries it (``annual income`` for the field
+    ``annual_income`` aliased so), for messages about a file's columns: the first key
+    pydantic reads it by."""
     infos = model.model_fields
-    named = []
-    for name in fields:
-        info = infos[name]
-        given = info.validation_alias if isinstance(info.validation_alias, str) else None
-        named.append(given or info.alias or name)
-    return named
+    return [_read_keys(model, name, infos[name])[0] for name in fields]
 
 
-def _keys(name: str, info: Any) -> set[str]:
-    """The top-level keys a field can be read from: its name, alias, validation aliases."""
+def _read_keys(model: type[BaseModel], name: str, info: Any) -> list[str]:
+    """The top-level keys pydantic reads a field of ``model`` from, as its config says (by
+    alias, by name, or both), the alias first."""
+    config = model.model_config
+    by_alias = config.get("validate_by_alias", True)
+    by_name = bool(config.get("validate_by_name") or config.get("populate_by_name"))
+    aliases = [k for k in _keys(name, info) if k != name] if by_alias else []
+    return [*aliases, name] if by_name or not aliases else aliases
+
+
+def _keys(name: str, info: Any) -> list[str]:
+    """The top-level keys a field can be read from: its validation aliases, alias, name."""
     from pydantic import AliasChoices, AliasPath
 
-    keys = {name}
-    if info.alias:
-        keys.add(info.alias)
+    keys = []
     aliases = info.validation_alias
     choices = aliases.choices if isinstance(aliases, AliasChoices) else [aliases]
     for choice in choices:
         if isinstance(choice, str):
-            keys.add(choice)
+            keys.append(choice)
         elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
-            keys.add(choice.path[0])
-    return keys
+            keys.append(choice.path[0])
+    if info.alias and aliases is None:  # a validation alias is read instead of the alias
+        keys.append(info.alias)
+    keys.append(name)
+    return list(dict.fromkeys(keys))
 
 
 # --- JSON Lines -------------------------------------------------------------------------------

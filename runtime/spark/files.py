@@ -64,6 +64,17 @@ def file_format(path: str, given: str | None) -> str:
     return found
 
 
+def formats(
+    source: str, target: str, source_format: str | None, target_format: str | None
+) -> tuple[str, str]:
+    """The input's format and the output's: by their options, else by extension; an output
+    with none (a folder, ``out/``) is written as the input is."""
+    in_format = file_format(source, source_format)
+    return in_format, file_format(
+        target, target_format or (None if Path(target).suffix else in_format)
+    )
+
+
 def read(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     reader = spark.read.format(fmt)
     if fmt == "csv":
@@ -122,8 +133,7 @@ def score_file(
     from runtime.spark import ERROR_COLUMN, column, score
 
     started = time.perf_counter()
-    in_format = file_format(source, source_format)
-    out_format = file_format(target, target_format or (None if Path(target).suffix else in_format))
+    in_format, out_format = formats(source, target, source_format, target_format)
     scored = score(read(spark, source, in_format), name, app_dir, batch_size)
     # Counted by the write job itself, not by reading the output back: Spark's JSON writer
     # leaves null fields out (no row failed, no ``error`` column), and CSV reads back only
@@ -162,8 +172,7 @@ def run(
     # An unknown endpoint, an output no Spark column holds, a format no extension tells, an
     # OUTPUT this machine sees is there: told before a JVM starts (seconds).
     output_schema(endpoint(app_dir, name))
-    file_format(source, source_format)
-    file_format(target, target_format)
+    formats(source, target, source_format, target_format)
     output = _on_disk(target)
     seen_here = _local_master(master) or urlsplit(target).scheme == "file"
     if output is not None and seen_here and not overwrite and os.path.lexists(output):

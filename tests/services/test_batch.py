@@ -398,3 +398,26 @@ def test_a_files_missing_columns_are_named_as_its_header_would_name_them() -> No
     assert refused.value.detail == {"missing": ["annual income"]}
     check(["age", "annual income"])
     assert summary.extra["absent"] == ["city code"]
+
+
+def test_a_files_columns_are_read_by_the_keys_pydantic_reads() -> None:
+    # The columns check took every name and alias a field has, whatever the model's config:
+    # by name only, an alias column "filled" the field, and every row then failed.
+    from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+    from runtime.protocol.batch_formats import column_names, missing_columns
+
+    class ByName(BaseModel):
+        model_config = ConfigDict(validate_by_alias=False, validate_by_name=True)
+        annual_income: float = Field(alias="annual income")
+
+    class Choices(BaseModel):
+        x: float = Field(validation_alias=AliasChoices("first", "second"))
+
+    assert missing_columns(ByName, ["annual income"]) == ["annual_income"]
+    assert column_names(ByName, ["annual_income"]) == ["annual_income"]
+    assert missing_columns(Choices, ["x"]) == ["x"] and missing_columns(Choices, ["second"]) == []
+    assert column_names(Choices, ["x"]) == ["first"]
+    for model, row in ((ByName, {"annual income": 1}), (Choices, {"x": 1})):
+        with pytest.raises(ValueError):  # pydantic reads neither: the check says so first
+            model.model_validate(row)

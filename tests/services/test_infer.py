@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,30 @@ def test_readiness_asks_the_store_and_never_loads_the_model(model: Path, tmp_pat
     assert app.registry.state("pairs") is ModelState.ABSENT
 
 
-def test_a_timeout_in_the_body_ends_the_wait_in_line_at_its_deadline(app: Services) -> None:
+def _binary(doc: dict[str, Any], parameters: dict[str, Any]) -> tuple[bytes, str]:
+    """``doc``'s tensors as binary data after a JSON header holding ``parameters``."""
+    data = [np.asarray(t["data"], dtype="<f4").tobytes() for t in doc["inputs"]]
+    head = json.dumps({
+        "inputs": [
+            {**{k: v for k, v in t.items() if k != "data"},
+             "parameters": {"binary_data_size": len(d)}}
+            for t, d in zip(doc["inputs"], data, strict=True)
+        ],
+        "parameters": parameters,
+    }).encode()  # fmt: skip
+    return head + b"".join(data), str(len(head))
+
+
+@pytest.mark.parametrize("form", ["json", "binary"])
+def test_a_timeout_in_the_body_ends_the_wait_in_line_at_its_deadline(
+    app: Services, form: str
+) -> None:
     # parameters.timeout was read in the request's turn only: one waiting in line behind a
     # long run waited it out, and was answered 504 after the run, not at its deadline.
     doc = {"inputs": [_tensor("x", X), _tensor("y", Y)]}
-    timed = json.dumps({**doc, "parameters": {"timeout": 200_000}}).encode()  # 200 ms
+    timed, length = json.dumps({**doc, "parameters": {"timeout": 200_000}}).encode(), None
+    if form == "binary":
+        timed, length = _binary(doc, {"timeout": 200_000})  # 200 ms
 
     async def main() -> DeadlineExceeded:
         await app.infer.infer_body("pairs", json.dumps(doc).encode(), None)  # loaded
@@ -160,7 +180,7 @@ def test_a_timeout_in_the_body_ends_the_wait_in_line_at_its_deadline(app: Servic
         await asyncio.sleep(0)  # every turn held, as by long runs
         try:
             with pytest.raises(DeadlineExceeded) as late:
-                await asyncio.wait_for(app.infer.infer_body("pairs", timed, None), 10)
+                await asyncio.wait_for(app.infer.infer_body("pairs", timed, length), 10)
             assert turns.waiting == 0 and not any(h.done() for h in held)  # left the line
         finally:
             release.set()
@@ -181,3 +201,25 @@ def test_a_v2_timeout_shorter_than_the_models_runs_says_so(app: Services) -> Non
     assert short.value.detail["timeout_ms"] == 0.001
     assert short.value.detail["last_run_ms"] > 0.001
     assert "the endpoint's last run took" in short.value.message
+
+
+def test_a_timeout_is_read_from_the_json_alone_never_from_the_tensors() -> None:
+    # The whole request was decoded on the event loop to find its timeout: a binary one's
+    # tensors too (654 ms for 6 MB of BYTES in a review), stalling every endpoint.
+    from runtime.services.infer import _own_deadline
+
+    doc = {"inputs": [_tensor("x", X), _tensor("y", Y)]}
+    body, length = _binary(doc, {"timeout": 250_000})
+    garbled = body[: int(length)] + b"\x00" * 3  # tensors the decoder refuses (sizes)
+    with pytest.raises(BadRequest):
+        v2_decode(garbled, length)
+    own = asyncio.run(_own_deadline(garbled, length, time.perf_counter()))
+    assert own is not None and own.budget_ms == 250
+    untimed, untimed_length = _binary(doc, {})
+    assert asyncio.run(_own_deadline(untimed, untimed_length, time.perf_counter())) is None
+
+
+def v2_decode(body: bytes, length: str) -> Any:
+    from runtime.protocol import v2
+
+    return v2.decode_request(body, length)

@@ -287,6 +287,11 @@ def test_a_format_no_extension_tells_is_refused_before_spark_starts(
     assert done.stderr == (
         "Error: cannot tell the format of out.csv.out from its extension: pass --format\n"
     )
+    # An output with no extension (a folder) is written as the input is, as before.
+    from runtime.spark.files import formats
+
+    assert formats("in/", "out/", "json", None) == ("json", "json")
+    assert formats("in.parquet", "out", None, None) == ("parquet", "parquet")
 
 
 def test_an_existing_output_spark_finds_is_told_as_the_command_s_option() -> None:
