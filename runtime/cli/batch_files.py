@@ -81,17 +81,17 @@ def batch(
     target = out or file.with_name(f"{inner.stem}.{name}.results{inner.suffix}")
     if wait_s > 0:
         _check_writable(target)  # before the upload and the wait, not after
-    from runtime.storage import clients
+    from runtime.storage import blob_files, clients
 
     with told(), storage(f"container {container}"):
         source = clients.blob(conn, container, path, found)
         with progress_bar(f"uploading {file.name}") as progress, file.open("rb") as f:
-            made = source.upload_blob(
+            made = blob_files.upload(
+                source,
                 f,
-                overwrite=True,
-                length=file.stat().st_size,
-                progress_hook=lambda done, total: progress(done, total or done),
-                **({"content_settings": _gzip_encoded()} if gzipped else {}),
+                file.stat().st_size,
+                lambda done, total: progress(done, total or done),
+                content_encoding="gzip" if gzipped else None,
             )
     etag = str(made["etag"])
     click.echo(f"uploaded {file} to {container}/{path} (ETag {etag})")
@@ -134,12 +134,6 @@ def batch(
         every = "every row" if errors == rows else plural(errors, "row")
         click.echo(f"Error: {every} of {file.name} failed", err=True)
         raise SystemExit(EXIT_ROWS_FAILED)
-
-
-def _gzip_encoded() -> Any:
-    from azure.storage.blob import ContentSettings
-
-    return ContentSettings(content_encoding="gzip")
 
 
 def _check_writable(target: Path) -> None:

@@ -16,7 +16,7 @@ import threading
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -324,6 +324,24 @@ def version_errors() -> Iterator[None]:
         if code in REFUSED_FOR_GOOD:
             raise StorageRefused(code) from exc
         raise
+
+
+def upload(
+    blob: BlobClient,
+    source: IO[bytes],
+    length: int,
+    progress: Callable[[int, int | None], None],
+    content_encoding: str | None = None,
+) -> dict[str, Any]:
+    """``source`` uploaded whole as ``blob`` (replacing it), ``progress`` told the bytes sent
+    so far; ``content_encoding`` stored with it (``gzip``: inflated as it is read)."""
+    from azure.storage.blob import ContentSettings
+
+    settings = ContentSettings(content_encoding=content_encoding) if content_encoding else None
+    made: dict[str, Any] = blob.upload_blob(
+        source, overwrite=True, length=length, progress_hook=progress, content_settings=settings
+    )
+    return made
 
 
 def write_json(blob: BlobClient, data: bytes) -> None:
