@@ -43,7 +43,11 @@ def _refuse_unknown(
         array = arrays.get(name)
         if array is None:
             continue
-        for value in set(array.ravel().tolist()) - known:
+        try:
+            values = set(array.ravel().tolist())
+        except TypeError:  # unhashable values (lists in an object array): the model refuses
+            continue
+        for value in values - known:
             if value == value and value is not None:  # NaN: missing, not unknown
                 if isinstance(value, float) and value.is_integer():
                     value = int(value)  # an integer category, fed as the model's float

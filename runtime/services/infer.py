@@ -173,9 +173,10 @@ class InferService:
         tensors): decoding, the run and encoding take one hop off the event loop, or none for
         a loaded model whose requests of this size have proved faster than a hop. A deadline
         (``timeout_ms``, the ``x-mlfn-timeout-ms`` header, else the endpoint's default) is
-        answered with 504 at the deadline; the body's ``parameters.timeout`` (microseconds, as
-        Triton's) is checked before the run and after it: work past it is not started, and an
-        answer past it is not sent."""
+        answered with 504 at the deadline, and so is the body's ``parameters.timeout``
+        (microseconds, as Triton's; the earlier of the two holds): read before the request's
+        wait for its turn, which it cuts, and checked again before the run and after it: work
+        past it is not started, and an answer past it is not sent."""
         bound = self._bound(name)
         limits = bound.endpoint.limits
         if len(body) > limits.max_request_bytes:  # the endpoint's limit holds for tensors too
@@ -407,9 +408,8 @@ async def _own_deadline(body: bytes, header_length: str | None, started: float) 
     else:
         doc = await asyncio.to_thread(json_input.loads, json_part, what)
     parameters = doc.get("parameters") if isinstance(doc, dict) else None
-    if not isinstance(parameters, dict) or "timeout" not in parameters:
-        return None
-    return _timeout(parameters["timeout"], started)
+    own = parameters.get("timeout") if isinstance(parameters, dict) else None
+    return None if own is None else _timeout(own, started)  # a null sets none, as decoded
 
 
 def _earliest(deadline: Deadline | None, request: InferRequest, started: float) -> Deadline | None:

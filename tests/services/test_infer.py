@@ -215,8 +215,9 @@ def test_a_timeout_is_read_from_the_json_alone_never_from_the_tensors() -> None:
         v2_decode(garbled, length)
     own = asyncio.run(_own_deadline(garbled, length, time.perf_counter()))
     assert own is not None and own.budget_ms == 250
-    untimed, untimed_length = _binary(doc, {})
-    assert asyncio.run(_own_deadline(untimed, untimed_length, time.perf_counter())) is None
+    for parameters in ({}, {"timeout": None}):  # a null sets none, as the decoder reads it
+        untimed, untimed_length = _binary(doc, parameters)
+        assert asyncio.run(_own_deadline(untimed, untimed_length, time.perf_counter())) is None
 
 
 def v2_decode(body: bytes, length: str) -> Any:
