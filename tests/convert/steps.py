@@ -20,6 +20,16 @@ def mlfn(monkeypatch: pytest.MonkeyPatch, folder: Path, *args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 
+def new_endpoint(
+    monkeypatch: pytest.MonkeyPatch, app: Path, name: str, model: str, template: str
+) -> tuple[Result, str]:
+    """``mlfn new NAME --model MODEL --template TEMPLATE`` in ``app``, which must succeed: what
+    it printed, and the endpoint it wrote."""
+    made = mlfn(monkeypatch, app, "new", name, "--model", model, "--template", template)
+    assert made.exit_code == 0, (made.output, made.exc_info)
+    return made, (app / "functions" / name / "endpoint.py").read_text()
+
+
 def served(app: Path, tmp_path: Path, calls: list[tuple[str, Any]]) -> list[httpx.Response]:
     """POST each (NAME, body) to ``/api/NAME/predict`` of the app served by ``mlfn serve``;
     every answer must be 200."""

@@ -34,7 +34,7 @@ from runtime.cli import main
 from runtime.convert import to_onnx
 from runtime.errors import ConversionError
 from tests.conftest import AzuriteInfo
-from tests.convert.steps import mlfn, served
+from tests.convert.steps import mlfn, new_endpoint, served
 from tests.support import LocalHost, app_env, make_app, wait_for
 
 CITIES = ["oslo", "paris", "rome"]
@@ -337,50 +337,36 @@ def test_the_tensor_template_takes_the_columns_and_its_printed_sample_is_served(
     assert prediction["label"] == expected[0]  # the tensor template: the label output
 
 
-def test_columns_whose_python_names_collide_get_distinct_fields(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("columns", "declared"),
+    [
+        (  # two Python names alike: distinct fields
+            {"a b": [1.0, 2.0, 3.0, 4.0], "a_b": [0.5, 0.1, 0.9, 0.2]},
+            '    a_b: Float32 = Field(alias="a b")\n    a_b_2: Float32 = Field(alias="a_b")\n',
+        ),
+        (  # Python reads identifiers in NFKC form: "µm" (the micro sign) is named "μm"
+            {"µm": [1.0, 2.0, 3.0, 4.0], "\ufb01eld": [0.5, 0.1, 0.9, 0.2],
+             "field": [3.0, 1.0, 0.0, 2.0]},
+            '    \u03bcm: Float32 = Field(alias="\\u00b5m")\n'
+            '    field: Float32 = Field(alias="\\ufb01eld")\n'
+            '    field_2: Float32 = Field(alias="field")\n',
+        ),
+    ],
+    ids=["collide", "nfkc"],
+)  # fmt: skip
+def test_columns_whose_python_names_differ_keep_their_own_as_aliases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: dict[str, Any], declared: str
 ) -> None:
-    frame = pd.DataFrame({"a b": [1.0, 2.0, 3.0, 4.0], "a_b": [0.5, 0.1, 0.9, 0.2]})
+    # nfkc: a field written "µm" is named "μm", so the column's own name found no field (422
+    # "Field required") and the generated predict's "µm" no column (500 KeyError).
+    frame = pd.DataFrame(columns)
     model = LinearRegression().fit(frame, [1.0, 2.0, 3.0, 4.0])
     app = make_app(tmp_path / "app", {})
-    to_onnx(model, app / "models" / "ab.onnx", frame)
-    made = mlfn(
-        monkeypatch, app, "new", "ab", "--model", "models/ab.onnx", "--template", "regressor"
-    )
-    assert made.exit_code == 0, (made.output, made.exc_info)
-    text = (app / "functions" / "ab" / "endpoint.py").read_text()
-    assert (
-        '    a_b: Float32 = Field(alias="a b")\n    a_b_2: Float32 = Field(alias="a_b")\n' in text
-    )
-    (answer,) = served(app, tmp_path, [("ab", {"instances": [{"a b": 2.0, "a_b": 0.1}]})])
-    expected = model.predict(pd.DataFrame({"a b": [2.0], "a_b": [0.1]}))
-    np.testing.assert_allclose(answer.json()["predictions"][0]["prediction"], expected, rtol=1e-5)
-
-
-def test_columns_whose_names_python_reads_otherwise_keep_them_as_aliases(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Python reads identifiers in NFKC form: a field written "µm" (the micro sign) is named
-    # "μm" (Greek mu), so the column's own name found no field (422 "Field required") and
-    # the generated predict's "µm" no column (500 KeyError).
-    frame = pd.DataFrame({"µm": [1.0, 2.0, 3.0, 4.0], "\ufb01eld": [0.5, 0.1, 0.9, 0.2],
-                          "field": [3.0, 1.0, 0.0, 2.0]})  # fmt: skip
-    model = LinearRegression().fit(frame, [1.0, 2.0, 3.0, 4.0])
-    app = make_app(tmp_path / "app", {})
-    to_onnx(model, app / "models" / "nfkc.onnx", frame)
-    made = mlfn(
-        monkeypatch, app, "new", "nfkc", "--model", "models/nfkc.onnx", "--template", "regressor"
-    )
-    assert made.exit_code == 0, (made.output, made.exc_info)
-    text = (app / "functions" / "nfkc" / "endpoint.py").read_text()
-    assert '    \u03bcm: Float32 = Field(alias="\\u00b5m")\n' in text
-    assert (
-        '    field: Float32 = Field(alias="\\ufb01eld")\n    field_2: Float32 = Field(alias="field")\n'
-        in text
-    )
-    row = {"µm": 2.0, "\ufb01eld": 0.1, "field": 1.5}
-    (answer,) = served(app, tmp_path, [("nfkc", {"instances": [row]})])
-    assert answer.status_code == 200, answer.text
+    to_onnx(model, app / "models" / "named.onnx", frame)
+    _, text = new_endpoint(monkeypatch, app, "named", "models/named.onnx", "regressor")
+    assert declared in text
+    row = {name: values[1] for name, values in columns.items()}
+    (answer,) = served(app, tmp_path, [("named", {"instances": [row]})])
     expected = model.predict(pd.DataFrame({k: [v] for k, v in row.items()}))
     np.testing.assert_allclose(answer.json()["predictions"][0]["prediction"], expected, rtol=1e-5)
 
@@ -394,11 +380,7 @@ def test_mlfn_new_says_when_a_column_is_named_like_what_scoring_adds(
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, _outcome(loans))
     app = make_app(tmp_path / "app", {})
     to_onnx(model, app / "models" / "clash.onnx", frame)
-    made = mlfn(
-        monkeypatch, app, "new", "clash", "--model", "models/clash.onnx",
-        "--template", "classifier",
-    )  # fmt: skip
-    assert made.exit_code == 0, (made.output, made.exc_info)
+    made, _ = new_endpoint(monkeypatch, app, "clash", "models/clash.onnx", "classifier")
     assert "note: input column(s) 'Label', 'error' are named like what scoring adds" in (
         made.output
     )
@@ -719,12 +701,8 @@ def test_a_bool_column_is_a_bool_field_that_takes_what_pandas_writes(
     to_onnx(model, app / "models" / "members.onnx", frame)
     columns = json.loads(_metadata(app / "models" / "members.onnx")["mlfn.columns"])
     assert columns == [{"name": "age", "type": "int"}, {"name": "member", "type": "bool"}]
-    made = mlfn(
-        monkeypatch, app, "new", "members", "--model", "models/members.onnx",
-        "--template", "classifier",
-    )  # fmt: skip
-    assert made.exit_code == 0, (made.output, made.exc_info)
-    assert "    member: bool\n" in (app / "functions" / "members" / "endpoint.py").read_text()
+    _, text = new_endpoint(monkeypatch, app, "members", "models/members.onnx", "classifier")
+    assert "    member: bool\n" in text
 
     text = frame.head(4).to_csv(index=False).splitlines()  # age,member / 62,True ...
     cells = [line.split(",") for line in text[1:]]
@@ -784,10 +762,5 @@ def test_a_value_an_imputer_replaces_before_a_closed_encoder_is_taken(
     np.testing.assert_allclose(got, fitted.predict_proba(rows), rtol=1e-5)
     with pytest.raises(Exception, match="is not a category the model was fitted on"):
         model.run({"city": [["?"]], "code": [[7.0]]})  # an unknown one is still refused
-    made = mlfn(
-        monkeypatch, app, "new", "sentinel", "--model", "models/sentinel.onnx",
-        "--template", "classifier",
-    )  # fmt: skip
-    assert made.exit_code == 0, (made.output, made.exc_info)
-    text = (app / "functions" / "sentinel" / "endpoint.py").read_text()
+    _, text = new_endpoint(monkeypatch, app, "sentinel", "models/sentinel.onnx", "classifier")
     assert '    city: Literal["oslo", "paris", "rome", "?"]\n' in text
