@@ -38,7 +38,8 @@ def _refuse_unknown(
     model: str, closed: dict[str, tuple[list[Any], frozenset[Any]]], arrays: dict[str, Any]
 ) -> None:
     """ModelInputRefused naming the input and the value, for a value of an input with closed
-    categories that is not one of them (a missing one, NaN or None, is the imputer's)."""
+    categories that is not one of them. A missing one (NaN, None) is refused only where no
+    imputer takes it: ``known`` then holds neither."""
     for name, (categories, known) in closed.items():
         array = arrays.get(name)
         if array is None:
@@ -48,15 +49,19 @@ def _refuse_unknown(
         except TypeError:  # unhashable values (lists in an object array): the model refuses
             continue
         for value in values - known:
-            if value == value and value is not None:  # NaN: missing, not unknown
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)  # an integer category, fed as the model's float
-                shown = ", ".join(map(repr, categories[:10]))
-                raise ModelInputRefused(
-                    model,
-                    f"input {name!r}: {value!r} is not a category the model was fitted on "
-                    f"({shown}{', ...' if len(categories) > 10 else ''})",
-                )
+            if value != value and _NAN in known:  # NaN: missing, and the model imputes it
+                continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # an integer category, fed as the model's float
+            shown = ", ".join(map(repr, categories[:10]))
+            raise ModelInputRefused(
+                model,
+                f"input {name!r}: {value!r} is not a category the model was fitted on "
+                f"({shown}{', ...' if len(categories) > 10 else ''})",
+            )
+
+
+_NAN = object()  # stands for NaN in a set of known values (NaN equals nothing, itself neither)
 
 
 def _is_missing(value: Any) -> bool:
@@ -265,7 +270,11 @@ class OnnxModel:
                 except TypeError:  # not plain values: left to the model
                     continue
                 missing = self._missing.get(name)  # the imputer's text: the model's own
-                closed[name] = (categories, known if missing is None else known | {missing})
+                if missing is not None:
+                    known |= {missing}
+                if c.get("optional") is True:  # a missing value is the imputer's to replace
+                    known |= {None, _NAN}
+                closed[name] = (categories, known)
         return closed
 
     def run(

@@ -317,7 +317,9 @@ def _jsonl_rows(source: IO[bytes], max_row_bytes: int) -> Iterator[tuple[RawRow,
                 raise FileUnreadable(JSON_ARRAY) from None
             yield unreadable_row(f"row is not JSON: {exc}"), len(line)
         else:
-            if first and isinstance(row, list):  # a whole JSON array on one line
+            # A whole JSON array of rows on one line; a list of values ([1, 2]) is a row,
+            # which the model refuses as any row that is not an object.
+            if first and isinstance(row, list) and (not row or isinstance(row[0], dict)):
                 raise FileUnreadable(JSON_ARRAY)
             yield row, len(line)
         first = False

@@ -683,6 +683,10 @@ def test_a_category_the_encoder_refuses_is_refused_by_the_run_naming_the_input(
         assert f"input {name!r}: {unknown!r} is not a category the model was fitted on" in (
             refused.value.message
         )
+    # NaN where no imputer takes it (V2's binary floats) is refused by name too, not with
+    # onnxruntime's "Unknown Category" naming no input.
+    with pytest.raises(ModelInputRefused, match="input 'zone': nan is not a category"):
+        model.run({**good, "zone": [[10], [float("nan")]]})
 
 
 def test_a_bool_column_is_a_bool_field_that_takes_what_pandas_writes(

@@ -286,6 +286,9 @@ def test_columns_are_the_predictions_as_written() -> None:
 def test_a_json_array_on_one_line_and_a_csv_without_header_are_refused_whole() -> None:
     with pytest.raises(FileUnreadable, match="JSON array"):
         _rows(batch.Format.JSONL, b'[{"a": 1}, {"a": 2}]\n')
+    # A first row that is a list of values is a row (the model refuses it), not an array of
+    # rows: the whole file was refused as "a JSON array" for its first line alone.
+    assert _kinds(_rows(batch.Format.JSONL, b'[1, 2]\n{"a": 2}\n')) == [[1, 2], {"a": 2}]
     with pytest.raises(FileUnreadable, match="first row is numbers"):
         _rows(batch.Format.CSV, b"5.1,3.5,1.4,0.2\n4.9,3.0,1.4,0.2\n")
 
