@@ -123,7 +123,9 @@ def convert(model: Any, sample: Any, rows: int, options: dict[str, Any]) -> Conv
         expected[outputs[0]] = np.asarray(model.predict(x))
     else:
         expected[outputs[0]] = np.asarray(model.transform(x))
-    warnings = (FLOAT32_TREES,) if imputes and _trees_last(model, final) else ()
+    warnings = (
+        (FLOAT32_TREES,) if imputes and _trees_last(model, final) and _holds_trees(final) else ()
+    )
     return Converted(
         onnx_model,
         feeds,
@@ -159,6 +161,24 @@ def _trees_last(model: Any, final: Any) -> bool:
     trees = type(final).__module__.startswith(("sklearn.tree", "sklearn.ensemble"))
     trees = trees or boosting.library(final) is not None
     return trees and isinstance(model, Pipeline) and len(model.steps) > 1
+
+
+def _holds_trees(estimator: Any) -> bool:
+    """Whether ``estimator`` compares values with split thresholds: a tree, a tree ensemble,
+    boosted trees, or an ensemble of estimators any of which does (a VotingClassifier of
+    linear models does not)."""
+    if boosting.library(estimator) is not None:
+        return True
+    module = type(estimator).__module__
+    if module.startswith("sklearn.tree"):
+        return True
+    if not module.startswith("sklearn.ensemble"):
+        return False
+    if type(estimator).__name__.startswith(("Voting", "Stacking", "Bagging", "AdaBoost")):
+        members: Any = getattr(estimator, "estimators_", [])
+        flat = members.ravel().tolist() if hasattr(members, "ravel") else list(members)
+        return any(_holds_trees(member) for member in flat)
+    return True  # forests, gradient boosting, isolation forests: trees all
 
 
 def _cast_before_tree(model: Any, final: Any) -> Any:

@@ -23,7 +23,7 @@ import pytest
 from azure.storage.blob import ContainerClient
 from click.testing import CliRunner
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier, VotingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -164,6 +164,17 @@ def test_imputed_numbers_convert_before_linear_models_and_trees(
     plain = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0))
     x = loans[["age", "annual income"]].to_numpy()
     assert not to_onnx(plain.fit(x, _outcome(loans)), tmp_path / "plain.onnx", x).warnings
+    # An ensemble warns by its members: linear models compare no thresholds.
+    x = holes[["age", "annual income"]].to_numpy()
+    for members, warned in (
+        ([("a", LogisticRegression()), ("b", LogisticRegression(C=0.5))], False),
+        ([("a", LogisticRegression()), ("f", RandomForestClassifier(n_estimators=3))], True),
+    ):
+        voting = make_pipeline(
+            SimpleImputer(), VotingClassifier(members, voting="soft", flatten_transform=False)
+        )
+        done = to_onnx(voting.fit(x, _outcome(loans)), tmp_path / "voting.onnx", x)
+        assert bool(done.warnings) is warned
 
 
 def test_a_numeric_dataframe_regressor_serves_a_field_per_column(
