@@ -217,7 +217,7 @@ class Scorer:
         batcher (requests for different versions never share a run)."""
         self.model_key, self.model_ref = key, ref
         self._placement = Placement()  # sync runs: on the loop once loaded and proved fast
-        self._runs = _Runs(self.bound, key, ref, self._registry)
+        self._runs = _Runs(self.bound, key, ref, self._registry, self.busy)
         self._info: ModelInfo | None = None
         limits = self._limits
         target = limits.latency_target_ms
@@ -238,7 +238,6 @@ class Scorer:
         )
         batcher = self.batcher
         self._runs.interactive_at = lambda: batcher.interactive_at
-        self._runs.busy = self.busy
 
     def came(self) -> None:
         """An interactive request came that skips the batcher (V2's infer): bulk work rests
@@ -364,8 +363,6 @@ class Scorer:
         instances = self.decode_valid(body) if len(body) <= INLINE_BODY_BYTES else None
         if instances is None:  # large, or invalid: read the careful way, in a thread
             return await asyncio.to_thread(self.decode, body)
-        if self._all_optional:
-            self._refuse_unnamed(instances)
         return instances
 
     def _refuse_unnamed(self, instances: Sequence[BaseModel], field: str = "instances") -> None:
@@ -389,13 +386,16 @@ class Scorer:
     def decode_valid(self, body: bytes) -> list[BaseModel] | None:
         """The instances of a valid V1 body, parsed and validated by pydantic in one pass;
         None for any body that is not (``decode`` then says what is wrong). Stops at the
-        first invalid instance, so a hostile body costs little here."""
+        first invalid instance, so a hostile body costs little here. An all-optional schema's
+        instance that sets no field is ValidationFailed, as ``validate`` says it."""
         if len(body) > self._limits.max_request_bytes:
             return None
         try:
             instances: list[BaseModel] = self._body.validate_json(body).instances
         except ValidationError:
             return None
+        if self._all_optional and instances:
+            self._refuse_unnamed(instances)
         return instances or None
 
     def decode(self, body: bytes) -> list[BaseModel]:
@@ -404,10 +404,8 @@ class Scorer:
         if len(body) > self._limits.max_request_bytes:
             raise PayloadTooLarge(len(body), self._limits.max_request_bytes)
         instances = self.decode_valid(body)
-        if instances is None:  # validate refuses an instance that sets no field itself
+        if instances is None:
             return self.validate(v1.decode_request(body, max_bytes=self._limits.max_request_bytes))
-        if self._all_optional:
-            self._refuse_unnamed(instances)
         return instances
 
     def validate(self, raw: Sequence[Any], field: str = "instances") -> list[BaseModel]:
@@ -623,7 +621,9 @@ class _Runs:
         "interactive_at",
     )  # fmt: skip
 
-    def __init__(self, bound: BoundEndpoint, key: str, ref: Model, registry: ModelRegistry) -> None:
+    def __init__(
+        self, bound: BoundEndpoint, key: str, ref: Model, registry: ModelRegistry, busy: Busy
+    ) -> None:
         limits = bound.endpoint.limits
         self._name, self._ref, self._registry = key, ref, registry
         self._inline = limits.inline_fast_runs
@@ -635,7 +635,7 @@ class _Runs:
         self._calm = threading.Condition()  # told when none does
         # When the endpoint's last interactive request came (its batcher's), for bulk rests.
         self.interactive_at: Callable[[], float] = lambda: 0.0
-        self.busy = Busy()  # how busy its endpoint's requests keep it (its scorer's)
+        self.busy = busy  # how busy its endpoint's requests keep it (its scorer's)
 
     def held_now(self) -> _Run | None:
         """A slot and the model, when both are free now (on the loop: never a wait for a slot,

@@ -26,7 +26,7 @@ from runtime.errors import (
 from runtime.models.onnx_model import OnnxModel
 from runtime.models.registry import ModelRegistry
 from runtime.protocol import v1
-from runtime.scheduling import placement
+from runtime.scheduling import Busy, placement
 from runtime.scored import Scored
 from runtime.services.predict import PredictService
 from tests.models.onnx_builders import multi_io
@@ -426,7 +426,7 @@ def test_a_run_slot_taken_on_the_loop_is_given_back_when_holding_the_model_fails
 
     endpoint = Endpoint(In, Out, model="models/none.onnx")
     registry = Failing(Settings(cache_dir=tmp_path / "cache"), tmp_path)
-    runs = _Runs(BoundEndpoint("ep", endpoint), "ep", endpoint.model, registry)
+    runs = _Runs(BoundEndpoint("ep", endpoint), "ep", endpoint.model, registry, Busy())
     for _ in range(2):  # the second finds the slot free again
         with pytest.raises(RuntimeError, match="new thread"):
             runs.held_now()
