@@ -50,9 +50,10 @@ class InferRequest:
         return bool(self.parameters.get("binary_data_output", False))
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+def decode_request(body: bytes, header_length: str | None, parsed: Any = None) -> InferRequest:
     """An inference request from a JSON body, or a JSON header followed by binary tensor data
-    when ``Inference-Header-Content-Length`` says where the JSON ends."""
+    when ``Inference-Header-Content-Length`` says where the JSON ends. ``parsed``: that JSON,
+    read already (as ``json_input.loads`` reads it), so that a body is parsed once."""
     json_part, binary = body, b""
     if header_length is not None:
         try:
@@ -66,7 +67,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
                 f"Inference-Header-Content-Length {size} is outside the {len(body)}-byte body"
             )
         json_part, binary = body[:size], body[size:]
-    doc = json_input.loads(json_part, "the inference request")
+    doc = json_input.loads(json_part, "the inference request") if parsed is None else parsed
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise BadRequest('the inference request must be an object with an "inputs" list')
 

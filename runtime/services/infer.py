@@ -204,7 +204,9 @@ class InferService:
     ) -> tuple[bytes, dict[str, str]]:
         """``_answer``, by the body's own ``parameters.timeout`` too where it sets one: read
         first (its JSON, not its tensors), so that the wait for a turn ends at it."""
-        own = await _own_deadline(call.body, call.header_length, call.started)
+        own, parsed = await _own_deadline(call.body, call.header_length, call.started)
+        if parsed is not None:  # the decoder reads it as it is: the JSON is parsed once
+            call = call._replace(parsed=parsed)
         if own is None or (call.deadline is not None and call.deadline.at <= own.at):
             return await self._answer(name, call, lines)
         return await within(own, self._answer(name, call._replace(deadline=own), lines))
@@ -245,19 +247,19 @@ class InferService:
         """Decode, run, encode (and hand the tensors to the payload log, when it samples the
         request), ``turns`` told how long that took. Never waits: async only as ``Placement``
         takes work."""
-        body, header_length, version, deadline, log, started = call
+        body, header_length, version, deadline, log, started, parsed = call
         began = time.perf_counter()
         tel = telemetry.current()
         if tel.on:  # a span costs even when off: the hot path only checks
             with tel.span("mlfn.validate"):
-                request = v2.decode_request(body, header_length)
+                request = v2.decode_request(body, header_length, parsed)
             deadline = _earliest(deadline, request, started)
             with tel.span("mlfn.run"):
                 result = self._run(model, request, version)
             with tel.span("mlfn.encode"):
                 answer = _encode(request, result)
         else:
-            request = v2.decode_request(body, header_length)
+            request = v2.decode_request(body, header_length, parsed)
             deadline = _earliest(deadline, request, started)
             result = self._run(model, request, version)
             answer = _encode(request, result)
@@ -379,6 +381,7 @@ class _Call(NamedTuple):
     deadline: Deadline | None
     log: EndpointLog | None
     started: float  # time.perf_counter() when it came
+    parsed: Any = None  # its JSON, when read already for its own timeout
 
 
 # The JSON of a request that sets a timeout, read on the loop up to this size (JSON is read at
@@ -387,20 +390,23 @@ class _Call(NamedTuple):
 _READ_ON_LOOP_BYTES = 4 * 1024
 
 
-async def _own_deadline(body: bytes, header_length: str | None, started: float) -> Deadline | None:
+async def _own_deadline(
+    body: bytes, header_length: str | None, started: float
+) -> tuple[Deadline | None, Any]:
     """The deadline the request's JSON sets (``parameters.timeout``, read as ``_earliest``
     reads it), when the bytes ``"timeout"`` are in that JSON; else None, as for a JSON part
-    the decoder will refuse (it says why, in the request's turn)."""
+    the decoder will refuse (it says why, in the request's turn). With it, the JSON read for
+    it (None when it was not read), which the decoder takes instead of reading it again."""
     size = len(body)
     if header_length is not None:
         try:
             size = int(header_length)
         except ValueError:
-            return None
+            return None, None
         if not 0 <= size <= len(body):
-            return None
+            return None, None
     if body.find(b'"timeout"', 0, size) < 0:
-        return None
+        return None, None
     json_part = body[:size] if size < len(body) else body
     what = "the inference request"
     if size <= _READ_ON_LOOP_BYTES:
@@ -409,7 +415,7 @@ async def _own_deadline(body: bytes, header_length: str | None, started: float) 
         doc = await asyncio.to_thread(json_input.loads, json_part, what)
     parameters = doc.get("parameters") if isinstance(doc, dict) else None
     own = parameters.get("timeout") if isinstance(parameters, dict) else None
-    return None if own is None else _timeout(own, started)  # a null sets none, as decoded
+    return (None if own is None else _timeout(own, started)), doc  # a null sets none
 
 
 def _earliest(deadline: Deadline | None, request: InferRequest, started: float) -> Deadline | None:

@@ -213,11 +213,35 @@ def test_a_timeout_is_read_from_the_json_alone_never_from_the_tensors() -> None:
     garbled = body[: int(length)] + b"\x00" * 3  # tensors the decoder refuses (sizes)
     with pytest.raises(BadRequest):
         v2_decode(garbled, length)
-    own = asyncio.run(_own_deadline(garbled, length, time.perf_counter()))
+    own, parsed = asyncio.run(_own_deadline(garbled, length, time.perf_counter()))
     assert own is not None and own.budget_ms == 250
+    assert parsed == json.loads(garbled[: int(length)])  # the JSON header alone
     for parameters in ({}, {"timeout": None}):  # a null sets none, as the decoder reads it
         untimed, untimed_length = _binary(doc, parameters)
-        assert asyncio.run(_own_deadline(untimed, untimed_length, time.perf_counter())) is None
+        own, _ = asyncio.run(_own_deadline(untimed, untimed_length, time.perf_counter()))
+        assert own is None
+
+
+def test_a_json_request_naming_a_timeout_is_parsed_once(
+    app: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its JSON was read for the timeout, then again by the decoder: twice the parse of a large
+    # JSON tensor, holding the GIL.
+    from runtime.protocol import json_input
+
+    parsed: list[int] = []
+    loads = json_input.loads
+
+    def counted(data: bytes | str, what: str) -> Any:
+        parsed.append(len(data))
+        return loads(data, what)
+
+    monkeypatch.setattr(json_input, "loads", counted)
+    body, _ = _infer(
+        app, {"inputs": [_tensor("x", X), _tensor("y", Y)], "parameters": {"timeout": 10**7}}
+    )
+    assert len(parsed) == 1
+    assert np.allclose(json.loads(body)["outputs"][0]["data"], np.add(X, Y).ravel())
 
 
 def v2_decode(body: bytes, length: str) -> Any:
