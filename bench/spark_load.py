@@ -17,8 +17,8 @@ any job, so both paths read the same partitions from memory, and the output goes
 ``--quick``): mlfn's first job pays for starting the workers and loading the model in each, the
 UDF's first one is its warm-up, and the warm figure of each is its fastest later job (the
 machine is shared: the fastest is the least disturbed). Every worker runs one onnxruntime thread
-(``MLFN_ORT_INTRA_OP_THREADS=1``, the UDF's ``intra_op_num_threads=1``), as docs/spark.md
-advises. After timing, both score the first 1,000 rows: the outputs must agree (labels equal,
+(mlfn's default in a Spark task: the CPUs Spark gives it; the UDF's ``intra_op_num_threads=1``).
+After timing, both score the first 1,000 rows: the outputs must agree (labels equal,
 floats within 1e-5) with mlfn's error column null; and no row of mlfn's over all rows may
 carry an error.
 """
@@ -197,7 +197,6 @@ def run(quick: bool) -> list[Run]:
             p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
         )  # the workers import bench.spark_load.handwritten
         os.environ["MLFN_CACHE_DIR"] = str(tmp / "cache")
-        os.environ["MLFN_ORT_INTRA_OP_THREADS"] = "1"  # a worker per core already
         try:
             return [_run(app, case, 2 if quick else ROUNDS) for case in cases(quick)]
         finally:

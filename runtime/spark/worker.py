@@ -5,12 +5,14 @@ A Python worker is a process of its own. It builds the app's ``Services`` once (
 app folder and the fingerprint of its files the driver saw, for every later task the process
 runs; an app edited between two jobs is built again), so the model is loaded once per process,
 and fetched through the store and its disk cache: workers of one machine share a download
-through the cache's file lock.
+through the cache's file lock. Its runs use the CPUs Spark gives a task (``spark.task.cpus``),
+not every CPU of the machine: an executor runs that many workers at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime import redact
+from runtime import config, redact
 from runtime.digest import sha256_file
 from runtime.discovery import discover, import_failure
 from runtime.errors import (
@@ -80,9 +82,26 @@ def services_for(app_dir: str, fingerprint: str = "") -> Services:
             # runs its registration, where redaction is installed for Azure.
             redact.install_in_logging()
             root = app_root(app_dir)
-            kept = (fingerprint, Services(discover_app(root), app_root=root))
+            kept = (fingerprint, Services(discover_app(root), root, _task_settings()))
             _services[key] = kept
         return kept[1]
+
+
+def _task_settings() -> config.Settings:
+    """The process's settings, a model run's threads the CPUs Spark gives this task unless
+    MLFN_ORT_INTRA_OP_THREADS says. onnxruntime's default, every CPU of the machine, in each of
+    an executor's workers at once, is that many threads per core, each spinning for work."""
+    settings = config.current()
+    if settings.ort_intra_op_threads is not None:
+        return settings
+    try:
+        from pyspark import TaskContext
+    except ImportError:  # no Spark here: no task
+        return settings
+    task = TaskContext.get()
+    if task is None:  # not in a task: the driver
+        return settings
+    return dataclasses.replace(settings, ort_intra_op_threads=max(1, task.cpus()))
 
 
 def fingerprint(root: Path) -> str:

@@ -26,11 +26,12 @@ _java = shutil.which("java") or (
 
 @contextlib.contextmanager
 def local_spark(env: dict[str, str]) -> Iterator[SparkSession]:
-    """A local[2] session whose Python workers run with ``env`` (and this interpreter), one
-    onnxruntime thread each; stopped at the end."""
+    """A local[2] session whose Python workers run with ``env`` (and this interpreter);
+    stopped at the end. Each worker's onnxruntime threads are mlfn's default there: the CPUs
+    Spark gives a task, one."""
     from pyspark.sql import SparkSession
 
-    env = {"MLFN_ORT_INTRA_OP_THREADS": "1", "PYSPARK_PYTHON": sys.executable, **env}
+    env = {"PYSPARK_PYTHON": sys.executable, **env}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)

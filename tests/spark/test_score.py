@@ -325,3 +325,37 @@ def test_arrays_and_maps_score_with_large_var_types_on(spark: SparkSession, app:
         spark.conf.unset("spark.sql.execution.arrow.useLargeVarTypes")
     assert row is not None and row["error"] is None, row
     assert row["values"][0] == 1.0 and row["scores"] == {"a": 1.0} and row["name"] == "n1"
+
+
+THREADS = """
+from pydantic import BaseModel
+
+from runtime import Endpoint, OnnxModel
+
+
+class In(BaseModel):
+    x: float
+
+
+class Out(BaseModel):
+    threads: int
+
+
+endpoint = Endpoint(In, Out, model="iris.onnx")
+
+
+@endpoint.predict
+def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+    info = model.session_info
+    return [Out(threads=info.intra_op_threads if info else -1) for _ in rows]
+"""
+
+
+def test_a_model_runs_on_the_cpus_spark_gives_a_task(spark: SparkSession, tmp_path: Path) -> None:
+    # Its session took every CPU of the machine (2 here) in each of the executor's workers
+    # at once (local[2]: two), as outside Spark; spark.task.cpus is 1.
+    from runtime.spark import score
+
+    app = make_app(tmp_path / "threads", {"spark_threads": THREADS})
+    df = spark.createDataFrame([(1.0,), (2.0,)], "x double").repartition(2)
+    assert {r["threads"] for r in score(df, "spark_threads", app_dir=app).collect()} == {1}
