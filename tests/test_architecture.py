@@ -58,7 +58,7 @@ ALLOWED: dict[str, set[str]] = {
     # It shares the model cache's check of a private folder, the CSV rule of batch files and
     # the log redaction.
     "spark": {"discovery", "services", "endpoint", "errors", "digest", "models", "protocol",
-              "redact"},
+              "redact", "config"},
 }  # fmt: skip
 ANYTHING = {"host", "cli", "scaffold", "deploy"}  # the local host, the command line, deploy tools
 
