@@ -76,6 +76,35 @@ def count_blob_downloads(azurite_log: Path, container: str, blob: str) -> tuple[
 
 # Iris, as in functions/iris, with a field read by its alias and the scoring process's id as an
 # output (to count the Python workers that scored).
+def row_endpoint(output: str, row: str, imports: str = "") -> str:
+    """An endpoint's source on iris.onnx: one float field ``x`` in, the output model ``Out``
+    of the field lines ``output``, each row ``r`` answered by ``Out(row)`` (``model`` is the
+    model)."""
+    fields = "\n".join(f"    {line.strip()}" for line in output.strip().splitlines())
+    return f"""
+{imports}
+from pydantic import BaseModel
+
+from runtime import Endpoint, OnnxModel
+
+
+class In(BaseModel):
+    x: float
+
+
+class Out(BaseModel):
+{fields}
+
+
+endpoint = Endpoint(In, Out, model="iris.onnx")
+
+
+@endpoint.predict
+def predict(rows: list[In], model: OnnxModel) -> list[Out]:
+    return [Out({row}) for r in rows]
+"""
+
+
 IRIS = """
 import os
 

@@ -24,6 +24,7 @@ from tests.spark.spark_support import (
     count_blob_downloads,
     local_spark,
     needs_spark,
+    row_endpoint,
 )
 from tests.support import make_app
 
@@ -327,28 +328,10 @@ def test_arrays_and_maps_score_with_large_var_types_on(spark: SparkSession, app:
     assert row["values"][0] == 1.0 and row["scores"] == {"a": 1.0} and row["name"] == "n1"
 
 
-THREADS = """
-from pydantic import BaseModel
-
-from runtime import Endpoint, OnnxModel
-
-
-class In(BaseModel):
-    x: float
-
-
-class Out(BaseModel):
-    threads: int
-
-
-endpoint = Endpoint(In, Out, model="iris.onnx")
-
-
-@endpoint.predict
-def predict(rows: list[In], model: OnnxModel) -> list[Out]:
-    info = model.session_info
-    return [Out(threads=info.intra_op_threads if info else -1) for _ in rows]
-"""
+THREADS = row_endpoint(
+    "threads: int",
+    "threads=model.session_info.intra_op_threads if model.session_info else -1",
+)
 
 
 def test_a_model_runs_on_the_cpus_spark_gives_a_task(spark: SparkSession, tmp_path: Path) -> None:

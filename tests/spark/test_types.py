@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel, Field, computed_field, create_model
 
-from tests.spark.spark_support import needs_spark
+from tests.spark.spark_support import needs_spark, row_endpoint
 
 
 class Inner(BaseModel):
@@ -190,29 +190,7 @@ def test_the_command_keeps_spark_submits_master_and_is_local_otherwise(
     assert os.environ["PYSPARK_PYTHON"] == sys.executable
 
 
-DECIMAL_OUT = """
-from decimal import Decimal
-
-from pydantic import BaseModel
-
-from runtime import Endpoint, OnnxModel
-
-
-class In(BaseModel):
-    x: float
-
-
-class Out(BaseModel):
-    price: Decimal
-
-
-endpoint = Endpoint(In, Out, model="iris.onnx")
-
-
-@endpoint.predict
-def predict(rows: list[In], model: OnnxModel) -> list[Out]:
-    return [Out(price=Decimal(r.x)) for r in rows]
-"""
+DECIMAL_OUT = row_endpoint("price: Decimal", "price=Decimal(r.x)", "from decimal import Decimal")
 
 
 @needs_spark
