@@ -252,7 +252,7 @@ class Host:
             "MLFN_CACHE_DIR": str(tmp / "cache"),
             # The local host finds a new blob by listing its container (on Azure an Event
             # Grid event starts the function): the clock also runs while it waits for its next
-            # scan, up to this long, as it does while this bench polls for the summary (50 ms).
+            # scan, up to this long, as it does while this bench watches the host's log (10 ms).
             "MLFN_HOST_BLOB_SCAN_S": "0.05",
         }
         self.local = LocalHost(app, env).start()
